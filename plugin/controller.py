@@ -1,0 +1,247 @@
+"""The controller's recorder: opens a channel to each xdist worker, notes workers going down
+or crashing, ends the log and prints the summary.
+
+Without xdist the single process runs this and a :class:`~.worker.WorkerRecorder` for
+itself (worker id ``main``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import subprocess
+from collections.abc import Generator
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from . import events as ev
+from .clock import now
+from .hub import Hub
+from .probes.lifecycle import TestAssembler
+from .settings import WORKERINPUT_KEY
+from .summary import summary_lines
+
+if TYPE_CHECKING:
+    # Imported by session.py only when the docker SDK is installed.
+    from .probes.container_engine import EngineWatch
+
+CRASH_EXIT_WAIT = 1.0
+
+
+def describe_exit(returncode: int | None) -> tuple[int | None, str | None]:
+    """(exit code, signal name) from a Popen returncode."""
+    if returncode is None:
+        return None, None
+    if returncode < 0:
+        try:
+            return None, signal.Signals(-returncode).name
+        except ValueError:
+            return None, f"signal {-returncode}"
+    return returncode, None
+
+
+def describe_spec(spec: Any) -> str:
+    """``popen``, ``socket=host:port``, ``ssh=host``: the gateway as a user wrote it."""
+    for kind in ("ssh", "socket", "vagrant_ssh"):
+        value = getattr(spec, kind, None)
+        if value:
+            return f"{kind}={value}"
+    if getattr(spec, "popen", False):
+        via = getattr(spec, "via", None)
+        return f"popen//via={via}" if via else "popen"
+    return str(spec)
+
+
+class ControllerRecorder:
+    """pytest plugin object of the process that owns the hub."""
+
+    def __init__(self, hub: Hub, config: pytest.Config) -> None:
+        self.hub = hub
+        self.config = config
+        self.local_worker: Any = None
+        self.engine: EngineWatch | None = None
+        """The watch of the container engine, when the docker SDK is installed."""
+        self.summary_done = False
+        self._last_report: dict[Any, pytest.TestReport] = {}
+        """xdist node -> the last phase report it sent. xdist's own reports leave a worker
+        from its main thread as each phase ends: right even when the worker went silent
+        before its watchdog could tell (native code grabbed the GIL). Kept as the report
+        itself (3 reports a test pass here); :meth:`running` reads it when asked."""
+        self._crashes: dict[str, ev.WorkerCrashed] = {}
+        """Crashes seen in testnodedown, held until xdist names the test (handlecrashitem)."""
+
+    # ------------------------------------------------------------------ xdist
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_configure_node(self, node: Any) -> None:
+        self._flush_crashes()
+        gateway = node.gateway
+        worker = str(gateway.id)
+        spec = gateway.spec
+        try:
+            channel = gateway.newchannel()
+            self.hub.attach_channel(worker, channel)
+        except Exception as exc:  # noqa: BLE001 - the run goes on unmonitored for this worker
+            self.hub.note(
+                "error", f"cannot open a channel to {worker}: {exc!r}; it is not recorded"
+            )
+            return
+        node.workerinput[WORKERINPUT_KEY] = {
+            "channel": channel,
+            "spec": describe_spec(spec),
+            "remote": not getattr(spec, "popen", False) or bool(getattr(spec, "via", None)),
+            "run_id": self.hub.run_id,
+        }
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        node = getattr(report, "node", None)
+        if node is not None:  # from an xdist worker
+            self._last_report[node] = report
+
+    def running(self, worker: str) -> tuple[str, str, float] | None:
+        """(test, phase, since) of ``worker`` from xdist's reports; None between tests."""
+        for node, report in list(self._last_report.items()):
+            if str(node.gateway.id) != worker:
+                continue
+            if report.when == "teardown":
+                return None
+            phase = "call" if report.when == "setup" and report.passed else "teardown"
+            return report.nodeid, phase, report.stop
+        return None
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodedown(self, node: Any, error: object | None) -> None:
+        self._flush_crashes()
+        worker = str(node.gateway.id)
+        self.hub.detach(worker)
+        if error is None:
+            self.hub.emit(ev.WorkerDown(w=worker, ts=now()))
+            return
+        exitcode, signame, note = self._exit_of(node)
+        self._recover_lost_tests(node, worker)
+        view = self.hub.state.workers.get(worker)
+        self._crashes[worker] = ev.WorkerCrashed(
+            w=worker,
+            ts=now(),
+            error=ev.clip(str(error), 2000) or "worker went away",
+            test=view.test if view is not None else None,
+            exitcode=exitcode,
+            signal=signame,
+            note=note,
+        )
+
+    def _flush_crashes(self) -> None:
+        while self._crashes:
+            _, crash = self._crashes.popitem()
+            self.hub.emit(crash)
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_handlecrashitem(self, crashitem: str, report: Any, sched: Any) -> None:
+        node = getattr(report, "node", None)
+        worker = str(node.gateway.id) if node is not None else ""
+        crash = self._crashes.pop(worker, None)
+        if crash is not None:
+            crash.test = crashitem
+            self.hub.emit(crash)
+        self.hub.emit(
+            ev.TestFinished(
+                w=worker,
+                ts=now(),
+                nodeid=crashitem,
+                outcome="failed",
+                message=str(report.longrepr),
+                failed_when="call",
+                crashed=True,
+            )
+        )
+
+    def _recover_lost_tests(self, node: Any, worker: str) -> None:
+        """A dead worker's last batch (up to one flush interval) never arrived; xdist's own
+        reports of those tests did. Rebuild them, marked ``recovered``."""
+        reporter = self.config.pluginmanager.get_plugin("terminalreporter")
+        stats: dict[str, list[Any]] = getattr(reporter, "stats", None) or {}
+        mine = [
+            rep
+            for reports in stats.values()
+            for rep in reports
+            if getattr(rep, "node", None) is node
+            and isinstance(rep, pytest.TestReport)
+            and rep.when in ("setup", "call", "teardown")
+        ]
+        view = self.hub.state.workers.get(worker)
+        last = view.last_test if view is not None else None
+        # The worker ships in order: what ended after the last test that arrived was lost.
+        after = max(
+            (r.stop for r in mine if r.nodeid == last and r.when == "teardown"), default=0.0
+        )
+        by_test: dict[str, list[pytest.TestReport]] = {}
+        for rep in mine:
+            if rep.stop > after:
+                by_test.setdefault(rep.nodeid, []).append(rep)
+        order = {"setup": 0, "call": 1, "teardown": 2}
+        for nodeid, reports in sorted(by_test.items(), key=lambda kv: min(r.start for r in kv[1])):
+            reports.sort(key=lambda r: order[r.when])
+            if reports[-1].when != "teardown":
+                continue  # the test the worker died in: handle_crashitem reports it
+            assembler = TestAssembler()
+            for rep in reports:
+                assembler.add(rep, rep.start)
+            record = assembler.finish(nodeid, reports[-1].stop)
+            record.w = worker
+            record.recovered = True
+            self.hub.emit(record)
+
+    def _exit_of(self, node: Any) -> tuple[int | None, str | None, str | None]:
+        io = getattr(node.gateway, "_io", None)
+        popen = getattr(io, "popen", None)
+        if not isinstance(popen, subprocess.Popen):
+            return None, None, "remote worker: its exit code is not known to the controller"
+        try:
+            returncode = popen.wait(CRASH_EXIT_WAIT)
+        except subprocess.TimeoutExpired:
+            return None, None, "the worker process had not exited when its channel closed"
+        code, signame = describe_exit(returncode)
+        return code, signame, None
+
+    # ------------------------------------------------------------------ session
+
+    @pytest.hookimpl(wrapper=True, trylast=True)
+    def pytest_sessionfinish(
+        self, session: pytest.Session, exitstatus: int
+    ) -> Generator[None, None, None]:
+        # Innermost wrapper: every plain sessionfinish (xdist tearing nodes down, the local
+        # worker's last flush) has run; the terminal summary has not been printed yet.
+        try:
+            return (yield)
+        finally:
+            self.finish(int(session.exitstatus))
+
+    def finish(self, exitstatus: int | None) -> None:
+        self._flush_crashes()
+        if self.local_worker is not None:
+            self.local_worker.finish(exitstatus)
+            self.hub.emit(ev.WorkerDown(w=self.local_worker.worker_id, ts=now()))
+            self.local_worker = None
+        engine, self.engine = self.engine, None
+        if engine is not None:
+            engine.finish()
+        self.hub.close(exitstatus)
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        if self.summary_done:
+            return
+        self.summary_done = True
+        verbosity = int(self.config.get_verbosity())
+        lines = summary_lines(self.hub.state, self.hub.log_path, self.hub.problems, verbosity)
+        if verbosity < -1:
+            terminalreporter.write_line(lines[-1])
+            return
+        terminalreporter.write_sep("-", "testmon-live")
+        for line in lines:
+            terminalreporter.write_line(line)
+
+    def pytest_unconfigure(self, config: pytest.Config) -> None:
+        # A session that never reached sessionfinish (usage error, crash in collection).
+        with contextlib.suppress(Exception):
+            self.finish(None)

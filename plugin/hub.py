@@ -1,0 +1,342 @@
+"""The hub: lives in the controller, receives every worker's batches, writes the run log,
+folds the run state and serves viewers.
+
+Receivers only decode, validate and hand over: an execnet channel callback runs in the
+gateway's receiver thread, so :meth:`Hub.ingest` never raises and does no heavy work.
+A batch that is not bytes, too big, malformed or of a foreign schema is dropped with a
+:class:`~testmon_live.plugin.events.Notice` (rate limited) and counted; the run goes on.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import os
+import threading
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from . import events as ev
+from .clock import now
+from .probes.unresponsive import Running, SilenceWatcher, local_dump_file, silence_after
+from .runlog import LogWriter, MonitorDir, write_live_file
+from .server import ViewerConnection, ViewerServer
+from .state import RunState, worker_order
+
+NOTICES_PER_KIND = 20
+"""Notices of one kind written to the log before the rest are only counted."""
+
+Commander = Callable[[ev.Command], None]
+
+
+class Hub:
+    def __init__(
+        self,
+        mdir: MonitorDir,
+        header: ev.RunStarted,
+        *,
+        listen: str | None = None,
+        keep: int = 20,
+    ) -> None:
+        self.mdir = mdir
+        self.header = header
+        self.run_id = header.run_id
+        self.log_path: Path = mdir.log_path(header.run_id)
+        self.live_path: Path = mdir.live_path(header.run_id)
+        self.listen = listen
+        self.keep = keep
+        self.token = base64.urlsafe_b64encode(os.urandom(18)).decode()
+        self.state = RunState(detail=False)
+        self.accepted = 0
+        self.closed = False
+        self.server: ViewerServer | None = None
+        self.problems: list[str] = []
+        """Things that went wrong in the monitor itself, for the terminal summary."""
+        self._lock = threading.RLock()
+        self._seq = 0
+        self._writer: LogWriter | None = None
+        self._viewers: list[ViewerConnection] = []
+        self._commanders: dict[str, Commander] = {}
+        self._refused: set[str] = set()
+        self._lost: dict[str, Counter[str]] = {}
+        self._notice_counts: Counter[str] = Counter()
+        self._races_noted: dict[str, set[str]] = {}
+        self._silence: SilenceWatcher | None = None
+
+    # ---------------------------------------------------------------- lifecycle
+
+    def start(self) -> None:
+        """Create the log and write the header; then open the viewer socket (best effort)."""
+        self.mdir.ensure()
+        self._writer = LogWriter(self.log_path)
+        self._write_own(self.header)
+        try:
+            self.server = ViewerServer(self, self.token, self.listen)
+        except OSError as exc:
+            where = self.listen or "a unix socket"
+            self.note("error", f"live viewers disabled: cannot listen on {where}: {exc}")
+            self.problems.append(f"live viewers disabled: cannot listen on {where}: {exc}")
+            return
+        self.server.start()
+        write_live_file(
+            self.live_path,
+            {
+                "run_id": self.run_id,
+                "pid": os.getpid(),
+                "token": self.token,
+                "address": self.server.address,
+                "log": str(self.log_path),
+                "schema": ev.SCHEMA_VERSION,
+                "started": self.header.ts,
+                "rootdir": self.header.rootdir,
+            },
+        )
+
+    def watch_silence(self, stall: float, running: Running | None = None) -> None:
+        """Notice workers whose heartbeats stop; take stacks of local ones (xdist only)."""
+        self._silence = SilenceWatcher(
+            self.state,
+            self._lock,
+            self.emit,
+            silence_after(stall),
+            root=self.header.rootdir or None,
+            running=running,
+        )
+        self._silence.start()
+
+    def close(self, exitstatus: int | None) -> None:
+        """Write the end record, say goodbye to viewers, unpublish, prune old runs."""
+        if self._silence is not None:
+            self._silence.stop()
+            self._silence = None
+            for view in self.state.workers.values():
+                local = local_dump_file(view)
+                if local:  # a local worker that died before removing its own
+                    with contextlib.suppress(OSError):
+                        os.unlink(local)
+        with self._lock:
+            if self.closed:
+                return
+            suppressed = {k: n - NOTICES_PER_KIND for k, n in self._notice_counts.items()}
+            for key, extra in suppressed.items():
+                if extra > 0:
+                    self._emit_locked(
+                        ev.Notice(level="warning", source="hub", msg=f"{extra} more notices: {key}")
+                    )
+            dropped = self.state.dropped()
+            for worker, kinds in self._lost.items():
+                mine = dropped.setdefault(worker, {})
+                for kind, count in kinds.items():
+                    mine[kind] = mine.get(kind, 0) + count
+            status = (
+                ev.EXIT_NAMES.get(exitstatus, "unknown") if exitstatus is not None else "unknown"
+            )
+            state = self.state
+            t = now()
+            self._emit_locked(
+                ev.RunFinished(
+                    ts=t,
+                    exitstatus=exitstatus if exitstatus is not None else -1,
+                    status=status,
+                    duration=t - self.header.ts,
+                    events=self.accepted,
+                    dropped=dropped,
+                    tests=state.tests_done,
+                    counts=dict(state.counts),
+                    workers=[w.id for w in state.active_workers()],
+                    crashes=len(state.crashes),
+                    stalls=state.stall_count(),
+                    test_time=state.test_time,
+                )
+            )
+            self.closed = True
+            writer = self._writer
+            if writer is not None:
+                if writer.failed:
+                    self.problems.append(writer.failed)
+                writer.close()
+        if self.server is not None:
+            self.server.close("run finished")
+        with contextlib.suppress(OSError):
+            self.live_path.unlink()
+        self.mdir.prune(self.keep, protect=frozenset({self.run_id}))
+
+    # ------------------------------------------------------------------ sources
+
+    def attach_channel(self, worker: str, channel: Any) -> None:
+        """Take a worker's execnet channel: its batches come in, commands go out."""
+
+        def receive(data: object) -> None:
+            self.ingest(worker, data)
+
+        def command(cmd: ev.Command) -> None:
+            channel.send(ev.encode(cmd))
+
+        channel.setcallback(receive)
+        with self._lock:
+            self._commanders[worker] = command
+
+    def attach_local(self, worker: str, commander: Commander) -> None:
+        with self._lock:
+            self._commanders[worker] = commander
+
+    def detach(self, worker: str) -> None:
+        with self._lock:
+            self._commanders.pop(worker, None)
+
+    def ingest(self, worker: str, data: object) -> None:
+        """A batch from a worker's channel (execnet receiver thread). Never raises."""
+        try:
+            self._ingest(worker, data)
+        # The receiver thread must survive anything a batch can do to us; say what broke.
+        except Exception as exc:  # noqa: BLE001
+            self._lose(worker, "internal", 1)
+            self.note("error", f"hub failed on a batch from {worker}: {type(exc).__name__}: {exc}")
+
+    def _ingest(self, worker: str, data: object) -> None:
+        if worker in self._refused:
+            self._lose(worker, "refused", 1)
+            return
+        if not isinstance(data, bytes):
+            self._lose(worker, "malformed", 1)
+            self.note(
+                "warning", f"{worker} sent a {type(data).__name__}, not an event batch: dropped"
+            )
+            return
+        if len(data) > ev.MAX_BATCH_BYTES:
+            self._lose(worker, "oversized", 1)
+            self.note(
+                "warning",
+                f"{worker} sent a batch of {len(data)} bytes (limit {ev.MAX_BATCH_BYTES}): dropped",
+            )
+            return
+        try:
+            events = ev.decode_events(data)
+        except ev.DecodeError:
+            events, bad = ev.decode_events_tolerant(data)
+            for line, reason in bad[:3]:
+                self.note(
+                    "warning", f"{worker} sent a malformed event (batch line {line}): {reason}"
+                )
+            self._lose(worker, "malformed", len(bad))
+            data = ev.encode_lines(events)
+        for event in events:
+            if isinstance(event, ev.WorkerStarted) and event.schema != ev.SCHEMA_VERSION:
+                self._refused.add(worker)
+                self._lose(worker, "refused", len(events))
+                self.note(
+                    "error",
+                    f"{worker} speaks event schema {event.schema}; this hub reads "
+                    f"{ev.SCHEMA_VERSION}: its events are dropped (install the same "
+                    "testmon-live version on every worker)",
+                )
+                return
+        if events:
+            self._accept(data, events)
+
+    def ingest_local(self, data: bytes, events: list[ev.Event]) -> None:
+        """A batch from this process's own worker recorder (already typed and trusted)."""
+        self._accept(data, events)
+
+    def _accept(self, data: bytes, events: list[ev.Event]) -> None:
+        with self._lock:
+            if self.closed:
+                return
+            self._append(data)
+            apply = self.state.apply
+            for event in events:
+                apply(event)
+            self.accepted += len(events)
+            if self.state.lock_graph_changed:
+                self._check_locks()
+
+    def _check_locks(self) -> None:
+        """Deadlocks (cycles in the wait-for graph) and workers migrating one database at
+        once, reported as they form; called under the lock after a batch with lock events."""
+        state = self.state
+        for deadlock in state.new_deadlocks():
+            deadlock.ts = now()
+            self._emit_locked(deadlock)
+        for url, workers in state.migration_races.items():
+            known = self._races_noted.get(url, set())
+            if workers - known:
+                self._races_noted[url] = set(workers)
+                names = ", ".join(sorted(workers, key=worker_order))
+                where = url or "a database"
+                self.note(
+                    "warning", f"concurrent migrations: {names} migrate {where} at the same time"
+                )
+
+    def emit(self, event: ev.Event) -> None:
+        """Record an event the hub itself observed (worker down, crash...)."""
+        with self._lock:
+            if not self.closed:
+                self._emit_locked(event)
+
+    def _emit_locked(self, event: ev.Event) -> None:
+        self._seq += 1
+        event.seq = self._seq
+        if not event.ts:
+            event.ts = now()
+        self._write_own(event)
+
+    def _write_own(self, event: ev.Event) -> None:
+        with self._lock:
+            self._append(ev.encode_line(event))
+            self.state.apply(event)
+            self.accepted += 1
+
+    def _append(self, data: bytes) -> None:
+        writer = self._writer
+        failed = writer is not None and not writer.write(data)
+        if failed and writer is not None and writer.failed and writer.failed not in self.problems:
+            self.problems.append(writer.failed)
+        for viewer in self._viewers:
+            viewer.push(data)
+
+    def _lose(self, worker: str, kind: str, count: int) -> None:
+        if count <= 0:
+            return
+        with self._lock:
+            self._lost.setdefault(worker, Counter())[kind] += count
+
+    def note(self, level: str, msg: str) -> None:
+        """A :class:`Notice` in the log, at most NOTICES_PER_KIND per kind of message."""
+        key = msg.split(":", 1)[0]
+        with self._lock:
+            self._notice_counts[key] += 1
+            if self._notice_counts[key] > NOTICES_PER_KIND or self.closed:
+                return
+            lvl = level if level in ("info", "warning", "error") else "warning"
+            self._emit_locked(ev.Notice(level=lvl, source="hub", msg=msg))  # type: ignore[arg-type]
+
+    # ------------------------------------------------------------------ viewers
+
+    def subscribe(self, viewer: ViewerConnection) -> int:
+        """Register a viewer; returns the log offset where its live tail starts."""
+        with self._lock:
+            self._viewers.append(viewer)
+            return self._writer.offset if self._writer is not None else 0
+
+    def unsubscribe(self, viewer: ViewerConnection) -> None:
+        with self._lock, contextlib.suppress(ValueError):
+            self._viewers.remove(viewer)
+
+    def command(self, command: ev.Command) -> str | None:
+        """Route a viewer's command to its worker; an error text if that cannot be done."""
+        silence = self._silence
+        if command.cmd == "dump" and silence is not None and silence.dump_silent(command):
+            return None  # a frozen worker cannot answer: the hub takes its stacks itself
+        with self._lock:
+            commander = self._commanders.get(command.worker)
+            known = sorted(self._commanders)
+        if commander is None:
+            listed = ", ".join(known) or "none"
+            return f"no live worker {command.worker!r} (live workers: {listed})"
+        try:
+            commander(command)
+        except Exception as exc:  # noqa: BLE001 - a dead channel is reported, not raised
+            return f"could not reach {command.worker}: {type(exc).__name__}: {exc}"
+        return None

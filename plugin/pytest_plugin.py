@@ -1,0 +1,33 @@
+"""The pytest entry point (``pytest11``): options, and the recorder when ``--monitor`` is on.
+
+Loaded into every pytest process, so it stays thin: without ``--monitor`` it adds its
+options and nothing else (no hooks on the test path, no imports beyond this module and
+:mod:`.settings`).
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from .settings import RUN_KEY_ENV, Settings, add_options
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    add_options(parser)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_configure(config: pytest.Config) -> None:
+    if not hasattr(config, "workerinput"):
+        # This run's key for monitor.lock()/run_once(), inherited by its xdist workers. Set
+        # afresh here because a pytest started from inside a test inherits the outer run's
+        # environment, xdist's PYTEST_XDIST_TESTRUNUID included: the two would share locks.
+        os.environ[RUN_KEY_ENV] = os.urandom(8).hex()
+    settings = Settings.from_config(config)
+    if not settings.enabled:
+        return
+    from .session import install
+
+    install(config, settings)

@@ -1,0 +1,354 @@
+"""Run logs on disk: where they live, how they are written, how they are read back.
+
+Layout under the monitor directory (``<rootdir>/.testmon`` unless ``--monitor-dir``)::
+
+    .testmon/.gitignore          "*" - nothing here belongs in version control
+    .testmon/runs/<run-id>.jsonl one log per run: header line, then one event a line
+    .testmon/live/<run-id>.json  while a run lives: where its hub listens (mode 0600)
+
+Writing is crash-safe by construction: the hub appends whole lines with ``os.write`` on an
+``O_APPEND`` descriptor, so a killed controller leaves at most one torn line at the end.
+Reading is tolerant: a torn last line and any garbage line are skipped and reported with
+their line number and the reason.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import events as ev
+
+RUNS_DIR = "runs"
+LIVE_DIR = "live"
+LOG_SUFFIX = ".jsonl"
+GITIGNORE_TEXT = "# Created by testmon-live: run logs stay out of version control.\n*\n"
+DEFAULT_DIRNAME = ".testmon"
+DEFAULT_KEEP = 20
+READ_CHUNK = 4 * 1024 * 1024
+
+
+class RunLogError(Exception):
+    """A run log that cannot be used at all (missing, not a log, newer schema)."""
+
+
+class SchemaTooNew(RunLogError):
+    pass
+
+
+def new_run_id(when: float | None = None) -> str:
+    """Sortable by start time to the millisecond: ``20261121-203215-4827f``.
+
+    The last part is the milliseconds and one random byte, so two runs started within
+    the same second still sort in the order they started (``latest`` relies on it).
+    """
+    when = time.time() if when is None else when
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(when))
+    millis = int(when % 1 * 1000)
+    return f"{stamp}-{millis:03d}{os.urandom(1).hex()}"
+
+
+@dataclass(frozen=True)
+class MonitorDir:
+    """The monitor directory of a project."""
+
+    root: Path
+
+    @property
+    def runs(self) -> Path:
+        return self.root / RUNS_DIR
+
+    @property
+    def live(self) -> Path:
+        return self.root / LIVE_DIR
+
+    def ensure(self) -> None:
+        self.runs.mkdir(parents=True, exist_ok=True)
+        self.live.mkdir(parents=True, exist_ok=True)
+        gitignore = self.root / ".gitignore"
+        if not gitignore.exists():
+            gitignore.write_text(GITIGNORE_TEXT)
+
+    def log_path(self, run_id: str) -> Path:
+        return self.runs / f"{run_id}{LOG_SUFFIX}"
+
+    def live_path(self, run_id: str) -> Path:
+        return self.live / f"{run_id}.json"
+
+    def logs(self) -> list[Path]:
+        """Every run log, oldest first."""
+        if not self.runs.is_dir():
+            return []
+        return sorted(p for p in self.runs.iterdir() if p.name.endswith(LOG_SUFFIX))
+
+    def resolve(self, spec: str) -> Path:
+        """A run given as id, unique id prefix, path, or ``latest``."""
+        path = Path(spec)
+        if spec.endswith(LOG_SUFFIX) or os.sep in spec:
+            if path.is_file():
+                return path
+            raise RunLogError(f"no run log at {spec}")
+        logs = self.logs()
+        if not logs:
+            raise RunLogError(f"no recorded runs under {self.runs}")
+        if spec == "latest":
+            return logs[-1]
+        exact = [p for p in logs if p.name == spec + LOG_SUFFIX]
+        if exact:
+            return exact[0]
+        matches = [p for p in logs if p.name.startswith(spec)]
+        if len(matches) == 1:
+            return matches[0]
+        if not matches:
+            if path.is_file():
+                return path
+            raise RunLogError(f"no run matches {spec!r} in {self.runs} (try `testmon runs`)")
+        names = ", ".join(p.name[: -len(LOG_SUFFIX)] for p in matches[:5])
+        raise RunLogError(f"{spec!r} matches {len(matches)} runs ({names}...): give more of the id")
+
+    def prune(self, keep: int, protect: frozenset[str] = frozenset()) -> list[Path]:
+        """Delete the oldest logs beyond ``keep``; never a live run's. Returns what went."""
+        if keep <= 0:
+            return []
+        live = {p.stem for p in self.live.glob("*.json")} if self.live.is_dir() else set()
+        logs = self.logs()
+        removed: list[Path] = []
+        # ids sort by the second, so a protected run may sort before older ones of the same
+        # second: skip it and delete the next oldest instead of deleting nothing
+        spare = [p for p in logs if p.name[: -len(LOG_SUFFIX)] not in live | protect]
+        for path in spare[: max(0, len(logs) - keep)]:
+            with contextlib.suppress(OSError):
+                path.unlink()
+                removed.append(path)
+        return removed
+
+
+def find_monitor_dir(start: Path | None = None) -> MonitorDir:
+    """The ``.testmon`` of the project around ``start`` (cwd): env TESTMON_DIR, else search up."""
+    env = os.environ.get("TESTMON_DIR")
+    if env:
+        return MonitorDir(Path(env))
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        candidate = folder / DEFAULT_DIRNAME
+        if candidate.is_dir():
+            return MonitorDir(candidate)
+    return MonitorDir(here / DEFAULT_DIRNAME)
+
+
+# ------------------------------------------------------------------------ writing
+
+
+class LogWriter:
+    """Appends whole lines to a run log; every write reaches the kernel at once."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | getattr(os, "O_CLOEXEC", 0)
+        self._fd: int | None = os.open(path, flags, 0o644)
+        self.offset = os.fstat(self._fd).st_size
+        self.failed: str | None = None
+
+    def write(self, data: bytes) -> bool:
+        """Append ``data`` (complete lines). False once the disk refused (then stays off)."""
+        fd = self._fd
+        if fd is None or not data:
+            return fd is not None
+        view = memoryview(data)
+        try:
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
+        except OSError as exc:
+            self.failed = f"writing {self.path}: {exc}"
+            self.close()
+            return False
+        self.offset += len(data)
+        return True
+
+    def close(self) -> None:
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+            self._fd = None
+
+
+def write_live_file(path: Path, info: dict[str, object]) -> None:
+    """Publish where a live hub listens; 0600 because it holds the viewer token."""
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        json.dump(info, handle)
+    os.replace(tmp, path)
+
+
+@dataclass
+class LiveRun:
+    run_id: str
+    path: Path
+    pid: int
+    token: str
+    address: dict[str, object]
+    log: str
+
+    def alive(self) -> bool:
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
+
+def read_live_file(path: Path) -> LiveRun:
+    try:
+        data = json.loads(path.read_text())
+        return LiveRun(
+            run_id=str(data["run_id"]),
+            path=path,
+            pid=int(data["pid"]),
+            token=str(data["token"]),
+            address=dict(data["address"]),
+            log=str(data.get("log", "")),
+        )
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise RunLogError(f"unreadable live file {path}: {exc}") from None
+
+
+def live_runs(mdir: MonitorDir) -> list[LiveRun]:
+    """Runs whose hub is still up, newest first; stale files of dead hubs are skipped."""
+    if not mdir.live.is_dir():
+        return []
+    found: list[LiveRun] = []
+    for path in sorted(mdir.live.glob("*.json"), reverse=True):
+        try:
+            run = read_live_file(path)
+        except RunLogError:
+            continue
+        if run.alive():
+            found.append(run)
+    return found
+
+
+# ------------------------------------------------------------------------ reading
+
+
+@dataclass
+class ReadResult:
+    """What a tolerant read found."""
+
+    path: Path
+    header: ev.RunStarted | None = None
+    events: list[ev.Event] = field(default_factory=list)
+    problems: list[tuple[int, str]] = field(default_factory=list)
+    """(line number, reason) for every line skipped."""
+    torn_tail: bool = False
+
+
+def check_header(header: ev.Event, where: str) -> ev.RunStarted:
+    if not isinstance(header, ev.RunStarted):
+        raise RunLogError(f"{where} does not start with a run header (found {ev.kind(header)!r})")
+    if header.schema > ev.SCHEMA_VERSION:
+        raise SchemaTooNew(
+            f"{where} has log schema {header.schema}; this build of testmon-live reads schema "
+            f"{ev.SCHEMA_VERSION} and older - upgrade testmon-live to read it"
+        )
+    return header
+
+
+def _refuse_newer(line: bytes, where: str) -> None:
+    """A header that does not decode may still be a newer schema's: say that, not 'garbage'."""
+    try:
+        loose = json.loads(line)
+    except ValueError:
+        return
+    if not isinstance(loose, dict) or loose.get("t") != "run":
+        return
+    schema = loose.get("schema")
+    if isinstance(schema, int) and schema > ev.SCHEMA_VERSION:
+        check_header(ev.RunStarted(schema=schema, run_id="", rootdir=""), where)
+
+
+def iter_log(path: Path, problems: list[tuple[int, str]] | None = None) -> Iterator[ev.Event]:
+    """Events of a log, header first, skipping (and reporting into ``problems``) bad lines.
+
+    Raises :class:`RunLogError` when the file is missing, empty, not a run log, or newer
+    than this build reads.
+    """
+    if problems is None:
+        problems = []
+    try:
+        handle = path.open("rb")
+    except OSError as exc:
+        raise RunLogError(f"cannot open {path}: {exc.strerror or exc}") from None
+    with handle:
+        lineno = 0
+        rest = b""
+        header_seen = False
+        while True:
+            chunk = handle.read(READ_CHUNK)
+            if not chunk:
+                break
+            data = rest + chunk
+            cut = data.rfind(b"\n")
+            if cut < 0:
+                rest = data
+                continue
+            rest = data[cut + 1 :]
+            block = data[: cut + 1]
+            if not header_seen:
+                first_end = block.index(b"\n")
+                first = block[:first_end]
+                lineno += 1
+                try:
+                    header = ev.decode_event(first)
+                except ev.DecodeError as exc:
+                    raise RunLogError(
+                        f"{path} is not a testmon-live run log (line 1: {exc})"
+                    ) from None
+                yield check_header(header, str(path))
+                header_seen = True
+                block = block[first_end + 1 :]
+            try:
+                decoded = ev.decode_events(block)
+            except ev.DecodeError:
+                good, bad = ev.decode_events_tolerant(block)
+                problems.extend((lineno + n, reason) for n, reason in bad)
+                decoded = good
+                # tolerant decode lost the line numbers of good lines; count all lines instead
+            lineno += block.count(b"\n")
+            yield from decoded
+        if rest.strip():
+            lineno += 1
+            try:
+                last = ev.decode_event(rest)
+            except ev.DecodeError as exc:
+                problems.append(
+                    (lineno, f"torn last line (the run was killed or is still writing): {exc}")
+                )
+            else:
+                if not header_seen:
+                    yield check_header(last, str(path))
+                    header_seen = True
+                else:
+                    yield last
+        if not header_seen:
+            raise RunLogError(f"{path} is empty: not a testmon-live run log")
+
+
+def read_log(path: Path) -> ReadResult:
+    """Read a whole log into memory (for reports and replays)."""
+    result = ReadResult(path=path)
+    stream = iter_log(path, result.problems)
+    first = next(stream)
+    assert isinstance(first, ev.RunStarted)
+    result.header = first
+    result.events = [first, *stream]
+    result.torn_tail = any(reason.startswith("torn last line") for _, reason in result.problems)
+    return result

@@ -1,0 +1,155 @@
+"""The short section the controller prints at the end of a recorded run."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .state import RunState, StallRecord, lock_label, worker_order
+
+STALLS_SHOWN = 10
+"""Stalls listed in the summary without ``-v``."""
+
+
+def _dur(seconds: float) -> str:
+    if seconds >= 120:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds:.2f}s" if seconds < 10 else f"{seconds:.1f}s"
+
+
+def _rel(path: Path) -> str:
+    try:
+        return os.path.relpath(path)
+    except ValueError:
+        return str(path)
+
+
+def summary_lines(state: RunState, log: Path, problems: list[str], verbosity: int = 0) -> list[str]:
+    """A few lines; the last one is always the command that opens the run."""
+    lines: list[str] = []
+    workers = state.active_workers()
+    counts = ", ".join(f"{n} {k}" for k, n in sorted(state.counts.items()) if n)
+    wall = state.wall()
+    lines.append(
+        f"run {state.run_id}: {state.tests_done} tests on {len(workers)} worker"
+        f"{'s' if len(workers) != 1 else ''} in {_dur(wall)}"
+        + (f" ({counts})" if counts else "")
+        + (f", parallel efficiency {state.efficiency():.0%}" if state.slots() > 1 else "")
+    )
+    slowest = state.slowest(3 if verbosity > 0 else 1)
+    lines.extend(
+        f"slowest: {test.nodeid} {_dur(test.duration)} ({test.w})"
+        for test in slowest
+        if test.duration >= 0.1
+    )
+    lines.extend(
+        f"{fx.scope} fixture {fx.name!r} set up {fx.count}x on {len(fx.workers)} workers, "
+        f"{_dur(fx.setup_total)} in all"
+        for fx in state.fixtures_by_cost()[:3]
+        if fx.duplicated
+    )
+    for crash in state.crashes:
+        how = (
+            f"signal {crash.signal}"
+            if crash.signal
+            else (
+                f"exit code {crash.exitcode}"
+                if crash.exitcode is not None
+                else crash.error.splitlines()[0]
+            )
+        )
+        lines.append(f"crash: {crash.w} while running {crash.test or '(between tests)'} ({how})")
+    lines.extend(f"deadlock: {d.text}" for d in state.deadlocks[:3])
+    if len(state.deadlocks) > 3:
+        lines.append(f"deadlocks: {len(state.deadlocks) - 3} more (see the report)")
+    contended = sorted(
+        (s for s in state.locks.values() if s.contended), key=lambda s: s.total_wait, reverse=True
+    )
+    if contended:
+        top = contended[0]
+        lines.append(
+            f"lock contention: {len(contended)} lock{'s' if len(contended) != 1 else ''} waited "
+            f"on, {_dur(sum(s.total_wait for s in contended))} in all; most: "
+            f"{lock_label(top.kind, top.key)} ({top.contended} waits, {_dur(top.total_wait)})"
+        )
+    for url, racing in state.migration_races.items():
+        names = ", ".join(sorted(racing, key=worker_order))
+        lines.append(f"concurrent migrations: {names} migrated {url or 'one database'} at once")
+    stalls = state.stall_count()
+    if stalls:
+        lines.append(f"stalls: {stalls} (see `testmon report {state.run_id}`)")
+    records = state.stall_records
+    shown = records if verbosity > 0 else records[:STALLS_SHOWN]
+    for record in shown:
+        lines.extend(stall_lines(record))
+    if len(records) > len(shown):
+        lines.append(f"  ... {len(records) - len(shown)} more (-v lists them all)")
+    dropped = state.dropped_total()
+    if dropped:
+        lines.append(f"dropped events: {dropped} (the log says which kinds)")
+    lines.extend(container_lines(state))
+    lines.extend(f"monitor problem: {p}" for p in problems)
+    lines.append(f"log: {_rel(log)}")
+    lines.append(f"open: testmon tui {state.run_id}")
+    return lines
+
+
+def container_lines(state: RunState) -> list[str]:
+    """Images started on several workers, deaths, shared containers stopped under their
+    users, unhealthy ones, and leaks (with the command to clean up)."""
+    lines = [
+        f"container {img.image} started {img.starts}x on {len(img.workers)} workers, "
+        f"{_dur(img.startup_total)} of startup in all"
+        for img in state.container_images()[:3]
+        if img.per_worker
+    ]
+    for view in state.dead_containers():
+        how = "OOM-killed" if view.state == "oom-killed" else f"exit code {view.exit_code}"
+        running = ", ".join(f"{w} in {t}" for w, t in sorted(view.during.items()))
+        lines.append(
+            f"container {view.name or view.cid} ({view.image}) died: {how}"
+            + (f", started by {view.owner}" if view.owner else "")
+            + (f"; running then: {running}" if running else "")
+        )
+    for view in state.containers.values():
+        if view.stopped_while_used:
+            lines.append(
+                f"container {view.name or view.cid} ({view.image}) stopped by {view.owner} "
+                f"while {', '.join(view.stopped_while_used)} still ran tests that used it"
+            )
+        if view.health == "unhealthy":
+            lines.append(
+                f"container {view.name or view.cid} ({view.image}) unhealthy"
+                + (f", started by {view.owner}" if view.owner else "")
+            )
+    leaks = state.leaked_containers()
+    if leaks:
+        lines.append(
+            f"leaked containers: {len(leaks)} still there at the end: "
+            + "; ".join(
+                f"{c.name or c.cid} ({c.image}) started by {c.owner or '?'} in "
+                f"{c.test or '(no test)'}"
+                for c in leaks[:3]
+            )
+            + (f" and {len(leaks) - 3} more" if len(leaks) > 3 else "")
+        )
+        label = f"testmon.run={state.run_id}"
+        lines.append(f"  remove them: docker rm -f $(docker ps -aq --filter label={label})")
+    return lines
+
+
+def stall_lines(record: StallRecord) -> list[str]:
+    """Two lines per stall: where it was and how long; each thread's verdict."""
+    first = record.first
+    what = "stall" if record.reason == "stall" else "unresponsive"
+    took = (
+        _dur(record.duration)
+        if record.duration is not None
+        else f"{_dur(record.elapsed)}+ (never ended)"
+    )
+    phase = first.phase + (f", fixture {first.fixture}" if first.fixture else "")
+    head = f"  {what}: {record.w} {first.test or '(no test)'} ({phase}) {took}"
+    if first.location:
+        head += f" at {first.location}"
+    verdicts = ", ".join(f"{t.name} {t.verdict}" for t in record.thread_list if t.verdict != "idle")
+    return [head, f"    threads: {verdicts or '(none but the runner)'}"]

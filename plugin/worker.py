@@ -1,0 +1,247 @@
+"""The recorder of one worker process (an xdist worker, or the single process without xdist).
+
+It owns the worker's sender, watchdog and probes, announces the worker, reports its
+collection, answers commands from viewers and flushes everything before xdist tells the
+controller the worker is finished.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+from . import events as ev
+from .activity import WorkerActivity
+from .clock import now
+from .probes import locking
+from .probes.containers import ContainerProbe
+from .probes.lifecycle import LifecycleProbe
+from .probes.stalls import StallDetector, dump
+from .probes.unresponsive import DumpSignal, arm_dump_signal
+from .probes.watchdog import Watchdog
+from .sender import DEFAULT_CAPACITY, FLUSH_INTERVAL, Sender, Ship
+from .settings import PROBES_OFF_ENV
+
+FINAL_FLUSH_SECONDS = 3.0
+"""How long a worker waits at most to ship its last events."""
+
+
+class WorkerRecorder:
+    """pytest plugin object registered in each recording worker."""
+
+    def __init__(
+        self,
+        worker_id: str,
+        ship: Ship,
+        *,
+        spec: str = "",
+        remote: bool = False,
+        run_id: str = "",
+        capacity: int = DEFAULT_CAPACITY,
+        flush_interval: float = FLUSH_INTERVAL,
+        stall: float = 0.0,
+        dump_signal: bool = False,
+    ) -> None:
+        self.worker_id = worker_id
+        self.root: str | None = None
+        """The rootdir: user frames below it are shown relative to it."""
+        self.spec = spec
+        self.remote = remote
+        t = now()
+        self.activity = WorkerActivity(t)
+        self.started = t
+        self.sender = Sender(worker_id, ship, capacity=capacity, interval=flush_interval)
+        self.emit = self.sender.emit
+        self.lifecycle = LifecycleProbe(self.emit, self.activity)
+        self.watchdog = Watchdog(
+            self.activity,
+            self.emit,
+            dropped=lambda: self.sender.dropped_total,
+            pending=lambda: self.sender.pending,
+        )
+        self.locks = locking.LockReporter(self.emit, self.activity)
+        self.containers = ContainerProbe(self.emit, self.activity, worker_id, run_id)
+        self.stalls: StallDetector | None = None
+        if stall > 0:
+            self.stalls = StallDetector(
+                self.activity, self.sender.emit_always, stall, skip=self._own_threads
+            )
+            self.watchdog.extra_checks.append(self.stalls.check)
+        self.dump_signal: DumpSignal | None = None
+        self.dump_problem: str | None = None
+        if stall > 0 and dump_signal:
+            armed = arm_dump_signal()
+            if isinstance(armed, str):
+                self.dump_problem = armed
+            else:
+                self.dump_signal = armed
+        self._finished = False
+
+    def _own_threads(self) -> set[int]:
+        """The monitor's own threads, left out of stack samples."""
+        return {i for i in (self.watchdog.ident, self.sender.ident) if i is not None}
+
+    def start(self, config: pytest.Config) -> None:
+        self.sender.emit_always(
+            ev.WorkerStarted(
+                ts=self.started,
+                schema=ev.SCHEMA_VERSION,
+                pid=os.getpid(),
+                host=os.uname().nodename,
+                python="{}.{}.{}".format(*sys.version_info[:3]),
+                platform=sys.platform,
+                cwd=os.getcwd(),
+                spec=self.spec,
+                remote=self.remote,
+                main_thread=threading.main_thread().ident,
+                dump_signal=self.dump_signal.signum if self.dump_signal else None,
+                dump_file=self.dump_signal.path if self.dump_signal else None,
+            )
+        )
+        if self.dump_problem is not None:
+            self.emit(
+                ev.Notice(ts=now(), level="info", source=self.worker_id, msg=self.dump_problem)
+            )
+        self.root = str(config.rootpath)
+        if self.stalls is not None:
+            self.stalls.root = self.root
+        config.pluginmanager.register(self.lifecycle, "testmon-live-lifecycle")
+        self._install_lock_probes()
+        if self.dump_signal is not None:
+            # Ship the announcement now, not on the sender's first tick: a test that grabs
+            # the GIL right after collection must find the hub knowing this worker's pid
+            # and dump signal (once per worker, one channel send).
+            self.sender.flush()
+        self.sender.start()
+        self.watchdog.start()
+        self.containers.install()
+
+    def _install_lock_probes(self) -> None:
+        from .probes import filelock
+        from .probes.imports import when_imported
+
+        off = {p.strip() for p in os.environ.get(PROBES_OFF_ENV, "").split(",")}
+        locking.activate(self.locks)
+        if "filelock" not in off:
+            filelock.install()
+        if "sqlalchemy" not in off:
+            checks = self.watchdog.extra_checks
+
+            def sqlalchemy_loaded(_module: ModuleType) -> None:
+                # The probe module (its regexes, its watchdog check) only in a worker whose
+                # suite uses SQLAlchemy: a fixed cost every other worker does not pay.
+                from .probes import sqlalchemy
+
+                sqlalchemy.install(checks)
+
+            when_imported("sqlalchemy", sqlalchemy_loaded)
+
+    # -------------------------------------------------------------- pytest hooks
+
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        t = now()
+        self.emit(
+            ev.WorkerCollected(
+                ts=t,
+                count=len(session.items),
+                errors=int(session.testsfailed),
+                duration=t - self.started,
+            )
+        )
+        activity = self.activity
+        activity.phase = "idle"
+        activity.since = t
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        # A plain (non-wrapper) impl: it runs before xdist's wrapper reports the worker
+        # finished, so these events travel ahead of "workerfinished" on the same gateway.
+        self.finish(int(exitstatus))
+
+    def pytest_unconfigure(self, config: pytest.Config) -> None:
+        self.finish(None)
+
+    # ------------------------------------------------------------------ control
+
+    def finish(self, exitstatus: int | None) -> None:
+        if self._finished:
+            return
+        self._finished = True
+        if locking.current() is self.locks:
+            locking.activate(None)
+        self.containers.uninstall()
+        self.watchdog.stop()
+        activity = self.activity
+        activity.test = None
+        activity.phase = "finish"
+        activity.fixture = None
+        self.watchdog.sample_activity()
+        if self.stalls is not None:
+            self.stalls.check(now())  # a stall in the last test ends here
+        self.sender.emit_always(
+            ev.WorkerFinished(
+                ts=now(),
+                sent=self.sender.sent + self.sender.pending + 1,
+                dropped=self.sender.dropped,
+                exitstatus=exitstatus,
+            )
+        )
+        self.sender.close(FINAL_FLUSH_SECONDS)
+        if self.dump_signal is not None:
+            self.dump_signal.close()
+
+    def handle_command(self, command: ev.Command) -> None:
+        """Answer a viewer's command (arrives through the hub)."""
+        if command.cmd == "ping":
+            activity = self.activity
+            self.emit(
+                ev.CommandReply(
+                    ts=now(),
+                    request=command.id,
+                    cmd="ping",
+                    result={
+                        "pid": os.getpid(),
+                        "test": activity.test,
+                        "phase": activity.phase,
+                        "pending": self.sender.pending,
+                    },
+                )
+            )
+            return
+        if command.cmd == "dump":
+            self.sender.emit_always(
+                dump(
+                    self.activity,
+                    # the thread answering (execnet's receiver, or the viewer's) is ours too
+                    self._own_threads() | {threading.get_ident()},
+                    request=command.id,
+                    root=self.root,
+                )
+            )
+            return
+        self.emit(
+            ev.CommandReply(
+                ts=now(),
+                request=command.id,
+                cmd=command.cmd,
+                ok=False,
+                error=f"unknown command {command.cmd!r} (this worker knows: ping, dump)",
+            )
+        )
+
+    def on_channel_message(self, data: Any) -> None:
+        """execnet channel callback (receiver thread): decode, dispatch, never raise."""
+        if not isinstance(data, bytes):
+            return
+        try:
+            message = ev.decode_control(data)
+        except ev.DecodeError as exc:
+            self.emit(ev.Notice(ts=now(), source=self.worker_id, msg=f"bad command: {exc}"))
+            return
+        if isinstance(message, ev.Command):
+            self.handle_command(message)

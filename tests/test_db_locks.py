@@ -1,0 +1,818 @@
+"""Database locks and migrations through real pytest sessions against real servers:
+PostgreSQL at 127.0.0.1:5432 (user postgres), MariaDB at 127.0.0.1:3306 (root) and SQLite
+files. A missing server skips locally and fails under ``CI=true``.
+
+Each test gets a database of its own, so runs do not see each other's tables or locks.
+Placement: ``--dist each`` (every worker runs every test; a barrier makes them meet).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from testmon_live.plugin import events as ev
+from testmon_live.plugin.probes import sqlalchemy as probe
+from testmon_live.tui import cli
+
+from .conftest import only_run
+from .test_locks import BARRIER, TIMEOUT
+
+PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+MARIADB_ADMIN = "mysql+pymysql://root@127.0.0.1:3306/test"
+
+
+def _unavailable(what: str, exc: Exception) -> None:
+    message = f"{what} is not reachable: {exc}"
+    if os.environ.get("CI") == "true":
+        pytest.fail(message + " (CI=true: the services must run; see .ci/run)")
+    pytest.skip(message)
+
+
+def _fresh_database(admin_url: str, quote: str) -> Iterator[str]:
+    import sqlalchemy as sa
+
+    name = "tm_" + uuid.uuid4().hex[:12]
+    engine = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            conn.execute(sa.text(f"CREATE DATABASE {quote}{name}{quote}"))
+    except sa.exc.OperationalError as exc:
+        engine.dispose()
+        _unavailable(admin_url.split("+")[0], exc)
+    try:
+        yield admin_url.rsplit("/", 1)[0] + "/" + name
+    finally:
+        with engine.connect() as conn:
+            if admin_url.startswith("postgresql"):
+                conn.execute(
+                    sa.text(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                        "WHERE datname = :n AND pid <> pg_backend_pid()"
+                    ),
+                    {"n": name},
+                )
+            conn.execute(sa.text(f"DROP DATABASE IF EXISTS {quote}{name}{quote}"))
+        engine.dispose()
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    yield from _fresh_database(PG_ADMIN, '"')
+
+
+@pytest.fixture
+def mariadb_url() -> Iterator[str]:
+    yield from _fresh_database(MARIADB_ADMIN, "`")
+
+
+# ---------------------------------------------------------------- migrations
+
+ALEMBIC_FILES = {
+    "migrations/env.py": """
+from alembic import context
+from sqlalchemy import create_engine
+
+url = context.config.get_main_option("sqlalchemy.url")
+engine = create_engine(url)
+with engine.connect() as connection:
+    context.configure(connection=connection)
+    with context.begin_transaction():
+        context.run_migrations()
+engine.dispose()
+""",
+    "migrations/script.py.mako": "",
+    "migrations/versions/0001_users.py": """
+import time
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0001"
+down_revision = None
+
+def upgrade():
+    op.create_table("users", sa.Column("id", sa.Integer, primary_key=True))
+    time.sleep(0.4)  # a migration takes a moment: the window other workers race into
+    op.create_table("orders", sa.Column("id", sa.Integer, primary_key=True))
+
+def downgrade():
+    op.drop_table("orders")
+    op.drop_table("users")
+""",
+}
+
+MIGRATE = """
+import os
+from pathlib import Path
+from alembic import command
+from alembic.config import Config
+
+HERE = Path(__file__).parent
+URL = (HERE / "db_url.txt").read_text().strip()
+
+def alembic_config():
+    cfg = Config()
+    cfg.set_main_option("script_location", str(HERE / "migrations"))
+    cfg.set_main_option("sqlalchemy.url", URL)
+    return cfg
+
+def migrate():
+    command.upgrade(alembic_config(), "head")
+    return "0001"
+"""
+
+
+def _suite(pytester: pytest.Pytester, url: str, files: dict[str, str]) -> None:
+    for name, text in {**ALEMBIC_FILES, **files}.items():
+        path = pytester.path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    (pytester.path / "db_url.txt").write_text(url)
+    (pytester.path / "barrier.py").write_text(BARRIER)
+    (pytester.path / "migrate.py").write_text(MIGRATE)
+
+
+def _migrations(run_events: list[ev.Event]) -> dict[str, list[ev.Migration]]:
+    out: dict[str, list[ev.Migration]] = {}
+    for event in run_events:
+        if isinstance(event, ev.Migration) and event.action == "end":
+            out.setdefault(event.w, []).append(event)
+    return out
+
+
+UNGUARDED = {
+    "conftest.py": """
+import pytest
+from barrier import barrier
+from migrate import migrate
+
+@pytest.fixture(scope="session")
+def schema():
+    barrier("migrate", 4)   # the classic: every worker migrates at session start
+    return migrate()
+""",
+    "test_app.py": """
+def test_app(schema):
+    assert schema == "0001"
+""",
+}
+
+
+def test_concurrent_sqlite_migrations_fail_and_name_the_workers(
+    pytester: pytest.Pytester,
+) -> None:
+    url = f"sqlite:///{pytester.path / 'app.db'}"
+    _suite(pytester, url, UNGUARDED)
+    result = pytester.runpytest_subprocess(
+        "--monitor", "-n", "4", "--dist", "each", timeout=TIMEOUT
+    )
+    outcomes = result.parseoutcomes()
+    assert outcomes.get("errors", 0) >= 1, result.stdout.str()  # the race is reproduced
+    out = result.stdout.str()
+    assert "already exists" in out or "database is locked" in out
+    run = only_run(pytester)
+    state = run.state
+    migrations = _migrations(run.events)
+    assert set(migrations) == {"gw0", "gw1", "gw2", "gw3"}
+    failed = {w for w, ms in migrations.items() if any(m.error for m in ms)}
+    assert failed, migrations
+    assert all(m.tool == "alembic" and m.op == "upgrade" for ms in migrations.values() for m in ms)
+    assert all(m.to_rev == "0001" for ms in migrations.values() for m in ms)
+    (racing,) = state.migration_races.values()
+    assert len(racing) >= 2
+    # A worker whose migration started only after another one had finished fails too
+    # ("already exists") without having overlapped anyone: failed workers need not race.
+    assert racing <= set(migrations)
+    notices = [n.msg for n in run.of(ev.Notice) if n.msg.startswith("concurrent migrations")]
+    assert notices
+    assert "app.db" in notices[0]
+    assert "concurrent migrations:" in out
+
+
+GUARDED_BY_RUN_ONCE = {
+    "conftest.py": """
+import pytest
+from barrier import barrier
+from migrate import migrate
+from testmon_live.plugin import monitor
+
+@pytest.fixture(scope="session")
+def schema():
+    barrier("migrate", 4)
+    return monitor.run_once("migrations", migrate)
+""",
+    "test_app.py": UNGUARDED["test_app.py"],
+}
+
+
+def test_run_once_migrates_once_and_the_suite_passes(pytester: pytest.Pytester) -> None:
+    url = f"sqlite:///{pytester.path / 'app.db'}"
+    _suite(pytester, url, GUARDED_BY_RUN_ONCE)
+    result = pytester.runpytest_subprocess(
+        "--monitor", "-n", "4", "--dist", "each", timeout=TIMEOUT
+    )
+    result.assert_outcomes(passed=4)
+    run = only_run(pytester)
+    migrations = _migrations(run.events)
+    assert sum(len(ms) for ms in migrations.values()) == 1
+    ((worker, (migration,)),) = migrations.items()
+    assert migration.from_rev is None
+    assert migration.to_rev == "0001"
+    assert migration.error is None
+    assert migration.duration is not None
+    assert migration.duration >= 0.4
+    state = run.state
+    assert state.migration_races == {}
+    once = state.locks[("run_once", "migrations")]
+    assert once.acquisitions == 4
+    assert once.contended == 3
+    assert once.waited_on == {worker: 3}
+
+
+GUARDED_BY_FILELOCK = {
+    "conftest.py": """
+import pytest
+from filelock import FileLock
+from barrier import barrier
+from migrate import migrate
+
+@pytest.fixture(scope="session")
+def schema(tmp_path_factory):
+    barrier("migrate", 4)
+    with FileLock(str(tmp_path_factory.getbasetemp().parent / "migrate.lock")):
+        return migrate()
+""",
+    "test_app.py": UNGUARDED["test_app.py"],
+}
+
+
+def test_filelock_guarded_migrations_record_waits(pytester: pytest.Pytester) -> None:
+    url = f"sqlite:///{pytester.path / 'app.db'}"
+    _suite(pytester, url, GUARDED_BY_FILELOCK)
+    result = pytester.runpytest_subprocess(
+        "--monitor", "-n", "4", "--dist", "each", timeout=TIMEOUT
+    )
+    result.assert_outcomes(passed=4)
+    run = only_run(pytester)
+    state = run.state
+    (stats,) = [s for s in state.locks.values() if s.kind == "filelock"]
+    assert stats.acquisitions == 4
+    assert stats.contended >= 2
+    assert stats.max_wait >= 0.3
+    waits = [e for e in state.lock_events if e.action == "wait"]
+    assert all(w.holder is not None and w.holder.w and w.holder.w != w.w for w in waits)
+    assert all(w.fixture == "schema" for w in waits)
+    # one real upgrade (0001 applied); the others found the database current
+    migrations = [m for ms in _migrations(run.events).values() for m in ms]
+    assert len(migrations) == 4
+    assert sorted(str(m.from_rev) for m in migrations) == ["0001", "0001", "0001", "None"]
+    assert state.migration_races == {}
+
+
+# ---------------------------------------------------------------- PostgreSQL
+
+PG_ADVISORY = {
+    "conftest.py": """
+import time
+import pytest
+import sqlalchemy as sa
+from barrier import barrier
+from migrate import migrate, URL
+
+@pytest.fixture(scope="session")
+def schema():
+    engine = sa.create_engine(URL)
+    barrier("migrate", 4)
+    with engine.connect() as conn:
+        conn.execute(sa.text("SELECT pg_advisory_lock(:key)"), {"key": 4242})
+        try:
+            time.sleep(0.8)  # long enough for the watchdog to ask the server who blocks
+            return migrate()
+        finally:
+            conn.execute(sa.text("SELECT pg_advisory_unlock(4242)"))
+            conn.commit()
+""",
+    "test_app.py": UNGUARDED["test_app.py"],
+}
+
+
+def test_pg_advisory_lock_waits_name_holder_and_waiter(
+    pytester: pytest.Pytester, pg_url: str
+) -> None:
+    _suite(pytester, pg_url, PG_ADVISORY)
+    result = pytester.runpytest_subprocess(
+        "--monitor", "-n", "4", "--dist", "each", timeout=TIMEOUT
+    )
+    result.assert_outcomes(passed=4)
+    run = only_run(pytester)
+    state = run.state
+    stats = state.locks[("pg_advisory", "4242")]
+    assert stats.acquisitions == 4
+    assert stats.contended >= 2
+    assert 0.3 <= stats.max_wait < 20
+    assert sum(stats.holders.values()) == 4
+    connected = run.of(ev.DbConnected)
+    assert {c.w for c in connected} == {"gw0", "gw1", "gw2", "gw3"}
+    assert all("tm_" in c.url for c in connected)
+    waits = [e for e in state.lock_events if e.kind == "pg_advisory" and e.action == "wait"]
+    assert waits
+    for wait in waits:
+        assert wait.holder is not None
+        assert wait.holder.w in {"gw0", "gw1", "gw2", "gw3"}
+        assert wait.holder.w != wait.w
+        assert wait.fixture == "schema"
+    # the server said who blocked: its backend pid mapped to a worker
+    db_waits = [d for d in state.db_waits if d.lock == "pg_advisory:4242"]
+    assert db_waits
+    for d in db_waits:
+        assert d.blocked_by is not None
+        assert d.blocked_by.w in {"gw0", "gw1", "gw2", "gw3"} - {d.w}
+    # the server said who blocked: pg_blocking_pids' backend pid, mapped to a worker
+    told = [d for d in db_waits if d.blocked_by is not None and d.blocked_by.backend]
+    assert told
+    backends = {(c.backend, c.w) for c in connected}
+    assert all((d.blocked_by.backend, d.blocked_by.w) in backends for d in told if d.blocked_by)
+    migrations = [m for ms in _migrations(run.events).values() for m in ms]
+    assert sorted(str(m.from_rev) for m in migrations) == ["0001", "0001", "0001", "None"]
+    assert state.migration_races == {}
+    assert "lock contention:" in result.stdout.str()
+
+
+PG_ABBA = {
+    "test_abba.py": """
+import sqlalchemy as sa
+import pytest
+from barrier import barrier, WORKER
+from migrate import URL
+
+def test_abba():
+    first, second = (1, 2) if WORKER == "gw0" else (2, 1)
+    engine = sa.create_engine(URL)
+    with engine.connect() as conn:
+        conn.execute(sa.text("SET deadlock_timeout = '3s'"))
+        conn.execute(sa.text(f"SELECT pg_advisory_lock({first})"))
+        barrier("both-hold-one", 2)
+        try:
+            conn.execute(sa.text(f"SELECT pg_advisory_lock({second})"))
+        except sa.exc.OperationalError as exc:
+            assert "deadlock detected" in str(exc)
+            conn.rollback()
+        conn.execute(sa.text("SELECT pg_advisory_unlock_all()"))
+        conn.commit()
+""",
+}
+
+
+def test_pg_advisory_abba_reported_as_deadlock(pytester: pytest.Pytester, pg_url: str) -> None:
+    _suite(pytester, pg_url, PG_ABBA)
+    result = pytester.runpytest_subprocess(
+        "--monitor", "-n", "2", "--dist", "each", timeout=TIMEOUT
+    )
+    result.assert_outcomes(passed=2)
+    run = only_run(pytester)
+    deadlocks = run.of(ev.Deadlock)
+    assert len(deadlocks) == 1, deadlocks
+    cycle = {(e.w, e.holds, e.waits_for) for e in deadlocks[0].cycle}
+    assert cycle == {
+        ("gw0", "pg_advisory:1", "pg_advisory:2"),
+        ("gw1", "pg_advisory:2", "pg_advisory:1"),
+    }
+    # PostgreSQL broke the deadlock after deadlock_timeout; we saw it before that
+    failed = [e for e in run.of(ev.LockEvent) if e.action == "failed"]
+    assert len(failed) == 1
+    assert "deadlock detected" in (failed[0].error or "")
+    assert deadlocks[0].ts < failed[0].ts
+    assert "deadlock: gw0 holds pg_advisory:1, waits for pg_advisory:2" in result.stdout.str()
+
+
+# ---------------------------------------------------------------- MariaDB
+
+MARIADB_LOCKS = {
+    "test_mariadb.py": """
+import time
+import sqlalchemy as sa
+from barrier import barrier, WORKER
+from migrate import URL
+
+def test_get_lock_and_metadata_lock():
+    engine = sa.create_engine(URL)
+    with engine.connect() as conn:
+        if WORKER == "gw0":
+            conn.execute(sa.text("CREATE TABLE items (id INT PRIMARY KEY)"))
+            conn.commit()
+            conn.execute(sa.text("SELECT GET_LOCK('seed', 10)"))
+            barrier("holding", 2)
+            time.sleep(1.0)
+            conn.execute(sa.text("SELECT RELEASE_LOCK('seed')"))
+            # an open transaction that read the table holds its metadata lock
+            conn.execute(sa.text("SELECT * FROM items"))
+            barrier("reading", 2)
+            time.sleep(1.0)
+            conn.commit()
+        else:
+            barrier("holding", 2)
+            conn.execute(sa.text("SELECT GET_LOCK(:name, 10)"), {"name": "seed"})
+            conn.execute(sa.text("SELECT RELEASE_LOCK('seed')"))
+            barrier("reading", 2)
+            time.sleep(0.1)
+            conn.execute(sa.text("ALTER TABLE items ADD COLUMN name VARCHAR(20)"))
+""",
+}
+
+
+def test_mariadb_get_lock_and_metadata_lock_waits(
+    pytester: pytest.Pytester, mariadb_url: str
+) -> None:
+    _suite(pytester, mariadb_url, MARIADB_LOCKS)
+    result = pytester.runpytest_subprocess(
+        "--monitor", "-n", "2", "--dist", "each", timeout=TIMEOUT
+    )
+    result.assert_outcomes(passed=2)
+    run = only_run(pytester)
+    state = run.state
+    stats = state.locks[("mysql_get_lock", "seed")]
+    assert stats.acquisitions == 2
+    assert stats.contended == 1
+    assert stats.max_wait >= 0.5
+    get_lock_waits = [d for d in state.db_waits if d.lock == "mysql_get_lock:seed"]
+    assert len(get_lock_waits) == 1
+    (gl,) = get_lock_waits
+    assert gl.w == "gw1"
+    assert gl.blocked_by is not None
+    assert gl.blocked_by.w == "gw0"
+    metadata = [d for d in state.db_waits if (d.lock or "").startswith("metadata:")]
+    assert len(metadata) == 1, state.db_waits
+    assert metadata[0].w == "gw1"
+    assert metadata[0].lock == "metadata:items"
+    assert metadata[0].waited >= 0.5
+    assert "ALTER TABLE items" in metadata[0].statement
+
+
+MARIADB_TIMEOUT = {
+    "test_timeout.py": """
+import time
+import sqlalchemy as sa
+from barrier import barrier, WORKER
+from migrate import URL
+
+def test_get_lock_times_out():
+    engine = sa.create_engine(URL)
+    with engine.connect() as conn:
+        if WORKER == "gw0":
+            assert conn.execute(sa.text("SELECT GET_LOCK('seed', 10)")).scalar() == 1
+            barrier("holding", 2)
+            barrier("gave-up", 2)
+            conn.execute(sa.text("SELECT RELEASE_LOCK('seed')"))
+        else:
+            barrier("holding", 2)
+            # the probe reads the result; the test must still see it
+            got = conn.execute(sa.text("SELECT GET_LOCK(:name, 1)"), {"name": "seed"})
+            assert got.scalar() == 0
+            assert conn.exec_driver_sql("SELECT GET_LOCK('other', 0) AS ok").scalar() == 1
+            conn.exec_driver_sql("SELECT RELEASE_LOCK('other')")
+            barrier("gave-up", 2)
+""",
+}
+
+
+def test_mariadb_get_lock_timeout_is_a_failed_wait_not_a_holder(
+    pytester: pytest.Pytester, mariadb_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _suite(pytester, mariadb_url, MARIADB_TIMEOUT)
+    result = pytester.runpytest_subprocess(
+        "--monitor", "-n", "2", "--dist", "each", timeout=TIMEOUT
+    )
+    result.assert_outcomes(passed=2)
+    run = only_run(pytester)
+    state = run.state
+    stats = state.locks[("mysql_get_lock", "seed")]
+    assert stats.acquisitions == 1
+    assert stats.holders == {"gw0": 1}
+    assert (stats.failures, stats.timeouts, stats.refused) == (1, 1, 0)
+    assert 0.9 <= stats.max_wait < 5  # the timed-out wait counts as waiting
+    assert not stats.held_by
+    assert not stats.waiting
+    failed = [e for e in state.lock_events if e.action == "failed"]
+    assert len(failed) == 1
+    (timeout,) = failed
+    assert (timeout.w, timeout.kind, timeout.key, timeout.reason) == (
+        "gw1", "mysql_get_lock", "seed", "timeout"
+    )  # fmt: skip
+    assert timeout.waited is not None
+    assert 0.9 <= timeout.waited < 5
+    assert "timed out" in (timeout.error or "")
+    # the watchdog saw it wait, and it named the holder
+    waits = [e for e in state.lock_events if e.action == "wait" and e.key == "seed"]
+    assert [w.w for w in waits] == ["gw1"]
+    assert waits[0].holder is not None
+    assert waits[0].holder.w == "gw0"
+    (db_wait,) = [d for d in state.db_waits if d.lock == "mysql_get_lock:seed"]
+    assert "timed out" in (db_wait.error or "")
+    # a GET_LOCK that returned 1 is held as before
+    other = state.locks[("mysql_get_lock", "other")]
+    assert (other.acquisitions, other.failures, other.holders) == (1, 0, {"gw1": 1})
+    assert not other.held_by
+    # the report says it
+    capsys.readouterr()
+    assert cli.main(["report", str(run.path), "--format", "json"]) == 0
+    (row,) = [r for r in json.loads(capsys.readouterr().out)["locks"] if r["key"] == "seed"]
+    assert (row["acquisitions"], row["failures"], row["timeouts"], row["refused"]) == (1, 1, 1, 0)
+    assert [h["worker"] for h in row["holders"]] == ["gw0"]
+    assert cli.main(["report", str(run.path)]) == 0
+    assert "1 (1 timed out)" in capsys.readouterr().out
+
+
+MARIADB_EXECUTEMANY = {
+    "test_bulk.py": """
+import time
+import sqlalchemy as sa
+from barrier import barrier, WORKER
+from migrate import URL
+
+def test_bulk_insert_waits():
+    engine = sa.create_engine(URL)
+    with engine.connect() as conn:
+        if WORKER == "gw0":
+            conn.execute(sa.text("CREATE TABLE items (id INT PRIMARY KEY)"))
+            conn.commit()
+            conn.execute(sa.text("LOCK TABLES items WRITE"))
+            barrier("locked", 2)
+            time.sleep(1.0)
+            conn.execute(sa.text("UNLOCK TABLES"))
+        else:
+            barrier("locked", 2)
+            rows = [{"id": i} for i in range(50)]
+            conn.execute(sa.text("INSERT INTO items (id) VALUES (:id)"), rows)
+            conn.commit()
+""",
+}
+
+
+def test_mariadb_executemany_that_waits_is_recorded_with_its_blocker(
+    pytester: pytest.Pytester, mariadb_url: str
+) -> None:
+    _suite(pytester, mariadb_url, MARIADB_EXECUTEMANY)
+    result = pytester.runpytest_subprocess(
+        "--monitor", "-n", "2", "--dist", "each", timeout=TIMEOUT
+    )
+    result.assert_outcomes(passed=2)
+    state = only_run(pytester).state
+    waits = [d for d in state.db_waits if d.statement.startswith("INSERT INTO items")]
+    assert len(waits) == 1, state.db_waits
+    (bulk,) = waits
+    assert bulk.w == "gw1"
+    assert bulk.lock == "metadata:items"
+    assert 0.5 <= bulk.waited < 5
+    assert bulk.error is None
+
+
+PG_TRY = {
+    "test_try.py": """
+import sqlalchemy as sa
+from barrier import barrier, WORKER
+from migrate import URL
+
+def test_try_locks():
+    engine = sa.create_engine(URL)
+    with engine.connect() as conn:
+        if WORKER == "gw0":
+            conn.execute(sa.text("SELECT pg_advisory_lock(77)"))
+            barrier("holding", 2)
+            barrier("tried", 2)
+            conn.execute(sa.text("SELECT pg_advisory_unlock(77)"))
+            conn.commit()
+            barrier("released", 2)
+        else:
+            barrier("holding", 2)
+            # the probe reads the result; the test must still see it
+            got = conn.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": 77})
+            assert got.scalar() is False
+            barrier("tried", 2)
+            barrier("released", 2)
+            assert conn.execute(sa.text("SELECT pg_try_advisory_lock(77)")).scalar() is True
+            conn.execute(sa.text("SELECT pg_advisory_unlock(77)"))
+            assert conn.execute(sa.text("SELECT pg_try_advisory_xact_lock(78)")).scalar()
+            conn.commit()
+""",
+}
+
+
+def test_pg_try_advisory_locks_granted_and_refused(pytester: pytest.Pytester, pg_url: str) -> None:
+    _suite(pytester, pg_url, PG_TRY)
+    result = pytester.runpytest_subprocess(
+        "--monitor", "-n", "2", "--dist", "each", timeout=TIMEOUT
+    )
+    result.assert_outcomes(passed=2)
+    state = only_run(pytester).state
+    stats = state.locks[("pg_advisory", "77")]
+    assert stats.acquisitions == 2
+    assert stats.holders == {"gw0": 1, "gw1": 1}
+    assert (stats.failures, stats.refused, stats.timeouts) == (1, 1, 0)
+    assert stats.contended == 0
+    assert not stats.held_by
+    (refused,) = [e for e in state.lock_events if e.action == "failed"]
+    assert (refused.w, refused.key, refused.reason, refused.waited) == (
+        "gw1", "77", "refused", None
+    )  # fmt: skip
+    xact = state.locks[("pg_advisory", "78")]
+    assert (xact.acquisitions, xact.holders) == (1, {"gw1": 1})
+    assert not xact.held_by  # the commit ended the transaction-scoped try-lock
+    released = [e for e in state.lock_events if e.action == "released" and e.key == "78"]
+    assert len(released) == 1
+
+
+# ---------------------------------------------------------------- SQLite busy
+
+SQLITE_BUSY = {
+    "test_busy.py": """
+import time
+import pytest
+import sqlalchemy as sa
+from barrier import barrier, WORKER
+from migrate import URL
+
+def test_busy():
+    engine = sa.create_engine(URL, connect_args={"timeout": 0.3})
+    with engine.connect() as conn:
+        if WORKER == "gw0":
+            conn.exec_driver_sql("CREATE TABLE IF NOT EXISTS t (x INT)")
+            conn.commit()
+            conn.exec_driver_sql("BEGIN EXCLUSIVE")
+            barrier("locked", 2)
+            time.sleep(1.0)
+            conn.exec_driver_sql("COMMIT")
+        else:
+            barrier("locked", 2)
+            with pytest.raises(sa.exc.OperationalError, match="database is locked"):
+                conn.exec_driver_sql("SELECT * FROM t")
+""",
+}
+
+
+def test_sqlite_database_is_locked_recorded(pytester: pytest.Pytester) -> None:
+    url = f"sqlite:///{pytester.path / 'busy.db'}"
+    _suite(pytester, url, SQLITE_BUSY)
+    result = pytester.runpytest_subprocess(
+        "--monitor", "-n", "2", "--dist", "each", timeout=TIMEOUT
+    )
+    result.assert_outcomes(passed=2)
+    state = only_run(pytester).state
+    path = str(pytester.path / "busy.db")
+    stats = state.locks[("sqlite", path)]
+    assert stats.acquisitions == 1
+    assert stats.holders == {"gw0": 1}
+    assert stats.failures == 1
+    assert stats.longest_hold >= 0.9
+    (busy,) = state.db_waits
+    assert busy.w == "gw1"
+    assert busy.error is not None
+    assert "database is locked" in busy.error
+    assert 0.2 <= busy.waited < 5
+
+
+# ---------------------------------------------------------------- unit
+
+
+@pytest.mark.parametrize(
+    ("statement", "params", "expected"),
+    [
+        ("SELECT pg_advisory_lock(%(k)s)", {"k": 42}, ("acquire", "pg_advisory", "42", False)),
+        ("select pg_advisory_xact_lock(7)", None, ("acquire", "pg_advisory", "7", True)),
+        ("SELECT pg_advisory_unlock(%s)", (9,), ("release", "pg_advisory", "9", False)),
+        ("SELECT pg_advisory_unlock_all()", None, ("release_all", "pg_advisory", "", False)),
+        ("SELECT GET_LOCK(%s, 10)", ("mig",), ("acquire", "mysql_get_lock", "mig", False)),
+        ("SELECT pg_try_advisory_lock(5)", None, ("acquire", "pg_advisory", "5", False)),
+        (
+            "SELECT pg_try_advisory_xact_lock(%(k)s)",
+            {"k": 6},
+            ("acquire", "pg_advisory", "6", True),
+        ),
+        ("SELECT RELEASE_LOCK('mig')", None, ("release", "mysql_get_lock", "mig", False)),
+        ("LOCK TABLE users IN EXCLUSIVE MODE", None, ("acquire", "table", "users", True)),
+        ("UNLOCK TABLES", None, ("release_all", "table", "", False)),
+        ("SELECT id FROM jobs WHERE x = 1 FOR UPDATE", None, ("acquire", "row", "jobs", True)),
+        ("BEGIN IMMEDIATE", None, ("acquire", "sqlite", "", True)),
+        ("COMMIT", None, ("end", "", "", True)),
+        ("SELECT 1", None, None),
+        ("SELECT blocked FROM clocks", None, None),
+        ("INSERT INTO t VALUES (1)", None, None),
+    ],
+)
+def test_classify_lock_statements(
+    statement: str, params: object, expected: tuple[str, str, str, bool] | None
+) -> None:
+    found = probe.classify(statement, params)
+    got = None if found is None else (found.action, found.kind, found.key, found.transactional)
+    assert got == expected
+
+
+def test_create_all_and_drop_all_are_migrations(tmp_path: Path) -> None:
+    import sqlalchemy as sa
+
+    from testmon_live.plugin.activity import WorkerActivity
+    from testmon_live.plugin.probes import locking
+
+    got: list[ev.Event] = []
+    reporter = locking.LockReporter(got.append, WorkerActivity(0.0))
+    probe.install([])
+    locking.activate(reporter)
+    try:
+        engine = sa.create_engine(f"sqlite:///{tmp_path / 'm.db'}")
+        metadata = sa.MetaData()
+        sa.Table("t", metadata, sa.Column("id", sa.Integer, primary_key=True))
+        metadata.create_all(engine)
+        metadata.drop_all(engine)
+        with pytest.raises(sa.exc.OperationalError), engine.connect() as conn:
+            conn.exec_driver_sql("SELECT * FROM t")
+        engine.dispose()
+    finally:
+        locking.activate(None)
+    migrations = [e for e in got if isinstance(e, ev.Migration)]
+    assert [(m.tool, m.op, m.action) for m in migrations] == [
+        ("sqlalchemy", "create_all", "begin"),
+        ("sqlalchemy", "create_all", "end"),
+        ("sqlalchemy", "drop_all", "begin"),
+        ("sqlalchemy", "drop_all", "end"),
+    ]
+    assert all(m.url.endswith("m.db") for m in migrations)
+    assert migrations[1].duration is not None
+    # a failing statement that is no lock and no busy error leaves no lock events behind
+    assert not [e for e in got if isinstance(e, (ev.LockEvent, ev.DbWait))]
+
+
+class _BufferedCursor:
+    """Stands for PyMySQL's buffered cursor: rows kept in ``_rows``."""
+
+    def __init__(self, names: list[str], rows: tuple[tuple[object, ...], ...]) -> None:
+        self.description = [(n, 3, None, 1, 1, 0, True) for n in names]
+        self._rows = rows
+        self.rownumber = 0
+
+
+@pytest.mark.parametrize(
+    ("names", "rows", "check", "expected"),
+    [
+        (["GET_LOCK('a', 1)"], ((None,),), "get_lock", None),  # NULL: an error
+        (["x"], ((0,),), "get_lock", 0),
+        (["id", "GET_LOCK('a', 1)"], ((7, 1),), "get_lock", 1),  # the lock's column
+        (["id", "other"], ((7, 1),), "get_lock", "unread"),  # which column: unknown
+        (["got"], ((1,), (0,)), "get_lock", "unread"),  # several rows: unknown
+        (["pg_try_advisory_lock"], ((False,),), "try", False),
+    ],
+)
+def test_lock_result_read_without_consuming(
+    names: list[str], rows: tuple[tuple[object, ...], ...], check: str, expected: object
+) -> None:
+    from testmon_live.plugin.activity import WorkerActivity
+    from testmon_live.plugin.probes import locking
+
+    got: list[ev.Event] = []
+    cursor = _BufferedCursor(names, rows)
+    value = probe._result_value(
+        locking.LockReporter(got.append, WorkerActivity(0.0)), cursor, check
+    )
+    assert (value if value is not probe._UNREAD else "unread") == expected
+    assert cursor.rownumber == 0
+    assert got == []
+
+
+LATE_IMPORT = {
+    "test_late.py": """
+import sys
+
+PROBE = "testmon_live.plugin.probes.sqlalchemy"
+
+def test_1_probe_not_loaded_before_sqlalchemy():
+    assert "sqlalchemy" not in sys.modules
+    assert PROBE not in sys.modules
+
+def test_2_probe_follows_the_import(tmp_path):
+    import sqlalchemy as sa
+    assert PROBE in sys.modules
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'late.db'}")
+    with engine.connect() as conn:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        conn.exec_driver_sql("COMMIT")
+    engine.dispose()
+""",
+}
+
+
+def test_sqlalchemy_probe_loaded_only_once_the_suite_imports_sqlalchemy(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makepyfile(**LATE_IMPORT)
+    result = pytester.runpytest_subprocess(
+        "--monitor", "-n", "2", "--dist", "each", "-p", "no:randomly", timeout=TIMEOUT
+    )
+    result.assert_outcomes(passed=4)
+    state = only_run(pytester).state
+    sqlite = [e for e in state.lock_events if e.kind == "sqlite"]
+    assert {e.w for e in sqlite} == {"gw0", "gw1"}
+    assert {e.test for e in sqlite} == {"test_late.py::test_2_probe_follows_the_import"}
+    assert {e.action for e in sqlite} >= {"acquired", "released"}

@@ -1,0 +1,788 @@
+"""Hangs: real hung suites under `pytest -n 2 --monitor --monitor-stall=1`.
+
+Every hang in the inner suite ends by itself (a timeout of HANG seconds, or a regex
+calibrated to hold the GIL for ~5 s), so these runs are bounded. One monitored run and
+one plain run of the same suite are shared by the tests of this module; each test then
+checks one scenario: reported within stall + 2 s, with the right test, phase, user frame
+and verdict, and with the outcomes the plain run had.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from testmon_live.plugin import events as ev
+from testmon_live.plugin.probes.stacks import classify, parse_faulthandler
+from testmon_live.plugin.probes.unresponsive import read_dump
+from testmon_live.plugin.runlog import MonitorDir, live_runs
+from testmon_live.plugin.state import RunState
+from testmon_live.tui.cli import main
+
+from .conftest import Recorded, only_run, read_recorded
+
+STALL = 1.0
+HANG = 3.0
+"""Seconds every inner hang lasts before its own timeout ends it."""
+REPORTED_WITHIN = STALL + 2.0
+RUN_TIMEOUT = 180
+PYTEST = (sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:randomly")
+
+CONFTEST = """
+import queue, threading, time, pytest
+
+@pytest.fixture(scope="session")
+def warehouse():
+    time.sleep(HANG)  # slow session setup before the first test using it
+    yield "stock"
+
+@pytest.fixture
+def stuck_setup():
+    ready = threading.Event()
+    ready.wait(HANG)  # nobody sets it
+    yield
+
+@pytest.fixture
+def stuck_teardown():
+    yield
+    inbox = queue.Queue()
+    try:
+        inbox.get(timeout=HANG)  # nobody puts
+    except queue.Empty:
+        pass
+""".replace("HANG", repr(HANG))
+
+SUITE = """
+import asyncio, os, re, threading, time
+
+HANG = {hang!r}
+
+def test_missed_wakeup():
+    cond = threading.Condition()
+    with cond:
+        cond.notify()  # the notify comes before anyone waits
+    with cond:
+        woken = cond.wait(timeout=HANG)
+    assert not woken
+
+def test_abba_deadlock():
+    lock_a, lock_b = threading.Lock(), threading.Lock()
+    both = threading.Barrier(2)
+
+    def first():
+        with lock_a:
+            both.wait()
+            if lock_b.acquire(timeout=HANG):
+                lock_b.release()
+
+    def second():
+        with lock_b:
+            both.wait()
+            if lock_a.acquire(timeout=HANG):
+                lock_a.release()
+
+    threads = [threading.Thread(target=first, name="first"),
+               threading.Thread(target=second, name="second")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+def test_setup_hangs(stuck_setup):
+    pass
+
+def test_teardown_hangs(stuck_teardown):
+    pass
+
+def test_session_setup(warehouse):
+    assert warehouse == "stock"
+
+def test_regex_holds_the_gil():
+    assert re.match(r"(a+)+$", "a" * {n} + "b") is None
+
+def test_future_never_completes():
+    async def main():
+        never = asyncio.get_running_loop().create_future()
+        try:
+            await asyncio.wait_for(never, timeout=HANG)
+        except asyncio.TimeoutError:
+            return "timed out"
+    assert asyncio.run(main()) == "timed out"
+
+def test_slow_but_in_time():
+    time.sleep(0.4)
+
+def test_fails_as_usual():
+    assert 1 == 2
+"""
+
+
+def regex_size(seconds: float = 5.0) -> int:
+    """Length of ``a...ab`` for which ``(a+)+$`` backtracks about ``seconds`` here."""
+    n = 16
+    while True:
+        start = time.perf_counter()
+        re.match(r"(a+)+$", "a" * n + "b")
+        took = time.perf_counter() - start
+        if took > 0.05:
+            break
+        n += 1
+    # each extra "a" doubles the time
+    while took < seconds / 1.5:
+        took *= 2
+        n += 1
+    return n
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    for name in ("PYTEST_ADDOPTS", "TESTMON_DIR", "TESTMON_LIVE_QUEUE", "PYTEST_PLUGINS"):
+        env.pop(name, None)
+    return env
+
+
+def _pytest(
+    root: Path, *args: str, timeout: float = RUN_TIMEOUT
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*PYTEST, *args],
+        cwd=root,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def _outcomes(report_log: Path) -> dict[tuple[str, str], str]:
+    out: dict[tuple[str, str], str] = {}
+    for line in report_log.read_text().splitlines():
+        data = json.loads(line)
+        if data.get("$report_type") == "TestReport":
+            out[(data["nodeid"], data["when"])] = data["outcome"]
+    return out
+
+
+@dataclass
+class HungRun:
+    root: Path
+    run: Recorded
+    state: RunState
+    stdout: str
+    monitored: dict[tuple[str, str], str]
+    plain: dict[tuple[str, str], str]
+
+    def test(self, name: str) -> ev.TestFinished:
+        (record,) = [t for t in self.run.of(ev.TestFinished) if t.nodeid.endswith("::" + name)]
+        return record
+
+    def stalls(self, name: str, reason: str = "stall") -> list[ev.Stall]:
+        return [
+            s
+            for s in self.run.of(ev.Stall)
+            if s.reason == reason and s.sample == 1 and (s.test or "").endswith("::" + name)
+        ]
+
+    def phase_start(self, name: str, when: str) -> float:
+        (phase,) = [p for p in self.test(name).phases if p.when == when]
+        return phase.start
+
+
+@pytest.fixture(scope="module")
+def hung(tmp_path_factory: pytest.TempPathFactory) -> HungRun:
+    root = tmp_path_factory.mktemp("hung")
+    (root / "conftest.py").write_text(CONFTEST)
+    (root / "test_hung.py").write_text(SUITE.format(hang=HANG, n=regex_size()))
+    args = ("-n", "2", "-q")
+    _pytest(root, *args, "--report-log=plain.jsonl")
+    monitored = _pytest(
+        root, *args, "--monitor", f"--monitor-stall={STALL}", "--report-log=monitored.jsonl"
+    )
+    (log,) = MonitorDir(root / ".testmon").logs()
+    run = read_recorded(log)
+    return HungRun(
+        root,
+        run,
+        run.state,
+        monitored.stdout,
+        _outcomes(root / "monitored.jsonl"),
+        _outcomes(root / "plain.jsonl"),
+    )
+
+
+def line_of(source: str, needle: str) -> int:
+    """Line number (1-based) of the one line of ``source`` that contains ``needle``."""
+    (number,) = [i for i, line in enumerate(source.splitlines(), 1) if needle in line]
+    return number
+
+
+def _thread(stall: ev.Stall, name: str) -> ev.ThreadStack:
+    (thread,) = [t for t in stall.threads if t.name == name]
+    return thread
+
+
+def _assert_in_time(stall: ev.Stall) -> None:
+    assert STALL <= stall.elapsed <= REPORTED_WITHIN, stall.elapsed
+
+
+def test_outcomes_are_what_they_are_without_the_monitor(hung: HungRun) -> None:
+    assert hung.monitored == hung.plain
+    assert hung.monitored[("test_hung.py::test_fails_as_usual", "call")] == "failed"
+    assert len({nodeid for nodeid, _ in hung.monitored}) == 9
+    assert hung.run.problems == []
+
+
+def test_missed_wakeup_on_a_condition(hung: HungRun) -> None:
+    (stall,) = hung.stalls("test_missed_wakeup")
+    _assert_in_time(stall)
+    assert stall.phase == "call"
+    assert stall.location == f"test_hung.py:{line_of(SUITE, 'cond.wait(')} in test_missed_wakeup"
+    main = _thread(stall, "MainThread")
+    assert main.verdict == "condition"
+    assert main.detail == "threading.Condition.wait"
+    assert stall.threads[0] is main  # the test's thread comes first
+
+
+def test_abba_deadlock_of_two_locks(hung: HungRun) -> None:
+    (stall,) = hung.stalls("test_abba_deadlock")
+    _assert_in_time(stall)
+    assert stall.phase == "call"
+    assert stall.location == f"test_hung.py:{line_of(SUITE, 't.join()')} in test_abba_deadlock"
+    first, second = _thread(stall, "first"), _thread(stall, "second")
+    assert (first.verdict, second.verdict) == ("lock", "lock")
+    assert first.detail == "if lock_b.acquire(timeout=HANG):"
+    assert second.detail == "if lock_a.acquire(timeout=HANG):"
+    assert first.frames[-1].user
+    assert first.frames[-1].line == line_of(SUITE, "lock_b.acquire(")
+    assert second.frames[-1].user
+    assert second.frames[-1].line == line_of(SUITE, "lock_a.acquire(")
+    assert _thread(stall, "MainThread").detail == "threading.Thread.join"
+
+
+def test_hang_in_fixture_setup(hung: HungRun) -> None:
+    (stall,) = hung.stalls("test_setup_hangs")
+    _assert_in_time(stall)
+    assert (stall.phase, stall.fixture) == ("setup", "stuck_setup")
+    assert stall.location == f"conftest.py:{line_of(CONFTEST, 'ready.wait(')} in stuck_setup"
+    assert _thread(stall, "MainThread").verdict == "event"
+
+
+def test_hang_in_fixture_teardown(hung: HungRun) -> None:
+    (stall,) = hung.stalls("test_teardown_hangs")
+    _assert_in_time(stall)
+    assert (stall.phase, stall.fixture) == ("teardown", "stuck_teardown")
+    assert stall.location == f"conftest.py:{line_of(CONFTEST, 'inbox.get(')} in stuck_teardown"
+    main = _thread(stall, "MainThread")
+    assert main.verdict == "queue"
+    assert main.detail == "queue.Queue.get"
+
+
+def test_slow_session_setup_before_its_first_test(hung: HungRun) -> None:
+    (stall,) = hung.stalls("test_session_setup")
+    _assert_in_time(stall)
+    assert (stall.phase, stall.fixture) == ("setup", "warehouse")
+    assert stall.location == f"conftest.py:{line_of(CONFTEST, 'time.sleep(')} in warehouse"
+    assert _thread(stall, "MainThread").verdict == "sleep"
+
+
+def test_asyncio_task_awaiting_a_future_forever(hung: HungRun) -> None:
+    (stall,) = hung.stalls("test_future_never_completes")
+    _assert_in_time(stall)
+    assert stall.phase == "call"
+    where = line_of(SUITE, "await asyncio.wait_for(")
+    assert stall.location == f"test_hung.py:{where} in test_future_never_completes.<locals>.main"
+    main = _thread(stall, "MainThread")
+    assert main.verdict == "future"
+    (task,) = main.tasks
+    assert task.coro == "test_future_never_completes.<locals>.main"
+    assert [f.func for f in task.frames][:2] == [
+        "test_future_never_completes.<locals>.main",
+        "wait_for",
+    ]
+    assert task.awaiting is not None
+    assert "Future pending" in task.awaiting
+
+
+def test_regex_holding_the_gil_is_seen_from_outside(hung: HungRun) -> None:
+    name = "test_regex_holds_the_gil"
+    (silent,) = [u for u in hung.run.of(ev.Unresponsive) if not u.recovered]
+    assert (silent.test or "").endswith("::" + name)
+    (stall,) = hung.stalls(name, reason="unresponsive")
+    assert stall.w == silent.w
+    assert stall.phase == "call"
+    took = stall.ts - hung.phase_start(name, "call")
+    print(f"stacks of the frozen worker taken {took:.2f}s into the call")
+    assert took <= REPORTED_WITHIN
+    assert stall.location == f"test_hung.py:{line_of(SUITE, 're.match(')} in {name}"
+    main = _thread(stall, "MainThread")
+    assert main.verdict == "busy"
+    assert main.detail is not None
+    assert "re.match" in main.detail
+    # ...and it came back: the worker was not harmed by the signal
+    back = [u for u in hung.run.of(ev.Unresponsive) if u.recovered and u.w == silent.w]
+    assert back
+    assert not hung.run.of(ev.WorkerCrashed)
+
+
+def test_a_slow_test_within_the_threshold_records_no_stall(hung: HungRun) -> None:
+    assert hung.test("test_slow_but_in_time").duration >= 0.4
+    assert not hung.stalls("test_slow_but_in_time")
+    assert not hung.stalls("test_fails_as_usual")
+
+
+def test_each_stall_ends_and_the_fold_keeps_it(hung: HungRun) -> None:
+    state = hung.state
+    records = [r for r in state.stall_records if r.reason == "stall"]
+    assert len(records) == 6
+    for record in records:
+        assert record.duration is not None
+        assert record.duration >= HANG - 0.5, record
+        assert record.threads
+    assert all(w.current_stall is None for w in state.workers.values())
+    assert state.stall_count() == 6
+    end = hung.run.events[-1]
+    assert isinstance(end, ev.RunFinished)
+    assert end.stalls == 6
+
+
+def test_summary_lists_the_stalls(hung: HungRun) -> None:
+    out = hung.stdout
+    assert "stalls: 6" in out
+    assert re.search(
+        r"stall: gw\d test_hung.py::test_missed_wakeup \(call\) 3\.\d\ds at test_hung.py:", out
+    )
+    assert "threads: MainThread condition" in out
+    assert "threads: MainThread lock, first lock, second lock" in out
+    assert re.search(r"unresponsive: gw\d test_hung.py::test_regex_holds_the_gil \(call\)", out)
+
+
+# ------------------------------------------------------------- live: dump, kill
+
+
+GATED = """
+import os, re, threading, time
+
+def test_waits_for_the_gate():
+    gate = os.environ["GATE"]
+    deadline = time.monotonic() + 60
+    while not os.path.exists(gate):
+        assert time.monotonic() < deadline, "nobody opened the gate"
+        time.sleep(0.05)
+
+def test_holds_the_gil_while_threads_churn():
+    gate = os.environ["GATE"]
+    deadline = time.monotonic() + 60
+    stop = threading.Event()
+
+    def churn():
+        while not stop.is_set():
+            threads = [threading.Thread(target=lambda: sum(range(20000))) for _ in range(4)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+
+    helpers = [threading.Thread(target=churn) for _ in range(3)]
+    for t in helpers:
+        t.start()
+    try:
+        while not os.path.exists(gate):
+            assert time.monotonic() < deadline, "nobody opened the gate"
+            re.match(r"(a+)+$", "a" * 22 + "b")  # holds the GIL a while, again and again
+    finally:
+        stop.set()
+        for t in helpers:
+            t.join()
+"""
+
+
+class Background:
+    """A monitored `pytest -n 2` in the background; its tests wait for a gate file."""
+
+    def __init__(self, root: Path, *args: str) -> None:
+        self.root = root
+        self.gate = root / "gate"
+        self.mdir = MonitorDir(root / ".testmon")
+        self.proc = subprocess.Popen(
+            [*PYTEST, "-q", "-n", "2", "--monitor", *args],
+            cwd=root,
+            env=dict(_env(), GATE=str(self.gate)),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def events(self) -> list[ev.Event]:
+        logs = self.mdir.logs()
+        return read_recorded(logs[0]).events if logs else []
+
+    def wait_for(
+        self, what: str, found: Callable[[list[ev.Event]], object], timeout: float = 30
+    ) -> object:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            value = found(self.events())
+            if value:
+                return value
+            assert self.proc.poll() is None, f"the run ended before {what}"
+            time.sleep(0.05)
+        raise AssertionError(f"never saw {what}")
+
+    def running(self, name: str) -> ev.WorkerStarted:
+        """The worker running test ``name`` (once its watchdog reported it)."""
+
+        def find(events: list[ev.Event]) -> ev.WorkerStarted | None:
+            for e in events:
+                if isinstance(e, ev.Activity) and (e.test or "").endswith("::" + name):
+                    return next(s for s in events if isinstance(s, ev.WorkerStarted) and s.w == e.w)
+            return None
+
+        started = self.wait_for(f"{name} running", find)
+        assert isinstance(started, ev.WorkerStarted)
+        return started
+
+    def finish(self, timeout: float = 60) -> tuple[int, str]:
+        self.gate.write_text("go")
+        code = self.proc.wait(timeout)
+        assert self.proc.stdout is not None
+        return code, self.proc.stdout.read().decode(errors="replace")
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+
+@pytest.fixture
+def background(tmp_path: Path) -> Iterator[Callable[..., Background]]:
+    started: list[Background] = []
+
+    def start(suite: str, *args: str, conftest: str = "") -> Background:
+        (tmp_path / "test_gated.py").write_text(suite)
+        if conftest:
+            (tmp_path / "conftest.py").write_text(conftest)
+        run = Background(tmp_path, *args)
+        started.append(run)
+        return run
+
+    yield start
+    for run in started:
+        run.kill()
+
+
+def test_dump_asks_a_live_worker_for_its_stacks(
+    background: Callable[..., Background], capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = background(GATED)
+    worker = run.running("test_waits_for_the_gate").w
+    other = run.running("test_holds_the_gil_while_threads_churn").w
+    assert worker != other
+    (live,) = live_runs(run.mdir)
+
+    code = main(["dump", live.run_id, worker, "--dir", str(run.mdir.root)])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert f"{worker}  test_gated.py::test_waits_for_the_gate  (call" in out
+    assert "MainThread: sleep - time.sleep(0.05)" in out
+    assert f"> test_gated.py:{line_of(GATED, 'time.sleep(0.05)')} in test_waits_for_the_gate" in out
+
+    # the run's id may be left out; an unknown worker is one line on stderr
+    assert main(["dump", other, "--dir", str(run.mdir.root)]) == 0
+    assert "test_gated.py::test_holds_the_gil_while_threads_churn" in capsys.readouterr().out
+    assert main(["dump", "latest", "gw9", "--dir", str(run.mdir.root)]) == 1
+    assert "no live worker 'gw9'" in capsys.readouterr().err
+
+    code, output = run.finish()
+    assert code == 0, output
+    dumps = [s for s in read_recorded(run.mdir.logs()[0]).of(ev.Stall) if s.reason == "dump"]
+    assert len(dumps) == 2
+    assert all(d.request for d in dumps)
+
+
+def test_faulthandler_signal_does_not_harm_a_busy_worker(
+    background: Callable[..., Background],
+) -> None:
+    """The hub's way into a frozen worker, 40 times into one that holds the GIL in C while
+    other threads wait to start and end (sent to a worker whose threads *run*, it can
+    crash it: the hub only signals silent workers, see frozen_check)."""
+    run = background(GATED)
+    started = run.running("test_holds_the_gil_while_threads_churn")
+    assert started.dump_signal == signal.SIGUSR2
+    assert started.dump_file is not None
+    assert started.main_thread is not None
+    texts = [read_dump(started.pid, started.dump_signal, started.dump_file) for _ in range(40)]
+    assert all(texts), "faulthandler wrote nothing"
+    threads = parse_faulthandler(texts[-1] or "", main_ident=started.main_thread)
+    mains = [t for t in threads if t.name == "MainThread"]
+    assert len(mains) == 1, texts[-1]
+    assert any(f.func == "test_holds_the_gil_while_threads_churn" for f in mains[0].frames)
+    code, output = run.finish()
+    assert code == 0, output
+    assert "2 passed" in output
+    assert not read_recorded(run.mdir.logs()[0]).of(ev.WorkerCrashed)
+
+
+KILLED = """
+import signal, time
+
+def test_sleeps_past_its_timeout():
+    time.sleep(60)
+
+def test_user_handler_is_kept():
+    assert signal.getsignal(signal.SIGUSR2) is not signal.SIG_DFL
+    assert signal.getsignal(signal.SIGUSR2).__name__ == "users_own"
+"""
+
+KILLED_CONFTEST = """
+import signal
+
+def pytest_configure(config):
+    def users_own(signum, frame):
+        pass
+    signal.signal(signal.SIGUSR2, users_own)
+"""
+
+
+def test_worker_killed_by_pytest_timeout_leaves_its_stall(tmp_path: Path) -> None:
+    (tmp_path / "test_killed.py").write_text(KILLED)
+    (tmp_path / "conftest.py").write_text(KILLED_CONFTEST)
+    args: tuple[str, ...] = ("-n", "2", "-q", "--timeout=4", "--timeout-method=thread")
+    args += ("-o", "faulthandler_timeout=2")
+    _pytest(tmp_path, *args, "--report-log=plain.jsonl", timeout=60)
+    result = _pytest(
+        tmp_path, *args, "--monitor", "--monitor-stall=1", "--report-log=mon.jsonl", timeout=60
+    )
+    assert _outcomes(tmp_path / "mon.jsonl") == _outcomes(tmp_path / "plain.jsonl")
+    assert "Timeout" in result.stdout + result.stderr  # pytest-timeout still did its job
+    (log,) = MonitorDir(tmp_path / ".testmon").logs()
+    run = read_recorded(log)
+    (crash,) = run.of(ev.WorkerCrashed)
+    (stall,) = [s for s in run.of(ev.Stall) if s.w == crash.w]
+    assert (stall.test or "").endswith("::test_sleeps_past_its_timeout")
+    assert stall.elapsed <= REPORTED_WITHIN
+    assert stall.threads[0].verdict == "sleep"
+    assert (
+        stall.location
+        == f"test_killed.py:{line_of(KILLED, 'time.sleep(60)')} in test_sleeps_past_its_timeout"
+    )
+    # the user's SIGUSR2 handler was left alone: the workers armed SIGUSR1
+    assert {s.dump_signal for s in run.of(ev.WorkerStarted)} == {signal.SIGUSR1}
+    # the killed worker could not remove its dump file: the hub did
+    files = [s.dump_file for s in run.of(ev.WorkerStarted)]
+    assert files
+    assert not [f for f in files if f and os.path.exists(f)]
+    state = run.state
+    (record,) = state.stall_records
+    assert record.duration is None  # never ended: the worker was killed in it
+    assert state.workers[crash.w].current_stall is record
+
+
+def test_faulthandler_text_parses_into_threads(tmp_path: Path) -> None:
+    import faulthandler
+    import threading
+
+    stop = threading.Event()
+    helper = threading.Thread(target=stop.wait, name="helper", daemon=True)
+    helper.start()
+    try:
+        with (tmp_path / "dump.txt").open("w+") as handle:
+            faulthandler.dump_traceback(handle, all_threads=True)
+            handle.seek(0)
+            text = handle.read()
+    finally:
+        stop.set()
+        helper.join()
+    threads = parse_faulthandler(text, main_ident=threading.main_thread().ident)
+    names = {t.name for t in threads}
+    assert "MainThread" in names
+    assert f"thread {helper.ident:#x}" in names
+    (waiting,) = [t for t in threads if t.ident == helper.ident]
+    assert waiting.verdict == "condition"  # Event.wait: faulthandler names no classes
+    (main_thread,) = [t for t in threads if t.name == "MainThread"]
+    assert main_thread.frames[-1].func == "test_faulthandler_text_parses_into_threads"
+    assert main_thread.frames[-1].user
+
+
+def test_verdicts_from_frames() -> None:
+    def frame(file: str, func: str, user: bool = False) -> ev.Frame:
+        return ev.Frame(file, 1, func, user)
+
+    import queue as queue_module
+    import threading
+
+    test = frame("/project/test_x.py", "test_it", True)
+    queue_py = frame(queue_module.__file__, "Queue.get")
+    cond = frame(threading.__file__, "Condition.wait")
+    assert classify([test, queue_py, cond]) == ("queue", "queue.Queue.get")
+    assert classify([test, cond]) == ("condition", "threading.Condition.wait")
+    driver = frame("/venv/lib/python3.11/site-packages/psycopg/cursor.py", "execute")
+    assert classify([test, driver, cond])[0] == "database"
+    assert classify([test], syscall="lock")[0] == "lock"
+    assert classify([test], busy=True)[0] == "busy"
+    assert classify([test], moved=True)[0] == "busy"
+    assert classify([test])[0] == "unknown"
+
+
+def test_filelock_polling_is_a_lock_wait_not_a_sleep() -> None:
+    """filelock polls: between attempts its thread sits in nanosleep, yet it waits on a lock."""
+    site = "/venv/lib/python3.11/site-packages/filelock/_api.py"
+    frames = [
+        ev.Frame("/project/conftest.py", 31, "migrate", True),
+        ev.Frame(site, 1037, "BaseFileLock.acquire", False),
+        ev.Frame(site, 1177, "BaseFileLock._poll_until_acquired", False),
+    ]
+    assert classify(frames, syscall="sleep") == ("lock", "filelock: BaseFileLock.acquire")
+    assert classify(frames, busy=True)[0] == "lock"
+    # the monitor's own wrapper (plugin/probes/filelock.py) is not the package
+    ours = ev.Frame("/src/testmon_live/plugin/probes/filelock.py", 87, "acquire", False)
+    assert classify([frames[0], ours], syscall="sleep")[0] == "sleep"
+
+
+def test_report_lists_stalls_with_verdicts_and_durations(
+    hung: HungRun, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["report", str(hung.run.path), "-f", "json"]) == 0
+    model = json.loads(capsys.readouterr().out)
+    stalls = model["stalls"]
+    assert sorted(s["reason"] for s in stalls) == ["stall"] * 6 + ["unresponsive"]
+    by_test = {s["test"].split("::")[-1]: s for s in stalls}
+    wakeup = by_test["test_missed_wakeup"]
+    assert wakeup["phase"] == "call"
+    assert wakeup["duration"] >= HANG - 0.5
+    assert wakeup["threads"][0]["verdict"] == "condition"
+    assert wakeup["location"].startswith("test_hung.py:")
+    abba = by_test["test_abba_deadlock"]
+    assert [t["verdict"] for t in abba["threads"] if t["name"] in ("first", "second")] == [
+        "lock",
+        "lock",
+    ]
+    (task,) = by_test["test_future_never_completes"]["threads"][0]["tasks"]
+    assert task["where"].startswith("test_hung.py:")
+    assert by_test["test_regex_holds_the_gil"]["threads"][0]["verdict"] == "busy"
+
+    assert main(["report", str(hung.run.path)]) == 0
+    text = capsys.readouterr().out
+    assert "Stalls (7)" in text
+    assert re.search(
+        r"stalled after \d\.\d\ds in teardown, fixture stuck_teardown, \d\.\d\ds in all", text
+    )
+
+
+def test_stall_without_xdist(pytester: pytest.Pytester) -> None:
+    """The single process records itself as `main` and watches itself the same way."""
+    pytester.makepyfile(
+        test_alone="""
+        import threading
+
+        def test_missed_wakeup():
+            cond = threading.Condition()
+            with cond:
+                cond.notify()
+            with cond:
+                assert not cond.wait(timeout=2.5)
+
+        def test_quick():
+            pass
+        """
+    )
+    result = pytester.runpytest_subprocess("--monitor", "--monitor-stall=1", "-p", "no:randomly")
+    result.assert_outcomes(passed=2)
+    run = only_run(pytester)
+    stalls = run.of(ev.Stall)  # the first sample, then re-samples when a thread moved
+    assert {(s.w, s.test) for s in stalls} == {("main", "test_alone.py::test_missed_wakeup")}
+    stall = stalls[0]
+    assert stall.w == "main"
+    assert stall.test == "test_alone.py::test_missed_wakeup"
+    assert STALL <= stall.elapsed <= REPORTED_WITHIN
+    assert stall.threads[0].verdict == "condition"
+    assert stall.location is not None
+    assert stall.location.startswith("test_alone.py:")
+    (end,) = run.of(ev.StallEnded)
+    assert end.duration == pytest.approx(2.5, abs=0.5)
+    assert not run.of(ev.Unresponsive)  # no silence watcher without xdist
+
+
+def test_fold_keeps_the_current_stall_of_each_worker_with_merged_samples() -> None:
+    """What a stuck-threads panel reads: WorkerView.current_stall, every thread as last seen."""
+
+    def thread(ident: int, verdict: str, line: int) -> ev.ThreadStack:
+        frame = ev.Frame("/p/test_x.py", line, "test_x", True)
+        return ev.ThreadStack(name=f"t{ident}", ident=ident, verdict=verdict, frames=[frame])
+
+    first = ev.Stall(
+        w="gw0",
+        ts=10.0,
+        test="t::x",
+        phase="call",
+        elapsed=1.2,
+        sample=1,
+        threads=[thread(1, "lock", 5), thread(2, "sleep", 9)],
+    )
+    later = ev.Stall(
+        w="gw0",
+        ts=11.0,
+        test="t::x",
+        phase="call",
+        elapsed=2.2,
+        sample=2,
+        threads=[thread(2, "busy", 12)],
+    )
+    state = RunState().apply_all([first, later])
+    current = state.workers["gw0"].current_stall
+    assert current is not None
+    assert state.workers["gw0"].state == "stalled"
+    assert [(t.ident, t.verdict) for t in current.thread_list] == [(1, "lock"), (2, "busy")]
+    assert (current.samples, current.elapsed) == (2, 2.2)
+    assert state.stall_count() == 1
+    state.apply(ev.StallEnded(w="gw0", ts=12.0, test="t::x", duration=3.1))
+    assert state.workers["gw0"].current_stall is None
+    assert state.workers["gw0"].state != "stalled"
+    assert state.stall_records[0].duration == 3.1
+    # a dump asked for is no stall
+    state.apply(
+        ev.Stall(w="gw0", ts=13.0, reason="dump", request=7, threads=[thread(1, "idle", 1)])
+    )
+    assert len(state.stall_records) == 1
+    assert state.workers["gw0"].current_stall is None
+
+
+FROZEN = """
+import re
+
+def test_frozen():
+    assert re.match(r"(a+)+$", "a" * {n} + "b") is None
+"""
+
+
+def test_dump_of_a_frozen_worker_is_taken_by_the_hub(
+    background: Callable[..., Background], capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = background(FROZEN.format(n=regex_size(10.0)), "--monitor-stall=1")
+
+    def silent(events: list[ev.Event]) -> ev.Unresponsive | None:
+        found = [e for e in events if isinstance(e, ev.Unresponsive) and not e.recovered]
+        return found[0] if found else None
+
+    flagged = run.wait_for("the worker going silent", silent)
+    assert isinstance(flagged, ev.Unresponsive)
+    code = main(["dump", flagged.w, "--dir", str(run.mdir.root)])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "MainThread: busy - native code holding the GIL" in out
+    assert f"> test_gated.py:{line_of(FROZEN, 're.match(')} in test_frozen" in out
+    code, output = run.finish()
+    assert code == 0, output
+    dumps = [s for s in read_recorded(run.mdir.logs()[0]).of(ev.Stall) if s.reason == "dump"]
+    assert len(dumps) == 1
+    assert dumps[0].request

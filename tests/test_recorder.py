@@ -1,0 +1,400 @@
+"""What a recorded run's log holds, through real pytest sessions with and without xdist."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+import subprocess
+import sys
+
+import pytest
+
+from testmon_live.plugin import events as ev
+from testmon_live.plugin.runlog import GITIGNORE_TEXT, new_run_id
+from testmon_live.plugin.session import LOCAL_WORKER
+from testmon_live.plugin.settings import HELP_MONITOR
+
+from .conftest import only_run, read_recorded, run_logs
+
+XDIST = pytest.param(["-n", "2"], id="xdist")
+SINGLE = pytest.param(["-p", "no:xdist"], id="single")
+
+SUITE = {
+    "conftest.py": """
+import time
+import pytest
+
+@pytest.fixture(scope="session")
+def warehouse():
+    time.sleep(0.05)
+    yield "w"
+    time.sleep(0.02)
+
+@pytest.fixture(scope="module")
+def shelf(warehouse):
+    yield "s"
+
+@pytest.fixture
+def box(shelf):
+    return "b"
+""",
+    "test_one.py": """
+import pytest
+
+def test_a(box): pass
+def test_b(warehouse): pass
+@pytest.mark.parametrize("n", range(6))
+def test_param(n, box): pass
+""",
+    "test_two.py": """
+import pytest
+
+class TestThings:
+    @pytest.fixture(scope="class")
+    def crate(self):
+        return 1
+
+    def test_c(self, crate, box): pass
+    def test_d(self, crate): pass
+
+def test_e(): pass
+""",
+}
+
+
+def worker_of_each_test(stdout: str, xdist: bool) -> dict[str, str]:
+    """pytest's own -v output says which worker ran each test."""
+    found: dict[str, str] = {}
+    if xdist:
+        for match in re.finditer(r"\[(gw\d+)\] \[\s*\d+%\] \w+ (\S+)", stdout):
+            found[match.group(2)] = match.group(1)
+    else:
+        for match in re.finditer(r"^(\S+::\S+) \w+", stdout, re.M):
+            found[match.group(1)] = LOCAL_WORKER
+    return found
+
+
+@pytest.mark.parametrize("mode", [XDIST, SINGLE])
+def test_every_test_recorded_once_with_its_phases_on_its_worker(
+    pytester: pytest.Pytester, mode: list[str]
+) -> None:
+    pytester.makepyfile(**SUITE)
+    result = pytester.runpytest_subprocess("--monitor", "-v", "-p", "no:randomly", *mode)
+    result.assert_outcomes(passed=11)
+    ran_on = worker_of_each_test(result.stdout.str(), xdist=mode[0] == "-n")
+    assert len(ran_on) == 11
+
+    run = only_run(pytester)
+    assert run.problems == []
+    tests = run.tests_by_id()
+    assert set(tests) == set(ran_on)
+    for nodeid, records in tests.items():
+        assert len(records) == 1, nodeid
+        (record,) = records
+        assert [p.when for p in record.phases] == ["setup", "call", "teardown"]
+        assert record.w == ran_on[nodeid]
+        assert record.outcome == "passed"
+        # phases are ordered in time and add up to the test's duration
+        starts = [p.start for p in record.phases]
+        assert starts == sorted(starts)
+        assert record.duration == pytest.approx(sum(p.dur for p in record.phases))
+
+    # each source's sequence numbers are gapless and increasing
+    by_worker: dict[str, list[int]] = {}
+    for event in run.events[1:]:
+        if not isinstance(event, (ev.WorkerDown, ev.WorkerCrashed, ev.RunFinished, ev.Notice)):
+            by_worker.setdefault(event.w, []).append(event.seq)
+    for worker, seqs in by_worker.items():
+        assert seqs == list(range(1, len(seqs) + 1)), worker
+
+    workers = set(ran_on.values())
+    assert {e.w for e in run.of(ev.WorkerStarted)} >= workers
+    assert {e.w for e in run.of(ev.WorkerCollected)} >= workers
+    assert all(c.count == 11 for c in run.of(ev.WorkerCollected))
+    assert {e.w for e in run.of(ev.WorkerDown)} >= workers
+    end = run.events[-1]
+    assert isinstance(end, ev.RunFinished)
+    assert end.exitstatus == 0
+    assert end.status == "ok"
+    assert end.tests == 11
+    assert end.counts == {"passed": 11}
+
+
+@pytest.mark.parametrize("mode", [XDIST, SINGLE])
+def test_fixtures_recorded_with_scope_trigger_and_teardown(
+    pytester: pytest.Pytester, mode: list[str]
+) -> None:
+    pytester.makepyfile(**SUITE)
+    result = pytester.runpytest_subprocess("--monitor", *mode)
+    result.assert_outcomes(passed=11)
+    run = only_run(pytester)
+    setups = run.of(ev.FixtureSetup)
+    teardowns = run.of(ev.FixtureTeardown)
+    # wider scopes have events of their own...
+    scopes = {s.name: s.scope for s in setups}
+    assert scopes == {"warehouse": "session", "shelf": "module", "crate": "class"}
+    tests = {t.nodeid: t for t in run.of(ev.TestFinished)}
+    workers = {t.w for t in tests.values()}
+    warehouse = [s for s in setups if s.name == "warehouse"]
+    # a session fixture runs once per worker that needs it
+    assert sorted(s.w for s in warehouse) == sorted({s.w for s in warehouse})
+    assert {s.w for s in warehouse} <= workers
+    for s in warehouse:
+        assert s.dur >= 0.04
+        assert s.test is not None
+        # set up during the setup phase of the test that triggered it, on that worker
+        trigger = tests[s.test]
+        assert trigger.w == s.w
+        setup_phase = trigger.phases[0]
+        assert setup_phase.when == "setup"
+        assert setup_phase.start <= s.start
+        assert s.start + s.dur <= setup_phase.start + setup_phase.dur + 1e-3
+    # every execution is torn down once, after it was set up, on the same worker
+    assert sorted((s.name, s.w) for s in setups) == sorted((t.name, t.w) for t in teardowns)
+    for t in teardowns:
+        if t.name == "warehouse":
+            assert t.dur >= 0.015
+            setup = next(s for s in warehouse if s.w == t.w)
+            assert t.start >= setup.start + setup.dur
+
+    # ...function-scoped fixtures ride in their test's record, within its phases
+    boxes = {n: t.fixtures for n, t in tests.items() if any(f.name == "box" for f in t.fixtures)}
+    assert len(boxes) == 8
+    for nodeid, fixtures in boxes.items():
+        (box,) = [f for f in fixtures if f.name == "box"]
+        setup_phase, _call, teardown_phase = tests[nodeid].phases
+        assert setup_phase.start <= box.setup_start <= setup_phase.start + setup_phase.dur
+        assert teardown_phase.start <= box.teardown_start
+        assert box.teardown_start <= teardown_phase.start + teardown_phase.dur
+        assert box.baseid == ""
+    assert all(f.name != "n" for t in tests.values() for f in t.fixtures)  # parametrize args
+
+    state = run.state
+    stats = next(f for f in state.fixtures.values() if f.name == "warehouse")
+    assert stats.count == len(warehouse)
+    assert stats.duplicated == (len(warehouse) > 1)
+    box_stats = next(f for f in state.fixtures.values() if f.name == "box")
+    assert (box_stats.scope, box_stats.count) == ("function", 8)
+    assert box_stats.workers == {t.w for n, t in tests.items() if n in boxes}
+
+
+@pytest.mark.parametrize("mode", [XDIST, SINGLE])
+def test_heartbeats_name_the_running_test(pytester: pytest.Pytester, mode: list[str]) -> None:
+    pytester.makepyfile(
+        test_slow="""
+import time
+def test_slow():
+    time.sleep(2.6)
+def test_quick(): pass
+"""
+    )
+    result = pytester.runpytest_subprocess("--monitor", *mode)
+    result.assert_outcomes(passed=2)
+    run = only_run(pytester)
+    slow = run.tests_by_id()["test_slow.py::test_slow"][0]
+    beats = [h for h in run.of(ev.Heartbeat) if h.w == slow.w and h.test == slow.nodeid]
+    assert len(beats) >= 2
+    for beat in beats:
+        assert beat.phase == "call"
+        assert beat.rss > 10_000_000
+        assert beat.cpu > 0
+        assert beat.threads >= 3  # main, sender, watchdog
+        assert 0 <= beat.elapsed <= 2.7
+    gaps = [b.ts - a.ts for a, b in itertools.pairwise(beats)]
+    assert all(0.8 < g < 1.5 for g in gaps), gaps
+    # the live activity named the test and its phase while it ran
+    assert any(
+        a.test == slow.nodeid and a.phase == "call" for a in run.of(ev.Activity) if a.w == slow.w
+    )
+
+
+def test_header_says_where_what_and_how(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_x="def test_x(): pass")
+    subprocess.run(["git", "init", "-q", str(pytester.path)], check=True)
+    subprocess.run(
+        [
+            "git",
+            "-C",
+            str(pytester.path),
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@t",
+            "commit",
+            "-q",
+            "--allow-empty",
+            "-m",
+            "x",
+        ],
+        check=True,
+    )
+    commit = subprocess.run(
+        ["git", "-C", str(pytester.path), "rev-parse", "HEAD"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    result = pytester.runpytest_subprocess("--monitor", "-n", "2", "--dist", "loadfile")
+    result.assert_outcomes(passed=1)
+    run = only_run(pytester)
+    header = run.header
+    assert header.schema == ev.SCHEMA_VERSION
+    assert run.path.name == f"{header.run_id}.jsonl"
+    assert header.rootdir == str(pytester.path)
+    assert header.workers == 2
+    assert header.dist == "loadfile"
+    assert header.tx == ["popen", "popen"]
+    assert header.git_commit == commit
+    assert "pytest" in header.plugins
+    assert "pytest-xdist" in header.plugins
+    assert header.python == ".".join(map(str, sys.version_info[:3]))
+    assert "--monitor" in header.args
+    assert header.stall_after == 30.0
+    started = {e.w: e for e in run.of(ev.WorkerStarted)}
+    assert set(started) == {"gw0", "gw1"}
+    assert all(s.spec == "popen" and not s.remote and s.pid > 0 for s in started.values())
+
+
+def test_summary_names_the_run_and_how_to_open_it(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_x="def test_x(): pass\ndef test_y(): assert 0")
+    result = pytester.runpytest_subprocess("--monitor", "-n", "2")
+    run = only_run(pytester)
+    result.stdout.fnmatch_lines(
+        [
+            "*- testmon-live -*",
+            f"run {run.header.run_id}: 2 tests on 2 workers in *",
+            f"log: *{run.path.name}",
+            f"open: testmon tui {run.header.run_id}",
+        ]
+    )
+    assert result.ret == 1
+
+
+def test_monitor_dir_gets_a_gitignore_and_old_runs_are_pruned(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_x="def test_x(): pass")
+    for _ in range(3):
+        pytester.runpytest_subprocess("--monitor", "--monitor-keep", "2").assert_outcomes(passed=1)
+    assert (pytester.path / ".testmon" / ".gitignore").read_text() == GITIGNORE_TEXT
+    assert len(run_logs(pytester.path)) == 2
+    assert list((pytester.path / ".testmon" / "live").iterdir()) == []
+
+
+def test_ini_options_and_monitor_dir(pytester: pytest.Pytester) -> None:
+    pytester.makeini(
+        """
+[pytest]
+monitor = true
+monitor_dir = recordings
+monitor_keep = 0
+monitor_stall = 7.5
+"""
+    )
+    pytester.makepyfile(test_x="def test_x(): pass")
+    pytester.runpytest_subprocess().assert_outcomes(passed=1)
+    pytester.runpytest_subprocess("-n", "2").assert_outcomes(passed=1)
+    logs = sorted((pytester.path / "recordings" / "runs").iterdir())
+    assert len(logs) == 2
+    assert read_recorded(logs[0]).header.stall_after == 7.5
+    # --no-monitor wins over the ini file
+    pytester.runpytest_subprocess("--no-monitor").assert_outcomes(passed=1)
+    assert len(list((pytester.path / "recordings" / "runs").iterdir())) == 2
+    assert not (pytester.path / ".testmon").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--monitor-keep", "many"], "--monitor-keep: 'many' is not a whole number"),
+        (["--monitor-stall", "-1"], "--monitor-stall: '-1' must be 0.0 or more"),
+        (["--monitor-listen", "localhost"], "--monitor-listen: 'localhost' is not HOST:PORT*"),
+    ],
+)
+def test_bad_option_values_are_usage_errors(
+    pytester: pytest.Pytester, args: list[str], message: str
+) -> None:
+    pytester.makepyfile(test_x="def test_x(): pass")
+    result = pytester.runpytest_subprocess("--monitor", *args)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"*{message}*"])
+    assert "Traceback" not in result.stderr.str()
+
+
+def test_help_explains_every_option(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest_subprocess("--help")
+    out = result.stdout.str()
+    for flag in (
+        "--monitor ",
+        "--no-monitor",
+        "--monitor-dir",
+        "--monitor-keep",
+        "--monitor-stall",
+        "--monitor-listen",
+    ):
+        assert flag in out
+    for ini in ("monitor (bool)", "monitor_dir", "monitor_keep", "monitor_stall", "monitor_listen"):
+        assert ini in out
+    assert " ".join(HELP_MONITOR.split()[:4]) in " ".join(out.split())
+
+
+def test_without_monitor_nothing_is_recorded_or_registered(pytester: pytest.Pytester) -> None:
+    pytester.makeconftest(
+        """
+def pytest_sessionfinish(session):
+    names = [n for n, _ in session.config.pluginmanager.list_name_plugin() if n]
+    print("PLUGINS=" + ",".join(sorted(n for n in names if "testmon" in n)))
+"""
+    )
+    pytester.makepyfile(test_x="def test_x(): pass")
+    result = pytester.runpytest_subprocess("-s", "-p", "no:xdist")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["*PLUGINS=testmon_live"])
+    assert not (pytester.path / ".testmon").exists()
+
+
+def test_plugin_import_is_light() -> None:
+    """Loaded into every pytest process: no Textual, no Rich, no TUI, not even msgspec."""
+    code = (
+        "import sys, json; import testmon_live.plugin.pytest_plugin; "
+        "print(json.dumps(sorted(sys.modules)))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    modules = set(json.loads(out.stdout))
+    assert "testmon_live.plugin.pytest_plugin" in modules
+    for heavy in ("textual", "rich", "msgspec", "testmon_live.tui", "testmon_live.plugin.hub"):
+        assert heavy not in modules, heavy
+
+
+@pytest.mark.parametrize("dist", ["load", "loadscope", "loadfile", "worksteal", "loadgroup"])
+def test_every_dist_mode_records_every_test_once(pytester: pytest.Pytester, dist: str) -> None:
+    pytester.makepyfile(**SUITE)
+    result = pytester.runpytest_subprocess("--monitor", "-n", "2", "--dist", dist)
+    result.assert_outcomes(passed=11)
+    run = only_run(pytester)
+    assert run.header.dist == dist
+    tests = run.tests_by_id()
+    assert len(tests) == 11
+    assert all(len(records) == 1 for records in tests.values())
+
+
+def test_dist_each_records_every_test_on_every_worker(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_x="def test_x(): pass\ndef test_y(): pass")
+    result = pytester.runpytest_subprocess("--monitor", "-n", "2", "--dist", "each")
+    result.assert_outcomes(passed=4)
+    run = only_run(pytester)
+    tests = run.tests_by_id()
+    assert {n: sorted(t.w for t in ts) for n, ts in tests.items()} == {
+        "test_x.py::test_x": ["gw0", "gw1"],
+        "test_x.py::test_y": ["gw0", "gw1"],
+    }
+    assert run.state.counts["passed"] == 4
+
+
+def test_run_ids_sort_in_start_order_within_one_second() -> None:
+    """``latest`` and the runs list sort by id: runs a few ms apart must not swap."""
+    base = 1_800_000_000.0
+    starts = [base + 0.001, base + 0.120, base + 0.121, base + 0.999, base + 1.0]
+    for _ in range(20):  # the random byte must never beat the clock
+        ids = [new_run_id(t) for t in starts]
+        assert ids == sorted(ids)
+        assert len(set(ids)) == len(ids)

@@ -1,0 +1,422 @@
+"""The dashboard on recorded logs: App.run_test + pilot, asserting what the widgets hold."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from rich.text import Text
+from textual.events import MouseScrollUp
+from textual.widgets import DataTable, Input, Static
+
+from testmon_live.plugin import events as ev
+from testmon_live.tui import sample
+from testmon_live.tui.app import MonitorApp, make_app
+from testmon_live.tui.screenshots import settle
+from testmon_live.tui.sources import ReplaySource
+from testmon_live.tui.widgets.containers_panel import ContainersPanel
+from testmon_live.tui.widgets.event_log import EventLog
+from testmon_live.tui.widgets.locks_panel import LocksPanel
+from testmon_live.tui.widgets.parallelism import ParallelismPanel
+from testmon_live.tui.widgets.run_header import RunHeader
+from testmon_live.tui.widgets.stuck_panel import StuckPanel
+from testmon_live.tui.widgets.test_detail import TestDetailScreen
+from testmon_live.tui.widgets.timeline import Timeline
+from testmon_live.tui.widgets.workers_table import WorkersTable
+
+SIZE = (120, 36)
+
+
+def log(tmp_path: Path, events: list[ev.Event], name: str = sample.RUN_ID) -> Path:
+    return sample.write_log(tmp_path / ".testmon" / "runs" / f"{name}.jsonl", events)
+
+
+def app_on(path: Path, speed: float | None = None) -> MonitorApp:
+    return make_app(ReplaySource(path, speed=speed), clock=lambda: sample.T0)
+
+
+def shown(widget: Static) -> str:
+    """The text a Static shows."""
+    content = widget.render()
+    return content.plain if isinstance(content, Text) else str(content)
+
+
+def header(app: MonitorApp) -> str:
+    return shown(app.main.query_one(RunHeader))
+
+
+def worker_states(app: MonitorApp) -> dict[str, str]:
+    table = app.main.query_one(WorkersTable)
+    states = {}
+    for row in table.ordered_rows:
+        cells = table.get_row(row.key)
+        states[str(cells[0])] = str(cells[1])
+    return states
+
+
+async def test_end_state_of_a_recorded_run(tmp_path: Path) -> None:
+    app = app_on(log(tmp_path, sample.demo_run()))
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        top = header(app)
+        assert sample.RUN_ID in top
+        assert "finished" in top
+        assert "56 passed" in top
+        assert "1 failed" in top
+        assert "1 skipped" in top
+        assert "59/59" in top
+        assert "elapsed 18.0s" in top
+        assert worker_states(app) == {w: "done" for w in sample.WORKERS}
+
+
+async def test_workers_mid_run_show_lock_waits_then_a_stall(tmp_path: Path) -> None:
+    events = sample.demo_run()
+    app = app_on(log(tmp_path, sample.cut(events, 3.0)))
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        states = worker_states(app)
+        assert "running" in header(app)
+        assert sorted(states.values()) == ["setup"] + ["waiting on lock"] * 3
+        table = app.main.query_one(WorkersTable)
+        waiting = [str(table.get_row(r.key)[5]) for r in table.ordered_rows]
+        assert sum("[migrations.lock]" in cell for cell in waiting) == 3
+        screen = app.export_screenshot()
+        assert screen.count("[migrations.lock]") == 3, "drawn, not taken for markup"
+    app = app_on(log(tmp_path, sample.cut(events, 9.0), "later"))
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        assert sorted(worker_states(app).values()) == ["call", "call", "call", "stalled"]
+
+
+async def test_panels_render_locks_containers_stalls_and_failures(tmp_path: Path) -> None:
+    app = app_on(log(tmp_path, sample.demo_run()))
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        await pilot.press("4")
+        locks = shown(app.main.query_one(LocksPanel))
+        assert "migrations.lock" in locks
+        assert "4 acquired, 3 contended" in locks
+        assert "alembic upgrade" in locks
+        assert "blocked by gw0" in locks
+        await pilot.press("5")
+        containers = shown(app.main.query_one(ContainersPanel))
+        assert "postgres:16" in containers
+        assert "started by gw0" in containers
+        assert "also used by gw1, gw2, gw3" in containers
+        await pilot.press("6")
+        stuck = shown(app.main.query_one(StuckPanel))
+        assert "test_report_waits_for_renderer" in stuck
+        assert "event: threading.Event.wait" in stuck
+        assert "test_reports.py:29 in test_report_waits_for_renderer" in stuck
+        await pilot.press("7")
+        await pilot.pause()
+        text = shown(app.main.query_one("#failure-text", Static))
+        assert "refunds lose a cent" in text
+        assert "assert 100.0 == 100.01" in text
+        await pilot.press("3")
+        parallel = shown(app.main.query_one(ParallelismPanel))
+        assert "parallel efficiency 70%" in parallel
+        assert "gw3" in parallel
+        assert "lock wait" in parallel
+
+
+async def test_timeline_selects_a_bar_and_opens_the_test(tmp_path: Path) -> None:
+    app = app_on(log(tmp_path, sample.demo_run()))
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        await pilot.press("2")
+        timeline = app.main.query_one(Timeline)
+        timeline.focus()
+        await pilot.pause()
+        lanes = shown_timeline(timeline)
+        assert lanes.count("≈") > 10, "lock waits are drawn"
+        assert "█" in lanes
+        assert "▒" in lanes
+        await pilot.press("down", "down", "down", "right")
+        assert timeline.selected is not None
+        assert timeline.selected.nodeid == "test_reports.py::test_quarterly_report"
+        await pilot.press("enter")
+        await pilot.pause()
+        assert isinstance(app.screen, TestDetailScreen)
+        detail = shown(app.screen.query_one("#detail-text", Static))
+        assert "test_quarterly_report" in detail
+        assert "ran before it on gw3 (0 tests)" in detail
+        assert "database" in detail
+        assert "session" in detail
+        await pilot.press("escape")
+        await pilot.pause()
+        assert type(app.screen).__name__ != "TestDetailScreen"
+        await pilot.press("plus", "plus")
+        assert not timeline.fit
+        assert timeline.zoom < timeline.scale() * 1.01
+
+
+def shown_timeline(timeline: Timeline) -> str:
+    return timeline.render().plain
+
+
+async def test_raw_events_filter(tmp_path: Path) -> None:
+    app = app_on(log(tmp_path, sample.demo_run()))
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        await pilot.press("8")
+        await pilot.pause()
+        app.main.query_one(Input).focus()
+        await pilot.press(*"stall")
+        await pilot.pause()
+        text = shown(app.main.query_one("#event-lines", Static))
+        lines = text.splitlines()[1:]
+        assert lines
+        assert all("stall" in line for line in lines)
+        assert '"t":"stall"' in text
+        assert '"t":"stall_end"' in text
+        assert app.main.query_one(EventLog).matched == len(lines)
+
+
+async def test_find_a_test_by_part_of_its_name(tmp_path: Path) -> None:
+    app = app_on(log(tmp_path, sample.demo_run()))
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        await pilot.press("slash")
+        await pilot.pause()
+        await pilot.press(*"refund_roun")
+        await pilot.pause(0.5)
+        await pilot.press("enter")
+        await pilot.pause(0.2)
+        assert isinstance(app.screen, TestDetailScreen)
+        assert app.screen.test.nodeid == "test_orders.py::test_refund_rounding"
+
+
+async def test_find_a_worker(tmp_path: Path) -> None:
+    app = app_on(log(tmp_path, sample.demo_run()))
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        await pilot.press("2", "slash")
+        await pilot.pause()
+        await pilot.press(*"gw2")
+        await pilot.pause(0.5)
+        await pilot.press("enter")
+        await pilot.pause(0.2)
+        table = app.main.query_one(WorkersTable)
+        assert table.is_mounted
+        assert table.display
+        assert str(table.get_row_at(table.cursor_row)[0]) == "gw2"
+
+
+async def test_replay_plays_pauses_steps_and_seeks(tmp_path: Path) -> None:
+    source_log = log(tmp_path, sample.demo_run())
+    app = app_on(source_log, speed=20.0)
+    async with app.run_test(size=SIZE) as pilot:
+        for _ in range(100):
+            await pilot.pause(0.05)
+            if app.ingest.state.tests_done > 5:
+                break
+        assert 5 < app.ingest.state.tests_done < 59, "it plays from the start"
+        await pilot.press("space")  # pause
+        await pilot.pause(0.2)
+        paused_at = app.replay_position()
+        await pilot.pause(0.3)
+        assert app.replay_position() == pytest.approx(paused_at)
+        await pilot.press("full_stop")  # step one second
+        await pilot.pause(0.2)
+        assert app.replay_position() == pytest.approx(paused_at + 1.0, abs=0.01)
+        await pilot.press("home")  # back to the start: folded again from nothing
+        await pilot.pause(0.2)
+        assert app.replay_position() == 0.0
+        assert app.ingest.state.tests_done == 0
+        await pilot.press("right_square_bracket")
+        await pilot.pause(0.2)
+        assert app.replay_position() == pytest.approx(10.0)
+        assert "running" in header(app)
+        done_at_10 = app.ingest.state.tests_done
+        assert 0 < done_at_10 < 59
+
+
+async def test_live_only_bindings_hidden_from_live_sources(tmp_path: Path) -> None:
+    app = app_on(log(tmp_path, sample.demo_run()))
+    assert app.check_action("play_pause", ()) is True
+
+
+async def test_torn_log_shows_what_it_has_and_says_so(tmp_path: Path) -> None:
+    path = log(tmp_path, sample.cut(sample.demo_run(), 9.0))
+    data = path.read_bytes()
+    path.write_bytes(data + b'{"t":"test","w":"gw1","ts":17950000')
+    app = app_on(path)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        top = header(app)
+        assert "the last line (line 227) is torn" in top
+        assert "35/59" in top, "what the log holds is shown"
+        assert len(worker_states(app)) == 4
+
+
+async def test_log_of_an_unknown_schema_says_upgrade(tmp_path: Path) -> None:
+    events = sample.demo_run()
+    path = log(tmp_path, events)
+    lines = path.read_bytes().split(b"\n")
+    first = json.loads(lines[0])
+    first["schema"] = ev.SCHEMA_VERSION + 98
+    first["new_field_of_the_future"] = [1, 2]
+    path.write_bytes(json.dumps(first).encode() + b"\n" + b"\n".join(lines[1:]))
+    app = app_on(path)
+    async with app.run_test(size=SIZE) as pilot:
+        for _ in range(50):
+            await pilot.pause(0.02)
+            if app.ingest.status_text:
+                break
+        await pilot.pause()
+        top = header(app)
+        assert f"schema {ev.SCHEMA_VERSION + 98}" in top
+        assert "upgrade testmon-live" in top
+        assert app.ingest.status_level == "error"
+
+
+async def test_not_a_run_log(tmp_path: Path) -> None:
+    path = tmp_path / "notes.jsonl"
+    path.write_text("hello, world\n")
+    app = app_on(path)
+    async with app.run_test(size=SIZE) as pilot:
+        for _ in range(50):
+            await pilot.pause(0.02)
+            if app.ingest.status_text:
+                break
+        await pilot.pause()
+        assert "is not a testmon-live run log" in header(app)
+
+
+async def test_eta_from_earlier_runs_of_the_same_tests(tmp_path: Path) -> None:
+    events = sample.demo_run()
+    log(tmp_path, events, "20261117-060000-earlier")
+    app = app_on(log(tmp_path, sample.cut(events, 9.0)))
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        assert "ETA ~" in header(app)
+        eta = app.ingest.eta()
+        assert eta is not None
+        assert 1.0 < eta < 20.0
+
+
+async def test_usable_at_80x24_and_without_colour(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("NO_COLOR", "1")
+    app = app_on(log(tmp_path, sample.cut(sample.demo_run(), 9.0)))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+        assert app.no_color
+        states = worker_states(app)
+        assert "stalled" in states.values()
+        table = app.main.query_one(WorkersTable)
+        assert table.size.height >= 5, "the four worker rows fit"
+        svg = app.export_screenshot()
+        # states are words, so they survive without colour; the filter greys everything
+        assert "stalled" in svg
+        assert "call" in svg
+    monkeypatch.delenv("NO_COLOR")
+    app = app_on(log(tmp_path, sample.demo_run(), "colour"))
+    async with app.run_test(size=(80, 24)):
+        assert not app.no_color
+
+
+def test_state_is_folded_off_the_ui_thread(tmp_path: Path) -> None:
+    """The fold runs in the ingest thread: RunState.apply is never called on the UI thread."""
+    import asyncio
+    import threading
+
+    from testmon_live.plugin.state import RunState
+
+    threads: set[str] = set()
+    original = RunState.apply
+
+    def spy(self: RunState, event: ev.Event) -> None:
+        threads.add(threading.current_thread().name)
+        original(self, event)
+
+    app = app_on(log(tmp_path, sample.demo_run()))
+
+    async def go() -> None:
+        async with app.run_test(size=SIZE) as pilot:
+            await settle(app, pilot)
+
+    RunState.apply = spy  # type: ignore[method-assign]
+    try:
+        asyncio.run(go())
+    finally:
+        RunState.apply = original  # type: ignore[method-assign]
+    assert threads
+    assert threading.main_thread().name not in threads
+
+
+def test_datatable_alias() -> None:
+    assert issubclass(WorkersTable, DataTable)
+
+
+@pytest.mark.parametrize("width", [80, 110, 160])
+async def test_workers_table_fits_the_screen(tmp_path: Path, width: int) -> None:
+    """No horizontal scrolling: the test column takes what the others leave, also after a
+    resize; the state is never cut; CPU and RSS show from 110 columns on."""
+    app = app_on(log(tmp_path, sample.cut(sample.demo_run(), 3.0)))
+    async with app.run_test(size=(width + 30, 30)) as pilot:
+        await settle(app, pilot)
+        await pilot.resize_terminal(width, 30)
+        await pilot.pause()
+        await pilot.pause()
+        table = app.main.query_one(WorkersTable)
+        assert table.size.width == width
+        bar = header(app).splitlines()[1]
+        room = app.main.query_one(RunHeader).content_size.width
+        assert room - 2 <= len(bar) <= room, "the progress bar is redrawn for the new width"
+        assert table.virtual_size.width <= width
+        assert not table.show_horizontal_scrollbar
+        labels = [str(column.label) for column in table.columns.values()]
+        assert ("CPU s" in labels and "RSS" in labels) == (width >= 110)
+        columns = {str(column.label): column for column in table.columns.values()}
+        assert columns["state"].width >= len("waiting on container")
+        assert "waiting on lock" in worker_states(app).values()
+        cells = [str(table.get_row(row.key)[5]) for row in table.ordered_rows]
+        assert any(cell.endswith(" [migrations.lock]") for cell in cells), cells
+        assert all(len(cell) <= columns["test"].width for cell in cells)
+
+
+async def test_timeline_lanes_scroll_when_workers_outnumber_rows(tmp_path: Path) -> None:
+    app = app_on(log(tmp_path, list(sample.synthetic_run(3000, workers=16))))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+        await pilot.press("2")
+        timeline = app.main.query_one(Timeline)
+        timeline.focus()
+        await pilot.pause()
+        first, rows = timeline.window(16)
+        assert (first, rows) == (0, timeline.size.height - 3)
+        assert rows < 16
+        lanes = [line.split()[0] for line in shown_timeline(timeline).splitlines()[1:-1]]
+        assert lanes == [f"gw{k}" for k in range(rows)], "in worker order, gw2 before gw10"
+        assert f"lanes 1-{rows} of 16" in shown_timeline(timeline)
+        await pilot.press(*["down"] * 15)
+        text = shown_timeline(timeline)
+        assert "gw15" in text
+        assert "gw0 " not in text
+        assert f"lanes {17 - rows}-16 of 16" in text
+        await pilot.press("up")
+        assert timeline.window(16)[0] == 16 - rows, "moving inside the window does not scroll"
+        timeline.post_message(MouseScrollUp(timeline, 20, 5, 0, -1, 0, False, False, False))
+        await pilot.pause()
+        assert timeline.window(16)[0] == 15 - rows
+
+
+async def test_workers_stay_in_id_order_when_they_come_up_out_of_order(tmp_path: Path) -> None:
+    def up(w: str) -> ev.WorkerStarted:
+        return ev.WorkerStarted(w=w, ts=sample.T0 + 0.1, schema=ev.SCHEMA_VERSION, pid=1)
+
+    events = [e for e in sample.cut(sample.demo_run(), 0.05)] + [up("gw10"), up("gw1")]
+    app = app_on(log(tmp_path, events))
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        assert list(worker_states(app)) == ["gw1", "gw10"]
+        with app.ingest.lock:
+            app.ingest.state.apply(up("gw2"))
+            app.ingest.state.apply(up("gw0"))
+        app.redraw(force=True)
+        await pilot.pause()
+        assert list(worker_states(app)) == ["gw0", "gw1", "gw2", "gw10"]

@@ -1,0 +1,218 @@
+"""The dashboard on logs recorded by real runs (not hand-written events): what the probes
+emit is what the panels must show. Each test records a small suite under ``-n 2``, then
+opens the log at its end and at moments cut from it (how it looked live then)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from textual.widgets import Static
+
+from testmon_live.plugin import events as ev
+from testmon_live.tui import sample
+from testmon_live.tui.app import MonitorApp, make_app
+from testmon_live.tui.screenshots import settle
+from testmon_live.tui.sources import ReplaySource
+from testmon_live.tui.widgets.containers_panel import ContainersPanel
+from testmon_live.tui.widgets.locks_panel import LocksPanel
+from testmon_live.tui.widgets.stuck_panel import StuckPanel
+from testmon_live.tui.widgets.timeline import Timeline
+from testmon_live.tui.widgets.workers_table import WorkersTable
+
+from .conftest import Recorded, only_run
+from .test_containers import IMAGE, WEB, _cleanup, engine, engine_env  # noqa: F401
+
+pytestmark = pytest.mark.slow
+
+SIZE = (160, 40)
+INNER_TIMEOUT = 120
+MIGRATION = 2.5
+"""Seconds the first worker holds the migration lock: the other starts within it."""
+
+MIGRATING_CONFTEST = f"""
+import time
+import pytest
+from filelock import FileLock
+
+@pytest.fixture(scope="session")
+def migrated(tmp_path_factory):
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if base.name.startswith("popen-gw") else base
+    with FileLock(str(shared / "migrations.lock")):
+        done = shared / "schema-version"
+        if not done.exists():
+            time.sleep({MIGRATION})
+            done.write_text("1")
+"""
+
+STALLING_TESTS = """
+import threading
+
+def test_first(migrated):
+    pass
+
+def test_second(migrated):
+    pass
+
+def test_missed_wakeup(migrated):
+    assert not threading.Event().wait(2.5)
+"""
+
+
+def record(pytester: pytest.Pytester, *args: str) -> tuple[pytest.RunResult, Recorded]:
+    result = pytester.runpytest_subprocess(
+        "--monitor", "-n", "2", "-p", "no:cacheprovider", *args, timeout=INNER_TIMEOUT
+    )
+    return result, only_run(pytester)
+
+
+def until(events: list[ev.Event], last: ev.Event) -> list[ev.Event]:
+    """The log as it stood when ``last`` arrived (how a live viewer saw the run then)."""
+    return events[: events.index(last) + 1]
+
+
+def app_on(folder: Path, events: list[ev.Event]) -> MonitorApp:
+    path = sample.write_log(folder / "runs" / "cut.jsonl", events)
+    return make_app(ReplaySource(path), clock=lambda: events[-1].ts)
+
+
+def text(widget: Static | Timeline) -> str:
+    content = widget.render()
+    return getattr(content, "plain", str(content))
+
+
+def rows(app: MonitorApp) -> dict[str, list[str]]:
+    table = app.main.query_one(WorkersTable)
+    return {
+        str(row.key.value): [str(cell) for cell in table.get_row(row.key)]
+        for row in table.ordered_rows
+    }
+
+
+async def test_lock_wait_and_stall_of_a_real_run(pytester: pytest.Pytester) -> None:
+    pytester.makeconftest(MIGRATING_CONFTEST)
+    pytester.makepyfile(test_stuck=STALLING_TESTS)
+    result, recorded = record(pytester, "--monitor-stall=1")
+    assert result.ret == 0, result.stdout.str()
+    events = recorded.events
+    locks = recorded.of(ev.LockEvent)
+    contended = [e for e in locks if e.action == "acquired" and e.waited]
+    assert len(contended) == 1, f"the second worker should have waited: {locks}"
+    waiter = contended[0].w
+    holder = next(e.w for e in locks if e.action == "acquired" and not e.waited)
+    assert waiter != holder
+
+    # Live, while the second worker waits: its row says so, with the lock's file name.
+    waiting = next(
+        e
+        for e in recorded.of(ev.Activity)
+        if e.w == waiter and (e.waiting or "").startswith("lock:")
+    )
+    app = app_on(pytester.path / "waiting", until(events, waiting))
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        row = rows(app)[waiter]
+        assert row[1] == "waiting on lock"
+        assert "[migrations.lock]" in row[5]
+        await pilot.press("4")
+        panel = text(app.main.query_one(LocksPanel))
+        assert "WAITING #1 " + waiter in panel
+        assert f"held by {holder} (" in panel
+        assert "HELD now by " + holder in panel
+
+    # Live, during the missed wake-up: that worker is stalled, its stack on the Stuck tab.
+    stall = next(
+        e
+        for e in recorded.of(ev.Stall)
+        if e.test == "test_stuck.py::test_missed_wakeup" and e.phase == "call"
+    )
+    app = app_on(pytester.path / "stalled", until(events, stall))
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        row = rows(app)[stall.w]
+        assert row[1] == "stalled"
+        assert "test_missed_wakeup" in row[5]
+        await pilot.press("6")
+        stuck = text(app.main.query_one(StuckPanel))
+        assert f"STALLED NOW {stall.w} call of test_stuck.py::test_missed_wakeup for" in stuck
+        assert "thread MainThread event: threading.Event.wait" in stuck
+        assert "test_stuck.py:" in stuck
+        assert " in test_missed_wakeup\n" in stuck
+
+    # The test ended: its worker is no longer stalled, even before the stall's end arrives.
+    finished = next(
+        e for e in recorded.of(ev.TestFinished) if e.nodeid == "test_stuck.py::test_missed_wakeup"
+    )
+    app = app_on(pytester.path / "moved-on", until(events, finished))
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        assert rows(app)[stall.w][1] != "stalled"
+
+    # At the end: the lock's history, the stall that ended, both drawn on the timeline.
+    app = app_on(pytester.path / "end", events)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        assert {row[1] for row in rows(app).values()} == {"done"}
+        await pilot.press("4")
+        panel = text(app.main.query_one(LocksPanel))
+        assert "filelock" in panel
+        assert "migrations.lock  2 acquired, 1 contended" in panel
+        assert f"waited for {holder} x1" in panel
+        assert f"{waiter:<6} waited " in panel
+        assert f"for {holder} (test_stuck.py::" in panel
+        assert "WAITING" not in panel
+        assert "HELD now" not in panel
+        await pilot.press("6")
+        stuck = text(app.main.query_one(StuckPanel))
+        assert "STALLED NOW" not in stuck
+        assert f"stalled {stall.w} call of test_stuck.py::test_missed_wakeup ran 2.5" in stuck
+        await pilot.press("2")
+        lanes = text(app.main.query_one(Timeline))
+        assert "≈" in lanes, "the lock wait is drawn"
+        assert "!" in lanes.split("█ call")[0], "the stall is marked"
+
+
+CONTAINER_CONFTEST = (
+    WEB
+    + """
+@pytest.fixture(scope="session")
+def web():
+    container = web_container("2").start()
+    yield container
+    container.stop()
+"""
+)
+
+
+@pytest.mark.usefixtures("engine")
+async def test_container_of_a_real_run(pytester: pytest.Pytester) -> None:
+    pytester.makeconftest(CONTAINER_CONFTEST)
+    pytester.makepyfile(test_web="def test_uses_web(web):\n    assert web.get_exposed_port(8080)\n")
+    result, recorded = record(pytester)
+    try:
+        assert result.ret == 0, result.stdout.str()
+        events = recorded.events
+        wait = next(
+            e for e in recorded.of(ev.Activity) if (e.waiting or "").startswith("container:")
+        )
+        app = app_on(pytester.path / "waiting", until(events, wait))
+        async with app.run_test(size=SIZE) as pilot:
+            await settle(app, pilot)
+            row = rows(app)[wait.w]
+            assert row[1] == "waiting on container"
+            assert "[testmon-bb:latest]" in row[5]
+
+        app = app_on(pytester.path / "end", events)
+        async with app.run_test(size=SIZE) as pilot:
+            await settle(app, pilot)
+            await pilot.press("5")
+            panel = text(app.main.query_one(ContainersPanel))
+            assert IMAGE in panel
+            assert f"started by {wait.w} in web" in panel
+            assert "ready after" in panel
+            assert "LogMessageWaitStrategy('serving'" in panel
+            await pilot.press("2")
+            assert "▚" in text(app.main.query_one(Timeline)), "the container wait is drawn"
+    finally:
+        _cleanup(recorded)

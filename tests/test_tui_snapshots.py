@@ -1,0 +1,62 @@
+"""SVG snapshots of the dashboard's main views: the scenes of `tui/screenshots.py`, which
+also makes `screenshots/`, through the same app factory. Update with
+`pytest tests/test_tui_snapshots.py --snapshot-update` and look at the diff report.
+The scenes are moments of a real recorded demo run, ``tests/data/demo-run.jsonl``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from textual.pilot import Pilot
+
+from testmon_live.plugin import events as ev
+from testmon_live.tui.screenshots import (
+    DEMO_LOG,
+    SCENES,
+    Scene,
+    demo_events,
+    scene_app,
+    scene_events,
+    settle,
+)
+
+SnapCompare = Callable[..., bool]
+
+
+@pytest.mark.parametrize("scene", SCENES, ids=[s.name for s in SCENES])
+def test_view(scene: Scene, tmp_path: Path, snap_compare: SnapCompare) -> None:
+    app = scene_app(scene, tmp_path)
+
+    async def prepare(pilot: Pilot[None]) -> None:
+        await settle(app, pilot)
+        await pilot.press(*scene.keys)
+        if scene.then is not None:
+            scene.then(app)
+        await pilot.pause()
+        app.redraw(force=True)
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=scene.size, run_before=prepare)
+
+
+def test_recording_is_a_whole_demo_run_with_what_the_scenes_show() -> None:
+    """A re-recording without the engine (no containers) or cut short fails here, not in
+    a picture nobody looks at."""
+    events = demo_events()
+    assert DEMO_LOG.stat().st_size < 1_000_000
+    (header,) = [e for e in events if isinstance(e, ev.RunStarted)]
+    assert header.workers == 4
+    assert "--monitor-stall=2" in header.args
+    assert not {"HOSTNAME", "USER", "PWD", "OLDPWD"} & set(header.env)  # trimmed at record
+    assert any(isinstance(e, ev.RunFinished) for e in events)
+    kinds = {type(e) for e in events}
+    assert {ev.LockEvent, ev.ContainerEvent, ev.Stall, ev.StallEnded} <= kinds
+    outcomes = {e.outcome for e in events if isinstance(e, ev.TestFinished)}
+    assert {"passed", "failed", "skipped"} <= outcomes
+    waits = [e for e in events if isinstance(e, ev.LockEvent) and e.action == "wait"]
+    assert len({e.w for e in waits}) >= 2  # contention on the migration lock
+    # each moment is inside the run: some events before it, some after
+    cut = [len(scene_events(s)) for s in SCENES if s.seconds is not None]
+    assert all(0 < n < len(events) for n in cut)

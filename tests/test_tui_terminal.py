@@ -1,0 +1,169 @@
+"""`testmon tui`, `replay` and `demo` as a user runs them: in a real terminal (tmux) and
+from the command line."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from testmon_live.tui import sample
+from testmon_live.tui.cli import EXIT_ERROR, EXIT_USAGE, main
+
+pytestmark = pytest.mark.slow
+BIN = Path(sys.executable).parent
+SUITE = """
+import time, pytest
+
+@pytest.mark.parametrize("n", range(10))
+def test_item(n):
+    time.sleep(0.2)
+
+def test_broken():
+    assert 1 + 1 == 3
+"""
+
+
+def tmux_or_fail() -> str:
+    tmux = shutil.which("tmux")
+    if tmux is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("tmux is missing: .ci/run installs it")
+        pytest.skip("tmux is not installed")
+    return tmux
+
+
+class Tmux:
+    def __init__(self, tmux: str, cwd: Path, command: str) -> None:
+        self.tmux = tmux
+        self.name = f"testmon-{uuid.uuid4().hex[:8]}"
+        env_path = f"{BIN}:{os.environ.get('PATH', '')}"
+        subprocess.run(
+            [tmux, "new-session", "-d", "-s", self.name, "-x", "160", "-y", "50",
+             "-c", str(cwd), f"env PATH={env_path} TERM=xterm-256color {command}"],
+            check=True,
+            timeout=10,
+        )  # fmt: skip
+
+    def screen(self) -> str:
+        done = subprocess.run(
+            [self.tmux, "capture-pane", "-p", "-t", self.name],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+        return done.stdout
+
+    def wait_for(self, *needles: str, timeout: float = 60.0) -> str:
+        deadline = time.monotonic() + timeout
+        screen = ""
+        while time.monotonic() < deadline:
+            screen = self.screen()
+            if all(n in screen for n in needles):
+                return screen
+            time.sleep(0.2)
+        raise AssertionError(f"{needles} never all on screen; last screen:\n{screen}")
+
+    def keys(self, *keys: str) -> None:
+        subprocess.run([self.tmux, "send-keys", "-t", self.name, *keys], check=True, timeout=10)
+
+    def kill(self) -> None:
+        subprocess.run(
+            [self.tmux, "kill-session", "-t", self.name], capture_output=True, timeout=10
+        )
+
+
+@pytest.fixture
+def tmux_session(pytester: pytest.Pytester) -> Iterator[list[Tmux]]:
+    tmux_or_fail()
+    sessions: list[Tmux] = []
+    yield sessions
+    for session in sessions:
+        session.kill()
+
+
+def test_tui_in_a_real_terminal_follows_a_run_started_beside_it(
+    pytester: pytest.Pytester, tmux_session: list[Tmux]
+) -> None:
+    pytester.makepyfile(test_suite=SUITE)
+    (pytester.path / ".testmon").mkdir()
+    term = Tmux(tmux_or_fail(), pytester.path, "testmon tui")
+    tmux_session.append(term)
+    term.wait_for("no live run and none recorded", "1 Workers")
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "-n", "2", "--monitor", "-p", "no:cacheprovider"],
+        cwd=pytester.path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 1, run.stdout
+    screen = term.wait_for("finished", "10 passed", "1 failed", "11/11")
+    rows = [line for line in screen.splitlines() if line.lstrip().startswith(("gw0", "gw1"))]
+    assert len(rows) == 2, screen
+    assert all("done" in row for row in rows), screen
+    term.keys("q")
+    deadline = time.monotonic() + 10
+    while "finished" in term.screen() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert "finished" not in term.screen(), "q quits the dashboard"
+
+
+def test_replay_command_in_a_terminal(pytester: pytest.Pytester, tmux_session: list[Tmux]) -> None:
+    path = sample.write_log(
+        pytester.path / ".testmon" / "runs" / f"{sample.RUN_ID}.jsonl", sample.demo_run()
+    )
+    term = Tmux(tmux_or_fail(), pytester.path, f"testmon replay {path.name[:15]}")
+    tmux_session.append(term)
+    screen = term.wait_for("finished", "56 passed", "elapsed 18.0s")
+    assert "gw3" in screen
+    term.keys("2")
+    term.wait_for("lock wait", "container wait")
+
+
+def test_cli_errors_are_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".testmon" / "runs").mkdir(parents=True)
+    sample.write_log(tmp_path / ".testmon" / "runs" / "20261117-000000-aaaa.jsonl", [])
+    assert main(["replay", "nosuchrun"]) == EXIT_ERROR
+    err = capsys.readouterr().err
+    assert err.startswith("testmon replay: error:")
+    assert len(err.strip().splitlines()) == 1
+    assert main(["tui", "--speed", "2"]) == EXIT_USAGE
+    assert "--speed needs a recorded RUN" in capsys.readouterr().err
+    assert main(["replay", "latest", "--speed", "0"]) == EXIT_USAGE
+    for command in ("tui", "replay", "demo"):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        assert "usage: testmon" in capsys.readouterr().out
+
+
+def test_demo_headless_prints_the_report(tmp_path: Path) -> None:
+    demo = Path(__file__).resolve().parents[1] / "examples" / "demo"
+    copy = tmp_path / "demo"
+    shutil.copytree(demo, copy, ignore=shutil.ignore_patterns(".testmon", "__pycache__"))
+    done = subprocess.run(
+        [str(BIN / "testmon"), "demo", "--headless", "--path", str(copy)],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert done.returncode == 0, done.stderr
+    report = done.stdout
+    # the three shared-container tests run where an engine answers (always under CI)
+    with_engine = "62 tests: 1 failed, 59 passed, 1 skipped, 1 xfailed"
+    without = "62 tests: 1 failed, 56 passed, 4 skipped, 1 xfailed"
+    assert with_engine in report or (not os.environ.get("CI") and without in report), report
+    assert "4 workers" in report
+    assert "test_reports.py::test_quarterly_report" in report
+    assert "database (session scope) set up once per worker: 4x on 4 workers" in report
+    assert (copy / ".testmon" / "demo-output.txt").read_text().count("FAILED") == 1

@@ -1,0 +1,282 @@
+"""The dashboard: a thin Textual app over a :class:`~.sources.Source`.
+
+:func:`make_app` is the one way to build it, for ``testmon tui``, the tests and the
+screenshots alike. The source runs in a thread worker that folds events
+(:mod:`.ingest`); the UI only renders the folded state, at most ten times a second, and
+only the tab in view.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable
+from functools import partial
+from typing import ClassVar
+
+from textual import work
+from textual.app import App, ComposeResult, SystemCommand
+from textual.binding import Binding, BindingType
+from textual.command import Hit, Hits, Provider
+from textual.containers import VerticalScroll
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, TabbedContent, TabPane
+
+from testmon_live.plugin import events as ev
+
+from .ingest import Ingest, RunReset, StateChanged, StatusChanged
+from .sources import Source
+from .widgets.containers_panel import ContainersPanel
+from .widgets.event_log import EventLog
+from .widgets.failures_panel import FailuresPanel
+from .widgets.locks_panel import LocksPanel
+from .widgets.parallelism import ParallelismPanel
+from .widgets.run_header import RunHeader
+from .widgets.stuck_panel import StuckPanel
+from .widgets.test_detail import TestDetailScreen
+from .widgets.timeline import Timeline
+from .widgets.workers_table import WorkersTable
+
+Panel = (
+    WorkersTable
+    | Timeline
+    | ParallelismPanel
+    | LocksPanel
+    | ContainersPanel
+    | StuckPanel
+    | FailuresPanel
+    | EventLog
+)
+"""The view of a tab: each renders the folded state with ``refresh_from(ingest)``."""
+
+TICK = 0.25
+"""Seconds between redraws driven by the clock (elapsed times move without events)."""
+SEEK_STEP = 10.0
+STEP = 1.0
+FIND_LIMIT = 30
+
+TABS: tuple[tuple[str, str, str], ...] = (
+    ("workers", "1 Workers", "workers: state, current test, time in phase"),
+    ("timeline", "2 Timeline", "timeline: one lane a worker"),
+    ("parallelism", "3 Parallelism", "parallelism: busy workers, efficiency, time breakdown"),
+    ("locks", "4 Locks", "locks, migrations, database lock waits"),
+    ("containers", "5 Containers", "containers: who started, who waited"),
+    ("stuck", "6 Stuck", "stalls with stacks, unresponsive and crashed workers"),
+    ("failures", "7 Failures", "failures with their text"),
+    ("events", "8 Events", "raw events, filterable"),
+)
+
+
+class FindProvider(Provider):
+    """Command palette: find a worker or a test by typing part of its name."""
+
+    async def search(self, query: str) -> Hits:
+        app = self.app
+        if not isinstance(app, MonitorApp) or not query.strip():
+            return
+        matcher = self.matcher(query)
+        with app.ingest.lock:
+            workers = [w.id for w in app.ingest.state.active_workers()]
+            tests: dict[str, ev.TestFinished] = {}
+            for test in app.ingest.state.tests:
+                tests[test.nodeid] = test
+        for wid in workers:
+            score = matcher.match(wid)
+            if score > 0:
+                yield Hit(
+                    score, matcher.highlight(wid), partial(app.show_worker, wid), help="worker"
+                )
+        found = 0
+        for nodeid, test in tests.items():
+            score = matcher.match(nodeid)
+            if score > 0:
+                help_text = f"test, {test.outcome} on {test.w}"
+                yield Hit(
+                    score, matcher.highlight(nodeid), partial(app.open_test, test), help=help_text
+                )
+                found += 1
+                if found >= FIND_LIMIT:
+                    break
+
+
+class MonitorApp(App[None]):
+    """testmon's dashboard. Build it with :func:`make_app`."""
+
+    CSS_PATH = "app.tcss"
+    TITLE = "testmon"
+    COMMANDS = App.COMMANDS | {FindProvider}
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("q", "quit", "quit"),
+        Binding("slash", "command_palette", "find"),
+        *(
+            Binding(label.split()[0], f"show_tab('{tab}')", label.split()[1], show=False)
+            for tab, label, _ in TABS
+        ),
+        Binding("space", "play_pause", "play/pause"),
+        Binding("full_stop", f"step({STEP})", "step"),
+        Binding("comma", f"step({-STEP})", "step back", show=False),
+        Binding("right_square_bracket", f"seek({SEEK_STEP})", "seek +10s"),
+        Binding("left_square_bracket", f"seek({-SEEK_STEP})", "seek -10s", show=False),
+        Binding("home", "seek_start", "start", show=False),
+    ]
+
+    def __init__(self, source: Source, clock: Callable[[], float] = time.time) -> None:
+        super().__init__()
+        self.source = source
+        self.ingest = Ingest(self.post_message, clock)
+        self._stop = threading.Event()
+        self._drawn = (-1, -1)
+
+    # ---------------------------------------------------------------- layout
+
+    def compose(self) -> ComposeResult:
+        yield RunHeader(id="header")
+        with TabbedContent(id="tabs"):
+            with TabPane(TABS[0][1], id="workers"):
+                yield WorkersTable(id="workers-table")
+            with TabPane(TABS[1][1], id="timeline"):
+                yield Timeline(id="timeline-view")
+            with TabPane(TABS[2][1], id="parallelism"), VerticalScroll():
+                yield ParallelismPanel(id="parallelism-view")
+            with TabPane(TABS[3][1], id="locks"), VerticalScroll():
+                yield LocksPanel(id="locks-view")
+            with TabPane(TABS[4][1], id="containers"), VerticalScroll():
+                yield ContainersPanel(id="containers-view")
+            with TabPane(TABS[5][1], id="stuck"), VerticalScroll():
+                yield StuckPanel(id="stuck-view")
+            with TabPane(TABS[6][1], id="failures"):
+                yield FailuresPanel(id="failures-view")
+            with TabPane(TABS[7][1], id="events"):
+                yield EventLog(id="events-view")
+        yield Footer()
+
+    @property
+    def main(self) -> Screen[object]:
+        """The dashboard's own screen (queries must not land in a detail screen on top)."""
+        return self.screen_stack[0]
+
+    def on_mount(self) -> None:
+        self.header = self.query_one(RunHeader)
+        self.panels: dict[str, Panel] = {
+            tab: self.query_one(f"#{tab}-view" if tab != "workers" else "#workers-table")  # type: ignore[misc]
+            for tab, _, _ in TABS
+        }
+        self.ingest_events()
+        self.set_interval(TICK, self._tick)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, name="ingest")
+    def ingest_events(self) -> None:
+        """Runs the source in this thread; every problem ends up on screen, not as a trace."""
+        try:
+            self.source.run(self.ingest, self._stop)
+        except Exception as exc:  # noqa: BLE001 - shown to the user, the dashboard stays up
+            self.ingest.status(f"the source stopped: {type(exc).__name__}: {exc}", "error")
+
+    def on_unmount(self) -> None:
+        self._stop.set()
+
+    # -------------------------------------------------------------- messages
+
+    def on_state_changed(self, message: StateChanged) -> None:
+        self.ingest.taken()
+        self.redraw()
+
+    def on_status_changed(self, message: StatusChanged) -> None:
+        self.redraw(force=True)
+
+    def on_run_reset(self, message: RunReset) -> None:
+        self.redraw(force=True)
+
+    def _tick(self) -> None:
+        running = self.ingest.state.end is None and not self.ingest.lost
+        self.redraw(force=running and self.ingest.replay_now is None)
+
+    def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
+        self.redraw(force=True)
+
+    def redraw(self, force: bool = False) -> None:
+        ingest = self.ingest
+        drawn = (ingest.generation, ingest.version)
+        if (drawn == self._drawn and not force) or not self.screen_stack:
+            return
+        self._drawn = drawn
+        panel = self.current_panel()
+        if not (self.header.is_attached and panel.is_attached):
+            return  # shutting down
+        with ingest.lock:
+            self.header.refresh_from(ingest)
+            panel.refresh_from(ingest)
+
+    def current_panel(self) -> Panel:
+        tabs = self.main.query(TabbedContent)
+        active = (tabs.first().active if tabs else "") or "workers"
+        return self.panels[active]
+
+    # --------------------------------------------------------------- actions
+
+    def action_show_tab(self, tab: str) -> None:
+        self.main.query_one(TabbedContent).active = tab
+        self.redraw(force=True)
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action in ("play_pause", "step", "seek", "seek_start"):
+            return self.source.replay
+        return True
+
+    def action_play_pause(self) -> None:
+        self.ingest.status(self.source.play_pause())
+
+    def action_step(self, seconds: float) -> None:
+        self.ingest.status(self.source.step(seconds))
+
+    def action_seek(self, delta: float) -> None:
+        position = max(0.0, self.replay_position() + delta)
+        self.ingest.status(self.source.seek(position))
+
+    def action_seek_start(self) -> None:
+        self.ingest.status(self.source.seek(0.0))
+
+    def replay_position(self) -> float:
+        now = self.ingest.replay_now
+        return 0.0 if now is None else max(0.0, now - self.ingest.state.started)
+
+    def show_worker(self, wid: str) -> None:
+        self.action_show_tab("workers")
+        table = self.main.query_one(WorkersTable)
+        if wid in table.rows:
+            table.move_cursor(row=table.get_row_index(wid))
+        table.focus()
+
+    def open_test(self, test: ev.TestFinished) -> None:
+        with self.ingest.lock:
+            self.push_screen(TestDetailScreen(test, self.ingest.state))
+
+    def on_timeline_test_selected(self, message: Timeline.TestSelected) -> None:
+        self.open_test(message.test)
+
+    def on_data_table_row_selected(self, message: DataTable.RowSelected) -> None:
+        """Enter on a worker opens the last test it finished; on a failure, that test."""
+        if message.data_table.id == "workers-table":
+            wid = message.row_key.value
+            with self.ingest.lock:
+                done = [t for t in self.ingest.state.tests if t.w == wid]
+            if done:
+                self.open_test(done[-1])
+        elif message.data_table.id == "failures-table":
+            test = self.main.query_one(FailuresPanel).selected()
+            if test is not None:
+                self.open_test(test)
+
+    def get_system_commands(self, screen: Screen[object]) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        for tab, label, help_text in TABS:
+            name = label.split()[1]
+            yield SystemCommand(f"Show {name}", help_text, partial(self.action_show_tab, tab))
+        if self.source.replay:
+            yield SystemCommand("Play / pause replay", "replay", self.action_play_pause)
+            yield SystemCommand("Replay from the start", "replay", self.action_seek_start)
+
+
+def make_app(source: Source, clock: Callable[[], float] = time.time) -> MonitorApp:
+    """The dashboard on ``source``: what ``testmon tui``, the tests and screenshots run."""
+    return MonitorApp(source, clock=clock)

@@ -1,0 +1,238 @@
+"""Find the test that pollutes another: replay the worker's real order and bisect it.
+
+The recording gives the exact predecessors of a failing test on its worker. The search:
+
+1. the target alone must pass (if it fails alone, nothing before it is to blame);
+2. the target after all its predecessors, in their recorded order, must fail (if it
+   passes, the failure did not reproduce: flaky rather than polluted);
+3. binary search for the shortest failing *prefix* of the predecessors: when the first
+   k-1 predecessors pass and the first k fail, predecessor k is the polluter (the failure
+   appears once it has run). Prefixes keep the real order, so a polluter whose effect
+   depends on what ran before it is still found.
+
+That is at most ceil(log2(n)) + 2 pytest runs for n predecessors. Each run is a serial
+``pytest -p no:xdist`` of node ids from an argument file, recorded with ``--monitor`` into a
+scratch folder so the target's outcome is read from a run log, not parsed from output.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from testmon_live.plugin import events as ev
+from testmon_live.plugin.runlog import MonitorDir, RunLogError, iter_log
+
+from .order import Suspects, repro_argv, write_ids
+
+FAILING = ("failed", "error")
+
+
+@dataclass
+class Trial:
+    """One pytest run of the search."""
+
+    label: str
+    ids: list[str]
+    outcome: str
+    """The target's outcome: passed, failed, error, skipped..., or 'not run' / 'timeout'."""
+    seconds: float
+    detail: str = ""
+
+    @property
+    def failed(self) -> bool:
+        return self.outcome in FAILING
+
+
+@dataclass
+class BisectResult:
+    verdict: str
+    """polluter, fails-alone, not-reproduced, timeout, error."""
+    message: str
+    culprit: str | None = None
+    trials: list[Trial] = field(default_factory=list)
+    bound: int = 0
+    """The most runs the search may take: ceil(log2(n)) + 2."""
+
+
+Progress = Callable[[str], None]
+Runner = Callable[[list[str], float], tuple[str, str]]
+"""(node ids in order, seconds allowed) -> (target outcome, detail)."""
+
+
+def max_runs(predecessors: int) -> int:
+    return (math.ceil(math.log2(predecessors)) if predecessors > 1 else 0) + 2
+
+
+class PytestRunner:
+    """Runs node ids serially in a subprocess and reads the target's outcome from its log."""
+
+    def __init__(
+        self, rootdir: Path, target: str, scratch: MonitorDir, extra: list[str], python: str
+    ) -> None:
+        self.rootdir = rootdir
+        self.target = target
+        self.scratch = scratch
+        self.extra = extra
+        self.python = python
+        self.count = 0
+
+    def __call__(self, ids: list[str], timeout: float) -> tuple[str, str]:
+        self.count += 1
+        ids_file = write_ids(self.scratch, f"trial-{self.count}", ids)
+        monitor_dir = self.scratch.root / f"trial-{self.count}"
+        argv = [
+            *repro_argv(ids_file, self.python),
+            "-q",
+            "--monitor",
+            f"--monitor-dir={monitor_dir}",
+            "--monitor-keep=0",
+            *self.extra,
+        ]
+        env = dict(os.environ)
+        env.pop("PYTEST_ADDOPTS", None)
+        try:
+            done = subprocess.run(
+                argv,
+                cwd=self.rootdir,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                timeout=max(1.0, timeout),
+                check=False,
+            )
+        except subprocess.TimeoutExpired:
+            return "timeout", f"stopped after {timeout:.0f} s"
+        tail = done.stdout.decode(errors="replace").strip().splitlines()[-1:] or [""]
+        return self._outcome(MonitorDir(monitor_dir)), tail[0]
+
+    def _outcome(self, mdir: MonitorDir) -> str:
+        logs = mdir.logs()
+        if not logs:
+            return "not run"
+        try:
+            for event in iter_log(logs[-1]):
+                if isinstance(event, ev.TestFinished) and event.nodeid == self.target:
+                    return event.outcome
+        except RunLogError:
+            return "not run"
+        return "not run"
+
+
+class Bisector:
+    def __init__(
+        self, found: Suspects, run: Runner, *, time_limit: float, progress: Progress = print
+    ) -> None:
+        self.found = found
+        self.run = run
+        self.deadline = time.monotonic() + time_limit
+        self.time_limit = time_limit
+        self.progress = progress
+        self.predecessors = [t.nodeid for t in found.predecessors]
+        self.target = found.target.nodeid
+        self.result = BisectResult("error", "", bound=max_runs(len(self.predecessors)))
+
+    def _trial(self, label: str, before: list[str]) -> Trial:
+        left = self.deadline - time.monotonic()
+        number = len(self.result.trials) + 1
+        if left <= 0:
+            trial = Trial(label, before, "timeout", 0.0, "time limit reached")
+        else:
+            self.progress(
+                f"[{number}/{self.result.bound}] {label}: {len(before)} before the target ..."
+            )
+            start = time.monotonic()
+            outcome, detail = self.run([*before, self.target], left)
+            trial = Trial(label, before, outcome, time.monotonic() - start, detail)
+            self.progress(f"      target {outcome} ({trial.seconds:.1f} s)")
+        self.result.trials.append(trial)
+        return trial
+
+    def _stop(self, verdict: str, message: str, culprit: str | None = None) -> BisectResult:
+        self.result.verdict = verdict
+        self.result.message = message
+        self.result.culprit = culprit
+        return self.result
+
+    def _unusable(self, trial: Trial) -> BisectResult | None:
+        if trial.outcome == "timeout":
+            return self._stop(
+                "timeout", f"time limit of {self.time_limit:.0f} s reached during: {trial.label}"
+            )
+        if trial.outcome == "not run":
+            return self._stop(
+                "error",
+                f"the target did not run during '{trial.label}' ({trial.detail}); check that "
+                "the suite still has it and collects from the rootdir",
+            )
+        return None
+
+    def search(self) -> BisectResult:
+        alone = self._trial("target alone", [])
+        if (stop := self._unusable(alone)) is not None:
+            return stop
+        if alone.failed:
+            return self._stop(
+                "fails-alone",
+                f"{self.target} fails on its own ({alone.outcome}): it is broken, not polluted",
+            )
+        preds = self.predecessors
+        if not preds:
+            return self._stop(
+                "not-reproduced",
+                "it passes alone and nothing ran before it on its worker: the failure did not "
+                "reproduce (flaky, or it needs conditions of the parallel run)",
+            )
+        full = self._trial(f"after all {len(preds)} predecessors", preds)
+        if (stop := self._unusable(full)) is not None:
+            return stop
+        if not full.failed:
+            return self._stop(
+                "not-reproduced",
+                f"it passed after its {len(preds)} predecessors in their recorded order: the "
+                "failure did not reproduce, so it looks flaky rather than polluted",
+            )
+        low, high = 0, len(preds)  # prefix[:low] passes, prefix[:high] fails
+        while high - low > 1:
+            middle = (low + high) // 2
+            trial = self._trial(f"after the first {middle}", preds[:middle])
+            if (stop := self._unusable(trial)) is not None:
+                return stop
+            if trial.failed:
+                high = middle
+            else:
+                low = middle
+        culprit = preds[high - 1]
+        return self._stop(
+            "polluter",
+            f"it fails once predecessor {high} of {len(preds)} (on {self.found.target.w}) has "
+            "run before it",
+            culprit,
+        )
+
+
+def bisect(
+    found: Suspects,
+    *,
+    time_limit: float,
+    extra: list[str] | None = None,
+    progress: Progress = print,
+    python: str = sys.executable,
+) -> BisectResult:
+    """Run the search with real pytest runs in the run's rootdir."""
+    scratch = Path(tempfile.mkdtemp(prefix="testmon-bisect-"))
+    try:
+        runner = PytestRunner(
+            Path(found.rootdir), found.target.nodeid, MonitorDir(scratch), extra or [], python
+        )
+        return Bisector(found, runner, time_limit=time_limit, progress=progress).search()
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)

@@ -1,0 +1,722 @@
+"""The ``testmon`` command: one sub-command per entry of :data:`COMMANDS`.
+
+Adding a sub-command (tui, replay, demo, dump, ...) touches nothing of the others: write
+``_NAME_arguments(parser)`` and ``_NAME(args) -> int`` below and add one
+:class:`Command` line to :data:`COMMANDS`. Import what the command needs *inside* its
+run function: this module must not import Textual (``testmon runs`` and ``testmon report``
+start fast), and ``tests/test_cli_report.py`` checks that it does not.
+
+Errors a user can cause (unknown run, ambiguous prefix, unreadable or foreign file, log of
+a newer schema) are raised as :class:`~testmon_live.plugin.runlog.RunLogError` or
+:class:`CommandError` and printed by :func:`main` as one line on stderr, never as a
+traceback; see the ``EXIT_*`` codes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import textwrap
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from testmon_live.plugin.events import SCHEMA_VERSION
+from testmon_live.plugin.runlog import MonitorDir, RunLogError, SchemaTooNew, find_monitor_dir
+
+if TYPE_CHECKING:
+    from testmon_live.plugin.state import RunState
+
+    from .order import Suspects
+    from .sources import Source
+
+PROG = "testmon"
+FORMATS = ("text", "markdown", "json")
+HELP_WIDTH = 79
+EXIT_OK = 0
+EXIT_ERROR = 1
+"""The command could not do its job: no such run, unreadable log, no runs recorded yet."""
+EXIT_USAGE = 2
+"""Bad command line (argparse's own code)."""
+EXIT_SCHEMA = 3
+"""The log was written by a newer testmon-live: upgrade to read it."""
+EXIT_INTERRUPTED = 130
+DEBUG_ENV = "TESTMON_DEBUG"
+"""Set to 1 to get a traceback for unexpected errors."""
+
+EXIT_CODES_HELP = f"""\
+exit codes:
+  {EXIT_OK}  done
+  {EXIT_ERROR}  no such run, unreadable or foreign log, no runs recorded yet
+  {EXIT_USAGE}  bad command line
+  {EXIT_SCHEMA}  the log was written by a newer testmon-live (upgrade to read it)
+"""
+
+
+class CommandError(Exception):
+    """A failure to report as one line on stderr, with an exit code."""
+
+    def __init__(self, message: str, code: int = EXIT_ERROR) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True)
+class Command:
+    """One sub-command: its parser setup and what it runs."""
+
+    name: str
+    summary: str
+    """One line for ``testmon --help``."""
+    description: str
+    """What ``testmon NAME --help`` says above the options."""
+    arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+    epilog: str = ""
+
+
+def version() -> str:
+    try:
+        return metadata.version("testmon-live")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+# ------------------------------------------------------------ shared arguments
+
+HELP_DIR = (
+    "the monitor folder holding runs/ (default: $TESTMON_DIR, else the nearest .testmon "
+    "folder from the current directory upwards)"
+)
+HELP_RUN = (
+    "the run: its id, a unique prefix of the id, `latest`, or the path of a .jsonl log "
+    "(default: latest)"
+)
+
+
+def add_dir_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dir", metavar="DIR", type=Path, default=None, help=HELP_DIR)
+
+
+def add_run_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run", metavar="RUN", nargs="?", default="latest", help=HELP_RUN)
+
+
+def add_format_option(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument(
+        "-f",
+        "--format",
+        choices=FORMATS,
+        default="text",
+        metavar="FORMAT",
+        help=f"{what}: text (default; for a terminal, fits 100 columns), markdown (for a CI "
+        "job summary, e.g. $GITHUB_STEP_SUMMARY) or json (for scripts; see "
+        "docs/report-json.md)",
+    )
+
+
+def monitor_dir(args: argparse.Namespace) -> MonitorDir:
+    directory: Path | None = args.dir
+    if directory is None:
+        return find_monitor_dir()
+    if not directory.is_dir():
+        raise CommandError(f"--dir {directory}: no such folder")
+    return MonitorDir(directory)
+
+
+def write(text: str) -> None:
+    """Print a command's output; flushed here, so a closed pipe is noticed in :func:`main`."""
+    sys.stdout.write(text)
+    sys.stdout.flush()
+
+
+# ------------------------------------------------------------------------ runs
+
+
+def _runs_arguments(parser: argparse.ArgumentParser) -> None:
+    add_dir_option(parser)
+    add_format_option(parser, "output format")
+    parser.add_argument(
+        "--limit", "-n", type=int, default=None, metavar="N", help="list only the newest N runs"
+    )
+
+
+def _runs(args: argparse.Namespace) -> int:
+    from .report import render_runs
+    from .runs import build_runs, list_runs, record_hint
+
+    if args.limit is not None and args.limit < 1:
+        raise CommandError(f"--limit {args.limit}: give a number of runs, 1 or more", EXIT_USAGE)
+    mdir = monitor_dir(args)
+    listing = list_runs(mdir)
+    if not listing.runs and not listing.unlisted:
+        raise CommandError(record_hint(mdir))
+    write(render_runs(build_runs(listing, args.limit), args.format))
+    return EXIT_OK
+
+
+def _runs_epilog() -> str:
+    from .runs import STATUS_HELP
+
+    width = max(len(s) for s in STATUS_HELP)
+    lines = [f"  {status:<{width}}  {meaning}" for status, meaning in STATUS_HELP.items()]
+    return "status:\n" + "\n".join(lines) + "\n\n" + EXIT_CODES_HELP
+
+
+# ---------------------------------------------------------------------- report
+
+
+def _report_arguments(parser: argparse.ArgumentParser) -> None:
+    add_run_argument(parser)
+    add_dir_option(parser)
+    add_format_option(parser, "report format")
+    parser.add_argument(
+        "--top",
+        type=int,
+        default=10,
+        metavar="N",
+        help="how many slowest tests, costliest fixtures and database waits to list "
+        "(1..50, default 10)",
+    )
+
+
+def _report(args: argparse.Namespace) -> int:
+    from .report import render
+    from .runs import MAX_TOP, build_report, load_run, resolve_run
+
+    if not 1 <= args.top <= MAX_TOP:
+        raise CommandError(f"--top {args.top}: give a number from 1 to {MAX_TOP}", EXIT_USAGE)
+    mdir = monitor_dir(args)
+    path = resolve_run(mdir, args.run)
+    run = load_run(path, mdir)
+    write(render(build_report(run, args.top), args.format))
+    return EXIT_OK
+
+
+REPORT_EPILOG = f"""\
+examples:
+  testmon report                                   the latest run, for a terminal
+  testmon report 20261121-2032                     a run by a prefix of its id
+  testmon report --format markdown >> "$GITHUB_STEP_SUMMARY"
+  testmon report path/to/run.jsonl --format json | jq .totals
+
+{EXIT_CODES_HELP}"""
+
+
+# -------------------------------------------------------------------- forensics
+
+
+def _test_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run", metavar="RUN", help=HELP_RUN.replace(" (default: latest)", ""))
+    parser.add_argument(
+        "test", metavar="TEST", help="the test: its node id, or a unique part of it"
+    )
+    parser.add_argument(
+        "--worker",
+        metavar="ID",
+        default=None,
+        help="the worker whose run of TEST to take (when it ran on several, e.g. --dist each; "
+        "default: a failing run)",
+    )
+    add_dir_option(parser)
+
+
+def _suspects_arguments(parser: argparse.ArgumentParser) -> None:
+    _test_arguments(parser)
+    add_format_option(parser, "output format")
+
+
+def _load_state(args: argparse.Namespace) -> tuple[MonitorDir, Path, RunState]:
+    from .diff import load_detail
+    from .runs import resolve_run
+
+    mdir = monitor_dir(args)
+    path = resolve_run(mdir, args.run)
+    return mdir, path, load_detail(path)
+
+
+def _found(args: argparse.Namespace) -> tuple[MonitorDir, Suspects]:
+    from .order import OrderError, suspects
+
+    mdir, _, state = _load_state(args)
+    try:
+        return mdir, suspects(state, args.test, args.worker)
+    except OrderError as exc:
+        raise CommandError(str(exc)) from None
+
+
+def _suspects(args: argparse.Namespace) -> int:
+    from .forensics_view import render_sections, suspects_sections
+    from .order import repro_name, suspects_model, write_ids
+
+    mdir, found = _found(args)
+    ids = [t.nodeid for t in found.predecessors] + [found.target.nodeid]
+    ids_file = write_ids(mdir, repro_name(found), ids)
+    model = suspects_model(found, ids_file)
+    write(render_sections(suspects_sections(model), model, args.format))
+    return EXIT_OK
+
+
+def _bisect_arguments(parser: argparse.ArgumentParser) -> None:
+    _test_arguments(parser)
+    add_format_option(parser, "result format")
+    parser.add_argument(
+        "--time-limit",
+        type=float,
+        default=600.0,
+        metavar="SECONDS",
+        help="stop searching after this long (default 600)",
+    )
+
+
+def _bisect(args: argparse.Namespace) -> int:
+    from .bisect import bisect
+    from .forensics_view import bisect_model, bisect_sections, render_sections
+
+    if args.time_limit <= 0:
+        raise CommandError("--time-limit: give a number of seconds above 0", EXIT_USAGE)
+    _, found = _found(args)
+    extra: list[str] = getattr(args, "passthrough", [])
+
+    def progress(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    if args.format == "text":
+        progress(
+            f"bisecting {len(found.predecessors)} predecessors of {found.target.nodeid} "
+            f"(worker {found.target.w}), in {found.rootdir}"
+        )
+    result = bisect(found, time_limit=args.time_limit, extra=extra, progress=progress)
+    model = bisect_model(result, found.target.nodeid)
+    write(render_sections(bisect_sections(result, found.target.nodeid), model, args.format))
+    return (
+        EXIT_OK if result.verdict in ("polluter", "fails-alone", "not-reproduced") else EXIT_ERROR
+    )
+
+
+def _diff_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run_a", metavar="RUN_A", help="the earlier run (id, prefix, path)")
+    parser.add_argument(
+        "run_b",
+        metavar="RUN_B",
+        nargs="?",
+        default="latest",
+        help="the later run (default: latest)",
+    )
+    add_dir_option(parser)
+    add_format_option(parser, "output format")
+    parser.add_argument(
+        "--top",
+        type=int,
+        default=10,
+        metavar="N",
+        help="how many moved tests, fixtures and locks to list (default 10)",
+    )
+
+
+def _diff(args: argparse.Namespace) -> int:
+    from .diff import build_diff, history, load_detail
+    from .forensics_view import diff_sections, render_sections
+    from .runs import resolve_run
+
+    if args.top < 1:
+        raise CommandError(f"--top {args.top}: give a number, 1 or more", EXIT_USAGE)
+    mdir = monitor_dir(args)
+    path_a, path_b = resolve_run(mdir, args.run_a), resolve_run(mdir, args.run_b)
+    if path_a.resolve() == path_b.resolve():
+        raise CommandError(f"{args.run_a} and {args.run_b} are the same run: name two runs")
+    a, b = load_detail(path_a), load_detail(path_b)
+    model = build_diff(a, b, history(mdir, (a, b)), args.top)
+    write(render_sections(diff_sections(model), model, args.format))
+    return EXIT_OK
+
+
+EXPORT_FORMATS = ("perfetto", "junit")
+
+
+def _export_arguments(parser: argparse.ArgumentParser) -> None:
+    add_run_argument(parser)
+    add_dir_option(parser)
+    parser.add_argument(
+        "-f",
+        "--format",
+        choices=EXPORT_FORMATS,
+        default="perfetto",
+        metavar="FORMAT",
+        help="perfetto (Chrome JSON trace: open it in ui.perfetto.dev; default) or junit (XML)",
+    )
+    parser.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="write here (default: .testmon/exports/RUN.json or .xml; - for stdout)",
+    )
+
+
+def _export(args: argparse.Namespace) -> int:
+    from testmon_live.plugin.runlog import iter_log
+
+    from .diff import load_detail
+    from .export import junit, perfetto
+    from .runs import resolve_run
+
+    mdir = monitor_dir(args)
+    path = resolve_run(mdir, args.run)
+    state = load_detail(path)
+    if args.format == "perfetto":
+        text = perfetto(state, list(iter_log(path)))
+        suffix = ".json"
+    else:
+        text = junit(state)
+        suffix = ".xml"
+    if str(args.output) == "-":
+        write(text)
+        return EXIT_OK
+    output: Path = args.output or mdir.root / "exports" / f"{state.run_id}{suffix}"
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(text)
+    hint = " (open it in https://ui.perfetto.dev)" if args.format == "perfetto" else ""
+    print(f"wrote {output}{hint}", file=sys.stderr)
+    return EXIT_OK
+
+
+# -------------------------------------------------------------------- dashboard
+
+
+def _tui_arguments(parser: argparse.ArgumentParser) -> None:
+    add_dir_option(parser)
+    parser.add_argument(
+        "run",
+        metavar="RUN",
+        nargs="?",
+        default=None,
+        help="a recorded run to open (id, prefix, `latest` or path of a .jsonl log); "
+        "without it, the newest live run, else the last recorded one until a run starts",
+    )
+    add_speed_option(parser)
+
+
+def add_speed_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--speed",
+        type=float,
+        default=None,
+        metavar="N",
+        help="play a recorded run from its start at N times real speed "
+        "(default: open it at its end state)",
+    )
+
+
+def _open_dashboard(source: Source) -> int:
+    from .app import make_app
+
+    make_app(source).run()
+    return EXIT_OK
+
+
+def _replay_source(args: argparse.Namespace) -> Source:
+    from .runs import resolve_run
+    from .sources import ReplaySource
+
+    if args.speed is not None and args.speed <= 0:
+        raise CommandError(f"--speed {args.speed:g}: give a number above 0", EXIT_USAGE)
+    return ReplaySource(resolve_run(monitor_dir(args), args.run), speed=args.speed)
+
+
+def _tui(args: argparse.Namespace) -> int:
+    from .sources import LiveSource
+
+    if args.run is None:
+        if args.speed is not None:
+            raise CommandError("--speed needs a recorded RUN", EXIT_USAGE)
+        return _open_dashboard(LiveSource(monitor_dir(args)))
+    return _open_dashboard(_replay_source(args))
+
+
+def _replay_arguments(parser: argparse.ArgumentParser) -> None:
+    add_dir_option(parser)
+    add_run_argument(parser)
+    add_speed_option(parser)
+
+
+def _replay(args: argparse.Namespace) -> int:
+    return _open_dashboard(_replay_source(args))
+
+
+def _demo_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--headless",
+        action="store_true",
+        help="no dashboard: run the demo suite, then print its report (for machines "
+        "without a terminal)",
+    )
+    parser.add_argument(
+        "--path", type=Path, default=None, help="the demo suite (default: examples/demo)"
+    )
+    parser.add_argument("-n", "--workers", type=int, default=4, help="xdist workers (default 4)")
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from testmon_live.plugin.runlog import DEFAULT_DIRNAME
+
+    from . import demo
+    from .report import render
+    from .runs import build_report, load_run, newest_log
+    from .sources import LiveSource
+
+    try:
+        path = demo.demo_dir(args.path)
+    except demo.DemoError as exc:
+        raise CommandError(str(exc)) from None
+    mdir = MonitorDir(path / DEFAULT_DIRNAME)
+    print(f"demo: running `{' '.join(demo.pytest_command(args.workers)[1:])}` in {path}")
+    process = demo.start(path, args.workers)
+    try:
+        if args.headless:
+            process.wait()
+        else:
+            _open_dashboard(LiveSource(mdir, show_last=False))
+    finally:
+        demo.stop(process)
+    if args.headless:
+        write(render(build_report(load_run(newest_log(mdir), mdir), 10), "text"))
+    print(f"demo: pytest output in {mdir.root / demo.OUTPUT_NAME}", file=sys.stderr)
+    return EXIT_OK
+
+
+# ------------------------------------------------------------------------ dump
+
+
+def _dump_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "run", metavar="RUN", help="the live run: its id, a unique prefix, or `latest`"
+    )
+    parser.add_argument(
+        "worker", metavar="WORKER", nargs="?", help="the worker (gw0, gw1..., main without xdist)"
+    )
+    add_dir_option(parser)
+
+
+def _dump(args: argparse.Namespace) -> int:
+    from .dump import DumpError, find_live, live_root, request_dump, stall_text
+
+    run, worker = (args.run, args.worker) if args.worker else ("latest", args.run)
+    try:
+        live = find_live(monitor_dir(args), run)
+        stall = request_dump(live, worker)
+    except DumpError as exc:
+        raise CommandError(str(exc)) from None
+    write(stall_text(stall, live_root(live)))
+    return EXIT_OK
+
+
+# -------------------------------------------------------------------- registry
+
+COMMANDS: tuple[Command, ...] = (
+    Command(
+        name="tui",
+        summary="the dashboard: the live run (or the last recorded one), or a recorded RUN",
+        description="Open the dashboard. Without RUN it attaches to the newest live run of "
+        "the project (.testmon/live/); with none live it says so, shows the last recorded "
+        "run and switches to a new run the moment one starts, so it can be opened before "
+        "`pytest -n 8 --monitor`. With RUN it opens that recorded run at its end state, or "
+        "plays it from the start with --speed (space play/pause, . step, [ ] seek).",
+        arguments=_tui_arguments,
+        run=_tui,
+        epilog=EXIT_CODES_HELP,
+    ),
+    Command(
+        name="replay",
+        summary="open a recorded run in the dashboard (--speed N plays it from the start)",
+        description="Open a recorded run in the dashboard: at its end state, or played "
+        "from the start at N times real speed with --speed N. Keys: space play/pause, "
+        ". and , step, ] and [ seek by 10 s, home to the start.",
+        arguments=_replay_arguments,
+        run=_replay,
+        epilog=EXIT_CODES_HELP,
+    ),
+    Command(
+        name="demo",
+        summary="run the bundled demo suite with -n 4 --monitor and watch it live",
+        description="Run the bundled demo suite (examples/demo) with `pytest -n 4 --monitor` "
+        "in the background and open the dashboard on it: within about half a minute it "
+        "shows workers contending on a migration lock, a session fixture set up on every "
+        "worker, a straggler, a failure and a stall with its stack. --headless prints the "
+        "report instead.",
+        arguments=_demo_arguments,
+        run=_demo,
+        epilog=EXIT_CODES_HELP,
+    ),
+    Command(
+        name="runs",
+        summary="list the recorded runs, newest first",
+        description="List the recorded runs, newest first: id, start, wall time, workers, "
+        "status and outcome counts. Finished runs are summarised from their end record "
+        "without reading the whole log.",
+        arguments=_runs_arguments,
+        run=_runs,
+        epilog=_runs_epilog(),
+    ),
+    Command(
+        name="report",
+        summary="summarise a run: outcomes, workers, slowest tests, fixtures, failures, stalls",
+        description="Summarise one recorded run: pytest's counts, wall time, each worker's "
+        "busy share and the parallel efficiency, slowest tests, fixtures by setup time (and "
+        "wide-scoped ones set up once per worker), failures, crashes, stalls, lock waits, "
+        "migrations and containers when the log has them, and any log lines the reader "
+        "had to skip.",
+        arguments=_report_arguments,
+        run=_report,
+        epilog=REPORT_EPILOG,
+    ),
+    Command(
+        name="suspects",
+        summary="the tests that ran before TEST on its worker, and how to replay that order",
+        description="List the tests that ran before TEST on the same worker process, in "
+        "order (with the random seed when an ordering plugin shuffled them), and print a "
+        "command that replays exactly that order serially: the usual way to find out why a "
+        "test passes alone but fails in the suite.",
+        arguments=_suspects_arguments,
+        run=_suspects,
+        epilog=EXIT_CODES_HELP,
+    ),
+    Command(
+        name="bisect",
+        summary="find the test that pollutes TEST by replaying its worker's order",
+        description="Replay TEST after its recorded predecessors, confirm it fails there and "
+        "passes alone, then bisect the predecessors (keeping their order) down to the test "
+        "after which it fails: at most ceil(log2(n)) + 2 serial pytest runs, each shown as "
+        "it goes. When the failure does not reproduce, it says so (flaky, not polluted).",
+        arguments=_bisect_arguments,
+        run=_bisect,
+        epilog="arguments after -- go to every pytest run, e.g.\n"
+        "  testmon bisect latest test_x -- -c ci.ini --ds=settings.test\n\n" + EXIT_CODES_HELP,
+    ),
+    Command(
+        name="diff",
+        summary="compare two runs: time, outcomes that changed, what moved, flaky tests",
+        description="Compare run A with run B: wall time and parallel efficiency, tests whose "
+        "outcome changed (with what ran before them on their worker in each run), tests and "
+        "fixtures whose durations moved most, lock and container costs, and tests that both "
+        "passed and failed over the recorded runs (flaky).",
+        arguments=_diff_arguments,
+        run=_diff,
+        epilog=EXIT_CODES_HELP,
+    ),
+    Command(
+        name="dump",
+        summary="print every thread's stack of a live worker now, stalled or not",
+        description="Ask a worker of a run in progress for the stacks of all its threads, "
+        "with what each thread is blocked on (lock, condition, queue, socket...) and the "
+        "pending asyncio tasks of an event loop. A worker whose GIL is held by native code "
+        "cannot answer itself: the hub takes its stacks from outside when it runs on this "
+        "machine. RUN may be left out (the latest live run).",
+        arguments=_dump_arguments,
+        run=_dump,
+        epilog="examples:\n  testmon dump latest gw3\n  testmon dump gw0\n\n" + EXIT_CODES_HELP,
+    ),
+    Command(
+        name="export",
+        summary="write a run as a Perfetto trace or JUnit XML",
+        description="Export a recorded run: a Chrome/Perfetto trace (one track per worker "
+        "with tests, phases and fixtures; lock waits and container phases on tracks of their "
+        "own; stalls and crashes as instant events) that opens in ui.perfetto.dev, or JUnit "
+        "XML for CI systems.",
+        arguments=_export_arguments,
+        run=_export,
+        epilog=EXIT_CODES_HELP,
+    ),
+)
+
+
+def _wrap(text: str) -> str:
+    """Descriptions are prose (wrapped here); epilogs are laid out by hand (kept raw)."""
+    return textwrap.fill(text, width=HELP_WIDTH)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description=_wrap(
+            "testmon-live: look at what every pytest(-xdist) worker did. Record a run with "
+            "`pytest --monitor` (add `-n 8` for xdist), then use a command below."
+        ),
+        epilog=f"`{PROG} COMMAND --help` explains each command.\n\n{EXIT_CODES_HELP}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=f"testmon-live {version()} (reads run logs of schema {SCHEMA_VERSION} and older)",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
+    for command in COMMANDS:
+        child = sub.add_parser(
+            command.name,
+            help=command.summary,
+            description=_wrap(command.description),
+            epilog=command.epilog or None,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        command.arguments(child)
+        child.set_defaults(handler=command.run)
+    return parser
+
+
+def _fail(prog: str, message: str, code: int) -> int:
+    print(f"{prog}: error: {message}", file=sys.stderr)
+    return code
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    prog = f"{PROG} {args.command}"
+    try:
+        return int(args.handler(args))
+    except SchemaTooNew as exc:
+        return _fail(prog, str(exc), EXIT_SCHEMA)
+    except RunLogError as exc:
+        return _fail(prog, str(exc), EXIT_ERROR)
+    except CommandError as exc:
+        return _fail(prog, str(exc), exc.code)
+    except OSError as exc:
+        where = f" ({exc.filename})" if exc.filename else ""
+        return _fail(prog, f"{exc.strerror or exc}{where}", EXIT_ERROR)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    passthrough: list[str] = []
+    if "--" in argv:  # what follows `--` goes to pytest (testmon bisect ... -- -c ci.ini)
+        cut = argv.index("--")
+        argv, passthrough = argv[:cut], argv[cut + 1 :]
+    args = parser.parse_args(argv)
+    args.passthrough = passthrough
+    if args.command is None:
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        return _dispatch(args)
+    except BrokenPipeError:
+        # `testmon runs | head`: the reader left; stop quietly, without a second error.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    # The last resort for bugs: one line unless the user asks for the traceback.
+    except Exception as exc:  # noqa: BLE001
+        if os.environ.get(DEBUG_ENV):
+            traceback.print_exc()
+        message = f"internal error: {type(exc).__name__}: {exc} (set {DEBUG_ENV}=1 for a traceback)"
+        return _fail(f"{PROG} {args.command}", message, EXIT_ERROR)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,147 @@
+"""Test order on a worker: what ran before a test, and how to replay exactly that order.
+
+A test that passes alone but fails in the suite was usually polluted by a test that ran
+before it in the same process. The run log holds each worker's exact order, so the
+suspects of a failure are the tests its worker ran before it, in that order — not every
+test of the suite, and not a guess at xdist's scheduling.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shlex
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypedDict
+
+from testmon_live.plugin import events as ev
+from testmon_live.plugin.runlog import MonitorDir
+from testmon_live.plugin.state import RunState
+
+REPRO_DIR = "repro"
+ORDER_OFF = ("-p", "no:xdist", "-p", "no:randomly", "-p", "no:random_order")
+"""A serial run in the given order: no xdist, and the ordering plugins that would shuffle."""
+FAILING = ("failed", "error")
+
+
+class OrderError(Exception):
+    """The test cannot be found (or not unambiguously) in the run."""
+
+
+def started(test: ev.TestFinished) -> float:
+    return test.phases[0].start if test.phases else test.ts
+
+
+def tests_on(state: RunState, worker: str) -> list[ev.TestFinished]:
+    """Every test the worker process ran, in the order it ran them."""
+    return sorted((t for t in state.tests if t.w == worker), key=started)
+
+
+def find_target(state: RunState, spec: str, worker: str | None = None) -> ev.TestFinished:
+    """The test run named by ``spec``: a node id, or a unique part of one.
+
+    When the test ran more than once (``--dist each``, reruns) the failing run is chosen,
+    or the one on ``worker``.
+    """
+    runs = [t for t in state.tests if t.nodeid == spec]
+    if not runs:
+        ids = sorted({t.nodeid for t in state.tests if spec in t.nodeid})
+        if not ids:
+            raise OrderError(f"no test matching {spec!r} ran in run {state.run_id}")
+        if len(ids) > 1:
+            shown = ", ".join(ids[:4]) + (", ..." if len(ids) > 4 else "")
+            raise OrderError(f"{spec!r} matches {len(ids)} tests ({shown}): give the node id")
+        runs = [t for t in state.tests if t.nodeid == ids[0]]
+    if worker is not None:
+        runs = [t for t in runs if t.w == worker]
+        if not runs:
+            raise OrderError(f"{spec!r} did not run on worker {worker!r}")
+    failing = [t for t in runs if t.outcome in FAILING]
+    return (failing or runs)[0]
+
+
+@dataclass(frozen=True)
+class Suspects:
+    run_id: str
+    rootdir: str
+    target: ev.TestFinished
+    predecessors: list[ev.TestFinished]
+    """Tests the same worker ran before the target, in order (oldest first)."""
+    seed: str | None
+    order_plugins: list[str]
+
+
+def suspects(state: RunState, spec: str, worker: str | None = None) -> Suspects:
+    target = find_target(state, spec, worker)
+    order = tests_on(state, target.w)
+    index = next(i for i, t in enumerate(order) if t is target)
+    header = state.header
+    return Suspects(
+        run_id=state.run_id,
+        rootdir=header.rootdir if header else ".",
+        target=target,
+        predecessors=order[:index],
+        seed=header.seed if header else None,
+        order_plugins=list(header.order_plugins) if header else [],
+    )
+
+
+def write_ids(mdir: MonitorDir, name: str, ids: list[str]) -> Path:
+    """An argument file for ``pytest @FILE`` (one node id a line, run in that order)."""
+    folder = mdir.root / REPRO_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.txt"
+    path.write_text("".join(f"{nodeid}\n" for nodeid in ids))
+    return path
+
+
+def repro_name(found: Suspects) -> str:
+    digest = hashlib.sha1(found.target.nodeid.encode()).hexdigest()[:8]
+    return f"{found.run_id}-{found.target.w}-{digest}"
+
+
+def repro_argv(ids_file: Path, python: str = sys.executable) -> list[str]:
+    return [python, "-m", "pytest", *ORDER_OFF, "-p", "no:cacheprovider", f"@{ids_file}"]
+
+
+def repro_command(found: Suspects, ids_file: Path) -> str:
+    """A shell line that replays the worker's order serially, from the rootdir."""
+    argv = ["pytest", *ORDER_OFF, f"@{ids_file}"]
+    return f"cd {shlex.quote(found.rootdir)} && " + " ".join(shlex.quote(a) for a in argv)
+
+
+class SuspectRow(TypedDict):
+    position: int
+    nodeid: str
+    outcome: str
+    duration: float
+
+
+class SuspectsModel(TypedDict):
+    run: str
+    test: str
+    worker: str
+    outcome: str
+    seed: str | None
+    order_plugins: list[str]
+    predecessors: list[SuspectRow]
+    ids_file: str
+    command: str
+
+
+def suspects_model(found: Suspects, ids_file: Path) -> SuspectsModel:
+    return {
+        "run": found.run_id,
+        "test": found.target.nodeid,
+        "worker": found.target.w,
+        "outcome": found.target.outcome,
+        "seed": found.seed,
+        "order_plugins": found.order_plugins,
+        "predecessors": [
+            {"position": n, "nodeid": t.nodeid, "outcome": t.outcome, "duration": t.duration}
+            for n, t in enumerate(found.predecessors, start=1)
+        ],
+        "ids_file": str(ids_file),
+        "command": repro_command(found, ids_file),
+    }

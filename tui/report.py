@@ -1,0 +1,980 @@
+"""How ``testmon report`` and ``testmon runs`` look: text, markdown and JSON.
+
+The content is decided once, in :func:`~testmon_live.tui.runs.build_report` (the report
+model, a plain dict documented in ``docs/report-json.md``). JSON prints that dict as it
+is. Text and markdown are rendered from the same dict through one list of
+:class:`Section` (prose lines, bullet lists, tables): :func:`sections` decides *what*
+is said and in which order, :func:`render_text` and :func:`render_markdown` only decide
+how a line, a list or a table looks. So the three formats cannot disagree.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from .runs import (
+    INCOMPLETE,
+    PROBLEMS_FIRST,
+    ContainerRow,
+    CrashRow,
+    FixtureRow,
+    LockRow,
+    MigrationRow,
+    Report,
+    RunInfo,
+    RunRow,
+    RunsModel,
+    StallRow,
+    pytest_summary,
+    worker_sort_key,
+)
+
+Format = Literal["text", "markdown", "json"]
+WIDTH = 100
+"""Text output fits this many columns."""
+
+
+# ============================================================ sections (shared)
+
+
+class Code(str):
+    """Text shown as inline code in markdown (ids, node ids, fixture names)."""
+
+    __slots__ = ()
+
+
+Line = tuple[str, ...]
+"""Prose: plain parts and :class:`Code` parts, joined without separators."""
+
+
+@dataclass(frozen=True)
+class Column:
+    title: str
+    right: bool = False
+    squeeze: Literal["", "end", "start"] = ""
+    """How cells shrink when the table is too wide: keep the end (node ids, paths: see
+    :func:`shorten_nodeid`) or the start (messages)."""
+    code: bool = False
+    """Markdown shows the cells as inline code."""
+    below: bool = False
+    """Text puts the cell on its own line under the row (long messages); markdown keeps it
+    a column."""
+
+
+@dataclass(frozen=True)
+class Table:
+    columns: tuple[Column, ...]
+    rows: Sequence[Sequence[str]]
+
+
+@dataclass(frozen=True)
+class Prose:
+    lines: list[Line]
+
+
+@dataclass(frozen=True)
+class Bullets:
+    items: list[Line]
+    warn: bool = False
+
+
+@dataclass(frozen=True)
+class Verbatim:
+    """Lines shown exactly, never cut (commands to copy): a code block in markdown."""
+
+    lines: list[str]
+
+
+Block = Prose | Table | Bullets | Verbatim
+
+
+@dataclass(frozen=True)
+class Section:
+    title: Line
+    blocks: list[Block]
+
+
+# ------------------------------------------------------------------ cell words
+
+
+def fmt_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds <= 0:
+        return "0s"
+    if seconds < 0.001:
+        return "<1ms"
+    if seconds < 0.9995:
+        return f"{seconds * 1000:.0f}ms"
+    if seconds < 10:
+        return f"{seconds:.2f}s"
+    if seconds < 120:
+        return f"{seconds:.1f}s"
+    if seconds < 3600:
+        minutes, secs = divmod(round(seconds), 60)
+        return f"{minutes}m{secs:02d}s"
+    hours, rest = divmod(round(seconds), 3600)
+    return f"{hours}h{rest // 60:02d}m"
+
+
+def fmt_percent(share: float) -> str:
+    return f"{share:.0%}"
+
+
+def share_bar(share: float, cells: int = 10) -> str:
+    filled = max(0, min(cells, round(share * cells)))
+    return "█" * filled + "░" * (cells - filled) + f" {fmt_percent(share):>4}"
+
+
+def fmt_time(ts: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)) if ts > 0 else "-"
+
+
+def first_line(text: str | None) -> str:
+    if not text:
+        return ""
+    for line in text.strip().splitlines():
+        if line.strip():
+            return line.strip()
+    return ""
+
+
+def plural(n: int, word: str, many: str | None = None) -> str:
+    return f"{n} {word if n == 1 else (many or word + 's')}"
+
+
+def short_path(path: str) -> str:
+    """Relative to the current directory when that is shorter."""
+    try:
+        rel = os.path.relpath(path)
+    except ValueError:
+        return path
+    return rel if len(rel) < len(path) else path
+
+
+def shorten_nodeid(nodeid: str, width: int) -> str:
+    """Keep the end (the test name, then its class and file): ``…/test_x.py::T::test_y``.
+
+    The cut snaps forward to a ``/`` when one is near, so folder names are not cut in half.
+    """
+    if len(nodeid) <= width:
+        return nodeid
+    if width <= 1:
+        return "…"[:width]
+    tail = nodeid[len(nodeid) - width + 1 :]
+    slash = tail.find("/")
+    if 0 <= slash < len(tail) // 3:
+        return "…" + tail[slash:]
+    return "…" + tail
+
+
+def cut(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: max(0, width - 1)] + "…"
+
+
+def squeeze_cell(text: str, column: Column, width: int) -> str:
+    if column.squeeze == "end":
+        return shorten_nodeid(text, width)
+    return cut(text, width)
+
+
+# ------------------------------------------------------------ report sections
+
+
+def _status_words(run: RunInfo) -> str:
+    status = run["status"]
+    if status == INCOMPLETE:
+        return "incomplete (no end record: pytest was killed or crashed)"
+    name = run["exit_name"]
+    if name is None:
+        return status
+    if name == status:
+        return f"{status} (exit {run['exit_status']})"
+    return f"{status} ({name}, exit {run['exit_status']})"
+
+
+def _overview(report: Report) -> Section:
+    run, totals = report["run"], report["totals"]
+    workers = len(report["workers"])
+    dist = f", --dist {run['dist']}" if run["dist"] else ""
+    lines: list[Line] = [
+        (f"{plural(totals['tests'], 'test')}: {totals['summary']}",),
+        (
+            f"started {fmt_time(run['started'])} · wall {fmt_duration(run['wall'])} · "
+            f"{plural(workers, 'worker')}{dist}",
+        ),
+        (
+            f"parallel efficiency {fmt_percent(totals['efficiency'])}: "
+            f"{fmt_duration(totals['test_time'])} of test time on "
+            f"{plural(totals['slots'], 'worker slot')} × {fmt_duration(run['wall'])} wall",
+        ),
+    ]
+    where: list[str] = ["rootdir ", Code(run["rootdir"])]
+    if run["git_branch"] or run["git_commit"]:
+        commit = (run["git_commit"] or "")[:10]
+        where += [" · git ", Code(" @ ".join(p for p in (run["git_branch"], commit) if p))]
+    lines.append(tuple(where))
+    lines.append(("log ", Code(short_path(run["log"]))))
+    title: Line = ("testmon-live run ", Code(run["id"]), f": {_status_words(run)}")
+    return Section(title, [Prose(lines)])
+
+
+_WORKER_COLUMNS = (
+    Column("worker", code=True),
+    Column("tests", right=True),
+    Column("failed", right=True),
+    Column("busy", right=True),
+    Column("busy share"),
+    Column("setup", right=True),
+    Column("call", right=True),
+    Column("teardown", right=True),
+    Column("state"),
+)
+
+
+def _workers_section(report: Report) -> Section | None:
+    rows = [
+        (
+            w["id"],
+            str(w["tests"]),
+            str(w["failures"]),
+            fmt_duration(w["busy"]),
+            share_bar(w["busy_share"]),
+            fmt_duration(w["setup"]),
+            fmt_duration(w["call"]),
+            fmt_duration(w["teardown"]),
+            w["state"],
+        )
+        for w in report["workers"]
+    ]
+    if not rows:
+        return None
+    note: Line = ("busy share: seconds in tests / wall time of the run",)
+    return Section(("Workers",), [Table(_WORKER_COLUMNS, rows), Prose([note])])
+
+
+def _slowest_section(report: Report) -> Section | None:
+    columns = (
+        Column("duration", right=True),
+        Column("worker", code=True),
+        Column("outcome"),
+        Column("test", squeeze="end", code=True),
+    )
+    rows = [
+        (fmt_duration(t["duration"]), t["worker"], t["outcome"], t["nodeid"])
+        for t in report["slowest"]
+    ]
+    return Section(("Slowest tests",), [Table(columns, rows)]) if rows else None
+
+
+def _per_worker_words(fixture: FixtureRow) -> str:
+    workers = len(fixture["workers"])
+    return f"set up once per worker: {fixture['count']}x on {workers} workers"
+
+
+def _fixture_note(fixture: FixtureRow) -> str:
+    notes = ["once per worker"] if fixture["duplicated"] else []
+    if fixture["errors"]:
+        notes.append(plural(fixture["errors"], "error"))
+    return ", ".join(notes)
+
+
+def _fixtures_section(report: Report) -> Section | None:
+    fixtures = report["fixtures"]
+    if not fixtures:
+        return None
+    columns = (
+        Column("fixture", squeeze="start", code=True),
+        Column("scope"),
+        Column("runs", right=True),
+        Column("workers", right=True),
+        Column("setup total", right=True),
+        Column("max", right=True),
+        Column("teardown", right=True),
+        Column("note"),
+    )
+    rows = [
+        (
+            f["name"],
+            f["scope"],
+            str(f["count"]),
+            str(len(f["workers"])),
+            fmt_duration(f["setup_total"]),
+            fmt_duration(f["setup_max"]),
+            fmt_duration(f["teardown_total"]),
+            _fixture_note(f),
+        )
+        for f in fixtures
+    ]
+    blocks: list[Block] = [Table(columns, rows)]
+    duplicated: list[Line] = [
+        (
+            Code(f["name"]),
+            f" ({f['scope']} scope) {_per_worker_words(f)}, "
+            f"{fmt_duration(f['setup_total'])} of setup in all",
+        )
+        for f in fixtures
+        if f["duplicated"]
+    ]
+    if duplicated:
+        blocks.append(Bullets(duplicated, warn=True))
+    return Section(("Fixtures by setup time",), blocks)
+
+
+def _failures_section(report: Report) -> Section | None:
+    failures = report["failures"]
+    if not failures:
+        return None
+    columns = (
+        Column("outcome"),
+        Column("test", squeeze="end", code=True),
+        Column("worker", code=True),
+        Column("phase"),
+        Column("message", below=True),
+    )
+    rows = [
+        (
+            "CRASHED" if f["crashed"] else f["outcome"].upper(),
+            f["nodeid"],
+            f["worker"],
+            f["phase"] or "",
+            first_line(f["message"]),
+        )
+        for f in failures
+    ]
+    failing = report["totals"]["failing"]
+    count = f"{len(failures)} of {failing}" if failing > len(failures) else str(len(failures))
+    return Section((f"Failures ({count})",), [Table(columns, rows)])
+
+
+def _exit_words(crash: CrashRow) -> str:
+    if crash["signal"]:
+        return f"signal {crash['signal']}"
+    if crash["exit_code"] is not None:
+        return f"exit code {crash['exit_code']}"
+    return crash["note"] or "exit unknown"
+
+
+def _crashes_section(report: Report) -> Section | None:
+    columns = (
+        Column("worker", code=True),
+        Column("test", squeeze="end", code=True),
+        Column("exit"),
+        Column("error", below=True),
+    )
+    rows = [
+        (c["worker"], c["test"] or "(between tests)", _exit_words(c), first_line(c["error"]))
+        for c in report["crashes"]
+    ]
+    return Section((f"Worker crashes ({len(rows)})",), [Table(columns, rows)]) if rows else None
+
+
+def _stall_lines(stall: StallRow) -> list[Line]:
+    what = "stalled" if stall["reason"] == "stall" else f"stacks ({stall['reason']})"
+    first: list[str] = [Code(stall["worker"]), f" {what} after {fmt_duration(stall['elapsed'])}"]
+    if stall["phase"]:
+        first.append(f" in {stall['phase']}")
+    if stall["fixture"]:
+        first += [", fixture ", Code(stall["fixture"])]
+    if stall["duration"] is not None:
+        first.append(f", {fmt_duration(stall['duration'])} in all")
+    lines: list[Line] = [tuple(first)]
+    if stall["test"]:
+        lines.append(("test ", Code(stall["test"])))
+    if stall["location"]:
+        lines.append(("at ", Code(stall["location"])))
+    return lines
+
+
+_THREAD_COLUMNS = (
+    Column("thread", code=True),
+    Column("verdict"),
+    Column("blocked in", squeeze="start", code=True),
+    Column("where", squeeze="start", code=True),
+)
+
+
+def _stalls_section(report: Report) -> Section | None:
+    stalls = report["stalls"]
+    if not stalls:
+        return None
+    blocks: list[Block] = []
+    for stall in stalls:
+        blocks.append(Prose(_stall_lines(stall)))
+        rows = [
+            (t["name"], t["verdict"], t["detail"] or "", t["where"] or "") for t in stall["threads"]
+        ]
+        rows += [
+            (f"  task {k['name']}", "await", k["awaiting"] or "", k["where"] or "")
+            for t in stall["threads"]
+            for k in t["tasks"]
+        ]
+        if rows:
+            blocks.append(Table(_THREAD_COLUMNS, rows))
+    return Section((f"Stalls ({len(stalls)})",), blocks)
+
+
+def _unresponsive_section(report: Report) -> Section | None:
+    columns = (
+        Column("worker", code=True),
+        Column("silent for", right=True),
+        Column("test", squeeze="end", code=True),
+        Column("recovered"),
+    )
+    rows = [
+        (u["worker"], fmt_duration(u["silent"]), u["test"] or "", "yes" if u["recovered"] else "no")
+        for u in report["unresponsive"]
+    ]
+    if not rows:
+        return None
+    return Section(("Unresponsive workers (no heartbeat)",), [Table(columns, rows)])
+
+
+def _fail_words(lock: LockRow) -> str:
+    """Failed acquisitions, with how many were timed-out waits and refused try-locks."""
+    if not lock["failures"]:
+        return ""
+    parts = [f"{n} {what}" for n, what in ((lock["timeouts"], "timed out"),
+             (lock["refused"], "refused")) if n]  # fmt: skip
+    return f"{lock['failures']} ({', '.join(parts)})" if parts else str(lock["failures"])
+
+
+def _holders_words(lock: LockRow) -> str:
+    return ", ".join(f"{h['worker']} ×{h['count']}" for h in lock["holders"])
+
+
+def _locks_section(report: Report) -> Section | None:
+    locks = report["locks"]
+    if not locks:
+        return None
+    columns = (
+        Column("lock", squeeze="end", code=True),
+        Column("taken", right=True),
+        Column("waited", right=True),
+        Column("wait total", right=True),
+        Column("wait max", right=True),
+        Column("max hold", right=True),
+        Column("fail", right=True),
+        Column("top holders", squeeze="start"),
+    )
+    rows = [
+        (
+            f"{lock['kind']}:{lock['key']}",
+            str(lock["acquisitions"]),
+            str(lock["contended"]),
+            fmt_duration(lock["total_wait"]),
+            fmt_duration(lock["max_wait"]),
+            fmt_duration(lock["longest_hold"]),
+            _fail_words(lock),
+            _holders_words(lock),
+        )
+        for lock in locks
+    ]
+    at_end: list[Line] = []
+    for lock in locks:
+        name = Code(f"{lock['kind']}:{lock['key']}")
+        at_end += [(name, f" still held by {h['worker']} at the end") for h in lock["held_at_end"]]
+        at_end += [(name, f" still awaited by {h['worker']}") for h in lock["waiting_at_end"]]
+    blocks: list[Block] = [Table(columns, rows)]
+    if at_end:
+        blocks.append(Bullets(at_end, warn=True))
+    note: Line = (
+        "taken: acquisitions; waited: acquisitions that had to wait; fail: acquisitions that "
+        "failed, timed-out waits (their wait counted) and refused try-locks included",
+    )
+    blocks.append(Prose([note]))
+    return Section(("Locks",), blocks)
+
+
+def _migration_result(row: MigrationRow) -> str:
+    if not row["finished"]:
+        return "unfinished"
+    return "error" if row["error"] else "ok"
+
+
+def _migration_races(migrations: list[MigrationRow]) -> list[Line]:
+    """One line per database that several workers migrated at overlapping times."""
+    racing: dict[str, set[str]] = {}
+    for m in migrations:
+        if m["concurrent_with"]:
+            racing.setdefault(m["url"], set()).update([m["worker"], *m["concurrent_with"]])
+    lines: list[Line] = []
+    for url, workers in racing.items():
+        names = sorted(workers, key=worker_sort_key)
+        who = ", ".join(names[:-1]) + " and " + names[-1]
+        if url:
+            lines.append((f"{who} migrated the same database ", Code(url), " at the same time"))
+        else:
+            lines.append((f"{who} migrated at the same time (database unknown)",))
+    return lines
+
+
+def _migrations_section(report: Report) -> Section | None:
+    migrations = report["migrations"]
+    if not migrations:
+        return None
+    columns = (
+        Column("worker", code=True),
+        Column("migration"),
+        Column("revisions", squeeze="start"),
+        Column("at", right=True),
+        Column("took", right=True),
+        Column("result"),
+        Column("database", squeeze="start", code=True),
+    )
+    rows = [
+        (
+            m["worker"],
+            f"{m['tool']} {m['op']}",
+            " → ".join(r for r in (m["from_rev"], m["to_rev"]) if r),
+            "+" + fmt_duration(m["offset"]),
+            fmt_duration(m["duration"]),
+            _migration_result(m),
+            m["url"],
+        )
+        for m in migrations
+    ]
+    races = _migration_races(migrations)
+    errors: list[Line] = [
+        (Code(m["worker"]), f" {m['tool']} {m['op']} failed: {first_line(m['error'])}")
+        for m in migrations
+        if m["error"]
+    ]
+    blocks: list[Block] = [Table(columns, rows)]
+    if races or errors:
+        blocks.append(Bullets(races + errors, warn=True))
+    return Section(("Migrations",), blocks)
+
+
+def _containers_section(report: Report) -> Section | None:
+    containers = report["containers"]
+    if not containers:
+        return None
+    columns = (
+        Column("image", squeeze="start", code=True),
+        Column("container", code=True),
+        Column("owner", code=True),
+        Column("startup", right=True),
+        Column("state"),
+        Column("used by", squeeze="start"),
+        Column("starts of image", right=True),
+    )
+    rows = [
+        (
+            c["image"] or "?",
+            c["name"] or c["cid"],
+            c["owner"] or "",
+            fmt_duration(c["startup"]),
+            c["state"],
+            ", ".join(c["users"]),
+            str(c["image_starts"]),
+        )
+        for c in containers
+    ]
+    blocks: list[Block] = [Table(columns, rows)]
+    repeated = _repeated_images(containers)
+    if repeated:
+        blocks.append(Bullets(repeated, warn=True))
+    trouble = _container_trouble(containers)
+    if trouble:
+        blocks.append(Bullets(trouble, warn=True))
+    return Section(("Containers",), blocks)
+
+
+def _started_by(c: ContainerRow) -> str:
+    where = f" in {c['test']}" if c["test"] else ""
+    fixture = f" (fixture {c['fixture']})" if c["fixture"] else ""
+    return f"started by {c['owner'] or '?'}{where}{fixture}"
+
+
+def _container_trouble(containers: list[ContainerRow]) -> list[Line]:
+    """Failures, deaths, leaks and shared containers torn down under their users."""
+    lines: list[Line] = []
+    for c in containers:
+        label = c["name"] or c["cid"]
+        if c["failed_phase"] is not None or c["state"] == "failed":
+            wait = f" waiting for {c['wait']}" if c["wait"] else ""
+            lines.append(
+                (
+                    Code(label),
+                    f" failed at {c['failed_phase'] or '?'}{wait}: {first_line(c['error'])}"
+                    f" ({_started_by(c)})",
+                )
+            )
+        if c["died"]:
+            how = "OOM-killed" if c["state"] == "oom-killed" else f"exit code {c['exit_code']}"
+            running = ", ".join(f"{w} in {t}" for w, t in sorted(c["during"].items()))
+            lines.append(
+                (
+                    Code(label),
+                    f" died ({how}) while its owner still used it, {_started_by(c)}"
+                    + (f"; running then: {running}" if running else ""),
+                )
+            )
+        if c["leaked"]:
+            lines.append((Code(label), f" leaked: still there at the end, {_started_by(c)}"))
+        if c["health"] == "unhealthy":
+            lines.append((Code(label), f" unhealthy (its health check failed), {_started_by(c)}"))
+        if c["stopped_while_used"]:
+            lines.append(
+                (
+                    Code(label),
+                    f" stopped by {c['owner']} while {', '.join(c['stopped_while_used'])}"
+                    " still ran tests that used it",
+                )
+            )
+        if c["used_after_end"]:
+            lines.append(
+                (
+                    Code(label),
+                    f" looked up by {', '.join(c['used_after_end'])} after it had ended",
+                )
+            )
+        if c["removed_by"] == "engine":
+            lines.append((Code(label), " removed, but not by the worker that started it"))
+    return lines
+
+
+def _repeated_images(containers: list[ContainerRow]) -> list[Line]:
+    lines: list[Line] = []
+    seen: set[str] = set()
+    for c in containers:
+        image = c["image"]
+        if c["image_starts"] < 2 or image in seen:
+            continue
+        seen.add(image)
+        same = [o for o in containers if o["image"] == image]
+        owners = sorted({o["owner"] for o in same if o["owner"]}, key=worker_sort_key)
+        startup = sum(o["startup"] or 0.0 for o in same)
+        by = f" by {', '.join(owners)}" if owners else ""
+        lines.append(
+            (
+                Code(image),
+                f" started {c['image_starts']}x{by}, {fmt_duration(startup)} of startup in all",
+            )
+        )
+    return lines
+
+
+def _deadlocks_section(report: Report) -> Section | None:
+    items: list[Line] = []
+    for d in report["deadlocks"]:
+        cycle = " → ".join(
+            f"{e['worker']} holds {e['holds']}, waits for {e['waits_for']}" for e in d["cycle"]
+        )
+        items.append((first_line(d["text"]) or cycle,))
+    return Section(("Deadlocks",), [Bullets(items, warn=True)]) if items else None
+
+
+def _db_waits_section(report: Report) -> Section | None:
+    columns = (
+        Column("worker", code=True),
+        Column("waited", right=True),
+        Column("lock", squeeze="start"),
+        Column("blocked by", squeeze="start"),
+        Column("statement", below=True, code=True),
+    )
+    rows = [
+        (
+            d["worker"],
+            fmt_duration(d["waited"]),
+            d["lock"] or d["error"] or "",
+            d["blocked_by"] or "",
+            first_line(d["statement"]),
+        )
+        for d in report["db_waits"]
+    ]
+    return Section(("Database lock waits",), [Table(columns, rows)]) if rows else None
+
+
+def _dropped_section(report: Report) -> Section | None:
+    dropped = report["dropped"]
+    if not dropped:
+        return None
+    total = sum(d["count"] for d in dropped)
+    columns = (Column("worker", code=True), Column("kind"), Column("events", right=True))
+    rows = [(d["worker"], d["kind"], str(d["count"])) for d in dropped]
+    note: Line = (f"{plural(total, 'event')} never reached the log: this report may miss facts",)
+    return Section(("Dropped events",), [Prose([note]), Table(columns, rows)])
+
+
+def _skipped_section(report: Report) -> Section | None:
+    skipped = report["skipped_lines"]
+    if not skipped:
+        return None
+    columns = (Column("line", right=True), Column("reason", squeeze="start"))
+    rows = [(str(s["line"]), s["reason"]) for s in skipped]
+    note: Line = (f"the reader skipped {plural(len(skipped), 'line')} of the log:",)
+    return Section(("Skipped log lines",), [Prose([note]), Table(columns, rows)])
+
+
+def _notices_section(report: Report) -> Section | None:
+    items: list[Line] = [
+        (f"{n['level']}: ", f"{n['source']}: " if n["source"] else "", n["message"])
+        for n in report["notices"]
+    ]
+    return Section(("Monitor notices",), [Bullets(items)]) if items else None
+
+
+_SECTIONS = (
+    _workers_section,
+    _failures_section,
+    _crashes_section,
+    _stalls_section,
+    _unresponsive_section,
+    _deadlocks_section,
+    _slowest_section,
+    _fixtures_section,
+    _locks_section,
+    _db_waits_section,
+    _migrations_section,
+    _containers_section,
+    _dropped_section,
+    _skipped_section,
+    _notices_section,
+)
+
+
+def sections(report: Report) -> list[Section]:
+    """What the text and markdown reports say, in order; empty sections are left out."""
+    found = [_overview(report)]
+    for make in _SECTIONS:
+        section = make(report)
+        if section is not None:
+            found.append(section)
+    return found
+
+
+# ================================================================== rendering
+
+
+def render(report: Report, fmt: Format) -> str:
+    if fmt == "json":
+        return render_json(report)
+    if fmt == "markdown":
+        return render_markdown(sections(report))
+    return render_text(sections(report))
+
+
+def render_json(model: object) -> str:
+    return json.dumps(model, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+
+
+# ----------------------------------------------------------------------- text
+
+GAP = "  "
+INDENT = "  "
+MIN_SQUEEZED = 12
+MIN_CODE_KEPT = 32
+"""Code parts of prose (ids, paths) shorter than this are never shortened."""
+
+
+def _text_line(parts: Line, width: int) -> str:
+    """One line of prose; too long, its longest code parts (ids, paths) lose their start."""
+    flat = [p.replace("\n", " ") for p in parts]
+    over = sum(map(len, flat)) - width
+    codes = sorted(
+        (i for i, p in enumerate(parts) if isinstance(p, Code)), key=lambda i: -len(flat[i])
+    )
+    for i in codes:
+        if over <= 0:
+            break
+        keep = max(MIN_CODE_KEPT, len(flat[i]) - over)
+        if keep < len(flat[i]):
+            over -= len(flat[i]) - keep
+            flat[i] = shorten_nodeid(flat[i], keep)
+    return cut("".join(flat), width)
+
+
+def _fit(widths: list[int], columns: Sequence[Column], budget: int) -> list[int]:
+    """Shrink squeezable columns, widest first, until the row fits ``budget``."""
+    widths = list(widths)
+    floors = [
+        min(w, max(MIN_SQUEEZED, len(c.title))) if c.squeeze else w
+        for c, w in zip(columns, widths, strict=True)
+    ]
+    while (over := sum(widths) - budget) > 0:
+        candidates = [i for i, w in enumerate(widths) if w > floors[i]]
+        if not candidates:
+            break
+        widest = max(candidates, key=lambda i: widths[i])
+        second = max((widths[i] for i in candidates if i != widest), default=0)
+        target = max(floors[widest], second, widths[widest] - over)
+        widths[widest] = min(target, widths[widest] - 1)
+    return widths
+
+
+def _pad(text: str, width: int, right: bool) -> str:
+    return text.rjust(width) if right else text.ljust(width)
+
+
+def text_table(table: Table, width: int = WIDTH, indent: str = INDENT) -> list[str]:
+    """Aligned columns in ``width``; ``below`` cells go on their own line under their row."""
+    inline = [i for i, c in enumerate(table.columns) if not c.below]
+    below = [i for i, c in enumerate(table.columns) if c.below]
+    columns = [table.columns[i] for i in inline]
+    rows = [[cell.replace("\n", " ") for cell in row] for row in table.rows]
+    natural = [
+        max([len(c.title), *(len(r[i]) for r in rows)])
+        for i, c in zip(inline, columns, strict=True)
+    ]
+    budget = width - len(indent) - len(GAP) * (len(columns) - 1)
+    widths = _fit(natural, columns, budget)
+    head = (_pad(c.title, w, c.right) for c, w in zip(columns, widths, strict=True))
+    lines = [indent + GAP.join(head).rstrip()]
+    for row in rows:
+        cells = (
+            _pad(squeeze_cell(row[i], c, w) if len(row[i]) > w else row[i], w, c.right)
+            for i, c, w in zip(inline, columns, widths, strict=True)
+        )
+        lines.append(cut(indent + GAP.join(cells).rstrip(), width))
+        lines.extend(cut(indent * 3 + row[i], width) for i in below if row[i])
+    return lines
+
+
+def _text_block(block: Block, width: int) -> list[str]:
+    if isinstance(block, Table):
+        return text_table(block, width)
+    if isinstance(block, Verbatim):
+        return [INDENT + line for line in block.lines]
+    if isinstance(block, Bullets):
+        mark = "! " if block.warn else "- "
+        return [_text_line((INDENT, mark, *item), width) for item in block.items]
+    return [_text_line((INDENT, *line), width) for line in block.lines]
+
+
+def render_text(found: Sequence[Section], width: int = WIDTH) -> str:
+    out: list[str] = []
+    for number, section in enumerate(found):
+        if number:
+            out.append("")
+        out.append(_text_line(section.title, width))
+        for block in section.blocks:
+            out.extend(_text_block(block, width))
+    return "\n".join(out) + "\n"
+
+
+# ------------------------------------------------------------------- markdown
+
+MD_CELL = 120
+"""Markdown cells that may shrink are cut to this length (a CI summary stays concise)."""
+_MD_SPECIAL = frozenset("\\`*_[]<>|#~")
+
+
+def md_escape(text: str) -> str:
+    flat = text.replace("\r", " ").replace("\n", " ")
+    return "".join("\\" + ch if ch in _MD_SPECIAL else ch for ch in flat)
+
+
+def md_code(text: str, in_table: bool = False) -> str:
+    flat = text.replace("\r", " ").replace("\n", " ")
+    if not flat:
+        return ""
+    fence = "``" if "`" in flat else "`"
+    body = flat.replace("|", "\\|") if in_table else flat
+    pad = " " if fence == "``" or body.startswith("`") or body.endswith("`") else ""
+    return f"{fence}{pad}{body}{pad}{fence}"
+
+
+def _md_parts(parts: Line, in_table: bool = False) -> str:
+    return "".join(
+        md_code(p, in_table) if isinstance(p, Code) else md_escape(p) for p in parts if p
+    )
+
+
+def _md_cell(text: str, column: Column) -> str:
+    shown = squeeze_cell(text, column, MD_CELL) if column.squeeze and len(text) > MD_CELL else text
+    return md_code(shown, in_table=True) if column.code else md_escape(shown)
+
+
+def markdown_table(table: Table) -> list[str]:
+    columns = table.columns
+    head = "| " + " | ".join(md_escape(c.title) for c in columns) + " |"
+    rule = "|" + "|".join(" ---: " if c.right else " --- " for c in columns) + "|"
+    body = [
+        "| " + " | ".join(_md_cell(cell, c) for cell, c in zip(row, columns, strict=True)) + " |"
+        for row in table.rows
+    ]
+    return [head, rule, *body]
+
+
+def _md_block(block: Block) -> list[str]:
+    if isinstance(block, Table):
+        return markdown_table(block)
+    if isinstance(block, Verbatim):
+        return ["```", *block.lines, "```"]
+    if isinstance(block, Bullets):
+        mark = "- ⚠️ " if block.warn else "- "
+        return [mark + _md_parts(item) for item in block.items]
+    return ["  \n".join(_md_parts(line) for line in block.lines)]
+
+
+def render_markdown(found: Sequence[Section]) -> str:
+    out: list[str] = []
+    for number, section in enumerate(found):
+        out.append(("### " if number == 0 else "#### ") + _md_parts(section.title))
+        for block in section.blocks:
+            out.append("")
+            out.extend(_md_block(block))
+        out.append("")
+    return "\n".join(out)
+
+
+# ===================================================================== runs
+
+# The result cell lists failures and errors first: if it must be cut, passes go first.
+_RUNS_COLUMNS = (
+    Column("run", code=True),
+    Column("started"),
+    Column("wall", right=True),
+    Column("-n", right=True),
+    Column("status"),
+    Column("result", squeeze="start"),
+)
+
+
+def _status_cell(run: RunRow) -> str:
+    words = [run["status"]]
+    if run["crashes"]:
+        words.append(plural(run["crashes"], "crash", "crashes"))
+    if run["stalls"]:
+        words.append(plural(run["stalls"], "stall"))
+    return ", ".join(words)
+
+
+def runs_sections(model: RunsModel) -> list[Section]:
+    rows = [
+        (
+            r["id"],
+            time.strftime("%b %d %H:%M", time.localtime(r["started"])),
+            fmt_duration(r["wall"]),
+            str(r["workers"]),
+            _status_cell(r),
+            pytest_summary(r["counts"], PROBLEMS_FIRST),
+        )
+        for r in model["runs"]
+    ]
+    where = Code(shorten_nodeid(short_path(model["dir"]), 50))
+    title: Line = (f"{plural(len(rows), 'run')} in ", where, ", newest first (-n: workers)")
+    blocks: list[Block] = [Table(_RUNS_COLUMNS, rows)] if rows else []
+    unlisted: list[Line] = [
+        (Code(Path(u["log"]).name), ": not listed: ", u["error"].replace(u["log"], "it"))
+        for u in model["unlisted"]
+    ]
+    if unlisted:
+        blocks.append(Bullets(unlisted, warn=True))
+    return [Section(title, blocks)]
+
+
+def render_runs(model: RunsModel, fmt: Format) -> str:
+    if fmt == "json":
+        return render_json(model)
+    if fmt == "markdown":
+        return render_markdown(runs_sections(model))
+    return render_text(runs_sections(model))

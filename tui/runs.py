@@ -1,0 +1,1189 @@
+"""The runs on disk: which exist, which one a user means, what each one says.
+
+``testmon runs`` must stay fast on many logs: a finished log ends with a
+:class:`~testmon_live.plugin.events.RunFinished` record that already carries the counts,
+so a summary reads the header line and the last line (seeking from the end) and folds
+the whole log only when there is no end record (a live, killed or crashed run).
+``testmon report`` folds the whole log through :class:`~testmon_live.plugin.state.RunState`.
+
+Both are turned into plain dicts here, the *models* that ``--format json`` prints as they
+are (documented in ``docs/report-json.md``): :func:`build_report` is the one place where
+the content of a report is decided, :func:`build_runs` the one for the list of runs.
+Nothing here renders text: :mod:`.report` does, from these same dicts.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import TypedDict
+
+import msgspec
+
+from testmon_live.plugin import events as ev
+from testmon_live.plugin.runlog import (
+    LOG_SUFFIX,
+    RUNS_DIR,
+    MonitorDir,
+    RunLogError,
+    check_header,
+    iter_log,
+    live_runs,
+)
+from testmon_live.plugin.state import SLOWEST_KEPT, LockStats, RunState, WorkerView
+
+HEADER_LIMIT = 16 * 1024 * 1024
+"""Longest header line read (it carries the environment, so it can be long)."""
+TAIL_CHUNK = 64 * 1024
+TAIL_LIMIT = 4 * 1024 * 1024
+"""Longest last line looked for before giving up and folding the whole log."""
+
+REPORT_VERSION = 1
+"""``report_version`` of the report model; bumped only when a key changes meaning or goes."""
+RUNS_VERSION = 1
+DEFAULT_TOP = 10
+MAX_TOP = SLOWEST_KEPT
+"""The fold keeps this many slowest tests; ``--top`` cannot ask for more."""
+PYTEST_ORDER = (
+    *("failed", "passed", "skipped", "deselected"),
+    *("xfailed", "xpassed", "warnings", "error"),
+)
+"""pytest's order for its summary line (``terminal.py`` KNOWN_TYPES)."""
+PROBLEMS_FIRST = ("failed", "error", "xpassed", "passed", "skipped", "xfailed", "deselected")
+"""Order for a summary that may be cut short (the runs list): what went wrong first."""
+MIN_SHOWN = 0.005
+"""Slowest tests and fixture costs under this many seconds are left out (pytest's own
+``--durations-min`` default): a list of sub-millisecond tests says nothing."""
+COUNT_KEYS = ("passed", "failed", "error", "skipped", "xfailed", "xpassed")
+"""Always present in the JSON ``counts`` (0 when none)."""
+
+RUNNING = "running"
+FINISHED = "finished"
+INTERRUPTED = "interrupted"
+CRASHED = "crashed"
+INCOMPLETE = "incomplete"
+STATUSES = (RUNNING, FINISHED, INTERRUPTED, CRASHED, INCOMPLETE)
+STATUS_HELP = {
+    RUNNING: "its pytest is still running (a live hub is listening)",
+    FINISHED: "the run ended normally (whatever its tests did)",
+    INTERRUPTED: "the run was interrupted (Ctrl-C, -x, a session-level failure)",
+    CRASHED: "pytest stopped with an internal or usage error",
+    INCOMPLETE: "the log has no end record and its pytest is gone: killed or crashed",
+}
+
+
+def record_hint(mdir: MonitorDir) -> str:
+    """Where we looked, and how to get something to look at."""
+    if not mdir.root.is_dir():
+        where = f"no monitor folder at {mdir.root}"
+        if not os.environ.get("TESTMON_DIR"):
+            where = f"no .testmon folder from {Path.cwd()} upwards"
+        return f"{where}: record a run with `pytest --monitor`, or point --dir at a .testmon folder"
+    return f"no recorded runs in {mdir.runs}: record one with `pytest --monitor`"
+
+
+# ----------------------------------------------------------------- reading lines
+
+
+class _HeaderPeek(msgspec.Struct):
+    """Just enough of a first line to tell a newer schema from garbage."""
+
+    t: str = ""
+    schema: int = 0
+    run_id: str = ""
+
+
+def read_header(path: Path) -> ev.RunStarted:
+    """The header of a log, with a clear :class:`RunLogError` for anything else.
+
+    A header of a newer schema is recognised even when its fields changed so much that
+    this build cannot decode it (it then says "upgrade", not "not a run log").
+    """
+    try:
+        with path.open("rb") as handle:
+            first = handle.readline(HEADER_LIMIT)
+    except OSError as exc:
+        raise RunLogError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if not first.strip():
+        raise RunLogError(f"{path} is empty: not a testmon-live run log")
+    try:
+        peek = msgspec.json.decode(first, type=_HeaderPeek)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise RunLogError(f"{path} is not a testmon-live run log (line 1: {exc})") from None
+    if peek.t == "run" and peek.schema > ev.SCHEMA_VERSION:
+        check_header(ev.RunStarted(schema=peek.schema, run_id=peek.run_id, rootdir=""), str(path))
+    try:
+        header = ev.decode_event(first)
+    except ev.DecodeError as exc:
+        raise RunLogError(f"{path} is not a testmon-live run log (line 1: {exc})") from None
+    return check_header(header, str(path))
+
+
+def read_last_event(path: Path) -> ev.Event | None:
+    """The event on the last complete line, read from the end; None if there is none."""
+    with path.open("rb") as handle:
+        size = handle.seek(0, os.SEEK_END)
+        if size == 0:
+            return None
+        handle.seek(size - 1)
+        if handle.read(1) != b"\n":
+            return None  # torn last line: the run was killed or is still writing
+        end = size - 1
+        tail = b""
+        while end > 0 and len(tail) < TAIL_LIMIT:
+            start = max(0, end - TAIL_CHUNK)
+            handle.seek(start)
+            tail = handle.read(end - start) + tail
+            end = start
+            cut = tail.rfind(b"\n")
+            if cut >= 0:
+                tail = tail[cut + 1 :]
+                break
+        else:
+            if end > 0:
+                return None
+    try:
+        return ev.decode_event(tail)
+    except ev.DecodeError:
+        return None
+
+
+# -------------------------------------------------------------------- resolving
+
+
+def live_ids(mdir: MonitorDir) -> set[str]:
+    """Ids of the runs whose hub is up now."""
+    return {run.run_id for run in live_runs(mdir)}
+
+
+def monitor_dir_of(path: Path, fallback: MonitorDir) -> MonitorDir:
+    """The monitor folder a log lives in (``<dir>/runs/<id>.jsonl``), else ``fallback``."""
+    if path.parent.name == RUNS_DIR:
+        return MonitorDir(path.parent.parent)
+    return fallback
+
+
+def newest_log(mdir: MonitorDir) -> Path:
+    """The log of the run that started last, by its header (ids sort only to the second)."""
+    logs = mdir.logs()
+    if not logs:
+        raise RunLogError(record_hint(mdir))
+    best: tuple[float, str] | None = None
+    newest = logs[-1]
+    for path in logs:
+        try:
+            started = read_header(path).ts
+        except RunLogError:
+            continue
+        key = (started, path.name)
+        if best is None or key > best:
+            best, newest = key, path
+    return newest
+
+
+def resolve_run(mdir: MonitorDir, spec: str) -> Path:
+    """A run given as id, unique id prefix, ``latest``, or path of a log file."""
+    if spec == "latest":
+        return newest_log(mdir)
+    looks_like_path = spec.endswith(LOG_SUFFIX) or "/" in spec or os.sep in spec
+    if not looks_like_path and not mdir.logs():
+        if Path(spec).is_file():
+            return Path(spec)
+        raise RunLogError(record_hint(mdir))
+    return mdir.resolve(spec)
+
+
+# -------------------------------------------------------------------- summaries
+
+
+def status_of(state: RunState, live: bool) -> str:
+    """One of :data:`STATUSES`; a log without an end record is running only if its hub is."""
+    if state.end is None:
+        return RUNNING if live else INCOMPLETE
+    return state.status
+
+
+def worker_sort_key(wid: str) -> tuple[tuple[int, str], ...]:
+    """Natural order: gw2 before gw10."""
+    return tuple((int(p), "") if p.isdigit() else (0, p) for p in re.split(r"(\d+)", wid) if p)
+
+
+def active_workers(state: RunState) -> list[WorkerView]:
+    """Workers that took part (the ones the hub lists in its end record), in natural order."""
+    found = [
+        w for w in state.workers.values() if w.id and (w.pid or w.tests or w.crash is not None)
+    ]
+    return sorted(found, key=lambda w: worker_sort_key(w.id))
+
+
+def stall_count(state: RunState) -> int:
+    """Stalls as the hub counts them: first samples of real stalls (not on-demand dumps)."""
+    return sum(1 for s in state.stalls if s.reason == "stall" and s.sample == 1)
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """One line of ``testmon runs``."""
+
+    run_id: str
+    path: Path
+    started: float
+    wall: float
+    workers: int
+    tests: int
+    counts: dict[str, int]
+    crashes: int
+    stalls: int
+    status: str
+    exit_status: int | None
+    exit_name: str | None
+    folded: bool
+    """True when the whole log was read (it had no end record)."""
+
+
+@dataclass(frozen=True)
+class Unlisted:
+    """A file in the runs folder that is not a readable log (and why)."""
+
+    path: Path
+    error: str
+
+
+@dataclass
+class RunListing:
+    mdir: MonitorDir
+    runs: list[RunSummary] = field(default_factory=list)
+    """Newest first."""
+    unlisted: list[Unlisted] = field(default_factory=list)
+
+
+def _from_end(path: Path, header: ev.RunStarted, end: ev.RunFinished) -> RunSummary:
+    state = RunState(detail=False)
+    state.apply(header)
+    state.apply(end)
+    return RunSummary(
+        run_id=header.run_id,
+        path=path,
+        started=header.ts,
+        wall=state.wall(),
+        workers=len(end.workers),
+        tests=end.tests,
+        counts=dict(end.counts),
+        crashes=end.crashes,
+        stalls=end.stalls,
+        status=state.status,
+        exit_status=end.exitstatus,
+        exit_name=end.status,
+        folded=False,
+    )
+
+
+def _from_fold(path: Path, state: RunState, live: bool) -> RunSummary:
+    end = state.end
+    return RunSummary(
+        run_id=state.run_id or path.name.removesuffix(LOG_SUFFIX),
+        path=path,
+        started=state.started,
+        wall=state.wall(),
+        workers=len(active_workers(state)),
+        tests=state.tests_done,
+        counts=dict(state.counts),
+        crashes=len(state.crashes),
+        stalls=stall_count(state),
+        status=status_of(state, live),
+        exit_status=end.exitstatus if end else None,
+        exit_name=end.status if end else None,
+        folded=True,
+    )
+
+
+def summarize(path: Path, live: set[str]) -> RunSummary:
+    """Header + last line when the run finished; the whole log folded otherwise."""
+    header = read_header(path)
+    try:
+        last = read_last_event(path)
+    except OSError as exc:
+        raise RunLogError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if isinstance(last, ev.RunFinished):
+        return _from_end(path, header, last)
+    state = RunState(detail=False).apply_all(iter_log(path, []))
+    return _from_fold(path, state, header.run_id in live)
+
+
+def _summary_or_why(path: Path, live: set[str]) -> RunSummary | Unlisted:
+    try:
+        return summarize(path, live)
+    except (RunLogError, OSError) as exc:
+        return Unlisted(path, str(exc))
+
+
+def list_runs(mdir: MonitorDir) -> RunListing:
+    """Every log of ``mdir``, newest first; files that are not logs are set aside with why."""
+    listing = RunListing(mdir)
+    live = live_ids(mdir)
+    for path in mdir.logs():
+        found = _summary_or_why(path, live)
+        if isinstance(found, RunSummary):
+            listing.runs.append(found)
+        else:
+            listing.unlisted.append(found)
+    listing.runs.sort(key=lambda r: (r.started, r.run_id), reverse=True)
+    return listing
+
+
+# ---------------------------------------------------------------------- loading
+
+
+@dataclass
+class LoadedRun:
+    """A whole log folded, for a report."""
+
+    path: Path
+    state: RunState
+    status: str
+
+
+def load_run(path: Path, mdir: MonitorDir) -> LoadedRun:
+    """Fold a log; the reader's skipped lines land in ``state.problems``."""
+    header = read_header(path)
+    problems: list[tuple[int, str]] = []
+    state = RunState(detail=False).apply_all(iter_log(path, problems))
+    state.problems = problems
+    live = header.run_id in live_ids(monitor_dir_of(path, mdir))
+    return LoadedRun(path=path, state=state, status=status_of(state, live))
+
+
+# =============================================================== the report model
+
+
+class RunInfo(TypedDict):
+    id: str
+    log: str
+    status: str
+    exit_status: int | None
+    exit_name: str | None
+    started: float
+    started_at: str
+    wall: float
+    rootdir: str
+    args: list[str]
+    hostname: str
+    python: str
+    platform: str
+    git_branch: str | None
+    git_commit: str | None
+    workers_requested: int
+    dist: str
+    monitor_version: str
+    log_schema: int
+
+
+class Totals(TypedDict):
+    tests: int
+    failing: int
+    counts: dict[str, int]
+    summary: str
+    test_time: float
+    slots: int
+    efficiency: float
+
+
+class WorkerRow(TypedDict):
+    id: str
+    host: str
+    pid: int | None
+    tests: int
+    failures: int
+    busy: float
+    busy_share: float
+    setup: float
+    call: float
+    teardown: float
+    state: str
+
+
+class SlowTest(TypedDict):
+    nodeid: str
+    worker: str
+    outcome: str
+    duration: float
+    setup: float
+    call: float
+    teardown: float
+
+
+class FixtureRow(TypedDict):
+    name: str
+    scope: str
+    baseid: str
+    count: int
+    workers: list[str]
+    setup_total: float
+    setup_max: float
+    teardown_total: float
+    errors: int
+    duplicated: bool
+
+
+class FailureRow(TypedDict):
+    nodeid: str
+    worker: str
+    outcome: str
+    phase: str | None
+    message: str | None
+    crashed: bool
+
+
+class CrashRow(TypedDict):
+    worker: str
+    test: str | None
+    exit_code: int | None
+    signal: str | None
+    error: str
+    note: str | None
+    at: float
+
+
+class TaskRow(TypedDict):
+    name: str
+    coro: str
+    awaiting: str | None
+    where: str | None
+
+
+class ThreadRow(TypedDict):
+    name: str
+    verdict: str
+    detail: str | None
+    where: str | None
+    daemon: bool
+    tasks: list[TaskRow]
+
+
+class StallRow(TypedDict):
+    worker: str
+    reason: str
+    test: str | None
+    phase: str
+    fixture: str | None
+    elapsed: float
+    location: str | None
+    at: float
+    threads: list[ThreadRow]
+    duration: float | None
+    samples: int
+
+
+class UnresponsiveRow(TypedDict):
+    worker: str
+    silent: float
+    test: str | None
+    recovered: bool
+    at: float
+
+
+class HolderCount(TypedDict):
+    worker: str
+    count: int
+    kept_waiting: int
+
+
+class HeldRow(TypedDict):
+    worker: str
+    test: str | None
+    since: float
+
+
+class LockRow(TypedDict):
+    kind: str
+    key: str
+    acquisitions: int
+    contended: int
+    total_wait: float
+    max_wait: float
+    longest_hold: float
+    failures: int
+    timeouts: int
+    refused: int
+    holders: list[HolderCount]
+    held_at_end: list[HeldRow]
+    waiting_at_end: list[HeldRow]
+
+
+class MigrationRow(TypedDict):
+    worker: str
+    tool: str
+    op: str
+    url: str
+    from_rev: str | None
+    to_rev: str | None
+    start: float
+    offset: float
+    duration: float | None
+    finished: bool
+    error: str | None
+    test: str | None
+    fixture: str | None
+    concurrent_with: list[str]
+
+
+class ContainerRow(TypedDict):
+    cid: str
+    image: str
+    name: str
+    owner: str | None
+    state: str
+    startup: float | None
+    phases: dict[str, float]
+    users: list[str]
+    image_starts: int
+    ports: dict[str, str]
+    exit_code: int | None
+    health: str | None
+    error: str | None
+    test: str | None
+    fixture: str | None
+    wait: str | None
+    failed_phase: str | None
+    died: bool
+    during: dict[str, str]
+    leaked: bool
+    removed_by: str | None
+    stopped_while_used: list[str]
+    used_after_end: list[str]
+
+
+class EdgeRow(TypedDict):
+    worker: str
+    holds: str
+    waits_for: str
+    test: str | None
+
+
+class DeadlockRow(TypedDict):
+    at: float
+    text: str
+    cycle: list[EdgeRow]
+
+
+class DbWaitRow(TypedDict):
+    worker: str
+    dialect: str
+    url: str
+    statement: str
+    waited: float
+    lock: str | None
+    blocked_by: str | None
+    test: str | None
+    error: str | None
+
+
+class DroppedRow(TypedDict):
+    worker: str
+    kind: str
+    count: int
+
+
+class SkippedLine(TypedDict):
+    line: int
+    reason: str
+
+
+class NoticeRow(TypedDict):
+    level: str
+    source: str
+    message: str
+
+
+class Report(TypedDict):
+    """The report model: what ``--format json`` prints (see docs/report-json.md)."""
+
+    report_version: int
+    run: RunInfo
+    totals: Totals
+    workers: list[WorkerRow]
+    slowest: list[SlowTest]
+    fixtures: list[FixtureRow]
+    failures: list[FailureRow]
+    crashes: list[CrashRow]
+    stalls: list[StallRow]
+    unresponsive: list[UnresponsiveRow]
+    locks: list[LockRow]
+    migrations: list[MigrationRow]
+    containers: list[ContainerRow]
+    deadlocks: list[DeadlockRow]
+    db_waits: list[DbWaitRow]
+    dropped: list[DroppedRow]
+    skipped_lines: list[SkippedLine]
+    notices: list[NoticeRow]
+
+
+# -------------------------------------------------------------- model: numbers
+
+
+def _sec(value: float | None) -> float:
+    """Seconds as JSON wants them: finite, microsecond resolution."""
+    if value is None or not math.isfinite(value):
+        return 0.0
+    return round(value, 6)
+
+
+def _opt_sec(value: float | None) -> float | None:
+    return None if value is None else _sec(value)
+
+
+def _epoch(value: float) -> float:
+    return round(value, 3) if math.isfinite(value) else 0.0
+
+
+def _iso(ts: float) -> str:
+    if ts <= 0:
+        return ""
+    return datetime.fromtimestamp(ts).astimezone().isoformat(timespec="seconds")
+
+
+def _count_word(key: str, n: int) -> str:
+    if key == "error":
+        return "error" if n == 1 else "errors"
+    if key == "warnings":
+        return "warning" if n == 1 else "warnings"
+    return key
+
+
+def pytest_summary(counts: dict[str, int], order: Sequence[str] = PYTEST_ORDER) -> str:
+    """``1 failed, 7 passed, 1 skipped, 1 error``: pytest's own words, in its order."""
+    known = [k for k in order if counts.get(k)]
+    other = sorted(k for k, n in counts.items() if n and k not in order)
+    parts = [f"{counts[k]} {_count_word(k, counts[k])}" for k in (*known, *other)]
+    return ", ".join(parts) or "no tests ran"
+
+
+def _counts(counts: dict[str, int]) -> dict[str, int]:
+    """Every key of :data:`COUNT_KEYS` (0 when none), then any other non-zero category."""
+    found = dict.fromkeys(COUNT_KEYS, 0)
+    found.update({k: n for k, n in counts.items() if n})
+    return found
+
+
+# ------------------------------------------------------------- model: sections
+
+
+def _run_info(run: LoadedRun) -> RunInfo:
+    state = run.state
+    header = state.header
+    end = state.end
+    assert header is not None  # load_run only returns logs that start with a header
+    return {
+        "id": header.run_id,
+        "log": str(run.path.resolve()),
+        "status": run.status,
+        "exit_status": end.exitstatus if end else None,
+        "exit_name": end.status if end else None,
+        "started": _epoch(header.ts),
+        "started_at": _iso(header.ts),
+        "wall": _sec(state.wall()),
+        "rootdir": header.rootdir,
+        "args": list(header.args),
+        "hostname": header.hostname,
+        "python": header.python,
+        "platform": header.platform,
+        "git_branch": header.git_branch,
+        "git_commit": header.git_commit,
+        "workers_requested": header.workers,
+        "dist": header.dist,
+        "monitor_version": header.monitor_version,
+        "log_schema": header.schema,
+    }
+
+
+def _totals(state: RunState) -> Totals:
+    counts = _counts(dict(state.counts))
+    return {
+        "tests": state.tests_done,
+        "failing": state.outcomes["failed"] + state.outcomes["error"],
+        "counts": counts,
+        "summary": pytest_summary(counts),
+        "test_time": _sec(state.test_time),
+        "slots": state.slots(),
+        "efficiency": round(state.efficiency(), 4),
+    }
+
+
+def _workers(state: RunState) -> list[WorkerRow]:
+    wall = state.wall()
+    return [
+        {
+            "id": w.id,
+            "host": w.host,
+            "pid": w.pid,
+            "tests": w.tests,
+            "failures": w.failures,
+            "busy": _sec(w.busy),
+            "busy_share": round(min(1.0, w.busy / wall), 4) if wall > 0 else 0.0,
+            "setup": _sec(w.setup_time),
+            "call": _sec(w.call_time),
+            "teardown": _sec(w.teardown_time),
+            "state": w.state,
+        }
+        for w in active_workers(state)
+    ]
+
+
+def _phase_time(test: ev.TestFinished, when: str) -> float:
+    return _sec(sum(p.dur for p in test.phases if p.when == when))
+
+
+def _slowest(state: RunState, top: int) -> list[SlowTest]:
+    return [
+        {
+            "nodeid": t.nodeid,
+            "worker": t.w,
+            "outcome": t.outcome,
+            "duration": _sec(t.duration),
+            "setup": _phase_time(t, "setup"),
+            "call": _phase_time(t, "call"),
+            "teardown": _phase_time(t, "teardown"),
+        }
+        for t in state.slowest(top)
+        if t.duration >= MIN_SHOWN
+    ]
+
+
+def _fixtures(state: RunState, top: int) -> list[FixtureRow]:
+    shown = [
+        f
+        for f in state.fixtures_by_cost()
+        if f.setup_total >= MIN_SHOWN or f.duplicated or f.errors
+    ]
+    return [
+        {
+            "name": f.name,
+            "scope": f.scope,
+            "baseid": f.baseid,
+            "count": f.count,
+            "workers": sorted(f.workers, key=worker_sort_key),
+            "setup_total": _sec(f.setup_total),
+            "setup_max": _sec(f.setup_max),
+            "teardown_total": _sec(f.teardown_total),
+            "errors": f.errors,
+            "duplicated": f.duplicated,
+        }
+        for f in shown[:top]
+    ]
+
+
+def _failed_phase(test: ev.TestFinished) -> str | None:
+    if test.failed_when:
+        return test.failed_when
+    for phase in test.phases:
+        if phase.outcome in ("failed", "error"):
+            return phase.when
+    return None
+
+
+def _failures(state: RunState) -> list[FailureRow]:
+    return [
+        {
+            "nodeid": t.nodeid,
+            "worker": t.w,
+            "outcome": t.outcome,
+            "phase": _failed_phase(t),
+            "message": t.message,
+            "crashed": t.crashed,
+        }
+        for t in state.failures
+    ]
+
+
+def _crashes(state: RunState) -> list[CrashRow]:
+    return [
+        {
+            "worker": c.w,
+            "test": c.test,
+            "exit_code": c.exitcode,
+            "signal": c.signal,
+            "error": c.error,
+            "note": c.note,
+            "at": _epoch(c.ts),
+        }
+        for c in state.crashes
+    ]
+
+
+def frame_text(frame: ev.Frame, root: str = "") -> str:
+    """``file:line in func``, the file relative to the run's rootdir when below it."""
+    file = frame.file
+    if root and file.startswith(root):
+        file = file[len(root) :]
+    return f"{file}:{frame.line} in {frame.func}"
+
+
+def _where(thread: ev.ThreadStack, root: str = "") -> str | None:
+    """The innermost frame of the user's own code, else the innermost frame."""
+    for frame in reversed(thread.frames):
+        if frame.user:
+            return frame_text(frame, root)
+    return frame_text(thread.frames[-1], root) if thread.frames else None
+
+
+def _task_where(task: ev.TaskStack, root: str = "") -> str | None:
+    for frame in reversed(task.frames):
+        if frame.user:
+            return frame_text(frame, root)
+    return frame_text(task.frames[-1], root) if task.frames else None
+
+
+def _threads(stall: ev.Stall, root: str) -> list[ThreadRow]:
+    return [
+        {
+            "name": t.name,
+            "verdict": t.verdict,
+            "detail": t.detail,
+            "where": _where(t, root),
+            "daemon": t.daemon,
+            "tasks": [
+                {
+                    "name": k.name,
+                    "coro": k.coro,
+                    "awaiting": k.awaiting,
+                    "where": _task_where(k, root),
+                }
+                for k in t.tasks
+            ],
+        }
+        for t in stall.threads
+    ]
+
+
+def _stall_row(s: ev.Stall, root: str, duration: float | None = None, samples: int = 1) -> StallRow:
+    return {
+        "worker": s.w,
+        "reason": s.reason,
+        "test": s.test,
+        "phase": s.phase,
+        "fixture": s.fixture,
+        "elapsed": _sec(s.elapsed),
+        "location": s.location,
+        "at": _epoch(s.ts),
+        "threads": _threads(s, root),
+        "duration": _opt_sec(duration),
+        "samples": samples,
+    }
+
+
+def frame_root(state: RunState) -> str:
+    """The run's rootdir with its slash: frames below it are shown relative to it."""
+    rootdir = state.header.rootdir if state.header is not None else ""
+    return rootdir.rstrip("/") + "/" if rootdir else ""
+
+
+def _stalls(state: RunState) -> list[StallRow]:
+    """Stalls and unresponsive spells (first sample, how long in all), and dumps."""
+    root = frame_root(state)
+    rows = [_stall_row(r.first, root, r.duration, r.samples) for r in state.stall_records]
+    rows += [_stall_row(s, root) for s in state.stalls if s.reason == "dump"]
+    rows.sort(key=lambda row: row["at"])
+    return rows
+
+
+def _unresponsive(state: RunState) -> list[UnresponsiveRow]:
+    return [
+        {
+            "worker": u.w,
+            "silent": _sec(u.silent),
+            "test": u.test,
+            "recovered": u.recovered,
+            "at": _epoch(u.ts),
+        }
+        for u in state.unresponsive
+    ]
+
+
+def _held(events: Iterable[ev.LockEvent]) -> list[HeldRow]:
+    return [{"worker": e.w, "test": e.test, "since": _epoch(e.ts)} for e in events]
+
+
+def _lock_row(stats: LockStats) -> LockRow:
+    return {
+        "kind": stats.kind,
+        "key": stats.key,
+        "acquisitions": stats.acquisitions,
+        "contended": stats.contended,
+        "total_wait": _sec(stats.total_wait),
+        "max_wait": _sec(stats.max_wait),
+        "longest_hold": _sec(stats.longest_hold),
+        "failures": stats.failures,
+        "timeouts": stats.timeouts,
+        "refused": stats.refused,
+        "holders": _top_holders(stats),
+        "held_at_end": _held(stats.held_by.values()),
+        "waiting_at_end": _held(stats.waiting.values()),
+    }
+
+
+def _top_holders(stats: LockStats) -> list[HolderCount]:
+    """The three holders that kept others waiting most (then: held it most often)."""
+    ranked = sorted(
+        stats.holders.items(), key=lambda wn: (stats.waited_on.get(wn[0], 0), wn[1]), reverse=True
+    )
+    return [
+        {"worker": w, "count": n, "kept_waiting": stats.waited_on.get(w, 0)} for w, n in ranked[:3]
+    ]
+
+
+def _locks(state: RunState) -> list[LockRow]:
+    ranked = sorted(state.locks.values(), key=lambda s: (s.total_wait, s.acquisitions))[::-1]
+    return [_lock_row(s) for s in ranked]
+
+
+def _pair_migrations(state: RunState) -> list[MigrationRow]:
+    """Begin and end events paired per worker, tool, operation and database."""
+    rows: list[MigrationRow] = []
+    open_rows: dict[tuple[str, str, str, str], list[MigrationRow]] = {}
+    started = state.started
+    for m in state.migrations:
+        key = (m.w, m.tool, m.op, m.url)
+        pending = open_rows.setdefault(key, [])
+        if m.action == "end" and pending:
+            row = pending.pop(0)
+            row["finished"] = True
+            row["duration"] = _sec(m.duration if m.duration is not None else m.ts - row["start"])
+            row["error"] = m.error
+            row["to_rev"] = m.to_rev or row["to_rev"]
+            continue
+        begin = m.ts if m.action == "begin" else m.ts - (m.duration or 0.0)
+        row = {
+            "worker": m.w,
+            "tool": m.tool,
+            "op": m.op,
+            "url": m.url,
+            "from_rev": m.from_rev,
+            "to_rev": m.to_rev,
+            "start": _epoch(begin),
+            "offset": _sec(begin - started),
+            "duration": _opt_sec(m.duration) if m.action == "end" else None,
+            "finished": m.action == "end",
+            "error": m.error,
+            "test": m.test,
+            "fixture": m.fixture,
+            "concurrent_with": [],
+        }
+        rows.append(row)
+        if m.action == "begin":
+            pending.append(row)
+    return rows
+
+
+def _migrations(state: RunState) -> list[MigrationRow]:
+    """Migrations, each marked with the other workers that migrated the same URL meanwhile."""
+    rows = _pair_migrations(state)
+    stop = state.end.ts if state.end is not None else state.last_ts
+
+    def span(row: MigrationRow) -> tuple[float, float]:
+        duration = row["duration"]
+        return row["start"], (row["start"] + duration if duration is not None else stop)
+
+    for row in rows:
+        begin, end = span(row)
+        others = {
+            other["worker"]
+            for other in rows
+            if other["worker"] != row["worker"]
+            and other["url"] == row["url"]
+            and span(other)[0] < end
+            and begin < span(other)[1]
+        }
+        row["concurrent_with"] = sorted(others, key=worker_sort_key)
+    return rows
+
+
+def _startup(phases: dict[str, float], created: float | None, ready: float | None) -> float | None:
+    steps = [phases[a] for a in ("create", "start", "ready") if a in phases]
+    if steps:
+        return _sec(sum(steps))
+    if created is not None and ready is not None:
+        return _sec(ready - created)
+    return None
+
+
+def _containers(state: RunState) -> list[ContainerRow]:
+    views = sorted(state.containers.values(), key=lambda c: c.created or 0.0)
+    per_image = Counter(c.image for c in views if c.image)
+    return [
+        {
+            "cid": c.cid,
+            "image": c.image,
+            "name": c.name,
+            "owner": c.owner,
+            "state": c.state,
+            "startup": _startup(c.phases, c.created, c.ready),
+            "phases": {k: _sec(v) for k, v in c.phases.items()},
+            "users": sorted(c.users, key=worker_sort_key),
+            "image_starts": per_image.get(c.image, 1) if c.image else 1,
+            "ports": dict(c.ports),
+            "exit_code": c.exit_code,
+            "health": c.health,
+            "error": c.error,
+            "test": c.test,
+            "fixture": c.fixture,
+            "wait": c.wait,
+            "failed_phase": c.failed_phase,
+            "died": c.died is not None,
+            "during": dict(c.during),
+            "leaked": c.leaked,
+            "removed_by": c.removed_by,
+            "stopped_while_used": list(c.stopped_while_used),
+            "used_after_end": sorted(set(c.used_after_end), key=worker_sort_key),
+        }
+        for c in views
+    ]
+
+
+def _deadlocks(state: RunState) -> list[DeadlockRow]:
+    return [
+        {
+            "at": _epoch(d.ts),
+            "text": d.text,
+            "cycle": [
+                {"worker": e.w, "holds": e.holds, "waits_for": e.waits_for, "test": e.test}
+                for e in d.cycle
+            ],
+        }
+        for d in state.deadlocks
+    ]
+
+
+def _holder_text(holder: ev.Holder | None) -> str | None:
+    if holder is None:
+        return None
+    parts = [p for p in (holder.w, holder.test, holder.fixture, holder.detail) if p]
+    if holder.pid is not None:
+        parts.append(f"pid {holder.pid}")
+    return ", ".join(parts) or None
+
+
+def _db_waits(state: RunState, top: int) -> list[DbWaitRow]:
+    ranked = sorted(state.db_waits, key=lambda d: d.waited, reverse=True)[:top]
+    return [
+        {
+            "worker": d.w,
+            "dialect": d.dialect,
+            "url": d.url,
+            "statement": d.statement,
+            "waited": _sec(d.waited),
+            "lock": d.lock,
+            "blocked_by": _holder_text(d.blocked_by),
+            "test": d.test,
+            "error": d.error,
+        }
+        for d in ranked
+    ]
+
+
+def _dropped(state: RunState) -> list[DroppedRow]:
+    return [
+        {"worker": wid, "kind": kind, "count": n}
+        for wid, kinds in sorted(state.dropped().items(), key=lambda i: worker_sort_key(i[0]))
+        for kind, n in sorted(kinds.items())
+        if n
+    ]
+
+
+def build_report(run: LoadedRun, top: int = DEFAULT_TOP) -> Report:
+    """The report model of a folded run: the one place the report's content is decided."""
+    state = run.state
+    top = max(1, min(top, MAX_TOP))
+    return {
+        "report_version": REPORT_VERSION,
+        "run": _run_info(run),
+        "totals": _totals(state),
+        "workers": _workers(state),
+        "slowest": _slowest(state, top),
+        "fixtures": _fixtures(state, top),
+        "failures": _failures(state),
+        "crashes": _crashes(state),
+        "stalls": _stalls(state),
+        "unresponsive": _unresponsive(state),
+        "locks": _locks(state),
+        "migrations": _migrations(state),
+        "containers": _containers(state),
+        "deadlocks": _deadlocks(state),
+        "db_waits": _db_waits(state, top),
+        "dropped": _dropped(state),
+        "skipped_lines": [{"line": n, "reason": r} for n, r in state.problems],
+        "notices": [
+            {"level": n.level, "source": n.source, "message": n.msg}
+            for n in state.notices
+            if n.level != "info"
+        ],
+    }
+
+
+# ===================================================================== runs
+
+
+class RunRow(TypedDict):
+    id: str
+    log: str
+    status: str
+    exit_status: int | None
+    exit_name: str | None
+    started: float
+    started_at: str
+    wall: float
+    workers: int
+    tests: int
+    counts: dict[str, int]
+    summary: str
+    crashes: int
+    stalls: int
+
+
+class UnlistedRow(TypedDict):
+    log: str
+    error: str
+
+
+class RunsModel(TypedDict):
+    """What ``testmon runs --format json`` prints."""
+
+    runs_version: int
+    dir: str
+    runs: list[RunRow]
+    unlisted: list[UnlistedRow]
+
+
+def _run_row(run: RunSummary) -> RunRow:
+    counts = _counts(run.counts)
+    return {
+        "id": run.run_id,
+        "log": str(run.path.resolve()),
+        "status": run.status,
+        "exit_status": run.exit_status,
+        "exit_name": run.exit_name,
+        "started": _epoch(run.started),
+        "started_at": _iso(run.started),
+        "wall": _sec(run.wall),
+        "workers": run.workers,
+        "tests": run.tests,
+        "counts": counts,
+        "summary": pytest_summary(counts),
+        "crashes": run.crashes,
+        "stalls": run.stalls,
+    }
+
+
+def build_runs(listing: RunListing, limit: int | None = None) -> RunsModel:
+    runs = listing.runs[:limit] if limit else listing.runs
+    return {
+        "runs_version": RUNS_VERSION,
+        "dir": str(listing.mdir.root.resolve()),
+        "runs": [_run_row(r) for r in runs],
+        "unlisted": [{"log": str(u.path), "error": u.error} for u in listing.unlisted],
+    }

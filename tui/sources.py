@@ -1,0 +1,422 @@
+"""Where a viewer's events come from: a live hub's socket, or a recorded log.
+
+:class:`LiveConnection` is the blocking client of the hub's viewer socket: it sends the
+hello, yields the run's events (backlog first, then the live tail) and control messages,
+and sends commands.
+
+:class:`Source` is what the dashboard reads: :class:`LiveSource` (the newest live run of a
+monitor folder, else the last recorded one until a run starts) and :class:`ReplaySource`
+(a recorded log, at its end state or played at a speed) behind one interface. A source
+runs in the dashboard's ingest thread and hands batches of events to a :class:`Sink`.
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import queue
+import socket
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from types import TracebackType
+from typing import Protocol
+
+from testmon_live.plugin import events as ev
+from testmon_live.plugin.runlog import LiveRun, MonitorDir, RunLogError, iter_log, live_runs
+
+CONNECT_TIMEOUT = 5.0
+
+
+class SourceError(Exception):
+    """A source that cannot be read: the message is meant for the user."""
+
+
+class LiveConnection:
+    """A viewer's connection to a running hub."""
+
+    def __init__(self, live: LiveRun, client: str = "testmon", timeout: float = CONNECT_TIMEOUT):
+        self.live = live
+        self.welcome: ev.Welcome | None = None
+        self._buffer = b""
+        self.sock = _connect(live, timeout)
+        self.sock.sendall(
+            ev.encode_line(ev.Hello(schema=ev.SCHEMA_VERSION, token=live.token, client=client))
+        )
+
+    def __enter__(self) -> LiveConnection:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
+        with contextlib.suppress(OSError):
+            self.sock.close()
+
+    def send(self, command: ev.Command) -> None:
+        self.sock.sendall(ev.encode_line(command))
+
+    def settimeout(self, seconds: float | None) -> None:
+        self.sock.settimeout(seconds)
+
+    def lines(self) -> Iterator[bytes]:
+        """Raw lines as the hub sends them; ends when the hub closes the stream."""
+        while True:
+            cut = self._buffer.find(b"\n")
+            while cut >= 0:
+                line = self._buffer[:cut]
+                self._buffer = self._buffer[cut + 1 :]
+                if line:
+                    yield line
+                cut = self._buffer.find(b"\n")
+            try:
+                chunk = self.sock.recv(1 << 20)
+            except (ConnectionResetError, BrokenPipeError):
+                return
+            if not chunk:
+                return
+            self._buffer += chunk
+
+    def messages(self) -> Iterator[ev.Event | ev.Control]:
+        """Decoded events and control messages; a line that does not decode raises SourceError."""
+        for line in self.lines():
+            try:
+                message = ev.decode_stream_line(line)
+            except ev.DecodeError as exc:
+                raise SourceError(f"the hub sent a line this viewer cannot read: {exc}") from None
+            if isinstance(message, ev.Welcome):
+                self.welcome = message
+            elif isinstance(message, ev.ControlError) and message.fatal:
+                raise SourceError(f"the hub refused this viewer: {message.msg}")
+            yield message
+
+
+def _connect(live: LiveRun, timeout: float) -> socket.socket:
+    address = live.address
+    try:
+        if "unix" in address:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(timeout)
+            sock.connect(str(address["unix"]))
+        elif "tcp" in address:
+            tcp = address["tcp"]
+            if not isinstance(tcp, (list, tuple)) or len(tcp) != 2:
+                raise SourceError(f"run {live.run_id}: bad tcp address in live file: {tcp!r}")
+            sock = socket.create_connection((str(tcp[0]), int(tcp[1])), timeout=timeout)
+        else:
+            raise SourceError(f"run {live.run_id}: live file names no address I know: {address}")
+    except OSError as exc:
+        raise SourceError(f"cannot reach the hub of run {live.run_id}: {exc}") from None
+    sock.settimeout(None)
+    return sock
+
+
+# ----------------------------------------------------------------- one interface
+
+POLL_INTERVAL = 0.5
+"""How often a live source looks for a new run under ``.testmon/live/``."""
+RECV_TIMEOUT = 0.1
+"""A live source wakes this often to notice a stop request."""
+REPLAY_BATCH = 5000
+"""Events handed to the sink at once when a replay jumps (to its end, or by a seek)."""
+FELL_BEHIND = "viewer fell behind"
+
+
+class Sink(Protocol):
+    """Where a source delivers: the dashboard's ingest worker (or a test's recorder)."""
+
+    def reset(self, label: str, path: Path | None) -> None:
+        """Start over with an empty state: another run, or a replay seeking backwards."""
+
+    def events(self, batch: list[ev.Event]) -> None:
+        """Events to fold, in order."""
+
+    def status(self, text: str, level: str = "info") -> None:
+        """A line for the user: what the source is doing, or what went wrong."""
+
+    def clock(self, now: float) -> None:
+        """Replays: the run time shown (the live source leaves the wall clock in charge)."""
+
+
+class Source(abc.ABC):
+    """A stream of one run's events (or of runs one after the other), live or replayed.
+
+    :meth:`run` blocks (the dashboard calls it in a thread worker) until ``stop`` is set or
+    the source has nothing more to say. Transport commands (:meth:`play_pause`, :meth:`step`,
+    :meth:`seek`) steer replays and are answered with a status line by live sources.
+    """
+
+    label = ""
+    replay = False
+    """True when the transport commands do something."""
+
+    @abc.abstractmethod
+    def run(self, sink: Sink, stop: threading.Event) -> None: ...
+
+    def play_pause(self) -> str:
+        return "live run: nothing to pause"
+
+    def step(self, seconds: float) -> str:
+        return "live run: cannot step"
+
+    def seek(self, seconds: float) -> str:
+        return "live run: cannot seek"
+
+
+def read_events(path: Path) -> tuple[list[ev.Event], list[tuple[int, str]]]:
+    """A log's events and the lines skipped; RunLogError for logs that cannot be read."""
+    problems: list[tuple[int, str]] = []
+    events = list(iter_log(path, problems))
+    return events, problems
+
+
+def problems_text(problems: list[tuple[int, str]]) -> str:
+    torn = [p for p in problems if p[1].startswith("torn last line")]
+    text = f"skipped {len(problems)} unreadable line(s) of the log"
+    if torn:
+        text += f"; the last line (line {torn[0][0]}) is torn: the run was killed or still writes"
+    elif problems:
+        text += f" (line {problems[0][0]}: {problems[0][1][:80]})"
+    return text
+
+
+class ReplaySource(Source):
+    """A recorded run: its end state at once, or played from the start at ``speed`` x."""
+
+    replay = True
+
+    def __init__(self, path: Path, speed: float | None = None) -> None:
+        self.path = path
+        self.label = path.stem
+        self.speed = speed
+        self.playing = speed is not None
+        self._commands: queue.SimpleQueue[tuple[str, float]] = queue.SimpleQueue()
+        self.events: list[ev.Event] = []
+        self.position = 0.0
+        """Seconds of run time shown, from the first event."""
+
+    # transport: called from the UI thread, executed by the replay thread
+    def play_pause(self) -> str:
+        self._commands.put(("toggle", 0.0))
+        return "replay: play/pause"
+
+    def step(self, seconds: float) -> str:
+        self._commands.put(("step", seconds))
+        return f"replay: step {seconds:+g} s"
+
+    def seek(self, seconds: float) -> str:
+        self._commands.put(("seek", seconds))
+        return f"replay: seek to {seconds:g} s"
+
+    def run(self, sink: Sink, stop: threading.Event) -> None:
+        sink.reset(self.label, self.path)
+        if self.speed is None:
+            # the end state: streamed, nothing kept but the fold (a seek reads the log again)
+            if not self._stream_to_end(sink, stop):
+                return
+            while True:  # until a transport command asks for the events themselves
+                try:
+                    command, arg = self._commands.get(timeout=0.2)
+                except queue.Empty:
+                    if stop.is_set():
+                        return
+                    continue
+                self._commands.put((command, arg))
+                break
+        try:
+            events, problems = read_events(self.path)
+        except RunLogError as exc:
+            sink.status(str(exc), "error")
+            return
+        if problems and self.speed is not None:
+            sink.status(problems_text(problems), "warning")
+        self.events = events
+        start = events[0].ts if events else 0.0
+        last = max((e.ts for e in events), default=start)
+        total = max(0.0, last - start)
+        cursor = 0
+        if self.speed is None:
+            self.position = total
+            cursor = len(events)
+        speed = self.speed or 1.0
+        tick = 0.05
+        while not stop.is_set():
+            try:
+                command, arg = self._commands.get(timeout=tick)
+            except queue.Empty:
+                command, arg = "", 0.0
+            target = self.position
+            if command == "toggle":
+                self.playing = not self.playing
+                if self.playing and self.position >= total:
+                    target = 0.0  # play again from the start
+            elif command == "step":
+                self.playing = False
+                target = self.position + arg
+            elif command == "seek":
+                target = arg
+            elif self.playing:
+                target = self.position + tick * speed
+            target = min(max(0.0, target), total)
+            if command == "" and not self.playing:
+                continue
+            if target < self.position:
+                sink.reset(self.label, self.path)
+                cursor = 0
+            self.position = target
+            upto = start + target
+            end = cursor
+            while end < len(events) and events[end].ts <= upto:
+                end += 1
+            for lo in range(cursor, end, REPLAY_BATCH):
+                sink.events(events[lo : min(end, lo + REPLAY_BATCH)])
+            cursor = end
+            sink.clock(upto)
+            if self.playing and target >= total:
+                self.playing = False
+                sink.status("replay: at the end of the run (space plays it again)")
+
+    def _stream_to_end(self, sink: Sink, stop: threading.Event) -> bool:
+        problems: list[tuple[int, str]] = []
+        batch: list[ev.Event] = []
+        last = 0.0
+        try:
+            for event in iter_log(self.path, problems):
+                batch.append(event)
+                if len(batch) >= REPLAY_BATCH:
+                    if stop.is_set():
+                        return False
+                    last = max(last, batch[-1].ts)
+                    sink.events(batch)
+                    batch = []
+        except RunLogError as exc:
+            sink.status(str(exc), "error")
+            return False
+        if batch:
+            last = max(last, max(e.ts for e in batch))
+            sink.events(batch)
+        if problems:
+            sink.status(problems_text(problems), "warning")
+        sink.clock(last)
+        return True
+
+
+class LiveSource(Source):
+    """The newest live run of a monitor folder; with none live, the last recorded run
+    until one starts. Keeps watching after a run ends, and switches to the next one."""
+
+    def __init__(
+        self, mdir: MonitorDir, timeout: float = CONNECT_TIMEOUT, show_last: bool = True
+    ) -> None:
+        self.mdir = mdir
+        self.show_last = show_last
+        self.label = str(mdir.root)
+        self.timeout = timeout
+
+    def run(self, sink: Sink, stop: threading.Event) -> None:
+        seen: set[str] = set()
+        showing: str | None = None
+        while not stop.is_set():
+            runs = [r for r in live_runs(self.mdir) if r.run_id not in seen]
+            if runs:
+                live = runs[0]
+                seen.add(live.run_id)
+                showing = live.run_id
+                self._follow(live, sink, stop)
+                continue
+            if showing is None:
+                if self.show_last:
+                    showing = self._show_last(sink)
+                else:
+                    showing = ""
+                    sink.reset("waiting", None)
+                    sink.status(f"waiting for a run to start in {self.mdir.root}")
+            stop.wait(POLL_INTERVAL)
+
+    def _show_last(self, sink: Sink) -> str:
+        """With nothing live: the newest recorded run, and a line saying so."""
+        logs = self.mdir.logs()
+        waiting = f"waiting for a run: start `pytest --monitor` (monitor folder {self.mdir.root})"
+        if not logs:
+            sink.reset("no runs yet", None)
+            sink.status(f"no live run and none recorded; {waiting}", "warning")
+            return ""
+        path = logs[-1]
+        sink.reset(path.stem, path)
+        try:
+            events, problems = read_events(path)
+        except RunLogError as exc:
+            sink.status(f"no live run; the last recorded run cannot be read: {exc}", "error")
+            return path.stem
+        for lo in range(0, len(events), REPLAY_BATCH):
+            sink.events(events[lo : lo + REPLAY_BATCH])
+        if events:
+            sink.clock(max(e.ts for e in events))
+        note = f"; {problems_text(problems)}" if problems else ""
+        sink.status(f"no live run: showing the last recorded run {path.stem}; {waiting}{note}")
+        return path.stem
+
+    def _follow(self, live: LiveRun, sink: Sink, stop: threading.Event) -> None:
+        sink.reset(live.run_id, Path(live.log) if live.log else None)
+        try:
+            conn = LiveConnection(live, client="testmon tui", timeout=self.timeout)
+        except SourceError as exc:
+            sink.status(str(exc), "error")
+            return
+        sink.status(f"live: attached to run {live.run_id}")
+        ended = False
+        with conn:
+            conn.settimeout(RECV_TIMEOUT)
+            buffer = b""
+            while not stop.is_set():
+                try:
+                    chunk = conn.sock.recv(1 << 20)
+                except TimeoutError:
+                    continue
+                except OSError:
+                    chunk = b""
+                if not chunk:
+                    break
+                buffer += chunk
+                cut = buffer.rfind(b"\n")
+                if cut < 0:
+                    continue
+                block, buffer = buffer[: cut + 1], buffer[cut + 1 :]
+                batch: list[ev.Event] = []
+                for line in block.split(b"\n"):
+                    if not line:
+                        continue
+                    try:
+                        message = ev.decode_stream_line(line)
+                    except ev.DecodeError as exc:
+                        sink.status(f"skipped a line the hub sent: {exc}", "warning")
+                        continue
+                    if isinstance(message, ev.Event):
+                        batch.append(message)
+                        if isinstance(message, ev.RunFinished):
+                            ended = True
+                    elif isinstance(message, ev.Bye):
+                        if batch:
+                            sink.events(batch)
+                            batch = []
+                        if FELL_BEHIND in message.reason:
+                            sink.status(f"{message.reason}: reconnecting", "warning")
+                            return self._follow(live, sink, stop)
+                        ended = True
+                        sink.status(f"run {live.run_id} ended: {message.reason}")
+                    elif isinstance(message, ev.ControlError):
+                        sink.status(f"the hub says: {message.msg}", "error")
+                if batch:
+                    sink.events(batch)
+        if not ended and not stop.is_set():
+            sink.status(
+                f"run {live.run_id} ended unexpectedly: the hub went away without finishing "
+                "the run (controller killed?); showing what was received",
+                "error",
+            )
+        return None

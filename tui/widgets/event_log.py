@@ -1,0 +1,61 @@
+"""The raw events, newest last, filtered by what is typed (matched against each event's
+JSON, so ``gw1``, ``lock``, ``test_refund`` or ``"t":"stall"`` all work)."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import Vertical, VerticalScroll
+from textual.widgets import Input, Static
+
+from testmon_live.plugin import events as ev
+from testmon_live.tui.ingest import RAW_KEPT, Ingest
+from testmon_live.tui.palette import colour
+
+SHOWN = 300
+"""Matching events shown (the newest)."""
+
+
+class EventLog(Vertical):
+    def __init__(self, **kwargs: object) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self.ingest: Ingest | None = None
+        self.shown_version = (-1, -1, "")
+        self.matched = 0
+
+    def compose(self) -> ComposeResult:
+        yield Input(placeholder="filter events (text in the event's JSON)", id="event-filter")
+        with VerticalScroll(id="event-scroll"):
+            yield Static("", id="event-lines")
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        if self.ingest is not None:
+            self.refresh_from(self.ingest)
+
+    def refresh_from(self, ingest: Ingest) -> None:
+        self.ingest = ingest
+        needle = self.query_one(Input).value.strip().lower()
+        version = (ingest.generation, ingest.version, needle)
+        if version == self.shown_version:
+            return
+        self.shown_version = version
+        with ingest.lock:
+            raw = list(ingest.raw)
+        muted = colour(self.app, "foreground-muted")
+        lines: list[str] = []
+        for event in reversed(raw):
+            line = ev.encode(event).decode()
+            if needle and needle not in line.lower():
+                continue
+            lines.append(line)
+            if len(lines) >= SHOWN:
+                break
+        self.matched = len(lines)
+        text = Text(no_wrap=True, overflow="ellipsis")
+        kept = f"the newest {RAW_KEPT}" if len(raw) >= RAW_KEPT else f"all {len(raw)}"
+        what = f"matching {needle!r}" if needle else "events"
+        text.append(f"{len(lines)} {what} shown, newest last (of {kept} kept)\n", style=muted)
+        for line in reversed(lines):
+            text.append(line + "\n")
+        self.query_one("#event-lines", Static).update(text)
+        self.query_one("#event-scroll", VerticalScroll).scroll_end(animate=False)

@@ -1,0 +1,77 @@
+"""Failed and errored tests: a table, and the failure text of the highlighted one."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import Vertical, VerticalScroll
+from textual.widgets import DataTable, Static
+
+from testmon_live.plugin import events as ev
+from testmon_live.tui.ingest import Ingest
+from testmon_live.tui.palette import outcome_style
+from testmon_live.tui.report import first_line, shorten_nodeid
+
+EMPTY = "no failures"
+
+
+class FailuresPanel(Vertical):
+    """The failures table over the text of the one the cursor is on."""
+
+    def __init__(self, **kwargs: object) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self.failures: list[ev.TestFinished] = []
+        self._generation = -1
+
+    def compose(self) -> ComposeResult:
+        table: DataTable[Text | str] = DataTable(cursor_type="row", id="failures-table")
+        yield table
+        with VerticalScroll(id="failure-text-scroll"):
+            yield Static(EMPTY, id="failure-text")
+
+    def on_mount(self) -> None:
+        table = self.query_one(DataTable)
+        table.add_column("worker", key="worker")
+        table.add_column("outcome", key="outcome")
+        table.add_column("test", key="test")
+        table.add_column("message", key="message")
+
+    def refresh_from(self, ingest: Ingest) -> None:
+        table: DataTable[Text | str] = self.query_one(DataTable)
+        if ingest.generation != self._generation:
+            self._generation = ingest.generation
+            self.failures = []
+            table.clear()
+            self.query_one("#failure-text", Static).update(EMPTY)
+        fresh = ingest.state.failures[len(self.failures) :]
+        for test in fresh:
+            table.add_row(
+                test.w,
+                Text(test.outcome, style=outcome_style(self.app, test.outcome)),
+                Text(shorten_nodeid(test.nodeid, 40)),  # Text: [brackets] are not markup
+                Text(first_line(test.message)[:60]),
+                key=str(len(self.failures)),
+            )
+            self.failures.append(test)
+        if fresh and len(self.failures) == len(fresh):
+            self.show(0)
+
+    def show(self, index: int) -> None:
+        if not 0 <= index < len(self.failures):
+            return
+        test = self.failures[index]
+        body = Text()
+        body.append(f"{test.nodeid}\n", style="bold")
+        body.append(f"{test.outcome} in {test.failed_when or '?'} on {test.w}\n\n")
+        body.append(test.longrepr or test.message or "(no failure text recorded)")
+        self.query_one("#failure-text", Static).update(body)
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        if event.row_key.value is not None:
+            self.show(int(event.row_key.value))
+
+    def selected(self) -> ev.TestFinished | None:
+        table: DataTable[Text | str] = self.query_one(DataTable)
+        if 0 <= table.cursor_row < len(self.failures):
+            return self.failures[table.cursor_row]
+        return None

@@ -1,0 +1,117 @@
+"""Locks: who holds what, who waits, how long waits and holds took; migrations, database
+statements that waited on a lock, and deadlocks across workers."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from rich.text import Text
+from textual.widgets import Static
+
+from testmon_live.plugin import events as ev
+from testmon_live.tui.ingest import Ingest
+from testmon_live.tui.palette import colour
+from testmon_live.tui.report import fmt_duration, shorten_nodeid
+
+WAITS_SHOWN = 8
+"""Past waits listed per lock (the latest)."""
+EMPTY = "no lock events in this run (lock probes record filelock, advisory locks, monitor.lock)"
+
+
+def holder_words(holder: ev.Holder | None) -> str:
+    if holder is None:
+        return "unknown holder"
+    who = holder.w or (f"pid {holder.pid}" if holder.pid else "another process")
+    where = holder.test or holder.fixture or holder.detail
+    return f"{who} ({shorten_nodeid(where, 40)})" if where else who
+
+
+class LocksPanel(Static):
+    def refresh_from(self, ingest: Ingest) -> None:
+        self.update(self.build(ingest))
+
+    def build(self, ingest: Ingest) -> Text:
+        state = ingest.state
+        app = self.app
+        warn = colour(app, "warning")
+        err = colour(app, "error")
+        muted = colour(app, "foreground-muted")
+        now = ingest.now()
+        text = Text(no_wrap=True, overflow="ellipsis")
+        if not (state.locks or state.migrations or state.db_waits or state.deadlocks):
+            text.append(EMPTY, style=muted)
+            return text
+        waited: defaultdict[tuple[str, str], list[ev.LockEvent]] = defaultdict(list)
+        for event in state.lock_events:
+            if event.action == "failed" or (event.action == "acquired" and event.waited):
+                waited[(event.kind, event.key)].append(event)
+        for lock in sorted(state.locks.values(), key=lambda s: -s.total_wait):
+            text.append(f"{lock.kind} ", style=muted)
+            text.append(lock.key, style="bold")
+            text.append(
+                f"  {lock.acquisitions} acquired, {lock.contended} contended, "
+                f"waited {fmt_duration(lock.total_wait)} (max {fmt_duration(lock.max_wait)}), "
+                f"longest hold {fmt_duration(lock.longest_hold)}"
+            )
+            if lock.failures:
+                text.append(f", {lock.failures} failed", style=err)
+            text.append("\n")
+            if lock.holders:
+                holders = ", ".join(f"{w} x{n}" for w, n in lock.holders.most_common())
+                text.append(f"    acquired by {holders}", style=muted)
+                if lock.waited_on:
+                    blockers = ", ".join(f"{w} x{n}" for w, n in lock.waited_on.most_common())
+                    text.append(f"; waited for {blockers}", style=muted)
+                text.append("\n")
+            for held in lock.held_by.values():
+                text.append("    HELD now by ", style=warn)
+                text.append(
+                    f"{held.w} for {fmt_duration(now - held.ts)}"
+                    f" ({shorten_nodeid(held.test or held.fixture or '', 50)})\n"
+                )
+            queue = state.lock_queue(lock.kind, lock.key)
+            for place, wait in enumerate(queue, 1):
+                text.append(f"    WAITING #{place} ", style=f"bold {warn}")
+                text.append(
+                    f"{wait.w} for {fmt_duration(now - wait.ts)} "
+                    f"({shorten_nodeid(wait.test or wait.fixture or '', 40)}), "
+                    f"held by {holder_words(wait.holder)}\n"
+                )
+            waits = waited[(lock.kind, lock.key)]
+            for past in waits[-WAITS_SHOWN:]:
+                text.append(f"    {past.w:<6} ", style=muted)
+                if past.action == "failed":
+                    text.append(f"failed: {past.error or '?'}", style=err)
+                else:
+                    text.append(f"waited {fmt_duration(past.waited or 0.0)}")
+                    text.append(f" for {holder_words(past.holder)}", style=muted)
+                if past.fixture:
+                    text.append(f" in {past.fixture}", style=muted)
+                text.append("\n")
+            if len(waits) > WAITS_SHOWN:
+                text.append(f"    ... and {len(waits) - WAITS_SHOWN} earlier waits\n", style=muted)
+        if state.migrations:
+            text.append("\nmigrations\n", style="bold")
+            for m in state.migrations:
+                revs = f"{m.from_rev or '∅'} → {m.to_rev or '∅'}"
+                extra = f" {fmt_duration(m.duration)}" if m.duration is not None else ""
+                line = f"  {m.w:<6} {m.action:<5} {m.tool} {m.op} {revs}{extra}"
+                text.append(line)
+                if m.error:
+                    text.append(f"  {m.error}", style=err)
+                text.append("\n")
+        if state.db_waits:
+            text.append("\ndatabase statements that waited on a lock\n", style="bold")
+            for d in state.db_waits[-20:]:
+                text.append(f"  {d.w:<6} waited {fmt_duration(d.waited)} {d.dialect}: ")
+                text.append(d.statement[:60])
+                if d.blocked_by is not None:
+                    text.append(f"  blocked by {holder_words(d.blocked_by)}", style=warn)
+                text.append("\n")
+        for dead in state.deadlocks:
+            text.append("\nDEADLOCK ", style=f"bold {err}")
+            text.append(
+                " → ".join(f"{e.w} holds {e.holds}, waits for {e.waits_for}" for e in dead.cycle)
+            )
+            text.append("\n")
+        return text

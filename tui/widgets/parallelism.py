@@ -1,0 +1,137 @@
+"""How parallel the run was: busy workers over time, utilisation, parallel efficiency, and
+per worker where the time went (call, setup, teardown, lock wait, container wait, idle)."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.widgets import Static
+
+from testmon_live.plugin.state import RunState
+from testmon_live.tui.ingest import Ingest
+from testmon_live.tui.palette import colour
+from testmon_live.tui.report import fmt_duration, fmt_percent
+from testmon_live.tui.widgets.timeline import test_start
+
+BLOCKS = " ▁▂▃▄▅▆▇█"
+CHART_ROWS = 4
+PARTS = (
+    ("call", "█", "success"),
+    ("setup", "▒", "primary"),
+    ("teardown", "░", "primary"),
+    ("lock wait", "≈", "warning"),
+    ("container wait", "▚", "accent"),
+    ("idle", "·", "foreground-muted"),
+)
+
+
+def busy_over_time(state: RunState, start: float, end: float, buckets: int) -> list[float]:
+    """Average number of workers running a test in each of ``buckets`` slices of the run."""
+    span = max(1e-9, end - start)
+    width = span / buckets
+    busy = [0.0] * buckets
+    for test in state.tests:
+        a = max(start, test_start(test))
+        b = min(end, test.ts)
+        if b <= a:
+            continue
+        first = int((a - start) / width)
+        last = min(buckets - 1, int((b - start) / width))
+        for k in range(first, last + 1):
+            lo = start + k * width
+            overlap = min(b, lo + width) - max(a, lo)
+            if overlap > 0:
+                busy[k] += overlap / width
+    return busy
+
+
+def breakdown(state: RunState, wall: float) -> dict[str, dict[str, float]]:
+    """worker -> part -> seconds."""
+    waits: dict[str, dict[str, float]] = {}
+    for event in state.lock_events:
+        if event.action == "acquired" and event.waited:
+            parts = waits.setdefault(event.w, {})
+            parts["lock wait"] = parts.get("lock wait", 0.0) + event.waited
+    for box in state.containers.values():
+        if box.owner and box.ready is not None and box.created is not None:
+            parts = waits.setdefault(box.owner, {})
+            parts["container wait"] = parts.get("container wait", 0.0) + box.ready - box.created
+    out: dict[str, dict[str, float]] = {}
+    for worker in state.active_workers():
+        extra = waits.get(worker.id, {})
+        locked = extra.get("lock wait", 0.0)
+        contained = extra.get("container wait", 0.0)
+        # waits happen inside setup: take them out of it so the parts add up
+        setup = max(0.0, worker.setup_time - locked - contained)
+        lived = wall
+        if worker.started is not None and worker.ended is not None:
+            lived = max(0.0, worker.ended - worker.started)
+        idle = max(0.0, lived - worker.busy)
+        out[worker.id] = {
+            "call": worker.call_time,
+            "setup": setup,
+            "teardown": worker.teardown_time,
+            "lock wait": locked,
+            "container wait": contained,
+            "idle": idle,
+        }
+    return out
+
+
+class ParallelismPanel(Static):
+    """Busy workers over time, utilisation, efficiency and per-worker time breakdown."""
+
+    def refresh_from(self, ingest: Ingest) -> None:
+        self.update(self.build(ingest, max(40, self.size.width or 80)))
+
+    def build(self, ingest: Ingest, width: int) -> Text:
+        state = ingest.state
+        app = self.app
+        muted = colour(app, "foreground-muted")
+        now = ingest.now()
+        wall = state.wall(now)
+        slots = state.slots()
+        text = Text(no_wrap=True, overflow="ellipsis")
+        busy_sum = sum(w.busy for w in state.active_workers())
+        utilisation = busy_sum / (slots * wall) if wall > 0 else 0.0
+        text.append("utilisation ", style="bold")
+        text.append(fmt_percent(min(1.0, utilisation)))
+        text.append("   parallel efficiency ", style="bold")
+        text.append(fmt_percent(state.efficiency(now)))
+        text.append(f"   {slots} worker slots, wall {fmt_duration(wall)}", style=muted)
+        text.append(f", test time {fmt_duration(state.test_time)}\n", style=muted)
+        cols = max(10, width - 8)
+        if wall > 0:
+            series = busy_over_time(state, state.started, state.started + wall, cols)
+            text.append(f"busy workers over time (max {slots})\n", style=muted)
+            for row in range(CHART_ROWS, 0, -1):
+                label = f"{slots * row / CHART_ROWS:>5.1f} " if row in (CHART_ROWS, 1) else " " * 6
+                text.append(label, style=muted)
+                line = []
+                for value in series:
+                    level = value / slots * CHART_ROWS - (row - 1)
+                    line.append(BLOCKS[max(0, min(8, round(level * 8)))])
+                text.append("".join(line), style=colour(app, "primary"))
+                text.append("\n")
+            text.append(" " * 6 + "0" + " " * (cols - 1 - len(fmt_duration(wall))))
+            text.append(fmt_duration(wall) + "\n", style=muted)
+        text.append("\nwhere each worker's time went\n", style="bold")
+        legend = Text("        ")
+        for name, ch, variable in PARTS:
+            legend.append(f"{ch} {name}  ", style=colour(app, variable))
+        text.append_text(legend)
+        text.append("\n")
+        bar_cells = max(10, width - 34)
+        for wid, parts in breakdown(state, wall).items():
+            total = sum(parts.values()) or 1.0
+            text.append(f"{wid:<7} ")
+            used = 0
+            for name, ch, variable in PARTS:
+                cells = round(bar_cells * parts[name] / total)
+                cells = min(cells, bar_cells - used)
+                text.append(ch * cells, style=colour(app, variable))
+                used += cells
+            text.append(" " * (bar_cells - used))
+            busy = 1.0 - parts["idle"] / total
+            text.append(f" busy {fmt_percent(busy):>4}", style=muted)
+            text.append(f" call {fmt_duration(parts['call'])}\n", style=muted)
+        return text

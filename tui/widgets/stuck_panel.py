@@ -1,0 +1,128 @@
+"""Stuck threads: stalls with every thread's stack and verdict, unresponsive workers, and
+crashes with the test that was running."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.widgets import Static
+
+from testmon_live.plugin import events as ev
+from testmon_live.plugin.state import RunState, StallRecord
+from testmon_live.tui.ingest import Ingest
+from testmon_live.tui.palette import colour
+from testmon_live.tui.report import fmt_duration
+from testmon_live.tui.runs import frame_root, frame_text
+
+EMPTY = "nothing stuck: no stalls, unresponsive workers or crashes in this run"
+FRAMES_SHOWN = 6
+INNER_FRAMES = 3
+"""Innermost frames shown whoever's code they are; further out, only the project's own."""
+
+
+class StuckPanel(Static):
+    _root = ""
+    """The run's rootdir: frames are shown relative to it (never to the viewer's cwd)."""
+
+    def refresh_from(self, ingest: Ingest) -> None:
+        self.update(self.build(ingest))
+
+    def build(self, ingest: Ingest) -> Text:
+        state = ingest.state
+        self._root = frame_root(state)
+        app = self.app
+        err = colour(app, "error")
+        muted = colour(app, "foreground-muted")
+        text = Text(no_wrap=True, overflow="ellipsis")
+        records = state.stall_records
+        dumps = [s for s in state.stalls if s.reason == "dump"]
+        if not (records or dumps or state.unresponsive or state.crashes):
+            text.append(EMPTY, style=muted)
+            return text
+        now_stuck = [r for r in records if r.duration is None and _current(state, r)]
+        stuck_ids = {id(r) for r in now_stuck}
+        over = [r for r in reversed(records) if id(r) not in stuck_ids]
+        for record in now_stuck + over:
+            self._record(text, record, id(record) in stuck_ids, ingest.now(), err, muted)
+        for dump in dumps:
+            text.append("stacks of ", style=f"bold {err}")
+            text.append(f"{dump.w} ", style="bold")
+            text.append(f"asked for during {dump.phase} of {dump.test or '?'}\n")
+            for thread in dump.threads:
+                self._thread(text, thread, muted)
+        spells = state.unresponsive
+        for i, unresp in enumerate(spells):
+            if not unresp.recovered and any(
+                later.w == unresp.w and later.recovered for later in spells[i + 1 :]
+            ):
+                continue  # the recovery below says how long it lasted
+            word = "recovered" if unresp.recovered else "UNRESPONSIVE"
+            text.append(f"{word} ", style=f"bold {err}")
+            text.append(
+                f"{unresp.w}: no heartbeat for {fmt_duration(unresp.silent)}"
+                f" during {unresp.test or '?'}\n"
+            )
+        for crash in state.crashes:
+            text.append("CRASHED ", style=f"bold {err}")
+            text.append(f"{crash.w}: {crash.error}")
+            if crash.test:
+                text.append(f" while running {crash.test}")
+            if crash.signal:
+                text.append(f" ({crash.signal})")
+            text.append("\n")
+        return text
+
+    def _record(
+        self, text: Text, record: StallRecord, now: bool, clock: float, err: str, muted: str
+    ) -> None:
+        first = record.first
+        word = "STALLED NOW " if now else "stalled "
+        if record.reason == "unresponsive":
+            word = "UNRESPONSIVE NOW " if now else "unresponsive "
+        text.append(word, style=f"bold {err}")
+        text.append(f"{record.w} ", style="bold")
+        if record.duration is not None:
+            total, at = fmt_duration(record.duration), fmt_duration(first.elapsed)
+            took = f"ran {total} in all (stalled at {at})"
+        else:
+            elapsed = record.elapsed
+            if now:  # the phase goes on: its time so far, not at the latest sample
+                elapsed = max(elapsed, clock - (first.ts - first.elapsed))
+            took = f"for {fmt_duration(elapsed)}" + ("" if now else " (never ended)")
+        text.append(
+            f"{first.phase} of {first.test or '?'} {took}"
+            + (f" (fixture {first.fixture})" if first.fixture else "")
+            + "\n"
+        )
+        if first.location:
+            text.append(f"    at {first.location}\n")
+        latest = record.threads
+        for thread in first.threads:  # where it got stuck: what the location line says
+            self._thread(text, thread, muted)
+            later = latest.get(thread.ident)
+            if later is not None and later.frames[-1:] != thread.frames[-1:]:
+                then = later.verdict + (f": {later.detail}" if later.detail else "")
+                text.append(f"      later: {then}\n", style=muted)
+
+    def _thread(self, text: Text, thread: ev.ThreadStack, muted: str) -> None:
+        verdict = thread.verdict + (f": {thread.detail}" if thread.detail else "")
+        text.append(f"  thread {thread.name} ", style="bold")
+        if thread.verdict == "idle":  # a pool or reader thread waiting for work
+            text.append(f"{verdict}\n", style=muted)
+            return
+        text.append(f"{verdict}\n", style=colour(self.app, "warning"))
+        frames = thread.frames
+        inner = len(frames) - INNER_FRAMES
+        shown = [f for i, f in enumerate(frames) if f.user or i >= inner]
+        for frame in shown[-FRAMES_SHOWN:]:
+            where = f"      {frame_text(frame, self._root)}\n"
+            text.append(where, style="" if frame.user else muted)
+        for task in thread.tasks:
+            text.append(f"    task {task.name} {task.coro}", style=muted)
+            if task.awaiting:
+                text.append(f" awaiting {task.awaiting}", style=muted)
+            text.append("\n")
+
+
+def _current(state: RunState, record: StallRecord) -> bool:
+    view = state.workers.get(record.w)
+    return view is not None and view.current_stall is record
