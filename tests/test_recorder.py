@@ -179,6 +179,31 @@ def test_fixtures_recorded_with_scope_trigger_and_teardown(
     assert box_stats.workers == {t.w for n, t in tests.items() if n in boxes}
 
 
+def test_a_fixture_that_skips_is_not_an_error_one_that_raises_is(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makepyfile(
+        test_x="""
+import pytest
+
+@pytest.fixture(scope="session")
+def engine():
+    pytest.skip("no container engine")
+
+@pytest.fixture(scope="session")
+def broken():
+    raise RuntimeError("cannot connect")
+
+def test_a(engine): pass
+def test_b(broken): pass
+"""
+    )
+    result = pytester.runpytest_subprocess("--monitor", "-n", "2")
+    result.assert_outcomes(skipped=1, errors=1)
+    errors = {s.name: s.error for s in only_run(pytester).of(ev.FixtureSetup)}
+    assert errors == {"engine": None, "broken": "RuntimeError: cannot connect"}
+
+
 @pytest.mark.parametrize("mode", [XDIST, SINGLE])
 def test_heartbeats_name_the_running_test(pytester: pytest.Pytester, mode: list[str]) -> None:
     pytester.makepyfile(

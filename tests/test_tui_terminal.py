@@ -159,9 +159,9 @@ def test_demo_headless_prints_the_report(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     report = done.stdout
-    # the three shared-container tests run where an engine answers (always under CI)
-    with_engine = "62 tests: 1 failed, 59 passed, 1 skipped, 1 xfailed"
-    without = "62 tests: 1 failed, 56 passed, 4 skipped, 1 xfailed"
+    # the five shared-container tests run where an engine answers (always under CI)
+    with_engine = "64 tests: 1 failed, 61 passed, 1 skipped, 1 xfailed"
+    without = "64 tests: 1 failed, 56 passed, 6 skipped, 1 xfailed"
     assert with_engine in report or (not os.environ.get("CI") and without in report), report
     assert "4 workers" in report
     assert "test_reports.py::test_quarterly_report" in report

@@ -1,8 +1,15 @@
 from __future__ import annotations
 
 import time
+import urllib.request
 
 import pytest
+
+
+def test_order_page(shared_web: str) -> None:
+    """Uses the run's one web container, wherever this test lands."""
+    with urllib.request.urlopen(f"{shared_web}/index.html", timeout=5) as reply:
+        assert reply.status == 200
 
 
 @pytest.mark.parametrize("n", range(12))

@@ -2,8 +2,15 @@ from __future__ import annotations
 
 import threading
 import time
+import urllib.request
 
 import pytest
+
+
+def test_report_download(shared_web: str) -> None:
+    """Uses the run's one web container, wherever this test lands."""
+    with urllib.request.urlopen(f"{shared_web}/", timeout=5) as reply:
+        assert reply.status == 200
 
 
 @pytest.mark.slow

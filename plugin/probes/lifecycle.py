@@ -179,6 +179,10 @@ class _FixtureSpan:
         )
 
 
+_NOT_ERRORS = (pytest.skip.Exception, pytest.xfail.Exception)
+"""A fixture that skips or xfails its tests has not failed (the test's outcome says it)."""
+
+
 class LifecycleProbe:
     """pytest hooks that record test phases and fixture executions of this process."""
 
@@ -240,7 +244,8 @@ class LifecycleProbe:
         try:
             return (yield)
         except BaseException as exc:
-            span.error = ev.clip(f"{type(exc).__name__}: {exc}", 2000)
+            if not isinstance(exc, _NOT_ERRORS):
+                span.error = ev.clip(f"{type(exc).__name__}: {exc}", 2000)
             raise
         finally:
             t = _WALL0 + (perf_counter() - _MONO0)
