@@ -571,6 +571,33 @@ def test_mariadb_executemany_that_waits_is_recorded_with_its_blocker(
     assert bulk.error is None
 
 
+ENGINE_KWARGS = {
+    "test_kwargs.py": """
+import sqlalchemy as sa
+from migrate import URL
+
+def test_dialect_keywords_still_accepted(tmp_path):
+    for url in (URL, f"sqlite:///{tmp_path / 'k.db'}"):
+        engine = sa.create_engine(
+            url, isolation_level="AUTOCOMMIT", label_length=30, insertmanyvalues_page_size=50
+        )
+        with engine.connect() as conn:
+            assert conn.execute(sa.text("SELECT 1")).scalar() == 1
+        engine.dispose()
+""",
+}
+
+
+def test_create_engine_keeps_its_dialect_keywords_under_monitor(
+    pytester: pytest.Pytester, pg_url: str
+) -> None:
+    """The probe wraps dialects, but create_engine must accept what it accepts without it
+    (it reads the accepted keywords off the dialect classes' ``__init__`` signatures)."""
+    _suite(pytester, pg_url, ENGINE_KWARGS)
+    result = pytester.runpytest_subprocess("--monitor", "-n", "2", timeout=TIMEOUT)
+    result.assert_outcomes(passed=1)
+
+
 PG_TRY = {
     "test_try.py": """
 import sqlalchemy as sa

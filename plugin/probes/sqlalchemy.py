@@ -340,19 +340,25 @@ def _wrap_executemany(original: Callable[..., Any]) -> Callable[..., Any]:
     return do_executemany
 
 
-def _wrap_dialect_init(original: Callable[..., Any]) -> Callable[..., Any]:
-    """``DefaultDialect.__init__``: wrap the ``do_executemany`` of the dialect's class (once
-    a class) -- several dialects override it, so wrapping the base alone would miss them."""
+def _wrap_dialect_initialize(original: Callable[..., Any]) -> Callable[..., Any]:
+    """``DefaultDialect.initialize`` (called on each dialect's first connection, before any
+    statement): wrap the ``do_executemany`` of the dialect's class (once a class) -- several
+    dialects override it, so wrapping the base alone would miss them.
 
-    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
-        original(self, *args, **kwargs)
+    Not ``__init__``: ``create_engine`` reads the dialect's keyword arguments off the
+    ``__init__`` signatures of its classes, and a ``(*args, **kwargs)`` wrapper there hides
+    ``DefaultDialect``'s (``isolation_level``, ``label_length``...), failing the user's engine.
+    """
+
+    def initialize(self: Any, connection: Any) -> None:
         cls = type(self)
         method = cls.do_executemany
         if not getattr(method, "_testmon_live", False):
             cls.do_executemany = _wrap_executemany(method)
+        original(self, connection)
 
-    __init__.__wrapped__ = original  # type: ignore[attr-defined]
-    return __init__
+    initialize.__wrapped__ = original  # type: ignore[attr-defined]
+    return initialize
 
 
 def _finished(ident: int, entry: Entry) -> None:
@@ -833,7 +839,7 @@ def _patch_sqlalchemy(module: ModuleType) -> None:
         DefaultDialect.do_execute_no_params
     )
     DefaultDialect.do_executemany = _wrap_executemany(DefaultDialect.do_executemany)  # type: ignore[method-assign]
-    DefaultDialect.__init__ = _wrap_dialect_init(DefaultDialect.__init__)  # type: ignore[method-assign]
+    DefaultDialect.initialize = _wrap_dialect_initialize(DefaultDialect.initialize)  # type: ignore[method-assign]
     DefaultDialect.do_commit = _wrap_tx_end(DefaultDialect.do_commit)  # type: ignore[method-assign]
     DefaultDialect.do_rollback = _wrap_tx_end(DefaultDialect.do_rollback)  # type: ignore[method-assign]
     # Pool events, unlike Engine events, do not slow down statement execution.
