@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,6 +104,8 @@ def _number(
     except ValueError:
         noun = "a whole number" if kind is int else "a number of seconds"
         raise pytest.UsageError(f"{source}: {raw!r} is not {noun}") from None
+    if not math.isfinite(value):
+        raise pytest.UsageError(f"{source}: {raw!r} is not a finite number")
     if value < minimum:
         raise pytest.UsageError(f"{source}: {raw!r} must be {minimum} or more")
     return value
@@ -114,6 +117,8 @@ def _env_number(name: str, default: str, kind: type[int] | type[float], minimum:
         value = kind(text)
     except ValueError:
         raise pytest.UsageError(f"{name}={text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise pytest.UsageError(f"{name}={text!r} is not a finite number")
     if value < minimum:
         raise pytest.UsageError(f"{name}={text!r} must be {minimum} or more")
     return value

@@ -332,6 +332,8 @@ monitor_stall = 7.5
     [
         (["--monitor-keep", "many"], "--monitor-keep: 'many' is not a whole number"),
         (["--monitor-stall", "-1"], "--monitor-stall: '-1' must be 0.0 or more"),
+        (["--monitor-stall", "nan"], "--monitor-stall: 'nan' is not a finite number"),
+        (["--monitor-stall", "inf"], "--monitor-stall: 'inf' is not a finite number"),
         (["--monitor-listen", "localhost"], "--monitor-listen: 'localhost' is not HOST:PORT*"),
     ],
 )

@@ -15,6 +15,7 @@ traceback; see the ``EXIT_*`` codes.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import textwrap
@@ -266,7 +267,7 @@ def _bisect_arguments(parser: argparse.ArgumentParser) -> None:
     add_format_option(parser, "result format")
     parser.add_argument(
         "--time-limit",
-        type=float,
+        type=positive_number,
         default=600.0,
         metavar="SECONDS",
         help="stop searching after this long (default 600)",
@@ -402,10 +403,21 @@ def _tui_arguments(parser: argparse.ArgumentParser) -> None:
     add_speed_option(parser)
 
 
+def positive_number(text: str) -> float:
+    """argparse type: a finite number above 0 (``nan``, ``inf``, 0 and below are refused)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a number above 0")
+    return value
+
+
 def add_speed_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--speed",
-        type=float,
+        type=positive_number,
         default=None,
         metavar="N",
         help="play a recorded run from its start at N times real speed "
@@ -424,8 +436,6 @@ def _replay_source(args: argparse.Namespace) -> Source:
     from .runs import resolve_run
     from .sources import ReplaySource
 
-    if args.speed is not None and args.speed <= 0:
-        raise CommandError(f"--speed {args.speed:g}: give a number above 0", EXIT_USAGE)
     return ReplaySource(resolve_run(monitor_dir(args), args.run), speed=args.speed)
 
 
