@@ -146,6 +146,10 @@ class WorkerView(msgspec.Struct):
         return self.phase
 
 
+DUPLICATE_WORTH = 0.05
+"""Seconds of setup in all from which a fixture set up once per worker is worth a warning."""
+
+
 class FixtureStats(msgspec.Struct):
     name: str
     scope: str
@@ -162,6 +166,11 @@ class FixtureStats(msgspec.Struct):
     def duplicated(self) -> bool:
         """A wide-scoped fixture set up on several workers: the cost was paid per worker."""
         return self.scope in ("session", "package", "module") and len(self.workers) > 1
+
+    @property
+    def costly_duplicate(self) -> bool:
+        """Duplicated, and at a cost worth a warning (not pytest's own cheap fixtures)."""
+        return self.duplicated and self.setup_total >= DUPLICATE_WORTH
 
 
 class LockStats(msgspec.Struct):

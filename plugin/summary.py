@@ -46,7 +46,7 @@ def summary_lines(state: RunState, log: Path, problems: list[str], verbosity: in
         f"{fx.scope} fixture {fx.name!r} set up {fx.count}x on {len(fx.workers)} workers, "
         f"{_dur(fx.setup_total)} in all"
         for fx in state.fixtures_by_cost()[:3]
-        if fx.duplicated
+        if fx.costly_duplicate
     )
     for crash in state.crashes:
         how = (
@@ -151,5 +151,15 @@ def stall_lines(record: StallRecord) -> list[str]:
     head = f"  {what}: {record.w} {first.test or '(no test)'} ({phase}) {took}"
     if first.location:
         head += f" at {first.location}"
-    verdicts = ", ".join(f"{t.name} {t.verdict}" for t in record.thread_list if t.verdict != "idle")
-    return [head, f"    threads: {verdicts or '(none but the runner)'}"]
+    # Verdicts of the first sample, the moment the location was taken; a thread that did
+    # something else by the last sample says so.
+    verdicts = []
+    for thread in first.threads:
+        if thread.verdict == "idle":
+            continue
+        text = f"{thread.name} {thread.verdict}"
+        last = record.threads.get(thread.ident)
+        if last is not None and last.verdict != thread.verdict:
+            text += f" (later {last.verdict})"
+        verdicts.append(text)
+    return [head, f"    threads: {', '.join(verdicts) or '(none but the runner)'}"]

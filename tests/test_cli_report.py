@@ -20,6 +20,8 @@ import pytest
 
 from testmon_live.plugin import events as ev
 from testmon_live.plugin.runlog import MonitorDir, write_live_file
+from testmon_live.plugin.state import StallRecord
+from testmon_live.plugin.summary import stall_lines
 from testmon_live.tui import cli
 from testmon_live.tui.report import WIDTH, shorten_nodeid
 from testmon_live.tui.runs import INCOMPLETE, RUNNING
@@ -661,3 +663,16 @@ def test_help_version_and_light_imports(synthetic: Path) -> None:
 )  # fmt: skip
 def test_shorten_nodeid_keeps_the_end(width: int, expected: str) -> None:
     assert shorten_nodeid(LONG_NODEID, width) == expected
+
+
+def test_summary_stall_verdicts_are_those_of_its_location_with_later_changes() -> None:
+    """The location is taken at the first sample: the verdicts beside it must be that
+    sample's too (a filelock wait that turned into a sleep is still shown as the lock)."""
+    first = stall_event()
+    threads = {t.ident: t for t in first.threads}
+    record = StallRecord(w="gw1", reason="stall", first=first, threads=threads)
+    later = ev.ThreadStack(name="MainThread", ident=1, verdict="sleep", detail="time.sleep")
+    record.merge(ev.Stall(w="gw1", ts=T0 + 9, test=LONG_NODEID, sample=2, threads=[later]))
+    head, verdicts = stall_lines(record)
+    assert head.endswith("at tests/test_db.py:12 in test_upgrade")
+    assert verdicts == "    threads: MainThread lock (later sleep), pool-worker-1 sleep"

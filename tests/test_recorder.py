@@ -296,6 +296,31 @@ def test_summary_names_the_run_and_how_to_open_it(pytester: pytest.Pytester) -> 
     assert result.ret == 1
 
 
+def test_summary_warns_of_costly_per_worker_fixtures_only(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        test_x="""
+import time
+import pytest
+
+@pytest.fixture(scope="session")
+def cheap():
+    return 1
+
+@pytest.fixture(scope="session")
+def costly():
+    time.sleep(0.1)
+
+def test_x(cheap, costly): pass
+"""
+    )
+    result = pytester.runpytest_subprocess("--monitor", "-n", "2", "--dist", "each")
+    result.assert_outcomes(passed=2)
+    out = result.stdout.str()
+    assert "session fixture 'costly' set up 2x on 2 workers" in out
+    assert "'cheap'" not in out  # pytest's own (tmp_path_factory...) likewise
+    assert "fixture 'tmp_path_factory'" not in out
+
+
 def test_monitor_dir_gets_a_gitignore_and_old_runs_are_pruned(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_x="def test_x(): pass")
     for _ in range(3):

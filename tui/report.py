@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from testmon_live.plugin.state import DUPLICATE_WORTH
+
 from .runs import (
     INCOMPLETE,
     PROBLEMS_FIRST,
@@ -320,7 +322,7 @@ def _fixtures_section(report: Report) -> Section | None:
             f"{fmt_duration(f['setup_total'])} of setup in all",
         )
         for f in fixtures
-        if f["duplicated"]
+        if f["duplicated"] and f["setup_total"] >= DUPLICATE_WORTH
     ]
     if duplicated:
         blocks.append(Bullets(duplicated, warn=True))
