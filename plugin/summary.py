@@ -11,6 +11,14 @@ STALLS_SHOWN = 10
 """Stalls listed in the summary without ``-v``."""
 
 
+_PLURALS = {"test": "tests", "wait": "waits", "error": "errors"}
+"""Words that take an s after any count but 1 (pytest's passed, failed... never do)."""
+
+
+def _count(n: int, word: str) -> str:
+    return f"{n} {word if n == 1 else _PLURALS.get(word, word)}"
+
+
 def _dur(seconds: float) -> str:
     if seconds >= 120:
         return f"{seconds / 60:.1f} min"
@@ -28,10 +36,10 @@ def summary_lines(state: RunState, log: Path, problems: list[str], verbosity: in
     """A few lines; the last one is always the command that opens the run."""
     lines: list[str] = []
     workers = state.active_workers()
-    counts = ", ".join(f"{n} {k}" for k, n in sorted(state.counts.items()) if n)
+    counts = ", ".join(_count(n, k) for k, n in sorted(state.counts.items()) if n)
     wall = state.wall()
     lines.append(
-        f"run {state.run_id}: {state.tests_done} tests on {len(workers)} worker"
+        f"run {state.run_id}: {_count(state.tests_done, 'test')} on {len(workers)} worker"
         f"{'s' if len(workers) != 1 else ''} in {_dur(wall)}"
         + (f" ({counts})" if counts else "")
         + (f", parallel efficiency {state.efficiency():.0%}" if state.slots() > 1 else "")
@@ -70,7 +78,8 @@ def summary_lines(state: RunState, log: Path, problems: list[str], verbosity: in
         lines.append(
             f"lock contention: {len(contended)} lock{'s' if len(contended) != 1 else ''} waited "
             f"on, {_dur(sum(s.total_wait for s in contended))} in all; most: "
-            f"{lock_label(top.kind, top.key)} ({top.contended} waits, {_dur(top.total_wait)})"
+            f"{lock_label(top.kind, top.key)} "
+            f"({_count(top.contended, 'wait')}, {_dur(top.total_wait)})"
         )
     for url, racing in state.migration_races.items():
         names = ", ".join(sorted(racing, key=worker_order))

@@ -196,10 +196,12 @@ def broken():
 
 def test_a(engine): pass
 def test_b(broken): pass
+def test_c(broken): pass
 """
     )
     result = pytester.runpytest_subprocess("--monitor", "-n", "2")
-    result.assert_outcomes(skipped=1, errors=1)
+    result.assert_outcomes(skipped=1, errors=2)
+    result.stdout.fnmatch_lines(["run *: 3 tests on 2 workers in * (2 errors, 1 skipped)*"])
     errors = {s.name: s.error for s in only_run(pytester).of(ev.FixtureSetup)}
     assert errors == {"engine": None, "broken": "RuntimeError: cannot connect"}
 

@@ -81,7 +81,7 @@ async def test_attach_mid_run_then_follow_to_the_end(
         top = header(app)
         assert "finished" in top
         assert f"{ALL_TESTS} passed" in top
-        assert "ended: run finished" in top
+        assert "ended (run finished)" in top
         assert {r.value for r in app.main.query_one(WorkersTable).rows} == {"gw0", "gw1"}
     assert run.proc.wait(30) == 0
 

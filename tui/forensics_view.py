@@ -19,6 +19,7 @@ from .report import (
     Verbatim,
     fmt_duration,
     fmt_percent,
+    plural,
     render_json,
     render_markdown,
     render_text,
@@ -90,7 +91,7 @@ def suspects_sections(model: SuspectsModel) -> list[Section]:
 def bisect_sections(result: BisectResult, test: str) -> list[Section]:
     verdict_words = {
         "polluter": "polluter found",
-        "fails-alone": "fails on its own",
+        "fails-alone": "no polluter",
         "not-reproduced": "not reproducible",
         "timeout": "time limit reached",
         "error": "could not search",
@@ -99,7 +100,7 @@ def bisect_sections(result: BisectResult, test: str) -> list[Section]:
     blocks: list[Block] = [Prose([(f"{verdict}: {result.message}",)])]
     if result.culprit:
         blocks.append(Verbatim([result.culprit]))
-    runs = f"{len(result.trials)} pytest runs (at most {result.bound} for this search)"
+    runs = f"{plural(len(result.trials), 'pytest run')} (at most {result.bound} for this search)"
     blocks.append(Prose([(runs,)]))
     rows = [
         (str(n), t.label, str(len(t.ids)), t.outcome, fmt_duration(t.seconds))

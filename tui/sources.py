@@ -408,7 +408,7 @@ class LiveSource(Source):
                             sink.status(f"{message.reason}: reconnecting", "warning")
                             return self._follow(live, sink, stop)
                         ended = True
-                        sink.status(f"run {live.run_id} ended: {message.reason}")
+                        sink.status(f"run {live.run_id} ended ({message.reason})")
                     elif isinstance(message, ev.ControlError):
                         sink.status(f"the hub says: {message.msg}", "error")
                 if batch:

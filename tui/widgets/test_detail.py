@@ -14,7 +14,7 @@ from textual.widgets import Footer, Static
 
 from testmon_live.plugin import events as ev
 from testmon_live.plugin.state import RunState
-from testmon_live.tui.report import fmt_duration
+from testmon_live.tui.report import fmt_duration, plural
 
 BEFORE_SHOWN = 15
 
@@ -62,7 +62,7 @@ def describe(test: ev.TestFinished, state: RunState) -> Text:
         text.append("\nfailure\n", style="bold")
         text.append((test.longrepr or test.message or "") + "\n")
     before = [t for t in state.tests if t.w == test.w and t.ts < test.ts]
-    text.append(f"\nran before it on {test.w} ({len(before)} tests)\n", style="bold")
+    text.append(f"\nran before it on {test.w} ({plural(len(before), 'test')})\n", style="bold")
     for prior in before[-BEFORE_SHOWN:]:
         text.append(f"  {prior.outcome:<8} {prior.nodeid}\n")
     return text
