@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from testmon_live.plugin import events as ev
 from testmon_live.tui import sample
-from testmon_live.tui.cli import EXIT_ERROR, EXIT_USAGE, main
+from testmon_live.tui.cli import EXIT_ERROR, EXIT_SCHEMA, EXIT_USAGE, main
 
 pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
@@ -149,6 +150,26 @@ def test_cli_errors_are_one_line(
         with pytest.raises(SystemExit):
             main([command, "--help"])
         assert "usage: testmon" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("command", ["tui", "replay"])
+def test_dashboard_refuses_what_is_not_a_run_log_before_opening(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str
+) -> None:
+    """Like `testmon report`: one line and its exit code, no dashboard on nothing."""
+    header = ev.encode_lines(sample.demo_run()[:1])
+    newer = header.replace(b'"schema":1,', b'"schema":99,').rstrip(b"\n")
+    cases = {
+        "empty.jsonl": (b"", EXIT_ERROR, "is empty"),
+        "garbage.jsonl": (b"garbage\n", EXIT_ERROR, "is not a testmon-live run log"),
+        "newer.jsonl": (newer + b"\n", EXIT_SCHEMA, "upgrade testmon-live"),
+    }
+    for name, (content, code, words) in cases.items():
+        (tmp_path / name).write_bytes(content)
+        assert main([command, str(tmp_path / name)]) == code, name
+        err = capsys.readouterr().err
+        assert words in err, err
+        assert len(err.strip().splitlines()) == 1, err
 
 
 def test_demo_headless_prints_the_report(tmp_path: Path) -> None:

@@ -27,7 +27,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from testmon_live.plugin.events import SCHEMA_VERSION
-from testmon_live.plugin.runlog import MonitorDir, RunLogError, SchemaTooNew, find_monitor_dir
+from testmon_live.plugin.runlog import (
+    MonitorDir,
+    RunLogError,
+    SchemaTooNew,
+    find_monitor_dir,
+    iter_log,
+)
 
 if TYPE_CHECKING:
     from testmon_live.plugin.state import RunState
@@ -436,7 +442,15 @@ def _replay_source(args: argparse.Namespace) -> Source:
     from .runs import resolve_run
     from .sources import ReplaySource
 
-    return ReplaySource(resolve_run(monitor_dir(args), args.run), speed=args.speed)
+    path = resolve_run(monitor_dir(args), args.run)
+    # Refuse what is not a run log here, with the report's message and exit code, rather
+    # than open a dashboard on nothing.
+    events = iter_log(path)
+    try:
+        next(events)
+    finally:
+        events.close()
+    return ReplaySource(path, speed=args.speed)
 
 
 def _tui(args: argparse.Namespace) -> int:
