@@ -18,7 +18,7 @@ import contextlib
 import json
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Generator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -275,7 +275,9 @@ def _refuse_newer(line: bytes, where: str) -> None:
         check_header(ev.RunStarted(schema=schema, run_id="", rootdir=""), where)
 
 
-def iter_log(path: Path, problems: list[tuple[int, str]] | None = None) -> Iterator[ev.Event]:
+def iter_log(
+    path: Path, problems: list[tuple[int, str]] | None = None
+) -> Generator[ev.Event, None, None]:
     """Events of a log, header first, skipping (and reporting into ``problems``) bad lines.
 
     Raises :class:`RunLogError` when the file is missing, empty, not a run log, or newer
