@@ -20,6 +20,7 @@ from testmon_live.tui.cli import EXIT_ERROR, EXIT_SCHEMA, EXIT_USAGE, main
 
 pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
+DEMO = Path(__file__).resolve().parents[1] / "examples" / "demo"
 SUITE = """
 import time, pytest
 
@@ -173,9 +174,8 @@ def test_dashboard_refuses_what_is_not_a_run_log_before_opening(
 
 
 def test_demo_headless_prints_the_report(tmp_path: Path) -> None:
-    demo = Path(__file__).resolve().parents[1] / "examples" / "demo"
     copy = tmp_path / "demo"
-    shutil.copytree(demo, copy, ignore=shutil.ignore_patterns(".testmon", "__pycache__"))
+    shutil.copytree(DEMO, copy, ignore=shutil.ignore_patterns(".testmon", "__pycache__"))
     done = subprocess.run(
         [str(BIN / "testmon"), "demo", "--headless", "--path", str(copy)],
         capture_output=True,
@@ -192,3 +192,30 @@ def test_demo_headless_prints_the_report(tmp_path: Path) -> None:
     assert "test_reports.py::test_quarterly_report" in report
     assert "database (session scope) set up once per worker: 4x on 4 workers" in report
     assert (copy / ".testmon" / "demo-output.txt").read_text().count("FAILED") == 1
+
+
+def test_quitting_the_demo_early_interrupts_its_run_cleanly(tmp_path: Path) -> None:
+    """The dashboard's quit ends the demo run as Ctrl-C would: pytest records the run as
+    interrupted (not a killed, incomplete log) and says nothing of broken channels."""
+    from testmon_live.plugin.runlog import read_log
+    from testmon_live.tui import demo
+
+    copy = tmp_path / "demo"
+    shutil.copytree(DEMO, copy, ignore=shutil.ignore_patterns(".testmon", "__pycache__"))
+    process = demo.start(copy)
+    try:
+        runs = copy / ".testmon" / "runs"
+        deadline = time.monotonic() + 60
+        while not any(runs.glob("*.jsonl")) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(3.0)  # into the run: workers busy, the migration lock taken
+    finally:
+        demo.stop(process)
+    assert process.returncode == pytest.ExitCode.INTERRUPTED
+    (log,) = runs.glob("*.jsonl")
+    end = read_log(log).events[-1]
+    assert isinstance(end, ev.RunFinished)
+    assert end.status == "interrupted"
+    output = (copy / ".testmon" / "demo-output.txt").read_text()
+    assert "cannot send" not in output
+    assert "Warning" not in output

@@ -9,6 +9,7 @@ so it does not scribble over the dashboard.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Mapping
@@ -85,11 +86,14 @@ def start(
 
 
 def stop(process: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
-    """End the demo run if it still goes (the user quit the dashboard early)."""
-    if process.poll() is None:
-        process.terminate()
+    """End the demo run if it still goes (the user quit the dashboard early): Ctrl-C, as a
+    user would, so that pytest ends the run and the log says ``interrupted``; harder only
+    when that does not end it."""
+    for how in (signal.SIGINT, signal.SIGTERM, signal.SIGKILL):
+        if process.poll() is not None:
+            return
+        process.send_signal(how)
         try:
             process.wait(timeout)
         except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout)
+            continue
