@@ -252,6 +252,41 @@ def test_diff_shows_slower_tests_new_failures_and_flaky_history(
     assert "| change |" in out
 
 
+def test_diff_matches_a_lock_across_pytest_temp_folders() -> None:
+    """The xdist file lock recipe puts the lock in pytest's numbered temp folder, new each
+    run: the diff must still see one lock whose wait moved, not two unrelated ones."""
+    from testmon_live.plugin.state import RunState
+    from testmon_live.tui.diff import History, build_diff
+
+    def run(run_id: str, folder: str, waited: float) -> RunState:
+        key = f"/tmp/pytest-of-root/{folder}/migrations.lock"
+        return RunState().apply_all(
+            [
+                ev.RunStarted(
+                    ts=1.0, schema=ev.SCHEMA_VERSION, run_id=run_id, rootdir="/p", workers=2
+                ),
+                ev.LockEvent(w="gw1", ts=2.0, action="wait", kind="filelock", key=key, lock_id="x"),
+                ev.LockEvent(
+                    w="gw1",
+                    ts=2.0 + waited,
+                    action="acquired",
+                    kind="filelock",
+                    key=key,
+                    lock_id="x",
+                    waited=waited,
+                ),
+            ]
+        )
+
+    a, b = (
+        run("20260101-000000-000aa", "pytest-61", 7.0),
+        run("20260101-000100-000bb", "pytest-62", 0.5),
+    )
+    (lock,) = build_diff(a, b, History(runs=[], marks={}))["locks"]
+    assert lock["key"] == "/tmp/pytest-of-root/pytest-N/migrations.lock"
+    assert (lock["a_wait"], lock["b_wait"]) == (7.0, 0.5)
+
+
 def test_diff_shows_what_ran_before_a_changed_test(
     pytester: pytest.Pytester, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -8,6 +8,7 @@ history of every recorded run names tests that both passed and failed as flaky.
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -177,8 +178,22 @@ class DiffModel(TypedDict):
     history_runs: int
 
 
+_PYTEST_TMP = re.compile(r"([/\\]pytest-of-[^/\\]+[/\\]pytest-)\d+(?=[/\\])")
+"""pytest's numbered temp folder (``/tmp/pytest-of-USER/pytest-61/``): new in every run."""
+
+
+def stable_lock_key(key: str) -> str:
+    """A lock's key as it stays from run to run: the file lock recipe of pytest-xdist puts
+    its lock in the run's temp folder, whose number changes every run."""
+    return _PYTEST_TMP.sub(r"\1N", key)
+
+
 def _lock_waits(state: RunState) -> dict[tuple[str, str], float]:
-    return {key: stats.total_wait for key, stats in state.locks.items()}
+    waits: dict[tuple[str, str], float] = {}
+    for (kind, key), stats in state.locks.items():
+        stable = (kind, stable_lock_key(key))
+        waits[stable] = waits.get(stable, 0.0) + stats.total_wait
+    return waits
 
 
 def _startup(state: RunState) -> tuple[float, int]:
