@@ -92,6 +92,8 @@ class MonitorDir:
         if spec.endswith(LOG_SUFFIX) or os.sep in spec:
             if path.is_file():
                 return path
+            if path.is_dir():
+                raise RunLogError(f"{spec} is a folder, not a run log")
             raise RunLogError(f"no run log at {spec}")
         logs = self.logs()
         if not logs:

@@ -603,6 +603,15 @@ def test_errors_are_one_line_with_exit_codes(
     assert out.code == cli.EXIT_ERROR
     assert "no such folder" in out.err
 
+    out = run_cli(capsys, "runs", "--dir", str(foreign))
+    assert out.code == cli.EXIT_ERROR
+    assert "a file, not a folder" in out.err
+
+    (tmp_path / "odd.jsonl").mkdir()
+    out = run_cli(capsys, "report", str(tmp_path / "odd.jsonl"))
+    assert out.code == cli.EXIT_ERROR
+    assert "odd.jsonl is a folder, not a run log" in out.err
+
     done = run_module("report", "--format", "xml")
     assert done.returncode == cli.EXIT_USAGE
     assert "invalid choice: 'xml'" in done.stderr

@@ -131,7 +131,8 @@ def monitor_dir(args: argparse.Namespace) -> MonitorDir:
     if directory is None:
         return find_monitor_dir()
     if not directory.is_dir():
-        raise CommandError(f"--dir {directory}: no such folder")
+        what = "a file, not a folder" if directory.exists() else "no such folder"
+        raise CommandError(f"--dir {directory}: {what}")
     return MonitorDir(directory)
 
 
@@ -518,6 +519,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _dump_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.usage = "%(prog)s [-h] [--dir DIR] [RUN] WORKER"  # RUN first, but optional
     parser.add_argument(
         "run", metavar="RUN", help="the live run: its id, a unique prefix, or `latest`"
     )
