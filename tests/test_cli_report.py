@@ -23,7 +23,7 @@ from testmon_live.plugin.runlog import MonitorDir, write_live_file
 from testmon_live.plugin.state import StallRecord
 from testmon_live.plugin.summary import stall_lines
 from testmon_live.tui import cli
-from testmon_live.tui.report import WIDTH, shorten_nodeid
+from testmon_live.tui.report import WIDTH, shorten_nodeid, text_width
 from testmon_live.tui.runs import INCOMPLETE, RUNNING
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "report-json.md"
@@ -685,3 +685,17 @@ def test_summary_stall_verdicts_are_those_of_its_location_with_later_changes() -
     head, verdicts = stall_lines(record)
     assert head.endswith("at tests/test_db.py:12 in test_upgrade")
     assert verdicts == "    threads: MainThread lock (later sleep), pool-worker-1 sleep"
+
+
+def test_text_output_uses_a_wider_terminal(
+    monkeypatch: pytest.MonkeyPatch, synthetic: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """100 columns at least; more when the terminal (or $COLUMNS) has them, so that
+    `testmon runs` does not cut a long result a wide screen could show."""
+    monkeypatch.setenv("COLUMNS", "60")
+    assert text_width() == WIDTH
+    monkeypatch.setenv("COLUMNS", "250")
+    assert text_width() == 250
+    out = run_cli(capsys, "report", str(synthetic)).out
+    assert any(len(line) > WIDTH for line in out.splitlines())
+    assert "…" not in out

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -851,7 +852,14 @@ def _text_block(block: Block, width: int) -> list[str]:
     return [_text_line((INDENT, *line), width) for line in block.lines]
 
 
-def render_text(found: Sequence[Section], width: int = WIDTH) -> str:
+def text_width() -> int:
+    """:data:`WIDTH`, or the terminal's (or ``$COLUMNS``) when wider: nothing is cut that
+    the screen could show."""
+    return max(WIDTH, shutil.get_terminal_size((WIDTH, 24)).columns)
+
+
+def render_text(found: Sequence[Section], width: int | None = None) -> str:
+    width = text_width() if width is None else width
     out: list[str] = []
     for number, section in enumerate(found):
         if number:
