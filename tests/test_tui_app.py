@@ -13,6 +13,7 @@ from textual.widgets import DataTable, Input, Static
 from testmon_live.plugin import events as ev
 from testmon_live.tui import sample
 from testmon_live.tui.app import MonitorApp, make_app
+from testmon_live.tui.ingest import Ingest
 from testmon_live.tui.screenshots import settle
 from testmon_live.tui.sources import ReplaySource
 from testmon_live.tui.widgets.containers_panel import ContainersPanel
@@ -32,8 +33,9 @@ def log(tmp_path: Path, events: list[ev.Event], name: str = sample.RUN_ID) -> Pa
     return sample.write_log(tmp_path / ".testmon" / "runs" / f"{name}.jsonl", events)
 
 
-def app_on(path: Path, speed: float | None = None) -> MonitorApp:
-    return make_app(ReplaySource(path, speed=speed), clock=lambda: sample.T0)
+def app_on(path: Path, speed: float | None = None, live: bool | None = None) -> MonitorApp:
+    """``live``: the log is still written (a cut log shows a moment of a live run)."""
+    return make_app(ReplaySource(path, speed=speed, live=live), clock=lambda: sample.T0)
 
 
 def shown(widget: Static) -> str:
@@ -72,7 +74,7 @@ async def test_end_state_of_a_recorded_run(tmp_path: Path) -> None:
 
 async def test_workers_mid_run_show_lock_waits_then_a_stall(tmp_path: Path) -> None:
     events = sample.demo_run()
-    app = app_on(log(tmp_path, sample.cut(events, 3.0)))
+    app = app_on(log(tmp_path, sample.cut(events, 3.0)), live=True)
     async with app.run_test(size=SIZE) as pilot:
         await settle(app, pilot)
         states = worker_states(app)
@@ -83,7 +85,7 @@ async def test_workers_mid_run_show_lock_waits_then_a_stall(tmp_path: Path) -> N
         assert sum("[migrations.lock]" in cell for cell in waiting) == 3
         screen = app.export_screenshot()
         assert screen.count("[migrations.lock]") == 3, "drawn, not taken for markup"
-    app = app_on(log(tmp_path, sample.cut(events, 9.0), "later"))
+    app = app_on(log(tmp_path, sample.cut(events, 9.0), "later"), live=True)
     async with app.run_test(size=SIZE) as pilot:
         await settle(app, pilot)
         assert sorted(worker_states(app).values()) == ["call", "call", "call", "stalled"]
@@ -233,6 +235,55 @@ async def test_replay_plays_pauses_steps_and_seeks(tmp_path: Path) -> None:
         assert 0 < done_at_10 < 59
 
 
+async def test_replay_of_a_killed_run_ends_incomplete_not_running(tmp_path: Path) -> None:
+    """A log without the run's end that no pytest writes any more: killed or crashed."""
+    events = sample.demo_run()
+    log(tmp_path, events, "20261117-060000-earlier")  # so an ETA could be given
+    app = app_on(log(tmp_path, sample.cut(events, 9.0)))
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        await pilot.pause(0.1)
+        app.redraw(force=True)
+        top = header(app)
+        assert " incomplete " in top
+        assert "running" not in top
+        assert "ETA" not in top
+        assert "(replay)" not in top
+        assert "elapsed 9.00s" in top
+        assert "without the run's end record" in top
+        states = worker_states(app)
+        assert "call" not in states.values()
+        assert "stalled" not in states.values()
+        assert "no end recorded" in states.values()
+
+
+async def test_replay_played_to_the_end_of_a_killed_run_ends_incomplete(tmp_path: Path) -> None:
+    app = app_on(log(tmp_path, sample.cut(sample.demo_run(), 2.0)), speed=20.0)
+    async with app.run_test(size=SIZE) as pilot:
+        for _ in range(100):
+            await pilot.pause(0.05)
+            if app.ingest.run_status() != "running":
+                break
+        assert app.ingest.run_status() == "incomplete"
+        await pilot.press("home")  # back to the start: running again, until the end
+        await pilot.pause(0.2)
+        assert app.ingest.run_status() == "running"
+
+
+def test_elapsed_does_not_go_back_when_a_live_hub_vanishes() -> None:
+    wall = [sample.T0 + 5.0]
+    ingest = Ingest(lambda message: None, clock=lambda: wall[0])
+    ingest.reset("live", None)
+    ingest.events(sample.cut(sample.demo_run(), 3.0))
+    before = ingest.state.wall(ingest.now())
+    assert before == pytest.approx(5.0)
+    ingest.status("run x ended unexpectedly: the hub went away", "error")
+    wall[0] += 10.0
+    assert ingest.run_status() == "crashed"
+    assert ingest.state.wall(ingest.now()) >= before
+    assert ingest.eta() is None
+
+
 async def test_live_only_bindings_hidden_from_live_sources(tmp_path: Path) -> None:
     app = app_on(log(tmp_path, sample.demo_run()))
     assert app.check_action("play_pause", ()) is True
@@ -288,7 +339,7 @@ async def test_not_a_run_log(tmp_path: Path) -> None:
 async def test_eta_from_earlier_runs_of_the_same_tests(tmp_path: Path) -> None:
     events = sample.demo_run()
     log(tmp_path, events, "20261117-060000-earlier")
-    app = app_on(log(tmp_path, sample.cut(events, 9.0)))
+    app = app_on(log(tmp_path, sample.cut(events, 9.0)), live=True)
     async with app.run_test(size=SIZE) as pilot:
         await settle(app, pilot)
         assert "ETA ~" in header(app)
@@ -301,7 +352,7 @@ async def test_usable_at_80x24_and_without_colour(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("NO_COLOR", "1")
-    app = app_on(log(tmp_path, sample.cut(sample.demo_run(), 9.0)))
+    app = app_on(log(tmp_path, sample.cut(sample.demo_run(), 9.0)), live=True)
     async with app.run_test(size=(80, 24)) as pilot:
         await settle(app, pilot)
         assert app.no_color
@@ -356,7 +407,7 @@ def test_datatable_alias() -> None:
 async def test_workers_table_fits_the_screen(tmp_path: Path, width: int) -> None:
     """No horizontal scrolling: the test column takes what the others leave, also after a
     resize; the state is never cut; CPU and RSS show from 110 columns on."""
-    app = app_on(log(tmp_path, sample.cut(sample.demo_run(), 3.0)))
+    app = app_on(log(tmp_path, sample.cut(sample.demo_run(), 3.0)), live=True)
     async with app.run_test(size=(width + 30, 30)) as pilot:
         await settle(app, pilot)
         await pilot.resize_terminal(width, 30)

@@ -123,7 +123,9 @@ def scene_app(scene: Scene, folder: Path) -> MonitorApp:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(ev.encode_lines(scene_events(scene)))
     moment = scene_time(scene)
-    return make_app(ReplaySource(path), clock=lambda: moment)
+    # a moment of the run is shown as it looked live: the log was still being written
+    source = ReplaySource(path, live=scene.seconds is not None)
+    return make_app(source, clock=lambda: moment)
 
 
 def record(dest: Path = DEMO_LOG, folder: Path = RECORD_FOLDER) -> Path:
