@@ -101,6 +101,11 @@ class WorkerView(msgspec.Struct):
     test: str | None = None
     fixture: str | None = None
     since: float = 0.0
+    """When the current phase began."""
+    test_started: float | None = None
+    """When the current test's first phase seen began (None: no test in progress)."""
+    call_started: float | None = None
+    """When the current test's call began (None: not reached yet)."""
     waiting: str | None = None
     started: float | None = None
     ended: float | None = None
@@ -396,7 +401,7 @@ class RunState:
         view = self._seen(e)
         view.dropped.update(e.dropped)
         view.phase = "finishing"
-        view.test = None
+        _no_test(view)
         view.fixture = None
         view.since = e.ts
 
@@ -404,7 +409,7 @@ class RunState:
         view = self._seen(e)
         view.down = True
         view.ended = e.ts
-        view.test = None
+        _no_test(view)
         view.fixture = None
         view.waiting = None
         view.stall = None
@@ -448,7 +453,7 @@ class RunState:
         if view.stall is not None and view.stall.test == e.nodeid:
             view.stall = None  # its StallEnded follows the next test's start by a moment
         if view.test == e.nodeid:
-            view.test = None
+            _no_test(view)
             view.fixture = None
             view.phase = "idle"
             view.since = e.ts
@@ -484,6 +489,7 @@ class RunState:
         view = self._seen(e)
         if view.crash is not None or view.down:
             return
+        _test_seen(view, e.test, e.phase, e.since)
         view.test = e.test
         view.phase = e.phase
         view.fixture = e.fixture
@@ -499,6 +505,7 @@ class RunState:
         if view.unresponsive:
             view.unresponsive = False
         if view.crash is None and not view.down:
+            _test_seen(view, e.test, e.phase, e.ts - e.elapsed)
             view.test = e.test
             view.phase = e.phase
             view.fixture = e.fixture
@@ -938,6 +945,27 @@ class RunState:
 
     def dropped(self) -> dict[str, dict[str, int]]:
         return {w.id: dict(w.dropped) for w in self.workers.values() if w.dropped}
+
+
+TEST_PHASES = frozenset({"setup", "call", "teardown"})
+
+
+def _test_seen(view: WorkerView, test: str | None, phase: str, since: float) -> None:
+    """Keep when the test in progress began, and its call (for a timeline's running bar)."""
+    if test is None or phase not in TEST_PHASES:
+        _no_test(view)
+        return
+    if test != view.test or view.test_started is None:
+        view.test_started = since
+        view.call_started = None
+    if phase == "call" and view.call_started is None:
+        view.call_started = since
+
+
+def _no_test(view: WorkerView) -> None:
+    view.test = None
+    view.test_started = None
+    view.call_started = None
 
 
 def _intern(e: ev.TestFinished) -> None:

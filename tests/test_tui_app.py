@@ -158,6 +158,25 @@ def shown_timeline(timeline: Timeline) -> str:
     return timeline.render().plain
 
 
+async def test_timeline_draws_the_test_still_running_up_to_now(tmp_path: Path) -> None:
+    """9 s in, gw3's straggler has run since 1.2 s (setup, then call from 5.7 s): its bar
+    reaches the present, so the test being hunted is visible, not a gap."""
+    app = app_on(log(tmp_path, sample.cut(sample.demo_run(), 9.0)), live=True)
+    async with app.run_test(size=(100, 20)) as pilot:
+        await settle(app, pilot)
+        await pilot.press("2")
+        await pilot.pause()
+        timeline = app.main.query_one(Timeline)
+        lanes = {line[:7].strip(): line[7:] for line in shown_timeline(timeline).splitlines()}
+        gw3 = lanes["gw3"].rstrip()
+        assert len(gw3) >= len(lanes["gw3"]) - 3, "drawn up to now (fit leaves 2% spare)"
+        assert gw3.endswith("█" * 20), "in its call"
+        assert "≈▒" in gw3, "its lock wait, then the rest of its setup"
+        assert " " not in gw3.strip(), "no gap"
+        ids = list(lanes)[1:5]
+        assert all(lanes[w].rstrip().endswith("█") for w in ids), "every worker is in a call"
+
+
 async def test_raw_events_filter(tmp_path: Path) -> None:
     app = app_on(log(tmp_path, sample.demo_run()))
     async with app.run_test(size=SIZE) as pilot:
