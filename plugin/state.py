@@ -881,6 +881,13 @@ class RunState:
         stop = now if now is not None else self.last_ts
         return max(0.0, stop - self.started)
 
+    def busy_share(self, view: WorkerView, now: float | None = None) -> float:
+        """Seconds ``view`` spent in tests / wall time of the run (to ``now`` while it runs),
+        0..1. Against the run's wall, not the worker's life: xdist shuts workers down when
+        the queue empties, and the time they would have waited on a straggler is idle too."""
+        wall = self.wall(now)
+        return min(1.0, view.busy / wall) if wall > 0 else 0.0
+
     def slots(self) -> int:
         """Worker slots the run had: requested workers, at least 1."""
         requested = self.header.workers if self.header else 0

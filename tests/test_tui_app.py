@@ -11,9 +11,12 @@ from textual.events import MouseScrollUp
 from textual.widgets import DataTable, Input, Static
 
 from testmon_live.plugin import events as ev
+from testmon_live.plugin.runlog import MonitorDir
 from testmon_live.tui import sample
 from testmon_live.tui.app import MonitorApp, make_app
 from testmon_live.tui.ingest import Ingest
+from testmon_live.tui.report import fmt_percent
+from testmon_live.tui.runs import build_report, load_run
 from testmon_live.tui.screenshots import settle
 from testmon_live.tui.sources import ReplaySource
 from testmon_live.tui.widgets.containers_panel import ContainersPanel
@@ -121,6 +124,36 @@ async def test_panels_render_locks_containers_stalls_and_failures(tmp_path: Path
         assert "parallel efficiency 70%" in parallel
         assert "gw3" in parallel
         assert "lock wait" in parallel
+
+
+@pytest.mark.parametrize("size", [(80, 24), (160, 50)])
+async def test_parallelism_shares_are_of_the_run_wall_and_the_chart_fills_the_width(
+    tmp_path: Path, size: tuple[int, int]
+) -> None:
+    """A worker's busy share is of the run's wall time, as in ``testmon report``: xdist
+    shuts workers down when the queue empties, the wait for the straggler is idle too."""
+    path = log(tmp_path, sample.demo_run())
+    report = build_report(load_run(path, MonitorDir(tmp_path / ".testmon")))
+    app = app_on(path)
+    async with app.run_test(size=size) as pilot:
+        await settle(app, pilot)
+        await pilot.press("3")
+        await pilot.pause()
+        panel = app.main.query_one(ParallelismPanel)
+        lines = shown(panel).splitlines()
+        busy = {
+            line.split()[0]: line.split(" busy ")[1].split()[0]
+            for line in lines
+            if " busy " in line
+        }
+        expected = {w["id"]: fmt_percent(w["busy_share"]) for w in report["workers"]}
+        assert busy == expected
+        assert busy["gw0"] != "93%", "not of the worker's own life"
+        chart = [
+            line for line in lines if "█" in line and not line.startswith(("gw", " " * 8 + "█"))
+        ]
+        assert chart
+        assert max(len(line.rstrip()) for line in chart) >= panel.content_size.width - 4
 
 
 async def test_timeline_selects_a_bar_and_opens_the_test(tmp_path: Path) -> None:
