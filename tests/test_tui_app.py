@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from rich.text import Text
 from textual.events import MouseScrollUp
-from textual.widgets import DataTable, Input, Static
+from textual.widgets import DataTable, Input, Static, TabbedContent
 
 from testmon_live.plugin import events as ev
 from testmon_live.plugin.runlog import MonitorDir
@@ -226,6 +226,75 @@ async def test_raw_events_filter(tmp_path: Path) -> None:
         assert '"t":"stall"' in text
         assert '"t":"stall_end"' in text
         assert app.main.query_one(EventLog).matched == len(lines)
+
+
+async def test_escape_leaves_the_event_filter_and_keys_work_again(tmp_path: Path) -> None:
+    app = app_on(log(tmp_path, sample.demo_run()))
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        await pilot.press("8")
+        await pilot.pause()
+        await pilot.press("shift+tab")  # from the events to their filter
+        await pilot.pause()
+        field = app.main.query_one("#event-filter", Input)
+        assert app.focused is field
+        await pilot.press(*"stall")
+        await pilot.press("escape")
+        await pilot.pause()
+        assert app.focused is not field
+        await pilot.press("1")
+        await pilot.pause()
+        assert field.value == "stall"
+        assert app.main.query_one(TabbedContent).active == "workers"
+        await pilot.press("8")
+        await pilot.pause()
+        field.focus()
+        await pilot.press("end", "x", "enter")  # enter also hands the keys back
+        await pilot.pause()
+        await pilot.press("2")
+        await pilot.pause()
+        assert field.value == "stallx"
+        assert app.main.query_one(TabbedContent).active == "timeline"
+
+
+@pytest.mark.parametrize(
+    ("key", "tab", "view"),
+    [("1", "workers", WorkersTable), ("2", "timeline", Timeline), ("7", "failures", DataTable)],
+)
+async def test_a_number_key_gives_the_keys_to_the_view(
+    tmp_path: Path, key: str, tab: str, view: type
+) -> None:
+    app = app_on(log(tmp_path, sample.demo_run()))
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        await pilot.press("3" if key != "3" else "4")
+        await pilot.press(key)
+        await pilot.pause()
+        assert app.main.query_one(TabbedContent).active == tab
+        assert isinstance(app.focused, view)
+
+
+async def test_right_arrow_moves_along_the_timeline_not_the_tabs(tmp_path: Path) -> None:
+    app = app_on(log(tmp_path, sample.demo_run()))
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        await pilot.press("2")
+        await pilot.pause()
+        await pilot.press("right")
+        await pilot.pause()
+        assert app.main.query_one(TabbedContent).active == "timeline"
+        assert app.main.query_one(Timeline).selected is not None
+
+
+async def test_clicking_a_tab_gives_the_keys_to_its_view(tmp_path: Path) -> None:
+    app = app_on(log(tmp_path, sample.demo_run()))
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        await pilot.click("#--content-tab-timeline")
+        await pilot.pause()
+        await pilot.pause()
+        assert app.main.query_one(TabbedContent).active == "timeline"
+        assert isinstance(app.focused, Timeline)
 
 
 async def test_find_a_test_by_part_of_its_name(tmp_path: Path) -> None:

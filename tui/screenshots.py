@@ -86,7 +86,7 @@ SCENES: tuple[Scene, ...] = (
     Scene("stuck", "Stuck threads 14.5 s in: two stalls with their stacks", ("6",), 14.5),
     Scene("failures", "Failures with their text", ("7",)),
     Scene("test-detail", "A test in detail", ("7",), then=_open_failure),
-    Scene("events", "Raw events, filtered", ("8", "l", "o", "c", "k")),
+    Scene("events", "Raw events, filtered", ("8", "shift+tab", "l", "o", "c", "k", "enter")),
     Scene("small-terminal", "At 80x24, 4.7 s in", ("1",), 4.7, size=(80, 24)),
 )
 
