@@ -9,11 +9,12 @@ import pytest
 from rich.text import Text
 from textual.events import MouseScrollUp
 from textual.widgets import DataTable, Input, Static, TabbedContent
+from textual.widgets._tabbed_content import ContentTab
 
 from testmon_live.plugin import events as ev
 from testmon_live.plugin.runlog import MonitorDir
 from testmon_live.tui import sample
-from testmon_live.tui.app import MonitorApp, make_app
+from testmon_live.tui.app import TABS, MonitorApp, make_app
 from testmon_live.tui.ingest import Ingest
 from testmon_live.tui.report import fmt_percent
 from testmon_live.tui.runs import build_report, load_run
@@ -489,6 +490,27 @@ async def test_usable_at_80x24_and_without_colour(
     app = app_on(log(tmp_path, sample.demo_run(), "colour"))
     async with app.run_test(size=(80, 24)):
         assert not app.no_color
+
+
+async def test_all_eight_tabs_show_at_80_columns(tmp_path: Path) -> None:
+    app = app_on(log(tmp_path, sample.demo_run()))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+        await pilot.pause()
+
+        def tabs() -> list[tuple[str, int]]:
+            return [(t.label_text, t.region.right) for t in app.main.query(ContentTab)]
+
+        shown_tabs = tabs()
+        assert [label.split()[0] for label, _ in shown_tabs] == [str(n) for n in range(1, 9)]
+        assert all(right <= 80 for _, right in shown_tabs), shown_tabs
+        assert "8&#160;Events" in app.export_screenshot()
+        await pilot.resize_terminal(140, 30)
+        await pilot.pause()
+        assert [label for label, _ in tabs()] == [label for _, label, _ in TABS]
+        await pilot.resize_terminal(80, 24)
+        await pilot.pause()
+        assert all(right <= 80 for _, right in tabs())
 
 
 def test_state_is_folded_off_the_ui_thread(tmp_path: Path) -> None:

@@ -67,6 +67,12 @@ TABS: tuple[tuple[str, str, str], ...] = (
 )
 
 
+NARROW_LABELS = {"parallelism": "3 Parallel", "containers": "5 Contain."}
+"""Shorter labels for screens too narrow for the full ones (with tighter padding, see
+``#tabs.-narrow`` in app.tcss), so all eight tabs show at 80 columns."""
+NARROW_BELOW = sum(len(label) + 2 for _, label, _ in TABS) + 2
+"""Screens narrower than this (the full labels with their padding) use the narrow ones."""
+
 VIEW_FOCUS: dict[str, str] = {
     "workers": "#workers-table",
     "timeline": "#timeline-view",
@@ -178,6 +184,24 @@ class MonitorApp(App[None]):
         }
         self.ingest_events()
         self.set_interval(TICK, self._tick)
+        self._fit_tabs(self.size.width)
+
+    def on_resize(self, event: events.Resize) -> None:
+        self._fit_tabs(event.size.width)
+
+    def _fit_tabs(self, width: int) -> None:
+        """Full tab labels where they fit, the narrow ones (and less padding) where not."""
+        tabs = self.main.query(TabbedContent)
+        if not tabs:
+            return
+        content = tabs.first()
+        narrow = width < NARROW_BELOW
+        if narrow == content.has_class("-narrow") and content.has_class("-fitted"):
+            return
+        content.set_class(narrow, "-narrow")
+        content.add_class("-fitted")
+        for tab, label, _ in TABS:
+            content.get_tab(tab).label = NARROW_LABELS.get(tab, label) if narrow else label
 
     @work(thread=True, exclusive=True, exit_on_error=False, name="ingest")
     def ingest_events(self) -> None:
