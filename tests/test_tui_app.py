@@ -19,7 +19,7 @@ from testmon_live.tui.ingest import Ingest
 from testmon_live.tui.report import fmt_percent
 from testmon_live.tui.runs import build_report, load_run
 from testmon_live.tui.screenshots import settle
-from testmon_live.tui.sources import ReplaySource
+from testmon_live.tui.sources import LiveSource, ReplaySource
 from testmon_live.tui.widgets.containers_panel import ContainersPanel
 from testmon_live.tui.widgets.event_log import EventLog
 from testmon_live.tui.widgets.locks_panel import LocksPanel
@@ -390,6 +390,22 @@ async def test_replay_played_to_the_end_of_a_killed_run_ends_incomplete(tmp_path
         await pilot.press("home")  # back to the start: running again, until the end
         await pilot.pause(0.2)
         assert app.ingest.run_status() == "running"
+
+
+async def test_last_recorded_run_shown_while_waiting_is_incomplete_if_killed(
+    tmp_path: Path,
+) -> None:
+    log(tmp_path, sample.cut(sample.demo_run(), 9.0))
+    app = make_app(LiveSource(MonitorDir(tmp_path / ".testmon")), clock=lambda: sample.T0)
+    async with app.run_test(size=SIZE) as pilot:
+        for _ in range(100):
+            await pilot.pause(0.02)
+            if "no live run" in app.ingest.status_text:
+                break
+        app.redraw(force=True)
+        await pilot.pause()
+        assert " incomplete " in header(app)
+        assert "running" not in header(app)
 
 
 def test_elapsed_does_not_go_back_when_a_live_hub_vanishes() -> None:

@@ -410,6 +410,9 @@ class LiveSource(Source):
             sink.events(events[lo : lo + REPLAY_BATCH])
         if events:
             sink.clock(max(e.ts for e in events))
+        finished = any(type(e) is ev.RunFinished for e in events)
+        if not finished and not still_written(path):
+            sink.incomplete()  # a killed run: it will not go on
         note = f"; {problems_text(problems)}" if problems else ""
         sink.status(f"no live run: showing the last recorded run {path.stem}; {waiting}{note}")
         return path.stem
