@@ -101,6 +101,11 @@ class WorkerView(msgspec.Struct):
     test: str | None = None
     fixture: str | None = None
     since: float = 0.0
+    """When the current phase began."""
+    test_started: float | None = None
+    """When the current test's first phase seen began (None: no test in progress)."""
+    call_started: float | None = None
+    """When the current test's call began (None: not reached yet)."""
     waiting: str | None = None
     started: float | None = None
     ended: float | None = None
@@ -405,7 +410,7 @@ class RunState:
         view = self._seen(e)
         view.dropped.update(e.dropped)
         view.phase = "finishing"
-        view.test = None
+        _no_test(view)
         view.fixture = None
         view.since = e.ts
 
@@ -413,7 +418,7 @@ class RunState:
         view = self._seen(e)
         view.down = True
         view.ended = e.ts
-        view.test = None
+        _no_test(view)
         view.fixture = None
         view.waiting = None
         view.stall = None
@@ -457,7 +462,7 @@ class RunState:
         if view.stall is not None and view.stall.test == e.nodeid:
             view.stall = None  # its StallEnded follows the next test's start by a moment
         if view.test == e.nodeid:
-            view.test = None
+            _no_test(view)
             view.fixture = None
             view.phase = "idle"
             view.since = e.ts
@@ -493,6 +498,7 @@ class RunState:
         view = self._seen(e)
         if view.crash is not None or view.down:
             return
+        _test_seen(view, e.test, e.phase, e.since)
         view.test = e.test
         view.phase = e.phase
         view.fixture = e.fixture
@@ -508,6 +514,7 @@ class RunState:
         if view.unresponsive:
             view.unresponsive = False
         if view.crash is None and not view.down:
+            _test_seen(view, e.test, e.phase, e.ts - e.elapsed)
             view.test = e.test
             view.phase = e.phase
             view.fixture = e.fixture
@@ -883,6 +890,13 @@ class RunState:
         stop = now if now is not None else self.last_ts
         return max(0.0, stop - self.started)
 
+    def busy_share(self, view: WorkerView, now: float | None = None) -> float:
+        """Seconds ``view`` spent in tests / wall time of the run (to ``now`` while it runs),
+        0..1. Against the run's wall, not the worker's life: xdist shuts workers down when
+        the queue empties, and the time they would have waited on a straggler is idle too."""
+        wall = self.wall(now)
+        return min(1.0, view.busy / wall) if wall > 0 else 0.0
+
     def slots(self) -> int:
         """Worker slots the run had: requested workers, at least 1."""
         requested = self.header.workers if self.header else 0
@@ -947,6 +961,27 @@ class RunState:
 
     def dropped(self) -> dict[str, dict[str, int]]:
         return {w.id: dict(w.dropped) for w in self.workers.values() if w.dropped}
+
+
+TEST_PHASES = frozenset({"setup", "call", "teardown"})
+
+
+def _test_seen(view: WorkerView, test: str | None, phase: str, since: float) -> None:
+    """Keep when the test in progress began, and its call (for a timeline's running bar)."""
+    if test is None or phase not in TEST_PHASES:
+        _no_test(view)
+        return
+    if test != view.test or view.test_started is None:
+        view.test_started = since
+        view.call_started = None
+    if phase == "call" and view.call_started is None:
+        view.call_started = since
+
+
+def _no_test(view: WorkerView) -> None:
+    view.test = None
+    view.test_started = None
+    view.call_started = None
 
 
 def _intern(e: ev.TestFinished) -> None:

@@ -8,13 +8,18 @@ from pathlib import Path
 import pytest
 from rich.text import Text
 from textual.events import MouseScrollUp
-from textual.widgets import DataTable, Input, Static
+from textual.widgets import DataTable, Input, Static, TabbedContent
+from textual.widgets._tabbed_content import ContentTab
 
 from testmon_live.plugin import events as ev
+from testmon_live.plugin.runlog import MonitorDir
 from testmon_live.tui import sample
-from testmon_live.tui.app import MonitorApp, make_app
+from testmon_live.tui.app import TABS, MonitorApp, make_app
+from testmon_live.tui.ingest import Ingest
+from testmon_live.tui.report import fmt_percent
+from testmon_live.tui.runs import build_report, load_run
 from testmon_live.tui.screenshots import settle
-from testmon_live.tui.sources import ReplaySource
+from testmon_live.tui.sources import LiveSource, ReplaySource
 from testmon_live.tui.widgets.containers_panel import ContainersPanel
 from testmon_live.tui.widgets.event_log import EventLog
 from testmon_live.tui.widgets.locks_panel import LocksPanel
@@ -32,8 +37,9 @@ def log(tmp_path: Path, events: list[ev.Event], name: str = sample.RUN_ID) -> Pa
     return sample.write_log(tmp_path / ".testmon" / "runs" / f"{name}.jsonl", events)
 
 
-def app_on(path: Path, speed: float | None = None) -> MonitorApp:
-    return make_app(ReplaySource(path, speed=speed), clock=lambda: sample.T0)
+def app_on(path: Path, speed: float | None = None, live: bool | None = None) -> MonitorApp:
+    """``live``: the log is still written (a cut log shows a moment of a live run)."""
+    return make_app(ReplaySource(path, speed=speed, live=live), clock=lambda: sample.T0)
 
 
 def shown(widget: Static) -> str:
@@ -72,7 +78,7 @@ async def test_end_state_of_a_recorded_run(tmp_path: Path) -> None:
 
 async def test_workers_mid_run_show_lock_waits_then_a_stall(tmp_path: Path) -> None:
     events = sample.demo_run()
-    app = app_on(log(tmp_path, sample.cut(events, 3.0)))
+    app = app_on(log(tmp_path, sample.cut(events, 3.0)), live=True)
     async with app.run_test(size=SIZE) as pilot:
         await settle(app, pilot)
         states = worker_states(app)
@@ -83,7 +89,7 @@ async def test_workers_mid_run_show_lock_waits_then_a_stall(tmp_path: Path) -> N
         assert sum("[migrations.lock]" in cell for cell in waiting) == 3
         screen = app.export_screenshot()
         assert screen.count("[migrations.lock]") == 3, "drawn, not taken for markup"
-    app = app_on(log(tmp_path, sample.cut(events, 9.0), "later"))
+    app = app_on(log(tmp_path, sample.cut(events, 9.0), "later"), live=True)
     async with app.run_test(size=SIZE) as pilot:
         await settle(app, pilot)
         assert sorted(worker_states(app).values()) == ["call", "call", "call", "stalled"]
@@ -121,6 +127,36 @@ async def test_panels_render_locks_containers_stalls_and_failures(tmp_path: Path
         assert "lock wait" in parallel
 
 
+@pytest.mark.parametrize("size", [(80, 24), (160, 50)])
+async def test_parallelism_shares_are_of_the_run_wall_and_the_chart_fills_the_width(
+    tmp_path: Path, size: tuple[int, int]
+) -> None:
+    """A worker's busy share is of the run's wall time, as in ``testmon report``: xdist
+    shuts workers down when the queue empties, the wait for the straggler is idle too."""
+    path = log(tmp_path, sample.demo_run())
+    report = build_report(load_run(path, MonitorDir(tmp_path / ".testmon")))
+    app = app_on(path)
+    async with app.run_test(size=size) as pilot:
+        await settle(app, pilot)
+        await pilot.press("3")
+        await pilot.pause()
+        panel = app.main.query_one(ParallelismPanel)
+        lines = shown(panel).splitlines()
+        busy = {
+            line.split()[0]: line.split(" busy ")[1].split()[0]
+            for line in lines
+            if " busy " in line
+        }
+        expected = {w["id"]: fmt_percent(w["busy_share"]) for w in report["workers"]}
+        assert busy == expected
+        assert busy["gw0"] != "93%", "not of the worker's own life"
+        chart = [
+            line for line in lines if "█" in line and not line.startswith(("gw", " " * 8 + "█"))
+        ]
+        assert chart
+        assert max(len(line.rstrip()) for line in chart) >= panel.content_size.width - 4
+
+
 async def test_timeline_selects_a_bar_and_opens_the_test(tmp_path: Path) -> None:
     app = app_on(log(tmp_path, sample.demo_run()))
     async with app.run_test(size=SIZE) as pilot:
@@ -156,6 +192,25 @@ def shown_timeline(timeline: Timeline) -> str:
     return timeline.render().plain
 
 
+async def test_timeline_draws_the_test_still_running_up_to_now(tmp_path: Path) -> None:
+    """9 s in, gw3's straggler has run since 1.2 s (setup, then call from 5.7 s): its bar
+    reaches the present, so the test being hunted is visible, not a gap."""
+    app = app_on(log(tmp_path, sample.cut(sample.demo_run(), 9.0)), live=True)
+    async with app.run_test(size=(100, 20)) as pilot:
+        await settle(app, pilot)
+        await pilot.press("2")
+        await pilot.pause()
+        timeline = app.main.query_one(Timeline)
+        lanes = {line[:7].strip(): line[7:] for line in shown_timeline(timeline).splitlines()}
+        gw3 = lanes["gw3"].rstrip()
+        assert len(gw3) >= len(lanes["gw3"]) - 3, "drawn up to now (fit leaves 2% spare)"
+        assert gw3.endswith("█" * 20), "in its call"
+        assert "≈▒" in gw3, "its lock wait, then the rest of its setup"
+        assert " " not in gw3.strip(), "no gap"
+        ids = list(lanes)[1:5]
+        assert all(lanes[w].rstrip().endswith("█") for w in ids), "every worker is in a call"
+
+
 async def test_raw_events_filter(tmp_path: Path) -> None:
     app = app_on(log(tmp_path, sample.demo_run()))
     async with app.run_test(size=SIZE) as pilot:
@@ -172,6 +227,75 @@ async def test_raw_events_filter(tmp_path: Path) -> None:
         assert '"t":"stall"' in text
         assert '"t":"stall_end"' in text
         assert app.main.query_one(EventLog).matched == len(lines)
+
+
+async def test_escape_leaves_the_event_filter_and_keys_work_again(tmp_path: Path) -> None:
+    app = app_on(log(tmp_path, sample.demo_run()))
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        await pilot.press("8")
+        await pilot.pause()
+        await pilot.press("shift+tab")  # from the events to their filter
+        await pilot.pause()
+        field = app.main.query_one("#event-filter", Input)
+        assert app.focused is field
+        await pilot.press(*"stall")
+        await pilot.press("escape")
+        await pilot.pause()
+        assert app.focused is not field
+        await pilot.press("1")
+        await pilot.pause()
+        assert field.value == "stall"
+        assert app.main.query_one(TabbedContent).active == "workers"
+        await pilot.press("8")
+        await pilot.pause()
+        field.focus()
+        await pilot.press("end", "x", "enter")  # enter also hands the keys back
+        await pilot.pause()
+        await pilot.press("2")
+        await pilot.pause()
+        assert field.value == "stallx"
+        assert app.main.query_one(TabbedContent).active == "timeline"
+
+
+@pytest.mark.parametrize(
+    ("key", "tab", "view"),
+    [("1", "workers", WorkersTable), ("2", "timeline", Timeline), ("7", "failures", DataTable)],
+)
+async def test_a_number_key_gives_the_keys_to_the_view(
+    tmp_path: Path, key: str, tab: str, view: type
+) -> None:
+    app = app_on(log(tmp_path, sample.demo_run()))
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        await pilot.press("3" if key != "3" else "4")
+        await pilot.press(key)
+        await pilot.pause()
+        assert app.main.query_one(TabbedContent).active == tab
+        assert isinstance(app.focused, view)
+
+
+async def test_right_arrow_moves_along_the_timeline_not_the_tabs(tmp_path: Path) -> None:
+    app = app_on(log(tmp_path, sample.demo_run()))
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        await pilot.press("2")
+        await pilot.pause()
+        await pilot.press("right")
+        await pilot.pause()
+        assert app.main.query_one(TabbedContent).active == "timeline"
+        assert app.main.query_one(Timeline).selected is not None
+
+
+async def test_clicking_a_tab_gives_the_keys_to_its_view(tmp_path: Path) -> None:
+    app = app_on(log(tmp_path, sample.demo_run()))
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        await pilot.click("#--content-tab-timeline")
+        await pilot.pause()
+        await pilot.pause()
+        assert app.main.query_one(TabbedContent).active == "timeline"
+        assert isinstance(app.focused, Timeline)
 
 
 async def test_find_a_test_by_part_of_its_name(tmp_path: Path) -> None:
@@ -233,6 +357,71 @@ async def test_replay_plays_pauses_steps_and_seeks(tmp_path: Path) -> None:
         assert 0 < done_at_10 < 59
 
 
+async def test_replay_of_a_killed_run_ends_incomplete_not_running(tmp_path: Path) -> None:
+    """A log without the run's end that no pytest writes any more: killed or crashed."""
+    events = sample.demo_run()
+    log(tmp_path, events, "20261117-060000-earlier")  # so an ETA could be given
+    app = app_on(log(tmp_path, sample.cut(events, 9.0)))
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        await pilot.pause(0.1)
+        app.redraw(force=True)
+        top = header(app)
+        assert " incomplete " in top
+        assert "running" not in top
+        assert "ETA" not in top
+        assert "(replay)" not in top
+        assert "elapsed 9.00s" in top
+        assert "without the run's end record" in top
+        states = worker_states(app)
+        assert "call" not in states.values()
+        assert "stalled" not in states.values()
+        assert "no end recorded" in states.values()
+
+
+async def test_replay_played_to_the_end_of_a_killed_run_ends_incomplete(tmp_path: Path) -> None:
+    app = app_on(log(tmp_path, sample.cut(sample.demo_run(), 2.0)), speed=20.0)
+    async with app.run_test(size=SIZE) as pilot:
+        for _ in range(100):
+            await pilot.pause(0.05)
+            if app.ingest.run_status() != "running":
+                break
+        assert app.ingest.run_status() == "incomplete"
+        await pilot.press("home")  # back to the start: running again, until the end
+        await pilot.pause(0.2)
+        assert app.ingest.run_status() == "running"
+
+
+async def test_last_recorded_run_shown_while_waiting_is_incomplete_if_killed(
+    tmp_path: Path,
+) -> None:
+    log(tmp_path, sample.cut(sample.demo_run(), 9.0))
+    app = make_app(LiveSource(MonitorDir(tmp_path / ".testmon")), clock=lambda: sample.T0)
+    async with app.run_test(size=SIZE) as pilot:
+        for _ in range(100):
+            await pilot.pause(0.02)
+            if "no live run" in app.ingest.status_text:
+                break
+        app.redraw(force=True)
+        await pilot.pause()
+        assert " incomplete " in header(app)
+        assert "running" not in header(app)
+
+
+def test_elapsed_does_not_go_back_when_a_live_hub_vanishes() -> None:
+    wall = [sample.T0 + 5.0]
+    ingest = Ingest(lambda message: None, clock=lambda: wall[0])
+    ingest.reset("live", None)
+    ingest.events(sample.cut(sample.demo_run(), 3.0))
+    before = ingest.state.wall(ingest.now())
+    assert before == pytest.approx(5.0)
+    ingest.status("run x ended unexpectedly: the hub went away", "error")
+    wall[0] += 10.0
+    assert ingest.run_status() == "crashed"
+    assert ingest.state.wall(ingest.now()) >= before
+    assert ingest.eta() is None
+
+
 async def test_live_only_bindings_hidden_from_live_sources(tmp_path: Path) -> None:
     app = app_on(log(tmp_path, sample.demo_run()))
     assert app.check_action("play_pause", ()) is True
@@ -288,7 +477,7 @@ async def test_not_a_run_log(tmp_path: Path) -> None:
 async def test_eta_from_earlier_runs_of_the_same_tests(tmp_path: Path) -> None:
     events = sample.demo_run()
     log(tmp_path, events, "20261117-060000-earlier")
-    app = app_on(log(tmp_path, sample.cut(events, 9.0)))
+    app = app_on(log(tmp_path, sample.cut(events, 9.0)), live=True)
     async with app.run_test(size=SIZE) as pilot:
         await settle(app, pilot)
         assert "ETA ~" in header(app)
@@ -301,7 +490,7 @@ async def test_usable_at_80x24_and_without_colour(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("NO_COLOR", "1")
-    app = app_on(log(tmp_path, sample.cut(sample.demo_run(), 9.0)))
+    app = app_on(log(tmp_path, sample.cut(sample.demo_run(), 9.0)), live=True)
     async with app.run_test(size=(80, 24)) as pilot:
         await settle(app, pilot)
         assert app.no_color
@@ -317,6 +506,27 @@ async def test_usable_at_80x24_and_without_colour(
     app = app_on(log(tmp_path, sample.demo_run(), "colour"))
     async with app.run_test(size=(80, 24)):
         assert not app.no_color
+
+
+async def test_all_eight_tabs_show_at_80_columns(tmp_path: Path) -> None:
+    app = app_on(log(tmp_path, sample.demo_run()))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+        await pilot.pause()
+
+        def tabs() -> list[tuple[str, int]]:
+            return [(t.label_text, t.region.right) for t in app.main.query(ContentTab)]
+
+        shown_tabs = tabs()
+        assert [label.split()[0] for label, _ in shown_tabs] == [str(n) for n in range(1, 9)]
+        assert all(right <= 80 for _, right in shown_tabs), shown_tabs
+        assert "8&#160;Events" in app.export_screenshot()
+        await pilot.resize_terminal(140, 30)
+        await pilot.pause()
+        assert [label for label, _ in tabs()] == [label for _, label, _ in TABS]
+        await pilot.resize_terminal(80, 24)
+        await pilot.pause()
+        assert all(right <= 80 for _, right in tabs())
 
 
 def test_state_is_folded_off_the_ui_thread(tmp_path: Path) -> None:
@@ -356,7 +566,7 @@ def test_datatable_alias() -> None:
 async def test_workers_table_fits_the_screen(tmp_path: Path, width: int) -> None:
     """No horizontal scrolling: the test column takes what the others leave, also after a
     resize; the state is never cut; CPU and RSS show from 110 columns on."""
-    app = app_on(log(tmp_path, sample.cut(sample.demo_run(), 3.0)))
+    app = app_on(log(tmp_path, sample.cut(sample.demo_run(), 3.0)), live=True)
     async with app.run_test(size=(width + 30, 30)) as pilot:
         await settle(app, pilot)
         await pilot.resize_terminal(width, 30)

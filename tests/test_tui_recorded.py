@@ -74,7 +74,7 @@ def until(events: list[ev.Event], last: ev.Event) -> list[ev.Event]:
 
 def app_on(folder: Path, events: list[ev.Event]) -> MonitorApp:
     path = sample.write_log(folder / "runs" / "cut.jsonl", events)
-    return make_app(ReplaySource(path), clock=lambda: events[-1].ts)
+    return make_app(ReplaySource(path, live=True), clock=lambda: events[-1].ts)
 
 
 def text(widget: Static | Timeline) -> str:

@@ -14,13 +14,13 @@ from collections.abc import Callable, Iterable
 from functools import partial
 from typing import ClassVar
 
-from textual import work
+from textual import events, work
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding, BindingType
 from textual.command import Hit, Hits, Provider
 from textual.containers import VerticalScroll
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, TabbedContent, TabPane
+from textual.widgets import DataTable, Footer, Tab, TabbedContent, TabPane
 
 from testmon_live.plugin import events as ev
 
@@ -65,6 +65,26 @@ TABS: tuple[tuple[str, str, str], ...] = (
     ("failures", "7 Failures", "failures with their text"),
     ("events", "8 Events", "raw events, filterable"),
 )
+
+
+NARROW_LABELS = {"parallelism": "3 Parallel", "containers": "5 Contain."}
+"""Shorter labels for screens too narrow for the full ones (with tighter padding, see
+``#tabs.-narrow`` in app.tcss), so all eight tabs show at 80 columns."""
+NARROW_BELOW = sum(len(label) + 2 for _, label, _ in TABS) + 2
+"""Screens narrower than this (the full labels with their padding) use the narrow ones."""
+
+VIEW_FOCUS: dict[str, str] = {
+    "workers": "#workers-table",
+    "timeline": "#timeline-view",
+    "parallelism": "VerticalScroll",
+    "locks": "VerticalScroll",
+    "containers": "VerticalScroll",
+    "stuck": "VerticalScroll",
+    "failures": "#failures-table",
+    "events": "#event-scroll",
+}
+"""Tab -> the widget (within its pane) that takes the keys when the tab is shown: a
+number key or a click on a tab goes there, so ←/→ move in the view, not along the tabs."""
 
 
 class FindProvider(Provider):
@@ -126,6 +146,7 @@ class MonitorApp(App[None]):
         self.ingest = Ingest(self.post_message, clock)
         self._stop = threading.Event()
         self._drawn = (-1, -1)
+        self._focus_view_next = False
 
     # ---------------------------------------------------------------- layout
 
@@ -163,6 +184,24 @@ class MonitorApp(App[None]):
         }
         self.ingest_events()
         self.set_interval(TICK, self._tick)
+        self._fit_tabs(self.size.width)
+
+    def on_resize(self, event: events.Resize) -> None:
+        self._fit_tabs(event.size.width)
+
+    def _fit_tabs(self, width: int) -> None:
+        """Full tab labels where they fit, the narrow ones (and less padding) where not."""
+        tabs = self.main.query(TabbedContent)
+        if not tabs:
+            return
+        content = tabs.first()
+        narrow = width < NARROW_BELOW
+        if narrow == content.has_class("-narrow") and content.has_class("-fitted"):
+            return
+        content.set_class(narrow, "-narrow")
+        content.add_class("-fitted")
+        for tab, label, _ in TABS:
+            content.get_tab(tab).label = NARROW_LABELS.get(tab, label) if narrow else label
 
     @work(thread=True, exclusive=True, exit_on_error=False, name="ingest")
     def ingest_events(self) -> None:
@@ -192,7 +231,22 @@ class MonitorApp(App[None]):
         self.redraw(force=running and self.ingest.replay_now is None)
 
     def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
+        if self._focus_view_next:
+            self._focus_view_next = False
+            self.focus_view()
         self.redraw(force=True)
+
+    def on_click(self, event: events.Click) -> None:
+        """A click on a tab: its view takes the keys once the tab is activated."""
+        if isinstance(event.widget, Tab):
+            self._focus_view_next = True
+
+    def focus_view(self, tab: str | None = None) -> None:
+        """Give the keys to the main content of ``tab`` (default: the tab shown)."""
+        tabs = self.main.query_one(TabbedContent)
+        tab = tab or tabs.active
+        if tab in VIEW_FOCUS:
+            tabs.query_one(f"#{tab}", TabPane).query_one(VIEW_FOCUS[tab]).focus()
 
     def redraw(self, force: bool = False) -> None:
         ingest = self.ingest
@@ -216,6 +270,7 @@ class MonitorApp(App[None]):
 
     def action_show_tab(self, tab: str) -> None:
         self.main.query_one(TabbedContent).active = tab
+        self.focus_view(tab)
         self.redraw(force=True)
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:

@@ -22,7 +22,7 @@ from textual.message import Message
 
 from testmon_live.plugin import events as ev
 from testmon_live.plugin.runlog import RUNS_DIR, RunLogError, iter_log
-from testmon_live.plugin.state import RunState
+from testmon_live.plugin.state import RunState, WorkerView
 
 POST_INTERVAL = 0.1
 """Seconds between two StateChanged messages at most (10 redraws a second)."""
@@ -32,6 +32,8 @@ HISTORY_RUNS = 3
 """Earlier recorded runs read for the ETA."""
 HISTORY_MAX_BYTES = 64 * 1024 * 1024
 """Logs larger than this are not read for the ETA (it would delay the first screen)."""
+NO_END = "no end recorded"
+"""The state of a worker still busy when its run's log ended (killed or crashed run)."""
 
 
 class RunReset(Message):
@@ -78,6 +80,10 @@ class Ingest:
         self.replay_now: float | None = None
         self.lost = False
         """The hub went away without finishing the run."""
+        self.lost_at: float | None = None
+        """The wall clock when the hub was found gone: elapsed stops there, not before."""
+        self.cut_short = False
+        """A replay reached the end of a log without the run's end that nobody writes."""
         self.status_text = ""
         self.status_level = "info"
         self.generation = 0
@@ -100,6 +106,8 @@ class Ingest:
             self.history = history
             self.replay_now = None
             self.lost = False
+            self.lost_at = None
+            self.cut_short = False
             self.generation += 1
             self.version += 1
         gc.unfreeze()  # the previous run's objects may be collected again
@@ -129,13 +137,20 @@ class Ingest:
         with self.lock:
             self.status_text = text
             self.status_level = level
-            if "ended unexpectedly" in text:
+            if "ended unexpectedly" in text and not self.lost:
                 self.lost = True
+                self.lost_at = max(self.wall(), self.state.last_ts)
         self.post(StatusChanged(text, level))
 
     def clock(self, now: float) -> None:
         with self.lock:
             self.replay_now = now
+            self.version += 1
+        self._maybe_post()
+
+    def incomplete(self) -> None:
+        with self.lock:
+            self.cut_short = True
             self.version += 1
         self._maybe_post()
 
@@ -162,20 +177,32 @@ class Ingest:
             return self.replay_now
         if state.end is not None:
             return state.end.ts
+        if self.lost_at is not None:
+            return self.lost_at
         if self.lost or state.header is None:
             return state.last_ts
         return self.wall()
 
     def run_status(self) -> str:
-        """running / finished / interrupted / crashed (a run whose hub vanished crashed)."""
-        if self.lost and self.state.end is None:
-            return "crashed"
+        """running / finished / interrupted / crashed (a run whose hub vanished crashed) /
+        incomplete (a replayed log that ends without the run's end)."""
+        if self.state.end is None:
+            if self.lost:
+                return "crashed"
+            if self.cut_short:
+                return "incomplete"
         return self.state.status
+
+    def worker_state(self, view: WorkerView) -> str:
+        """The worker's state; in a log cut short, what it still did is not known."""
+        state = view.state
+        cut_short = self.state.end is None and (self.cut_short or self.lost)
+        return NO_END if cut_short and state not in ("done", "crashed") else state
 
     def eta(self) -> float | None:
         """Seconds left, from the durations earlier runs took for the tests not done yet."""
         state = self.state
-        if state.end is not None or not self.history:
+        if state.end is not None or self.cut_short or self.lost or not self.history:
             return None
         left = sum(d for nodeid, d in self.history.items() if nodeid not in self.done)
         return left / max(1, state.slots())

@@ -20,6 +20,7 @@ STATE_VARIABLE = {
     "unresponsive": "error",
     "crashed": "error",
     "done": "foreground-muted",
+    "no end recorded": "warning",
 }
 """Worker state -> theme variable."""
 
@@ -37,6 +38,7 @@ STATUS_VARIABLE = {
     "finished": "success",
     "interrupted": "warning",
     "crashed": "error",
+    "incomplete": "warning",
 }
 
 LEVEL_VARIABLE = {"info": "foreground-muted", "warning": "warning", "error": "error"}

@@ -716,7 +716,6 @@ def _totals(state: RunState) -> Totals:
 
 
 def _workers(state: RunState) -> list[WorkerRow]:
-    wall = state.wall()
     return [
         {
             "id": w.id,
@@ -725,7 +724,7 @@ def _workers(state: RunState) -> list[WorkerRow]:
             "tests": w.tests,
             "failures": w.failures,
             "busy": _sec(w.busy),
-            "busy_share": round(min(1.0, w.busy / wall), 4) if wall > 0 else 0.0,
+            "busy_share": round(state.busy_share(w), 4),
             "setup": _sec(w.setup_time),
             "call": _sec(w.call_time),
             "teardown": _sec(w.teardown_time),

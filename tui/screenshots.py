@@ -86,7 +86,7 @@ SCENES: tuple[Scene, ...] = (
     Scene("stuck", "Stuck threads 14.5 s in: two stalls with their stacks", ("6",), 14.5),
     Scene("failures", "Failures with their text", ("7",)),
     Scene("test-detail", "A test in detail", ("7",), then=_open_failure),
-    Scene("events", "Raw events, filtered", ("8", "l", "o", "c", "k")),
+    Scene("events", "Raw events, filtered", ("8", "shift+tab", "l", "o", "c", "k", "enter")),
     Scene("small-terminal", "At 80x24, 4.7 s in", ("1",), 4.7, size=(80, 24)),
 )
 
@@ -123,7 +123,9 @@ def scene_app(scene: Scene, folder: Path) -> MonitorApp:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(ev.encode_lines(scene_events(scene)))
     moment = scene_time(scene)
-    return make_app(ReplaySource(path), clock=lambda: moment)
+    # a moment of the run is shown as it looked live: the log was still being written
+    source = ReplaySource(path, live=scene.seconds is not None)
+    return make_app(source, clock=lambda: moment)
 
 
 def record(dest: Path = DEMO_LOG, folder: Path = RECORD_FOLDER) -> Path:

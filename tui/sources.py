@@ -23,7 +23,14 @@ from types import TracebackType
 from typing import Protocol
 
 from testmon_live.plugin import events as ev
-from testmon_live.plugin.runlog import LiveRun, MonitorDir, RunLogError, iter_log, live_runs
+from testmon_live.plugin.runlog import (
+    RUNS_DIR,
+    LiveRun,
+    MonitorDir,
+    RunLogError,
+    iter_log,
+    live_runs,
+)
 
 CONNECT_TIMEOUT = 5.0
 
@@ -142,6 +149,10 @@ class Sink(Protocol):
     def clock(self, now: float) -> None:
         """Replays: the run time shown (the live source leaves the wall clock in charge)."""
 
+    def incomplete(self) -> None:
+        """Replays: the log ended without the run's end record and no pytest writes it any
+        more (killed or crashed); until the next :meth:`reset`."""
+
 
 class Source(abc.ABC):
     """A stream of one run's events (or of runs one after the other), live or replayed.
@@ -185,15 +196,34 @@ def problems_text(problems: list[tuple[int, str]]) -> str:
     return text
 
 
+INCOMPLETE_TEXT = (
+    "the log ends without the run's end record: pytest was killed or crashed; "
+    "what its workers did after their last event is not known"
+)
+
+
+def still_written(path: Path) -> bool:
+    """A pytest still writes this log: a live hub of its run in the log's monitor folder."""
+    if path.parent.name != RUNS_DIR:
+        return False
+    return any(run.run_id == path.stem for run in live_runs(MonitorDir(path.parent.parent)))
+
+
 class ReplaySource(Source):
-    """A recorded run: its end state at once, or played from the start at ``speed`` x."""
+    """A recorded run: its end state at once, or played from the start at ``speed`` x.
+
+    At the end of a log that has no end record, the sink is told the run is
+    :meth:`~Sink.incomplete` unless ``live`` (None: looked up, see :func:`still_written`):
+    a log still written has no end yet, one whose pytest is gone never will.
+    """
 
     replay = True
 
-    def __init__(self, path: Path, speed: float | None = None) -> None:
+    def __init__(self, path: Path, speed: float | None = None, live: bool | None = None) -> None:
         self.path = path
         self.label = path.stem
         self.speed = speed
+        self.live = live
         self.playing = speed is not None
         self._commands: queue.SimpleQueue[tuple[str, float]] = queue.SimpleQueue()
         self.events: list[ev.Event] = []
@@ -240,6 +270,7 @@ class ReplaySource(Source):
         last = max((e.ts for e in events), default=start)
         total = max(0.0, last - start)
         cursor = 0
+        unfinished = not any(type(e) is ev.RunFinished for e in events) and not self._live()
         if self.speed is None:
             self.position = total
             cursor = len(events)
@@ -277,17 +308,24 @@ class ReplaySource(Source):
                 sink.events(events[lo : min(end, lo + REPLAY_BATCH)])
             cursor = end
             sink.clock(upto)
+            cut_short = target >= total and unfinished
+            if cut_short:
+                sink.incomplete()
             if self.playing and target >= total:
                 self.playing = False
-                sink.status("replay: at the end of the run (space plays it again)")
+                note = f"; {INCOMPLETE_TEXT}" if cut_short else ""
+                sink.status(f"replay: at the end of the run (space plays it again){note}")
 
     def _stream_to_end(self, sink: Sink, stop: threading.Event) -> bool:
         problems: list[tuple[int, str]] = []
         batch: list[ev.Event] = []
         last = 0.0
+        finished = False
         try:
             for event in iter_log(self.path, problems):
                 batch.append(event)
+                if type(event) is ev.RunFinished:
+                    finished = True
                 if len(batch) >= REPLAY_BATCH:
                     if stop.is_set():
                         return False
@@ -303,7 +341,22 @@ class ReplaySource(Source):
         if problems:
             sink.status(problems_text(problems), "warning")
         sink.clock(last)
+        self._at_end(sink, finished, problems)
         return True
+
+    def _live(self) -> bool:
+        return self.live if self.live is not None else still_written(self.path)
+
+    def _at_end(
+        self, sink: Sink, finished: bool, problems: list[tuple[int, str]] | None = None
+    ) -> None:
+        """The whole log is shown: without an end record (and no pytest writing it) the
+        run is incomplete, never 'running'."""
+        if finished or self._live():
+            return
+        sink.incomplete()
+        said = f"{problems_text(problems)}; " if problems else ""
+        sink.status(said + INCOMPLETE_TEXT, "warning")
 
 
 class LiveSource(Source):
@@ -357,6 +410,9 @@ class LiveSource(Source):
             sink.events(events[lo : lo + REPLAY_BATCH])
         if events:
             sink.clock(max(e.ts for e in events))
+        finished = any(type(e) is ev.RunFinished for e in events)
+        if not finished and not still_written(path):
+            sink.incomplete()  # a killed run: it will not go on
         note = f"; {problems_text(problems)}" if problems else ""
         sink.status(f"no live run: showing the last recorded run {path.stem}; {waiting}{note}")
         return path.stem

@@ -3,8 +3,11 @@ JSON, so ``gw1``, ``lock``, ``test_refund`` or ``"t":"stall"`` all work)."""
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from rich.text import Text
 from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
 from textual.containers import Vertical, VerticalScroll
 from textual.widgets import Input, Static
 
@@ -17,6 +20,13 @@ SHOWN = 300
 
 
 class EventLog(Vertical):
+    """The filter over the events; escape or enter in the filter gives the keys back to
+    the events (so the number keys, q and ctrl+p work again)."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "leave_filter", "leave filter", show=False),
+    ]
+
     def __init__(self, **kwargs: object) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
         self.ingest: Ingest | None = None
@@ -27,6 +37,12 @@ class EventLog(Vertical):
         yield Input(placeholder="filter events (text in the event's JSON)", id="event-filter")
         with VerticalScroll(id="event-scroll"):
             yield Static("", id="event-lines")
+
+    def action_leave_filter(self) -> None:
+        self.query_one("#event-scroll", VerticalScroll).focus()
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        self.action_leave_filter()
 
     def on_input_changed(self, event: Input.Changed) -> None:
         if self.ingest is not None:

@@ -4,6 +4,7 @@ per worker where the time went (call, setup, teardown, lock wait, container wait
 from __future__ import annotations
 
 from rich.text import Text
+from textual import events
 from textual.widgets import Static
 
 from testmon_live.plugin.state import RunState
@@ -45,7 +46,8 @@ def busy_over_time(state: RunState, start: float, end: float, buckets: int) -> l
 
 
 def breakdown(state: RunState, wall: float) -> dict[str, dict[str, float]]:
-    """worker -> part -> seconds."""
+    """worker -> part -> seconds, the parts of the run's ``wall`` time: a worker's idle
+    time includes the time before it started and after xdist shut it down."""
     waits: dict[str, dict[str, float]] = {}
     for event in state.lock_events:
         if event.action == "acquired" and event.waited:
@@ -62,10 +64,7 @@ def breakdown(state: RunState, wall: float) -> dict[str, dict[str, float]]:
         contained = extra.get("container wait", 0.0)
         # waits happen inside setup: take them out of it so the parts add up
         setup = max(0.0, worker.setup_time - locked - contained)
-        lived = wall
-        if worker.started is not None and worker.ended is not None:
-            lived = max(0.0, worker.ended - worker.started)
-        idle = max(0.0, lived - worker.busy)
+        idle = max(0.0, wall - worker.busy)
         out[worker.id] = {
             "call": worker.call_time,
             "setup": setup,
@@ -80,8 +79,20 @@ def breakdown(state: RunState, wall: float) -> dict[str, dict[str, float]]:
 class ParallelismPanel(Static):
     """Busy workers over time, utilisation, efficiency and per-worker time breakdown."""
 
+    def __init__(self, **kwargs: object) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self._ingest: Ingest | None = None
+
     def refresh_from(self, ingest: Ingest) -> None:
-        self.update(self.build(ingest, max(40, self.size.width or 80)))
+        self._ingest = ingest
+        self.update(self.build(ingest, max(40, self.content_size.width or 80)))
+
+    def on_resize(self, event: events.Resize) -> None:
+        """The chart is as wide as the panel: drawn again once the panel has its size (a tab
+        is drawn before it is laid out) and whenever the screen is resized."""
+        if self._ingest is not None:
+            with self._ingest.lock:
+                self.refresh_from(self._ingest)
 
     def build(self, ingest: Ingest, width: int) -> Text:
         state = ingest.state
@@ -122,6 +133,7 @@ class ParallelismPanel(Static):
         text.append("\n")
         bar_cells = max(10, width - 34)
         for wid, parts in breakdown(state, wall).items():
+            view = state.workers[wid]
             total = sum(parts.values()) or 1.0
             text.append(f"{wid:<7} ")
             used = 0
@@ -131,7 +143,7 @@ class ParallelismPanel(Static):
                 text.append(ch * cells, style=colour(app, variable))
                 used += cells
             text.append(" " * (bar_cells - used))
-            busy = 1.0 - parts["idle"] / total
+            busy = state.busy_share(view, now)
             text.append(f" busy {fmt_percent(busy):>4}", style=muted)
             text.append(f" call {fmt_duration(parts['call'])}\n", style=muted)
         return text

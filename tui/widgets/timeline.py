@@ -21,7 +21,7 @@ from textual.widget import Widget
 from testmon_live.plugin import events as ev
 from testmon_live.plugin.state import RunState
 from testmon_live.tui.ingest import Ingest
-from testmon_live.tui.palette import colour, outcome_style
+from testmon_live.tui.palette import colour, outcome_style, state_style
 from testmon_live.tui.widgets.workers_table import natural
 
 LABEL = 7
@@ -36,6 +36,39 @@ def test_start(test: ev.TestFinished) -> float:
     if test.phases:
         return test.phases[0].start
     return test.ts - test.duration
+
+
+PHASE_OF = {SETUP: "setup", CALL: "call", TEARDOWN: "teardown"}
+
+
+def running(state: RunState, wid: str, now: float) -> list[tuple[float, float, str]]:
+    """What ``wid`` is in the middle of at ``now``, as (start, end, character) spans: its
+    test's phases so far, and a lock or container wait going on (drawn over its setup)."""
+    view = state.workers.get(wid)
+    if view is None or view.down or view.crash is not None or view.test_started is None:
+        return []
+    spans: list[tuple[float, float, str]] = []
+    begin = view.test_started
+    call = view.call_started
+    if view.phase == "setup":
+        spans.append((begin, now, SETUP))
+    elif view.phase == "call":
+        spans += [(begin, view.since, SETUP), (view.since, now, CALL)]
+    elif view.phase == "teardown":
+        if call is not None:
+            spans += [(begin, call, SETUP), (call, view.since, CALL)]
+        else:
+            spans.append((begin, view.since, SETUP))
+        spans.append((view.since, now, TEARDOWN))
+    for stats in state.locks.values():
+        for wait in stats.waiting.values():
+            if wait.w == wid:
+                spans.append((wait.ts, now, LOCK))
+    for box in state.containers.values():
+        starting = box.ready is None and box.state in ("created", "running")
+        if box.owner == wid and box.created is not None and starting:
+            spans.append((box.created, now, CONTAINER))
+    return [(a, max(a, b), ch) for a, b, ch in spans if b > a or b == now]
 
 
 @dataclass
@@ -236,7 +269,14 @@ class Timeline(Widget, can_focus=True):
                 ch = CALL if phase.when == "call" else SETUP if phase.when == "setup" else TEARDOWN
                 paint(phase.start, phase.start + phase.dur, ch, style)
         wait_style = {LOCK: colour(self.app, "warning"), CONTAINER: colour(self.app, "accent")}
-        for a, b, kind in lane.waits:
+        going_on: list[tuple[float, float, str]] = []
+        if self.ingest is not None:
+            going_on = running(self.ingest.state, wid, self._span()[1])
+        # the test in progress, under the waits (they happen in its setup)
+        for a, b, kind in going_on:
+            if kind in PHASE_OF and b >= t0 and a <= t1:
+                paint(a, b, kind, state_style(self.app, PHASE_OF[kind]))
+        for a, b, kind in lane.waits + [span for span in going_on if span[2] in wait_style]:
             if b >= t0 and a <= t1:
                 paint(a, b, kind, wait_style[kind])
         if self.ingest is not None:

@@ -9,7 +9,7 @@ from textual import events
 from textual.widgets import DataTable
 
 from testmon_live.plugin.state import WorkerView
-from testmon_live.tui.ingest import Ingest
+from testmon_live.tui.ingest import NO_END, Ingest
 from testmon_live.tui.palette import colour, state_style
 from testmon_live.tui.report import fmt_duration, shorten_nodeid
 
@@ -34,6 +34,8 @@ TEST_MIN = 24
 FIXTURE_MIN = 8
 DROPPED_FIRST = ("rss", "cpu", "fixture")
 """Columns left out, in this order, on screens too narrow for all of them."""
+ENDED = frozenset({"done", "crashed", NO_END})
+"""States without a time in phase (nothing is going on, or nothing known)."""
 BUSY_STATES = frozenset({"setup", "call", "teardown", "waiting on lock", "waiting on container"})
 
 
@@ -127,23 +129,25 @@ class WorkersTable(DataTable[Text | str]):
             self.clear()
             self.move_cursor(row=cursor)
         for view in ordered:
-            cells = self.cells(view, now)
+            cells = self.cells(view, now, ingest.worker_state(view))
             if view.id in self.rows:
                 for key, value in cells.items():
                     self.update_cell(view.id, key, value)
             else:
                 self.add_row(*cells.values(), key=view.id)
 
-    def cells(self, view: WorkerView, now: float) -> dict[str, Text | str]:
-        """Column key -> cell, for the columns shown."""
-        state = view.state
+    def cells(
+        self, view: WorkerView, now: float, state: str | None = None
+    ) -> dict[str, Text | str]:
+        """Column key -> cell, for the columns shown; ``state`` overrides the view's."""
+        state = view.state if state is None else state
         test = view.test or ""
         if view.crash is not None and view.crash.test:
             test = view.crash.test
         in_phase = ""
-        if state not in ("done", "crashed") and view.since:
+        if state not in ENDED and view.since:
             in_phase = fmt_duration(max(0.0, now - view.since))
-        if view.waiting and state not in ("done", "crashed"):  # also when it stalls waiting
+        if view.waiting and state not in ENDED:  # also when it stalls waiting
             waiting = short_waiting(view.waiting)
             test = f"{test} [{waiting}]" if test else waiting
         failures = Text(str(view.failures))
