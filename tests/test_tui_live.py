@@ -138,3 +138,5 @@ async def test_no_runs_at_all_says_how_to_start_one(tmp_path: Path) -> None:
         await pilot.pause(0.1)
         assert "no live run and none recorded" in header(app)
         assert app.ingest.status_level == "warning"
+        assert " waiting " in header(app)  # not "running": nothing runs yet
+        assert "running" not in header(app)

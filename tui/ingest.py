@@ -185,7 +185,9 @@ class Ingest:
 
     def run_status(self) -> str:
         """running / finished / interrupted / crashed (a run whose hub vanished crashed) /
-        incomplete (a replayed log that ends without the run's end)."""
+        incomplete (a replayed log that ends without the run's end) / waiting (no run yet)."""
+        if self.state.header is None and self.state.end is None and not self.lost:
+            return "waiting"
         if self.state.end is None:
             if self.lost:
                 return "crashed"

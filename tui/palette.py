@@ -39,6 +39,7 @@ STATUS_VARIABLE = {
     "interrupted": "warning",
     "crashed": "error",
     "incomplete": "warning",
+    "waiting": "secondary",
 }
 
 LEVEL_VARIABLE = {"info": "foreground-muted", "warning": "warning", "error": "error"}
