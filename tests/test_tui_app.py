@@ -268,7 +268,7 @@ async def test_a_number_key_gives_the_keys_to_the_view(
     app = app_on(log(tmp_path, sample.demo_run()))
     async with app.run_test(size=SIZE) as pilot:
         await settle(app, pilot)
-        await pilot.press("3" if key != "3" else "4")
+        await pilot.press("3")  # from another tab
         await pilot.press(key)
         await pilot.pause()
         assert app.main.query_one(TabbedContent).active == tab

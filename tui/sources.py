@@ -202,6 +202,11 @@ INCOMPLETE_TEXT = (
 )
 
 
+def has_end(events: list[ev.Event]) -> bool:
+    """The run's end record is among ``events``."""
+    return any(type(e) is ev.RunFinished for e in events)
+
+
 def still_written(path: Path) -> bool:
     """A pytest still writes this log: a live hub of its run in the log's monitor folder."""
     if path.parent.name != RUNS_DIR:
@@ -270,7 +275,7 @@ class ReplaySource(Source):
         last = max((e.ts for e in events), default=start)
         total = max(0.0, last - start)
         cursor = 0
-        unfinished = not any(type(e) is ev.RunFinished for e in events) and not self._live()
+        unfinished = not has_end(events) and not self._live()
         if self.speed is None:
             self.position = total
             cursor = len(events)
@@ -410,8 +415,7 @@ class LiveSource(Source):
             sink.events(events[lo : lo + REPLAY_BATCH])
         if events:
             sink.clock(max(e.ts for e in events))
-        finished = any(type(e) is ev.RunFinished for e in events)
-        if not finished and not still_written(path):
+        if not has_end(events) and not still_written(path):
             sink.incomplete()  # a killed run: it will not go on
         note = f"; {problems_text(problems)}" if problems else ""
         sink.status(f"no live run: showing the last recorded run {path.stem}; {waiting}{note}")
