@@ -618,9 +618,11 @@ AnyControl = Hello | Welcome | Command | ControlError | Bye
 # ------------------------------------------------------------------ encode/decode
 
 _encoder = msgspec.json.Encoder()
-_event_decoder = msgspec.json.Decoder(AnyEvent)
-_control_decoder = msgspec.json.Decoder(AnyControl)
-_stream_decoder = msgspec.json.Decoder(AnyEvent | AnyControl)
+# Annotated with the base classes: msgspec >= 0.23 infers the union of every struct, which
+# `list` (invariant) would then carry into every caller; older releases infer Any.
+_event_decoder: msgspec.json.Decoder[Event] = msgspec.json.Decoder(AnyEvent)
+_control_decoder: msgspec.json.Decoder[Control] = msgspec.json.Decoder(AnyControl)
+_stream_decoder: msgspec.json.Decoder[Event | Control] = msgspec.json.Decoder(AnyEvent | AnyControl)
 
 
 class DecodeError(ValueError):
@@ -643,7 +645,7 @@ def encode_lines(events: list[Event]) -> bytes:
 
 def decode_event(line: bytes | str) -> Event:
     try:
-        return _event_decoder.decode(line)  # type: ignore[no-any-return]
+        return _event_decoder.decode(line)
     except (msgspec.ValidationError, msgspec.DecodeError) as exc:
         raise DecodeError(_reason(exc)) from None
 
@@ -676,7 +678,7 @@ def decode_events_tolerant(data: bytes) -> tuple[list[Event], list[tuple[int, st
 
 def decode_control(line: bytes | str) -> Control:
     try:
-        return _control_decoder.decode(line)  # type: ignore[no-any-return]
+        return _control_decoder.decode(line)
     except (msgspec.ValidationError, msgspec.DecodeError) as exc:
         raise DecodeError(_reason(exc)) from None
 
@@ -684,7 +686,7 @@ def decode_control(line: bytes | str) -> Control:
 def decode_stream_line(line: bytes | str) -> Event | Control:
     """What a viewer reads from the hub: an event of the run or a control message."""
     try:
-        return _stream_decoder.decode(line)  # type: ignore[no-any-return]
+        return _stream_decoder.decode(line)
     except (msgspec.ValidationError, msgspec.DecodeError) as exc:
         raise DecodeError(_reason(exc)) from None
 
