@@ -17,6 +17,7 @@ import pytest
 
 from . import events as ev
 from .clock import now
+from .guard import repr_of, text_of
 from .hub import Hub
 from .probes.lifecycle import TestAssembler
 from .settings import WORKERINPUT_KEY
@@ -84,7 +85,7 @@ class ControllerRecorder:
             self.hub.attach_channel(worker, channel)
         except Exception as exc:  # noqa: BLE001 - the run goes on unmonitored for this worker
             self.hub.note(
-                "error", f"cannot open a channel to {worker}: {exc!r}; it is not recorded"
+                "error", f"cannot open a channel to {worker}: {repr_of(exc)}; it is not recorded"
             )
             return
         node.workerinput[WORKERINPUT_KEY] = {
@@ -124,7 +125,7 @@ class ControllerRecorder:
         self._crashes[worker] = ev.WorkerCrashed(
             w=worker,
             ts=now(),
-            error=ev.clip(str(error), 2000) or "worker went away",
+            error=ev.clip(text_of(error), 2000) or "worker went away",
             test=view.test if view is not None else None,
             exitcode=exitcode,
             signal=signame,
@@ -150,7 +151,7 @@ class ControllerRecorder:
                 ts=now(),
                 nodeid=crashitem,
                 outcome="failed",
-                message=str(report.longrepr),
+                message=text_of(report.longrepr),
                 failed_when="call",
                 crashed=True,
             )

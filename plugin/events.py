@@ -19,7 +19,7 @@ say so); renaming or removing a field, or changing its meaning, bumps it.
 # No `from __future__ import annotations`: msgspec would evaluate ~270 string annotations
 # when the structs are defined, which costs every worker ~2 ms at start-up.
 
-from typing import Literal, get_args
+from typing import Literal, TypeVar, get_args
 
 import msgspec
 
@@ -629,18 +629,87 @@ class DecodeError(ValueError):
     """A line that is not a valid event; the message says why."""
 
 
+class EncodeError(ValueError):
+    """An event that cannot be encoded even with its text escaped."""
+
+
+UNENCODABLE = "unencodable"
+"""Key under which events dropped because they could not be encoded are counted."""
+
+
 def encode(obj: Event | Control) -> bytes:
-    """One JSON object, no newline."""
-    return _encoder.encode(obj)
+    """One JSON object, no newline. Text that is no valid Unicode (lone surrogates from
+    ``os.fsdecode``, say) is escaped; raises :class:`EncodeError` if that is not enough."""
+    try:
+        return _encoder.encode(obj)
+    # msgspec refuses lone surrogates (UnicodeEncodeError) and values of foreign types
+    except (UnicodeEncodeError, TypeError, OverflowError, msgspec.EncodeError):
+        pass
+    try:
+        return _encoder.encode(_escaped(obj))
+    except (UnicodeEncodeError, TypeError, OverflowError, msgspec.EncodeError) as exc:
+        raise EncodeError(f"{kind_of(obj)}: {type(exc).__name__}: {exc}") from None
 
 
 def encode_line(obj: Event | Control) -> bytes:
-    return _encoder.encode(obj) + b"\n"
+    return encode(obj) + b"\n"
 
 
-def encode_lines(events: list[Event]) -> bytes:
-    """Newline-delimited JSON, newline-terminated."""
-    return _encoder.encode_lines(events)
+def encode_lines(events: list[Event], dropped: list[Event] | None = None) -> bytes:
+    """Newline-delimited JSON, newline-terminated.
+
+    One event that cannot be encoded never costs the others: its text is escaped, and if
+    even that fails it is left out and appended to ``dropped`` (raises :class:`EncodeError`
+    when no ``dropped`` list is given)."""
+    try:
+        return _encoder.encode_lines(events)
+    except (UnicodeEncodeError, TypeError, OverflowError, msgspec.EncodeError):
+        pass
+    parts: list[bytes] = []
+    for event in events:
+        try:
+            parts.append(encode_line(event))
+        except EncodeError:  # noqa: PERF203 - only after the whole batch failed to encode
+            if dropped is None:
+                raise
+            dropped.append(event)
+    return b"".join(parts)
+
+
+def kind_of(obj: Event | Control) -> str:
+    tag = obj.__struct_config__.tag
+    return str(tag) if tag is not None else type(obj).__name__
+
+
+_S = TypeVar("_S", bound=msgspec.Struct)
+
+
+def _escaped(obj: _S) -> _S:
+    """``obj`` with every text made encodable: lone surrogates backslash-escaped, values
+    of types JSON cannot hold replaced by their text. Changes ``obj`` in place."""
+    for name in obj.__struct_fields__:
+        setattr(obj, name, _escape_value(getattr(obj, name)))
+    return obj
+
+
+def _escape_value(value: object) -> object:
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return value.encode("utf-8", "backslashreplace").decode("utf-8")
+        return value
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
+    if isinstance(value, msgspec.Struct):
+        return _escaped(value)
+    if isinstance(value, (list, tuple)):
+        return [_escape_value(item) for item in value]
+    if isinstance(value, dict):
+        return {_escape_value(k): _escape_value(v) for k, v in value.items()}
+    from .guard import text_of
+
+    return _escape_value(text_of(value))
 
 
 def decode_event(line: bytes | str) -> Event:

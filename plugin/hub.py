@@ -20,6 +20,7 @@ from typing import Any
 
 from . import events as ev
 from .clock import now
+from .guard import REAL, exc_text
 from .probes.unresponsive import Running, SilenceWatcher, local_dump_file, silence_after
 from .runlog import LogWriter, MonitorDir, write_live_file
 from .server import ViewerConnection, ViewerServer
@@ -115,7 +116,7 @@ class Hub:
                 local = local_dump_file(view)
                 if local:  # a local worker that died before removing its own
                     with contextlib.suppress(OSError):
-                        os.unlink(local)
+                        REAL.unlink(local)
         with self._lock:
             if self.closed:
                 return
@@ -193,7 +194,7 @@ class Hub:
         # The receiver thread must survive anything a batch can do to us; say what broke.
         except Exception as exc:  # noqa: BLE001
             self._lose(worker, "internal", 1)
-            self.note("error", f"hub failed on a batch from {worker}: {type(exc).__name__}: {exc}")
+            self.note("error", f"hub failed on a batch from {worker}: {exc_text(exc)}")
 
     def _ingest(self, worker: str, data: object) -> None:
         if worker in self._refused:
@@ -221,7 +222,11 @@ class Hub:
                     "warning", f"{worker} sent a malformed event (batch line {line}): {reason}"
                 )
             self._lose(worker, "malformed", len(bad))
-            data = ev.encode_lines(events)
+            unencodable: list[ev.Event] = []
+            data = ev.encode_lines(events, unencodable)
+            if unencodable:
+                self._lose(worker, ev.UNENCODABLE, len(unencodable))
+                events = [e for e in events if not any(e is u for u in unencodable)]
         for event in events:
             if isinstance(event, ev.WorkerStarted) and event.schema != ev.SCHEMA_VERSION:
                 self._refused.add(worker)
@@ -284,7 +289,12 @@ class Hub:
 
     def _write_own(self, event: ev.Event) -> None:
         with self._lock:
-            self._append(ev.encode_line(event))
+            try:
+                line = ev.encode_line(event)
+            except ev.EncodeError:
+                self._lose(event.w or "hub", ev.UNENCODABLE, 1)
+                return
+            self._append(line)
             self.state.apply(event)
             self.accepted += 1
 
@@ -338,5 +348,5 @@ class Hub:
         try:
             commander(command)
         except Exception as exc:  # noqa: BLE001 - a dead channel is reported, not raised
-            return f"could not reach {command.worker}: {type(exc).__name__}: {exc}"
+            return f"could not reach {command.worker}: {exc_text(exc)}"
         return None

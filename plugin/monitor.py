@@ -18,16 +18,15 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
-import json
 import os
 import re
 import tempfile
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
 from .clock import now
+from .guard import REAL, exc_text
 from .probes import locking
 from .settings import RUN_KEY_ENV
 
@@ -67,7 +66,7 @@ def lock_dir() -> Path:
         run = (
             os.environ.get(RUN_KEY_ENV)
             or os.environ.get("PYTEST_XDIST_TESTRUNUID")
-            or f"pid{os.getpid()}"
+            or f"pid{REAL.getpid()}"
         )
         uid = os.getuid() if hasattr(os, "getuid") else 0
         path = Path(tempfile.gettempdir(), f"testmon-live-{uid}", run)
@@ -84,12 +83,12 @@ def _file_name(name: str) -> str:
 @contextlib.contextmanager
 def _hold(kind: str, name: str, timeout: float | None) -> Iterator[None]:
     path = lock_dir() / (_file_name(name) + ".lock")
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    fd = REAL.os_open(path, os.O_RDWR | os.O_CREAT, 0o600)
     reporter = locking._current
     lock_id = reporter.new_id() if reporter is not None else ""
     try:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            REAL.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             _wait(fd, kind, name, lock_id, timeout, reporter)
         else:
@@ -98,12 +97,12 @@ def _hold(kind: str, name: str, timeout: float | None) -> Iterator[None]:
         try:
             yield
         finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
+            REAL.flock(fd, fcntl.LOCK_UN)
             reporter = locking._current
             if reporter is not None and lock_id:
                 reporter.released(kind, name, lock_id)
     finally:
-        os.close(fd)
+        REAL.close(fd)
 
 
 def _wait(
@@ -117,25 +116,25 @@ def _wait(
     start = reporter.wait(kind, name, lock_id) if reporter is not None else now()
     try:
         if timeout is None:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            REAL.flock(fd, fcntl.LOCK_EX)
         else:
-            deadline = time.monotonic() + timeout
+            deadline = REAL.monotonic() + timeout
             delay = 0.005
             while True:
                 try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    REAL.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                     break
                 except BlockingIOError:
-                    left = deadline - time.monotonic()
+                    left = deadline - REAL.monotonic()
                     if left <= 0:
                         raise LockTimeout(
                             f"{kind} lock {name!r} not acquired within {timeout:g}s ({worker_id()})"
                         ) from None
-                    time.sleep(min(delay, left))
+                    REAL.sleep(min(delay, left))
                     delay = min(delay * 2, 0.1)
     except BaseException as exc:
         if reporter is not None:
-            text = f"{type(exc).__name__}: {exc}"
+            text = exc_text(exc)
             reporter.failed(
                 kind,
                 name,
@@ -169,7 +168,7 @@ def run_once(name: str, fn: Callable[[], T], timeout: float | None = None) -> T:
     result_path = lock_dir() / (_file_name(name) + ".once.json")
     with _hold(KIND_ONCE, name, timeout):
         if result_path.exists():
-            record: dict[str, Any] = json.loads(result_path.read_text())
+            record: dict[str, Any] = REAL.json_loads(result_path.read_text())
             if record.get("ok"):
                 return cast(T, record.get("value"))
             raise RunOnceFailed(
@@ -177,16 +176,16 @@ def run_once(name: str, fn: Callable[[], T], timeout: float | None = None) -> T:
             )
         try:
             value = fn()
-            text = json.dumps({"ok": True, "worker": worker_id(), "value": value})
+            text = REAL.json_dumps({"ok": True, "worker": worker_id(), "value": value})
         except BaseException as exc:
-            failure = {"ok": False, "worker": worker_id(), "error": f"{type(exc).__name__}: {exc}"}
-            _write(result_path, json.dumps(failure))
+            failure = {"ok": False, "worker": worker_id(), "error": exc_text(exc)}
+            _write(result_path, REAL.json_dumps(failure))
             raise
         _write(result_path, text)
-        return cast(T, json.loads(text)["value"])
+        return cast(T, REAL.json_loads(text)["value"])
 
 
 def _write(path: Path, text: str) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(text)
-    os.replace(tmp, path)
+    REAL.replace(tmp, path)

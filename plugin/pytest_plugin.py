@@ -1,8 +1,9 @@
 """The pytest entry point (``pytest11``): options, and the recorder when ``--monitor`` is on.
 
 Loaded into every pytest process, so it stays thin: without ``--monitor`` it adds its
-options and nothing else (no hooks on the test path, no imports beyond this module and
-:mod:`.settings`).
+options and nothing else (no hooks on the test path, no imports beyond this module,
+:mod:`.settings` and :mod:`.guard`, which binds the standard library functions the monitor
+calls before any test can patch them).
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import os
 
 import pytest
 
+# Bound now, at pytest start-up, before any test can patch what the monitor calls.
+from . import guard  # noqa: F401
 from .settings import RUN_KEY_ENV, Settings, add_options
 
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import events as ev
+from .guard import REAL
 
 RUNS_DIR = "runs"
 LIVE_DIR = "live"
@@ -164,7 +165,7 @@ class LogWriter:
         view = memoryview(data)
         try:
             while view:
-                written = os.write(fd, view)
+                written = REAL.write(fd, view)  # a test may have patched os.write
                 view = view[written:]
         except OSError as exc:
             self.failed = f"writing {self.path}: {exc}"
@@ -176,7 +177,7 @@ class LogWriter:
     def close(self) -> None:
         if self._fd is not None:
             with contextlib.suppress(OSError):
-                os.close(self._fd)
+                REAL.close(self._fd)
             self._fd = None
 
 

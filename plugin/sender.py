@@ -15,6 +15,7 @@ from collections import Counter, deque
 from collections.abc import Callable
 
 from . import events as ev
+from .guard import exc_text
 
 DEFAULT_CAPACITY = 100_000
 """Events queued at most before new ones are dropped."""
@@ -50,7 +51,8 @@ class Sender:
         self._seq = 0
         self.sent = 0
         self.error: str | None = None
-        """Why shipping stopped, once it has."""
+        """Why shipping stopped, once it has (the transport failed: never an event's text)."""
+        self._told_unencodable = False
         self._ship_lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="testmon-live-sender", daemon=True)
 
@@ -109,15 +111,38 @@ class Sender:
                 if self.error is not None:
                     self._count_lost(batch)
                     continue
+                unencodable: list[ev.Event] = []
+                data = ev.encode_lines(batch, unencodable)
+                if unencodable:
+                    batch = self._leave_out(batch, unencodable)
+                    count = len(batch)
                 try:
-                    self._ship(ev.encode_lines(batch), batch)
+                    self._ship(data, batch)
                 # The transport may fail in any way (closed channel, dead hub, full disk);
                 # none of it may reach the test run: record why and count what is lost.
                 except Exception as exc:  # noqa: BLE001
-                    self.error = f"{type(exc).__name__}: {exc}"
+                    self.error = exc_text(exc)
                     self._count_lost(batch)
                 else:
                     self.sent += count
+
+    def _leave_out(self, batch: list[ev.Event], bad: list[ev.Event]) -> list[ev.Event]:
+        """Count events that could not be encoded (even escaped); say so once."""
+        self._dropped[ev.UNENCODABLE] += len(bad)
+        if not self._told_unencodable:
+            self._told_unencodable = True
+            kinds = ", ".join(sorted({ev.kind(e) for e in bad}))
+            self._queue.append(
+                ev.Notice(
+                    ts=bad[0].ts,
+                    level="warning",
+                    source=self.worker,
+                    msg=f"events that cannot be encoded were dropped ({kinds}); "
+                    "the run's other events are recorded",
+                )
+            )
+        gone = {id(e) for e in bad}
+        return [e for e in batch if id(e) not in gone]
 
     def _count_lost(self, batch: list[ev.Event]) -> None:
         for event in batch:

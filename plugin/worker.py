@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import sys
-import threading
 from types import ModuleType
 from typing import Any
 
@@ -18,6 +17,7 @@ import pytest
 from . import events as ev
 from .activity import WorkerActivity
 from .clock import now
+from .guard import REAL
 from .probes import locking
 from .probes.containers import ContainerProbe
 from .probes.lifecycle import LifecycleProbe
@@ -91,14 +91,14 @@ class WorkerRecorder:
             ev.WorkerStarted(
                 ts=self.started,
                 schema=ev.SCHEMA_VERSION,
-                pid=os.getpid(),
-                host=os.uname().nodename,
+                pid=REAL.getpid(),
+                host=REAL.uname().nodename,
                 python="{}.{}.{}".format(*sys.version_info[:3]),
                 platform=sys.platform,
-                cwd=os.getcwd(),
+                cwd=REAL.getcwd(),
                 spec=self.spec,
                 remote=self.remote,
-                main_thread=threading.main_thread().ident,
+                main_thread=REAL.main_thread().ident,
                 dump_signal=self.dump_signal.signum if self.dump_signal else None,
                 dump_file=self.dump_signal.path if self.dump_signal else None,
             )
@@ -118,8 +118,25 @@ class WorkerRecorder:
             # and dump signal (once per worker, one channel send).
             self.sender.flush()
         self.sender.start()
+        if self.dump_signal is not None:
+            self.dump_signal.on_disarm = self._dump_signal_lost
+            self.dump_signal.watch()
+            self.watchdog.extra_checks.append(self.dump_signal.check)
         self.watchdog.start()
         self.containers.install()
+
+    def _dump_signal_lost(self, why: str) -> None:
+        """A test takes over the dump signal: say so (the hub will not signal any more)."""
+        test = self.activity.test
+        self.sender.emit_always(
+            ev.Notice(
+                ts=now(),
+                level="info",
+                source=self.worker_id,
+                msg=f"{self.worker_id}: {why}{f' in {test}' if test else ''}: stacks of this "
+                "worker, if it freezes in native code, can no longer be taken from outside",
+            )
+        )
 
     def _install_lock_probes(self) -> None:
         from .probes import filelock
@@ -205,7 +222,7 @@ class WorkerRecorder:
                     request=command.id,
                     cmd="ping",
                     result={
-                        "pid": os.getpid(),
+                        "pid": REAL.getpid(),
                         "test": activity.test,
                         "phase": activity.phase,
                         "pending": self.sender.pending,
@@ -218,7 +235,7 @@ class WorkerRecorder:
                 dump(
                     self.activity,
                     # the thread answering (execnet's receiver, or the viewer's) is ours too
-                    self._own_threads() | {threading.get_ident()},
+                    self._own_threads() | {REAL.get_ident()},
                     request=command.id,
                     root=self.root,
                 )

@@ -33,13 +33,13 @@ import importlib.machinery
 import sys
 import threading
 from collections.abc import Callable, Sequence
-from time import perf_counter
 from types import ModuleType
 from typing import Any
 
 from .. import events as ev
 from ..activity import WorkerActivity
 from ..clock import now
+from ..guard import REAL, exc_text, repr_of, text_of
 
 Emit = Callable[[ev.Event], None]
 
@@ -67,7 +67,7 @@ def describe_wait(strategy: Any) -> str:
         parts.append(" + ".join(describe_wait(child) for child in children))
     message = getattr(strategy, "_message", None)
     if message is not None:
-        parts.append(repr(getattr(message, "pattern", message)))
+        parts.append(repr_of(getattr(message, "pattern", message), 200))
     port = getattr(strategy, "_port", None)
     if port is not None:
         path = getattr(strategy, "_path", None)
@@ -75,10 +75,10 @@ def describe_wait(strategy: Any) -> str:
     for attr in ("_file_path", "_command"):
         value = getattr(strategy, attr, None)
         if value is not None:
-            parts.append(str(value))
+            parts.append(text_of(value, 200))
     func = getattr(strategy, "func", None)
     if func is not None:
-        parts.append(getattr(func, "__qualname__", repr(func)))
+        parts.append(text_of(getattr(func, "__qualname__", None) or repr_of(func, 200)))
     timeout = getattr(strategy, "_startup_timeout", None)
     if isinstance(timeout, (int, float)):
         parts.append(f"timeout {timeout:g}s")
@@ -88,7 +88,7 @@ def describe_wait(strategy: Any) -> str:
 def error_text(exc: BaseException) -> str:
     """The engine's own message when there is one (docker's APIError carries it)."""
     explanation = getattr(exc, "explanation", None)
-    text = f"{type(exc).__name__}: {explanation or exc}"
+    text = f"{type(exc).__name__}: {text_of(explanation)}" if explanation else exc_text(exc)
     return ev.clip(text, 2000) or type(exc).__name__
 
 
@@ -215,7 +215,7 @@ class ContainerProbe:
         try:
             from testcontainers.core import docker_client, waiting_utils
         except ImportError as exc:
-            self._notice(f"testcontainers found but not instrumented: {exc}")
+            self._notice(f"testcontainers found but not instrumented: {exc_text(exc)}")
             return
         self.installed = True
         if self._hook is not None:
@@ -300,14 +300,14 @@ class ContainerProbe:
             cid = short(getattr(wrapped, "id", None))
             if not cid:
                 return original(container, *args, **kwargs)
-            t0 = perf_counter()
+            t0 = REAL.perf_counter()
             probe._event("stop", cid)
             try:
                 result = original(container, *args, **kwargs)
             except BaseException as exc:
                 probe._fail(cid, "", "", "remove", exc)
                 raise
-            probe._event("remove", cid, dur=perf_counter() - t0)
+            probe._event("remove", cid, dur=REAL.perf_counter() - t0)
             return result
 
         self._set(dc, "stop", stop)
@@ -320,14 +320,14 @@ class ContainerProbe:
             if len(args) < 4:  # labels were not passed positionally
                 kwargs["labels"] = {**probe.labels(), **(kwargs.get("labels") or {})}
             record: _Start | None = getattr(probe._tls, "start", None)
-            t0 = perf_counter()
+            t0 = REAL.perf_counter()
             try:
                 container = original(docker_client, image, *args, **kwargs)
             except BaseException as exc:
                 if record is None:
                     probe._fail("", str(image), "", "create", exc)
                 raise
-            dur = perf_counter() - t0
+            dur = REAL.perf_counter() - t0
             cid = short(getattr(container, "id", None))
             with probe._lock:
                 probe._mine.add(cid)
@@ -357,9 +357,9 @@ class ContainerProbe:
         probe = self
 
         def start(docker_client: Any, container: Any, *args: Any, **kwargs: Any) -> Any:
-            t0 = perf_counter()
+            t0 = REAL.perf_counter()
             result = original(docker_client, container, *args, **kwargs)
-            dur = perf_counter() - t0
+            dur = REAL.perf_counter() - t0
             record: _Start | None = getattr(probe._tls, "start", None)
             if record is not None:
                 record.phase = "ready"
@@ -412,7 +412,7 @@ class ContainerProbe:
             if not isinstance(predicate, (str, bytes)) and not callable(predicate):
                 return original(container, predicate, *args, **kwargs)  # a WaitStrategy
             what = (
-                f"wait_for_logs({predicate!r})"
+                f"wait_for_logs({repr_of(predicate, 200)})"
                 if isinstance(predicate, str)
                 else (f"wait_for_logs({getattr(predicate, '__qualname__', 'predicate')})")
             )
@@ -470,7 +470,7 @@ class ContainerProbe:
         previous = activity.waiting
         activity.waiting = f"container:{name}"
         tls.waiting = True
-        t0 = perf_counter()
+        t0 = REAL.perf_counter()
         try:
             result = call()
         except BaseException as exc:
@@ -479,7 +479,7 @@ class ContainerProbe:
         finally:
             tls.waiting = False
             activity.waiting = previous
-        self._event("ready", cid, wait=what, dur=perf_counter() - t0)
+        self._event("ready", cid, wait=what, dur=REAL.perf_counter() - t0)
         return result
 
     # ------------------------------------------------------------------ events
@@ -508,7 +508,7 @@ class ContainerProbe:
             )
         except Exception as exc:  # noqa: BLE001 - recording must never break the suite
             self.failures += 1
-            self._notice(f"container event lost: {type(exc).__name__}: {exc}")
+            self._notice(f"container event lost: {exc_text(exc)}")
 
     def _ready(self, container: Any, record: _Start) -> None:
         wrapped = getattr(container, "_container", None)

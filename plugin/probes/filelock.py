@@ -14,12 +14,12 @@ acquired which path and has not released it (:meth:`RunState.lock_holders`).
 from __future__ import annotations
 
 import inspect
-import os
 from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
 from ..clock import now
+from ..guard import abspath, exc_text, text_of
 from . import locking
 from .imports import when_imported
 
@@ -56,7 +56,7 @@ def _patch(module: ModuleType) -> None:
 
 
 def _key(lock: Any) -> str:
-    return os.path.abspath(str(lock.lock_file))
+    return abspath(text_of(lock.lock_file))
 
 
 def _make_acquire(
@@ -86,7 +86,7 @@ def _make_acquire(
         try:
             proxy = original(self, *args, **kwargs)
         except BaseException as exc:
-            text = f"{type(exc).__name__}: {exc}"
+            text = exc_text(exc)
             reporter.failed(
                 KIND,
                 key,

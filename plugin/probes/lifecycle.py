@@ -14,7 +14,6 @@ own at once, so a worker that dies still leaves its session setups in the log.
 from __future__ import annotations
 
 from collections.abc import Callable, Generator
-from time import perf_counter, time
 from typing import Any
 
 import pytest
@@ -23,6 +22,7 @@ from _pytest.python import get_direct_param_fixture_func
 from .. import events as ev
 from ..activity import WorkerActivity
 from ..clock import _MONO0, _WALL0, now
+from ..guard import REAL, exc_text, text_of
 
 Emit = Callable[[ev.Event], None]
 
@@ -47,16 +47,16 @@ def short_text(report: pytest.TestReport) -> str | None:
     wasxfail = report.__dict__.get("wasxfail")
     longrepr = report.longrepr
     if report.outcome == "skipped" and isinstance(longrepr, tuple) and len(longrepr) == 3:
-        return str(longrepr[2])
+        return text_of(longrepr[2])
     if wasxfail is not None and report.outcome != "failed":
         return f"xfail: {wasxfail}" if wasxfail else "xfail"
     if longrepr is None:
         return None
     crash = getattr(longrepr, "reprcrash", None)
     if crash is not None:
-        message = str(getattr(crash, "message", ""))
+        message = text_of(getattr(crash, "message", ""))
         return message or None
-    text = str(longrepr).strip().splitlines()
+    text = text_of(longrepr).strip().splitlines()
     return text[-1] if text else None
 
 
@@ -199,8 +199,8 @@ class LifecycleProbe:
         activity.test = nodeid
         activity.phase = "setup"
         activity.fixture = None
-        activity.since = t = _WALL0 + (perf_counter() - _MONO0)
-        self._offset = t - time()
+        activity.since = t = _WALL0 + (REAL.perf_counter() - _MONO0)
+        self._offset = t - REAL.time()
         self._test.reset()
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
@@ -209,7 +209,7 @@ class LifecycleProbe:
             end = stop + self._offset
             start = report.start + self._offset
         else:  # a report made by hand, without times
-            end = _WALL0 + (perf_counter() - _MONO0)
+            end = _WALL0 + (REAL.perf_counter() - _MONO0)
             start = end - report.duration
         self._test.add(report, start)
         activity = self.activity
@@ -240,15 +240,15 @@ class LifecycleProbe:
         fixturedef.addfinalizer(span.end)
         previous = activity.fixture
         activity.fixture = span.name
-        span.setup_start = start = _WALL0 + (perf_counter() - _MONO0)
+        span.setup_start = start = _WALL0 + (REAL.perf_counter() - _MONO0)
         try:
             return (yield)
         except BaseException as exc:
             if not isinstance(exc, _NOT_ERRORS):
-                span.error = ev.clip(f"{type(exc).__name__}: {exc}", 2000)
+                span.error = ev.clip(exc_text(exc), 2000)
             raise
         finally:
-            t = _WALL0 + (perf_counter() - _MONO0)
+            t = _WALL0 + (REAL.perf_counter() - _MONO0)
             span.setup_dur = t - start
             activity.fixture = previous
             # ...and this one before it: the teardown starts here.

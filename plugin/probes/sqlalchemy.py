@@ -37,14 +37,13 @@ from __future__ import annotations
 
 import contextlib
 import re
-import threading
-import time
 from collections.abc import Callable
 from types import ModuleType
 from typing import Any, Literal
 
 from .. import events as ev
 from ..clock import now
+from ..guard import REAL, exc_text, repr_of, text_of
 from ..redact import redact_url
 from . import locking
 from .imports import when_imported
@@ -127,7 +126,7 @@ _held: dict[int, list[tuple[str, str, str, bool]]] = {}
 """id(DBAPI connection) -> [(kind, key, lock_id, transactional)] held through it."""
 _backends: dict[int, int] = {}
 """id(DBAPI connection) -> server connection id (PostgreSQL backend pid, MariaDB id)."""
-_get_ident = threading.get_ident
+_get_ident = REAL.get_ident
 
 
 def install(watchdog_checks: list[Callable[[float], None]] | None = None) -> None:
@@ -193,11 +192,11 @@ def _resolve(text: str, statement: str, pos: int, parameters: Any) -> str:
     name = found.group(1) or found.group(2)
     try:
         if name is not None and isinstance(parameters, dict):
-            return str(parameters[name])
+            return text_of(parameters[name], 200)
         if isinstance(parameters, (list, tuple)) and parameters:
             index = len(_PARAM_RE.findall(statement[:pos]))
             value = parameters[index]
-            return str(value[0] if isinstance(value, (list, tuple)) else value)
+            return text_of(value[0] if isinstance(value, (list, tuple)) else value, 200)
     except (KeyError, IndexError, TypeError):
         pass
     return text
@@ -237,9 +236,6 @@ def _dbapi_id(conn: Any) -> int:
     return id(conn)
 
 
-_perf = time.perf_counter
-
-
 def _take(ident: int, entry: Entry) -> _InFlight:
     flight = _flights.pop(ident, None)
     if flight is not None and flight.entry is entry:
@@ -270,7 +266,7 @@ def _wrap_execute(original: Callable[..., Any]) -> Callable[..., Any]:
             else None
         )
         ident = _get_ident()
-        entry = _inflight[ident] = (_perf(), statement, context, cursor, lock)
+        entry = _inflight[ident] = (REAL.perf_counter(), statement, context, cursor, lock)
         try:
             result = original(self, cursor, statement, parameters, context)
         except BaseException as exc:
@@ -294,7 +290,7 @@ def _wrap_execute_no_params(original: Callable[..., Any]) -> Callable[..., Any]:
             return original(self, cursor, statement, context)
         lock = classify(statement, None) if len(statement) < 200 else None
         ident = _get_ident()
-        entry = _inflight[ident] = (_perf(), statement, context, cursor, lock)
+        entry = _inflight[ident] = (REAL.perf_counter(), statement, context, cursor, lock)
         try:
             result = original(self, cursor, statement, context)
         except BaseException as exc:
@@ -321,7 +317,7 @@ def _wrap_executemany(original: Callable[..., Any]) -> Callable[..., Any]:
         if locking._current is None:
             return original(self, cursor, statement, parameters, context)
         ident = _get_ident()
-        entry = _inflight[ident] = (_perf(), statement, context, cursor, None)
+        entry = _inflight[ident] = (REAL.perf_counter(), statement, context, cursor, None)
         try:
             result = original(self, cursor, statement, parameters, context)
         except BaseException as exc:
@@ -367,7 +363,7 @@ def _finished(ident: int, entry: Entry) -> None:
         return
     flight = _take(ident, entry)
     lock = flight.lock
-    waited = _perf() - flight.t0
+    waited = REAL.perf_counter() - flight.t0
     if lock is not None:
         _lock_done(reporter, flight.conn, flight, lock, waited)
     elif flight.reported:
@@ -471,7 +467,7 @@ def _result_value(reporter: locking.LockReporter, cursor: Any, check: str) -> An
             return row[column]
     # Reading our way must never break the user's statement; what was lost is said.
     except Exception as exc:  # noqa: BLE001
-        reporter.emit(ev.Notice(ts=now(), source="sqlalchemy", msg=f"lock result: {exc!r}"))
+        reporter.emit(ev.Notice(ts=now(), source="sqlalchemy", msg=f"lock result: {repr_of(exc)}"))
     return _UNREAD
 
 
@@ -566,14 +562,14 @@ def _failed(ident: int, entry: Entry, error: BaseException) -> None:
     if reporter is None:
         return
     lock = entry[4]
-    lowered = str(error).lower()
+    text = exc_text(error)
+    lowered = text.lower()
     busy = "database is locked" in lowered or "database table is locked" in lowered
     if lock is None and not busy and not _flights:
         return
     flight = _take(ident, entry)
     conn = flight.conn
-    text = f"{type(error).__name__}: {error}"
-    waited = _perf() - flight.t0
+    waited = REAL.perf_counter() - flight.t0
     if busy and (lock is None or lock.kind == "sqlite"):
         key = _db_key(conn, _Lock("acquire", "sqlite", "", True))
         lock_id = flight.lock_id or reporter.new_id()
@@ -622,7 +618,9 @@ def _on_connect(dbapi_connection: Any, record: Any) -> None:
         dbapi_connection.rollback()
     # The lookup is ours, not the user's: a failure only costs the worker mapping.
     except Exception as exc:  # noqa: BLE001
-        reporter.emit(ev.Notice(ts=now(), source="sqlalchemy", msg=f"backend id lookup: {exc!r}"))
+        reporter.emit(
+            ev.Notice(ts=now(), source="sqlalchemy", msg=f"backend id lookup: {repr_of(exc)}")
+        )
         return
     backend = int(row[0])
     _backends[id(dbapi_connection)] = backend
@@ -659,7 +657,7 @@ class _BlockerCheck:
         reporter = locking._current
         if reporter is None or not (_inflight or _flights):
             return
-        mono = time.perf_counter()
+        mono = REAL.perf_counter()
         for ident, entry in list(_inflight.items()):
             age = mono - entry[0]
             if age < WAIT_REPORT:
@@ -699,7 +697,7 @@ class _BlockerCheck:
         act.waiting = f"lock:{key}"
         reporter.emit(
             ev.LockEvent(
-                ts=now() - (time.perf_counter() - flight.t0),
+                ts=now() - (REAL.perf_counter() - flight.t0),
                 action="wait",
                 kind=kind,
                 key=key,
@@ -724,7 +722,9 @@ class _BlockerCheck:
         # A monitor query that fails must not disturb the test; it is said once a tick at most.
         except Exception as exc:  # noqa: BLE001
             reporter.emit(
-                ev.Notice(ts=now(), source="sqlalchemy", msg=f"blocker lookup failed: {exc!r}")
+                ev.Notice(
+                    ts=now(), source="sqlalchemy", msg=f"blocker lookup failed: {repr_of(exc)}"
+                )
             )
             self._drop(conn)
         return None

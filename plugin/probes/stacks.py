@@ -15,7 +15,6 @@ else ``unknown``.
 
 from __future__ import annotations
 
-import linecache
 import os
 import re
 import sys
@@ -27,18 +26,21 @@ from types import CodeType, FrameType
 from typing import Any
 
 from .. import events as ev
+from ..guard import REAL, abspath, repr_of
 
 MAX_FRAMES = 80
 """Innermost frames kept per thread (pytest's own stack alone is ~40 deep)."""
 MAX_TASKS = 20
 """Pending asyncio tasks listed per event loop."""
+SOURCE_LIMIT = 1 << 20
+"""Bytes of a source file read at most to show the line a thread is at."""
 BUSY_CPU_SHARE = 0.3
 """A thread that used this share of one CPU between two samples is busy."""
 
-_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(abspath(__file__)))
 _STDLIB_DIRS = tuple(
     {
-        os.path.normcase(os.path.abspath(p)) + os.sep
+        os.path.normcase(abspath(p)) + os.sep
         for p in (
             sysconfig.get_paths(vars={"base": sys.base_prefix, "platbase": sys.base_exec_prefix})[
                 key
@@ -128,8 +130,9 @@ _SYSCALLS: dict[str, dict[int, str]] = {
         95: "subprocess",
     },
 }
-_MACHINE = os.uname().machine if hasattr(os, "uname") else ""
-_CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+# Imported when something first stalls, maybe under a test's patches: REAL, not os.
+_MACHINE = REAL.uname().machine if hasattr(os, "uname") else ""
+_CLK_TCK = REAL.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
 # ---------------------------------------------------------------------- frames
@@ -140,7 +143,7 @@ def is_user_file(filename: str) -> bool:
     """The project's own code: not the standard library, not installed packages, not us."""
     if not filename or filename.startswith("<"):
         return False
-    path = os.path.normcase(os.path.abspath(filename))
+    path = os.path.normcase(abspath(filename))
     if any(part in path for part in _THIRD_PARTY):
         return False
     if path.startswith(_STDLIB_DIRS):
@@ -151,7 +154,7 @@ def is_user_file(filename: str) -> bool:
 @lru_cache(maxsize=4096)
 def _stdlib_name(filename: str) -> str | None:
     """``threading.py``, ``concurrent/futures/_base.py`` for stdlib files, else None."""
-    path = os.path.normcase(os.path.abspath(filename))
+    path = os.path.normcase(abspath(filename))
     for base in _STDLIB_DIRS:
         if path.startswith(base) and not any(part in path for part in _THIRD_PARTY):
             return path[len(base) :].replace(os.sep, "/")
@@ -191,7 +194,22 @@ def user_frame(frames: Sequence[ev.Frame]) -> ev.Frame | None:
 
 
 def source_line(frame: ev.Frame) -> str:
-    return linecache.getline(frame.file, frame.line).strip()
+    lines = _source_lines(frame.file)
+    return lines[frame.line - 1].strip() if 0 < frame.line <= len(lines) else ""
+
+
+@lru_cache(maxsize=256)
+def _source_lines(file: str) -> tuple[str, ...]:
+    """A source file's lines, read through :data:`REAL` (``linecache`` opens files by the
+    name ``open``, which a test may have patched)."""
+    if not file or file.startswith("<"):
+        return ()
+    try:
+        with REAL.open(file, "rb") as handle:
+            data = handle.read(SOURCE_LIMIT)
+    except (OSError, ValueError):
+        return ()
+    return tuple(data.decode("utf-8", "replace").splitlines())
 
 
 # --------------------------------------------------------------------- verdicts
@@ -276,7 +294,7 @@ def thread_syscall(native_id: int | None) -> str | None:
     if native_id is None or table is None:
         return None
     try:
-        with open(f"/proc/self/task/{native_id}/syscall", "rb") as handle:
+        with REAL.open(f"/proc/self/task/{native_id}/syscall", "rb") as handle:
             first = handle.read(32).split(None, 1)[0]
     except (OSError, IndexError):
         return None
@@ -293,7 +311,7 @@ def thread_cpu(native_id: int | None, pid: str = "self") -> float | None:
     if native_id is None:
         return None
     try:
-        with open(f"/proc/{pid}/task/{native_id}/stat", "rb") as handle:
+        with REAL.open(f"/proc/{pid}/task/{native_id}/stat", "rb") as handle:
             fields = handle.read().rsplit(b")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / _CLK_TCK
     except (OSError, IndexError, ValueError):
@@ -303,7 +321,7 @@ def thread_cpu(native_id: int | None, pid: str = "self") -> float | None:
 def task_cpu(pid: int) -> dict[str, float] | None:
     """CPU seconds of every thread (task) of another process (Linux), or None."""
     try:
-        tasks = os.listdir(f"/proc/{pid}/task")
+        tasks = REAL.listdir(f"/proc/{pid}/task")
     except OSError:
         return None
     out: dict[str, float] = {}
@@ -317,7 +335,7 @@ def task_cpu(pid: int) -> dict[str, float] | None:
 def process_state(pid: int) -> str | None:
     """The one-letter state of a process (R, S, D, T...), or None."""
     try:
-        with open(f"/proc/{pid}/stat", "rb") as handle:
+        with REAL.open(f"/proc/{pid}/stat", "rb") as handle:
             return handle.read().rsplit(b")", 1)[1].split()[0].decode()
     except (OSError, IndexError):
         return None
@@ -357,8 +375,7 @@ def _coro_frames(coro: Any) -> tuple[list[ev.Frame], str | None]:
 
 
 def _short_repr(obj: Any) -> str:
-    text = repr(obj)
-    return text if len(text) <= 200 else text[:197] + "..."
+    return repr_of(obj, 200)
 
 
 def loop_tasks(frame: FrameType | None) -> list[ev.TaskStack] | None:
@@ -400,10 +417,10 @@ class Sample:
         self.wall = wall
         skipped = set(skip)
         self.raw: dict[int, FrameType] = {
-            ident: f for ident, f in sys._current_frames().items() if ident not in skipped
+            ident: f for ident, f in REAL.current_frames().items() if ident not in skipped
         }
         self.threads: dict[int, threading.Thread] = {
-            t.ident: t for t in threading.enumerate() if t.ident is not None
+            t.ident: t for t in REAL.enumerate_threads() if t.ident is not None
         }
         self.frames: dict[int, list[ev.Frame]] = {
             ident: frames_of(frame) for ident, frame in self.raw.items()
@@ -419,7 +436,7 @@ class Sample:
     def stacks(self, previous: Sample | None = None) -> list[ev.ThreadStack]:
         """Every sampled thread with its verdict; ``previous`` tells moving from still."""
         out: list[ev.ThreadStack] = []
-        main = threading.main_thread().ident
+        main = REAL.main_thread().ident
         for ident, frames in self.frames.items():
             thread = self.threads.get(ident)
             moved: bool | None = None

@@ -15,15 +15,13 @@ a worker killed soon after - by pytest-timeout, by a CI timeout - has already sh
 
 from __future__ import annotations
 
-import os
-import threading
 from collections.abc import Callable
-from time import perf_counter
 from typing import TYPE_CHECKING
 
 from .. import events as ev
 from ..activity import WorkerActivity
 from ..clock import now
+from ..guard import REAL
 
 if TYPE_CHECKING:
     from .stacks import Sample
@@ -50,7 +48,7 @@ class StallDetector:
         self._emit = emit
         self.threshold = threshold
         self._skip = skip
-        self.root = root if root is not None else os.getcwd()
+        self.root = root if root is not None else REAL.getcwd()
         self._key: tuple[str | None, str, float] | None = None
         """(test, phase, since) of the phase being sampled, None while nothing stalls."""
         self._previous: Sample | None = None
@@ -79,7 +77,7 @@ class StallDetector:
         from .stacks import Sample  # only once something stalls: ~2 ms of import
 
         self._key = (test, phase, since)
-        self._previous = Sample(perf_counter(), self._skip())
+        self._previous = Sample(REAL.perf_counter(), self._skip())
         self._samples = 0
         self._sent = {}
         self._pace = FIRST_RESAMPLE
@@ -88,7 +86,7 @@ class StallDetector:
     def _sample(self, t: float) -> None:
         from .stacks import Sample, location
 
-        sample = Sample(perf_counter(), self._skip())
+        sample = Sample(REAL.perf_counter(), self._skip())
         threads = sample.stacks(self._previous)
         self._previous = sample
         self._next = t + self._pace
@@ -145,9 +143,9 @@ def dump(
     """Every thread's stack now (asked for by a viewer): two samples ``settle`` s apart."""
     from .stacks import Sample, location
 
-    first = Sample(perf_counter(), skip)
-    threading.Event().wait(settle)
-    threads = Sample(perf_counter(), skip).stacks(first)
+    first = Sample(REAL.perf_counter(), skip)
+    REAL.Event().wait(settle)
+    threads = Sample(REAL.perf_counter(), skip).stacks(first)
     t = now()
     return ev.Stall(
         ts=t,
@@ -156,7 +154,7 @@ def dump(
         phase=activity.phase,
         fixture=activity.fixture,
         elapsed=max(0.0, t - activity.since),
-        location=location(threads, root if root is not None else os.getcwd()),
+        location=location(threads, root if root is not None else REAL.getcwd()),
         threads=threads,
         request=request,
     )

@@ -7,6 +7,16 @@ only - not ``enable`` nor ``dump_traceback_later``, which pytest's ``faulthandle
 and pytest-timeout use - so a user's settings stay as they were. A signal that already
 has a Python-level handler is left alone; with none free, the worker is not armed.
 
+The signal stays ours only as long as nobody else sets its handler. A test may install
+its own (``signal.signal``, ``faulthandler.register``/``unregister``) and then freeze in C
+code: signalled, it would run the test's handler or, with the default restored, die. So the
+worker *disarms* before any such call goes through: under an exclusive ``flock`` on the dump
+file it removes the file, and only then the call proceeds (the worker wraps those three
+functions while armed; the watchdog also notices a handler set by a path around them within
+a tick). The hub signals only while holding a shared ``flock`` on a dump file that still
+exists, and only a process that catches the signal (``SigCgt`` in ``/proc``): whether the
+handler is still the monitor's is decided at signal time, and the hub never kills.
+
 Hub side, :class:`SilenceWatcher` looks at every worker's last heartbeat a few times a
 second. A worker silent for ``after`` seconds is recorded as
 :class:`~testmon_live.plugin.events.Unresponsive`; if it is a local process that armed a
@@ -19,18 +29,21 @@ from __future__ import annotations
 
 import contextlib
 import faulthandler
+import fcntl
+import functools
 import os
 import signal
 import tempfile
-import threading
-import time
 from collections.abc import Callable
-from typing import IO, TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, Any
 
 from .. import events as ev
 from ..clock import now
+from ..guard import REAL, repr_of
 
 if TYPE_CHECKING:
+    import threading
+
     from ..state import RunState, WorkerView
 
 Running = Callable[[str], "tuple[str, str, float] | None"]
@@ -49,17 +62,86 @@ def silence_after(stall: float) -> float:
 
 
 class DumpSignal:
-    """A faulthandler armed in this worker process."""
+    """A faulthandler armed in this worker process, as long as the signal stays ours."""
 
     def __init__(self, signum: int, handle: IO[bytes], path: str) -> None:
         self.signum = signum
         self.handle = handle
         self.path = path
+        self.armed = True
+        self.on_disarm: Callable[[str], None] | None = None
+        """Told why, once, when the signal stops being the monitor's."""
+        self._patched: list[tuple[Any, str, Any]] = []
 
     def close(self) -> None:
         """Remove the file (the handler keeps its descriptor: a late signal still lands)."""
+        self._unwatch()
         with contextlib.suppress(OSError):
-            os.unlink(self.path)
+            REAL.unlink(self.path)
+
+    def disarm(self, why: str) -> None:
+        """The signal is about to get another handler: withdraw the dump file first, under
+        an exclusive lock, so that the hub (which signals only under a shared lock on a
+        file that exists) cannot signal from now on."""
+        if not self.armed:
+            return
+        self.armed = False
+        fd = self.handle.fileno()
+        with contextlib.suppress(OSError):
+            REAL.flock(fd, fcntl.LOCK_EX)
+        try:
+            with contextlib.suppress(OSError):
+                REAL.unlink(self.path)
+        finally:
+            with contextlib.suppress(OSError):
+                REAL.flock(fd, fcntl.LOCK_UN)
+        if self.on_disarm is not None:
+            self.on_disarm(why)
+
+    def check(self, _t: float = 0.0) -> None:
+        """Watchdog tick: a handler set by a way around the wrappers (``from signal import
+        signal`` bound before the worker armed) is noticed here."""
+        if self.armed and REAL.getsignal(self.signum) not in (signal.SIG_DFL, None):
+            self.disarm(f"{_name(self.signum)} got a Python handler")
+
+    def watch(self) -> None:
+        """Wrap ``signal.signal``, ``faulthandler.register`` and ``faulthandler.unregister``:
+        a call about this signal disarms before it goes through."""
+        signum = self.signum
+
+        def ours(value: object) -> bool:
+            return isinstance(value, int) and value == signum
+
+        def wrap(owner: Any, name: str, real: Callable[..., Any]) -> None:
+            def watched(sig: Any, *args: Any, **kwargs: Any) -> Any:
+                # Only the main thread may set handlers; elsewhere the call fails by itself.
+                if self.armed and ours(sig) and REAL.get_ident() == _MAIN:
+                    self.disarm(f"{owner.__name__}.{name}({_name(signum)}) was called")
+                return real(sig, *args, **kwargs)
+
+            functools.update_wrapper(watched, real)
+            self._patched.append((owner, name, real))
+            setattr(owner, name, watched)
+
+        wrap(signal, "signal", REAL.signal)
+        wrap(faulthandler, "register", REAL.faulthandler_register)
+        wrap(faulthandler, "unregister", REAL.faulthandler_unregister)
+
+    def _unwatch(self) -> None:
+        while self._patched:
+            owner, name, real = self._patched.pop()
+            if getattr(getattr(owner, name, None), "__wrapped__", None) is real:
+                setattr(owner, name, real)
+
+
+_MAIN = REAL.main_thread().ident
+
+
+def _name(signum: int) -> str:
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
 
 
 def arm_dump_signal() -> DumpSignal | str:
@@ -71,7 +153,7 @@ def arm_dump_signal() -> DumpSignal | str:
         if signum is None:
             continue
         try:
-            current = signal.getsignal(signum)
+            current = REAL.getsignal(signum)
         except ValueError:
             continue
         if current not in (signal.SIG_DFL, None):
@@ -79,7 +161,7 @@ def arm_dump_signal() -> DumpSignal | str:
         fd, path = tempfile.mkstemp(prefix="testmon-live-stacks-", suffix=".txt")
         handle = os.fdopen(fd, "wb", buffering=0)
         try:
-            faulthandler.register(signum, file=handle, all_threads=True, chain=False)
+            REAL.faulthandler_register(signum, file=handle, all_threads=True, chain=False)
         except (OSError, RuntimeError, ValueError) as exc:
             handle.close()
             os.unlink(path)
@@ -105,7 +187,7 @@ def frozen_check(pid: int, window: float = MIN_CPU_WINDOW) -> tuple[str | None, 
     if state in ("T", "t"):
         return "the process is stopped (SIGSTOP, a debugger)", False
     before = task_cpu(pid)
-    time.sleep(window)
+    REAL.sleep(window)
     after = task_cpu(pid)
     if before is None or after is None:
         return None, False  # no /proc: the silence alone says the GIL is held
@@ -116,30 +198,71 @@ def frozen_check(pid: int, window: float = MIN_CPU_WINDOW) -> tuple[str | None, 
     return None, bool(running)
 
 
+class NotSignalled(Exception):
+    """Why the hub did not signal a worker (the signal is no longer the monitor's)."""
+
+
 def read_dump(pid: int, signum: int, path: str, wait: float = DUMP_WAIT) -> str | None:
-    """Signal a local worker and return the stacks faulthandler appended to ``path``."""
+    """Signal a local worker and return the stacks faulthandler appended to ``path``.
+
+    Raises :class:`NotSignalled` when the signal is not the monitor's any more: the worker
+    withdrew the file (a test set its own handler), is withdrawing it now, or the process
+    does not catch the signal at all (the default action would kill it)."""
     try:
-        start = os.path.getsize(path)
-        os.kill(pid, signum)
+        fd = REAL.os_open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        raise NotSignalled(
+            f"its {_name(signum)} handler is no longer the monitor's (a test set its own)"
+        ) from None
     except OSError:
         return None
-    deadline = time.monotonic() + wait
-    size = start
-    while time.monotonic() < deadline:
-        time.sleep(0.05)
+    try:
         try:
-            grown = os.path.getsize(path)
+            REAL.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except OSError:
+            raise NotSignalled(f"its {_name(signum)} handler is being changed") from None
+        try:
+            info = REAL.fstat(fd)
+            if info.st_nlink == 0:
+                raise NotSignalled(
+                    f"its {_name(signum)} handler is no longer the monitor's (a test set its own)"
+                )
+            if catches(pid, signum) is False:
+                raise NotSignalled(f"it does not catch {_name(signum)} (it would be killed)")
+            start = info.st_size
+            REAL.kill(pid, signum)
+        except ProcessLookupError:
             return None
-        if grown > start and grown == size:
-            break  # it grew and stopped growing: the dump is complete
-        size = grown
-    try:
-        with open(path, "rb") as handle:
-            handle.seek(start)
-            return handle.read(1 << 20).decode("utf-8", "replace") or None
+        finally:
+            with contextlib.suppress(OSError):
+                REAL.flock(fd, fcntl.LOCK_UN)
+        deadline = REAL.monotonic() + wait
+        size = start
+        while REAL.monotonic() < deadline:
+            REAL.sleep(0.05)
+            grown = REAL.fstat(fd).st_size
+            if grown > start and grown == size:
+                break  # it grew and stopped growing: the dump is complete
+            size = grown
+        text = REAL.pread(fd, 1 << 20, start)
+        return text.decode("utf-8", "replace") or None
     except OSError:
         return None
+    finally:
+        REAL.close(fd)
+
+
+def catches(pid: int, signum: int) -> bool | None:
+    """Whether process ``pid`` has a handler for ``signum`` (``SigCgt`` of
+    ``/proc/PID/status``); None where that cannot be read."""
+    try:
+        with REAL.open(f"/proc/{pid}/status", "rb") as handle:
+            for line in handle:
+                if line.startswith(b"SigCgt:"):
+                    return bool(int(line.split()[1], 16) >> (signum - 1) & 1)
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
 
 
 class SilenceWatcher:
@@ -165,9 +288,9 @@ class SilenceWatcher:
         """worker -> when (this clock) its last heartbeat before the silence arrived."""
         self._beats: dict[str, tuple[tuple[object, ...], float]] = {}
         """worker -> (its latest heartbeat's stamp, when this hub first saw it)."""
-        self._stop = threading.Event()
-        self._host = os.uname().nodename if hasattr(os, "uname") else ""
-        self._thread = threading.Thread(target=self._run, name="testmon-live-silence", daemon=True)
+        self._stop = REAL.Event()
+        self._host = REAL.uname().nodename
+        self._thread = REAL.Thread(target=self._run, name="testmon-live-silence", daemon=True)
 
     def start(self) -> None:
         self._thread.start()
@@ -175,7 +298,7 @@ class SilenceWatcher:
     def stop(self) -> None:
         """Stop the thread; a worker that came back since its last tick is noted."""
         self._stop.set()
-        if self._thread.is_alive() and self._thread is not threading.current_thread():
+        if self._thread.is_alive() and self._thread is not REAL.current_thread():
             self._thread.join(DUMP_WAIT + 1.0)
         if self._silent:
             self.check(now(), final=True)
@@ -186,7 +309,8 @@ class SilenceWatcher:
                 self.check(now())
             # The watcher must outlive anything a check can hit; say what broke, go on.
             except Exception as exc:  # noqa: BLE001, PERF203 - 4 times a second
-                self._emit(ev.Notice(level="error", source="hub", msg=f"silence watcher: {exc!r}"))
+                msg = f"silence watcher: {repr_of(exc)}"
+                self._emit(ev.Notice(level="error", source="hub", msg=msg))
 
     def check(self, t: float, *, final: bool = False) -> None:
         """One look at every worker; ``final`` only notes those that came back."""
@@ -244,7 +368,7 @@ class SilenceWatcher:
             args = (view.test, view.phase, view.fixture, view.since)
         if target is None:
             return False
-        threading.Thread(
+        REAL.Thread(
             target=self._take_stacks,
             args=(wid, target, *args),
             kwargs={"request": command.id, "reason": "dump"},
@@ -281,7 +405,18 @@ class SilenceWatcher:
             return
         if reason == "unresponsive" and self._heard_from(wid):
             return  # a heartbeat came in meanwhile (a busy hub, not a frozen worker)
-        text = read_dump(pid, signum, path)
+        try:
+            text = read_dump(pid, signum, path)
+        except NotSignalled as why:
+            self._emit(
+                ev.Notice(
+                    ts=now(),
+                    level="info",
+                    source="hub",
+                    msg=f"{wid}: no stacks taken from outside: {why}",
+                )
+            )
+            return
         if text is None:
             return
         threads = parse_faulthandler(text, main_ident=main, busy=busy)
@@ -322,11 +457,11 @@ def _target(view: WorkerView) -> tuple[int, int, str, int | None] | None:
     if (
         view.remote
         or view.pid is None
-        or view.pid == os.getpid()
+        or view.pid == REAL.getpid()
         or view.dump_signal is None
         or not view.dump_file
     ):
         return None
-    if view.host and hasattr(os, "uname") and view.host != os.uname().nodename:
+    if view.host and view.host != REAL.uname().nodename:
         return None
     return view.pid, view.dump_signal, view.dump_file, view.main_thread

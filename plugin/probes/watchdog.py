@@ -10,13 +10,12 @@ signal the hub looks for.
 from __future__ import annotations
 
 import os
-import threading
-import time
 from collections.abc import Callable
 
 from .. import events as ev
 from ..activity import WorkerActivity
 from ..clock import now
+from ..guard import REAL, repr_of
 
 TICK = 0.25
 HEARTBEAT_EVERY = 1.0
@@ -26,14 +25,14 @@ _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 def resources() -> tuple[int, float, int]:
     """(RSS bytes, CPU seconds, thread count) of this process, cheaply."""
-    times = os.times()
+    times = REAL.times()
     cpu = times.user + times.system
     rss = 0
-    threads = threading.active_count()
+    threads = REAL.active_count()
     try:
-        with open("/proc/self/statm", "rb") as handle:
+        with REAL.open("/proc/self/statm", "rb") as handle:
             rss = int(handle.read().split()[1]) * _PAGE
-        with open("/proc/self/stat", "rb") as handle:
+        with REAL.open("/proc/self/stat", "rb") as handle:
             # field 20 (num_threads), after the parenthesised command name
             threads = int(handle.read().rsplit(b")", 1)[1].split()[17])
     except (OSError, ValueError, IndexError):
@@ -62,11 +61,13 @@ class Watchdog:
         self._pending = pending
         self._tick = tick
         self._heartbeat_every = heartbeat_every
-        self._stop = threading.Event()
+        self._stop = REAL.Event()
         self._last: tuple[str | None, str, str | None, float, str | None] | None = None
-        self._thread = threading.Thread(target=self._run, name="testmon-live-watchdog", daemon=True)
+        self._thread = REAL.Thread(target=self._run, name="testmon-live-watchdog", daemon=True)
         self.extra_checks: list[Callable[[float], None]] = []
         """Called every tick with the current time (stall detection hooks in here)."""
+        self.beats = 0
+        """Heartbeats sent so far."""
 
     def start(self) -> None:
         self._thread.start()
@@ -93,6 +94,7 @@ class Watchdog:
             )
 
     def heartbeat(self) -> None:
+        self.beats += 1
         rss, cpu, threads = resources()
         act = self.activity
         t = now()
@@ -112,10 +114,11 @@ class Watchdog:
         )
 
     def _run(self) -> None:
-        next_beat = time.monotonic()
+        monotonic = REAL.monotonic
+        next_beat = monotonic()
         while not self._stop.wait(self._tick):
             self.sample_activity()
-            mono = time.monotonic()
+            mono = monotonic()
             if mono >= next_beat:
                 self.heartbeat()
                 next_beat = mono + self._heartbeat_every
@@ -134,6 +137,7 @@ class Watchdog:
                         ts=t,
                         level="error",
                         source="watchdog",
-                        msg=f"watchdog check {check!r} failed and was disabled: {exc!r}",
+                        msg=f"watchdog check {repr_of(check)} failed and was disabled: "
+                        f"{repr_of(exc)}",
                     )
                 )
