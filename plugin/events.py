@@ -633,6 +633,10 @@ class EncodeError(ValueError):
     """An event that cannot be encoded even with its text escaped."""
 
 
+_ENCODE_ERRORS = (ValueError, TypeError, OverflowError, RecursionError, msgspec.EncodeError)
+"""What encoding an event can raise: UnicodeEncodeError (a ValueError) for lone surrogates,
+TypeError for values of foreign types, RecursionError for a value that contains itself."""
+
 UNENCODABLE = "unencodable"
 """Key under which events dropped because they could not be encoded are counted."""
 
@@ -643,12 +647,12 @@ def encode(obj: Event | Control) -> bytes:
     try:
         return _encoder.encode(obj)
     # msgspec refuses lone surrogates (UnicodeEncodeError) and values of foreign types
-    except (UnicodeEncodeError, TypeError, OverflowError, msgspec.EncodeError):
+    except _ENCODE_ERRORS:
         pass
     try:
         return _encoder.encode(_escaped(obj))
-    except (UnicodeEncodeError, TypeError, OverflowError, msgspec.EncodeError) as exc:
-        raise EncodeError(f"{kind_of(obj)}: {type(exc).__name__}: {exc}") from None
+    except _ENCODE_ERRORS as exc:
+        raise EncodeError(f"{kind_of(obj)}: {type(exc).__name__}") from None
 
 
 def encode_line(obj: Event | Control) -> bytes:
@@ -663,7 +667,7 @@ def encode_lines(events: list[Event], dropped: list[Event] | None = None) -> byt
     when no ``dropped`` list is given)."""
     try:
         return _encoder.encode_lines(events)
-    except (UnicodeEncodeError, TypeError, OverflowError, msgspec.EncodeError):
+    except _ENCODE_ERRORS:
         pass
     parts: list[bytes] = []
     for event in events:

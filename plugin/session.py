@@ -5,8 +5,9 @@
   put into ``workerinput``.
 - no xdist: both in one process; the worker records itself as ``main``.
 
-Starting the monitor may fail (read-only disk, say): the run then goes on unrecorded
-with a warning, never with an error.
+Starting the monitor may fail (read-only disk, say): the run then goes on unrecorded,
+with a line in pytest's terminal summary that says why - never a warning (the user's
+warning filters may turn it into an error) and never an error.
 """
 
 from __future__ import annotations
@@ -25,6 +26,16 @@ controller_key: pytest.StashKey[ControllerRecorder] = pytest.StashKey()
 worker_key: pytest.StashKey[WorkerRecorder] = pytest.StashKey()
 
 LOCAL_WORKER = "main"
+
+
+class NotRecording:
+    """Says in the terminal summary that, and why, this run is not recorded."""
+
+    def __init__(self, why: str) -> None:
+        self.why = why
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        terminalreporter.write_line(f"testmon-live: not recording this run: {self.why}")
 
 
 def install(config: pytest.Config, settings: Settings) -> None:
@@ -75,9 +86,9 @@ def _install_controller(config: pytest.Config, settings: Settings) -> None:
     try:
         hub.start()
     except OSError as exc:
-        config.issue_config_time_warning(
-            pytest.PytestWarning(f"testmon-live: not recording this run: {exc}"), stacklevel=2
-        )
+        # Not a warning: under -W error / filterwarnings = error that would become the
+        # user's INTERNALERROR. A line of the terminal summary, which no filter touches.
+        config.pluginmanager.register(NotRecording(f"{exc}"), "testmon-live-not-recording")
         return
     controller = ControllerRecorder(hub, config)
     config.pluginmanager.register(controller, "testmon-live-controller")

@@ -11,6 +11,7 @@ reports fold a log, the dashboard folds live or replayed streams: all through
 from __future__ import annotations
 
 import heapq
+import re
 import sys
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
@@ -995,11 +996,14 @@ def _intern(e: ev.TestFinished) -> None:
         phase.outcome = intern(phase.outcome)
 
 
+_NUMBERED = re.compile(r"([^0-9]*)([0-9]+)", re.ASCII)
+
+
 def worker_order(wid: str) -> tuple[str, int, str]:
-    """Sort key: gw2 before gw10; ``main`` and others by name."""
-    digits = wid.lstrip("abcdefghijklmnopqrstuvwxyz")
-    prefix = wid[: len(wid) - len(digits)]
-    return (prefix, int(digits), "") if digits.isdigit() else (wid, -1, wid)
+    """Sort key: gw2 before gw10; ``main`` and others by name. Any id at all: only ASCII
+    digits count as a number (``gw²`` is a name: ``int("²")`` fails)."""
+    match = _NUMBERED.fullmatch(wid)
+    return (match.group(1), int(match.group(2)), "") if match else (wid, -1, wid)
 
 
 def lock_label(kind: str, key: str) -> str:

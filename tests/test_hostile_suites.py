@@ -7,21 +7,15 @@ keeps recording.
 
 from __future__ import annotations
 
-import re
-import time
-from pathlib import Path
-
 import pytest
 
 from testmon_live.plugin import events as ev
 from testmon_live.plugin.state import worker_order
 
-from .conftest import only_run, run_logs
+from .conftest import only_run
 
 TIMEOUT = 120.0
-MODES = pytest.mark.parametrize(
-    "mode", [["-n", "2"], ["-p", "no:xdist"]], ids=["xdist", "single"]
-)
+MODES = pytest.mark.parametrize("mode", [["-n", "2"], ["-p", "no:xdist"]], ids=["xdist", "single"])
 
 
 def outcomes(result: pytest.RunResult) -> tuple[int, dict[str, int]]:
@@ -124,7 +118,9 @@ def test_a_mocked_clock_sees_only_the_tests_own_calls(
     assert len(run.of(ev.TestFinished)) == 3
 
 
-AUDIT_CONFTEST = HEARTBEATS + '''
+AUDIT_CONFTEST = (
+    HEARTBEATS
+    + '''
 import builtins, json, os, signal, socket, sys, sysconfig, threading
 
 _getframe = sys._getframe
@@ -174,6 +170,7 @@ def audit(monkeypatch):
     yield hits
     monkeypatch.undo()
 '''
+)
 
 AUDIT_TESTS = """
 import os
@@ -218,3 +215,308 @@ def test_no_call_of_the_monitor_goes_through_a_patchable_name(
     # it did stall (so the stacks of every thread were sampled under the patches)
     assert [s for s in run.of(ev.Stall) if s.reason == "stall"]
     assert [e for e in run.of(ev.LockEvent) if e.kind == "filelock"]
+
+
+# ------------------------------------------------------- 2. the test's own signals
+
+FREEZE = """
+import ctypes
+
+LIBC = ctypes.PyDLL(None)  # PyDLL: the GIL stays held during the call
+
+
+def hold_the_gil(seconds):
+    left = seconds
+    while left:  # a signal cuts sleep() short: sleep the rest, GIL still held
+        left = LIBC.sleep(left)
+"""
+
+OWN_HANDLERS = {
+    "test_own_handler.py": """
+import signal
+from freeze import hold_the_gil, HOLD
+
+def test_installs_its_own_handler_then_freezes():
+    got = []
+    signal.signal(signal.SIGUSR2, lambda signum, frame: got.append(signum))
+    hold_the_gil(HOLD)
+    assert got == []
+""",
+    "test_default.py": """
+import signal
+from freeze import hold_the_gil, HOLD
+
+def test_restores_the_default_then_freezes():
+    signal.signal(signal.SIGUSR2, signal.SIG_DFL)  # SIGUSR2 now kills
+    hold_the_gil(HOLD)
+""",
+    "test_around.py": """
+import signal
+from conftest import set_handler  # bound before the monitor armed: not watched
+from freeze import hold_the_gil, HOLD
+
+def test_restores_the_default_by_a_name_bound_early_then_freezes():
+    set_handler(signal.SIGUSR2, signal.SIG_DFL)
+    hold_the_gil(HOLD)
+""",
+    "conftest.py": """
+from signal import signal as set_handler
+""",
+}
+
+
+def test_a_worker_whose_signal_handler_is_the_tests_is_never_signalled(
+    pytester: pytest.Pytester,
+) -> None:
+    # Silent for 2 s (stall 1 s) makes a worker unresponsive: 6 s frozen is well past that.
+    pytester.makepyfile(freeze=FREEZE + "HOLD = 6\n", **OWN_HANDLERS)
+    args = ("-n", "3", "--dist", "loadfile", "-p", "no:randomly", "--monitor-stall=1")
+    result = assert_same_outcome(pytester, *args)
+    result.assert_outcomes(passed=3)
+    run = only_run(pytester)
+    assert not run.of(ev.WorkerCrashed)
+    assert not [s for s in run.of(ev.Stall) if s.reason == "unresponsive"]
+    # ...though both froze, and the log says why their stacks were not taken
+    frozen = {u.test for u in run.of(ev.Unresponsive) if not u.recovered}
+    assert frozen == {
+        "test_own_handler.py::test_installs_its_own_handler_then_freezes",
+        "test_default.py::test_restores_the_default_then_freezes",
+        "test_around.py::test_restores_the_default_by_a_name_bound_early_then_freezes",
+    }
+    notices = [n.msg for n in run.of(ev.Notice)]
+    assert [m for m in notices if "signal.signal(SIGUSR2) was called" in m], notices
+    refused = [m for m in notices if "no stacks taken from outside" in m]
+    assert len(refused) == 3, notices
+    # the handler set around the watch is seen from outside: SIGUSR2 is not caught
+    assert [m for m in refused if "does not catch SIGUSR2" in m], notices
+
+
+# ------------------------------------------------- 3. text that is no valid Unicode
+
+UNDECODABLE = """
+import os
+from filelock import FileLock
+
+
+def test_locks_a_file_whose_name_is_no_text(tmp_path):
+    name = os.fsdecode(os.fsencode(str(tmp_path)) + b"/caf\\xe9.lock")  # a lone surrogate
+    with FileLock(name):
+        pass
+
+
+def test_after_it():
+    pass
+"""
+
+UNDECODABLE_FAILURE = """
+import os
+
+
+def test_fails_with_a_message_that_is_no_text():
+    raise ValueError(os.fsdecode(b"caf\\xe9"))
+"""
+
+
+@MODES
+def test_text_that_is_no_valid_unicode_does_not_end_the_recording(
+    pytester: pytest.Pytester, mode: list[str]
+) -> None:
+    pytester.makepyfile(test_text=UNDECODABLE)
+    expected = {
+        "test_text.py::test_locks_a_file_whose_name_is_no_text",
+        "test_text.py::test_after_it",
+    }
+    if mode[0] != "-n":  # (under xdist such a failure text is xdist's own INTERNALERROR)
+        pytester.makepyfile(test_failure=UNDECODABLE_FAILURE)
+        expected.add("test_failure.py::test_fails_with_a_message_that_is_no_text")
+    # --tb=no -rN: pytester cannot read back a failure text that is no valid UTF-8
+    result = assert_same_outcome(pytester, *mode, "-p", "no:randomly", "--tb=no", "-rN")
+    run = only_run(pytester)
+    tests = run.tests_by_id()
+    assert set(tests) == expected
+    if mode[0] != "-n":
+        (failed,) = tests["test_failure.py::test_fails_with_a_message_that_is_no_text"]
+        assert failed.message == "ValueError: caf\\udce9"  # escaped, not lost
+        assert failed.longrepr is not None
+        assert "caf\\udce9" in failed.longrepr
+    keys = {e.key for e in run.of(ev.LockEvent) if e.kind == "filelock"}
+    assert [k for k in keys if k.endswith("/caf\\udce9.lock")], keys
+    for finished in run.of(ev.WorkerFinished):
+        assert not finished.dropped, finished.dropped
+    assert isinstance(run.events[-1], ev.RunFinished)
+    assert result.ret == (0 if mode[0] == "-n" else 1)
+
+
+class _Loop(ev.Notice, tag="loop_test", kw_only=True):
+    """An event whose value even escaping cannot encode (it contains itself)."""
+
+    extra: list[object] = []  # noqa: RUF012 - msgspec copies mutable defaults
+
+
+def test_an_event_that_cannot_be_encoded_is_left_out_and_the_rest_kept() -> None:
+    looped: list[object] = []
+    looped.append(looped)
+    good = ev.Notice(msg="before")
+    odd = ev.Notice(msg=object())  # type: ignore[arg-type]  # a value of a foreign type
+    surrogate = ev.Notice(msg="caf\udce9")
+    bad = _Loop(msg="bad", extra=looped)
+    dropped: list[ev.Event] = []
+    data = ev.encode_lines([good, odd, surrogate, bad, ev.Notice(msg="after")], dropped)
+    assert dropped == [bad]
+    lines = [ev.decode_event(line) for line in data.splitlines()]
+    assert [n.msg for n in lines if isinstance(n, ev.Notice)] == [
+        "before",
+        odd.msg,
+        "caf\\udce9",
+        "after",
+    ]
+    assert str(odd.msg).startswith("<object object at")
+    with pytest.raises(ev.EncodeError):
+        ev.encode_lines([bad])
+
+
+# ------------------------------------------------------- 4. warnings as errors
+
+
+@pytest.mark.parametrize(
+    "strict", [["-W", "error"], ["-o", "filterwarnings=error"]], ids=["W-error", "ini"]
+)
+def test_a_monitor_that_cannot_start_is_no_error_under_strict_warnings(
+    pytester: pytest.Pytester, strict: list[str]
+) -> None:
+    pytester.makepyfile(test_x="def test_ok(): pass\ndef test_fails(): assert 0\n")
+    (pytester.path / "blocked").write_text("a file, not a folder")
+    unstartable = ("--monitor", "--monitor-dir", "blocked/sub")
+    result = assert_same_outcome(pytester, *strict, "-n", "2", monitor=unstartable)
+    assert result.ret == 1
+    result.stdout.fnmatch_lines(["testmon-live: not recording this run: *blocked*"])
+    result.assert_outcomes(passed=1, failed=1)  # and no warning added to pytest's counts
+
+
+# --------------------------------------------------- 5. gateway ids that are odd
+
+
+async def test_a_gateway_id_with_a_digit_that_is_no_number(pytester: pytest.Pytester) -> None:
+    from testmon_live.tui import cli
+    from testmon_live.tui.app import make_app
+    from testmon_live.tui.sources import ReplaySource
+
+    pytester.makepyfile(test_x="def test_a(): pass\ndef test_b(): assert 0\n")
+    odd = ("--dist", "load", "--tx", "popen//id=gw²", "--tx", "popen//id=gw1²")
+    result = assert_same_outcome(pytester, *odd)
+    result.stdout.fnmatch_lines(["*- testmon-live -*", "log: *", "*1 failed, 1 passed*"])
+    run = only_run(pytester)
+    end = run.events[-1]
+    assert isinstance(end, ev.RunFinished)
+    assert set(end.workers) <= {"gw²", "gw1²"}
+    assert end.tests == 2
+    assert cli.main(["report", str(run.path)]) == 0
+    app = make_app(ReplaySource(run.path, live=False))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        for key in "12345678":
+            await pilot.press(key)
+            await pilot.pause()
+    assert app.return_code in (None, 0)
+
+
+@pytest.mark.parametrize(
+    "wids",
+    [
+        ["gw10", "gw2", "main", "gw1"],
+        ["gw²", "gw1²", "gw1", "gw٣", "gw"],  # superscript and Arabic-Indic digits
+    ],
+)
+def test_worker_order_is_natural_and_never_fails(wids: list[str]) -> None:
+    ordered = sorted(wids, key=worker_order)
+    assert sorted(ordered, key=worker_order) == ordered
+    if "gw10" in wids:
+        assert ordered.index("gw2") < ordered.index("gw10")
+
+
+# ------------------------------------------- 6. exceptions that cannot be printed
+
+UNPRINTABLE = """
+import pytest
+
+
+class Unprintable(Exception):
+    def __str__(self):
+        raise RuntimeError("no text for you")
+
+
+class Interrupting(Exception):
+    def __str__(self):
+        raise KeyboardInterrupt
+
+
+class Exiting(Exception):
+    def __repr__(self):
+        raise SystemExit(3)
+
+    __str__ = __repr__
+
+
+@pytest.fixture
+def unprintable():
+    raise Unprintable()
+
+
+@pytest.fixture
+def interrupting():
+    raise Interrupting()
+
+
+@pytest.fixture(scope="module")
+def exiting():
+    raise Exiting()
+
+
+def test_unprintable_fixture(unprintable):
+    pass
+
+
+def test_interrupting_fixture(interrupting):
+    pass
+
+
+def test_exiting_fixture(exiting):
+    pass
+
+
+def test_raises_unprintable():
+    raise Unprintable()
+
+
+def test_after_them():
+    pass
+"""
+
+
+@MODES
+def test_exceptions_whose_text_raises_keep_the_users_outcome(
+    pytester: pytest.Pytester, mode: list[str]
+) -> None:
+    pytester.makepyfile(test_unprintable=UNPRINTABLE)
+    result = assert_same_outcome(pytester, *mode, "-p", "no:randomly")
+    result.assert_outcomes(passed=1, failed=1, errors=3)
+    out = result.stdout.str()
+    assert "testmon_live" not in out  # no frame of ours in any failure text
+    run = only_run(pytester)
+    tests = run.tests_by_id()
+    assert len(tests) == 5
+    errors = {
+        nodeid: records[0].fixtures[0].error if records[0].fixtures else None
+        for nodeid, records in tests.items()
+        if "fixture" in nodeid and "exiting" not in nodeid
+    }
+    assert errors == {
+        "test_unprintable.py::test_unprintable_fixture": (
+            "Unprintable: <unprintable Unprintable: str() raised RuntimeError>"
+        ),
+        "test_unprintable.py::test_interrupting_fixture": (
+            "Interrupting: <unprintable Interrupting: str() raised KeyboardInterrupt>"
+        ),
+    }
+    (module_setup,) = [f for f in run.of(ev.FixtureSetup) if f.name == "exiting"]
+    assert module_setup.error == "Exiting: <unprintable Exiting: str() raised SystemExit>"

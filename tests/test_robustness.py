@@ -197,13 +197,13 @@ def pytest_configure(config):
     assert end.dropped["gw0"]["oversized"] == 1
 
 
-def test_unwritable_monitor_dir_degrades_to_a_warning(pytester: pytest.Pytester) -> None:
+def test_unwritable_monitor_dir_degrades_to_a_summary_line(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_x="def test_x(): pass")
     (pytester.path / "blocked").write_text("a file, not a folder")
     result = pytester.runpytest_subprocess("--monitor", "--monitor-dir", "blocked/sub", "-n", "2")
-    result.assert_outcomes(passed=1, warnings=1)
+    result.assert_outcomes(passed=1)  # no warning: the user's filters could make it an error
     assert result.ret == 0
-    result.stdout.fnmatch_lines(["*testmon-live: not recording this run:*"])
+    result.stdout.fnmatch_lines(["testmon-live: not recording this run:*"])
 
 
 def test_secrets_stay_out_of_the_log(

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import math
 import os
-import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -36,7 +35,7 @@ from testmon_live.plugin.runlog import (
     iter_log,
     live_runs,
 )
-from testmon_live.plugin.state import SLOWEST_KEPT, LockStats, RunState, WorkerView
+from testmon_live.plugin.state import SLOWEST_KEPT, LockStats, RunState, WorkerView, worker_order
 
 HEADER_LIMIT = 16 * 1024 * 1024
 """Longest header line read (it carries the environment, so it can be long)."""
@@ -209,9 +208,8 @@ def status_of(state: RunState, live: bool) -> str:
     return state.status
 
 
-def worker_sort_key(wid: str) -> tuple[tuple[int, str], ...]:
-    """Natural order: gw2 before gw10."""
-    return tuple((int(p), "") if p.isdigit() else (0, p) for p in re.split(r"(\d+)", wid) if p)
+worker_sort_key = worker_order
+"""Natural order: gw2 before gw10 (the fold's one sort key of worker ids)."""
 
 
 def active_workers(state: RunState) -> list[WorkerView]:

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import re
-
 from rich.text import Text
 from textual import events
 from textual.widgets import DataTable
 
-from testmon_live.plugin.state import WorkerView
+from testmon_live.plugin.state import WorkerView, worker_order
 from testmon_live.tui.ingest import NO_END, Ingest
 from testmon_live.tui.palette import colour, state_style
 from testmon_live.tui.report import fmt_duration, shorten_nodeid
@@ -70,10 +68,8 @@ def layout(width: int) -> dict[str, int]:
     return widths
 
 
-def natural(wid: str) -> tuple[str, int]:
-    """``gw2`` before ``gw10``."""
-    match = re.fullmatch(r"(.*?)(\d+)", wid)
-    return (match.group(1), int(match.group(2))) if match else (wid, -1)
+natural = worker_order
+"""``gw2`` before ``gw10`` (the fold's one sort key of worker ids)."""
 
 
 class WorkersTable(DataTable[Text | str]):
