@@ -746,6 +746,8 @@ class RunState:
     def _migration(self, e: ev.Migration) -> None:
         self._seen(e)
         self.migrations.append(e)
+        if not e.url:
+            return  # no database known (alembic's offline --sql mode): nothing to race on
         # Overlap is judged by the workers' own timestamps, not by arrival order: a short
         # migration's begin and end often arrive in one batch, after another worker's begin.
         spans = self._migration_spans.setdefault(e.url, [])
