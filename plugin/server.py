@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Protocol
 
 from . import events as ev
+from .guard import REAL
 
 HELLO_TIMEOUT = 5.0
 VIEWER_BUFFER = 64 * 1024 * 1024
@@ -145,17 +146,13 @@ class ViewerConnection:
         self.hub = server.hub
         self._queue: deque[bytes] = deque()
         self._queued = 0
-        self._cond = threading.Condition()
+        self._cond = REAL.Condition()  # made when a viewer connects, maybe mid-test
         self._closing: str | None = None
         self._subscribed = False
         self.backlog_end = 0
         self.name = "viewer"
-        self._reader = threading.Thread(
-            target=self._read, name="testmon-live-viewer-in", daemon=True
-        )
-        self._writer = threading.Thread(
-            target=self._write, name="testmon-live-viewer-out", daemon=True
-        )
+        self._reader = REAL.Thread(target=self._read, name="testmon-live-viewer-in", daemon=True)
+        self._writer = REAL.Thread(target=self._write, name="testmon-live-viewer-out", daemon=True)
 
     def start(self) -> None:
         self._reader.start()

@@ -23,12 +23,12 @@ notice, nothing else. The end-of-run listing is bounded by the client's timeout.
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
 from .. import events as ev
 from ..clock import now
+from ..guard import REAL
 from .containers import FIXTURE_LABEL, RUN_LABEL, TEST_LABEL, WORKER_LABEL, short
 
 ENGINE_TIMEOUT = 5.0
@@ -124,7 +124,7 @@ class EngineWatch:
             item = {**attrs, "cid": cid, "at": now(), "during": self._running_tests()}
             with self._lock:
                 if len(self._pending) < MAX_PENDING:
-                    self._pending.append((time.monotonic() + DIE_GRACE, action, item))
+                    self._pending.append((REAL.monotonic() + DIE_GRACE, action, item))
                     return
             self._settle(action, item)
         elif action == "oom":
@@ -149,7 +149,7 @@ class EngineWatch:
 
     def _settle_loop(self) -> None:
         while not self._stop.wait(0.2):
-            self._settle_due(time.monotonic())
+            self._settle_due(REAL.monotonic())
 
     def _settle_due(self, limit: float) -> None:
         with self._lock:
