@@ -107,7 +107,7 @@ def worker_slots(config: pytest.Config) -> tuple[int, str, list[str]]:
     specs: list[str] = []
     for spec in getattr(config.option, "tx", None) or []:
         count, star, rest = str(spec).partition("*")
-        if star and count.isdigit():
+        if star and count.isascii() and count.isdigit():  # int("²") would fail
             specs.extend([rest] * int(count))
         else:
             specs.append(str(spec))

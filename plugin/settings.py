@@ -126,7 +126,12 @@ def _env_number(name: str, default: str, kind: type[int] | type[float], minimum:
 
 def _check_listen(value: str) -> None:
     host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+    if (
+        not sep
+        or not host
+        or not (port.isascii() and port.isdigit())
+        or not 0 <= int(port) <= 65535
+    ):
         raise pytest.UsageError(
             f"--monitor-listen: {value!r} is not HOST:PORT (e.g. 127.0.0.1:8765, or port 0 for any)"
         )

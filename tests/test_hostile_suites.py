@@ -420,6 +420,15 @@ async def test_a_gateway_id_with_a_digit_that_is_no_number(pytester: pytest.Pyte
     assert app.return_code in (None, 0)
 
 
+def test_a_listen_port_with_a_digit_that_is_no_number_is_a_usage_error(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makepyfile(test_x="def test_x(): pass\n")
+    result = pytester.runpytest_subprocess("--monitor", "--monitor-listen", "127.0.0.1:²")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--monitor-listen: '127.0.0.1:²' is not HOST:PORT*"])
+
+
 @pytest.mark.parametrize(
     "wids",
     [

@@ -172,7 +172,9 @@ class EngineWatch:
                 "die",
                 cid,
                 attrs,
-                exit_code=int(code) if code.lstrip("-").isdigit() else None,
+                exit_code=int(code)
+                if code.lstrip("-").isascii() and code.lstrip("-").isdigit()
+                else None,
                 during=during,
             )
         else:
