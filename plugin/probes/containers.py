@@ -259,7 +259,7 @@ class ContainerProbe:
             try:
                 original(container, image, *args, **kwargs)
             except Exception as exc:
-                probe._fail("", str(image), str(kwargs.get("name") or ""), "engine", exc)
+                probe._fail("", text_of(image), text_of(kwargs.get("name") or ""), "engine", exc)
                 raise
 
         self._set(dc, "__init__", __init__)
@@ -272,8 +272,8 @@ class ContainerProbe:
             tls = probe._tls
             if getattr(tls, "start", None) is not None:
                 return original(container, *args, **kwargs)  # a subclass calling super().start
-            image = str(getattr(container, "image", ""))
-            name = str(getattr(container, "_name", None) or "")
+            image = text_of(getattr(container, "image", ""))
+            name = text_of(getattr(container, "_name", None) or "")
             record = tls.start = _Start(image, name)
             activity = probe.activity
             previous = activity.waiting
@@ -325,7 +325,7 @@ class ContainerProbe:
                 container = original(docker_client, image, *args, **kwargs)
             except BaseException as exc:
                 if record is None:
-                    probe._fail("", str(image), "", "create", exc)
+                    probe._fail("", text_of(image), "", "create", exc)
                 raise
             dur = REAL.perf_counter() - t0
             cid = short(getattr(container, "id", None))
@@ -333,7 +333,7 @@ class ContainerProbe:
                 probe._mine.add(cid)
             ports = kwargs.get("ports") or {}
             exposed = {str(port) if "/" in str(port) else f"{port}/tcp": "" for port in ports}
-            name = str(kwargs.get("name") or "")
+            name = text_of(kwargs.get("name") or "")
             if record is not None:
                 record.cid = cid
                 record.name = record.name or name
@@ -341,7 +341,7 @@ class ContainerProbe:
             probe._event(
                 "create",
                 cid,
-                image=str(image),
+                image=text_of(image),
                 name=name,
                 ports=exposed,
                 labels=dict(kwargs.get("labels") or {}),
@@ -465,7 +465,7 @@ class ContainerProbe:
             return call()
         wrapped = getattr(container, "_container", None)
         cid = short(getattr(wrapped, "id", None))
-        name = str(getattr(container, "_name", None) or getattr(container, "image", "") or cid)
+        name = text_of(getattr(container, "_name", None) or getattr(container, "image", "") or cid)
         activity = self.activity
         previous = activity.waiting
         activity.waiting = f"container:{name}"
@@ -514,7 +514,7 @@ class ContainerProbe:
         wrapped = getattr(container, "_container", None)
         cid = record.cid or short(getattr(wrapped, "id", None))
         ports = mapped_ports(wrapped) if wrapped is not None else {}
-        name = record.name or str(getattr(wrapped, "name", "") or "")
+        name = record.name or text_of(getattr(wrapped, "name", "") or "")
         self._event(
             "ready",
             cid,
@@ -566,7 +566,7 @@ class ContainerProbe:
         self._event(
             "use",
             cid,
-            name=str(getattr(container, "name", "") or ""),
+            name=text_of(getattr(container, "name", "") or ""),
             owner=labels.get(WORKER_LABEL),
         )
 
