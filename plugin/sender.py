@@ -116,6 +116,8 @@ class Sender:
                 if unencodable:
                     batch = self._leave_out(batch, unencodable)
                     count = len(batch)
+                    if not batch:
+                        continue
                 try:
                     self._ship(data, batch)
                 # The transport may fail in any way (closed channel, dead hub, full disk);

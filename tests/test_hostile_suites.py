@@ -375,6 +375,27 @@ def test_an_event_that_cannot_be_encoded_is_left_out_and_the_rest_kept() -> None
         ev.encode_lines([bad])
 
 
+def test_the_sender_keeps_shipping_after_an_event_it_cannot_encode() -> None:
+    from testmon_live.plugin.sender import Sender
+
+    shipped: list[bytes] = []
+    sender = Sender("gw0", lambda data, _events: shipped.append(data))
+    looped: list[object] = []
+    looped.append(looped)
+    sender.emit(ev.Notice(msg="caf\udce9"))
+    sender.emit(_Loop(msg="bad", extra=looped))
+    sender.flush()
+    sender.emit(ev.Notice(msg="later"))
+    sender.flush()
+    assert sender.error is None
+    assert sender.dropped == {ev.UNENCODABLE: 1}
+    got = [ev.decode_event(line) for data in shipped for line in data.splitlines()]
+    texts = [e.msg for e in got if isinstance(e, ev.Notice)]
+    assert texts[0] == "caf\\udce9"
+    assert texts[-1] == "later"
+    assert any("cannot be encoded were dropped (_Loop)" in t for t in texts), texts
+
+
 # ------------------------------------------------------- 4. warnings as errors
 
 
