@@ -66,6 +66,11 @@ class Hub:
         self._races_noted: dict[str, set[str]] = {}
         self._silence: SilenceWatcher | None = None
 
+    @property
+    def lock(self) -> threading.RLock:
+        """Held while the fold changes: readers of :attr:`state` on other threads take it."""
+        return self._lock
+
     # ---------------------------------------------------------------- lifecycle
 
     def start(self) -> None:

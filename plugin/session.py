@@ -93,6 +93,11 @@ def _install_controller(config: pytest.Config, settings: Settings) -> None:
     controller = ControllerRecorder(hub, config)
     config.pluginmanager.register(controller, "testmon-live-controller")
     config.stash[controller_key] = controller
+    from .live import LiveNotices
+
+    live = LiveNotices(hub, controller, config, settings)
+    config.pluginmanager.register(live, "testmon-live-notices")
+    live.start()
     from .probes.container_engine import EngineWatch, docker_sdk_available
 
     if docker_sdk_available():

@@ -26,12 +26,41 @@ HELP_STALL = (
 HELP_LISTEN = (
     "serve live viewers on TCP HOST:PORT (with a per-run token) instead of a private unix socket"
 )
+HELP_NOTICES = (
+    "print a line in pytest's output the moment the monitor sees a stall, a deadlock across "
+    "workers, a worker crash or freeze, racing migrations, a container death or a slow test "
+    "(default: on; -q leaves out slow tests, -qq all but crashes, deadlocks and container deaths)"
+)
+HELP_NO_NOTICES = "no live lines in pytest's output (the log and the end summary stay)"
+HELP_SLOW = (
+    "seconds after which a running test is reported as slow, again at 2x, 4x... "
+    "(0: off; default 60)"
+)
+HELP_QUIET = (
+    "seconds without output after which a status block shows what each worker is doing; "
+    "again after twice as long while the silence lasts (0: off; default 60)"
+)
+HELP_CI_SUMMARY = (
+    "append the markdown report of the run to $GITHUB_STEP_SUMMARY at its end "
+    "(default: on under GitHub Actions, off elsewhere)"
+)
+HELP_NO_CI_SUMMARY = "do not write the markdown report to $GITHUB_STEP_SUMMARY"
+HELP_ANNOTATIONS = (
+    "turn stalls, deadlocks, crashes, racing migrations and failures that look like shared "
+    "state into GitHub Actions annotations (::warning file=...) at the user's frame "
+    "(default: on under GitHub Actions, off elsewhere)"
+)
+HELP_NO_ANNOTATIONS = "write no GitHub Actions annotations"
 
 WORKERINPUT_KEY = "testmon_live"
 """Key in xdist's ``workerinput`` carrying a worker's channel and spec."""
 
 DEFAULT_KEEP = 20
 DEFAULT_STALL = 30.0
+DEFAULT_SLOW = 60.0
+DEFAULT_QUIET = 60.0
+GITHUB_ENV = "GITHUB_ACTIONS"
+"""Set to ``true`` by GitHub Actions: turns the step summary and annotations on by default."""
 QUEUE_ENV = "TESTMON_LIVE_QUEUE"
 """Environment variable: events a worker may queue before it drops (default 100000)."""
 PROBES_OFF_ENV = "TESTMON_LIVE_PROBES_OFF"
@@ -52,11 +81,56 @@ def add_options(parser: pytest.Parser) -> None:
     group.addoption("--monitor-keep", metavar="N", default=None, help=HELP_KEEP)
     group.addoption("--monitor-stall", metavar="SECONDS", default=None, help=HELP_STALL)
     group.addoption("--monitor-listen", metavar="HOST:PORT", default=None, help=HELP_LISTEN)
+    group.addoption(
+        "--monitor-notices",
+        action="store_true",
+        default=None,
+        dest="monitor_notices",
+        help=HELP_NOTICES,
+    )
+    group.addoption(
+        "--no-monitor-notices", action="store_false", dest="monitor_notices", help=HELP_NO_NOTICES
+    )
+    group.addoption("--monitor-slow", metavar="SECONDS", default=None, help=HELP_SLOW)
+    group.addoption("--monitor-quiet", metavar="SECONDS", default=None, help=HELP_QUIET)
+    group.addoption(
+        "--monitor-ci-summary",
+        action="store_true",
+        default=None,
+        dest="monitor_ci_summary",
+        help=HELP_CI_SUMMARY,
+    )
+    group.addoption(
+        "--no-monitor-ci-summary",
+        action="store_false",
+        dest="monitor_ci_summary",
+        help=HELP_NO_CI_SUMMARY,
+    )
+    group.addoption(
+        "--monitor-annotations",
+        action="store_true",
+        default=None,
+        dest="monitor_annotations",
+        help=HELP_ANNOTATIONS,
+    )
+    group.addoption(
+        "--no-monitor-annotations",
+        action="store_false",
+        dest="monitor_annotations",
+        help=HELP_NO_ANNOTATIONS,
+    )
     parser.addini("monitor", HELP_MONITOR, type="bool", default=False)
     parser.addini("monitor_dir", HELP_DIR, default="")
     parser.addini("monitor_keep", HELP_KEEP, default=str(DEFAULT_KEEP))
     parser.addini("monitor_stall", HELP_STALL, default=str(DEFAULT_STALL))
     parser.addini("monitor_listen", HELP_LISTEN, default="")
+    parser.addini("monitor_notices", HELP_NOTICES, type="bool", default=True)
+    parser.addini("monitor_slow", HELP_SLOW, default=str(DEFAULT_SLOW))
+    parser.addini("monitor_quiet", HELP_QUIET, default=str(DEFAULT_QUIET))
+    # "" means: decide by the environment (on under GitHub Actions). A string, not a bool:
+    # pytest < 8.4 gives [] for a bool ini without a default, so "unset" could not be told.
+    parser.addini("monitor_ci_summary", HELP_CI_SUMMARY, default="")
+    parser.addini("monitor_annotations", HELP_ANNOTATIONS, default="")
 
 
 @dataclass(frozen=True)
@@ -68,6 +142,11 @@ class Settings:
     listen: str | None
     queue: int
     flush: float
+    notices: bool = True
+    slow: float = DEFAULT_SLOW
+    quiet: float = DEFAULT_QUIET
+    ci_summary: bool = False
+    annotations: bool = False
 
     @classmethod
     def from_config(cls, config: pytest.Config) -> Settings:
@@ -87,7 +166,24 @@ class Settings:
             _check_listen(listen)
         queue = int(_env_number(QUEUE_ENV, "100000", int, 1))
         flush = _env_number(FLUSH_ENV, "0.1", float, 0.001)
-        return cls(enabled, directory, int(keep), float(stall), listen, queue, flush)
+        notices = config.getoption("monitor_notices")
+        if notices is None:
+            notices = bool(config.getini("monitor_notices"))
+        on_github = os.environ.get(GITHUB_ENV) == "true"
+        return cls(
+            enabled,
+            directory,
+            int(keep),
+            float(stall),
+            listen,
+            queue,
+            flush,
+            notices=bool(notices),
+            slow=_number(config, "monitor_slow", float, minimum=0.0),
+            quiet=_number(config, "monitor_quiet", float, minimum=0.0),
+            ci_summary=_switch(config, "monitor_ci_summary", on_github),
+            annotations=_switch(config, "monitor_annotations", on_github),
+        )
 
 
 def _number(
@@ -109,6 +205,25 @@ def _number(
     if value < minimum:
         raise pytest.UsageError(f"{source}: {raw!r} must be {minimum} or more")
     return value
+
+
+_TRUE = frozenset({"1", "true", "yes", "on", "y", "t"})
+_FALSE = frozenset({"0", "false", "no", "off", "n", "f"})
+
+
+def _switch(config: pytest.Config, name: str, default: bool) -> bool:
+    """An on/off option: the flag, else the ini key (``auto`` or empty: ``default``)."""
+    flag = config.getoption(name)
+    if flag is not None:
+        return bool(flag)
+    raw = str(config.getini(name)).strip().lower()
+    if raw in ("", "auto"):
+        return default
+    if raw in _TRUE:
+        return True
+    if raw in _FALSE:
+        return False
+    raise pytest.UsageError(f"ini option {name}: {raw!r} is not true, false or auto")
 
 
 def _env_number(name: str, default: str, kind: type[int] | type[float], minimum: float) -> float:

@@ -25,6 +25,10 @@ _ENV_TO_CLEAR = (
     "PYTEST_XDIST_WORKER",
     "PYTEST_XDIST_WORKER_COUNT",
     "PYTEST_XDIST_TESTRUNUID",
+    # Under GitHub Actions an inner --monitor run would annotate the outer job and append
+    # its report to the outer step summary: the tests that want them set them.
+    "GITHUB_ACTIONS",
+    "GITHUB_STEP_SUMMARY",
 )
 
 

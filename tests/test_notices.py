@@ -1,0 +1,732 @@
+"""Live notices in pytest's own output and in CI: real `pytest -n 2 --monitor` sessions whose
+output goes to a pipe, read line by line as it arrives.
+
+Every inner hang waits for a file the test creates once it has seen what it waits for
+(bounded by a timeout of its own), so a notice is proven to come while the hang lasts.
+Durations are the test's to choose; the only times asserted are the issue's windows
+(a stall within its threshold + 2 s, a deadlock within 2 s of forming).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from testmon_live.plugin import events as ev
+from testmon_live.plugin.notices import (
+    ERROR,
+    INFO,
+    PREFIX,
+    WARNING,
+    Alert,
+    Limiter,
+    Watch,
+    level_for,
+    status_lines,
+)
+from testmon_live.plugin.settings import (
+    HELP_ANNOTATIONS,
+    HELP_CI_SUMMARY,
+    HELP_NOTICES,
+    HELP_QUIET,
+    HELP_SLOW,
+)
+from testmon_live.plugin.state import RunState
+
+from .conftest import Recorded, read_recorded, run_logs
+
+pytestmark = pytest.mark.slow
+
+STALL = 1.0
+WITHIN = STALL + 2.0
+"""The issue's window: a stall line within the threshold + 2 s."""
+RUN_TIMEOUT = 120.0
+PYTEST = (sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:randomly")
+
+WAIT_FOR_RELEASE = '''
+import time
+from pathlib import Path
+
+HERE = Path(__file__).parent
+
+
+def hold(name="release", limit=60.0):
+    """Block until the outer test creates HERE/<name> (or `limit` seconds passed)."""
+    (HERE / ("started-" + name)).touch()
+    deadline = time.monotonic() + limit
+    while not (HERE / name).exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+'''
+
+QUICK = """
+import pytest
+
+@pytest.mark.parametrize("n", range(12))
+def test_quick(n):
+    pass
+"""
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GITHUB_")}
+    for name in ("TESTMON_DIR", "TESTMON_LIVE_QUEUE", "PYTEST_PLUGINS", "CI"):
+        env.pop(name, None)
+    env.update(extra)
+    return env
+
+
+class Live:
+    """A pytest session in the background; its output read line by line as it comes."""
+
+    def __init__(self, root: Path, *args: str, env: dict[str, str] | None = None) -> None:
+        self.root = root
+        self.proc = subprocess.Popen(
+            [*PYTEST, *args],
+            cwd=root,
+            env=env or _env(),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.lines: list[tuple[float, float, str]] = []
+        """(monotonic, wall clock, text) of each line, when it was read."""
+        self._changed = threading.Condition()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        stream = self.proc.stdout
+        assert stream is not None
+        for raw in stream:
+            line = raw.decode("utf-8", "replace").rstrip("\n")
+            with self._changed:
+                self.lines.append((time.monotonic(), time.time(), line))
+                self._changed.notify_all()
+        with self._changed:
+            self._changed.notify_all()
+
+    def wait_for(self, pattern: str, timeout: float = 60.0) -> tuple[float, float, re.Match[str]]:
+        """The first line matching ``pattern`` (a regex, searched), waiting for it."""
+        regex = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        seen = 0
+        with self._changed:
+            while True:
+                for mono, wall, line in self.lines[seen:]:
+                    found = regex.search(line)
+                    if found is not None:
+                        return mono, wall, found
+                seen = len(self.lines)
+                left = deadline - time.monotonic()
+                if left <= 0 or (self.proc.poll() is not None and not self._reader.is_alive()):
+                    raise AssertionError(f"no line matching {pattern!r}; output:\n{self.text}")
+                self._changed.wait(min(left, 0.2))
+
+    @property
+    def text(self) -> str:
+        return "\n".join(line for _, _, line in self.lines)
+
+    def matching(self, pattern: str) -> list[str]:
+        regex = re.compile(pattern)
+        return [line for _, _, line in self.lines if regex.search(line)]
+
+    def release(self, name: str = "release") -> None:
+        (self.root / name).touch()
+
+    def finish(self, timeout: float = RUN_TIMEOUT) -> int:
+        code = self.proc.wait(timeout)
+        self._reader.join(10)
+        return code
+
+    def kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(10)
+
+
+@pytest.fixture
+def live(tmp_path: Path) -> Iterator[list[Live]]:
+    """Sessions a test starts; whatever is left running at its end is killed."""
+    sessions: list[Live] = []
+    yield sessions
+    for session in sessions:
+        session.kill()
+
+
+def start(sessions: list[Live], root: Path, *args: str, **env: str) -> Live:
+    session = Live(root, *args, env=_env(**env))
+    sessions.append(session)
+    return session
+
+
+def wait_for_file(path: Path, timeout: float = 60.0) -> float:
+    """The time (monotonic) at which ``path`` was seen, polling for it."""
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.02)
+    return time.monotonic()
+
+
+def only_log(root: Path) -> Recorded:
+    (log,) = run_logs(root)
+    return read_recorded(log)
+
+
+def line_of(source: str, needle: str) -> int:
+    (number,) = [i for i, line in enumerate(source.splitlines(), 1) if needle in line]
+    return number
+
+
+def write_suite(root: Path, **files: str) -> None:
+    (root / "holding.py").write_text(WAIT_FOR_RELEASE)
+    (root / "test_quick.py").write_text(QUICK)
+    for name, text in files.items():
+        (root / f"{name}.py").write_text(text)
+
+
+# ------------------------------------------------------------------ stalls
+
+HANG = """
+import threading
+from holding import HERE
+
+def test_hang():
+    (HERE / "started-release").touch()
+    gate = threading.Event()
+    for _ in range(1200):
+        if (HERE / "release").exists():
+            break
+        gate.wait(0.05)  # the stall's frame
+"""
+
+
+def test_stall_line_comes_within_the_threshold_and_while_the_test_hangs(
+    tmp_path: Path, live: list[Live]
+) -> None:
+    write_suite(tmp_path, test_hang=HANG)
+    run = start(live, tmp_path, "-n", "2", "--monitor", f"--monitor-stall={STALL}")
+    began = wait_for_file(tmp_path / "started-release")
+    seen, _, _ = run.wait_for(r"STALL")
+    assert seen - began <= WITHIN, f"the stall line came {seen - began:.2f}s after the hang began"
+    assert not (tmp_path / "release").exists()  # the test still hangs: nothing released it yet
+    run.release()
+    assert run.finish() == 0
+    (stall_line,) = run.matching("STALL")
+    line = line_of(HANG, "the stall's frame")
+    assert re.fullmatch(
+        rf"\[testmon-live\] STALL gw[01] test_hang\.py::test_hang \(call\) \d+\.\d+s "
+        rf"at test_hang\.py:{line} in test_hang \(MainThread waiting on an event: .*\)",
+        stall_line,
+    ), stall_line
+    # on a line of its own, and pytest's progress line was ended with its percentage
+    before = run.lines[[text for _, _, text in run.lines].index(stall_line) - 1][2]
+    assert re.fullmatch(r"\.+ +\[ *\d+%\]", before), before
+    assert "1 passed" in run.text or "13 passed" in run.text
+
+
+# ------------------------------------------------------------------ deadlocks
+
+ABBA = """
+import os, time
+from pathlib import Path
+import filelock
+
+HERE = Path(__file__).parent
+WORKER = os.environ["PYTEST_XDIST_WORKER"]
+A, B = str(HERE / "a.lock"), str(HERE / "b.lock")
+
+
+def meet(name):
+    (HERE / f"{name}-{WORKER}").touch()
+    deadline = time.monotonic() + 30
+    while len(list(HERE.glob(f"{name}-gw*"))) < 2:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+
+
+def test_abba():
+    first, second = (A, B) if WORKER == "gw0" else (B, A)
+    with filelock.FileLock(first):
+        meet("both-hold-one")
+        try:
+            with filelock.FileLock(second, timeout=8):
+                pass
+        except filelock.Timeout:
+            pass  # the deadlock ends when a side gives up
+"""
+
+
+def test_deadlock_line_within_two_seconds_of_forming(tmp_path: Path, live: list[Live]) -> None:
+    (tmp_path / "test_abba.py").write_text(ABBA)
+    run = start(live, tmp_path, "-n", "2", "--dist", "each", "--monitor", "--monitor-stall=0")
+    _, seen_wall, found = run.wait_for(r"\[testmon-live\] DEADLOCK (.*)")
+    assert run.finish() == 0
+    text = found[1]
+    assert "gw0 holds a.lock, waits for b.lock (in test_abba.py::test_abba)" in text
+    assert "gw1 holds b.lock, waits for a.lock (in test_abba.py::test_abba)" in text
+    recorded = only_log(tmp_path)
+    waits = [e for e in recorded.of(ev.LockEvent) if e.action == "wait"]
+    formed = max(w.ts for w in waits)
+    assert seen_wall - formed < 2.0, f"the deadlock line came {seen_wall - formed:.2f}s late"
+    ended = min(t.ts for t in recorded.of(ev.TestFinished))
+    assert seen_wall < ended  # told while both workers still waited
+
+
+# ------------------------------------------------------------------ crashes
+
+CRASH = """
+import os
+
+def test_crash():
+    os._exit(3)
+"""
+
+
+def test_crash_line_names_the_test_and_exit_code(tmp_path: Path, live: list[Live]) -> None:
+    write_suite(tmp_path, test_crash=CRASH)
+    summary = tmp_path / "summary.md"
+    # Not on GitHub: no annotations and no step summary, even with the variable set.
+    run = start(live, tmp_path, "-n", "2", "--monitor", GITHUB_STEP_SUMMARY=str(summary))
+    _, _, found = run.wait_for(r"^\[testmon-live\] CRASH (gw\d) (\S+): (.*)$")
+    assert run.finish() == 1
+    assert (found[2], found[3]) == ("test_crash.py::test_crash", "exit code 3")
+    assert not run.matching(r"^::")
+    assert not summary.exists()
+
+
+# ------------------------------------------------------------------ slow tests
+
+SLOW = """
+from holding import hold
+
+def test_slow():
+    hold()
+"""
+
+
+def test_slow_line_while_the_test_runs(tmp_path: Path, live: list[Live]) -> None:
+    write_suite(tmp_path, test_slow=SLOW)
+    run = start(live, tmp_path, "-n", "2", "--monitor", "--monitor-stall=0", "--monitor-slow=1.5")
+    began = wait_for_file(tmp_path / "started-release")
+    seen, _, found = run.wait_for(r"^\[testmon-live\] SLOW \[> (\S+)s\] (gw\d) (.*)$")
+    assert seen - began >= 1.5 - 0.3  # not before its time (the clocks of two processes)
+    assert (found[1], found[3]) == ("1.5", "test_slow.py::test_slow (call)")
+    run.release()
+    assert run.finish() == 0
+    assert not run.matching("STALL")  # --monitor-stall=0
+
+
+# ------------------------------------------------------------------ quiet spells
+
+
+def test_quiet_spell_prints_what_each_worker_does(tmp_path: Path, live: list[Live]) -> None:
+    write_suite(tmp_path, test_slow=SLOW)
+    run = start(
+        live,
+        tmp_path,
+        "-n",
+        "2",
+        "--monitor",
+        "--monitor-stall=0",
+        "--monitor-slow=0",
+        "--monitor-quiet=1",
+    )
+    wait_for_file(tmp_path / "started-release")
+    run.wait_for(r"^\[testmon-live\] no test finished for \S+ \(\d+ done so far\); each worker")
+    row = run.wait_for(r"^  (gw\d)  call +test_slow\.py::test_slow \(call\) (\S+)$", timeout=5)[2]
+    others = run.matching(r"^  gw\d  ")
+    assert len(others) >= 2, run.text  # a row for each worker
+    assert {r.split()[0] for r in others} == {"gw0", "gw1"}
+    assert row[1] in ("gw0", "gw1")
+    run.release()
+    assert run.finish() == 0
+
+
+# ------------------------------------------------------------------ -q / -qq
+
+QUIET_SUITE = """
+import os, time
+from holding import hold
+
+def test_a_stall_and_slow():
+    hold()
+
+def test_b_crash():
+    hold("crash-now")
+    os._exit(5)
+"""
+
+
+@pytest.mark.parametrize(
+    ("quieter", "kept", "left_out"),
+    [
+        ("-q", ("STALL", "CRASH"), ("SLOW",)),
+        ("-qq", ("CRASH",), ("STALL", "SLOW", "no test finished")),
+    ],
+)
+def test_q_and_qq_quiet_the_lines_down(
+    tmp_path: Path,
+    live: list[Live],
+    quieter: str,
+    kept: tuple[str, ...],
+    left_out: tuple[str, ...],
+) -> None:
+    write_suite(tmp_path, test_quiet=QUIET_SUITE)
+    run = start(
+        live,
+        tmp_path,
+        quieter,
+        "-n",
+        "2",
+        "--monitor",
+        f"--monitor-stall={STALL}",
+        "--monitor-slow=1",
+        "--monitor-quiet=1",
+        "test_quiet.py",
+    )
+    wait_for_file(tmp_path / "started-release")
+    time.sleep(STALL + 2.5)  # time for every notice the hang can give (checked below)
+    run.release("crash-now")
+    run.wait_for(r"^\[testmon-live\] CRASH")
+    run.release()
+    run.finish()
+    for word in kept:
+        assert run.matching(rf"^\[testmon-live\] {word}"), (word, run.text)
+    for word in left_out:
+        assert not run.matching(rf"^\[testmon-live\] {word}"), (word, run.text)
+
+
+def test_levels_follow_pytest_verbosity() -> None:
+    assert level_for(1) == level_for(0) == INFO
+    assert level_for(-1) == WARNING
+    assert level_for(-2) == level_for(-3) == ERROR
+
+
+# ------------------------------------------------------------------ signals
+
+
+def _hang_run(live: list[Live], root: Path, *extra: str) -> Live:
+    root.mkdir(parents=True, exist_ok=True)
+    write_suite(root, test_hang=HANG)
+    return start(live, root, "-n", "2", *extra)
+
+
+def test_sigterm_prints_workers_and_stacks_and_completes_the_log(
+    tmp_path: Path, live: list[Live]
+) -> None:
+    plain = _hang_run(live, tmp_path / "plain")
+    wait_for_file(tmp_path / "plain" / "started-release")
+    os.kill(plain.proc.pid, signal.SIGTERM)
+    plain_code = plain.finish()
+
+    root = tmp_path / "monitored"
+    run = _hang_run(live, root, "--monitor", f"--monitor-stall={STALL}")
+    run.wait_for(r"STALL")
+    os.kill(run.proc.pid, signal.SIGTERM)
+    code = run.finish()
+    assert code == plain_code == -signal.SIGTERM  # it ends as it did without the monitor
+    run.wait_for(r"^\[testmon-live\] SIGTERM: the run stops after \S+; each worker at this")
+    run.wait_for(r"^  gw\d  stalled +test_hang\.py::test_hang \(call\) \S+ at test_hang\.py:\d+")
+    run.wait_for(r"^  gw\d stacks \(stalled test_hang\.py::test_hang \(call\)")
+    line = line_of(HANG, "the stall's frame")
+    run.wait_for(rf'^      File ".*test_hang\.py", line {line}, in test_hang$')
+    run.wait_for(r"^\[testmon-live\] log complete up to this moment: ")
+    recorded = only_log(root)
+    assert recorded.problems == []
+    end = recorded.events[-1]
+    assert isinstance(end, ev.RunFinished), end
+    assert end.status == "interrupted"
+    assert any("SIGTERM" in n.msg for n in recorded.of(ev.Notice))
+    assert recorded.state.stall_count() == 1
+
+
+def test_sigint_prints_the_workers_and_keeps_pytests_interrupt(
+    tmp_path: Path, live: list[Live]
+) -> None:
+    codes = []
+    for name, extra in (("plain", ()), ("monitored", ("--monitor", f"--monitor-stall={STALL}"))):
+        root = tmp_path / name
+        run = _hang_run(live, root, *extra)
+        wait_for_file(root / "started-release")
+        run.wait_for(r"STALL" if extra else r"\d+ workers \[\d+ items\]")
+        os.kill(run.proc.pid, signal.SIGINT)
+        codes.append(run.finish())
+        run.wait_for(r"KeyboardInterrupt")
+        where = run.wait_for(r"^(\S+):\d+: KeyboardInterrupt$")[2]
+        assert "/plugin/" not in where[1], where[0]  # not our signal handler's frame
+    assert codes == [pytest.ExitCode.INTERRUPTED] * 2
+    run.wait_for(r"^\[testmon-live\] SIGINT: the run stops after")
+    run.wait_for(r"^  gw\d stacks \(stalled test_hang\.py::test_hang")
+    end = only_log(tmp_path / "monitored").events[-1]
+    assert isinstance(end, ev.RunFinished)
+    assert end.status == "interrupted"
+
+
+# ------------------------------------------------------------------ GitHub Actions
+
+POLLUTED = """
+def test_polluted():
+    raise RuntimeError("UNIQUE constraint failed: users.email")  # the polluted frame
+"""
+
+
+def test_github_actions_annotations_and_step_summary(tmp_path: Path, live: list[Live]) -> None:
+    write_suite(tmp_path, test_hang=HANG, test_crash=CRASH, test_polluted=POLLUTED)
+    summary = tmp_path / "step-summary.md"
+    summary.write_text("earlier step\n")
+    run = start(
+        live,
+        tmp_path,
+        "-n",
+        "2",
+        "--monitor",
+        f"--monitor-stall={STALL}",
+        GITHUB_ACTIONS="true",
+        GITHUB_STEP_SUMMARY=str(summary),
+        GITHUB_WORKSPACE=str(tmp_path),
+    )
+    run.wait_for(r"STALL")
+    run.release()
+    assert run.finish() == 1
+    hang_line = line_of(HANG, "the stall's frame")
+    run.wait_for(
+        rf"^::warning file=test_hang\.py,line={hang_line},title=testmon-live%3A stall::"
+        r"STALL gw\d test_hang\.py::test_hang \(call\)"
+    )
+    crash_def = line_of(CRASH, "def test_crash")
+    run.wait_for(
+        rf"^::error file=test_crash\.py,line={crash_def},title=testmon-live%3A crash::"
+        r"CRASH gw\d test_crash\.py::test_crash: exit code 3$"
+    )
+    polluted_line = line_of(POLLUTED, "the polluted frame")
+    run.wait_for(
+        rf"^::warning file=test_polluted\.py,line={polluted_line},"
+        r"title=testmon-live%3A looks polluted::test_polluted\.py::test_polluted failed with "
+    )
+    text = summary.read_text()
+    assert text.startswith("earlier step\n")  # appended, not overwritten
+    run_id = only_log(tmp_path).header.run_id
+    assert f"### testmon-live run `{run_id}`" in text
+    assert "#### Stalls" in text
+    assert "| worker |" in text  # the markdown report's tables
+
+
+def test_ci_switches_turn_the_github_outputs_off(tmp_path: Path, live: list[Live]) -> None:
+    write_suite(tmp_path, test_crash=CRASH)
+    summary = tmp_path / "step-summary.md"
+    run = start(
+        live,
+        tmp_path,
+        "-n",
+        "2",
+        "--monitor",
+        "--no-monitor-ci-summary",
+        "--no-monitor-annotations",
+        GITHUB_ACTIONS="true",
+        GITHUB_STEP_SUMMARY=str(summary),
+    )
+    run.wait_for(r"^\[testmon-live\] CRASH")
+    assert run.finish() == 1
+    assert not run.matching(r"^::")
+    assert not summary.exists()
+
+
+# ------------------------------------------------------------------ never breaks the run
+
+
+def test_a_closed_output_changes_nothing(tmp_path: Path) -> None:
+    (tmp_path / "test_d.py").write_text(
+        "import time\ndef test_a(): time.sleep(3)\ndef test_b(): pass\n"
+    )
+    codes = []
+    for extra in ((), ("--monitor", "--monitor-stall=0.5", "--monitor-slow=1")):
+        proc = subprocess.Popen(
+            [*PYTEST, "-n", "2", *extra],
+            cwd=tmp_path,
+            env=_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+        )
+        assert proc.stdout is not None
+        while b"workers [" not in proc.stdout.readline():
+            pass
+        proc.stdout.close()  # the reader goes away: every later write fails
+        codes.append(proc.wait(RUN_TIMEOUT))
+    assert codes[0] == codes[1]
+    recorded = only_log(tmp_path)
+    assert isinstance(recorded.events[-1], ev.RunFinished)
+    assert any("pytest's output failed" in n.msg for n in recorded.of(ev.Notice))
+
+
+# ------------------------------------------------------------------ options
+
+
+def test_help_and_ini_keys_of_the_live_options(pytester: pytest.Pytester) -> None:
+    out = " ".join(pytester.runpytest_subprocess("--help").stdout.str().split())
+    for flag in (
+        "--monitor-notices",
+        "--no-monitor-notices",
+        "--monitor-slow=SECONDS",
+        "--monitor-quiet=SECONDS",
+        "--monitor-ci-summary",
+        "--no-monitor-ci-summary",
+        "--monitor-annotations",
+        "--no-monitor-annotations",
+    ):
+        assert flag in out
+    for ini in ("monitor_notices", "monitor_slow", "monitor_quiet", "monitor_ci_summary"):
+        assert ini in out
+    for text in (HELP_NOTICES, HELP_SLOW, HELP_QUIET, HELP_CI_SUMMARY, HELP_ANNOTATIONS):
+        assert " ".join(text.split()[:5]) in out
+
+
+@pytest.mark.parametrize(
+    ("args", "ini", "message"),
+    [
+        (["--monitor-slow", "-1"], "", "--monitor-slow: '-1' must be 0.0 or more"),
+        (["--monitor-quiet", "soon"], "", "--monitor-quiet: 'soon' is not a number of seconds"),
+        ([], "monitor_ci_summary = maybe", "monitor_ci_summary: 'maybe' is not true, false"),
+    ],
+)
+def test_bad_live_option_values_are_usage_errors(
+    pytester: pytest.Pytester, args: list[str], ini: str, message: str
+) -> None:
+    pytester.makepyfile(test_x="def test_x(): pass")
+    if ini:
+        pytester.makeini(f"[pytest]\n{ini}\n")
+    result = pytester.runpytest_subprocess("--monitor", *args)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"*{message}*"])
+
+
+def test_ini_keys_turn_the_notices_off(tmp_path: Path, live: list[Live]) -> None:
+    write_suite(tmp_path, test_crash=CRASH)
+    (tmp_path / "pytest.ini").write_text(
+        "[pytest]\nmonitor = true\nmonitor_notices = false\nmonitor_annotations = true\n"
+    )
+    run = start(live, tmp_path, "-n", "2")
+    assert run.finish() == 1
+    assert not run.matching(r"^\[testmon-live\] CRASH")
+    run.wait_for(r"^::error file=test_crash\.py,.*title=testmon-live%3A crash::")
+
+
+# ------------------------------------------------------------------ the fold, unit by unit
+
+
+def _worker(state: RunState, w: str, t: float) -> None:
+    state.apply(ev.WorkerStarted(w=w, ts=t, schema=ev.SCHEMA_VERSION, pid=1000 + len(w)))
+
+
+def test_watch_turns_what_the_fold_added_into_alerts_once() -> None:
+    state = RunState(detail=False)
+    watch = Watch(slow=10.0)
+    _worker(state, "gw0", 100.0)
+    _worker(state, "gw1", 100.0)
+    assert watch.scan(state, 101.0) == []
+    state.apply(ev.Activity(w="gw0", ts=101.0, test="t.py::test_a", phase="call", since=101.0))
+    assert watch.scan(state, 110.0) == []
+    (slow,) = watch.scan(state, 111.5)
+    assert slow.kind == "SLOW"
+    assert slow.text == "SLOW [> 10.0s] gw0 t.py::test_a (call)"
+    assert watch.scan(state, 112.0) == []  # once per threshold...
+    (again,) = watch.scan(state, 121.5)  # ...then at twice the threshold
+    assert again.text.startswith("SLOW [> 20.0s]")
+    state.apply(
+        ev.WorkerCrashed(w="gw1", ts=122.0, error="gone", test="t.py::test_b", signal="SIGSEGV")
+    )
+    (crash,) = watch.scan(state, 122.5)
+    assert (crash.kind, crash.text) == ("CRASH", "CRASH gw1 t.py::test_b: signal SIGSEGV")
+    assert crash.level == ERROR
+    assert watch.scan(state, 123.0) == []
+
+
+def test_an_unresponsive_worker_waits_for_its_stacks_then_speaks_anyway() -> None:
+    state = RunState(detail=False)
+    watch = Watch()
+    _worker(state, "gw0", 100.0)
+    state.apply(ev.Unresponsive(w="gw0", ts=105.0, silent=5.0, test="t.py::test_re"))
+    assert watch.scan(state, 105.1) == []  # the hub is taking its stacks
+    (late,) = watch.scan(state, 108.0)
+    assert late.text.startswith("UNRESPONSIVE gw0 no heartbeat for 5.00s: t.py::test_re")
+    assert "no stacks" in late.text
+    state.apply(ev.Unresponsive(w="gw0", ts=110.0, silent=5.0, test="t.py::test_re"))
+    frame = ev.Frame(file="/src/t.py", line=7, func="test_re", user=True)
+    state.apply(
+        ev.Stall(
+            w="gw0",
+            ts=110.5,
+            reason="unresponsive",
+            test="t.py::test_re",
+            phase="call",
+            location="t.py:7 in test_re",
+            threads=[ev.ThreadStack(name="MainThread", ident=1, verdict="busy", frames=[frame])],
+        )
+    )
+    (told,) = watch.scan(state, 110.6)
+    assert told.text == (
+        "UNRESPONSIVE gw0 no heartbeat for 5.00s: t.py::test_re (call) at t.py:7 in test_re "
+        "(MainThread busy)"
+    )
+    assert told.where is not None
+    assert (told.where.path, told.where.line) == ("/src/t.py", 7)
+
+
+def test_limiter_folds_repeats_and_overflow_into_one_line_a_minute() -> None:
+    limiter = Limiter(budget=3, window=60.0)
+
+    def alert(key: str) -> Alert:
+        return Alert("STALL", key, f"STALL {key}")
+
+    assert limiter.admit(alert("a"), 0.0)
+    assert not limiter.admit(alert("a"), 1.0)  # a repeat within the minute
+    assert limiter.admit(alert("b"), 2.0)
+    assert limiter.admit(alert("c"), 3.0)
+    assert not limiter.admit(alert("d"), 4.0)  # over the budget
+    assert limiter.held_line(5.0) is None  # not while the budget is spent
+    held = limiter.held_line(61.0)
+    assert held is not None
+    assert held.startswith(f"{PREFIX} 2 more notices held back")
+    assert "2 STALL" in held
+    assert limiter.held_line(62.0) is None
+    assert limiter.admit(alert("a"), 62.0)  # a minute later it is news again
+
+
+def test_status_block_lists_every_worker_with_test_phase_and_time() -> None:
+    state = RunState(detail=False)
+    _worker(state, "gw0", 100.0)
+    _worker(state, "gw1", 100.0)
+    state.apply(ev.WorkerCollected(w="gw1", ts=101.0, count=3))
+    state.apply(
+        ev.Activity(
+            w="gw0", ts=101.0, test="t.py::test_a", phase="setup", fixture="db", since=101.0
+        )
+    )
+    lines = status_lines(state, 131.0, "quiet")
+    assert lines == [
+        f"{PREFIX} quiet",
+        "  gw0  setup         t.py::test_a (setup, fixture db) 30.0s",
+        "  gw1  idle          for 30.0s",
+    ]
+
+
+def test_control_characters_never_reach_the_terminal() -> None:
+    state = RunState(detail=False)
+    _worker(state, "gw0", 100.0)
+    state.apply(
+        ev.WorkerCrashed(w="gw0", ts=101.0, error="x", test="t.py::test[\x1b[2J]", exitcode=1)
+    )
+    (crash,) = Watch().scan(state, 102.0)
+    assert "\x1b" not in crash.line
