@@ -730,3 +730,56 @@ def test_control_characters_never_reach_the_terminal() -> None:
     )
     (crash,) = Watch().scan(state, 102.0)
     assert "\x1b" not in crash.line
+
+
+# ------------------------------------------------------------------ a real terminal
+
+TERMINAL_SUITE = {
+    "test_a_hang": """
+from holding import hold
+
+def test_hang():
+    hold()
+""",
+    "test_b_many": """
+import time, pytest
+
+@pytest.mark.parametrize("n", range(240))
+def test_item(n):
+    time.sleep(0.03)
+""",
+}
+PROGRESS = re.compile(r"[.FEsxX]+ *(\[ *\d+%\])?")
+
+
+def test_lines_do_not_tear_the_progress_line_in_a_terminal(tmp_path: Path) -> None:
+    from .test_tui_terminal import Tmux, tmux_or_fail
+
+    write_suite(tmp_path, **TERMINAL_SUITE)
+    (tmp_path / "test_quick.py").unlink()
+    pytest_line = " ".join(
+        [*PYTEST, "-n", "2", "--monitor", f"--monitor-stall={STALL}", "--monitor-slow=1"]
+    )
+    script = f"{pytest_line}; echo EXIT=$?; sleep 120"
+    term = Tmux(tmux_or_fail(), tmp_path, f"env -u PYTEST_ADDOPTS sh -c '{script}'")
+    try:
+        term.wait_for("[testmon-live] STALL", "[testmon-live] SLOW", timeout=60)
+        time.sleep(1.0)  # the other worker's progress goes on beside the notices
+        (tmp_path / "release").touch()
+        screen = term.wait_for("EXIT=", timeout=RUN_TIMEOUT)
+    finally:
+        term.kill()
+    lines = screen.splitlines()
+    notices = [i for i, line in enumerate(lines) if PREFIX in line]
+    assert len(notices) >= 2, screen
+    for i in notices:
+        assert lines[i].startswith(PREFIX), f"a notice inside another line:\n{screen}"
+        above = lines[i - 1]
+        # pytest's progress line above a notice was ended as pytest ends it
+        assert above.startswith(PREFIX) or PROGRESS.fullmatch(above.rstrip()), screen
+    progress = [line.rstrip() for line in lines if re.match(r"[.FEsxX]+( |$)", line)]
+    assert progress, screen
+    for line in progress:
+        assert PROGRESS.fullmatch(line), f"a torn progress line {line!r}:\n{screen}"
+    assert sum(line.count(".") for line in progress) == 241
+    assert "EXIT=0" in screen
