@@ -485,8 +485,11 @@ def status_lines(state: RunState, t: float, headline: str, *, stacks: bool = Fal
     )
     if not views:
         lines.append("  no worker has started yet")
-    width = max((len(v.id) for v in views), default=0)
-    lines.extend(printable(_worker_row(view, t, width)) for view in views)
+    widths = (
+        max((len(v.id) for v in views), default=0),
+        max((len(v.state) for v in views), default=0),
+    )
+    lines.extend(printable(_worker_row(view, t, widths)) for view in views)
     if stacks:
         for view in views:
             record = view.current_stall
@@ -495,9 +498,8 @@ def status_lines(state: RunState, t: float, headline: str, *, stacks: bool = Fal
     return lines
 
 
-def _worker_row(view: WorkerView, t: float, width: int) -> str:
-    state = view.state
-    head = f"  {view.id:<{width}}  {state:<12}"
+def _worker_row(view: WorkerView, t: float, widths: tuple[int, int]) -> str:
+    head = f"  {view.id:<{widths[0]}}  {view.state:<{widths[1]}}"
     if view.crash is not None:
         return f"{head}  {view.crash.test or '(between tests)'}: {exit_words(view.crash)}"
     if view.down:

@@ -717,8 +717,8 @@ def test_status_block_lists_every_worker_with_test_phase_and_time() -> None:
     lines = status_lines(state, 131.0, "quiet")
     assert lines == [
         f"{PREFIX} quiet",
-        "  gw0  setup         t.py::test_a (setup, fixture db) 30.0s",
-        "  gw1  idle          for 30.0s",
+        "  gw0  setup  t.py::test_a (setup, fixture db) 30.0s",
+        "  gw1  idle   for 30.0s",
     ]
 
 
@@ -783,3 +783,42 @@ def test_lines_do_not_tear_the_progress_line_in_a_terminal(tmp_path: Path) -> No
         assert PROGRESS.fullmatch(line), f"a torn progress line {line!r}:\n{screen}"
     assert sum(line.count(".") for line in progress) == 241
     assert "EXIT=0" in screen
+
+
+def test_racing_migrations_and_dead_containers_are_told_once() -> None:
+    state = RunState(detail=False)
+    watch = Watch()
+    for w in ("gw0", "gw1"):
+        _worker(state, w, 100.0)
+        state.apply(
+            ev.Migration(
+                w=w,
+                ts=101.0,
+                action="begin",
+                tool="alembic",
+                op="upgrade",
+                url="sqlite:///app.db",
+                test="t.py::test_a",
+            )
+        )
+    state.apply(ev.ContainerEvent(w="gw0", ts=102.0, action="create", cid="c1", image="pg:16"))
+    state.apply(
+        ev.ContainerEvent(
+            ts=103.0,
+            action="die",
+            cid="c1",
+            exit_code=137,
+            by="engine",
+            during={"gw1": "t.py::test_b"},
+        )
+    )
+    race, death = watch.scan(state, 104.0)
+    assert race.text == (
+        "RACE gw0, gw1 migrate sqlite:///app.db at the same time "
+        "(one worker should, the others wait: monitor.run_once)"
+    )
+    assert death.text == (
+        "CONTAINER c1 (pg:16) died: exit code 137, started by gw0; running then: gw1 in "
+        "t.py::test_b"
+    )
+    assert watch.scan(state, 105.0) == []
