@@ -71,7 +71,7 @@ RUN_TIMEOUT = 1800.0
 """Seconds before a hung run is killed (a safety net, not a measurement)."""
 
 VARIANTS = ("off", "base", "monitor", "reportlog")
-EXTRA_VARIANTS = ("monitor-lowfreq", "monitor-nodb", "monitor-nostall")
+EXTRA_VARIANTS = ("monitor-lowfreq", "monitor-nodb", "monitor-nostall", "monitor-nonotices")
 """Selectable with --variants, not run by default (experiments)."""
 REFERENCE: dict[str, str] = {
     "base": "off",
@@ -80,6 +80,7 @@ REFERENCE: dict[str, str] = {
     "monitor-lowfreq": "base",
     "monitor-nodb": "monitor",
     "monitor-nostall": "monitor",
+    "monitor-nonotices": "monitor",
 }
 VARIANT_ENV: dict[str, dict[str, str]] = {
     "monitor-lowfreq": {"TESTMON_LIVE_FLUSH": "0.25"},
@@ -356,6 +357,9 @@ def variant_args(variant: str, tmp: Path) -> list[str]:
         return variant_args("monitor", tmp)
     if variant == "monitor-nostall":
         return [*variant_args("monitor", tmp), "--monitor-stall=0"]
+    if variant == "monitor-nonotices":
+        # --monitor without the live notices' thread: against `monitor`, what it costs.
+        return [*variant_args("monitor", tmp), "--no-monitor-notices"]
     raise ValueError(f"unknown variant {variant!r}")
 
 
