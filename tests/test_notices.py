@@ -17,7 +17,9 @@ import subprocess
 import sys
 import threading
 import time
+import xml.etree.ElementTree as ET
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -42,6 +44,7 @@ from testmon_live.plugin.settings import (
     HELP_SLOW,
 )
 from testmon_live.plugin.state import RunState
+from testmon_live.tui.cli import main as cli_main
 
 from .conftest import Recorded, read_recorded, run_logs
 
@@ -171,6 +174,11 @@ def start(sessions: list[Live], root: Path, *args: str, **env: str) -> Live:
     return session
 
 
+def monitored(sessions: list[Live], root: Path, *args: str, **env: str) -> Live:
+    """``pytest -n 2 --monitor ARGS`` in ``root``."""
+    return start(sessions, root, "-n", "2", "--monitor", *args, **env)
+
+
 def wait_for_file(path: Path, timeout: float = 60.0) -> float:
     """The time (monotonic) at which ``path`` was seen, polling for it."""
     deadline = time.monotonic() + timeout
@@ -217,7 +225,7 @@ def test_stall_line_comes_within_the_threshold_and_while_the_test_hangs(
     tmp_path: Path, live: list[Live]
 ) -> None:
     write_suite(tmp_path, test_hang=HANG)
-    run = start(live, tmp_path, "-n", "2", "--monitor", f"--monitor-stall={STALL}")
+    run = monitored(live, tmp_path, f"--monitor-stall={STALL}")
     began = wait_for_file(tmp_path / "started-release")
     seen, _, _ = run.wait_for(r"STALL")
     assert seen - began <= WITHIN, f"the stall line came {seen - began:.2f}s after the hang began"
@@ -299,7 +307,7 @@ def test_crash_line_names_the_test_and_exit_code(tmp_path: Path, live: list[Live
     write_suite(tmp_path, test_crash=CRASH)
     summary = tmp_path / "summary.md"
     # Not on GitHub: no annotations and no step summary, even with the variable set.
-    run = start(live, tmp_path, "-n", "2", "--monitor", GITHUB_STEP_SUMMARY=str(summary))
+    run = monitored(live, tmp_path, GITHUB_STEP_SUMMARY=str(summary))
     _, _, found = run.wait_for(r"^\[testmon-live\] CRASH (gw\d) (\S+): (.*)$")
     assert run.finish() == 1
     assert (found[2], found[3]) == ("test_crash.py::test_crash", "exit code 3")
@@ -319,7 +327,7 @@ def test_slow():
 
 def test_slow_line_while_the_test_runs(tmp_path: Path, live: list[Live]) -> None:
     write_suite(tmp_path, test_slow=SLOW)
-    run = start(live, tmp_path, "-n", "2", "--monitor", "--monitor-stall=0", "--monitor-slow=1.5")
+    run = monitored(live, tmp_path, "--monitor-stall=0", "--monitor-slow=1.5")
     began = wait_for_file(tmp_path / "started-release")
     seen, _, found = run.wait_for(r"^\[testmon-live\] SLOW \[> (\S+)s\] (gw\d) (.*)$")
     assert seen - began >= 1.5 - 0.3  # not before its time (the clocks of two processes)
@@ -334,12 +342,9 @@ def test_slow_line_while_the_test_runs(tmp_path: Path, live: list[Live]) -> None
 
 def test_quiet_spell_prints_what_each_worker_does(tmp_path: Path, live: list[Live]) -> None:
     write_suite(tmp_path, test_slow=SLOW)
-    run = start(
+    run = monitored(
         live,
         tmp_path,
-        "-n",
-        "2",
-        "--monitor",
         "--monitor-stall=0",
         "--monitor-slow=0",
         "--monitor-quiet=1",
@@ -483,24 +488,42 @@ def test_polluted():
 """
 
 
-def test_github_actions_annotations_and_step_summary(tmp_path: Path, live: list[Live]) -> None:
-    write_suite(tmp_path, test_hang=HANG, test_crash=CRASH, test_polluted=POLLUTED)
-    summary = tmp_path / "step-summary.md"
+@dataclass
+class CiRun:
+    root: Path
+    run: Live
+    code: int
+    summary: Path
+
+
+@pytest.fixture(scope="module")
+def github_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CiRun]:
+    """One run as GitHub Actions runs it: a stall, a crash, a failure that looks polluted."""
+    root = tmp_path_factory.mktemp("github")
+    write_suite(root, test_hang=HANG, test_crash=CRASH, test_polluted=POLLUTED)
+    summary = root / "step-summary.md"
     summary.write_text("earlier step\n")
-    run = start(
-        live,
-        tmp_path,
-        "-n",
-        "2",
-        "--monitor",
-        f"--monitor-stall={STALL}",
-        GITHUB_ACTIONS="true",
-        GITHUB_STEP_SUMMARY=str(summary),
-        GITHUB_WORKSPACE=str(tmp_path),
-    )
-    run.wait_for(r"STALL")
-    run.release()
-    assert run.finish() == 1
+    sessions: list[Live] = []
+    try:
+        run = monitored(
+            sessions,
+            root,
+            f"--monitor-stall={STALL}",
+            GITHUB_ACTIONS="true",
+            GITHUB_STEP_SUMMARY=str(summary),
+            GITHUB_WORKSPACE=str(root),
+        )
+        run.wait_for(r"STALL")
+        run.release()
+        yield CiRun(root, run, run.finish(), summary)
+    finally:
+        for session in sessions:
+            session.kill()
+
+
+def test_github_actions_annotations(github_run: CiRun) -> None:
+    run = github_run.run
+    assert github_run.code == 1
     hang_line = line_of(HANG, "the stall's frame")
     run.wait_for(
         rf"^::warning file=test_hang\.py,line={hang_line},title=testmon-live%3A stall::"
@@ -516,23 +539,58 @@ def test_github_actions_annotations_and_step_summary(tmp_path: Path, live: list[
         rf"^::warning file=test_polluted\.py,line={polluted_line},"
         r"title=testmon-live%3A looks polluted::test_polluted\.py::test_polluted failed with "
     )
-    text = summary.read_text()
+
+
+def test_github_step_summary_holds_the_markdown_report(github_run: CiRun) -> None:
+    text = github_run.summary.read_text()
     assert text.startswith("earlier step\n")  # appended, not overwritten
-    run_id = only_log(tmp_path).header.run_id
+    run_id = only_log(github_run.root).header.run_id
     assert f"### testmon-live run `{run_id}`" in text
     assert "#### Stalls" in text
     assert "| worker |" in text  # the markdown report's tables
 
 
+def test_junit_export_carries_the_monitors_findings(
+    github_run: CiRun, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (log,) = run_logs(github_run.root)
+    capsys.readouterr()
+    assert cli_main(["export", str(log), "--format", "junit", "-o", "-"]) == 0
+    suite = ET.fromstring(capsys.readouterr().out).find("testsuite")
+    assert suite is not None
+    run_props = _props(suite)
+    assert run_props["testmon.run"] == [only_log(github_run.root).header.run_id]
+    assert run_props["testmon.stalls"] == ["1"]
+    assert run_props["testmon.crashes"] == ["1"]
+    cases = {c.get("name"): _props(c) for c in suite.iter("testcase")}
+    hang_line = line_of(HANG, "the stall's frame")
+    (stall,) = cases["test_hang"]["testmon.stall"]
+    assert re.fullmatch(
+        rf"\d+\.\d\ds in call at test_hang\.py:{hang_line} in test_hang "
+        r"\(MainThread waiting on an event: .*\)",
+        stall,
+    ), stall
+    assert cases["test_crash"]["testmon.crash"] == ["exit code 3"]
+    (hint,) = cases["test_polluted"]["testmon.looks_polluted"]
+    assert hint.endswith(" test_polluted.py::test_polluted")
+    assert "testmon.stall" not in cases["test_quick[0]"]
+
+
+def _props(element: ET.Element) -> dict[str, list[str]]:
+    found: dict[str, list[str]] = {}
+    props = element.find("properties")
+    assert props is not None
+    for prop in props.iter("property"):
+        found.setdefault(prop.get("name") or "", []).append(prop.get("value") or "")
+    return found
+
+
 def test_ci_switches_turn_the_github_outputs_off(tmp_path: Path, live: list[Live]) -> None:
     write_suite(tmp_path, test_crash=CRASH)
     summary = tmp_path / "step-summary.md"
-    run = start(
+    run = monitored(
         live,
         tmp_path,
-        "-n",
-        "2",
-        "--monitor",
         "--no-monitor-ci-summary",
         "--no-monitor-annotations",
         GITHUB_ACTIONS="true",
@@ -822,3 +880,80 @@ def test_racing_migrations_and_dead_containers_are_told_once() -> None:
         "t.py::test_b"
     )
     assert watch.scan(state, 105.0) == []
+
+
+def test_junit_findings_of_locks_races_and_containers(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    t0 = 1_800_000_000.0
+    a, b = "t.py::test_a", "t.py::test_b"
+    events: list[ev.Event] = [
+        ev.RunStarted(ts=t0, schema=ev.SCHEMA_VERSION, run_id="20270115-080000-abcd", rootdir="/r"),
+    ]
+    for w, test in (("gw0", a), ("gw1", b)):
+        events += [
+            ev.WorkerStarted(w=w, ts=t0 + 0.1, schema=ev.SCHEMA_VERSION, pid=7),
+            ev.Migration(
+                w=w,
+                ts=t0 + 0.2,
+                action="begin",
+                tool="alembic",
+                op="upgrade",
+                url="sqlite:///db",
+                test=test,
+            ),
+        ]
+    events += [
+        ev.LockEvent(
+            w="gw0",
+            ts=t0 + 1.0,
+            action="acquired",
+            kind="filelock",
+            key="/r/m.lock",
+            lock_id="1",
+            test=a,
+            waited=1.5,
+        ),
+        ev.Deadlock(
+            ts=t0 + 1.1,
+            cycle=[
+                ev.WaitEdge(w="gw0", holds="x", waits_for="y", test=a),
+                ev.WaitEdge(w="gw1", holds="y", waits_for="x", test=b),
+            ],
+            text="gw0 holds x, waits for y; gw1 holds y, waits for x",
+        ),
+        ev.ContainerEvent(
+            w="gw0", ts=t0 + 1.2, action="create", cid="c1", name="pg", image="postgres:16"
+        ),
+        ev.ContainerEvent(
+            ts=t0 + 1.3, action="die", cid="c1", exit_code=137, by="engine", during={"gw1": b}
+        ),
+        ev.TestFinished(w="gw0", ts=t0 + 2.0, nodeid=a, outcome="passed", duration=1.9),
+        ev.TestFinished(
+            w="gw1",
+            ts=t0 + 2.0,
+            nodeid=b,
+            outcome="failed",
+            duration=1.9,
+            message="IntegrityError: duplicate key value",
+        ),
+    ]
+    log = tmp_path / "run.jsonl"
+    log.write_bytes(b"".join(ev.encode_line(e) for e in events))
+    capsys.readouterr()
+    assert cli_main(["export", str(log), "--format", "junit", "-o", "-"]) == 0
+    suite = ET.fromstring(capsys.readouterr().out).find("testsuite")
+    assert suite is not None
+    run_props = _props(suite)
+    assert run_props["testmon.deadlock"] == ["gw0 holds x, waits for y; gw1 holds y, waits for x"]
+    assert run_props["testmon.race"] == ["gw0, gw1 migrated sqlite:///db at once"]
+    assert run_props["testmon.container_died"] == ["pg (postgres:16) died: exit code 137"]
+    cases = {c.get("name"): _props(c) for c in suite.iter("testcase")}
+    assert cases["test_a"]["testmon.lock_wait"] == ["1.500s on m.lock"]
+    assert cases["test_a"]["testmon.deadlock"] == run_props["testmon.deadlock"]
+    assert cases["test_b"]["testmon.race"] == run_props["testmon.race"]
+    assert cases["test_b"]["testmon.container_died"] == run_props["testmon.container_died"]
+    assert cases["test_b"]["testmon.looks_polluted"] == [
+        "testmon suspects 20270115-080000-abcd t.py::test_b"
+    ]
+    assert "testmon.looks_polluted" not in cases["test_a"]

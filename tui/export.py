@@ -8,18 +8,30 @@ from the heartbeats are counters. Slices on one track always nest (a trace viewe
 partial overlaps wrongly), so what may overlap a test gets a track of its own.
 
 JUnit (``--format junit``) writes the XML that CI systems read, one ``testcase`` per test
-run, with the worker as a property.
+run, with the worker as a property, and the monitor's findings as ``testmon.*`` properties:
+of the run on the ``testsuite`` (status, efficiency, deadlocks, racing migrations, dead and
+leaked containers, dropped events), of a test on its ``testcase`` (its stall or frozen spell
+with where and why, the crash that ended it, the deadlock it was part of, its lock waits,
+the container that died under it, a failure that looks like state another test left).
 """
 
 from __future__ import annotations
 
 import json
 import xml.etree.ElementTree as ET
+from collections import defaultdict
 from collections.abc import Iterator
 from typing import Any
 
 from testmon_live.plugin import events as ev
-from testmon_live.plugin.state import RunState, worker_order
+from testmon_live.plugin.notices import exit_words, looks_polluted, verdict_words
+from testmon_live.plugin.state import (
+    ContainerView,
+    RunState,
+    StallRecord,
+    lock_label,
+    worker_order,
+)
 
 from .order import started
 
@@ -277,12 +289,103 @@ def _split(nodeid: str) -> tuple[str, str]:
     return ".".join([module, *parts[:-1]]), parts[-1]
 
 
+Findings = list[tuple[str, str]]
+"""``(name, value)`` properties, in order."""
+
+
+def _run_findings(state: RunState) -> Findings:
+    """What the monitor found about the run as a whole."""
+    found: Findings = [("testmon.run", state.run_id), ("testmon.status", state.status)]
+    if state.slots() > 1:
+        found.append(("testmon.parallel_efficiency", f"{state.efficiency():.2f}"))
+    found += [
+        ("testmon.stalls", str(state.stall_count())),
+        ("testmon.crashes", str(len(state.crashes))),
+        ("testmon.deadlocks", str(len(state.deadlocks))),
+    ]
+    found += [("testmon.deadlock", d.text) for d in state.deadlocks]
+    for url, workers in state.migration_races.items():
+        names = ", ".join(sorted(workers, key=worker_order))
+        found.append(("testmon.race", f"{names} migrated {url or 'one database'} at once"))
+    for view in state.dead_containers():
+        found.append(("testmon.container_died", _container_words(view.name or view.cid, view)))
+    found += [
+        ("testmon.container_leaked", f"{c.name or c.cid} ({c.image}) started by {c.owner or '?'}")
+        for c in state.leaked_containers()
+    ]
+    dropped = state.dropped_total()
+    if dropped:
+        found.append(("testmon.dropped_events", str(dropped)))
+    return found
+
+
+def _container_words(label: str, view: ContainerView) -> str:
+    how = "OOM-killed" if view.state == "oom-killed" else f"exit code {view.exit_code}"
+    return f"{label} ({view.image}) died: {how}"
+
+
+def _test_findings(state: RunState) -> dict[tuple[str, str], Findings]:
+    """(worker, node id) -> what the monitor found about that test run."""
+    found: dict[tuple[str, str], Findings] = defaultdict(list)
+    for record in state.stall_records:
+        if record.test:
+            found[(record.w, record.test)].append(_stall_finding(record))
+    for crash in state.crashes:
+        if crash.test:
+            found[(crash.w, crash.test)].append(("testmon.crash", exit_words(crash)))
+    for deadlock in state.deadlocks:
+        for edge in deadlock.cycle:
+            if edge.test:
+                found[(edge.w, edge.test)].append(("testmon.deadlock", deadlock.text))
+    waits: dict[tuple[str, str], dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    for lock in state.lock_events:
+        if lock.action == "acquired" and lock.test and (lock.waited or 0.0) > 0.0:
+            waits[(lock.w, lock.test)][lock_label(lock.kind, lock.key)] += lock.waited or 0.0
+    for key, by_lock in waits.items():
+        text = ", ".join(f"{wait:.3f}s on {label}" for label, wait in by_lock.items())
+        found[key].append(("testmon.lock_wait", text))
+    racing = state.migration_races
+    for migration in state.migrations:
+        if migration.action == "begin" and migration.test and migration.url in racing:
+            names = ", ".join(sorted(racing[migration.url], key=worker_order))
+            text = f"{names} migrated {migration.url or 'one database'} at once"
+            found[(migration.w, migration.test)].append(("testmon.race", text))
+    for view in state.dead_containers():
+        for worker, nodeid in view.during.items():
+            label = view.name or view.cid
+            found[(worker, nodeid)].append(
+                ("testmon.container_died", _container_words(label, view))
+            )
+    for failure in state.failures:
+        if looks_polluted(failure):
+            hint = f"testmon suspects {state.run_id} {failure.nodeid}"
+            found[(failure.w, failure.nodeid)].append(("testmon.looks_polluted", hint))
+    return found
+
+
+def _stall_finding(record: StallRecord) -> tuple[str, str]:
+    first = record.first
+    took = record.duration if record.duration is not None else record.elapsed
+    text = f"{took:.2f}s in {first.phase}" + (f" at {first.location}" if first.location else "")
+    threads = [f"{t.name} {verdict_words(t)}" for t in first.threads if t.verdict != "idle"]
+    if threads:
+        text += " (" + "; ".join(threads) + ")"
+    kind = "testmon.stall" if record.reason == "stall" else "testmon.unresponsive"
+    return kind, text
+
+
+def _properties(parent: ET.Element, found: Findings) -> None:
+    props = ET.SubElement(parent, "properties")
+    for name, value in found:
+        ET.SubElement(props, "property", name=name, value=value)
+
+
 def _cases(state: RunState) -> Iterator[ET.Element]:
+    findings = _test_findings(state)
     for test in state.tests:
         classname, name = _split(test.nodeid)
         case = ET.Element("testcase", classname=classname, name=name, time=f"{test.duration:.3f}")
-        props = ET.SubElement(case, "properties")
-        ET.SubElement(props, "property", name="worker", value=test.w)
+        _properties(case, [("worker", test.w), *findings.get((test.w, test.nodeid), [])])
         message = test.message or ""
         text = test.longrepr or message
         if test.outcome == "failed" or test.crashed:
@@ -313,6 +416,7 @@ def junit(state: RunState) -> str:
         timestamp=_iso(state.started),
         hostname=state.header.hostname if state.header else "",
     )
+    _properties(suite, _run_findings(state))
     suite.extend(cases)
     root = ET.Element("testsuites", name=f"testmon-live run {state.run_id}")
     root.append(suite)
