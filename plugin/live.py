@@ -31,6 +31,7 @@ import contextlib
 import os
 import signal
 import threading
+from collections.abc import Iterator
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
@@ -121,33 +122,48 @@ class LiveNotices:
             self._thread.start()
         self._install_signals()
 
+    @contextlib.contextmanager
+    def _safely(self, what: str) -> Iterator[None]:
+        """Whatever breaks in here is noted in the log, never raised into pytest."""
+        try:
+            yield
+        except Exception as exc:  # noqa: BLE001 - the run must not fail for a notice
+            with contextlib.suppress(Exception):
+                self.hub.note("error", f"live notices, {what}: {type(exc).__name__}: {exc}")
+
     @pytest.hookimpl(trylast=True)
     def pytest_sessionstart(self, session: pytest.Session) -> None:
-        dsession = self.config.pluginmanager.get_plugin("dsession")
-        if dsession is not None:
-            self.main.attach(dsession)
+        with self._safely("session start"):
+            dsession = self.config.pluginmanager.get_plugin("dsession")
+            if dsession is not None:
+                self.main.attach(dsession)
 
     @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         # After xdist took its workers down, before the controller closes the log: what
         # happened since the last look (a crash in the last test, say) is still told.
-        self._halt()
-        self.main.detach()
-        self.main.drain()
-        self.tick(now(), final=True)
+        with self._safely("session finish"):
+            self._halt()
+            self.main.detach()
+            self.main.drain()
+            self.tick(now(), final=True)
 
     @pytest.hookimpl(trylast=True)
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
-        if self.annotations:
-            self._annotate_failures()
-        problem = self._write_step_summary(SUMMARY_DEADLINE)
-        if problem is not None and self.out.usable:
-            self.out.write([(f"{PREFIX} step summary: {problem}", {"yellow": True})])
+        with self._safely("terminal summary"):
+            if self.annotations:
+                self._annotate_failures()
+            problem = self._write_step_summary(SUMMARY_DEADLINE)
+            if problem is not None and self.out.usable:
+                self.out.write([(f"{PREFIX} step summary: {problem}", {"yellow": True})])
 
+    @pytest.hookimpl(trylast=True)
     def pytest_unconfigure(self, config: pytest.Config) -> None:
-        self._halt()
-        self._restore_signals()
-        self._write_step_summary(SUMMARY_DEADLINE)  # no terminal summary (-p no:terminal)
+        # After the controller's own: its log is closed by then.
+        with self._safely("unconfigure"):
+            self._halt()
+            self._restore_signals()
+            self._write_step_summary(SUMMARY_DEADLINE)  # no terminal summary (-p no:terminal)
         self.out.close()
 
     def _halt(self) -> None:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import events as ev
-from .state import RunState, StallRecord, WorkerView, worker_order
+from .state import ContainerView, RunState, StallRecord, WorkerView, worker_order
 from .summary import _dur as duration
 
 PREFIX = "[testmon-live]"
@@ -234,7 +234,7 @@ class Watch:
             if view.died is None or view.cid in self._dead:
                 continue
             self._dead.add(view.cid)
-            how = "OOM-killed" if view.state == "oom-killed" else f"exit code {view.exit_code}"
+            how = death_words(view)
             running = ", ".join(f"{w} in {t}" for w, t in sorted(view.during.items()))
             text = (
                 f"CONTAINER {view.name or view.cid} ({view.image}) died: {how}"
@@ -314,6 +314,11 @@ def exit_words(crash: ev.WorkerCrashed) -> str:
     if crash.exitcode is not None:
         return f"exit code {crash.exitcode}"
     return (crash.error.splitlines() or ["worker went away"])[0]
+
+
+def death_words(view: ContainerView) -> str:
+    """How a container of the run died: ``OOM-killed`` or ``exit code N``."""
+    return "OOM-killed" if view.state == "oom-killed" else f"exit code {view.exit_code}"
 
 
 def _test_phase(test: str | None, phase: str, fixture: str | None) -> str:

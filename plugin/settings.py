@@ -37,18 +37,18 @@ HELP_SLOW = (
     "(0: off; default 60)"
 )
 HELP_QUIET = (
-    "seconds without output after which a status block shows what each worker is doing; "
-    "again after twice as long while the silence lasts (0: off; default 60)"
+    "seconds in which no test finished after which a status block shows what each worker is "
+    "doing; again after twice as long while the silence lasts (0: off; default 60)"
 )
 HELP_CI_SUMMARY = (
     "append the markdown report of the run to $GITHUB_STEP_SUMMARY at its end "
-    "(default: on under GitHub Actions, off elsewhere)"
+    "(default: on under GitHub Actions, off elsewhere; ini: true, false or auto)"
 )
 HELP_NO_CI_SUMMARY = "do not write the markdown report to $GITHUB_STEP_SUMMARY"
 HELP_ANNOTATIONS = (
     "turn stalls, deadlocks, crashes, racing migrations and failures that look like shared "
     "state into GitHub Actions annotations (::warning file=...) at the user's frame "
-    "(default: on under GitHub Actions, off elsewhere)"
+    "(default: on under GitHub Actions, off elsewhere; ini: true, false or auto)"
 )
 HELP_NO_ANNOTATIONS = "write no GitHub Actions annotations"
 

@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from testmon_live.plugin import events as ev
-from testmon_live.plugin.notices import exit_words, looks_polluted, verdict_words
+from testmon_live.plugin.notices import death_words, exit_words, looks_polluted, verdict_words
 from testmon_live.plugin.state import (
     ContainerView,
     RunState,
@@ -308,7 +308,7 @@ def _run_findings(state: RunState) -> Findings:
         names = ", ".join(sorted(workers, key=worker_order))
         found.append(("testmon.race", f"{names} migrated {url or 'one database'} at once"))
     for view in state.dead_containers():
-        found.append(("testmon.container_died", _container_words(view.name or view.cid, view)))
+        found.append(("testmon.container_died", _container_words(view)))
     found += [
         ("testmon.container_leaked", f"{c.name or c.cid} ({c.image}) started by {c.owner or '?'}")
         for c in state.leaked_containers()
@@ -319,9 +319,8 @@ def _run_findings(state: RunState) -> Findings:
     return found
 
 
-def _container_words(label: str, view: ContainerView) -> str:
-    how = "OOM-killed" if view.state == "oom-killed" else f"exit code {view.exit_code}"
-    return f"{label} ({view.image}) died: {how}"
+def _container_words(view: ContainerView) -> str:
+    return f"{view.name or view.cid} ({view.image}) died: {death_words(view)}"
 
 
 def _test_findings(state: RunState) -> dict[tuple[str, str], Findings]:
@@ -351,11 +350,9 @@ def _test_findings(state: RunState) -> dict[tuple[str, str], Findings]:
             text = f"{names} migrated {migration.url or 'one database'} at once"
             found[(migration.w, migration.test)].append(("testmon.race", text))
     for view in state.dead_containers():
+        died = _container_words(view)
         for worker, nodeid in view.during.items():
-            label = view.name or view.cid
-            found[(worker, nodeid)].append(
-                ("testmon.container_died", _container_words(label, view))
-            )
+            found[(worker, nodeid)].append(("testmon.container_died", died))
     for failure in state.failures:
         if looks_polluted(failure):
             hint = f"testmon suspects {state.run_id} {failure.nodeid}"
