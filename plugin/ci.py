@@ -25,8 +25,6 @@ from .notices import Where
 
 WORKSPACE_ENV = "GITHUB_WORKSPACE"
 SUMMARY_ENV = "GITHUB_STEP_SUMMARY"
-SUMMARY_DEADLINE = 60.0
-"""Seconds the report may take at the end of a run before the summary falls back."""
 REPORT_MODULE = "testmon_live.tui.cli"
 
 
@@ -85,7 +83,7 @@ def append_step_summary(
     monitor_dir: Path,
     fallback: Sequence[str],
     *,
-    deadline: float = SUMMARY_DEADLINE,
+    deadline: float,
 ) -> str | None:
     """Append the run's markdown report to ``target``; what went wrong, or None.
 

@@ -37,7 +37,6 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from .ci import SUMMARY_DEADLINE, SUMMARY_ENV, annotation, append_step_summary
 from .clock import now
 from .notices import (
     ANNOTATED,
@@ -64,6 +63,8 @@ if TYPE_CHECKING:
 
 TICK = 0.5
 """Seconds between two looks at the fold."""
+SUMMARY_DEADLINE = 60.0
+"""Seconds the step summary's report may take at the end of a run."""
 MAX_ANNOTATIONS = 10
 """GitHub shows 10 warning annotations a step; more are counted in one more line."""
 SIGNAL_SUMMARY_DEADLINE = 5.0
@@ -270,6 +271,8 @@ class LiveNotices:
             self._annotations_over += 1
             return []
         self._annotations_left -= 1
+        from .ci import annotation  # only where annotations are on
+
         line = annotation(level, printable(text), where=where, title=title, rootdir=self.rootdir)
         return [(line, {})]
 
@@ -295,6 +298,8 @@ class LiveNotices:
                 )
             )
         if self._annotations_over:
+            from .ci import annotation
+
             lines.append(
                 (
                     annotation(
@@ -314,6 +319,8 @@ class LiveNotices:
     def _write_step_summary(self, deadline: float) -> str | None:
         if not self.ci_summary or self._summary_done or not self.hub.closed:
             return None
+        from .ci import SUMMARY_ENV, append_step_summary  # only where the summary is on
+
         target = os.environ.get(SUMMARY_ENV)
         self._summary_done = True
         if not target:

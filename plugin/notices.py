@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import re
 from collections import Counter, deque
-from dataclasses import dataclass
 from pathlib import Path
+
+import msgspec
 
 from . import events as ev
 from .state import ContainerView, RunState, StallRecord, WorkerView, worker_order
@@ -75,24 +76,24 @@ def level_for(verbosity: int) -> int:
     return WARNING if verbosity == -1 else ERROR
 
 
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+# Patterns are compiled on first use (re keeps them): importing this module in the
+# controller costs no regex compilation.
+_CONTROL = r"[\x00-\x08\x0b-\x1f\x7f-\x9f]"
 
 
 def printable(text: str) -> str:
     """No control characters from a worker's text reach the terminal (escapes, bells)."""
-    return _CONTROL.sub("?", text)
+    return re.sub(_CONTROL, "?", text)
 
 
-@dataclass(frozen=True)
-class Where:
+class Where(msgspec.Struct, frozen=True):
     """A place in the user's code: a path (absolute, or relative to the rootdir) and line."""
 
     path: str
     line: int | None = None
 
 
-@dataclass(frozen=True)
-class Alert:
+class Alert(msgspec.Struct, frozen=True):
     kind: str
     """STALL, UNRESPONSIVE, DEADLOCK, CRASH, RACE, CONTAINER or SLOW."""
     key: str
@@ -399,28 +400,27 @@ def test_where(nodeid: str | None, rootdir: str) -> Where | None:
 # ------------------------------------------------------------------ failures
 
 
-POLLUTION = re.compile(
-    r"already exists|duplicate key|unique constraint|UNIQUE constraint failed|UniqueViolation|"
-    r"IntegrityError|database is locked|database schema is locked|dirty database|"
-    r"is being accessed by other users|could not obtain lock|lock wait timeout",
-    re.IGNORECASE,
+POLLUTION = (
+    r"(?i)already exists|duplicate key|unique constraint|UNIQUE constraint failed|"
+    r"UniqueViolation|IntegrityError|database is locked|database schema is locked|"
+    r"dirty database|is being accessed by other users|could not obtain lock|lock wait timeout"
 )
 """Failure texts that say a test met state it did not create (another test's rows, tables,
 a migration half done): the usual faces of test-data pollution and racing setup."""
 
-_CRASH_LINE = re.compile(r"^(?P<file>[^\s:][^:\n]*\.py):(?P<line>\d+): ", re.MULTILINE)
+_CRASH_LINE = r"(?m)^(?P<file>[^\s:][^:\n]*\.py):(?P<line>\d+): "
 
 
 def looks_polluted(test: ev.TestFinished) -> bool:
     text = test.message or ""
     if test.longrepr:
         text += "\n" + test.longrepr[-4000:]
-    return bool(POLLUTION.search(text))
+    return bool(re.search(POLLUTION, text))
 
 
 def failure_where(test: ev.TestFinished, rootdir: str) -> Where | None:
     """Where a failure was raised in the user's code: pytest's last ``file:line:`` line."""
-    found = list(_CRASH_LINE.finditer(test.longrepr or ""))
+    found = list(re.finditer(_CRASH_LINE, test.longrepr or ""))
     for match in reversed(found):
         path = Path(rootdir, match["file"]) if rootdir else Path(match["file"])
         if path.is_file():
