@@ -98,7 +98,9 @@ class LiveNotices:
         self.annotations = settings.annotations and self.out.usable
         self.ci_summary = settings.ci_summary
         self.rootdir = hub.header.rootdir
-        self.watch = Watch(settings.slow if self.lines_on else 0.0, rootdir=self.rootdir)
+        self.watch = Watch(
+            settings.slow if self.lines_on else 0.0, rootdir=self.rootdir, locate=self.annotations
+        )
         self.limiter = Limiter()
         self._annotated: set[str] = set()
         self._annotations_left = MAX_ANNOTATIONS

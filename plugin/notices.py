@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter, deque
+from collections.abc import Callable
 from pathlib import Path
 
 import msgspec
@@ -118,9 +119,11 @@ class Alert(msgspec.Struct, frozen=True):
 class Watch:
     """Turns what the fold added since the last look into alerts."""
 
-    def __init__(self, slow: float = 0.0, *, rootdir: str = "") -> None:
+    def __init__(self, slow: float = 0.0, *, rootdir: str = "", locate: bool = True) -> None:
         self.slow = slow
         self.rootdir = rootdir
+        self.locate = locate
+        """Find a test's ``def`` line for annotations (reads its file; off when unused)."""
         self._stalls = 0
         self._crashes = 0
         self._deadlocks = 0
@@ -150,7 +153,7 @@ class Watch:
             for wid, (spell, deadline) in list(self._silent.items()):
                 if final or t >= deadline:
                     del self._silent[wid]
-                    out.append(_unresponsive(spell, None, self.rootdir))
+                    out.append(_unresponsive(spell, None, self._test_where))
         if len(state.crashes) > self._crashes:
             out.extend(self._crash(c) for c in state.crashes[self._crashes :])
             self._crashes = len(state.crashes)
@@ -171,7 +174,7 @@ class Watch:
         if record.reason == "unresponsive":
             pending = self._silent.pop(record.w, None)
             spell = pending[0] if pending is not None else None
-            return _unresponsive(spell, record, self.rootdir, w=record.w)
+            return _unresponsive(spell, record, self._test_where, w=record.w)
         first = record.first
         text = (
             f"STALL {record.w} {_test_phase(first.test, first.phase, first.fixture)} "
@@ -276,13 +279,13 @@ class Watch:
         return out
 
     def _test_where(self, nodeid: str | None) -> Where | None:
-        return test_where(nodeid, self.rootdir)
+        return test_where(nodeid, self.rootdir) if self.locate else None
 
 
 def _unresponsive(
     spell: ev.Unresponsive | None,
     record: StallRecord | None,
-    rootdir: str,
+    test_where: Callable[[str | None], Where | None],
     *,
     w: str = "",
 ) -> Alert:
@@ -294,7 +297,7 @@ def _unresponsive(
             f"UNRESPONSIVE {wid}{silent} {_test_phase(first.test, first.phase, first.fixture)}"
             f"{_at(first)}"
         )
-        where = _frame_where(first) or test_where(first.test, rootdir)
+        where = _frame_where(first) or test_where(first.test)
         test = first.test
     else:
         test = spell.test if spell is not None else None
@@ -302,7 +305,7 @@ def _unresponsive(
             f"UNRESPONSIVE {wid}{silent} {test or '(no test)'} "
             "(no stacks: a remote worker, or not safe to signal)"
         )
-        where = test_where(test, rootdir)
+        where = test_where(test)
     return Alert("UNRESPONSIVE", f"unresponsive {wid} {test}", text, where)
 
 

@@ -245,6 +245,43 @@ def test_stall_line_comes_within_the_threshold_and_while_the_test_hangs(
     assert "1 passed" in run.text or "13 passed" in run.text
 
 
+SINGLE = """
+import threading
+from holding import HERE
+
+def test_hang_then_fail():
+    print("the test's own output")
+    (HERE / "started-release").touch()
+    gate = threading.Event()
+    for _ in range(1200):
+        if (HERE / "release").exists():
+            break
+        gate.wait(0.05)
+    assert False, "failed after its stall"
+"""
+
+
+def test_without_xdist_the_line_goes_past_the_capture_of_the_running_test(
+    tmp_path: Path, live: list[Live]
+) -> None:
+    write_suite(tmp_path, test_single=SINGLE)
+    run = start(live, tmp_path, "--monitor", f"--monitor-stall={STALL}")
+    began = wait_for_file(tmp_path / "started-release")
+    seen, _, found = run.wait_for(r"^\[testmon-live\] STALL main test_single\.py::(\S+) \(call\)")
+    assert seen - began <= WITHIN
+    assert found[1] == "test_hang_then_fail"
+    run.release()
+    assert run.finish() == 1
+    # The test's failure text is its own: its captured output holds no line of ours.
+    captured = run.text.split("Captured stdout call", 1)[1].split("=====", 1)[0]
+    assert "the test's own output" in captured
+    assert PREFIX not in captured
+    # pytest's progress line was not torn: the letter of the test that hung is on a line
+    # of pytest's, not after ours
+    assert all(line.startswith(PREFIX) for line in run.matching(re.escape(PREFIX)))
+    assert len(run.matching(r"^(test_single\.py )?F +\[100%\]$")) == 1
+
+
 # ------------------------------------------------------------------ deadlocks
 
 ABBA = """
