@@ -21,6 +21,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from .guard import REAL
 from .notices import Where
 
 WORKSPACE_ENV = "GITHUB_WORKSPACE"
@@ -116,7 +117,7 @@ def append_step_summary(
         body = "\n".join(fallback).replace("```", "'''")
         text = f"## testmon-live\n\n{problem}; the end summary instead:\n\n```\n{body}\n```\n"
     try:
-        with open(target, "a", encoding="utf-8") as handle:
+        with REAL.open(target, "a", encoding="utf-8") as handle:
             handle.write(text.rstrip("\n") + "\n\n")
     except OSError as exc:
         return f"cannot write the step summary {target}: {exc}"

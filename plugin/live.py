@@ -30,7 +30,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import threading
 from collections.abc import Iterator
 from types import FrameType
 from typing import TYPE_CHECKING, Any
@@ -38,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from .clock import now
+from .guard import REAL
 from .notices import (
     ANNOTATED,
     ERROR,
@@ -73,13 +73,14 @@ SIGNAL_SUMMARY_DEADLINE = 5.0
 MARKUP = {ERROR: {"red": True, "bold": True}, WARNING: {"yellow": True, "bold": True}}
 _INFO_MARKUP = {"yellow": True}
 
-# Bound at import: a test may patch these module attributes (never go through them later).
-_main_thread = threading.main_thread
-_current_thread = threading.current_thread
-_getpid = os.getpid
-_kill = os.kill
-_set_handler = signal.signal
-_get_handler = signal.getsignal
+# Without xdist the tests run in this process and may patch the standard library: the
+# thread and the signal handler reach it only through the names bound at start-up.
+_main_thread = REAL.main_thread
+_current_thread = REAL.current_thread
+_getpid = REAL.getpid
+_kill = REAL.kill
+_set_handler = REAL.signal
+_get_handler = REAL.getsignal
 
 
 class LiveNotices:
@@ -108,8 +109,8 @@ class LiveNotices:
         self._last_progress = hub.header.ts
         self._quiet_after = self.quiet
         self._tests_done = 0
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._stop = REAL.Event()
+        self._thread: Any = None  # a REAL.Thread
         self._previous: dict[int, Any] = {}
         self._signalled = False
         self._summary_done = False
@@ -119,9 +120,7 @@ class LiveNotices:
 
     def start(self) -> None:
         if self.lines_on or self.annotations:
-            self._thread = threading.Thread(
-                target=self._run, name="testmon-live-notices", daemon=True
-            )
+            self._thread = REAL.Thread(target=self._run, name="testmon-live-notices", daemon=True)
             self._thread.start()
         self._install_signals()
 

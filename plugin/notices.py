@@ -24,6 +24,7 @@ from pathlib import Path
 import msgspec
 
 from . import events as ev
+from .guard import REAL
 from .state import ContainerView, RunState, StallRecord, WorkerView, worker_order
 from .summary import _dur as duration
 
@@ -390,7 +391,7 @@ def test_where(nodeid: str | None, rootdir: str) -> Where | None:
     line = None
     pattern = re.compile(rf"^\s*(?:async\s+)?def\s+{re.escape(name)}\s*\(")
     try:
-        with full.open(encoding="utf-8", errors="replace") as handle:
+        with REAL.open(full, encoding="utf-8", errors="replace") as handle:
             for number, text in enumerate(handle, 1):
                 if pattern.match(text):
                     line = number

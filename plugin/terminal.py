@@ -25,12 +25,13 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-import threading
 from collections import deque
 from collections.abc import Callable
 from typing import Any
 
 import pytest
+
+from .guard import REAL
 
 Markup = dict[str, bool]
 Lines = list[tuple[str, Markup]]
@@ -38,10 +39,9 @@ Lines = list[tuple[str, Markup]]
 WAKE_EVENT = "testmon_live_notices"
 """Name of the item put into xdist's event queue; xdist calls ``worker_<name>``."""
 
-_write = os.write
-_dup = os.dup
-_close = os.close
-_isatty = os.isatty
+# Writes happen while tests run (and may patch os): through the names bound at start-up.
+_write = REAL.write
+_close = REAL.close
 
 
 class TerminalOut:
@@ -58,9 +58,10 @@ class TerminalOut:
         """The width an out-of-band write left pytest's open line at (with spaces)."""
         stream = sys.stdout
         try:
-            self._fd = _dup(stream.fileno())
+            # At pytest_configure, before any test could patch os or capture the output.
+            self._fd = os.dup(stream.fileno())
             self._encoding = getattr(stream, "encoding", None) or "utf-8"
-            self._tty = _isatty(self._fd)
+            self._tty = os.isatty(self._fd)
         except (AttributeError, OSError, ValueError):
             self._fd = None  # no descriptor (an in-process pytester run): write in band only
 
@@ -175,7 +176,7 @@ class MainThread:
         self.out = out
         self._pending: deque[Lines] = deque()
         self._queue: Any = None
-        self._woken = threading.Event()
+        self._woken = REAL.Event()
 
     def attach(self, dsession: Any) -> bool:
         queue = getattr(dsession, "queue", None)

@@ -643,9 +643,9 @@ def test_ci_switches_turn_the_github_outputs_off(tmp_path: Path, live: list[Live
 
 
 def test_a_closed_output_changes_nothing(tmp_path: Path) -> None:
-    (tmp_path / "test_d.py").write_text(
-        "import time\ndef test_a(): time.sleep(3)\ndef test_b(): pass\n"
-    )
+    # One test, 4 s long: the stall line (at ~0.5 s) is the first write after the reader
+    # went away, the test's letter the second.
+    (tmp_path / "test_d.py").write_text("import time\ndef test_a(): time.sleep(4)\n")
     codes = []
     for extra in ((), ("--monitor", "--monitor-stall=0.5", "--monitor-slow=1")):
         proc = subprocess.Popen(
@@ -662,8 +662,11 @@ def test_a_closed_output_changes_nothing(tmp_path: Path) -> None:
         codes.append(proc.wait(RUN_TIMEOUT))
     assert codes[0] == codes[1]
     recorded = only_log(tmp_path)
-    assert isinstance(recorded.events[-1], ev.RunFinished)
-    assert any("pytest's output failed" in n.msg for n in recorded.of(ev.Notice))
+    end = recorded.events[-1]
+    assert isinstance(end, ev.RunFinished)
+    if end.stalls:  # pytest lived to the stall (it can die at an earlier write of its own)
+        notices = [n.msg for n in recorded.of(ev.Notice)]
+        assert any("pytest's output failed" in n for n in notices), notices
 
 
 # ------------------------------------------------------------------ options
