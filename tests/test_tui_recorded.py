@@ -139,6 +139,8 @@ async def test_lock_wait_and_stall_of_a_real_run(pytester: pytest.Pytester) -> N
         assert "thread MainThread event: threading.Event.wait" in stuck
         assert "test_stuck.py:" in stuck
         assert " in test_missed_wakeup\n" in stuck
+        # the worker that migrated slept under the lock (before 3.11 a select: still a sleep)
+        assert f"thread MainThread sleep: time.sleep({MIGRATION})" in stuck
 
     # The test ended: its worker is no longer stalled, even before the stall's end arrives.
     finished = next(
