@@ -181,6 +181,7 @@ def test_migrates_on_its_own_locked_connection():
 """
 
 
+@pytest.mark.postgres
 def test_alembic_sharing_the_tests_connection_does_not_deadlock(
     pytester: pytest.Pytester,
     pg_url: str,  # noqa: F811
@@ -200,6 +201,7 @@ def test_alembic_sharing_the_tests_connection_does_not_deadlock(
 # ------------------------------------------------------------------ identity
 
 
+@pytest.mark.isolated  # the probe patches alembic and SQLAlchemy for good
 def test_alembic_commands_keep_their_identity() -> None:
     import alembic.command
     from alembic.runtime.migration import MigrationContext
@@ -217,6 +219,7 @@ def test_alembic_commands_keep_their_identity() -> None:
     assert inspect.signature(run) == inspect.signature(run.__wrapped__)  # type: ignore[attr-defined]
 
 
+@pytest.mark.isolated  # the probe patches SQLAlchemy for good
 def test_create_all_keeps_its_identity() -> None:
     from sqlalchemy import MetaData
 

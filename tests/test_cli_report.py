@@ -322,6 +322,7 @@ def synthetic(monitor: MonitorDir) -> Path:
 # ---------------------------------------------------------- reports of real runs
 
 
+@pytest.mark.compat
 def test_text_report_matches_pytest(real_run: RealRun, capsys: pytest.CaptureFixture[str]) -> None:
     out = run_cli(capsys, "report", "--dir", str(real_run.monitor))
     assert out.code == 0, out.err

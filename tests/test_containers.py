@@ -2,16 +2,14 @@
 
 The engine is whatever ``DOCKER_HOST`` names (``scripts/podman-setup --env`` prints it; the
 socket it starts is used when the variable is unset). The image is built locally by that
-script: nothing is pulled. Without an engine these tests skip, except under ``CI=true``
-where a missing engine is a failure.
+script: nothing is pulled. The tests that need it are marked ``engine``: without an engine
+they skip, except under ``CI=true`` where a missing engine is a failure (tests/conftest.py).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -25,64 +23,19 @@ from testmon_live.plugin.probes.containers import (
 )
 from testmon_live.plugin.state import RunState
 
-from .conftest import Recorded, only_run
+from .conftest import TEST_IMAGE, Recorded, engine_environ, only_run
 
-IMAGE = os.environ.get("TESTMON_TEST_IMAGE", "localhost/testmon-bb:latest")
-PODMAN_SOCKET = "/run/podman/podman.sock"
+IMAGE = TEST_IMAGE
 INNER_TIMEOUT = 90
 
 pytestmark = pytest.mark.slow
-
-
-def _engine_env() -> dict[str, str]:
-    env = {
-        "TESTCONTAINERS_RYUK_DISABLED": "true",
-        "TESTCONTAINERS_CONNECTION_MODE": "docker_host",
-        "TC_HOST": "127.0.0.1",
-    }
-    host = os.environ.get("DOCKER_HOST")
-    if not host and Path(PODMAN_SOCKET).exists():
-        host = f"unix://{PODMAN_SOCKET}"
-    if host:
-        env["DOCKER_HOST"] = host
-    return env
-
-
-def _unavailable(why: str) -> None:
-    text = f"no container engine for the container tests: {why} (run scripts/podman-setup)"
-    if os.environ.get("CI") == "true":
-        pytest.fail(text)
-    pytest.skip(text)
-
-
-@pytest.fixture(scope="module")
-def engine_env() -> dict[str, str]:
-    env = _engine_env()
-    try:
-        import docker
-    except ImportError as exc:
-        _unavailable(f"the docker SDK is not installed ({exc})")
-    try:
-        client = docker.DockerClient(base_url=env.get("DOCKER_HOST"), timeout=5)
-        client.ping()
-        client.images.get(IMAGE)
-        client.close()
-    except Exception as exc:
-        _unavailable(f"{type(exc).__name__}: {exc}")
-    return env
-
-
-@pytest.fixture
-def engine(engine_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
-    for name, value in engine_env.items():
-        monkeypatch.setenv(name, value)
 
 
 def _cleanup(recorded: Recorded) -> None:
     """Remove what an inner run left behind (the leak test leaks on purpose)."""
     import docker
 
-    client = docker.DockerClient(base_url=_engine_env().get("DOCKER_HOST"), timeout=10)
+    client = docker.DockerClient(base_url=engine_environ().get("DOCKER_HOST"), timeout=10)
     try:
         label = f"{RUN_LABEL}={recorded.header.run_id}"
         for container in client.containers.list(all=True, filters={"label": label}):
@@ -121,6 +74,7 @@ def web_container(delay="1"):
 """
 
 
+@pytest.mark.engine
 def test_per_worker_container_is_recorded_on_each_worker(
     pytester: pytest.Pytester, engine: None
 ) -> None:
@@ -181,6 +135,7 @@ def test_get(web, n):
     assert f"container {IMAGE} started 2x on 2 workers" in result.stdout.str()
 
 
+@pytest.mark.engine
 def test_container_shared_across_workers_behind_a_file_lock(
     pytester: pytest.Pytester, engine: None
 ) -> None:
@@ -281,6 +236,7 @@ def shared_web():
 """
 
 
+@pytest.mark.engine
 def test_shared_container_stopped_by_its_owner_while_another_worker_uses_it(
     pytester: pytest.Pytester, engine: None
 ) -> None:
@@ -354,6 +310,7 @@ def test_after_the_owner_is_done(shared_web):
     assert row["stopped_while_used"] == [other]
 
 
+@pytest.mark.engine
 def test_wait_timeout_missing_image_and_unreachable_engine_are_failures_with_the_cause(
     pytester: pytest.Pytester, engine: None
 ) -> None:
@@ -405,6 +362,7 @@ def test_engine_unreachable(monkeypatch):
     assert view.failed_phase == "ready"
 
 
+@pytest.mark.engine
 def test_container_killed_mid_run_is_a_death_attributed_to_its_owner(
     pytester: pytest.Pytester, engine: None
 ) -> None:
@@ -445,6 +403,7 @@ def test_kill(web):
     assert "died: exit code 137, started by" in result.stdout.str()
 
 
+@pytest.mark.engine
 def test_unhealthy_container_is_reported_with_its_owner(
     pytester: pytest.Pytester, engine: None
 ) -> None:
@@ -493,6 +452,7 @@ def test_unhealthy():
     assert row["health"] == "unhealthy"
 
 
+@pytest.mark.engine
 def test_leaked_container_is_found_at_the_end_with_its_owner(
     pytester: pytest.Pytester, engine: None
 ) -> None:

@@ -1,6 +1,7 @@
 """Database locks and migrations through real pytest sessions against real servers:
 PostgreSQL at 127.0.0.1:5432 (user postgres), MariaDB at 127.0.0.1:3306 (root) and SQLite
-files. A missing server skips locally and fails under ``CI=true``.
+files. Tests marked ``postgres`` / ``mariadb`` need that server (tests/conftest.py checks it:
+a missing server skips locally and fails under ``CI=true``).
 
 Each test gets a database of its own, so runs do not see each other's tables or locks.
 Placement: ``--dist each`` (every worker runs every test; a barrier makes them meet).
@@ -9,7 +10,6 @@ Placement: ``--dist each`` (every worker runs every test; a barrier makes them m
 from __future__ import annotations
 
 import json
-import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,33 +20,20 @@ from testmon_live.plugin import events as ev
 from testmon_live.plugin.probes import sqlalchemy as probe
 from testmon_live.tui import cli
 
-from .conftest import only_run
+from .conftest import MARIADB_URL, POSTGRES_URL, only_run, require_marker
 from .test_locks import BARRIER, TIMEOUT
-
-PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-MARIADB_ADMIN = "mysql+pymysql://root@127.0.0.1:3306/test"
-
-
-def _unavailable(what: str, exc: Exception) -> None:
-    message = f"{what} is not reachable: {exc}"
-    if os.environ.get("CI") == "true":
-        pytest.fail(message + " (CI=true: the services must run; see .ci/run)")
-    pytest.skip(message)
 
 
 def _fresh_database(admin_url: str, quote: str) -> Iterator[str]:
+    """A database of its own on a server the test's marker made sure is there."""
     import sqlalchemy as sa
 
     name = "tm_" + uuid.uuid4().hex[:12]
     engine = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(sa.text(f"CREATE DATABASE {quote}{name}{quote}"))
     try:
-        with engine.connect() as conn:
-            conn.execute(sa.text(f"CREATE DATABASE {quote}{name}{quote}"))
-    except sa.exc.OperationalError as exc:
-        engine.dispose()
-        _unavailable(admin_url.split("+")[0], exc)
-    try:
-        yield admin_url.rsplit("/", 1)[0] + "/" + name
+        yield sa.make_url(admin_url).set(database=name).render_as_string(hide_password=False)
     finally:
         with engine.connect() as conn:
             if admin_url.startswith("postgresql"):
@@ -62,13 +49,15 @@ def _fresh_database(admin_url: str, quote: str) -> Iterator[str]:
 
 
 @pytest.fixture
-def pg_url() -> Iterator[str]:
-    yield from _fresh_database(PG_ADMIN, '"')
+def pg_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    require_marker(request, "postgres")
+    yield from _fresh_database(POSTGRES_URL, '"')
 
 
 @pytest.fixture
-def mariadb_url() -> Iterator[str]:
-    yield from _fresh_database(MARIADB_ADMIN, "`")
+def mariadb_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    require_marker(request, "mariadb")
+    yield from _fresh_database(MARIADB_URL, "`")
 
 
 # ---------------------------------------------------------------- migrations
@@ -301,6 +290,7 @@ def schema():
 }
 
 
+@pytest.mark.postgres
 def test_pg_advisory_lock_waits_name_holder_and_waiter(
     pytester: pytest.Pytester, pg_url: str
 ) -> None:
@@ -368,6 +358,7 @@ def test_abba():
 }
 
 
+@pytest.mark.postgres
 def test_pg_advisory_abba_reported_as_deadlock(pytester: pytest.Pytester, pg_url: str) -> None:
     _suite(pytester, pg_url, PG_ABBA)
     result = pytester.runpytest_subprocess(
@@ -425,6 +416,7 @@ def test_get_lock_and_metadata_lock():
 }
 
 
+@pytest.mark.mariadb
 def test_mariadb_get_lock_and_metadata_lock_waits(
     pytester: pytest.Pytester, mariadb_url: str
 ) -> None:
@@ -480,6 +472,7 @@ def test_get_lock_times_out():
 }
 
 
+@pytest.mark.mariadb
 def test_mariadb_get_lock_timeout_is_a_failed_wait_not_a_holder(
     pytester: pytest.Pytester, mariadb_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -553,6 +546,7 @@ def test_bulk_insert_waits():
 }
 
 
+@pytest.mark.mariadb
 def test_mariadb_executemany_that_waits_is_recorded_with_its_blocker(
     pytester: pytest.Pytester, mariadb_url: str
 ) -> None:
@@ -588,6 +582,7 @@ def test_dialect_keywords_still_accepted(tmp_path):
 }
 
 
+@pytest.mark.postgres
 def test_create_engine_keeps_its_dialect_keywords_under_monitor(
     pytester: pytest.Pytester, pg_url: str
 ) -> None:
@@ -629,6 +624,7 @@ def test_try_locks():
 }
 
 
+@pytest.mark.postgres
 def test_pg_try_advisory_locks_granted_and_refused(pytester: pytest.Pytester, pg_url: str) -> None:
     _suite(pytester, pg_url, PG_TRY)
     result = pytester.runpytest_subprocess(
@@ -738,6 +734,7 @@ def test_classify_lock_statements(
     assert got == expected
 
 
+@pytest.mark.isolated  # the probe patches SQLAlchemy for good
 def test_create_all_and_drop_all_are_migrations(tmp_path: Path) -> None:
     import sqlalchemy as sa
 

@@ -16,6 +16,7 @@ import pytest
 
 from testmon_live.plugin import events as ev
 from testmon_live.plugin.runlog import LiveRun, MonitorDir, iter_log, live_runs
+from testmon_live.plugin.server import HELLO_TIMEOUT
 from testmon_live.tui.sources import LiveConnection, SourceError
 
 GATED_SUITE = """
@@ -296,13 +297,19 @@ def test_garbage_on_the_viewer_socket_is_refused_and_the_run_goes_on(
         conn.send(ev.Command(worker=gate_worker, cmd="ping", id=7))
         assert any(isinstance(m, ev.CommandReply) and m.request == 7 for m in _take(conn, 400))
 
-    # 5. a viewer that never says hello is dropped after the timeout without hurting anyone
-    silent = _raw(live)
-    assert run.finish() == 0
+    # 5. a viewer that never says hello is dropped after the timeout, while the run goes on
+    silent = _raw(live)  # (it waits up to 30 s for the hub to hang up)
+    (line,) = _recv_lines(silent)
     silent.close()
+    error = ev.decode_control(line)
+    assert isinstance(error, ev.ControlError)
+    assert error.fatal
+    assert f"no hello within {HELLO_TIMEOUT:.0f} s" in error.msg
+    assert run.proc.poll() is None, "the run went on"
+    assert run.finish() == 0
     (log,) = run.mdir.logs()
     notices = [e.msg for e in iter_log(log) if isinstance(e, ev.Notice)]
-    assert sum("refused a viewer" in n for n in notices) >= 3
+    assert sum("refused a viewer" in n for n in notices) >= 4
     end = list(iter_log(log))[-1]
     assert isinstance(end, ev.RunFinished)
     assert end.counts == {"passed": 12}

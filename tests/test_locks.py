@@ -73,6 +73,7 @@ def test_uncontended():
 }
 
 
+@pytest.mark.compat
 def test_filelock_wait_recorded_with_holder_and_waiter(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(**FILELOCK_SUITE)
     result = pytester.runpytest_subprocess(
@@ -113,6 +114,7 @@ def test_filelock_without_monitor_is_untouched(pytester: pytest.Pytester) -> Non
     assert run_logs(pytester.path) == []
 
 
+@pytest.mark.isolated  # the probe patches filelock for good
 def test_filelock_patch_is_transparent_in_process(tmp_path: Path) -> None:
     """Re-entrancy, try-locks and timeouts behave as unpatched while a reporter records."""
     import filelock
@@ -281,6 +283,7 @@ def test_broken_setup_fails_everywhere(broken):
         pytest.param(["--monitor", "-p", "no:xdist"], id="monitor-single"),
     ],
 )
+@pytest.mark.compat
 def test_run_once_runs_once_and_propagates_failure(
     pytester: pytest.Pytester, args: list[str]
 ) -> None:
@@ -350,6 +353,7 @@ def test_monitor_api_in_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     assert record["ok"] is True
 
 
+@pytest.mark.isolated  # the hook stays in sys.meta_path
 def test_import_hook_keeps_the_module_whole(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -382,6 +386,7 @@ def _lock_event(w: str, action: str, key: str, lock_id: str, ts: float) -> ev.Lo
     return ev.LockEvent(w=w, ts=ts, action=action, kind="monitor", key=key, lock_id=lock_id)  # type: ignore[arg-type]
 
 
+@pytest.mark.compat
 def test_wait_for_graph_cycle_found_once_and_not_through_dead_workers() -> None:
     state = RunState(detail=False)
     state.apply_all(

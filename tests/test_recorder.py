@@ -75,6 +75,7 @@ def worker_of_each_test(stdout: str, xdist: bool) -> dict[str, str]:
     return found
 
 
+@pytest.mark.compat
 @pytest.mark.parametrize("mode", [XDIST, SINGLE])
 def test_every_test_recorded_once_with_its_phases_on_its_worker(
     pytester: pytest.Pytester, mode: list[str]
@@ -121,6 +122,7 @@ def test_every_test_recorded_once_with_its_phases_on_its_worker(
     assert end.counts == {"passed": 11}
 
 
+@pytest.mark.compat
 @pytest.mark.parametrize("mode", [XDIST, SINGLE])
 def test_fixtures_recorded_with_scope_trigger_and_teardown(
     pytester: pytest.Pytester, mode: list[str]
@@ -206,6 +208,7 @@ def test_c(broken): pass
     assert errors == {"engine": None, "broken": "RuntimeError: cannot connect"}
 
 
+@pytest.mark.compat
 @pytest.mark.parametrize("mode", [XDIST, SINGLE])
 def test_heartbeats_name_the_running_test(pytester: pytest.Pytester, mode: list[str]) -> None:
     pytester.makepyfile(
@@ -406,6 +409,7 @@ def pytest_sessionfinish(session):
     assert not (pytester.path / ".testmon").exists()
 
 
+@pytest.mark.compat
 def test_plugin_import_is_light() -> None:
     """Loaded into every pytest process: no Textual, no Rich, no TUI, not even msgspec."""
     code = (

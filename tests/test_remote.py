@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,7 +15,14 @@ import pytest
 
 from testmon_live.plugin import events as ev
 
-from .conftest import Recorded, read_recorded, run_logs
+from .conftest import (
+    HOLD_THE_GIL,
+    Recorded,
+    open_gate,
+    read_recorded,
+    run_logs,
+    write_gate_module,
+)
 
 # execnet's own socket server (execnet/script/socketserver.py serves one gateway per
 # process): N processes share one listening port, so `--tx N*socket=HOST:PORT` connects N
@@ -147,23 +155,53 @@ def test_frozen_remote_worker_is_reported_unresponsive_without_stacks(
     pytester: pytest.Pytester, socket_server: int
 ) -> None:
     """The hub cannot signal a process on another machine: silence is all it reports."""
-    from .test_hangs import regex_size
-
+    gate = pytester.path / "gate"
+    write_gate_module(pytester.path)
     pytester.makepyfile(
         test_f=f"""
 import re
+from gate import GateOpened, alarm_at_the_gate
+
 def test_frozen():
-    assert re.match(r"(a+)+$", "a" * {regex_size(5.0)} + "b") is None
+    waiter = alarm_at_the_gate({str(gate)!r})  # (a remote worker has the server's env)
+    try:
+        {HOLD_THE_GIL}
+    except GateOpened:
+        pass
+    finally:
+        waiter.wait()
 """
     )
     tx = f"1*socket=127.0.0.1:{socket_server}//chdir={pytester.path}"
-    result = pytester.runpytest_subprocess(
-        "--monitor", "--monitor-stall=1", "--dist", "load", "--tx", tx
-    )
-    result.assert_outcomes(passed=1)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--monitor",
+         "--monitor-stall=1", "--dist", "load", "--tx", tx],
+        cwd=pytester.path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )  # fmt: skip
+
+    def silent() -> bool:
+        logs = run_logs(pytester.path)
+        events = read_recorded(logs[0]).events if logs else []
+        return any(isinstance(e, ev.Unresponsive) and not e.recovered for e in events)
+
+    try:
+        deadline = time.monotonic() + 120
+        while proc.poll() is None and time.monotonic() < deadline and not silent():
+            time.sleep(0.1)
+        open_gate(gate)  # the worker holds the GIL until here
+        output, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, output
+    assert "1 passed" in output
     run = read_recorded(run_logs(pytester.path)[0])
-    silent = [u for u in run.of(ev.Unresponsive) if not u.recovered]
-    assert silent, [(type(e).__name__, e.w, e.ts) for e in run.events]
-    assert [u.test for u in silent] == ["test_f.py::test_frozen"]
+    silences = [u for u in run.of(ev.Unresponsive) if not u.recovered]
+    assert silences, [(type(e).__name__, e.w, e.ts) for e in run.events]
+    assert [u.test for u in silences] == ["test_f.py::test_frozen"]
     assert [u.w for u in run.of(ev.Unresponsive) if u.recovered] == ["gw0"]
     assert not [s for s in run.of(ev.Stall) if s.reason == "unresponsive"]

@@ -54,6 +54,7 @@ def outcome_of(result: pytest.RunResult) -> tuple[int, dict[str, int]]:
     return int(result.ret), result.parseoutcomes()
 
 
+@pytest.mark.compat
 @pytest.mark.parametrize("mode", [["-n", "2"], ["-p", "no:xdist"]], ids=["xdist", "single"])
 def test_monitor_does_not_change_outcomes(pytester: pytest.Pytester, mode: list[str]) -> None:
     pytester.makepyfile(test_mixed=MIXED)
@@ -97,6 +98,7 @@ def test_single_process_crash_exit_code_unchanged(pytester: pytest.Pytester) -> 
     ],
     ids=["os_exit", "sigkill", "segfault"],
 )
+@pytest.mark.compat
 def test_killed_worker_is_attributed_to_its_test(
     pytester: pytest.Pytester, body: str, exitcode: int | None, signame: str | None
 ) -> None:
@@ -212,17 +214,20 @@ def test_secrets_stay_out_of_the_log(
     monkeypatch.setenv("DB_PASSWORD", "hunter2")
     monkeypatch.setenv("DATABASE_URL", "postgresql://app:s3cr3t@db.example/test")
     monkeypatch.setenv("GITHUB_TOKEN", "ghp_abcdef")
+    monkeypatch.setenv("DB_PWD", "letmein")  # *PWD is a password...
+    monkeypatch.setenv("PWD", "/home/dev/project")  # ...but PWD is the working folder
     pytester.makepyfile(test_x="def test_x(): pass")
     pytester.runpytest_subprocess(
         "--monitor", "-o", "markers=db: uses mysql://root:pw0rd@localhost/x"
     ).assert_outcomes(passed=1)
     text = run_logs(pytester.path)[0].read_text()
-    for secret in ("hunter2", "s3cr3t", "ghp_abcdef", "pw0rd"):
+    for secret in ("hunter2", "s3cr3t", "ghp_abcdef", "pw0rd", "letmein"):
         assert secret not in text
     header = only_run(pytester).header
     assert header.env["DB_PASSWORD"] == "***"
+    assert header.env["DB_PWD"] == "***"
     assert header.env["DATABASE_URL"] == "postgresql://app:***@db.example/test"
-    assert header.env["PWD"] == os.environ["PWD"] if "PWD" in os.environ else True
+    assert header.env["PWD"] == "/home/dev/project"
     assert any("mysql://root:***@localhost/x" in a for a in header.args)
 
 

@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-from rich.text import Text
 from textual.events import MouseScrollUp
 from textual.widgets import DataTable, Input, Static, TabbedContent
 from textual.widgets._tabbed_content import ContentTab
@@ -30,6 +29,8 @@ from testmon_live.tui.widgets.test_detail import TestDetailScreen
 from testmon_live.tui.widgets.timeline import Timeline
 from testmon_live.tui.widgets.workers_table import WorkersTable
 
+from .conftest import shown
+
 SIZE = (120, 36)
 
 
@@ -40,12 +41,6 @@ def log(tmp_path: Path, events: list[ev.Event], name: str = sample.RUN_ID) -> Pa
 def app_on(path: Path, speed: float | None = None, live: bool | None = None) -> MonitorApp:
     """``live``: the log is still written (a cut log shows a moment of a live run)."""
     return make_app(ReplaySource(path, speed=speed, live=live), clock=lambda: sample.T0)
-
-
-def shown(widget: Static) -> str:
-    """The text a Static shows."""
-    content = widget.render()
-    return content.plain if isinstance(content, Text) else str(content)
 
 
 def header(app: MonitorApp) -> str:
@@ -61,6 +56,7 @@ def worker_states(app: MonitorApp) -> dict[str, str]:
     return states
 
 
+@pytest.mark.compat
 async def test_end_state_of_a_recorded_run(tmp_path: Path) -> None:
     app = app_on(log(tmp_path, sample.demo_run()))
     async with app.run_test(size=SIZE) as pilot:
@@ -157,6 +153,7 @@ async def test_parallelism_shares_are_of_the_run_wall_and_the_chart_fills_the_wi
         assert max(len(line.rstrip()) for line in chart) >= panel.content_size.width - 4
 
 
+@pytest.mark.compat
 async def test_timeline_selects_a_bar_and_opens_the_test(tmp_path: Path) -> None:
     app = app_on(log(tmp_path, sample.demo_run()))
     async with app.run_test(size=SIZE) as pilot:
@@ -189,7 +186,7 @@ async def test_timeline_selects_a_bar_and_opens_the_test(tmp_path: Path) -> None
 
 
 def shown_timeline(timeline: Timeline) -> str:
-    return timeline.render().plain
+    return shown(timeline)
 
 
 async def test_timeline_draws_the_test_still_running_up_to_now(tmp_path: Path) -> None:
@@ -328,6 +325,7 @@ async def test_find_a_worker(tmp_path: Path) -> None:
         assert str(table.get_row_at(table.cursor_row)[0]) == "gw2"
 
 
+@pytest.mark.compat
 async def test_replay_plays_pauses_steps_and_seeks(tmp_path: Path) -> None:
     source_log = log(tmp_path, sample.demo_run())
     app = app_on(source_log, speed=20.0)
@@ -422,9 +420,26 @@ def test_elapsed_does_not_go_back_when_a_live_hub_vanishes() -> None:
     assert ingest.eta() is None
 
 
-async def test_live_only_bindings_hidden_from_live_sources(tmp_path: Path) -> None:
-    app = app_on(log(tmp_path, sample.demo_run()))
-    assert app.check_action("play_pause", ()) is True
+REPLAY_ACTIONS = {"play_pause", "step", "seek", "seek_start"}
+
+
+def shown_actions(app: MonitorApp) -> set[str]:
+    """The actions of the bindings the screen shows now (without their arguments)."""
+    return {b.binding.action.split("(")[0] for b in app.screen.active_bindings.values()}
+
+
+async def test_replay_only_bindings_hidden_from_live_sources(tmp_path: Path) -> None:
+    """Play, step and seek mean nothing on a live run: hidden there, shown on a replay."""
+    live = make_app(LiveSource(MonitorDir(tmp_path / ".testmon")), clock=lambda: sample.T0)
+    async with live.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        assert "quit" in shown_actions(live)
+        assert not shown_actions(live) & REPLAY_ACTIONS
+        assert all(live.check_action(action, ()) is False for action in REPLAY_ACTIONS)
+    replay = app_on(log(tmp_path, sample.demo_run()))
+    async with replay.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        assert shown_actions(replay) >= REPLAY_ACTIONS
 
 
 async def test_torn_log_shows_what_it_has_and_says_so(tmp_path: Path) -> None:
@@ -558,10 +573,24 @@ def test_state_is_folded_off_the_ui_thread(tmp_path: Path) -> None:
     assert threading.main_thread().name not in threads
 
 
-def test_datatable_alias() -> None:
-    assert issubclass(WorkersTable, DataTable)
+async def test_enter_on_a_worker_opens_the_last_test_it_finished(tmp_path: Path) -> None:
+    app = app_on(log(tmp_path, sample.demo_run()))
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        await pilot.press("1")
+        table = app.main.query_one(WorkersTable)
+        table.focus()
+        table.move_cursor(row=table.get_row_index("gw2"))
+        await pilot.pause()
+        await pilot.press("enter")
+        await pilot.pause()
+        assert isinstance(app.screen, TestDetailScreen)
+        last = [t for t in app.ingest.state.tests if t.w == "gw2"][-1]
+        assert app.screen.test.nodeid == last.nodeid
+        assert last.nodeid != app.ingest.state.tests[-1].nodeid, "not just the run's last test"
 
 
+@pytest.mark.compat
 @pytest.mark.parametrize("width", [80, 110, 160])
 async def test_workers_table_fits_the_screen(tmp_path: Path, width: int) -> None:
     """No horizontal scrolling: the test column takes what the others leave, also after a

@@ -9,7 +9,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from rich.text import Text
 
 from testmon_live.plugin.runlog import MonitorDir
 from testmon_live.plugin.state import RunState
@@ -19,6 +18,7 @@ from testmon_live.tui.sources import LiveSource
 from testmon_live.tui.widgets.run_header import RunHeader
 from testmon_live.tui.widgets.workers_table import WorkersTable
 
+from .conftest import shown
 from .test_live import GATED_SUITE, GatedRun
 
 pytestmark = pytest.mark.slow
@@ -44,8 +44,7 @@ def gated(pytester: pytest.Pytester) -> Iterator[Callable[[list[str]], GatedRun]
 
 
 def header(app: MonitorApp) -> str:
-    content = app.main.query_one(RunHeader).render()
-    return content.plain if isinstance(content, Text) else str(content)
+    return shown(app.main.query_one(RunHeader))
 
 
 async def until(pilot: object, check: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
@@ -58,6 +57,7 @@ async def until(pilot: object, check: Callable[[], bool], what: str, timeout: fl
         await pilot.pause(0.05)
 
 
+@pytest.mark.compat
 async def test_attach_mid_run_then_follow_to_the_end(
     gated: Callable[[list[str]], GatedRun],
 ) -> None:

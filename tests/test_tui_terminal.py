@@ -18,6 +18,8 @@ from testmon_live.plugin import events as ev
 from testmon_live.tui import sample
 from testmon_live.tui.cli import EXIT_ERROR, EXIT_SCHEMA, EXIT_USAGE, main
 
+from .conftest import engine_environ, require_marker
+
 pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
 DEMO = Path(__file__).resolve().parents[1] / "examples" / "demo"
@@ -33,17 +35,12 @@ def test_broken():
 """
 
 
-def tmux_or_fail() -> str:
-    tmux = shutil.which("tmux")
-    if tmux is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("tmux is missing: .ci/run installs it")
-        pytest.skip("tmux is not installed")
-    return tmux
-
-
 class Tmux:
-    def __init__(self, tmux: str, cwd: Path, command: str) -> None:
+    """A dashboard in a real terminal: a tmux session (tests marked ``terminal``)."""
+
+    def __init__(self, cwd: Path, command: str) -> None:
+        tmux = shutil.which("tmux")
+        assert tmux is not None, "the test's `terminal` marker makes sure tmux is there"
         self.tmux = tmux
         self.name = f"testmon-{uuid.uuid4().hex[:8]}"
         env_path = f"{BIN}:{os.environ.get('PATH', '')}"
@@ -83,20 +80,21 @@ class Tmux:
 
 
 @pytest.fixture
-def tmux_session(pytester: pytest.Pytester) -> Iterator[list[Tmux]]:
-    tmux_or_fail()
+def tmux_session(request: pytest.FixtureRequest) -> Iterator[list[Tmux]]:
+    require_marker(request, "terminal")
     sessions: list[Tmux] = []
     yield sessions
     for session in sessions:
         session.kill()
 
 
+@pytest.mark.terminal
 def test_tui_in_a_real_terminal_follows_a_run_started_beside_it(
     pytester: pytest.Pytester, tmux_session: list[Tmux]
 ) -> None:
     pytester.makepyfile(test_suite=SUITE)
     (pytester.path / ".testmon").mkdir()
-    term = Tmux(tmux_or_fail(), pytester.path, "testmon tui")
+    term = Tmux(pytester.path, "testmon tui")
     tmux_session.append(term)
     term.wait_for("no live run and none recorded", "1 Workers")
     run = subprocess.run(
@@ -118,11 +116,12 @@ def test_tui_in_a_real_terminal_follows_a_run_started_beside_it(
     assert "finished" not in term.screen(), "q quits the dashboard"
 
 
+@pytest.mark.terminal
 def test_replay_command_in_a_terminal(pytester: pytest.Pytester, tmux_session: list[Tmux]) -> None:
     path = sample.write_log(
         pytester.path / ".testmon" / "runs" / f"{sample.RUN_ID}.jsonl", sample.demo_run()
     )
-    term = Tmux(tmux_or_fail(), pytester.path, f"testmon replay {path.name[:15]}")
+    term = Tmux(pytester.path, f"testmon replay {path.name[:15]}")
     tmux_session.append(term)
     screen = term.wait_for("finished", "56 passed", "elapsed 18.0s")
     assert "gw3" in screen
@@ -173,6 +172,7 @@ def test_dashboard_refuses_what_is_not_a_run_log_before_opening(
         assert len(err.strip().splitlines()) == 1, err
 
 
+@pytest.mark.engine
 def test_demo_headless_prints_the_report(tmp_path: Path) -> None:
     copy = tmp_path / "demo"
     shutil.copytree(DEMO, copy, ignore=shutil.ignore_patterns(".testmon", "__pycache__"))
@@ -181,13 +181,12 @@ def test_demo_headless_prints_the_report(tmp_path: Path) -> None:
         capture_output=True,
         text=True,
         timeout=180,
+        env={**os.environ, **engine_environ()},
     )
     assert done.returncode == 0, done.stderr
     report = done.stdout
-    # the five shared-container tests run where an engine answers (always under CI)
-    with_engine = "64 tests: 1 failed, 61 passed, 1 skipped, 1 xfailed"
-    without = "64 tests: 1 failed, 56 passed, 6 skipped, 1 xfailed"
-    assert with_engine in report or (not os.environ.get("CI") and without in report), report
+    # with the engine (the test's marker), the five shared-container tests run too
+    assert "64 tests: 1 failed, 61 passed, 1 skipped, 1 xfailed" in report, report
     assert "4 workers" in report
     assert "test_reports.py::test_quarterly_report" in report
     assert "database (session scope) set up once per worker: 4x on 4 workers" in report
@@ -202,13 +201,22 @@ def test_quitting_the_demo_early_interrupts_its_run_cleanly(tmp_path: Path) -> N
 
     copy = tmp_path / "demo"
     shutil.copytree(DEMO, copy, ignore=shutil.ignore_patterns(".testmon", "__pycache__"))
+    runs = copy / ".testmon" / "runs"
+
+    def into_the_run() -> bool:
+        """Workers busy, the migration lock taken (and maybe waited on)."""
+        logs = list(runs.glob("*.jsonl"))
+        return bool(logs) and any(
+            isinstance(e, ev.LockEvent) and e.action == "acquired" for e in read_log(logs[0]).events
+        )
+
     process = demo.start(copy)
     try:
-        runs = copy / ".testmon" / "runs"
-        deadline = time.monotonic() + 60
-        while not any(runs.glob("*.jsonl")) and time.monotonic() < deadline:
+        deadline = time.monotonic() + 120
+        while not into_the_run():
+            assert process.poll() is None, "the demo run ended by itself"
+            assert time.monotonic() < deadline, "the demo run never took its migration lock"
             time.sleep(0.2)
-        time.sleep(3.0)  # into the run: workers busy, the migration lock taken
     finally:
         demo.stop(process)
     assert process.returncode == pytest.ExitCode.INTERRUPTED
@@ -216,6 +224,7 @@ def test_quitting_the_demo_early_interrupts_its_run_cleanly(tmp_path: Path) -> N
     end = read_log(log).events[-1]
     assert isinstance(end, ev.RunFinished)
     assert end.status == "interrupted"
+    assert end.workers, "the workers were up when it was interrupted"
     output = (copy / ".testmon" / "demo-output.txt").read_text()
     assert "cannot send" not in output
     assert "Warning" not in output

@@ -482,7 +482,11 @@ def _demo_arguments(parser: argparse.ArgumentParser) -> None:
         "without a terminal)",
     )
     parser.add_argument(
-        "--path", type=Path, default=None, help="the demo suite (default: examples/demo)"
+        "--path",
+        type=Path,
+        default=None,
+        help="the demo suite (default: the bundled one, examples/demo of the source tree; "
+        "installed from a wheel, it runs in a copy in ~/.cache/testmon-live/demo)",
     )
     parser.add_argument("-n", "--workers", type=int, default=4, help="xdist workers (default 4)")
 

@@ -8,10 +8,14 @@ so it does not scribble over the dashboard.
 
 from __future__ import annotations
 
+import contextlib
+import importlib.util
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import sysconfig
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -21,7 +25,9 @@ DEMO_WORKERS = 4
 DEMO_STALL = 2.0
 """Seconds before a phase counts as stalled in the demo (the default is 30)."""
 DEMO_ENV = "TESTMON_DEMO"
-"""Where the demo suite is when testmon-live is not run from its source tree."""
+"""A demo suite to run instead of the bundled one."""
+BUNDLED = "testmon_live.demo_suite"
+"""The bundled suite: examples/demo of the source tree, installed under this name."""
 OUTPUT_NAME = "demo-output.txt"
 
 
@@ -30,18 +36,62 @@ class DemoError(Exception):
 
 
 def demo_dir(given: Path | None = None) -> Path:
-    """The demo suite: ``--path``, ``$TESTMON_DEMO``, or ``examples/demo`` of the source tree."""
+    """The demo suite to run: ``--path``, ``$TESTMON_DEMO``, or the bundled one.
+
+    The bundled suite is ``examples/demo`` of a source checkout (an editable install), or
+    the copy a wheel installed as ``testmon_live.demo_suite``: a run writes its logs beside
+    the suite, and nothing may write into an installed package, so an installed suite is
+    copied to :func:`work_dir` first (refreshed each time; earlier runs are kept).
+    """
     candidates = [given] if given else []
     if os.environ.get(DEMO_ENV):
         candidates.append(Path(os.environ[DEMO_ENV]))
-    candidates.append(Path(__file__).resolve().parents[1] / "examples" / "demo")
     for path in candidates:
         if path is not None and (path / "conftest.py").is_file():
             return path
-    raise DemoError(
-        "cannot find the demo suite (examples/demo of the testmon-live source tree); "
-        f"pass --path or set {DEMO_ENV}"
+    bundled = bundled_suite()
+    if bundled is None:
+        raise DemoError(
+            f"cannot find the demo suite (the package {BUNDLED} is not installed); "
+            f"pass --path or set {DEMO_ENV}"
+        )
+    if not _installed(bundled):
+        return bundled
+    work = work_dir()
+    shutil.copytree(
+        bundled,
+        work,
+        dirs_exist_ok=True,
+        ignore=shutil.ignore_patterns("__pycache__", DEFAULT_DIRNAME),
     )
+    return work
+
+
+def bundled_suite() -> Path | None:
+    """Where the demo suite that ships with testmon-live is, if it is there."""
+    try:
+        spec = importlib.util.find_spec(BUNDLED)
+    except ImportError:
+        return None
+    for location in (spec.submodule_search_locations or []) if spec else []:
+        path = Path(location)
+        if (path / "conftest.py").is_file():
+            return path
+    return None
+
+
+def work_dir() -> Path:
+    """Where an installed demo suite runs: the user's cache folder."""
+    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(cache) / "testmon-live" / "demo"
+
+
+def _installed(path: Path) -> bool:
+    """Is ``path`` inside an installed distribution (site-packages)?"""
+    paths = sysconfig.get_paths()
+    roots = {Path(paths[key]).resolve() for key in ("purelib", "platlib")}
+    resolved = path.resolve()
+    return any(resolved.is_relative_to(root) for root in roots)
 
 
 def pytest_command(workers: int = DEMO_WORKERS, stall: float = DEMO_STALL) -> list[str]:
@@ -80,19 +130,22 @@ def start(
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             env=env,
+            start_new_session=True,  # its own process group: stop() signals all of it
         )
     finally:
         output.close()
 
 
-def stop(process: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
+def stop(process: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
     """End the demo run if it still goes (the user quit the dashboard early): Ctrl-C, as a
-    user would, so that pytest ends the run and the log says ``interrupted``; harder only
-    when that does not end it."""
+    terminal sends it, to the run's whole process group (pytest and its xdist workers), so
+    that pytest ends the run and the log says ``interrupted``; harder only when that does
+    not end it within ``timeout`` seconds (xdist gives its workers 10 s to finish)."""
     for how in (signal.SIGINT, signal.SIGTERM, signal.SIGKILL):
         if process.poll() is not None:
             return
-        process.send_signal(how)
+        with contextlib.suppress(ProcessLookupError):  # (it ended since the poll)
+            os.killpg(process.pid, how)
         try:
             process.wait(timeout)
         except subprocess.TimeoutExpired:

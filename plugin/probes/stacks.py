@@ -130,6 +130,9 @@ _SYSCALLS: dict[str, dict[int, str]] = {
         95: "subprocess",
     },
 }
+_SELECTS: dict[str, frozenset[int]] = {"x86_64": frozenset({23, 270}), "aarch64": frozenset({72})}
+"""select / pselect6: with no descriptors (its first argument 0) it is a sleep, which is
+how ``time.sleep`` sleeps before Python 3.11."""
 # Imported when something first stalls, maybe under a test's patches: REAL, not os.
 _MACHINE = REAL.uname().machine if hasattr(os, "uname") else ""
 _CLK_TCK = REAL.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
@@ -161,8 +164,19 @@ def _stdlib_name(filename: str) -> str | None:
     return None
 
 
-def _qualname(code: CodeType) -> str:
-    return str(getattr(code, "co_qualname", code.co_name))
+def _qualname(code: CodeType, frame: FrameType | None = None) -> str:
+    """``Class.method`` of a frame's code; before Python 3.11 (no ``co_qualname``) found
+    from the frame's ``self``: the class in its MRO that defines this very code."""
+    qualname = getattr(code, "co_qualname", None)
+    if qualname is not None:
+        return str(qualname)
+    if frame is not None and code.co_argcount and code.co_varnames[0] == "self":
+        this = frame.f_locals.get("self")
+        for klass in type(this).__mro__:
+            method = klass.__dict__.get(code.co_name)
+            if getattr(method, "__code__", None) is code:
+                return f"{klass.__name__}.{code.co_name}"
+    return code.co_name
 
 
 def frames_of(frame: FrameType | None, limit: int = MAX_FRAMES) -> list[ev.Frame]:
@@ -171,7 +185,7 @@ def frames_of(frame: FrameType | None, limit: int = MAX_FRAMES) -> list[ev.Frame
     while frame is not None and len(out) < limit:
         code = frame.f_code
         name = code.co_filename
-        out.append(ev.Frame(name, frame.f_lineno or 0, _qualname(code), is_user_file(name)))
+        out.append(ev.Frame(name, frame.f_lineno or 0, _qualname(code, frame), is_user_file(name)))
         frame = frame.f_back
     out.reverse()
     return out
@@ -295,15 +309,19 @@ def thread_syscall(native_id: int | None) -> str | None:
         return None
     try:
         with REAL.open(f"/proc/self/task/{native_id}/syscall", "rb") as handle:
-            first = handle.read(32).split(None, 1)[0]
+            fields = handle.read(64).split(None, 2)
+        first = fields[0]
     except (OSError, IndexError):
         return None
     if first == b"running":
         return "busy"
     try:
-        return table.get(int(first))
+        number = int(first)
+        if number in _SELECTS.get(_MACHINE, ()) and len(fields) > 1 and int(fields[1], 16) == 0:
+            return "sleep"
     except ValueError:
         return None
+    return table.get(number)
 
 
 def thread_cpu(native_id: int | None, pid: str = "self") -> float | None:
@@ -369,7 +387,7 @@ def _coro_frames(coro: Any) -> tuple[list[ev.Frame], str | None]:
             break
         code = frame.f_code
         name = code.co_filename
-        out.append(ev.Frame(name, frame.f_lineno or 0, _qualname(code), is_user_file(name)))
+        out.append(ev.Frame(name, frame.f_lineno or 0, _qualname(code, frame), is_user_file(name)))
         coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
     return out, awaiting
 
