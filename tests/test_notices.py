@@ -850,8 +850,9 @@ def test_item(n):
 PROGRESS = re.compile(r"[.FEsxX]+ *(\[ *\d+%\])?")
 
 
+@pytest.mark.terminal
 def test_lines_do_not_tear_the_progress_line_in_a_terminal(tmp_path: Path) -> None:
-    from .test_tui_terminal import Tmux, tmux_or_fail
+    from .test_tui_terminal import Tmux
 
     write_suite(tmp_path, **TERMINAL_SUITE)
     (tmp_path / "test_quick.py").unlink()
@@ -859,7 +860,7 @@ def test_lines_do_not_tear_the_progress_line_in_a_terminal(tmp_path: Path) -> No
         [*PYTEST, "-n", "2", "--monitor", f"--monitor-stall={STALL}", "--monitor-slow=1"]
     )
     script = f"{pytest_line}; echo EXIT=$?; sleep 120"
-    term = Tmux(tmux_or_fail(), tmp_path, f"env -u PYTEST_ADDOPTS sh -c '{script}'")
+    term = Tmux(tmp_path, f"env -u PYTEST_ADDOPTS sh -c '{script}'")
     try:
         term.wait_for("[testmon-live] STALL", "[testmon-live] SLOW", timeout=60)
         time.sleep(1.0)  # the other worker's progress goes on beside the notices
