@@ -1,8 +1,9 @@
 """How fast the dashboard takes in events (not part of the test run; read the output).
 
-1. replay: a synthetic 1,000,000-event log (``tui/sample.py``) opened with ``testmon replay``'s
-   source and ingest, to its end state: wall time and peak RSS, measured in a fresh child
-   process (so RSS is the replay's own); then the same through the whole headless app.
+1. replay: a synthetic 1,000,000-event log (``tui/testing/sample_runs.py``) opened with
+   ``testmon replay``'s source and ingest, to its end state: wall time and peak RSS, measured
+   in a fresh child process (so RSS is the replay's own); then the same through the whole
+   headless app.
 2. live: a stand-in hub on a unix socket streams events at 20,000 events/s, stamped with the
    time they are sent; the app (headless, 120x36, workers tab) attaches through the real
    ``LiveSource``. At every redraw the lag is ``now - ts of the newest event folded``: hub
@@ -33,17 +34,17 @@ from textual.widgets import TabbedContent
 
 from testmon_live.plugin import events as ev
 from testmon_live.plugin.runlog import MonitorDir, write_live_file
-from testmon_live.tui import sample
-from testmon_live.tui.app import TABS, make_app
-from testmon_live.tui.ingest import Ingest
-from testmon_live.tui.sources import LiveSource, ReplaySource
+from testmon_live.tui.dashboard.app import TABS, make_app
+from testmon_live.tui.dashboard.ingest import Ingest
+from testmon_live.tui.dashboard.sources import LiveSource, ReplaySource
+from testmon_live.tui.testing import sample_runs
 
 
 def write_synthetic(path: Path, n: int) -> int:
     count = 0
     with path.open("wb") as handle:
         batch: list[ev.Event] = []
-        for event in sample.synthetic_run(n):
+        for event in sample_runs.synthetic_run(n):
             batch.append(event)
             if len(batch) >= 50_000:
                 handle.write(ev.encode_lines(batch))

@@ -256,7 +256,7 @@ def test_diff_matches_a_lock_across_pytest_temp_folders() -> None:
     """The xdist file lock recipe puts the lock in pytest's numbered temp folder, new each
     run: the diff must still see one lock whose wait moved, not two unrelated ones."""
     from testmon_live.plugin.state import RunState
-    from testmon_live.tui.diff import History, build_diff
+    from testmon_live.tui.reports.diff import History, build_diff
 
     def run(run_id: str, folder: str, waited: float) -> RunState:
         key = f"/tmp/pytest-of-root/{folder}/migrations.lock"

@@ -419,8 +419,8 @@ def test_a_monitor_that_cannot_start_is_no_error_under_strict_warnings(
 
 async def test_a_gateway_id_with_a_digit_that_is_no_number(pytester: pytest.Pytester) -> None:
     from testmon_live.tui import cli
-    from testmon_live.tui.app import make_app
-    from testmon_live.tui.sources import ReplaySource
+    from testmon_live.tui.dashboard.app import make_app
+    from testmon_live.tui.dashboard.sources import ReplaySource
 
     pytester.makepyfile(test_x="def test_a(): pass\ndef test_b(): assert 0\n")
     odd = ("--dist", "load", "--tx", "popen//id=gw²", "--tx", "popen//id=gw1²")

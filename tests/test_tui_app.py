@@ -12,35 +12,35 @@ from textual.widgets._tabbed_content import ContentTab
 
 from testmon_live.plugin import events as ev
 from testmon_live.plugin.runlog import MonitorDir
-from testmon_live.tui import sample
-from testmon_live.tui.app import TABS, MonitorApp, make_app
-from testmon_live.tui.ingest import Ingest
-from testmon_live.tui.report import fmt_percent
-from testmon_live.tui.runs import build_report, load_run
-from testmon_live.tui.screenshots import settle
-from testmon_live.tui.sources import LiveSource, ReplaySource
-from testmon_live.tui.widgets.containers_panel import ContainersPanel
-from testmon_live.tui.widgets.event_log import EventLog
-from testmon_live.tui.widgets.locks_panel import LocksPanel
-from testmon_live.tui.widgets.parallelism import ParallelismPanel
-from testmon_live.tui.widgets.run_header import RunHeader
-from testmon_live.tui.widgets.stuck_panel import StuckPanel
-from testmon_live.tui.widgets.test_detail import TestDetailScreen
-from testmon_live.tui.widgets.timeline import Timeline
-from testmon_live.tui.widgets.workers_table import WorkersTable
+from testmon_live.tui.dashboard.app import TABS, MonitorApp, make_app
+from testmon_live.tui.dashboard.ingest import Ingest
+from testmon_live.tui.dashboard.screens.test_detail import TestDetailScreen
+from testmon_live.tui.dashboard.screenshots import settle
+from testmon_live.tui.dashboard.sources import LiveSource, ReplaySource
+from testmon_live.tui.dashboard.widgets.containers_panel import ContainersPanel
+from testmon_live.tui.dashboard.widgets.event_log import EventLog
+from testmon_live.tui.dashboard.widgets.locks_panel import LocksPanel
+from testmon_live.tui.dashboard.widgets.parallelism import ParallelismPanel
+from testmon_live.tui.dashboard.widgets.run_header import RunHeader
+from testmon_live.tui.dashboard.widgets.stuck_panel import StuckPanel
+from testmon_live.tui.dashboard.widgets.timeline import Timeline
+from testmon_live.tui.dashboard.widgets.workers_table import WorkersTable
+from testmon_live.tui.reports.report import fmt_percent
+from testmon_live.tui.reports.runs import build_report, load_run
+from testmon_live.tui.testing import sample_runs
 
 from .conftest import shown
 
 SIZE = (120, 36)
 
 
-def log(tmp_path: Path, events: list[ev.Event], name: str = sample.RUN_ID) -> Path:
-    return sample.write_log(tmp_path / ".testmon" / "runs" / f"{name}.jsonl", events)
+def log(tmp_path: Path, events: list[ev.Event], name: str = sample_runs.RUN_ID) -> Path:
+    return sample_runs.write_log(tmp_path / ".testmon" / "runs" / f"{name}.jsonl", events)
 
 
 def app_on(path: Path, speed: float | None = None, live: bool | None = None) -> MonitorApp:
     """``live``: the log is still written (a cut log shows a moment of a live run)."""
-    return make_app(ReplaySource(path, speed=speed, live=live), clock=lambda: sample.T0)
+    return make_app(ReplaySource(path, speed=speed, live=live), clock=lambda: sample_runs.T0)
 
 
 def header(app: MonitorApp) -> str:
@@ -58,23 +58,23 @@ def worker_states(app: MonitorApp) -> dict[str, str]:
 
 @pytest.mark.compat
 async def test_end_state_of_a_recorded_run(tmp_path: Path) -> None:
-    app = app_on(log(tmp_path, sample.demo_run()))
+    app = app_on(log(tmp_path, sample_runs.demo_run()))
     async with app.run_test(size=SIZE) as pilot:
         await settle(app, pilot)
         top = header(app)
-        assert sample.RUN_ID in top
+        assert sample_runs.RUN_ID in top
         assert "finished" in top
         assert "56 passed" in top
         assert "1 failed" in top
         assert "1 skipped" in top
         assert "59/59" in top
         assert "elapsed 18.0s" in top
-        assert worker_states(app) == {w: "done" for w in sample.WORKERS}
+        assert worker_states(app) == {w: "done" for w in sample_runs.WORKERS}
 
 
 async def test_workers_mid_run_show_lock_waits_then_a_stall(tmp_path: Path) -> None:
-    events = sample.demo_run()
-    app = app_on(log(tmp_path, sample.cut(events, 3.0)), live=True)
+    events = sample_runs.demo_run()
+    app = app_on(log(tmp_path, sample_runs.cut(events, 3.0)), live=True)
     async with app.run_test(size=SIZE) as pilot:
         await settle(app, pilot)
         states = worker_states(app)
@@ -85,14 +85,14 @@ async def test_workers_mid_run_show_lock_waits_then_a_stall(tmp_path: Path) -> N
         assert sum("[migrations.lock]" in cell for cell in waiting) == 3
         screen = app.export_screenshot()
         assert screen.count("[migrations.lock]") == 3, "drawn, not taken for markup"
-    app = app_on(log(tmp_path, sample.cut(events, 9.0), "later"), live=True)
+    app = app_on(log(tmp_path, sample_runs.cut(events, 9.0), "later"), live=True)
     async with app.run_test(size=SIZE) as pilot:
         await settle(app, pilot)
         assert sorted(worker_states(app).values()) == ["call", "call", "call", "stalled"]
 
 
 async def test_panels_render_locks_containers_stalls_and_failures(tmp_path: Path) -> None:
-    app = app_on(log(tmp_path, sample.demo_run()))
+    app = app_on(log(tmp_path, sample_runs.demo_run()))
     async with app.run_test(size=SIZE) as pilot:
         await settle(app, pilot)
         await pilot.press("4")
@@ -129,7 +129,7 @@ async def test_parallelism_shares_are_of_the_run_wall_and_the_chart_fills_the_wi
 ) -> None:
     """A worker's busy share is of the run's wall time, as in ``testmon report``: xdist
     shuts workers down when the queue empties, the wait for the straggler is idle too."""
-    path = log(tmp_path, sample.demo_run())
+    path = log(tmp_path, sample_runs.demo_run())
     report = build_report(load_run(path, MonitorDir(tmp_path / ".testmon")))
     app = app_on(path)
     async with app.run_test(size=size) as pilot:
@@ -155,7 +155,7 @@ async def test_parallelism_shares_are_of_the_run_wall_and_the_chart_fills_the_wi
 
 @pytest.mark.compat
 async def test_timeline_selects_a_bar_and_opens_the_test(tmp_path: Path) -> None:
-    app = app_on(log(tmp_path, sample.demo_run()))
+    app = app_on(log(tmp_path, sample_runs.demo_run()))
     async with app.run_test(size=SIZE) as pilot:
         await settle(app, pilot)
         await pilot.press("2")
@@ -192,7 +192,7 @@ def shown_timeline(timeline: Timeline) -> str:
 async def test_timeline_draws_the_test_still_running_up_to_now(tmp_path: Path) -> None:
     """9 s in, gw3's straggler has run since 1.2 s (setup, then call from 5.7 s): its bar
     reaches the present, so the test being hunted is visible, not a gap."""
-    app = app_on(log(tmp_path, sample.cut(sample.demo_run(), 9.0)), live=True)
+    app = app_on(log(tmp_path, sample_runs.cut(sample_runs.demo_run(), 9.0)), live=True)
     async with app.run_test(size=(100, 20)) as pilot:
         await settle(app, pilot)
         await pilot.press("2")
@@ -209,7 +209,7 @@ async def test_timeline_draws_the_test_still_running_up_to_now(tmp_path: Path) -
 
 
 async def test_raw_events_filter(tmp_path: Path) -> None:
-    app = app_on(log(tmp_path, sample.demo_run()))
+    app = app_on(log(tmp_path, sample_runs.demo_run()))
     async with app.run_test(size=SIZE) as pilot:
         await settle(app, pilot)
         await pilot.press("8")
@@ -227,7 +227,7 @@ async def test_raw_events_filter(tmp_path: Path) -> None:
 
 
 async def test_escape_leaves_the_event_filter_and_keys_work_again(tmp_path: Path) -> None:
-    app = app_on(log(tmp_path, sample.demo_run()))
+    app = app_on(log(tmp_path, sample_runs.demo_run()))
     async with app.run_test(size=SIZE) as pilot:
         await settle(app, pilot)
         await pilot.press("8")
@@ -262,7 +262,7 @@ async def test_escape_leaves_the_event_filter_and_keys_work_again(tmp_path: Path
 async def test_a_number_key_gives_the_keys_to_the_view(
     tmp_path: Path, key: str, tab: str, view: type
 ) -> None:
-    app = app_on(log(tmp_path, sample.demo_run()))
+    app = app_on(log(tmp_path, sample_runs.demo_run()))
     async with app.run_test(size=SIZE) as pilot:
         await settle(app, pilot)
         await pilot.press("3")  # from another tab
@@ -273,7 +273,7 @@ async def test_a_number_key_gives_the_keys_to_the_view(
 
 
 async def test_right_arrow_moves_along_the_timeline_not_the_tabs(tmp_path: Path) -> None:
-    app = app_on(log(tmp_path, sample.demo_run()))
+    app = app_on(log(tmp_path, sample_runs.demo_run()))
     async with app.run_test(size=SIZE) as pilot:
         await settle(app, pilot)
         await pilot.press("2")
@@ -285,7 +285,7 @@ async def test_right_arrow_moves_along_the_timeline_not_the_tabs(tmp_path: Path)
 
 
 async def test_clicking_a_tab_gives_the_keys_to_its_view(tmp_path: Path) -> None:
-    app = app_on(log(tmp_path, sample.demo_run()))
+    app = app_on(log(tmp_path, sample_runs.demo_run()))
     async with app.run_test(size=SIZE) as pilot:
         await settle(app, pilot)
         await pilot.click("#--content-tab-timeline")
@@ -296,7 +296,7 @@ async def test_clicking_a_tab_gives_the_keys_to_its_view(tmp_path: Path) -> None
 
 
 async def test_find_a_test_by_part_of_its_name(tmp_path: Path) -> None:
-    app = app_on(log(tmp_path, sample.demo_run()))
+    app = app_on(log(tmp_path, sample_runs.demo_run()))
     async with app.run_test(size=SIZE) as pilot:
         await settle(app, pilot)
         await pilot.press("slash")
@@ -310,7 +310,7 @@ async def test_find_a_test_by_part_of_its_name(tmp_path: Path) -> None:
 
 
 async def test_find_a_worker(tmp_path: Path) -> None:
-    app = app_on(log(tmp_path, sample.demo_run()))
+    app = app_on(log(tmp_path, sample_runs.demo_run()))
     async with app.run_test(size=SIZE) as pilot:
         await settle(app, pilot)
         await pilot.press("2", "slash")
@@ -327,7 +327,7 @@ async def test_find_a_worker(tmp_path: Path) -> None:
 
 @pytest.mark.compat
 async def test_replay_plays_pauses_steps_and_seeks(tmp_path: Path) -> None:
-    source_log = log(tmp_path, sample.demo_run())
+    source_log = log(tmp_path, sample_runs.demo_run())
     app = app_on(source_log, speed=20.0)
     async with app.run_test(size=SIZE) as pilot:
         for _ in range(100):
@@ -357,9 +357,9 @@ async def test_replay_plays_pauses_steps_and_seeks(tmp_path: Path) -> None:
 
 async def test_replay_of_a_killed_run_ends_incomplete_not_running(tmp_path: Path) -> None:
     """A log without the run's end that no pytest writes any more: killed or crashed."""
-    events = sample.demo_run()
+    events = sample_runs.demo_run()
     log(tmp_path, events, "20261117-060000-earlier")  # so an ETA could be given
-    app = app_on(log(tmp_path, sample.cut(events, 9.0)))
+    app = app_on(log(tmp_path, sample_runs.cut(events, 9.0)))
     async with app.run_test(size=SIZE) as pilot:
         await settle(app, pilot)
         await pilot.pause(0.1)
@@ -378,7 +378,7 @@ async def test_replay_of_a_killed_run_ends_incomplete_not_running(tmp_path: Path
 
 
 async def test_replay_played_to_the_end_of_a_killed_run_ends_incomplete(tmp_path: Path) -> None:
-    app = app_on(log(tmp_path, sample.cut(sample.demo_run(), 2.0)), speed=20.0)
+    app = app_on(log(tmp_path, sample_runs.cut(sample_runs.demo_run(), 2.0)), speed=20.0)
     async with app.run_test(size=SIZE) as pilot:
         for _ in range(100):
             await pilot.pause(0.05)
@@ -393,8 +393,8 @@ async def test_replay_played_to_the_end_of_a_killed_run_ends_incomplete(tmp_path
 async def test_last_recorded_run_shown_while_waiting_is_incomplete_if_killed(
     tmp_path: Path,
 ) -> None:
-    log(tmp_path, sample.cut(sample.demo_run(), 9.0))
-    app = make_app(LiveSource(MonitorDir(tmp_path / ".testmon")), clock=lambda: sample.T0)
+    log(tmp_path, sample_runs.cut(sample_runs.demo_run(), 9.0))
+    app = make_app(LiveSource(MonitorDir(tmp_path / ".testmon")), clock=lambda: sample_runs.T0)
     async with app.run_test(size=SIZE) as pilot:
         for _ in range(100):
             await pilot.pause(0.02)
@@ -407,10 +407,10 @@ async def test_last_recorded_run_shown_while_waiting_is_incomplete_if_killed(
 
 
 def test_elapsed_does_not_go_back_when_a_live_hub_vanishes() -> None:
-    wall = [sample.T0 + 5.0]
+    wall = [sample_runs.T0 + 5.0]
     ingest = Ingest(lambda message: None, clock=lambda: wall[0])
     ingest.reset("live", None)
-    ingest.events(sample.cut(sample.demo_run(), 3.0))
+    ingest.events(sample_runs.cut(sample_runs.demo_run(), 3.0))
     before = ingest.state.wall(ingest.now())
     assert before == pytest.approx(5.0)
     ingest.status("run x ended unexpectedly: the hub went away", "error")
@@ -430,20 +430,20 @@ def shown_actions(app: MonitorApp) -> set[str]:
 
 async def test_replay_only_bindings_hidden_from_live_sources(tmp_path: Path) -> None:
     """Play, step and seek mean nothing on a live run: hidden there, shown on a replay."""
-    live = make_app(LiveSource(MonitorDir(tmp_path / ".testmon")), clock=lambda: sample.T0)
+    live = make_app(LiveSource(MonitorDir(tmp_path / ".testmon")), clock=lambda: sample_runs.T0)
     async with live.run_test(size=SIZE) as pilot:
         await pilot.pause()
         assert "quit" in shown_actions(live)
         assert not shown_actions(live) & REPLAY_ACTIONS
         assert all(live.check_action(action, ()) is False for action in REPLAY_ACTIONS)
-    replay = app_on(log(tmp_path, sample.demo_run()))
+    replay = app_on(log(tmp_path, sample_runs.demo_run()))
     async with replay.run_test(size=SIZE) as pilot:
         await pilot.pause()
         assert shown_actions(replay) >= REPLAY_ACTIONS
 
 
 async def test_torn_log_shows_what_it_has_and_says_so(tmp_path: Path) -> None:
-    path = log(tmp_path, sample.cut(sample.demo_run(), 9.0))
+    path = log(tmp_path, sample_runs.cut(sample_runs.demo_run(), 9.0))
     data = path.read_bytes()
     path.write_bytes(data + b'{"t":"test","w":"gw1","ts":17950000')
     app = app_on(path)
@@ -456,7 +456,7 @@ async def test_torn_log_shows_what_it_has_and_says_so(tmp_path: Path) -> None:
 
 
 async def test_log_of_an_unknown_schema_says_upgrade(tmp_path: Path) -> None:
-    events = sample.demo_run()
+    events = sample_runs.demo_run()
     path = log(tmp_path, events)
     lines = path.read_bytes().split(b"\n")
     first = json.loads(lines[0])
@@ -490,9 +490,9 @@ async def test_not_a_run_log(tmp_path: Path) -> None:
 
 
 async def test_eta_from_earlier_runs_of_the_same_tests(tmp_path: Path) -> None:
-    events = sample.demo_run()
+    events = sample_runs.demo_run()
     log(tmp_path, events, "20261117-060000-earlier")
-    app = app_on(log(tmp_path, sample.cut(events, 9.0)), live=True)
+    app = app_on(log(tmp_path, sample_runs.cut(events, 9.0)), live=True)
     async with app.run_test(size=SIZE) as pilot:
         await settle(app, pilot)
         assert "ETA ~" in header(app)
@@ -505,7 +505,7 @@ async def test_usable_at_80x24_and_without_colour(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("NO_COLOR", "1")
-    app = app_on(log(tmp_path, sample.cut(sample.demo_run(), 9.0)), live=True)
+    app = app_on(log(tmp_path, sample_runs.cut(sample_runs.demo_run(), 9.0)), live=True)
     async with app.run_test(size=(80, 24)) as pilot:
         await settle(app, pilot)
         assert app.no_color
@@ -518,13 +518,13 @@ async def test_usable_at_80x24_and_without_colour(
         assert "stalled" in svg
         assert "call" in svg
     monkeypatch.delenv("NO_COLOR")
-    app = app_on(log(tmp_path, sample.demo_run(), "colour"))
+    app = app_on(log(tmp_path, sample_runs.demo_run(), "colour"))
     async with app.run_test(size=(80, 24)):
         assert not app.no_color
 
 
 async def test_all_eight_tabs_show_at_80_columns(tmp_path: Path) -> None:
-    app = app_on(log(tmp_path, sample.demo_run()))
+    app = app_on(log(tmp_path, sample_runs.demo_run()))
     async with app.run_test(size=(80, 24)) as pilot:
         await settle(app, pilot)
         await pilot.pause()
@@ -558,7 +558,7 @@ def test_state_is_folded_off_the_ui_thread(tmp_path: Path) -> None:
         threads.add(threading.current_thread().name)
         original(self, event)
 
-    app = app_on(log(tmp_path, sample.demo_run()))
+    app = app_on(log(tmp_path, sample_runs.demo_run()))
 
     async def go() -> None:
         async with app.run_test(size=SIZE) as pilot:
@@ -574,7 +574,7 @@ def test_state_is_folded_off_the_ui_thread(tmp_path: Path) -> None:
 
 
 async def test_enter_on_a_worker_opens_the_last_test_it_finished(tmp_path: Path) -> None:
-    app = app_on(log(tmp_path, sample.demo_run()))
+    app = app_on(log(tmp_path, sample_runs.demo_run()))
     async with app.run_test(size=SIZE) as pilot:
         await settle(app, pilot)
         await pilot.press("1")
@@ -595,7 +595,7 @@ async def test_enter_on_a_worker_opens_the_last_test_it_finished(tmp_path: Path)
 async def test_workers_table_fits_the_screen(tmp_path: Path, width: int) -> None:
     """No horizontal scrolling: the test column takes what the others leave, also after a
     resize; the state is never cut; CPU and RSS show from 110 columns on."""
-    app = app_on(log(tmp_path, sample.cut(sample.demo_run(), 3.0)), live=True)
+    app = app_on(log(tmp_path, sample_runs.cut(sample_runs.demo_run(), 3.0)), live=True)
     async with app.run_test(size=(width + 30, 30)) as pilot:
         await settle(app, pilot)
         await pilot.resize_terminal(width, 30)
@@ -619,7 +619,7 @@ async def test_workers_table_fits_the_screen(tmp_path: Path, width: int) -> None
 
 
 async def test_timeline_lanes_scroll_when_workers_outnumber_rows(tmp_path: Path) -> None:
-    app = app_on(log(tmp_path, list(sample.synthetic_run(3000, workers=16))))
+    app = app_on(log(tmp_path, list(sample_runs.synthetic_run(3000, workers=16))))
     async with app.run_test(size=(80, 24)) as pilot:
         await settle(app, pilot)
         await pilot.press("2")
@@ -646,9 +646,9 @@ async def test_timeline_lanes_scroll_when_workers_outnumber_rows(tmp_path: Path)
 
 async def test_workers_stay_in_id_order_when_they_come_up_out_of_order(tmp_path: Path) -> None:
     def up(w: str) -> ev.WorkerStarted:
-        return ev.WorkerStarted(w=w, ts=sample.T0 + 0.1, schema=ev.SCHEMA_VERSION, pid=1)
+        return ev.WorkerStarted(w=w, ts=sample_runs.T0 + 0.1, schema=ev.SCHEMA_VERSION, pid=1)
 
-    events = [e for e in sample.cut(sample.demo_run(), 0.05)] + [up("gw10"), up("gw1")]
+    events = [e for e in sample_runs.cut(sample_runs.demo_run(), 0.05)] + [up("gw10"), up("gw1")]
     app = app_on(log(tmp_path, events))
     async with app.run_test(size=SIZE) as pilot:
         await settle(app, pilot)

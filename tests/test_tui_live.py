@@ -12,11 +12,11 @@ import pytest
 
 from testmon_live.plugin.runlog import MonitorDir
 from testmon_live.plugin.state import RunState
-from testmon_live.tui import sample
-from testmon_live.tui.app import MonitorApp, make_app
-from testmon_live.tui.sources import LiveSource
-from testmon_live.tui.widgets.run_header import RunHeader
-from testmon_live.tui.widgets.workers_table import WorkersTable
+from testmon_live.tui.dashboard.app import MonitorApp, make_app
+from testmon_live.tui.dashboard.sources import LiveSource
+from testmon_live.tui.dashboard.widgets.run_header import RunHeader
+from testmon_live.tui.dashboard.widgets.workers_table import WorkersTable
+from testmon_live.tui.testing import sample_runs
 
 from .conftest import shown
 from .test_live import GATED_SUITE, GatedRun
@@ -111,13 +111,13 @@ async def test_no_live_run_shows_the_last_one_then_switches_to_a_new_run(
     gated: Callable[[list[str]], GatedRun], pytester: pytest.Pytester
 ) -> None:
     mdir = MonitorDir(pytester.path / ".testmon")
-    sample.write_log(mdir.runs / f"{sample.RUN_ID}.jsonl", sample.demo_run())
+    sample_runs.write_log(mdir.runs / f"{sample_runs.RUN_ID}.jsonl", sample_runs.demo_run())
     app = make_app(LiveSource(mdir))
     async with app.run_test(size=SIZE) as pilot:
         await until(pilot, lambda: app.ingest.state.end is not None, "the recorded run")
         await pilot.pause(0.2)
         top = header(app)
-        assert f"no live run: showing the last recorded run {sample.RUN_ID}" in top
+        assert f"no live run: showing the last recorded run {sample_runs.RUN_ID}" in top
         assert "start `pytest --monitor`" in top
         assert "56 passed" in top
         run = gated(["-n", "2"])

@@ -10,15 +10,15 @@ import pytest
 from textual.widgets import Static
 
 from testmon_live.plugin import events as ev
-from testmon_live.tui import sample
-from testmon_live.tui.app import MonitorApp, make_app
-from testmon_live.tui.screenshots import settle
-from testmon_live.tui.sources import ReplaySource
-from testmon_live.tui.widgets.containers_panel import ContainersPanel
-from testmon_live.tui.widgets.locks_panel import LocksPanel
-from testmon_live.tui.widgets.stuck_panel import StuckPanel
-from testmon_live.tui.widgets.timeline import Timeline
-from testmon_live.tui.widgets.workers_table import WorkersTable
+from testmon_live.tui.dashboard.app import MonitorApp, make_app
+from testmon_live.tui.dashboard.screenshots import settle
+from testmon_live.tui.dashboard.sources import ReplaySource
+from testmon_live.tui.dashboard.widgets.containers_panel import ContainersPanel
+from testmon_live.tui.dashboard.widgets.locks_panel import LocksPanel
+from testmon_live.tui.dashboard.widgets.stuck_panel import StuckPanel
+from testmon_live.tui.dashboard.widgets.timeline import Timeline
+from testmon_live.tui.dashboard.widgets.workers_table import WorkersTable
+from testmon_live.tui.testing import sample_runs
 
 from .conftest import Recorded, only_run, shown
 from .test_containers import IMAGE, WEB, _cleanup
@@ -73,7 +73,7 @@ def until(events: list[ev.Event], last: ev.Event) -> list[ev.Event]:
 
 
 def app_on(folder: Path, events: list[ev.Event]) -> MonitorApp:
-    path = sample.write_log(folder / "runs" / "cut.jsonl", events)
+    path = sample_runs.write_log(folder / "runs" / "cut.jsonl", events)
     return make_app(ReplaySource(path, live=True), clock=lambda: events[-1].ts)
 
 

@@ -1,4 +1,4 @@
-"""SVG snapshots of the dashboard's main views: the scenes of `tui/screenshots.py`, which
+"""SVG snapshots of the dashboard's main views: the scenes of `tui/dashboard/screenshots.py`, which
 also makes `screenshots/`, through the same app factory. Update with
 `pytest tests/test_tui_snapshots.py --snapshot-update` and look at the diff report.
 The scenes are moments of a real recorded demo run, ``tests/data/demo-run.jsonl``."""
@@ -12,7 +12,7 @@ import pytest
 from textual.pilot import Pilot
 
 from testmon_live.plugin import events as ev
-from testmon_live.tui.screenshots import (
+from testmon_live.tui.dashboard.screenshots import (
     DEMO_LOG,
     SCENES,
     Scene,

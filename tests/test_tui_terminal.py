@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from testmon_live.plugin import events as ev
-from testmon_live.tui import sample
 from testmon_live.tui.cli import EXIT_ERROR, EXIT_SCHEMA, EXIT_USAGE, main
+from testmon_live.tui.testing import sample_runs
 
 from .conftest import engine_environ, require_marker
 
@@ -118,8 +118,8 @@ def test_tui_in_a_real_terminal_follows_a_run_started_beside_it(
 
 @pytest.mark.terminal
 def test_replay_command_in_a_terminal(pytester: pytest.Pytester, tmux_session: list[Tmux]) -> None:
-    path = sample.write_log(
-        pytester.path / ".testmon" / "runs" / f"{sample.RUN_ID}.jsonl", sample.demo_run()
+    path = sample_runs.write_log(
+        pytester.path / ".testmon" / "runs" / f"{sample_runs.RUN_ID}.jsonl", sample_runs.demo_run()
     )
     term = Tmux(pytester.path, f"testmon replay {path.name[:15]}")
     tmux_session.append(term)
@@ -134,7 +134,7 @@ def test_cli_errors_are_one_line(
 ) -> None:
     monkeypatch.chdir(tmp_path)
     (tmp_path / ".testmon" / "runs").mkdir(parents=True)
-    sample.write_log(tmp_path / ".testmon" / "runs" / "20261117-000000-aaaa.jsonl", [])
+    sample_runs.write_log(tmp_path / ".testmon" / "runs" / "20261117-000000-aaaa.jsonl", [])
     assert main(["replay", "nosuchrun"]) == EXIT_ERROR
     err = capsys.readouterr().err
     assert err.startswith("testmon replay: error:")
@@ -157,7 +157,7 @@ def test_dashboard_refuses_what_is_not_a_run_log_before_opening(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str
 ) -> None:
     """Like `testmon report`: one line and its exit code, no dashboard on nothing."""
-    header = ev.encode_lines(sample.demo_run()[:1])
+    header = ev.encode_lines(sample_runs.demo_run()[:1])
     newer = header.replace(b'"schema":1,', b'"schema":99,').rstrip(b"\n")
     cases = {
         "empty.jsonl": (b"", EXIT_ERROR, "is empty"),

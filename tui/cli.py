@@ -38,8 +38,8 @@ from testmon_live.plugin.runlog import (
 if TYPE_CHECKING:
     from testmon_live.plugin.state import RunState
 
-    from .order import Suspects
-    from .sources import Source
+    from .dashboard.sources import Source
+    from .forensics.order import Suspects
 
 PROG = "testmon"
 FORMATS = ("text", "markdown", "json")
@@ -154,8 +154,8 @@ def _runs_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _runs(args: argparse.Namespace) -> int:
-    from .report import render_runs
-    from .runs import build_runs, list_runs, record_hint
+    from .reports.report import render_runs
+    from .reports.runs import build_runs, list_runs, record_hint
 
     if args.limit is not None and args.limit < 1:
         raise CommandError(f"--limit {args.limit}: give a number of runs, 1 or more", EXIT_USAGE)
@@ -168,7 +168,7 @@ def _runs(args: argparse.Namespace) -> int:
 
 
 def _runs_epilog() -> str:
-    from .runs import STATUS_HELP
+    from .reports.runs import STATUS_HELP
 
     width = max(len(s) for s in STATUS_HELP)
     lines = [f"  {status:<{width}}  {meaning}" for status, meaning in STATUS_HELP.items()]
@@ -193,8 +193,8 @@ def _report_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from .report import render
-    from .runs import MAX_TOP, build_report, load_run, resolve_run
+    from .reports.report import render
+    from .reports.runs import MAX_TOP, build_report, load_run, resolve_run
 
     if not 1 <= args.top <= MAX_TOP:
         raise CommandError(f"--top {args.top}: give a number from 1 to {MAX_TOP}", EXIT_USAGE)
@@ -239,8 +239,8 @@ def _suspects_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _load_state(args: argparse.Namespace) -> tuple[MonitorDir, Path, RunState]:
-    from .diff import load_detail
-    from .runs import resolve_run
+    from .reports.diff import load_detail
+    from .reports.runs import resolve_run
 
     mdir = monitor_dir(args)
     path = resolve_run(mdir, args.run)
@@ -248,7 +248,7 @@ def _load_state(args: argparse.Namespace) -> tuple[MonitorDir, Path, RunState]:
 
 
 def _found(args: argparse.Namespace) -> tuple[MonitorDir, Suspects]:
-    from .order import OrderError, suspects
+    from .forensics.order import OrderError, suspects
 
     mdir, _, state = _load_state(args)
     try:
@@ -258,8 +258,8 @@ def _found(args: argparse.Namespace) -> tuple[MonitorDir, Suspects]:
 
 
 def _suspects(args: argparse.Namespace) -> int:
-    from .forensics_view import render_sections, suspects_sections
-    from .order import repro_name, suspects_model, write_ids
+    from .forensics.order import repro_name, suspects_model, write_ids
+    from .forensics.render import render_sections, suspects_sections
 
     mdir, found = _found(args)
     ids = [t.nodeid for t in found.predecessors] + [found.target.nodeid]
@@ -282,8 +282,8 @@ def _bisect_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _bisect(args: argparse.Namespace) -> int:
-    from .bisect import bisect
-    from .forensics_view import bisect_model, bisect_sections, render_sections
+    from .forensics.bisect import bisect
+    from .forensics.render import bisect_model, bisect_sections, render_sections
 
     if args.time_limit <= 0:
         raise CommandError("--time-limit: give a number of seconds above 0", EXIT_USAGE)
@@ -327,9 +327,9 @@ def _diff_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _diff(args: argparse.Namespace) -> int:
-    from .diff import build_diff, history, load_detail
-    from .forensics_view import diff_sections, render_sections
-    from .runs import resolve_run
+    from .forensics.render import diff_sections, render_sections
+    from .reports.diff import build_diff, history, load_detail
+    from .reports.runs import resolve_run
 
     if args.top < 1:
         raise CommandError(f"--top {args.top}: give a number, 1 or more", EXIT_USAGE)
@@ -370,9 +370,9 @@ def _export_arguments(parser: argparse.ArgumentParser) -> None:
 def _export(args: argparse.Namespace) -> int:
     from testmon_live.plugin.runlog import iter_log
 
-    from .diff import load_detail
-    from .export import junit, perfetto
-    from .runs import resolve_run
+    from .reports.diff import load_detail
+    from .reports.export import junit, perfetto
+    from .reports.runs import resolve_run
 
     mdir = monitor_dir(args)
     path = resolve_run(mdir, args.run)
@@ -433,15 +433,15 @@ def add_speed_option(parser: argparse.ArgumentParser) -> None:
 
 
 def _open_dashboard(source: Source) -> int:
-    from .app import make_app
+    from .dashboard.app import make_app
 
     make_app(source).run()
     return EXIT_OK
 
 
 def _replay_source(args: argparse.Namespace) -> Source:
-    from .runs import resolve_run
-    from .sources import ReplaySource
+    from .dashboard.sources import ReplaySource
+    from .reports.runs import resolve_run
 
     path = resolve_run(monitor_dir(args), args.run)
     # Refuse what is not a run log here, with the report's message and exit code, rather
@@ -455,7 +455,7 @@ def _replay_source(args: argparse.Namespace) -> Source:
 
 
 def _tui(args: argparse.Namespace) -> int:
-    from .sources import LiveSource
+    from .dashboard.sources import LiveSource
 
     if args.run is None:
         if args.speed is not None:
@@ -495,9 +495,9 @@ def _demo(args: argparse.Namespace) -> int:
     from testmon_live.plugin.runlog import DEFAULT_DIRNAME
 
     from . import demo
-    from .report import render
-    from .runs import build_report, load_run, newest_log
-    from .sources import LiveSource
+    from .dashboard.sources import LiveSource
+    from .reports.report import render
+    from .reports.runs import build_report, load_run, newest_log
 
     try:
         path = demo.demo_dir(args.path)
@@ -534,7 +534,7 @@ def _dump_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _dump(args: argparse.Namespace) -> int:
-    from .dump import DumpError, find_live, live_root, request_dump, stall_text
+    from .dashboard.dump import DumpError, find_live, live_root, request_dump, stall_text
 
     run, worker = (args.run, args.worker) if args.worker else ("latest", args.run)
     try:

@@ -32,8 +32,7 @@ from testmon_live.plugin.state import (
     lock_label,
     worker_order,
 )
-
-from .order import started
+from testmon_live.tui.forensics.order import started
 
 Trace = dict[str, Any]
 TRACKS = ("tests", "locks", "containers")

@@ -8,9 +8,9 @@ from textual.containers import Vertical, VerticalScroll
 from textual.widgets import DataTable, Static
 
 from testmon_live.plugin import events as ev
-from testmon_live.tui.ingest import Ingest
-from testmon_live.tui.palette import outcome_style
-from testmon_live.tui.report import first_line, shorten_nodeid
+from testmon_live.tui.dashboard.ingest import Ingest
+from testmon_live.tui.dashboard.palette import outcome_style
+from testmon_live.tui.reports.report import first_line, shorten_nodeid
 
 EMPTY = "no failures"
 

@@ -18,8 +18,7 @@ from typing import TypedDict
 from testmon_live.plugin import events as ev
 from testmon_live.plugin.runlog import MonitorDir, RunLogError, iter_log
 from testmon_live.plugin.state import RunState
-
-from .order import FAILING, tests_on
+from testmon_live.tui.forensics.order import FAILING, tests_on
 
 MOVED_MIN = 0.05
 """Seconds a duration must move by to be listed."""

@@ -1,6 +1,6 @@
 """How ``testmon report`` and ``testmon runs`` look: text, markdown and JSON.
 
-The content is decided once, in :func:`~testmon_live.tui.runs.build_report` (the report
+The content is decided once, in :func:`~testmon_live.tui.reports.runs.build_report` (the report
 model, a plain dict documented in ``docs/report-json.md``). JSON prints that dict as it
 is. Text and markdown are rendered from the same dict through one list of
 :class:`Section` (prose lines, bullet lists, tables): :func:`sections` decides *what*

@@ -20,9 +20,9 @@ from textual.widget import Widget
 
 from testmon_live.plugin import events as ev
 from testmon_live.plugin.state import RunState
-from testmon_live.tui.ingest import Ingest
-from testmon_live.tui.palette import colour, outcome_style, state_style
-from testmon_live.tui.widgets.workers_table import natural
+from testmon_live.tui.dashboard.ingest import Ingest
+from testmon_live.tui.dashboard.palette import colour, outcome_style, state_style
+from testmon_live.tui.dashboard.widgets.workers_table import natural
 
 LABEL = 7
 CALL, SETUP, TEARDOWN, LOCK, CONTAINER, STALL = "█", "▒", "░", "≈", "▚", "!"

@@ -25,6 +25,7 @@ from textual.widgets import DataTable, Footer, Tab, TabbedContent, TabPane
 from testmon_live.plugin import events as ev
 
 from .ingest import Ingest, RunReset, StateChanged, StatusChanged
+from .screens.test_detail import TestDetailScreen
 from .sources import Source
 from .widgets.containers_panel import ContainersPanel
 from .widgets.event_log import EventLog
@@ -33,7 +34,6 @@ from .widgets.locks_panel import LocksPanel
 from .widgets.parallelism import ParallelismPanel
 from .widgets.run_header import RunHeader
 from .widgets.stuck_panel import StuckPanel
-from .widgets.test_detail import TestDetailScreen
 from .widgets.timeline import Timeline
 from .widgets.workers_table import WorkersTable
 

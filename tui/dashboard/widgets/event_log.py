@@ -12,8 +12,8 @@ from textual.containers import Vertical, VerticalScroll
 from textual.widgets import Input, Static
 
 from testmon_live.plugin import events as ev
-from testmon_live.tui.ingest import RAW_KEPT, Ingest
-from testmon_live.tui.palette import colour
+from testmon_live.tui.dashboard.ingest import RAW_KEPT, Ingest
+from testmon_live.tui.dashboard.palette import colour
 
 SHOWN = 300
 """Matching events shown (the newest)."""

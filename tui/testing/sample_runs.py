@@ -5,7 +5,7 @@ workers contending on the migration lock, the ``database`` session fixture set u
 worker, a straggler, a failure, a stall with its stacks, a shared container. Every timestamp
 derives from :data:`T0`, so the same call gives the same log and the same screen.
 :func:`synthetic_run` makes logs of any size for the benchmarks. (The screenshots and
-snapshot tests show a real recorded run instead: :mod:`.screenshots`.)
+snapshot tests show a real recorded run instead: :mod:`testmon_live.tui.dashboard.screenshots`.)
 """
 
 from __future__ import annotations

@@ -1,12 +1,11 @@
 """Text and markdown for ``suspects``, ``bisect`` and ``diff``, built from their models with
-the same blocks as the run report (:mod:`.report`), so all reports look alike."""
+the same blocks as the run report (:mod:`testmon_live.tui.reports.report`), so all reports
+look alike."""
 
 from __future__ import annotations
 
-from .bisect import BisectResult
-from .diff import DiffModel, Moved, RunBrief
-from .order import SuspectsModel
-from .report import (
+from testmon_live.tui.reports.diff import DiffModel, Moved, RunBrief
+from testmon_live.tui.reports.report import (
     Block,
     Bullets,
     Code,
@@ -24,6 +23,9 @@ from .report import (
     render_markdown,
     render_text,
 )
+
+from .bisect import BisectResult
+from .order import SuspectsModel
 
 TEST = Column("test", squeeze="end", code=True)
 

@@ -6,9 +6,14 @@ from rich.text import Text
 from textual import events
 from textual.widgets import Static
 
-from testmon_live.tui.ingest import Ingest
-from testmon_live.tui.palette import LEVEL_VARIABLE, STATUS_VARIABLE, colour, outcome_style
-from testmon_live.tui.report import fmt_duration
+from testmon_live.tui.dashboard.ingest import Ingest
+from testmon_live.tui.dashboard.palette import (
+    LEVEL_VARIABLE,
+    STATUS_VARIABLE,
+    colour,
+    outcome_style,
+)
+from testmon_live.tui.reports.report import fmt_duration
 
 COUNTED = ("passed", "failed", "error", "skipped", "xfailed", "xpassed")
 

@@ -1,6 +1,6 @@
 """The dashboard's main views as SVG, from a recorded run of the demo suite.
 
-``python -m testmon_live.tui.screenshots [DIR]`` writes ``DIR/<scene>.svg`` (default
+``python -m testmon_live.tui.dashboard.screenshots [DIR]`` writes ``DIR/<scene>.svg`` (default
 ``screenshots/``) from :data:`DEMO_LOG`, one real ``testmon demo`` run
 (``pytest -n 4 --monitor --monitor-stall=2`` over ``examples/demo``) kept in the source tree.
 Each scene is a moment of that run: its events up to that many seconds in, shown at that
@@ -8,7 +8,7 @@ time. The snapshot tests (``tests/test_tui_snapshots.py``) drive the very same s
 through the same :func:`~.app.make_app`, so the README's pictures cannot drift from what
 the tests check.
 
-``python -m testmon_live.tui.screenshots --record`` records the run again: it copies the
+``python -m testmon_live.tui.dashboard.screenshots --record`` records the run again: it copies the
 demo suite to :data:`RECORD_FOLDER` (a neutral path, as it shows in the log) and runs it
 there; start the container engine first (``eval "$(scripts/podman-setup --env)"``) or the
 container tests skip. Then pick the scenes' moments anew: they are seconds into the run.
@@ -28,13 +28,13 @@ from pathlib import Path
 
 from testmon_live.plugin import events as ev
 from testmon_live.plugin.runlog import DEFAULT_DIRNAME, MonitorDir
+from testmon_live.tui import demo
 
-from . import demo
 from .app import MonitorApp, make_app
 from .sources import ReplaySource
 
 SIZE = (110, 32)
-DEMO_LOG = Path(__file__).resolve().parents[1] / "tests" / "data" / "demo-run.jsonl"
+DEMO_LOG = Path(__file__).resolve().parents[2] / "tests" / "data" / "demo-run.jsonl"
 """The recorded demo run the scenes show (in the source tree, beside the tests)."""
 RECORD_FOLDER = Path("/tmp/testmon-demo")
 """Where ``--record`` runs the demo suite: its paths are in the log, so a neutral one."""
@@ -95,8 +95,8 @@ SCENES: tuple[Scene, ...] = (
 def demo_events(path: Path = DEMO_LOG) -> tuple[ev.Event, ...]:
     if not path.is_file():
         raise SystemExit(
-            f"no recorded demo run at {path}: run `python -m testmon_live.tui.screenshots "
-            "--record` in the testmon-live source tree"
+            f"no recorded demo run at {path}: run `python -m "
+            "testmon_live.tui.dashboard.screenshots --record` in the testmon-live source tree"
         )
     return tuple(ev.decode_events(path.read_bytes()))
 

@@ -1,0 +1,1 @@
+"""Dashboard screens pushed over the main view, one per module."""
