@@ -23,8 +23,9 @@ from testmon_live.plugin.runlog import MonitorDir, write_live_file
 from testmon_live.plugin.state import StallRecord
 from testmon_live.plugin.summary import stall_lines
 from testmon_live.tui import cli
-from testmon_live.tui.reports.report import WIDTH, shorten_nodeid, text_width
-from testmon_live.tui.reports.runs import INCOMPLETE, RUNNING
+from testmon_live.tui.reports.formatting import shorten_nodeid
+from testmon_live.tui.reports.logs import INCOMPLETE, RUNNING
+from testmon_live.tui.reports.render_text import WIDTH, text_width
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "report-json.md"
 
@@ -463,7 +464,7 @@ def test_runs_reads_only_head_and_tail_of_finished_logs(
     def no_fold(*args: object) -> Iterator[ev.Event]:
         raise AssertionError("a finished log was folded")
 
-    monkeypatch.setattr("testmon_live.tui.reports.runs.iter_log", no_fold)
+    monkeypatch.setattr("testmon_live.tui.reports.run_list.iter_log", no_fold)
     model = json.loads(run_cli(capsys, "runs", "--dir", str(monitor.root), "-f", "json").out)
     (run,) = model["runs"]
     assert (run["tests"], run["crashes"], run["stalls"], run["workers"]) == (2, 1, 1, 2)

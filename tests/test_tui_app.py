@@ -25,8 +25,9 @@ from testmon_live.tui.dashboard.widgets.run_header import RunHeader
 from testmon_live.tui.dashboard.widgets.stuck_panel import StuckPanel
 from testmon_live.tui.dashboard.widgets.timeline import Timeline
 from testmon_live.tui.dashboard.widgets.workers_table import WorkersTable
-from testmon_live.tui.reports.report import fmt_percent
-from testmon_live.tui.reports.runs import build_report, load_run
+from testmon_live.tui.reports.formatting import fmt_percent
+from testmon_live.tui.reports.logs import load_run
+from testmon_live.tui.reports.model import build_report
 from testmon_live.tui.testing import sample_runs
 
 from .conftest import shown

@@ -154,8 +154,9 @@ def _runs_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _runs(args: argparse.Namespace) -> int:
-    from .reports.report import render_runs
-    from .reports.runs import build_runs, list_runs, record_hint
+    from .reports.logs import record_hint
+    from .reports.run_list import build_runs, list_runs
+    from .reports.sections import render_runs
 
     if args.limit is not None and args.limit < 1:
         raise CommandError(f"--limit {args.limit}: give a number of runs, 1 or more", EXIT_USAGE)
@@ -168,7 +169,7 @@ def _runs(args: argparse.Namespace) -> int:
 
 
 def _runs_epilog() -> str:
-    from .reports.runs import STATUS_HELP
+    from .reports.logs import STATUS_HELP
 
     width = max(len(s) for s in STATUS_HELP)
     lines = [f"  {status:<{width}}  {meaning}" for status, meaning in STATUS_HELP.items()]
@@ -193,8 +194,9 @@ def _report_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from .reports.report import render
-    from .reports.runs import MAX_TOP, build_report, load_run, resolve_run
+    from .reports.logs import load_run, resolve_run
+    from .reports.model import MAX_TOP, build_report
+    from .reports.sections import render
 
     if not 1 <= args.top <= MAX_TOP:
         raise CommandError(f"--top {args.top}: give a number from 1 to {MAX_TOP}", EXIT_USAGE)
@@ -240,7 +242,7 @@ def _suspects_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _load_state(args: argparse.Namespace) -> tuple[MonitorDir, Path, RunState]:
     from .reports.diff import load_detail
-    from .reports.runs import resolve_run
+    from .reports.logs import resolve_run
 
     mdir = monitor_dir(args)
     path = resolve_run(mdir, args.run)
@@ -329,7 +331,7 @@ def _diff_arguments(parser: argparse.ArgumentParser) -> None:
 def _diff(args: argparse.Namespace) -> int:
     from .forensics.render import diff_sections, render_sections
     from .reports.diff import build_diff, history, load_detail
-    from .reports.runs import resolve_run
+    from .reports.logs import resolve_run
 
     if args.top < 1:
         raise CommandError(f"--top {args.top}: give a number, 1 or more", EXIT_USAGE)
@@ -372,7 +374,7 @@ def _export(args: argparse.Namespace) -> int:
 
     from .reports.diff import load_detail
     from .reports.export import junit, perfetto
-    from .reports.runs import resolve_run
+    from .reports.logs import resolve_run
 
     mdir = monitor_dir(args)
     path = resolve_run(mdir, args.run)
@@ -441,7 +443,7 @@ def _open_dashboard(source: Source) -> int:
 
 def _replay_source(args: argparse.Namespace) -> Source:
     from .dashboard.sources import ReplaySource
-    from .reports.runs import resolve_run
+    from .reports.logs import resolve_run
 
     path = resolve_run(monitor_dir(args), args.run)
     # Refuse what is not a run log here, with the report's message and exit code, rather
@@ -496,8 +498,9 @@ def _demo(args: argparse.Namespace) -> int:
 
     from . import demo
     from .dashboard.sources import LiveSource
-    from .reports.report import render
-    from .reports.runs import build_report, load_run, newest_log
+    from .reports.logs import load_run, newest_log
+    from .reports.model import build_report
+    from .reports.sections import render
 
     try:
         path = demo.demo_dir(args.path)

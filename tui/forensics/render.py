@@ -1,11 +1,11 @@
 """Text and markdown for ``suspects``, ``bisect`` and ``diff``, built from their models with
-the same blocks as the run report (:mod:`testmon_live.tui.reports.report`), so all reports
+the same blocks as the run report (:mod:`testmon_live.tui.reports.document`), so all reports
 look alike."""
 
 from __future__ import annotations
 
 from testmon_live.tui.reports.diff import DiffModel, Moved, RunBrief
-from testmon_live.tui.reports.report import (
+from testmon_live.tui.reports.document import (
     Block,
     Bullets,
     Code,
@@ -16,13 +16,11 @@ from testmon_live.tui.reports.report import (
     Section,
     Table,
     Verbatim,
-    fmt_duration,
-    fmt_percent,
-    plural,
-    render_json,
-    render_markdown,
-    render_text,
 )
+from testmon_live.tui.reports.formatting import fmt_duration, fmt_percent, plural
+from testmon_live.tui.reports.render_json import render_json
+from testmon_live.tui.reports.render_markdown import render_markdown
+from testmon_live.tui.reports.render_text import render_text
 
 from .bisect import BisectResult
 from .order import SuspectsModel

@@ -14,7 +14,7 @@ from textual.widgets import Footer, Static
 
 from testmon_live.plugin import events as ev
 from testmon_live.plugin.state import RunState
-from testmon_live.tui.reports.report import fmt_duration, plural
+from testmon_live.tui.reports.formatting import fmt_duration, plural
 
 BEFORE_SHOWN = 15
 

@@ -8,7 +8,7 @@ from textual.widgets import Static
 
 from testmon_live.tui.dashboard.ingest import Ingest
 from testmon_live.tui.dashboard.palette import colour
-from testmon_live.tui.reports.report import fmt_duration
+from testmon_live.tui.reports.formatting import fmt_duration
 
 EMPTY = "no container events in this run (the containers probe records testcontainers, podman)"
 BAD = frozenset({"exited", "oom-killed", "failed", "leaked"})

@@ -10,7 +10,7 @@ from textual.widgets import DataTable, Static
 from testmon_live.plugin import events as ev
 from testmon_live.tui.dashboard.ingest import Ingest
 from testmon_live.tui.dashboard.palette import outcome_style
-from testmon_live.tui.reports.report import first_line, shorten_nodeid
+from testmon_live.tui.reports.formatting import first_line, shorten_nodeid
 
 EMPTY = "no failures"
 

@@ -11,7 +11,7 @@ from textual.widgets import Static
 from testmon_live.plugin import events as ev
 from testmon_live.tui.dashboard.ingest import Ingest
 from testmon_live.tui.dashboard.palette import colour
-from testmon_live.tui.reports.report import fmt_duration, shorten_nodeid
+from testmon_live.tui.reports.formatting import fmt_duration, shorten_nodeid
 
 WAITS_SHOWN = 8
 """Past waits listed per lock (the latest)."""

@@ -11,7 +11,7 @@ from testmon_live.plugin.state import RunState
 from testmon_live.tui.dashboard.ingest import Ingest
 from testmon_live.tui.dashboard.palette import colour
 from testmon_live.tui.dashboard.widgets.timeline import test_start
-from testmon_live.tui.reports.report import fmt_duration, fmt_percent
+from testmon_live.tui.reports.formatting import fmt_duration, fmt_percent
 
 BLOCKS = " ▁▂▃▄▅▆▇█"
 CHART_ROWS = 4

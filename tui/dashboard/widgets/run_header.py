@@ -13,7 +13,7 @@ from testmon_live.tui.dashboard.palette import (
     colour,
     outcome_style,
 )
-from testmon_live.tui.reports.report import fmt_duration
+from testmon_live.tui.reports.formatting import fmt_duration
 
 COUNTED = ("passed", "failed", "error", "skipped", "xfailed", "xpassed")
 

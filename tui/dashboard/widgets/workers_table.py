@@ -9,7 +9,7 @@ from textual.widgets import DataTable
 from testmon_live.plugin.state import WorkerView, worker_order
 from testmon_live.tui.dashboard.ingest import NO_END, Ingest
 from testmon_live.tui.dashboard.palette import colour, state_style
-from testmon_live.tui.reports.report import fmt_duration, shorten_nodeid
+from testmon_live.tui.reports.formatting import fmt_duration, shorten_nodeid
 
 COLUMNS = (
     ("worker", "worker", 6),

@@ -1,51 +1,27 @@
-"""The runs on disk: which exist, which one a user means, what each one says.
+"""The report model: what ``testmon report`` says about one run.
 
-``testmon runs`` must stay fast on many logs: a finished log ends with a
-:class:`~testmon_live.plugin.events.RunFinished` record that already carries the counts,
-so a summary reads the header line and the last line (seeking from the end) and folds
-the whole log only when there is no end record (a live, killed or crashed run).
-``testmon report`` folds the whole log through :class:`~testmon_live.plugin.state.RunState`.
-
-Both are turned into plain dicts here, the *models* that ``--format json`` prints as they
-are (documented in ``docs/report-json.md``): :func:`build_report` is the one place where
-the content of a report is decided, :func:`build_runs` the one for the list of runs.
-Nothing here renders text: :mod:`.report` does, from these same dicts.
+``testmon report`` folds the whole log through
+:class:`~testmon_live.plugin.state.RunState` (:func:`~.logs.load_run`), and
+:func:`build_report` turns it into a plain dict, the *model* that ``--format json`` prints
+as it is (documented in ``docs/report-json.md``): the one place where the content of a
+report is decided. Nothing here renders text: :mod:`.sections` does, from that dict.
 """
 
 from __future__ import annotations
 
 import math
-import os
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 from typing import TypedDict
 
-import msgspec
-
 from testmon_live.plugin import events as ev
-from testmon_live.plugin.runlog import (
-    LOG_SUFFIX,
-    RUNS_DIR,
-    MonitorDir,
-    RunLogError,
-    check_header,
-    iter_log,
-    live_runs,
-)
 from testmon_live.plugin.state import SLOWEST_KEPT, LockStats, RunState, WorkerView, worker_order
 
-HEADER_LIMIT = 16 * 1024 * 1024
-"""Longest header line read (it carries the environment, so it can be long)."""
-TAIL_CHUNK = 64 * 1024
-TAIL_LIMIT = 4 * 1024 * 1024
-"""Longest last line looked for before giving up and folding the whole log."""
+from .logs import LoadedRun
 
 REPORT_VERSION = 1
 """``report_version`` of the report model; bumped only when a key changes meaning or goes."""
-RUNS_VERSION = 1
 DEFAULT_TOP = 10
 MAX_TOP = SLOWEST_KEPT
 """The fold keeps this many slowest tests; ``--top`` cannot ask for more."""
@@ -54,158 +30,14 @@ PYTEST_ORDER = (
     *("xfailed", "xpassed", "warnings", "error"),
 )
 """pytest's order for its summary line (``terminal.py`` KNOWN_TYPES)."""
-PROBLEMS_FIRST = ("failed", "error", "xpassed", "passed", "skipped", "xfailed", "deselected")
-"""Order for a summary that may be cut short (the runs list): what went wrong first."""
 MIN_SHOWN = 0.005
 """Slowest tests and fixture costs under this many seconds are left out (pytest's own
 ``--durations-min`` default): a list of sub-millisecond tests says nothing."""
 COUNT_KEYS = ("passed", "failed", "error", "skipped", "xfailed", "xpassed")
 """Always present in the JSON ``counts`` (0 when none)."""
 
-RUNNING = "running"
-FINISHED = "finished"
-INTERRUPTED = "interrupted"
-CRASHED = "crashed"
-INCOMPLETE = "incomplete"
-STATUSES = (RUNNING, FINISHED, INTERRUPTED, CRASHED, INCOMPLETE)
-STATUS_HELP = {
-    RUNNING: "its pytest is still running (a live hub is listening)",
-    FINISHED: "the run ended normally (whatever its tests did)",
-    INTERRUPTED: "the run was interrupted (Ctrl-C, -x, a session-level failure)",
-    CRASHED: "pytest stopped with an internal or usage error",
-    INCOMPLETE: "the log has no end record and its pytest is gone: killed or crashed",
-}
 
-
-def record_hint(mdir: MonitorDir) -> str:
-    """Where we looked, and how to get something to look at."""
-    if not mdir.root.is_dir():
-        where = f"no monitor folder at {mdir.root}"
-        if not os.environ.get("TESTMON_DIR"):
-            where = f"no .testmon folder from {Path.cwd()} upwards"
-        return f"{where}: record a run with `pytest --monitor`, or point --dir at a .testmon folder"
-    return f"no recorded runs in {mdir.runs}: record one with `pytest --monitor`"
-
-
-# ----------------------------------------------------------------- reading lines
-
-
-class _HeaderPeek(msgspec.Struct):
-    """Just enough of a first line to tell a newer schema from garbage."""
-
-    t: str = ""
-    schema: int = 0
-    run_id: str = ""
-
-
-def read_header(path: Path) -> ev.RunStarted:
-    """The header of a log, with a clear :class:`RunLogError` for anything else.
-
-    A header of a newer schema is recognised even when its fields changed so much that
-    this build cannot decode it (it then says "upgrade", not "not a run log").
-    """
-    try:
-        with path.open("rb") as handle:
-            first = handle.readline(HEADER_LIMIT)
-    except OSError as exc:
-        raise RunLogError(f"cannot read {path}: {exc.strerror or exc}") from None
-    if not first.strip():
-        raise RunLogError(f"{path} is empty: not a testmon-live run log")
-    try:
-        peek = msgspec.json.decode(first, type=_HeaderPeek)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-        raise RunLogError(f"{path} is not a testmon-live run log (line 1: {exc})") from None
-    if peek.t == "run" and peek.schema > ev.SCHEMA_VERSION:
-        check_header(ev.RunStarted(schema=peek.schema, run_id=peek.run_id, rootdir=""), str(path))
-    try:
-        header = ev.decode_event(first)
-    except ev.DecodeError as exc:
-        raise RunLogError(f"{path} is not a testmon-live run log (line 1: {exc})") from None
-    return check_header(header, str(path))
-
-
-def read_last_event(path: Path) -> ev.Event | None:
-    """The event on the last complete line, read from the end; None if there is none."""
-    with path.open("rb") as handle:
-        size = handle.seek(0, os.SEEK_END)
-        if size == 0:
-            return None
-        handle.seek(size - 1)
-        if handle.read(1) != b"\n":
-            return None  # torn last line: the run was killed or is still writing
-        end = size - 1
-        tail = b""
-        while end > 0 and len(tail) < TAIL_LIMIT:
-            start = max(0, end - TAIL_CHUNK)
-            handle.seek(start)
-            tail = handle.read(end - start) + tail
-            end = start
-            cut = tail.rfind(b"\n")
-            if cut >= 0:
-                tail = tail[cut + 1 :]
-                break
-        else:
-            if end > 0:
-                return None
-    try:
-        return ev.decode_event(tail)
-    except ev.DecodeError:
-        return None
-
-
-# -------------------------------------------------------------------- resolving
-
-
-def live_ids(mdir: MonitorDir) -> set[str]:
-    """Ids of the runs whose hub is up now."""
-    return {run.run_id for run in live_runs(mdir)}
-
-
-def monitor_dir_of(path: Path, fallback: MonitorDir) -> MonitorDir:
-    """The monitor folder a log lives in (``<dir>/runs/<id>.jsonl``), else ``fallback``."""
-    if path.parent.name == RUNS_DIR:
-        return MonitorDir(path.parent.parent)
-    return fallback
-
-
-def newest_log(mdir: MonitorDir) -> Path:
-    """The log of the run that started last, by its header (ids sort only to the second)."""
-    logs = mdir.logs()
-    if not logs:
-        raise RunLogError(record_hint(mdir))
-    best: tuple[float, str] | None = None
-    newest = logs[-1]
-    for path in logs:
-        try:
-            started = read_header(path).ts
-        except RunLogError:
-            continue
-        key = (started, path.name)
-        if best is None or key > best:
-            best, newest = key, path
-    return newest
-
-
-def resolve_run(mdir: MonitorDir, spec: str) -> Path:
-    """A run given as id, unique id prefix, ``latest``, or path of a log file."""
-    if spec == "latest":
-        return newest_log(mdir)
-    looks_like_path = spec.endswith(LOG_SUFFIX) or "/" in spec or os.sep in spec
-    if not looks_like_path and not mdir.logs():
-        if Path(spec).is_file():
-            return Path(spec)
-        raise RunLogError(record_hint(mdir))
-    return mdir.resolve(spec)
-
-
-# -------------------------------------------------------------------- summaries
-
-
-def status_of(state: RunState, live: bool) -> str:
-    """One of :data:`STATUSES`; a log without an end record is running only if its hub is."""
-    if state.end is None:
-        return RUNNING if live else INCOMPLETE
-    return state.status
+# ---------------------------------------------------------------------- workers
 
 
 worker_sort_key = worker_order
@@ -225,139 +57,7 @@ def stall_count(state: RunState) -> int:
     return sum(1 for s in state.stalls if s.reason == "stall" and s.sample == 1)
 
 
-@dataclass(frozen=True)
-class RunSummary:
-    """One line of ``testmon runs``."""
-
-    run_id: str
-    path: Path
-    started: float
-    wall: float
-    workers: int
-    tests: int
-    counts: dict[str, int]
-    crashes: int
-    stalls: int
-    status: str
-    exit_status: int | None
-    exit_name: str | None
-    folded: bool
-    """True when the whole log was read (it had no end record)."""
-
-
-@dataclass(frozen=True)
-class Unlisted:
-    """A file in the runs folder that is not a readable log (and why)."""
-
-    path: Path
-    error: str
-
-
-@dataclass
-class RunListing:
-    mdir: MonitorDir
-    runs: list[RunSummary] = field(default_factory=list)
-    """Newest first."""
-    unlisted: list[Unlisted] = field(default_factory=list)
-
-
-def _from_end(path: Path, header: ev.RunStarted, end: ev.RunFinished) -> RunSummary:
-    state = RunState(detail=False)
-    state.apply(header)
-    state.apply(end)
-    return RunSummary(
-        run_id=header.run_id,
-        path=path,
-        started=header.ts,
-        wall=state.wall(),
-        workers=len(end.workers),
-        tests=end.tests,
-        counts=dict(end.counts),
-        crashes=end.crashes,
-        stalls=end.stalls,
-        status=state.status,
-        exit_status=end.exitstatus,
-        exit_name=end.status,
-        folded=False,
-    )
-
-
-def _from_fold(path: Path, state: RunState, live: bool) -> RunSummary:
-    end = state.end
-    return RunSummary(
-        run_id=state.run_id or path.name.removesuffix(LOG_SUFFIX),
-        path=path,
-        started=state.started,
-        wall=state.wall(),
-        workers=len(active_workers(state)),
-        tests=state.tests_done,
-        counts=dict(state.counts),
-        crashes=len(state.crashes),
-        stalls=stall_count(state),
-        status=status_of(state, live),
-        exit_status=end.exitstatus if end else None,
-        exit_name=end.status if end else None,
-        folded=True,
-    )
-
-
-def summarize(path: Path, live: set[str]) -> RunSummary:
-    """Header + last line when the run finished; the whole log folded otherwise."""
-    header = read_header(path)
-    try:
-        last = read_last_event(path)
-    except OSError as exc:
-        raise RunLogError(f"cannot read {path}: {exc.strerror or exc}") from None
-    if isinstance(last, ev.RunFinished):
-        return _from_end(path, header, last)
-    state = RunState(detail=False).apply_all(iter_log(path, []))
-    return _from_fold(path, state, header.run_id in live)
-
-
-def _summary_or_why(path: Path, live: set[str]) -> RunSummary | Unlisted:
-    try:
-        return summarize(path, live)
-    except (RunLogError, OSError) as exc:
-        return Unlisted(path, str(exc))
-
-
-def list_runs(mdir: MonitorDir) -> RunListing:
-    """Every log of ``mdir``, newest first; files that are not logs are set aside with why."""
-    listing = RunListing(mdir)
-    live = live_ids(mdir)
-    for path in mdir.logs():
-        found = _summary_or_why(path, live)
-        if isinstance(found, RunSummary):
-            listing.runs.append(found)
-        else:
-            listing.unlisted.append(found)
-    listing.runs.sort(key=lambda r: (r.started, r.run_id), reverse=True)
-    return listing
-
-
-# ---------------------------------------------------------------------- loading
-
-
-@dataclass
-class LoadedRun:
-    """A whole log folded, for a report."""
-
-    path: Path
-    state: RunState
-    status: str
-
-
-def load_run(path: Path, mdir: MonitorDir) -> LoadedRun:
-    """Fold a log; the reader's skipped lines land in ``state.problems``."""
-    header = read_header(path)
-    problems: list[tuple[int, str]] = []
-    state = RunState(detail=False).apply_all(iter_log(path, problems))
-    state.problems = problems
-    live = header.run_id in live_ids(monitor_dir_of(path, mdir))
-    return LoadedRun(path=path, state=state, status=status_of(state, live))
-
-
-# =============================================================== the report model
+# ---------------------------------------------------------------------- the dict
 
 
 class RunInfo(TypedDict):
@@ -622,7 +322,7 @@ class Report(TypedDict):
     notices: list[NoticeRow]
 
 
-# -------------------------------------------------------------- model: numbers
+# --------------------------------------------------------------------- numbers
 
 
 def _sec(value: float | None) -> float:
@@ -669,7 +369,7 @@ def _counts(counts: dict[str, int]) -> dict[str, int]:
     return found
 
 
-# ------------------------------------------------------------- model: sections
+# -------------------------------------------------------------------- sections
 
 
 def _run_info(run: LoadedRun) -> RunInfo:
@@ -1119,68 +819,4 @@ def build_report(run: LoadedRun, top: int = DEFAULT_TOP) -> Report:
             for n in state.notices
             if n.level != "info"
         ],
-    }
-
-
-# ===================================================================== runs
-
-
-class RunRow(TypedDict):
-    id: str
-    log: str
-    status: str
-    exit_status: int | None
-    exit_name: str | None
-    started: float
-    started_at: str
-    wall: float
-    workers: int
-    tests: int
-    counts: dict[str, int]
-    summary: str
-    crashes: int
-    stalls: int
-
-
-class UnlistedRow(TypedDict):
-    log: str
-    error: str
-
-
-class RunsModel(TypedDict):
-    """What ``testmon runs --format json`` prints."""
-
-    runs_version: int
-    dir: str
-    runs: list[RunRow]
-    unlisted: list[UnlistedRow]
-
-
-def _run_row(run: RunSummary) -> RunRow:
-    counts = _counts(run.counts)
-    return {
-        "id": run.run_id,
-        "log": str(run.path.resolve()),
-        "status": run.status,
-        "exit_status": run.exit_status,
-        "exit_name": run.exit_name,
-        "started": _epoch(run.started),
-        "started_at": _iso(run.started),
-        "wall": _sec(run.wall),
-        "workers": run.workers,
-        "tests": run.tests,
-        "counts": counts,
-        "summary": pytest_summary(counts),
-        "crashes": run.crashes,
-        "stalls": run.stalls,
-    }
-
-
-def build_runs(listing: RunListing, limit: int | None = None) -> RunsModel:
-    runs = listing.runs[:limit] if limit else listing.runs
-    return {
-        "runs_version": RUNS_VERSION,
-        "dir": str(listing.mdir.root.resolve()),
-        "runs": [_run_row(r) for r in runs],
-        "unlisted": [{"log": str(u.path), "error": u.error} for u in listing.unlisted],
     }

@@ -1,29 +1,34 @@
-"""How ``testmon report`` and ``testmon runs`` look: text, markdown and JSON.
+"""What ``testmon report`` and ``testmon runs`` say, in text, markdown and JSON.
 
-The content is decided once, in :func:`~testmon_live.tui.reports.runs.build_report` (the report
-model, a plain dict documented in ``docs/report-json.md``). JSON prints that dict as it
-is. Text and markdown are rendered from the same dict through one list of
-:class:`Section` (prose lines, bullet lists, tables): :func:`sections` decides *what*
-is said and in which order, :func:`render_text` and :func:`render_markdown` only decide
-how a line, a list or a table looks. So the three formats cannot disagree.
+The content is decided once, in :func:`~.model.build_report` (the report model, a plain
+dict documented in ``docs/report-json.md``) and :func:`~.run_list.build_runs`. JSON
+prints that dict as it is. Text and markdown are rendered from the same dict through one
+list of :class:`~.document.Section` (prose lines, bullet lists, tables): :func:`sections`
+decides *what* is said and in which order, :func:`~.render_text.render_text` and
+:func:`~.render_markdown.render_markdown` only decide how a line, a list or a table looks.
+So the three formats cannot disagree.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 from testmon_live.plugin.state import DUPLICATE_WORTH
 
-from .runs import (
-    INCOMPLETE,
-    PROBLEMS_FIRST,
+from .document import Block, Bullets, Code, Column, Format, Line, Prose, Section, Table
+from .formatting import (
+    first_line,
+    fmt_duration,
+    fmt_percent,
+    fmt_time,
+    plural,
+    share_bar,
+    short_path,
+    shorten_nodeid,
+)
+from .logs import INCOMPLETE
+from .model import (
     ContainerRow,
     CrashRow,
     FixtureRow,
@@ -31,161 +36,14 @@ from .runs import (
     MigrationRow,
     Report,
     RunInfo,
-    RunRow,
-    RunsModel,
     StallRow,
     pytest_summary,
     worker_sort_key,
 )
-
-Format = Literal["text", "markdown", "json"]
-WIDTH = 100
-"""Text output fits this many columns."""
-
-
-# ============================================================ sections (shared)
-
-
-class Code(str):
-    """Text shown as inline code in markdown (ids, node ids, fixture names)."""
-
-    __slots__ = ()
-
-
-Line = tuple[str, ...]
-"""Prose: plain parts and :class:`Code` parts, joined without separators."""
-
-
-@dataclass(frozen=True)
-class Column:
-    title: str
-    right: bool = False
-    squeeze: Literal["", "end", "start"] = ""
-    """How cells shrink when the table is too wide: keep the end (node ids, paths: see
-    :func:`shorten_nodeid`) or the start (messages)."""
-    code: bool = False
-    """Markdown shows the cells as inline code."""
-    below: bool = False
-    """Text puts the cell on its own line under the row (long messages); markdown keeps it
-    a column."""
-
-
-@dataclass(frozen=True)
-class Table:
-    columns: tuple[Column, ...]
-    rows: Sequence[Sequence[str]]
-
-
-@dataclass(frozen=True)
-class Prose:
-    lines: list[Line]
-
-
-@dataclass(frozen=True)
-class Bullets:
-    items: list[Line]
-    warn: bool = False
-
-
-@dataclass(frozen=True)
-class Verbatim:
-    """Lines shown exactly, never cut (commands to copy): a code block in markdown."""
-
-    lines: list[str]
-
-
-Block = Prose | Table | Bullets | Verbatim
-
-
-@dataclass(frozen=True)
-class Section:
-    title: Line
-    blocks: list[Block]
-
-
-# ------------------------------------------------------------------ cell words
-
-
-def fmt_duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    if seconds <= 0:
-        return "0s"
-    if seconds < 0.001:
-        return "<1ms"
-    if seconds < 0.9995:
-        return f"{seconds * 1000:.0f}ms"
-    if seconds < 10:
-        return f"{seconds:.2f}s"
-    if seconds < 120:
-        return f"{seconds:.1f}s"
-    if seconds < 3600:
-        minutes, secs = divmod(round(seconds), 60)
-        return f"{minutes}m{secs:02d}s"
-    hours, rest = divmod(round(seconds), 3600)
-    return f"{hours}h{rest // 60:02d}m"
-
-
-def fmt_percent(share: float) -> str:
-    return f"{share:.0%}"
-
-
-def share_bar(share: float, cells: int = 10) -> str:
-    filled = max(0, min(cells, round(share * cells)))
-    return "█" * filled + "░" * (cells - filled) + f" {fmt_percent(share):>4}"
-
-
-def fmt_time(ts: float) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)) if ts > 0 else "-"
-
-
-def first_line(text: str | None) -> str:
-    if not text:
-        return ""
-    for line in text.strip().splitlines():
-        if line.strip():
-            return line.strip()
-    return ""
-
-
-def plural(n: int, word: str, many: str | None = None) -> str:
-    return f"{n} {word if n == 1 else (many or word + 's')}"
-
-
-def short_path(path: str) -> str:
-    """Relative to the current directory when that is shorter."""
-    try:
-        rel = os.path.relpath(path)
-    except ValueError:
-        return path
-    return rel if len(rel) < len(path) else path
-
-
-def shorten_nodeid(nodeid: str, width: int) -> str:
-    """Keep the end (the test name, then its class and file): ``…/test_x.py::T::test_y``.
-
-    The cut snaps forward to a ``/`` when one is near, so folder names are not cut in half.
-    """
-    if len(nodeid) <= width:
-        return nodeid
-    if width <= 1:
-        return "…"[:width]
-    tail = nodeid[len(nodeid) - width + 1 :]
-    slash = tail.find("/")
-    if 0 <= slash < len(tail) // 3:
-        return "…" + tail[slash:]
-    return "…" + tail
-
-
-def cut(text: str, width: int) -> str:
-    return text if len(text) <= width else text[: max(0, width - 1)] + "…"
-
-
-def squeeze_cell(text: str, column: Column, width: int) -> str:
-    if column.squeeze == "end":
-        return shorten_nodeid(text, width)
-    return cut(text, width)
-
+from .render_json import render_json
+from .render_markdown import render_markdown
+from .render_text import render_text
+from .run_list import PROBLEMS_FIRST, RunRow, RunsModel
 
 # ------------------------------------------------------------ report sections
 
@@ -763,177 +621,6 @@ def render(report: Report, fmt: Format) -> str:
     if fmt == "markdown":
         return render_markdown(sections(report))
     return render_text(sections(report))
-
-
-def render_json(model: object) -> str:
-    return json.dumps(model, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
-
-
-# ----------------------------------------------------------------------- text
-
-GAP = "  "
-INDENT = "  "
-MIN_SQUEEZED = 12
-MIN_CODE_KEPT = 32
-"""Code parts of prose (ids, paths) shorter than this are never shortened."""
-
-
-def _text_line(parts: Line, width: int) -> str:
-    """One line of prose; too long, its longest code parts (ids, paths) lose their start."""
-    flat = [p.replace("\n", " ") for p in parts]
-    over = sum(map(len, flat)) - width
-    codes = sorted(
-        (i for i, p in enumerate(parts) if isinstance(p, Code)), key=lambda i: -len(flat[i])
-    )
-    for i in codes:
-        if over <= 0:
-            break
-        keep = max(MIN_CODE_KEPT, len(flat[i]) - over)
-        if keep < len(flat[i]):
-            over -= len(flat[i]) - keep
-            flat[i] = shorten_nodeid(flat[i], keep)
-    return cut("".join(flat), width)
-
-
-def _fit(widths: list[int], columns: Sequence[Column], budget: int) -> list[int]:
-    """Shrink squeezable columns, widest first, until the row fits ``budget``."""
-    widths = list(widths)
-    floors = [
-        min(w, max(MIN_SQUEEZED, len(c.title))) if c.squeeze else w
-        for c, w in zip(columns, widths, strict=True)
-    ]
-    while (over := sum(widths) - budget) > 0:
-        candidates = [i for i, w in enumerate(widths) if w > floors[i]]
-        if not candidates:
-            break
-        widest = max(candidates, key=lambda i: widths[i])
-        second = max((widths[i] for i in candidates if i != widest), default=0)
-        target = max(floors[widest], second, widths[widest] - over)
-        widths[widest] = min(target, widths[widest] - 1)
-    return widths
-
-
-def _pad(text: str, width: int, right: bool) -> str:
-    return text.rjust(width) if right else text.ljust(width)
-
-
-def text_table(table: Table, width: int = WIDTH, indent: str = INDENT) -> list[str]:
-    """Aligned columns in ``width``; ``below`` cells go on their own line under their row."""
-    inline = [i for i, c in enumerate(table.columns) if not c.below]
-    below = [i for i, c in enumerate(table.columns) if c.below]
-    columns = [table.columns[i] for i in inline]
-    rows = [[cell.replace("\n", " ") for cell in row] for row in table.rows]
-    natural = [
-        max([len(c.title), *(len(r[i]) for r in rows)])
-        for i, c in zip(inline, columns, strict=True)
-    ]
-    budget = width - len(indent) - len(GAP) * (len(columns) - 1)
-    widths = _fit(natural, columns, budget)
-    head = (_pad(c.title, w, c.right) for c, w in zip(columns, widths, strict=True))
-    lines = [indent + GAP.join(head).rstrip()]
-    for row in rows:
-        cells = (
-            _pad(squeeze_cell(row[i], c, w) if len(row[i]) > w else row[i], w, c.right)
-            for i, c, w in zip(inline, columns, widths, strict=True)
-        )
-        lines.append(cut(indent + GAP.join(cells).rstrip(), width))
-        lines.extend(cut(indent * 3 + row[i], width) for i in below if row[i])
-    return lines
-
-
-def _text_block(block: Block, width: int) -> list[str]:
-    if isinstance(block, Table):
-        return text_table(block, width)
-    if isinstance(block, Verbatim):
-        return [INDENT + line for line in block.lines]
-    if isinstance(block, Bullets):
-        mark = "! " if block.warn else "- "
-        return [_text_line((INDENT, mark, *item), width) for item in block.items]
-    return [_text_line((INDENT, *line), width) for line in block.lines]
-
-
-def text_width() -> int:
-    """:data:`WIDTH`, or the terminal's (or ``$COLUMNS``) when wider: nothing is cut that
-    the screen could show."""
-    return max(WIDTH, shutil.get_terminal_size((WIDTH, 24)).columns)
-
-
-def render_text(found: Sequence[Section], width: int | None = None) -> str:
-    width = text_width() if width is None else width
-    out: list[str] = []
-    for number, section in enumerate(found):
-        if number:
-            out.append("")
-        out.append(_text_line(section.title, width))
-        for block in section.blocks:
-            out.extend(_text_block(block, width))
-    return "\n".join(out) + "\n"
-
-
-# ------------------------------------------------------------------- markdown
-
-MD_CELL = 120
-"""Markdown cells that may shrink are cut to this length (a CI summary stays concise)."""
-_MD_SPECIAL = frozenset("\\`*_[]<>|#~")
-
-
-def md_escape(text: str) -> str:
-    flat = text.replace("\r", " ").replace("\n", " ")
-    return "".join("\\" + ch if ch in _MD_SPECIAL else ch for ch in flat)
-
-
-def md_code(text: str, in_table: bool = False) -> str:
-    flat = text.replace("\r", " ").replace("\n", " ")
-    if not flat:
-        return ""
-    fence = "``" if "`" in flat else "`"
-    body = flat.replace("|", "\\|") if in_table else flat
-    pad = " " if fence == "``" or body.startswith("`") or body.endswith("`") else ""
-    return f"{fence}{pad}{body}{pad}{fence}"
-
-
-def _md_parts(parts: Line, in_table: bool = False) -> str:
-    return "".join(
-        md_code(p, in_table) if isinstance(p, Code) else md_escape(p) for p in parts if p
-    )
-
-
-def _md_cell(text: str, column: Column) -> str:
-    shown = squeeze_cell(text, column, MD_CELL) if column.squeeze and len(text) > MD_CELL else text
-    return md_code(shown, in_table=True) if column.code else md_escape(shown)
-
-
-def markdown_table(table: Table) -> list[str]:
-    columns = table.columns
-    head = "| " + " | ".join(md_escape(c.title) for c in columns) + " |"
-    rule = "|" + "|".join(" ---: " if c.right else " --- " for c in columns) + "|"
-    body = [
-        "| " + " | ".join(_md_cell(cell, c) for cell, c in zip(row, columns, strict=True)) + " |"
-        for row in table.rows
-    ]
-    return [head, rule, *body]
-
-
-def _md_block(block: Block) -> list[str]:
-    if isinstance(block, Table):
-        return markdown_table(block)
-    if isinstance(block, Verbatim):
-        return ["```", *block.lines, "```"]
-    if isinstance(block, Bullets):
-        mark = "- ⚠️ " if block.warn else "- "
-        return [mark + _md_parts(item) for item in block.items]
-    return ["  \n".join(_md_parts(line) for line in block.lines)]
-
-
-def render_markdown(found: Sequence[Section]) -> str:
-    out: list[str] = []
-    for number, section in enumerate(found):
-        out.append(("### " if number == 0 else "#### ") + _md_parts(section.title))
-        for block in section.blocks:
-            out.append("")
-            out.extend(_md_block(block))
-        out.append("")
-    return "\n".join(out)
 
 
 # ===================================================================== runs
