@@ -1,0 +1,36 @@
+"""The one fold of events into run state.
+
+The hub folds every accepted event (for the terminal summary and crash attribution), the
+reports fold a log, the dashboard folds live or replayed streams: all through
+:meth:`RunState.apply`. Nothing here imports Textual or pytest.
+
+``RunState(detail=False)`` keeps aggregates only (bounded memory, for the controller);
+``detail=True`` also keeps every test and fixture record (for timelines and replays).
+
+:class:`RunState` (:mod:`.fold`: the run, its tests, fixtures, stalls and notices) is made
+of parts that fold one kind of event each: :mod:`.workers` (the workers, the base of the
+others), :mod:`.locks` (locks, database waits, migrations, deadlocks) and
+:mod:`.containers`. The names other modules use are importable from here.
+"""
+
+from .containers import ContainerView, ImageStats
+from .fold import DUPLICATE_WORTH, SLOWEST_KEPT, FixtureStats, RunState, fold, worst_outcome
+from .locks import LockStats, lock_label
+from .workers import WORKER_STATES, StallRecord, WorkerView, worker_order
+
+__all__ = [
+    "DUPLICATE_WORTH",
+    "SLOWEST_KEPT",
+    "WORKER_STATES",
+    "ContainerView",
+    "FixtureStats",
+    "ImageStats",
+    "LockStats",
+    "RunState",
+    "StallRecord",
+    "WorkerView",
+    "fold",
+    "lock_label",
+    "worker_order",
+    "worst_outcome",
+]

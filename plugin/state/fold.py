@@ -1,0 +1,477 @@
+"""RunState: the one fold of a run's events, and the part it folds itself.
+
+The run's header and end, its tests and their outcomes, fixtures, stalls, notices and
+command replies are folded here; :class:`RunState` inherits the workers
+(:class:`~.workers.WorkerFold`), the locks (:class:`~.locks.LockFold`) and the containers
+(:class:`~.containers.ContainerFold`) from its parts. See the package's docstring.
+"""
+
+from __future__ import annotations
+
+import heapq
+import sys
+from collections import Counter
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import msgspec
+
+from testmon_live.plugin import events as ev
+
+from .containers import ContainerFold
+from .locks import LockFold
+from .workers import StallRecord, WorkerView, worker_order
+
+SLOWEST_KEPT = 50
+FAILURES_KEPT = 2000
+NOTICES_KEPT = 500
+
+_FAILING = frozenset({"failed", "error"})
+_OUTCOME_RANK = {"failed": 5, "error": 4, "xpassed": 3, "xfailed": 2, "skipped": 1, "passed": 0}
+
+
+def worst_outcome(categories: Iterable[str]) -> str:
+    """The overall outcome of a test from the categories of its phases."""
+    best = "passed"
+    rank = 0
+    for cat in categories:
+        r = _OUTCOME_RANK.get(cat, 0)
+        if r > rank:
+            best, rank = cat, r
+    return best
+
+
+DUPLICATE_WORTH = 0.05
+"""Seconds of setup in all from which a fixture set up once per worker is worth a warning."""
+
+
+class FixtureStats(msgspec.Struct):
+    name: str
+    scope: str
+    baseid: str
+    count: int = 0
+    setup_total: float = 0.0
+    setup_max: float = 0.0
+    teardown_total: float = 0.0
+    errors: int = 0
+    workers: set[str] = msgspec.field(default_factory=set)
+    first_test: str | None = None
+
+    @property
+    def duplicated(self) -> bool:
+        """A wide-scoped fixture set up on several workers: the cost was paid per worker."""
+        return self.scope in ("session", "package", "module") and len(self.workers) > 1
+
+    @property
+    def costly_duplicate(self) -> bool:
+        """Duplicated, and at a cost worth a warning (not pytest's own cheap fixtures)."""
+        return self.duplicated and self.setup_total >= DUPLICATE_WORTH
+
+
+class RunState(LockFold, ContainerFold):
+    """Everything known of one run, folded event by event."""
+
+    def __init__(self, detail: bool = True) -> None:
+        super().__init__(detail)
+        self.header: ev.RunStarted | None = None
+        self.end: ev.RunFinished | None = None
+        self.events = 0
+        self.counts: Counter[str] = Counter()
+        """pytest's categories, counted the way its terminal summary counts them."""
+        self.outcomes: Counter[str] = Counter()
+        """Overall outcome per test run."""
+        self.tests_done = 0
+        self.test_time = 0.0
+        self.first_ts: float | None = None
+        self.last_ts = 0.0
+        self.tests: list[ev.TestFinished] = []
+        self._slowest: list[tuple[float, int, ev.TestFinished]] = []
+        self.failures: list[ev.TestFinished] = []
+        self.fixtures: dict[tuple[str, str, str], FixtureStats] = {}
+        self.fixture_events: list[ev.FixtureSetup | ev.FixtureTeardown] = []
+        self.crashes: list[ev.WorkerCrashed] = []
+        self.notices: list[ev.Notice] = []
+        self.stalls: list[ev.Stall] = []
+        self.stall_records: list[StallRecord] = []
+        """Stalls and unresponsive spells, one record each, in the order they began."""
+        self.unresponsive: list[ev.Unresponsive] = []
+        self.replies: list[ev.CommandReply] = []
+        self.problems: list[tuple[int, str]] = []
+        """Lines a reader skipped, if this state was folded from a log."""
+        self._handlers: dict[type[ev.Event], Callable[[Any], None]] = {
+            ev.RunStarted: self._run_started,
+            ev.RunFinished: self._run_finished,
+            ev.WorkerStarted: self._worker_started,
+            ev.WorkerCollected: self._worker_collected,
+            ev.WorkerFinished: self._worker_finished,
+            ev.WorkerDown: self._worker_down,
+            ev.WorkerCrashed: self._worker_crashed,
+            ev.TestFinished: self._test_finished,
+            ev.Activity: self._activity,
+            ev.Heartbeat: self._heartbeat,
+            ev.FixtureSetup: self._fixture_setup,
+            ev.FixtureTeardown: self._fixture_teardown,
+            ev.Stall: self._stall,
+            ev.StallEnded: self._stall_ended,
+            ev.Unresponsive: self._unresponsive,
+            ev.LockEvent: self._lock,
+            ev.DbWait: self._db_wait,
+            ev.Migration: self._migration,
+            ev.Deadlock: self._deadlock,
+            ev.DbConnected: self._db_connected,
+            ev.ContainerEvent: self._container,
+            ev.Notice: self._notice,
+            ev.CommandReply: self._reply,
+        }
+
+    # ----------------------------------------------------------------- folding
+
+    def apply(self, event: ev.Event) -> None:
+        self.events += 1
+        ts = event.ts
+        if ts:
+            if self.first_ts is None or ts < self.first_ts:
+                self.first_ts = ts
+            if ts > self.last_ts:
+                self.last_ts = ts
+        handler = self._handlers.get(type(event))
+        if handler is not None:
+            handler(event)
+
+    def apply_all(self, events: Iterable[ev.Event]) -> RunState:
+        apply = self.apply
+        for event in events:
+            apply(event)
+        return self
+
+    def _run_started(self, e: ev.RunStarted) -> None:
+        self.header = e
+
+    def _run_finished(self, e: ev.RunFinished) -> None:
+        self.end = e
+        for wid, kinds in e.dropped.items():
+            self.worker(wid).dropped.update(kinds)
+
+    def _worker_started(self, e: ev.WorkerStarted) -> None:
+        view = self._seen(e)
+        view.pid = e.pid
+        view.host = e.host
+        view.spec = e.spec
+        view.remote = e.remote
+        view.main_thread = e.main_thread
+        view.dump_signal = e.dump_signal
+        view.dump_file = e.dump_file
+        view.started = e.ts
+        view.phase = "collecting"
+        view.since = e.ts
+
+    def _worker_collected(self, e: ev.WorkerCollected) -> None:
+        view = self._seen(e)
+        view.collected = e.count
+        view.phase = "idle"
+        view.since = e.ts
+
+    def _worker_finished(self, e: ev.WorkerFinished) -> None:
+        view = self._seen(e)
+        view.dropped.update(e.dropped)
+        view.phase = "finishing"
+        _no_test(view)
+        view.fixture = None
+        view.since = e.ts
+
+    def _worker_down(self, e: ev.WorkerDown) -> None:
+        view = self._seen(e)
+        view.down = True
+        view.ended = e.ts
+        _no_test(view)
+        view.fixture = None
+        view.waiting = None
+        view.stall = None
+        view.current_stall = None
+        view.unresponsive = False
+
+    def _worker_crashed(self, e: ev.WorkerCrashed) -> None:
+        view = self._seen(e)
+        view.crash = e
+        view.ended = e.ts
+        self.crashes.append(e)
+
+    def _test_finished(self, e: ev.TestFinished) -> None:
+        view = self._seen(e)
+        counts = self.counts
+        for phase in e.phases:
+            cat = phase.outcome
+            if phase.when == "call" or cat != "passed":
+                counts[cat] += 1
+            if phase.when == "setup":
+                view.setup_time += phase.dur
+            elif phase.when == "call":
+                view.call_time += phase.dur
+            else:
+                view.teardown_time += phase.dur
+        if e.crashed:
+            counts["failed"] += 1
+        if e.fixtures:
+            self._function_fixtures(e)
+        self.outcomes[e.outcome] += 1
+        self.tests_done += 1
+        self.test_time += e.duration
+        view.tests += 1
+        view.busy += e.duration
+        if not e.crashed:
+            view.last_test = e.nodeid
+        if e.outcome in _FAILING:
+            view.failures += 1
+            if self.detail or len(self.failures) < FAILURES_KEPT:
+                self.failures.append(e)
+        if view.stall is not None and view.stall.test == e.nodeid:
+            view.stall = None  # its StallEnded follows the next test's start by a moment
+        if view.test == e.nodeid:
+            _no_test(view)
+            view.fixture = None
+            view.phase = "idle"
+            view.since = e.ts
+        if self.detail:
+            _intern(e)
+            self.tests.append(e)
+        else:
+            item = (e.duration, self.tests_done, e)
+            if len(self._slowest) < SLOWEST_KEPT:
+                heapq.heappush(self._slowest, item)
+            elif e.duration > self._slowest[0][0]:
+                heapq.heapreplace(self._slowest, item)
+
+    def _function_fixtures(self, e: ev.TestFinished) -> None:
+        fixtures = self.fixtures
+        for fx in e.fixtures:
+            key = (fx.name, "function", fx.baseid)
+            stats = fixtures.get(key)
+            if stats is None:
+                stats = fixtures[key] = FixtureStats(
+                    fx.name, "function", fx.baseid, first_test=e.nodeid
+                )
+            stats.count += 1
+            stats.setup_total += fx.setup_dur
+            if fx.setup_dur > stats.setup_max:
+                stats.setup_max = fx.setup_dur
+            stats.teardown_total += fx.teardown_dur
+            stats.workers.add(e.w)
+            if fx.error:
+                stats.errors += 1
+
+    def _activity(self, e: ev.Activity) -> None:
+        view = self._seen(e)
+        if view.crash is not None or view.down:
+            return
+        _test_seen(view, e.test, e.phase, e.since)
+        view.test = e.test
+        view.phase = e.phase
+        view.fixture = e.fixture
+        view.since = e.since
+        view.waiting = e.waiting
+
+    def _heartbeat(self, e: ev.Heartbeat) -> None:
+        view = self._seen(e)
+        view.last_heartbeat = e.ts
+        view.cpu = e.cpu
+        view.rss = e.rss
+        view.threads = e.threads
+        if view.unresponsive:
+            view.unresponsive = False
+        if view.crash is None and not view.down:
+            _test_seen(view, e.test, e.phase, e.ts - e.elapsed)
+            view.test = e.test
+            view.phase = e.phase
+            view.fixture = e.fixture
+
+    def _fixture_setup(self, e: ev.FixtureSetup) -> None:
+        view = self._seen(e)
+        key = (e.name, e.scope, e.baseid)
+        stats = self.fixtures.get(key)
+        if stats is None:
+            stats = self.fixtures[key] = FixtureStats(e.name, e.scope, e.baseid, first_test=e.test)
+        stats.count += 1
+        stats.setup_total += e.dur
+        if e.dur > stats.setup_max:
+            stats.setup_max = e.dur
+        stats.workers.add(view.id)
+        if e.error:
+            stats.errors += 1
+        if self.detail:
+            self.fixture_events.append(e)
+
+    def _fixture_teardown(self, e: ev.FixtureTeardown) -> None:
+        self._seen(e)
+        stats = self.fixtures.get((e.name, e.scope, e.baseid))
+        if stats is not None:
+            stats.teardown_total += e.dur
+            if e.error:
+                stats.errors += 1
+        if self.detail:
+            self.fixture_events.append(e)
+
+    def _stall(self, e: ev.Stall) -> None:
+        view = self._seen(e)
+        self.stalls.append(e)
+        if e.reason == "dump":
+            return
+        current = view.current_stall
+        later = e.reason == "stall" and e.sample > 1
+        if later and current is not None and current.reason == "stall":
+            current.merge(e)
+        else:
+            current = view.current_stall = StallRecord(
+                w=e.w,
+                reason=e.reason,
+                first=e,
+                threads={t.ident: t for t in e.threads},
+                elapsed=e.elapsed,
+            )
+            self.stall_records.append(current)
+        if e.reason == "stall":
+            view.stall = e
+        elif e.reason == "unresponsive":
+            view.unresponsive = True
+
+    def _stall_ended(self, e: ev.StallEnded) -> None:
+        view = self._seen(e)
+        view.stall = None
+        for record in reversed(self.stall_records):
+            if record.w == e.w and record.reason == "stall":
+                if record.duration is None:
+                    record.duration = e.duration
+                    record.ended = e.ts
+                break
+        if view.current_stall is not None and view.current_stall.reason == "stall":
+            view.current_stall = None
+
+    def _unresponsive(self, e: ev.Unresponsive) -> None:
+        view = self.worker(e.w)
+        view.unresponsive = not e.recovered
+        self.unresponsive.append(e)
+        if not e.recovered:
+            return
+        current = view.current_stall
+        if current is not None and current.reason == "unresponsive":
+            current.duration = e.silent
+            current.ended = e.ts
+            view.current_stall = None
+
+    def _notice(self, e: ev.Notice) -> None:
+        if len(self.notices) < NOTICES_KEPT:
+            self.notices.append(e)
+
+    def _reply(self, e: ev.CommandReply) -> None:
+        self._seen(e)
+        self.replies.append(e)
+
+    # ----------------------------------------------------------------- derived
+
+    @property
+    def run_id(self) -> str:
+        return self.header.run_id if self.header else ""
+
+    @property
+    def started(self) -> float:
+        if self.header is not None:
+            return self.header.ts
+        return self.first_ts or 0.0
+
+    @property
+    def status(self) -> str:
+        """``running`` (no end yet), ``finished``, ``interrupted`` or ``crashed``."""
+        if self.end is None:
+            return "running"
+        if self.end.status == "interrupted":
+            return "interrupted"
+        if self.end.status in ("internal_error", "usage_error"):
+            return "crashed"
+        return "finished"
+
+    def wall(self, now: float | None = None) -> float:
+        """Seconds from the header to the end (or to ``now`` / the last event while running)."""
+        if self.end is not None:
+            return max(0.0, self.end.ts - self.started)
+        stop = now if now is not None else self.last_ts
+        return max(0.0, stop - self.started)
+
+    def busy_share(self, view: WorkerView, now: float | None = None) -> float:
+        """Seconds ``view`` spent in tests / wall time of the run (to ``now`` while it runs),
+        0..1. Against the run's wall, not the worker's life: xdist shuts workers down when
+        the queue empties, and the time they would have waited on a straggler is idle too."""
+        wall = self.wall(now)
+        return min(1.0, view.busy / wall) if wall > 0 else 0.0
+
+    def slots(self) -> int:
+        """Worker slots the run had: requested workers, at least 1."""
+        requested = self.header.workers if self.header else 0
+        if requested > 0:
+            return requested
+        return max(1, len([w for w in self.workers.values() if w.tests or w.pid]))
+
+    def efficiency(self, now: float | None = None) -> float:
+        """Sum of test time / (worker slots x wall time), 0..1."""
+        wall = self.wall(now)
+        if wall <= 0:
+            return 0.0
+        return min(1.0, self.test_time / (self.slots() * wall))
+
+    def slowest(self, n: int = 10) -> list[ev.TestFinished]:
+        if self.detail:
+            return sorted(self.tests, key=lambda t: t.duration, reverse=True)[:n]
+        return [item[2] for item in sorted(self._slowest, key=lambda i: i[0], reverse=True)[:n]]
+
+    def fixtures_by_cost(self) -> list[FixtureStats]:
+        return sorted(self.fixtures.values(), key=lambda f: f.setup_total, reverse=True)
+
+    def active_workers(self) -> list[WorkerView]:
+        """Workers that took part: started (have a pid) or ran tests, in id order."""
+        return sorted(
+            (w for w in self.workers.values() if w.pid or w.tests), key=lambda w: worker_order(w.id)
+        )
+
+    def stall_count(self) -> int:
+        """Distinct stalls (first samples of watchdog stalls; dumps on demand not counted)."""
+        return sum(1 for s in self.stalls if s.reason == "stall" and s.sample == 1)
+
+    def dropped_total(self) -> int:
+        return sum(sum(kinds.values()) for kinds in self.dropped().values())
+
+    def dropped(self) -> dict[str, dict[str, int]]:
+        return {w.id: dict(w.dropped) for w in self.workers.values() if w.dropped}
+
+
+TEST_PHASES = frozenset({"setup", "call", "teardown"})
+
+
+def _test_seen(view: WorkerView, test: str | None, phase: str, since: float) -> None:
+    """Keep when the test in progress began, and its call (for a timeline's running bar)."""
+    if test is None or phase not in TEST_PHASES:
+        _no_test(view)
+        return
+    if test != view.test or view.test_started is None:
+        view.test_started = since
+        view.call_started = None
+    if phase == "call" and view.call_started is None:
+        view.call_started = since
+
+
+def _no_test(view: WorkerView) -> None:
+    view.test = None
+    view.test_started = None
+    view.call_started = None
+
+
+def _intern(e: ev.TestFinished) -> None:
+    """Kept test records share their few distinct strings (worker, outcome, phase names):
+    a decoder makes a new string object for each, about 40% of a record's memory."""
+    intern = sys.intern
+    e.w = intern(e.w)
+    e.outcome = intern(e.outcome)
+    for phase in e.phases:
+        phase.when = intern(phase.when)
+        phase.outcome = intern(phase.outcome)
+
+
+def fold(events: Iterable[ev.Event], detail: bool = True) -> RunState:
+    return RunState(detail=detail).apply_all(events)

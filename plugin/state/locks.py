@@ -1,0 +1,312 @@
+"""The fold's locks, database waits, migrations and deadlocks.
+
+:class:`LockFold` is the part of :class:`~.fold.RunState` that folds lock, wait, migration
+and deadlock events: who holds and who waits for each lock, the wait-for graph and its
+cycles (:meth:`LockFold.new_deadlocks`), and migrations of one database that overlapped.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, deque
+from typing import Any
+
+import msgspec
+
+from testmon_live.plugin import events as ev
+
+from .workers import WorkerFold, worker_order
+
+CLOCK_SLACK = 0.02
+"""Seconds two workers' clocks may disagree: back-to-back migrations are not a race."""
+
+
+class LockStats(msgspec.Struct):
+    kind: str
+    key: str
+    acquisitions: int = 0
+    contended: int = 0
+    total_wait: float = 0.0
+    max_wait: float = 0.0
+    longest_hold: float = 0.0
+    failures: int = 0
+    """Acquisitions that failed: errors, waits that timed out, try-locks refused."""
+    timeouts: int = 0
+    """Of the failures: waits that gave up (their wait counts in total and max wait)."""
+    refused: int = 0
+    """Of the failures: try-locks that were not granted (no wait)."""
+    holders: Counter[str] = msgspec.field(default_factory=Counter)
+    """worker -> acquisitions held."""
+    held_by: dict[str, ev.LockEvent] = msgspec.field(default_factory=dict)
+    """worker/lock_id -> acquisition, for locks held now."""
+    waiting: dict[str, ev.LockEvent] = msgspec.field(default_factory=dict)
+    """worker/lock_id -> wait, for waits in progress."""
+    waited_on: Counter[str] = msgspec.field(default_factory=Counter)
+    """worker -> contended acquisitions that waited for it (it was the holder)."""
+    recent: deque[tuple[ev.LockEvent, float]] = msgspec.field(
+        default_factory=lambda: deque(maxlen=16)
+    )
+    """Recently released acquisitions and when they ended: a wait that arrives late (the
+    watchdog reports database waits after a moment) still finds who held the lock then."""
+    last_contended: dict[str, ev.LockEvent] = msgspec.field(default_factory=dict)
+    """worker -> its latest acquisition that had to wait."""
+
+
+def lock_label(kind: str, key: str) -> str:
+    """How a lock is named in texts: a file lock by its file name, others by their key."""
+    if kind == "filelock":
+        return key.rsplit("/", 1)[-1]
+    return f"{kind}:{key}" if kind not in ("monitor", "run_once") else key
+
+
+class LockFold(WorkerFold):
+    """Locks, database waits, migrations and deadlocks: a part of :class:`~.fold.RunState`."""
+
+    def __init__(self, detail: bool = True) -> None:
+        super().__init__(detail)
+        self.locks: dict[tuple[str, str], LockStats] = {}
+        self.lock_events: list[ev.LockEvent] = []
+        self.db_waits: list[ev.DbWait] = []
+        self.migrations: list[ev.Migration] = []
+        self.deadlocks: list[ev.Deadlock] = []
+        self.deadlock_keys: set[tuple[tuple[str, str], ...]] = set()
+        """Cycles already reported (a Deadlock event was folded for them)."""
+        self.db_backends: dict[tuple[str, int], tuple[str, str]] = {}
+        """(dialect, server connection id) -> (worker, redacted URL), from DbConnected."""
+        self._migration_spans: dict[str, list[list[Any]]] = {}
+        """URL -> [worker, begin, end or None] of its recent migrations."""
+        self.migration_races: dict[str, set[str]] = {}
+        """URL -> workers that migrated it at overlapping times."""
+        self.lock_graph_changed = False
+        """Set by lock and wait events; the hub clears it when it looks for deadlocks."""
+
+    def _lock(self, e: ev.LockEvent) -> None:
+        self._seen(e)
+        key = (e.kind, e.key)
+        stats = self.locks.get(key)
+        if stats is None:
+            stats = self.locks[key] = LockStats(e.kind, e.key)
+        lid = f"{e.w}/{e.lock_id}"  # lock ids are per worker
+        action = e.action
+        if action == "wait":
+            self._attribute_wait(stats, e)
+            stats.waiting[lid] = e
+            self.lock_graph_changed = True
+        elif action == "acquired":
+            wait = stats.waiting.pop(lid, None)
+            stats.acquisitions += 1
+            waited = e.waited or 0.0
+            if waited > 0.0:
+                stats.contended += 1
+                stats.total_wait += waited
+                if waited > stats.max_wait:
+                    stats.max_wait = waited
+                if e.holder is None and wait is not None:
+                    e.holder = wait.holder
+                if e.holder is not None and e.holder.w:
+                    stats.waited_on[e.holder.w] += 1
+                stats.last_contended[e.w] = e
+            stats.holders[e.w] += 1
+            stats.held_by[lid] = e
+            # Waits that arrived before this acquisition did (batches cross): their holder.
+            for other in stats.waiting.values():
+                if other.w != e.w and (other.holder is None or not other.holder.w):
+                    other.holder = _holder_of(e, other.holder)
+            self.lock_graph_changed = True
+        elif action == "released":
+            acquisition = stats.held_by.pop(lid, None)
+            if acquisition is not None:
+                stats.recent.append((acquisition, e.ts))
+            if e.held is not None and e.held > stats.longest_hold:
+                stats.longest_hold = e.held
+        else:
+            stats.waiting.pop(lid, None)
+            stats.failures += 1
+            if e.reason == "refused":
+                stats.refused += 1
+            elif e.reason == "timeout":
+                stats.timeouts += 1
+                waited = e.waited or 0.0
+                stats.total_wait += waited
+                if waited > stats.max_wait:
+                    stats.max_wait = waited
+        if self.detail:
+            self.lock_events.append(e)
+
+    def _attribute_wait(self, stats: LockStats, e: ev.LockEvent) -> None:
+        """Name the holder of a wait: from the server's connection id, else from the
+        acquisitions folded so far (the latest one by another worker)."""
+        holder = e.holder
+        if holder is not None and holder.w:
+            return
+        if holder is not None and holder.backend is not None:
+            mapped = self._backend_worker(holder.backend)
+            if mapped is not None:
+                holder.w = mapped
+                return
+        current = [a for a in stats.held_by.values() if a.w != e.w]
+        if not current:
+            current = [a for a, end in stats.recent if a.w != e.w and a.ts <= e.ts <= end]
+        if current:
+            e.holder = _holder_of(max(current, key=lambda a: a.ts), holder)
+
+    def _backend_worker(self, backend: int) -> str | None:
+        for (_dialect, conn_id), (worker, _url) in self.db_backends.items():
+            if conn_id == backend:
+                return worker
+        return None
+
+    def lock_holders(self, kind: str, key: str) -> list[ev.LockEvent]:
+        """Acquisitions of a lock not released yet (for the dashboard's locks panel)."""
+        stats = self.locks.get((kind, key))
+        return list(stats.held_by.values()) if stats is not None else []
+
+    def lock_queue(self, kind: str, key: str) -> list[ev.LockEvent]:
+        """Waits on a lock in progress, oldest first."""
+        stats = self.locks.get((kind, key))
+        if stats is None:
+            return []
+        return sorted(stats.waiting.values(), key=lambda w: w.ts)
+
+    def wait_edges(self) -> list[tuple[str, str, str, str | None]]:
+        """The wait-for graph now: (waiting worker, lock, holding worker, waiter's test)."""
+        edges: list[tuple[str, str, str, str | None]] = []
+        gone = {w.id for w in self.workers.values() if w.crash is not None or w.down}
+        for stats in self.locks.values():
+            if not stats.waiting:
+                continue
+            label = lock_label(stats.kind, stats.key)
+            held = {a.w for a in stats.held_by.values()} - gone
+            for wait in stats.waiting.values():
+                if wait.w in gone:
+                    continue  # a dead worker waits for nothing (its locks stay listed as held)
+                holders = held - {wait.w}
+                if not holders and wait.holder is not None and wait.holder.w:
+                    holders = {wait.holder.w} - {wait.w} - gone
+                edges.extend((wait.w, label, h, wait.test) for h in sorted(holders))
+        return edges
+
+    def new_deadlocks(self) -> list[ev.Deadlock]:
+        """Cycles in the wait-for graph not reported yet (the hub emits them as events)."""
+        self.lock_graph_changed = False
+        edges = self.wait_edges()
+        if len(edges) < 2:
+            return []
+        out: dict[str, list[tuple[str, str, str | None]]] = {}
+        for waiter, label, holder, test in edges:
+            out.setdefault(waiter, []).append((label, holder, test))
+        found: list[ev.Deadlock] = []
+        for start in sorted(out, key=worker_order):
+            cycle = _find_cycle(start, out)
+            if cycle is None:
+                continue
+            sig = tuple(sorted((w, lock) for w, lock, _h, _t in cycle))
+            if sig in self.deadlock_keys or any(_sig(d) == sig for d in found):
+                continue
+            found.append(_deadlock_event(cycle))
+        return found
+
+    def _db_wait(self, e: ev.DbWait) -> None:
+        self._seen(e)
+        blocked = e.blocked_by
+        if blocked is not None and not blocked.w and blocked.backend is not None:
+            blocked.w = self._backend_worker(blocked.backend)
+        if (blocked is None or not blocked.w) and e.lock:
+            # The worker's acquisition just before names the holder the fold attributed.
+            kind, _, key = e.lock.partition(":")
+            stats = self.locks.get((kind, key))
+            last = stats.last_contended.get(e.w) if stats is not None else None
+            if last is not None and last.holder is not None and last.holder.w:
+                e.blocked_by = ev.Holder(
+                    w=last.holder.w,
+                    test=last.holder.test,
+                    fixture=last.holder.fixture,
+                    backend=blocked.backend if blocked is not None else None,
+                    detail=blocked.detail if blocked is not None else None,
+                )
+        self.db_waits.append(e)
+
+    def _db_connected(self, e: ev.DbConnected) -> None:
+        self._seen(e)
+        self.db_backends[(e.dialect, e.backend)] = (e.w, e.url)
+
+    def _migration(self, e: ev.Migration) -> None:
+        self._seen(e)
+        self.migrations.append(e)
+        if not e.url:
+            return  # no database known (alembic's offline --sql mode): nothing to race on
+        # Overlap is judged by the workers' own timestamps, not by arrival order: a short
+        # migration's begin and end often arrive in one batch, after another worker's begin.
+        spans = self._migration_spans.setdefault(e.url, [])
+        if e.action == "begin":
+            span: list[Any] = [e.w, e.ts, None]
+            spans.append(span)
+            if len(spans) > 200:
+                del spans[0]
+        else:
+            start = e.ts - (e.duration or 0.0)
+            open_spans = [s for s in spans if s[0] == e.w and s[2] is None]
+            if open_spans:
+                span = open_spans[-1]
+                span[2] = e.ts
+            else:
+                span = [e.w, start, e.ts]
+                spans.append(span)
+        inf = float("inf")
+        others = {
+            other[0]
+            for other in spans
+            if other[0] != span[0]
+            and other[1] + CLOCK_SLACK < (span[2] if span[2] is not None else inf)
+            and span[1] + CLOCK_SLACK < (other[2] if other[2] is not None else inf)
+        }
+        if others:
+            racing = self.migration_races.setdefault(e.url, set())
+            if not (others | {e.w}) <= racing:
+                racing.update(others | {e.w})
+                self.lock_graph_changed = True
+
+    def _deadlock(self, e: ev.Deadlock) -> None:
+        self.deadlocks.append(e)
+        self.deadlock_keys.add(_sig(e))
+
+
+def _holder_of(acquisition: ev.LockEvent, known: ev.Holder | None) -> ev.Holder:
+    holder = known if known is not None else ev.Holder()
+    holder.w = acquisition.w
+    holder.test = acquisition.test
+    holder.fixture = acquisition.fixture
+    return holder
+
+
+def _find_cycle(
+    start: str, out: dict[str, list[tuple[str, str, str | None]]]
+) -> list[tuple[str, str, str, str | None]] | None:
+    """A cycle through ``start``: [(worker, lock it waits for, holder, its test)...]."""
+    path: list[tuple[str, str, str, str | None]] = []
+    seen: set[str] = set()
+
+    def visit(node: str) -> bool:
+        if node in seen:
+            return False
+        seen.add(node)
+        for label, holder, test in out.get(node, ()):
+            path.append((node, label, holder, test))
+            if holder == start or visit(holder):
+                return True
+            path.pop()
+        return False
+
+    return list(path) if visit(start) else None
+
+
+def _sig(d: ev.Deadlock) -> tuple[tuple[str, str], ...]:
+    return tuple(sorted((edge.w, edge.waits_for) for edge in d.cycle))
+
+
+def _deadlock_event(cycle: list[tuple[str, str, str, str | None]]) -> ev.Deadlock:
+    edges: list[ev.WaitEdge] = []
+    for i, (worker, waits_for, _holder, test) in enumerate(cycle):
+        holds = cycle[i - 1][1]  # the lock the previous worker waits for is held by this one
+        edges.append(ev.WaitEdge(w=worker, holds=holds, waits_for=waits_for, test=test))
+    text = "; ".join(f"{e.w} holds {e.holds}, waits for {e.waits_for}" for e in edges)
+    return ev.Deadlock(cycle=edges, text=text)

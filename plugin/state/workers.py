@@ -1,0 +1,153 @@
+"""The workers of a run as the fold sees them, and the base of the fold's parts.
+
+:class:`WorkerFold` keeps the run's workers by id; :class:`~.locks.LockFold`,
+:class:`~.containers.ContainerFold` and :class:`~.fold.RunState` build on it.
+"""
+
+from __future__ import annotations
+
+import re
+
+import msgspec
+
+from testmon_live.plugin import events as ev
+
+# The worker states a viewer shows, in the order of precedence used by WorkerView.state.
+WORKER_STATES = (
+    "starting",
+    "collecting",
+    "idle",
+    "setup",
+    "call",
+    "teardown",
+    "finishing",
+    "waiting on lock",
+    "waiting on container",
+    "stalled",
+    "unresponsive",
+    "crashed",
+    "done",
+)
+
+
+class StallRecord(msgspec.Struct):
+    """One stall of one worker: its first sample, every thread as last sampled, its end."""
+
+    w: str
+    reason: str
+    """``stall`` (the worker's watchdog) or ``unresponsive`` (stacks taken by the hub)."""
+    first: ev.Stall
+    threads: dict[int, ev.ThreadStack] = msgspec.field(default_factory=dict)
+    """ident -> the thread as its latest sample showed it."""
+    elapsed: float = 0.0
+    """Seconds the phase had run at the latest sample."""
+    samples: int = 1
+    duration: float | None = None
+    """Seconds the stalled phase ran in all, once it ended (None: never ended in the log)."""
+    ended: float | None = None
+
+    @property
+    def test(self) -> str | None:
+        return self.first.test
+
+    @property
+    def thread_list(self) -> list[ev.ThreadStack]:
+        return list(self.threads.values())
+
+    def merge(self, e: ev.Stall) -> None:
+        for thread in e.threads:
+            self.threads[thread.ident] = thread
+        self.elapsed = max(self.elapsed, e.elapsed)
+        self.samples += 1
+
+
+class WorkerView(msgspec.Struct):
+    """What is known of one worker now."""
+
+    id: str
+    pid: int | None = None
+    host: str = ""
+    spec: str = ""
+    remote: bool = False
+    phase: str = "starting"
+    test: str | None = None
+    fixture: str | None = None
+    since: float = 0.0
+    """When the current phase began."""
+    test_started: float | None = None
+    """When the current test's first phase seen began (None: no test in progress)."""
+    call_started: float | None = None
+    """When the current test's call began (None: not reached yet)."""
+    waiting: str | None = None
+    started: float | None = None
+    ended: float | None = None
+    collected: int | None = None
+    tests: int = 0
+    failures: int = 0
+    busy: float = 0.0
+    setup_time: float = 0.0
+    call_time: float = 0.0
+    teardown_time: float = 0.0
+    cpu: float = 0.0
+    rss: int = 0
+    threads: int = 0
+    last_seen: float = 0.0
+    last_heartbeat: float | None = None
+    dropped: dict[str, int] = msgspec.field(default_factory=dict)
+    crash: ev.WorkerCrashed | None = None
+    down: bool = False
+    stall: ev.Stall | None = None
+    unresponsive: bool = False
+    last_test: str | None = None
+    current_stall: StallRecord | None = None
+    """The stall (or unresponsive spell) going on now, for a stuck-threads panel."""
+    main_thread: int | None = None
+    dump_signal: int | None = None
+    dump_file: str | None = None
+
+    @property
+    def state(self) -> str:
+        """One of :data:`WORKER_STATES`."""
+        if self.crash is not None:
+            return "crashed"
+        if self.down:
+            return "done"
+        if self.unresponsive:
+            return "unresponsive"
+        if self.stall is not None:
+            return "stalled"
+        if self.waiting:
+            if self.waiting.startswith("container"):
+                return "waiting on container"
+            return "waiting on lock"
+        return self.phase
+
+
+_NUMBERED = re.compile(r"([^0-9]*)([0-9]+)", re.ASCII)
+
+
+def worker_order(wid: str) -> tuple[str, int, str]:
+    """Sort key: gw2 before gw10; ``main`` and others by name. Any id at all: only ASCII
+    digits count as a number (``gw²`` is a name: ``int("²")`` fails)."""
+    match = _NUMBERED.fullmatch(wid)
+    return (match.group(1), int(match.group(2)), "") if match else (wid, -1, wid)
+
+
+class WorkerFold:
+    """The run's workers by id: what every part of the fold updates."""
+
+    def __init__(self, detail: bool = True) -> None:
+        self.detail = detail
+        self.workers: dict[str, WorkerView] = {}
+
+    def worker(self, wid: str) -> WorkerView:
+        view = self.workers.get(wid)
+        if view is None:
+            view = self.workers[wid] = WorkerView(id=wid)
+        return view
+
+    def _seen(self, event: ev.Event) -> WorkerView:
+        view = self.worker(event.w)
+        if event.ts > view.last_seen:
+            view.last_seen = event.ts
+        return view
