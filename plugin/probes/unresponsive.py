@@ -46,6 +46,11 @@ if TYPE_CHECKING:
 
     from ..state import RunState, WorkerView
 
+__tracebackhide__ = True
+"""pytest leaves this module's frames out of the traceback of a failure: its wrappers sit
+between the user's code and the library it called, and a failure reads as without the
+monitor."""
+
 Running = Callable[[str], "tuple[str, str, float] | None"]
 """worker -> (test, phase, since) as the controller last heard from xdist."""
 CHECK_EVERY = 0.25
