@@ -358,7 +358,13 @@ class Unresponsive(Event, tag="unresponsive", kw_only=True):
     """The hub heard no heartbeat from a worker for ``silent`` seconds (GIL held, frozen)."""
 
     silent: float
+    """Seconds without a sign of life: so far, or in all once ``recovered``."""
     test: str | None = None
+    """The test it went silent in (the same on its recovery)."""
+    phase: str | None = None
+    since: float | None = None
+    """When that phase began, as the hub knows it (the worker's own record of it may
+    arrive only after the silence)."""
     recovered: bool = False
 
 

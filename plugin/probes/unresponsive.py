@@ -290,8 +290,9 @@ class SilenceWatcher:
         self._emit = emit
         self.after = after
         self._root = root
-        self._silent: dict[str, float] = {}
-        """worker -> when (this clock) its last heartbeat before the silence arrived."""
+        self._silent: dict[str, tuple[float, str | None, str | None]] = {}
+        """worker -> (when, on this clock, its last heartbeat before the silence arrived;
+        the test and phase it went silent in): its recovery names the same test."""
         self._beats: dict[str, tuple[tuple[object, ...], float]] = {}
         """worker -> (its latest heartbeat's stamp, when this hub first saw it)."""
         self._stop = REAL.Event()
@@ -335,21 +336,35 @@ class SilenceWatcher:
             arrived = seen[1]
             flagged = self._silent.get(wid)
             if flagged is not None:
-                if arrived > flagged:
+                if arrived > flagged[0]:
                     del self._silent[wid]
                     back = ev.Unresponsive(
-                        w=wid, ts=t, silent=arrived - flagged, test=test, recovered=True
+                        w=wid,
+                        ts=t,
+                        silent=arrived - flagged[0],
+                        test=flagged[1],
+                        phase=flagged[2],
+                        recovered=True,
                     )
                     self._emit(back)
                 continue
             if final or gone or phase == "finishing" or t - arrived < self.after:
                 continue
-            self._silent[wid] = arrived
             known = self._running(wid) if self._running is not None else None
             if known is not None and known[0] != test:
                 # The worker's last Activity predates the test it went silent in.
                 test, phase, since, fixture = known[0], known[1], known[2], None
-            self._emit(ev.Unresponsive(w=wid, ts=t, silent=t - arrived, test=test))
+            self._silent[wid] = (arrived, test, phase if test is not None else None)
+            self._emit(
+                ev.Unresponsive(
+                    w=wid,
+                    ts=t,
+                    silent=t - arrived,
+                    test=test,
+                    phase=phase if test is not None else None,
+                    since=since if test is not None else None,
+                )
+            )
             if target is not None:
                 self._take_stacks(wid, target, test, phase, fixture, since)
 

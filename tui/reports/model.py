@@ -53,8 +53,8 @@ def active_workers(state: RunState) -> list[WorkerView]:
 
 
 def stall_count(state: RunState) -> int:
-    """Stalls as the hub counts them: first samples of real stalls (not on-demand dumps)."""
-    return sum(1 for s in state.stalls if s.reason == "stall" and s.sample == 1)
+    """Stalls as the hub counts them (:meth:`RunState.stall_count`)."""
+    return state.stall_count()
 
 
 # ---------------------------------------------------------------------- the dict
@@ -590,15 +590,16 @@ def _stalls(state: RunState) -> list[StallRow]:
 
 
 def _unresponsive(state: RunState) -> list[UnresponsiveRow]:
+    """One row a spell: how long the worker was silent (in all, once it recovered)."""
     return [
         {
-            "worker": u.w,
-            "silent": _sec(u.silent),
-            "test": u.test,
-            "recovered": u.recovered,
-            "at": _epoch(u.ts),
+            "worker": spell.w,
+            "silent": _sec(spell.silent),
+            "test": spell.test,
+            "recovered": spell.recovered is not None,
+            "at": _epoch(spell.first.ts),
         }
-        for u in state.unresponsive
+        for spell in state.spells
     ]
 
 

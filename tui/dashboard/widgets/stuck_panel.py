@@ -49,17 +49,12 @@ class StuckPanel(Static):
             text.append(f"asked for during {dump.phase} of {dump.test or '?'}\n")
             for thread in dump.threads:
                 self._thread(text, thread, muted)
-        spells = state.unresponsive
-        for i, unresp in enumerate(spells):
-            if not unresp.recovered and any(
-                later.w == unresp.w and later.recovered for later in spells[i + 1 :]
-            ):
-                continue  # the recovery below says how long it lasted
-            word = "recovered" if unresp.recovered else "UNRESPONSIVE"
+        for spell in state.spells:
+            word = "recovered" if spell.recovered is not None else "UNRESPONSIVE"
             text.append(f"{word} ", style=f"bold {err}")
             text.append(
-                f"{unresp.w}: no heartbeat for {fmt_duration(unresp.silent)}"
-                f" during {unresp.test or '?'}\n"
+                f"{spell.w}: no heartbeat for {fmt_duration(spell.silent)}"
+                f" during {spell.test or '?'}\n"
             )
         for crash in state.crashes:
             text.append("CRASHED ", style=f"bold {err}")
