@@ -71,6 +71,9 @@ class ControllerRecorder:
         itself (3 reports a test pass here); :meth:`running` reads it when asked."""
         self._crashes: dict[str, ev.WorkerCrashed] = {}
         """Crashes seen in testnodedown, held until xdist names the test (handlecrashitem)."""
+        self._to_replace: list[str] = []
+        """Crashed workers, oldest first: xdist starts a worker in place of each (unless
+        --max-worker-restart is reached), configuring it right after the crash."""
 
     # ------------------------------------------------------------------ xdist
 
@@ -80,6 +83,9 @@ class ControllerRecorder:
         gateway = node.gateway
         worker = str(gateway.id)
         spec = gateway.spec
+        if self._to_replace:
+            replaces = self._to_replace.pop(0)
+            self.hub.emit(ev.WorkerReplaced(w=worker, ts=now(), replaces=replaces))
         try:
             channel = gateway.newchannel()
             self.hub.attach_channel(worker, channel)
@@ -120,6 +126,7 @@ class ControllerRecorder:
             self.hub.emit(ev.WorkerDown(w=worker, ts=now()))
             return
         exitcode, signame, note = self._exit_of(node)
+        self._to_replace.append(worker)
         self._recover_lost_tests(node, worker)
         view = self.hub.state.workers.get(worker)
         self._crashes[worker] = ev.WorkerCrashed(

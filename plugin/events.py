@@ -164,6 +164,12 @@ class WorkerCrashed(Event, tag="worker_crash", kw_only=True):
     """What could not be known (a remote worker's exit code, say)."""
 
 
+class WorkerReplaced(Event, tag="worker_replaced", kw_only=True):
+    """xdist started worker ``w`` in place of one that crashed (the controller saw it)."""
+
+    replaces: str
+
+
 # -------------------------------------------------------------------------- tests
 
 
@@ -548,6 +554,7 @@ AnyEvent = (
     | WorkerFinished
     | WorkerDown
     | WorkerCrashed
+    | WorkerReplaced
     | TestFinished
     | Activity
     | Heartbeat

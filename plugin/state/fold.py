@@ -90,6 +90,7 @@ class RunState(LockFold, ContainerFold):
         self.fixtures: dict[tuple[str, str, str], FixtureStats] = {}
         self.fixture_events: list[ev.FixtureSetup | ev.FixtureTeardown] = []
         self.crashes: list[ev.WorkerCrashed] = []
+        self.replacements: list[ev.WorkerReplaced] = []
         self.notices: list[ev.Notice] = []
         self.stalls: list[ev.Stall] = []
         self.stall_records: list[StallRecord] = []
@@ -108,6 +109,7 @@ class RunState(LockFold, ContainerFold):
             ev.WorkerFinished: self._worker_finished,
             ev.WorkerDown: self._worker_down,
             ev.WorkerCrashed: self._worker_crashed,
+            ev.WorkerReplaced: self._worker_replaced,
             ev.TestFinished: self._test_finished,
             ev.Activity: self._activity,
             ev.Heartbeat: self._heartbeat,
@@ -197,6 +199,12 @@ class RunState(LockFold, ContainerFold):
         view.crash = e
         view.ended = e.ts
         self.crashes.append(e)
+
+    def _worker_replaced(self, e: ev.WorkerReplaced) -> None:
+        view = self.worker(e.w)
+        view.replaces = e.replaces
+        self.worker(e.replaces).replaced_by = e.w
+        self.replacements.append(e)
 
     def _test_finished(self, e: ev.TestFinished) -> None:
         view = self._seen(e)

@@ -115,6 +115,10 @@ class WorkerView(msgspec.Struct):
     last_heartbeat: float | None = None
     dropped: dict[str, int] = msgspec.field(default_factory=dict)
     crash: ev.WorkerCrashed | None = None
+    replaced_by: str | None = None
+    """The worker xdist started in its place after it crashed."""
+    replaces: str | None = None
+    """The crashed worker this one was started in place of."""
     down: bool = False
     stall: ev.Stall | None = None
     unresponsive: bool = False

@@ -146,6 +146,8 @@ class CrashRow(TypedDict):
     error: str
     note: str | None
     at: float
+    replaced_by: str | None
+    """The worker xdist started in its place."""
 
 
 class TaskRow(TypedDict):
@@ -508,6 +510,7 @@ def _crashes(state: RunState) -> list[CrashRow]:
             "error": c.error,
             "note": c.note,
             "at": _epoch(c.ts),
+            "replaced_by": view.replaced_by if (view := state.workers.get(c.w)) else None,
         }
         for c in state.crashes
     ]

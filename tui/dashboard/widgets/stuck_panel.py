@@ -7,6 +7,7 @@ from rich.text import Text
 from textual.widgets import Static
 
 from testmon_live.plugin import events as ev
+from testmon_live.plugin.notices import exit_words
 from testmon_live.plugin.state import RunState, StallRecord
 from testmon_live.tui.dashboard.ingest import Ingest
 from testmon_live.tui.dashboard.palette import colour
@@ -61,8 +62,10 @@ class StuckPanel(Static):
             text.append(f"{crash.w}: {crash.error}")
             if crash.test:
                 text.append(f" while running {crash.test}")
-            if crash.signal:
-                text.append(f" ({crash.signal})")
+            text.append(f" ({exit_words(crash)})")
+            view = state.workers.get(crash.w)
+            if view is not None and view.replaced_by:
+                text.append(f"; {view.replaced_by} replaced it")
             text.append("\n")
         return text
 
