@@ -912,7 +912,7 @@ def test_holds_the_gil(alarm):
 
 
 def test_a_gil_held_is_one_episode_with_its_test_and_its_length(
-    background: Callable[..., Background], tmp_path: Path
+    background: Callable[..., Background], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Native code holds the GIL: the hub notes the silence and takes the stacks; the worker
     comes back and its watchdog finds the call still running. One episode, one row, in the
@@ -931,6 +931,11 @@ def test_a_gil_held_is_one_episode_with_its_test_and_its_length(
     )
     assert isinstance(taken, ev.Stall)
     assert taken.test == name
+    # asked for now, the frozen worker's stacks come from outside, labelled with its test
+    assert main(["dump", "latest", taken.w, "--dir", str(run.mdir.root)]) == 0
+    dumped = capsys.readouterr().out
+    assert f"{taken.w}  {name}  (call" in dumped, dumped
+    assert "(no test)" not in dumped
     open_gate(run.gate)
     run.wait_for(
         "the watchdog's sample after the silence",
@@ -983,7 +988,7 @@ def test_a_gil_held_is_one_episode_with_its_test_and_its_length(
     (row,) = [ln for ln in text_report.splitlines() if ln.strip().startswith(w) and "yes" in ln]
     assert name in row
     data = json.loads(report("--format", "json"))
-    (stall_row,) = data["stalls"]
+    (stall_row,) = [row for row in data["stalls"] if row["reason"] != "dump"]
     assert stall_row["test"] == name
     assert stall_row["duration"] is not None
     (silent_row,) = data["unresponsive"]

@@ -290,9 +290,10 @@ class SilenceWatcher:
         self._emit = emit
         self.after = after
         self._root = root
-        self._silent: dict[str, tuple[float, str | None, str | None]] = {}
+        self._silent: dict[str, tuple[float, str | None, str | None, float | None]] = {}
         """worker -> (when, on this clock, its last heartbeat before the silence arrived;
-        the test and phase it went silent in): its recovery names the same test."""
+        the test and phase it went silent in, since when): its recovery and a dump asked
+        for meanwhile name the same test."""
         self._beats: dict[str, tuple[tuple[object, ...], float]] = {}
         """worker -> (its latest heartbeat's stamp, when this hub first saw it)."""
         self._stop = REAL.Event()
@@ -354,15 +355,21 @@ class SilenceWatcher:
             if known is not None and known[0] != test:
                 # The worker's last Activity predates the test it went silent in.
                 test, phase, since, fixture = known[0], known[1], known[2], None
-            self._silent[wid] = (arrived, test, phase if test is not None else None)
+            known_test = test is not None
+            self._silent[wid] = (
+                arrived,
+                test,
+                phase if known_test else None,
+                since if known_test else None,
+            )
             self._emit(
                 ev.Unresponsive(
                     w=wid,
                     ts=t,
                     silent=t - arrived,
                     test=test,
-                    phase=phase if test is not None else None,
-                    since=since if test is not None else None,
+                    phase=phase if known_test else None,
+                    since=since if known_test else None,
                 )
             )
             if target is not None:
@@ -389,6 +396,10 @@ class SilenceWatcher:
             args = (view.test, view.phase, view.fixture, view.since)
         if target is None:
             return False
+        spell = self._silent.get(wid)
+        if spell is not None and spell[1] is not None and spell[1] != args[0]:
+            # the worker's own record of its test is queued behind the silence
+            args = (spell[1], spell[2] or "call", None, spell[3] or args[3])
         REAL.Thread(
             target=self._take_stacks,
             args=(wid, target, *args),
