@@ -329,6 +329,7 @@ async def test_a_crashed_worker_and_its_replacement_are_named_everywhere(
     """xdist starts a worker in place of one that crashed: the notice, the summary, the
     reports and the dashboard say which replaced which, and each shows the exit code."""
     from testmon_live.tui.cli import main
+    from testmon_live.tui.dashboard.screens.test_detail import describe
     from testmon_live.tui.dashboard.screenshots import settle
     from testmon_live.tui.dashboard.widgets.stuck_panel import StuckPanel
 
@@ -369,6 +370,8 @@ async def test_a_crashed_worker_and_its_replacement_are_named_everywhere(
         assert cells[1] == "crashed"
         assert "(exit code 3" in cells[5]
         assert f"{new} replaced it" in cells[5]
+        detail = describe(next(t for t in run.of(ev.TestFinished) if t.crashed), state).plain
+        assert f"(the worker crashed while running it: exit code 3; {new} replaced it)" in detail
         await pilot.press("6")
         stuck = text(app.main.query_one(StuckPanel))
         assert f"CRASHED {dead}: " in stuck
