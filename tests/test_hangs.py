@@ -1045,3 +1045,47 @@ def test_a_silent_worker_is_shown_in_the_test_the_hub_knows() -> None:
     (spell,) = state.spells
     assert (spell.test, spell.silent, spell.recovered) == (name, 7.4, 9.1)
     assert view.state == "call"
+
+
+GIL_IN_SETUP = """
+import os, re
+import pytest
+from gate import GateOpened, alarm_at_the_gate
+
+@pytest.fixture
+def frozen_setup():
+    waiter = alarm_at_the_gate(os.environ["GATE"])
+    try:
+        HOLD
+    except GateOpened:
+        pass
+    finally:
+        waiter.wait()
+    yield
+
+def test_quick():
+    pass
+
+def test_frozen_in_setup(frozen_setup):
+    pass
+""".replace("HOLD", HOLD_THE_GIL)
+
+
+def test_a_worker_frozen_in_a_setup_is_named_with_its_test(
+    background: Callable[..., Background],
+) -> None:
+    """No report of the test yet (its setup never ended): the test comes from xdist's
+    scheduler (what it would name if the worker crashed), in its setup phase."""
+    run = background(GIL_IN_SETUP, f"--monitor-stall={STALL}")
+    name = "test_gated.py::test_frozen_in_setup"
+    silent = run.wait_for(
+        "the silence of the frozen worker",
+        lambda es: next((e for e in es if isinstance(e, ev.Unresponsive)), None),
+    )
+    assert isinstance(silent, ev.Unresponsive)
+    assert (silent.test, silent.phase) == (name, "setup")
+    code, output = run.finish()
+    assert code == 0, output
+    state = read_recorded(run.mdir.logs()[0]).state
+    (spell,) = state.spells
+    assert (spell.test, spell.recovered is not None) == (name, True)

@@ -360,7 +360,7 @@ class SilenceWatcher:
                 arrived,
                 test,
                 phase if known_test else None,
-                since if known_test else None,
+                (since or None) if known_test else None,
             )
             self._emit(
                 ev.Unresponsive(
@@ -369,7 +369,7 @@ class SilenceWatcher:
                     silent=t - arrived,
                     test=test,
                     phase=phase if known_test else None,
-                    since=since if known_test else None,
+                    since=(since or None) if known_test else None,
                 )
             )
             if target is not None:
