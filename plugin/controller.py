@@ -71,6 +71,9 @@ class ControllerRecorder:
         itself (3 reports a test pass here); :meth:`running` reads it when asked."""
         self._crashes: dict[str, ev.WorkerCrashed] = {}
         """Crashes seen in testnodedown, held until xdist names the test (handlecrashitem)."""
+        self._to_replace: list[str] = []
+        """Crashed workers, oldest first: xdist starts a worker in place of each (unless
+        --max-worker-restart is reached), configuring it right after the crash."""
 
     # ------------------------------------------------------------------ xdist
 
@@ -80,6 +83,9 @@ class ControllerRecorder:
         gateway = node.gateway
         worker = str(gateway.id)
         spec = gateway.spec
+        if self._to_replace:
+            replaces = self._to_replace.pop(0)
+            self.hub.emit(ev.WorkerReplaced(w=worker, ts=now(), replaces=replaces))
         try:
             channel = gateway.newchannel()
             self.hub.attach_channel(worker, channel)
@@ -101,14 +107,47 @@ class ControllerRecorder:
             self._last_report[node] = report
 
     def running(self, worker: str) -> tuple[str, str, float] | None:
-        """(test, phase, since) of ``worker`` from xdist's reports; None between tests."""
+        """(test, phase, since) of ``worker`` from xdist's reports; past a test's teardown
+        (or before its first test), the setup of the next one its scheduler gave it (a
+        worker frozen in a setup); None if it has none."""
+        last: pytest.TestReport | None = None
         for node, report in list(self._last_report.items()):
-            if str(node.gateway.id) != worker:
-                continue
-            if report.when == "teardown":
-                return None
-            phase = "call" if report.when == "setup" and report.passed else "teardown"
-            return report.nodeid, phase, report.stop
+            if str(node.gateway.id) == worker:
+                last = report
+                break
+        if last is not None and last.when != "teardown":
+            phase = "call" if last.when == "setup" and last.passed else "teardown"
+            return last.nodeid, phase, last.stop
+        test = self._scheduled(worker)
+        if test is None:
+            return None
+        return test, "setup", last.stop if last is not None else 0.0
+
+    def _scheduled(self, worker: str) -> str | None:
+        """The test xdist's scheduler has ``worker`` on: the first it has not completed
+        (the one xdist itself names when that worker crashes). Read from the hub's thread
+        while xdist changes it: anything unexpected is no answer."""
+        dsession = self.config.pluginmanager.get_plugin("dsession")
+        sched: Any = getattr(dsession, "sched", None)
+        try:
+            pending = getattr(sched, "node2pending", None)
+            if isinstance(pending, dict):
+                for node, indices in list(pending.items()):
+                    if str(node.gateway.id) == worker and indices:
+                        collection = getattr(sched, "collection", None)
+                        if collection is None:  # --dist each: a collection a node
+                            collection = sched.node2collection[node]
+                        return str(collection[indices[0]])
+            assigned = getattr(sched, "assigned_work", None)
+            if isinstance(assigned, dict):  # loadscope, loadfile, loadgroup
+                for node, scopes in list(assigned.items()):
+                    if str(node.gateway.id) == worker:
+                        for tests in list(scopes.values()):
+                            for nodeid, completed in list(tests.items()):
+                                if not completed:
+                                    return str(nodeid)
+        except Exception:  # noqa: BLE001 - xdist's internals, changing under us
+            return None
         return None
 
     @pytest.hookimpl(optionalhook=True)
@@ -120,6 +159,7 @@ class ControllerRecorder:
             self.hub.emit(ev.WorkerDown(w=worker, ts=now()))
             return
         exitcode, signame, note = self._exit_of(node)
+        self._to_replace.append(worker)
         self._recover_lost_tests(node, worker)
         view = self.hub.state.workers.get(worker)
         self._crashes[worker] = ev.WorkerCrashed(

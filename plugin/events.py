@@ -164,6 +164,12 @@ class WorkerCrashed(Event, tag="worker_crash", kw_only=True):
     """What could not be known (a remote worker's exit code, say)."""
 
 
+class WorkerReplaced(Event, tag="worker_replaced", kw_only=True):
+    """xdist started worker ``w`` in place of one that crashed (the controller saw it)."""
+
+    replaces: str
+
+
 # -------------------------------------------------------------------------- tests
 
 
@@ -358,7 +364,13 @@ class Unresponsive(Event, tag="unresponsive", kw_only=True):
     """The hub heard no heartbeat from a worker for ``silent`` seconds (GIL held, frozen)."""
 
     silent: float
+    """Seconds without a sign of life: so far, or in all once ``recovered``."""
     test: str | None = None
+    """The test it went silent in (the same on its recovery)."""
+    phase: str | None = None
+    since: float | None = None
+    """When that phase began, as the hub knows it (the worker's own record of it may
+    arrive only after the silence)."""
     recovered: bool = False
 
 
@@ -542,6 +554,7 @@ AnyEvent = (
     | WorkerFinished
     | WorkerDown
     | WorkerCrashed
+    | WorkerReplaced
     | TestFinished
     | Activity
     | Heartbeat

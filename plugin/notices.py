@@ -38,6 +38,7 @@ KIND_LEVEL = {
     "UNRESPONSIVE": WARNING,
     "RACE": WARNING,
     "CRASH": ERROR,
+    "REPLACED": WARNING,
     "DEADLOCK": ERROR,
     "CONTAINER": ERROR,
 }
@@ -97,7 +98,7 @@ class Where(msgspec.Struct, frozen=True):
 
 class Alert(msgspec.Struct, frozen=True):
     kind: str
-    """STALL, UNRESPONSIVE, DEADLOCK, CRASH, RACE, CONTAINER or SLOW."""
+    """STALL, UNRESPONSIVE, DEADLOCK, CRASH, REPLACED, RACE, CONTAINER or SLOW."""
     key: str
     """Alerts with one key are repeats of each other (folded into a count)."""
     text: str
@@ -127,6 +128,7 @@ class Watch:
         """Find a test's ``def`` line for annotations (reads its file; off when unused)."""
         self._stalls = 0
         self._crashes = 0
+        self._replacements = 0
         self._deadlocks = 0
         self._unresponsive = 0
         self._races: dict[str, int] = {}
@@ -158,6 +160,9 @@ class Watch:
         if len(state.crashes) > self._crashes:
             out.extend(self._crash(c) for c in state.crashes[self._crashes :])
             self._crashes = len(state.crashes)
+        if len(state.replacements) > self._replacements:
+            out.extend(self._replaced(state, r) for r in state.replacements[self._replacements :])
+            self._replacements = len(state.replacements)
         if len(state.deadlocks) > self._deadlocks:
             out.extend(self._deadlock(d) for d in state.deadlocks[self._deadlocks :])
             self._deadlocks = len(state.deadlocks)
@@ -186,6 +191,16 @@ class Watch:
             f"stall {first.location or first.test}",
             text,
             _frame_where(first) or self._test_where(first.test),
+        )
+
+    def _replaced(self, state: RunState, replaced: ev.WorkerReplaced) -> Alert:
+        view = state.workers.get(replaced.replaces)
+        crash = view.crash if view is not None else None
+        how = f" (it crashed: {exit_words(crash)})" if crash is not None else ""
+        return Alert(
+            "REPLACED",
+            f"replaced {replaced.replaces}",
+            f"REPLACED {replaced.w} replaced {replaced.replaces}{how}",
         )
 
     def _crash(self, crash: ev.WorkerCrashed) -> Alert:

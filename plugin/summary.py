@@ -66,7 +66,11 @@ def summary_lines(state: RunState, log: Path, problems: list[str], verbosity: in
                 else crash.error.splitlines()[0]
             )
         )
-        lines.append(f"crash: {crash.w} while running {crash.test or '(between tests)'} ({how})")
+        view = state.workers.get(crash.w)
+        then = f"; {view.replaced_by} replaced it" if view and view.replaced_by else ""
+        lines.append(
+            f"crash: {crash.w} while running {crash.test or '(between tests)'} ({how}){then}"
+        )
     lines.extend(f"deadlock: {d.text}" for d in state.deadlocks[:3])
     if len(state.deadlocks) > 3:
         lines.append(f"deadlocks: {len(state.deadlocks) - 3} more (see the report)")

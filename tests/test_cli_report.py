@@ -144,6 +144,13 @@ def counts_in(summary_line: str) -> dict[str, int]:
     return {("error" if word.startswith("error") else word): int(n) for n, word in found}
 
 
+@pytest.fixture
+def terminal_100(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Text reports as a 100-column terminal shows them (into a pipe nothing is cut:
+    test_text_into_a_pipe_or_a_file_is_never_cut)."""
+    monkeypatch.setenv("COLUMNS", str(WIDTH))
+
+
 def assert_fits(text: str) -> None:
     too_wide = [line for line in text.splitlines() if len(line) > WIDTH]
     assert not too_wide, too_wide
@@ -324,6 +331,7 @@ def synthetic(monitor: MonitorDir) -> Path:
 
 
 @pytest.mark.compat
+@pytest.mark.usefixtures("terminal_100")
 def test_text_report_matches_pytest(real_run: RealRun, capsys: pytest.CaptureFixture[str]) -> None:
     out = run_cli(capsys, "report", "--dir", str(real_run.monitor))
     assert out.code == 0, out.err
@@ -419,6 +427,7 @@ def test_run_resolution(
 # ----------------------------------------------------------------------- runs
 
 
+@pytest.mark.usefixtures("terminal_100")
 def test_runs_lists_newest_first(real_run: RealRun, capsys: pytest.CaptureFixture[str]) -> None:
     mdir = MonitorDir(real_run.monitor)
     started = json.loads(real_run.log.read_text().splitlines()[0])["ts"]
@@ -475,6 +484,7 @@ def test_runs_reads_only_head_and_tail_of_finished_logs(
 # ------------------------------------------------------- sections from hand-made logs
 
 
+@pytest.mark.usefixtures("terminal_100")
 def test_trouble_sections(synthetic: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = run_cli(capsys, "report", str(synthetic))
     assert out.code == 0, out.err
@@ -510,7 +520,7 @@ def test_trouble_sections(synthetic: Path, capsys: pytest.CaptureFixture[str]) -
     )
     assert re.fullmatch(r"  pool-worker-1 +sleep", stalls[5])
     crashes = section(text, "Worker crashes (1)")
-    assert re.search(r"gw1 +….*_tries\[postgres-16\] +signal SIGKILL$", crashes[1])
+    assert re.search(r"gw1 +….*_tries\[postgres-16\] +signal SIGKILL +-$", crashes[1])
     assert crashes[2] == "      node down: Not properly terminated"
     failures = section(text, "Failures (1)")
     assert failures[1].endswith(
@@ -701,3 +711,14 @@ def test_text_output_uses_a_wider_terminal(
     out = run_cli(capsys, "report", str(synthetic)).out
     assert any(len(line) > WIDTH for line in out.splitlines())
     assert "…" not in out
+
+
+def test_text_into_a_pipe_or_a_file_is_never_cut(
+    monkeypatch: pytest.MonkeyPatch, synthetic: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Not a terminal (a CI log, a file, grep) and no $COLUMNS: whole lines, no `…`."""
+    monkeypatch.delenv("COLUMNS", raising=False)
+    assert text_width() > 10_000
+    out = run_cli(capsys, "report", str(synthetic)).out
+    assert "…" not in out
+    assert LONG_NODEID in out

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shlex
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -41,6 +42,23 @@ def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, s
     return code, out, err
 
 
+def replay_command(command: str, root: Path) -> subprocess.CompletedProcess[str]:
+    """Run the shell line ``suspects`` printed (``cd ROOT && pytest ...``) with this
+    environment's pytest."""
+    cd, _, line = command.partition(" && ")
+    assert shlex.split(cd) == ["cd", str(root)]
+    argv = shlex.split(line)
+    assert argv[0] == "pytest"
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", *argv[1:]],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        check=False,
+        env={k: v for k, v in os.environ.items() if k != "PYTEST_ADDOPTS"},
+    )
+
+
 def record(pytester: pytest.Pytester, *args: str) -> None:
     pytester.runpytest_subprocess("--monitor", "--monitor-keep=0", *args)
 
@@ -74,16 +92,10 @@ def test_suspects_lists_the_worker_order_and_a_replay_command(
     ids_file = model["ids_file"]
     ids = Path(ids_file).read_text().splitlines()
     assert ids == [*(p["nodeid"] for p in model["predecessors"]), "test_pol.py::test_victim"]
-    assert "-p no:xdist" in model["command"]
+    assert "-n 0 --dist no" in model["command"]
     assert "-p no:randomly" in model["command"]
     # the printed command really replays the failure
-    replay = subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "no:xdist", "-p", "no:randomly", f"@{ids_file}"],
-        cwd=pytester.path,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    replay = replay_command(model["command"], pytester.path)
     assert f"{n} passed" in replay.stdout
     assert "1 failed" in replay.stdout
 
@@ -111,6 +123,67 @@ def test_bisect_names_the_polluter_within_log2_plus_2_runs(
     # progress was shown as it went
     assert "[1/" in err
     assert "target passed" in err
+
+
+GROUPED = """
+import pytest
+
+STATE = {}
+
+def test_free(): pass
+
+@pytest.mark.xdist_group("db")
+@pytest.mark.parametrize("n", range(5))
+def test_step(n):
+    if n == 3:
+        STATE["dirty"] = True
+
+@pytest.mark.xdist_group("db")
+def test_victim():
+    assert not STATE.get("dirty"), "polluted by an earlier test"
+"""
+
+
+def test_forensics_on_a_grouped_suite_whose_ini_distributes_it(
+    pytester: pytest.Pytester, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The ini's addopts say `-n 2 --dist loadgroup`: node ids carry `@db`. The repro file
+    holds ids pytest finds, the printed command replays the failure whatever the ini adds,
+    bisect finds the polluter; a replay that cannot run shows pytest's own error."""
+    pytester.makeini("[pytest]\naddopts = -n 2 --dist loadgroup -p no:randomly\n")
+    pytester.makepyfile(test_grp=GROUPED)
+    result = pytester.runpytest_subprocess("--monitor")
+    result.assert_outcomes(passed=6, failed=1)
+    os.chdir(pytester.path)
+    code, out, _ = run_cli(capsys, "suspects", "latest", "victim", "--format", "json")
+    assert code == 0
+    model = json.loads(out)
+    assert model["test"] == "test_grp.py::test_victim@db"
+    ids = Path(model["ids_file"]).read_text().splitlines()
+    assert ids[-1] == "test_grp.py::test_victim"
+    assert not [i for i in ids if "@" in i]
+    replay = replay_command(model["command"], pytester.path)
+    assert "1 failed" in replay.stdout, replay.stdout + replay.stderr
+    assert "unrecognized arguments" not in replay.stderr
+
+    # into a pipe (not a terminal) the text is whole: no `…`, the full command
+    code, out, _ = run_cli(capsys, "suspects", "latest", "victim")
+    assert "…" not in out
+    assert model["command"] in out
+
+    code, out, err = run_cli(capsys, "bisect", "latest", "victim", "--format", "json")
+    assert code == 0, out + err
+    found = json.loads(out)
+    assert found["verdict"] == "polluter"
+    assert found["culprit"] == "test_grp.py::test_step[3]@db"
+
+    # the target is gone from the suite: pytest's own words, not only "did not run"
+    (pytester.path / "test_grp.py").write_text(GROUPED.replace("def test_victim", "def test_v2"))
+    code, out, err = run_cli(capsys, "bisect", "latest", "victim", "--format", "json")
+    message = json.loads(out)["message"]
+    assert "did not run" in message
+    assert "ERROR: not found:" in message
+    assert "test_grp.py::test_victim" in message
 
 
 def test_bisect_reports_a_flaky_failure_as_not_reproducible(

@@ -108,6 +108,18 @@ def test_abba_deadlock():
     for t in threads:
         t.join()
 
+def test_consumer_never_woken():
+    cond = threading.Condition()
+    items = []
+
+    def consume():
+        with cond:
+            cond.wait_for(lambda: items, timeout=HANG)  # the producer never notifies
+
+    consumer = threading.Thread(target=consume, name="consumer")
+    consumer.start()
+    consumer.join()
+
 def test_setup_hangs(stuck_setup):
     pass
 
@@ -201,6 +213,7 @@ class HungRun:
 GIL_TEST = "test_regex_holds_the_gil"
 HUNG_TESTS = (
     "test_missed_wakeup",
+    "test_consumer_never_woken",
     "test_abba_deadlock",
     "test_setup_hangs",
     "test_teardown_hangs",
@@ -282,7 +295,7 @@ def _assert_in_time(stall: ev.Stall) -> None:
 def test_outcomes_are_what_they_are_without_the_monitor(hung: HungRun) -> None:
     assert hung.monitored == hung.plain
     assert hung.monitored[("test_hung.py::test_fails_as_usual", "call")] == "failed"
-    assert len({nodeid for nodeid, _ in hung.monitored}) == 9
+    assert len({nodeid for nodeid, _ in hung.monitored}) == 10
     assert hung.run.problems == []
 
 
@@ -301,7 +314,11 @@ def test_abba_deadlock_of_two_locks(hung: HungRun) -> None:
     (stall,) = hung.stalls("test_abba_deadlock")
     _assert_in_time(stall)
     assert stall.phase == "call"
-    assert stall.location == f"test_hung.py:{line_of(SUITE, 't.join()')} in test_abba_deadlock"
+    # not the main thread's t.join(): one of the threads it waits for, stuck on a lock
+    assert stall.location in (
+        f"test_hung.py:{line_of(SUITE, 'lock_b.acquire(')} in test_abba_deadlock.<locals>.first",
+        f"test_hung.py:{line_of(SUITE, 'lock_a.acquire(')} in test_abba_deadlock.<locals>.second",
+    ), stall.location
     first, second = _thread(stall, "first"), _thread(stall, "second")
     assert (first.verdict, second.verdict) == ("lock", "lock")
     assert first.detail == "if lock_b.acquire(timeout=HANG):"
@@ -311,6 +328,20 @@ def test_abba_deadlock_of_two_locks(hung: HungRun) -> None:
     assert second.frames[-1].user
     assert second.frames[-1].line == line_of(SUITE, "lock_a.acquire(")
     assert _thread(stall, "MainThread").detail == "threading.Thread.join"
+
+
+def test_a_consumer_waiting_on_its_condition_is_where_the_stall_is(hung: HungRun) -> None:
+    """The main thread joins the consumer; the stall's location is the consumer's wait."""
+    (stall,) = hung.stalls("test_consumer_never_woken")
+    _assert_in_time(stall)
+    where = f"test_hung.py:{line_of(SUITE, 'cond.wait_for(')}"
+    assert stall.location == f"{where} in test_consumer_never_woken.<locals>.consume"
+    assert _thread(stall, "consumer").verdict == "condition"
+    assert _thread(stall, "MainThread").detail == "threading.Thread.join"
+    # the live notice names it too, with the consumer's verdict
+    notice = "test_hung.py::test_consumer_never_woken (call)"
+    (line,) = [ln for ln in hung.stdout.splitlines() if "STALL" in ln and notice in ln]
+    assert f"at {where} in test_consumer_never_woken.<locals>.consume (consumer " in line
 
 
 def test_hang_in_fixture_setup(hung: HungRun) -> None:
@@ -390,21 +421,21 @@ def test_a_slow_test_within_the_threshold_records_no_stall(hung: HungRun) -> Non
 def test_each_stall_ends_and_the_fold_keeps_it(hung: HungRun) -> None:
     state = hung.state
     records = [r for r in state.stall_records if r.reason == "stall"]
-    assert len(records) == 6
+    assert len(records) == 7
     for record in records:
         assert record.duration is not None
         assert record.duration >= HANG - 0.5, record
         assert record.threads
     assert all(w.current_stall is None for w in state.workers.values())
-    assert state.stall_count() == 6
+    assert state.stall_count() == 7
     end = hung.run.events[-1]
     assert isinstance(end, ev.RunFinished)
-    assert end.stalls == 6
+    assert end.stalls == 7
 
 
 def test_summary_lists_the_stalls(hung: HungRun) -> None:
     out = hung.stdout
-    assert "stalls: 6" in out
+    assert "stalls: 7" in out
     assert re.search(
         r"stall: gw\d test_hung.py::test_missed_wakeup \(call\) 3\.\d\ds at test_hung.py:", out
     )
@@ -850,3 +881,211 @@ def test_dump_of_a_frozen_worker_is_taken_by_the_hub(
     dumps = [s for s in read_recorded(run.mdir.logs()[0]).of(ev.Stall) if s.reason == "dump"]
     assert len(dumps) == 1
     assert dumps[0].request
+
+
+# ------------------------------------------------------- a GIL held: one episode
+
+GIL_EPISODE = """
+import os, re, time
+import pytest
+from gate import GateOpened, alarm_at_the_gate
+
+@pytest.fixture
+def alarm():
+    waiter = alarm_at_the_gate(os.environ["GATE"])
+    yield
+    waiter.wait()
+
+def test_quick():
+    pass
+
+def test_holds_the_gil(alarm):
+    try:
+        HOLD
+    except GateOpened:
+        pass
+    # the GIL is free again, the phase goes on until the outer test has seen the
+    # worker's watchdog sample it
+    while not os.path.exists(os.environ["GATE"] + "-2"):
+        time.sleep(0.05)
+""".replace("HOLD", HOLD_THE_GIL)
+
+
+def test_a_gil_held_is_one_episode_with_its_test_and_its_length(
+    background: Callable[..., Background], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Native code holds the GIL: the hub notes the silence and takes the stacks; the worker
+    comes back and its watchdog finds the call still running. One episode, one row, in the
+    summary, the reports and the dashboard, with its test and how long it lasted."""
+    from testmon_live.tui.dashboard.widgets.stuck_panel import StuckPanel
+
+    from .test_tui_recorded import SIZE, app_on, rows, text, until
+
+    run = background(GIL_EPISODE, f"--monitor-stall={STALL}")
+    name = "test_gated.py::test_holds_the_gil"
+    taken = run.wait_for(
+        "the stacks of the frozen worker",
+        lambda es: next(
+            (e for e in es if isinstance(e, ev.Stall) and e.reason == "unresponsive"), None
+        ),
+    )
+    assert isinstance(taken, ev.Stall)
+    assert taken.test == name
+    # asked for now, the frozen worker's stacks come from outside, labelled with its test
+    assert main(["dump", "latest", taken.w, "--dir", str(run.mdir.root)]) == 0
+    dumped = capsys.readouterr().out
+    assert f"{taken.w}  {name}  (call" in dumped, dumped
+    assert "(no test)" not in dumped
+    open_gate(run.gate)
+    run.wait_for(
+        "the watchdog's sample after the silence",
+        lambda es: any(isinstance(e, ev.Stall) and e.reason == "stall" for e in es),
+    )
+    open_gate(Path(f"{run.gate}-2"))
+    code, output = run.finish()
+    assert code == 0, output
+    recorded = read_recorded(run.mdir.logs()[0])
+    state = recorded.state
+    w = taken.w
+
+    # the fold: one record, ended, as long as the call ran; one spell, recovered, named
+    (record,) = state.stall_records
+    assert (record.reason, record.w, record.test, record.watched) == ("unresponsive", w, name, True)
+    (finished,) = [t for t in recorded.of(ev.TestFinished) if t.nodeid == name]
+    (call,) = [p for p in finished.phases if p.when == "call"]
+    assert record.duration is not None
+    assert abs(record.duration - call.dur) < 0.5, (record.duration, call.dur)
+    assert state.stall_count() == 0
+    (spell,) = state.spells
+    assert (spell.w, spell.test) == (w, name)
+    assert spell.recovered is not None
+    assert [u.test for u in recorded.of(ev.Unresponsive)] == [name, name]
+
+    # the summary: one line, its length, no "never ended", no second (stall) line
+    lines = [line for line in output.splitlines() if re.match(r"  (unresponsive|stall): ", line)]
+    assert len(lines) == 1, output
+    assert re.fullmatch(
+        rf"  unresponsive: {w} {name} \(call\) \d+\.\d\ds at test_gated\.py:\d+ in "
+        "test_holds_the_gil",
+        lines[0],
+    ), lines[0]
+    assert "never ended" not in output
+    assert "stalls:" not in output
+
+    # the reports: text and JSON say the same
+    import io
+    from contextlib import redirect_stdout
+
+    def report(*args: str) -> str:
+        out = io.StringIO()
+        with redirect_stdout(out):
+            assert main(["report", "latest", "--dir", str(run.mdir.root), *args]) == 0
+        return out.getvalue()
+
+    text_report = report()
+    assert "never ended" not in text_report
+    assert f"{w} stacks (unresponsive) after " in text_report
+    (row,) = [ln for ln in text_report.splitlines() if ln.strip().startswith(w) and "yes" in ln]
+    assert name in row
+    data = json.loads(report("--format", "json"))
+    (stall_row,) = [row for row in data["stalls"] if row["reason"] != "dump"]
+    assert stall_row["test"] == name
+    assert stall_row["duration"] is not None
+    (silent_row,) = data["unresponsive"]
+    assert (silent_row["test"], silent_row["recovered"]) == (name, True)
+
+    # the dashboard: live, the silent worker's row names its test; at the end one episode
+    import asyncio
+
+    async def dashboard() -> None:
+        silent = next(e for e in recorded.of(ev.Unresponsive) if not e.recovered)
+        app = app_on(tmp_path / "live", until(recorded.events, silent))
+        async with app.run_test(size=SIZE) as pilot:
+            from testmon_live.tui.dashboard.screenshots import settle
+
+            await settle(app, pilot)
+            row = rows(app)[w]
+            assert row[1] == "unresponsive"
+            assert "test_holds_the_gil" in row[5]
+        app = app_on(tmp_path / "end", recorded.events)
+        async with app.run_test(size=SIZE) as pilot:
+            await settle(app, pilot)
+            await pilot.press("6")
+            stuck = text(app.main.query_one(StuckPanel))
+            assert f"unresponsive {w} call of {name} ran " in stuck
+            assert "never ended" not in stuck
+            assert stuck.count(f"recovered {w}: no heartbeat for ") == 1
+            assert f"during {name}" in stuck
+
+    asyncio.run(dashboard())
+
+
+@pytest.mark.compat
+def test_a_silent_worker_is_shown_in_the_test_the_hub_knows() -> None:
+    """The worker's own record of entering the call is queued behind the silence: the
+    hub's Unresponsive (the test from xdist's reports) names the test for the live view,
+    and the spell's end names it too."""
+    name = "test_x.py::test_regex"
+    state = RunState(detail=True)
+    for event in (
+        ev.WorkerStarted(w="gw1", ts=1.0, schema=ev.SCHEMA_VERSION, pid=1),
+        ev.WorkerCollected(w="gw1", ts=1.1, count=2),
+        ev.Unresponsive(w="gw1", ts=4.0, silent=2.0, test=name, phase="call", since=1.5),
+    ):
+        state.apply(event)
+    view = state.workers["gw1"]
+    assert (view.state, view.test, view.phase, view.call_started) == (
+        "unresponsive",
+        name,
+        "call",
+        1.5,
+    )
+    state.apply(ev.Activity(w="gw1", ts=9.0, test=name, phase="call", since=1.5))
+    state.apply(ev.Unresponsive(w="gw1", ts=9.1, silent=7.4, test=name, recovered=True))
+    (spell,) = state.spells
+    assert (spell.test, spell.silent, spell.recovered) == (name, 7.4, 9.1)
+    assert view.state == "call"
+
+
+GIL_IN_SETUP = """
+import os, re
+import pytest
+from gate import GateOpened, alarm_at_the_gate
+
+@pytest.fixture
+def frozen_setup():
+    waiter = alarm_at_the_gate(os.environ["GATE"])
+    try:
+        HOLD
+    except GateOpened:
+        pass
+    finally:
+        waiter.wait()
+    yield
+
+def test_quick():
+    pass
+
+def test_frozen_in_setup(frozen_setup):
+    pass
+""".replace("HOLD", HOLD_THE_GIL)
+
+
+def test_a_worker_frozen_in_a_setup_is_named_with_its_test(
+    background: Callable[..., Background],
+) -> None:
+    """No report of the test yet (its setup never ended): the test comes from xdist's
+    scheduler (what it would name if the worker crashed), in its setup phase."""
+    run = background(GIL_IN_SETUP, f"--monitor-stall={STALL}")
+    name = "test_gated.py::test_frozen_in_setup"
+    silent = run.wait_for(
+        "the silence of the frozen worker",
+        lambda es: next((e for e in es if isinstance(e, ev.Unresponsive)), None),
+    )
+    assert isinstance(silent, ev.Unresponsive)
+    assert (silent.test, silent.phase) == (name, "setup")
+    code, output = run.finish()
+    assert code == 0, output
+    state = read_recorded(run.mdir.logs()[0]).state
+    (spell,) = state.spells
+    assert (spell.test, spell.recovered is not None) == (name, True)

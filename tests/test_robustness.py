@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -127,7 +128,7 @@ def test_after(): pass
     state = run.state
     assert state.workers[crash.w].state == "crashed"
     assert state.counts["failed"] == 1
-    result.stdout.fnmatch_lines([f"crash: {crash.w} while running test_k.py::test_killer (*)"])
+    result.stdout.fnmatch_lines([f"crash: {crash.w} while running test_k.py::test_killer (*)*"])
 
 
 def test_full_queue_drops_and_counts_by_kind(pytester: pytest.Pytester) -> None:
@@ -307,3 +308,71 @@ def test_zz_crash(): os._exit(7)
     assert all(t.recovered and t.w == crash.w for t in quick)
     assert all([p.when for p in t.phases] == ["setup", "call", "teardown"] for t in quick)
     assert run.state.counts == {"passed": 31, "failed": 1}
+
+
+REPLACED = """
+import os, time
+
+def test_before(): time.sleep(0.2)
+def test_dies():
+    time.sleep(0.2)
+    os._exit(3)
+def test_after_1(): time.sleep(0.2)
+def test_after_2(): time.sleep(0.2)
+def test_after_3(): time.sleep(0.2)
+"""
+
+
+async def test_a_crashed_worker_and_its_replacement_are_named_everywhere(
+    pytester: pytest.Pytester, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """xdist starts a worker in place of one that crashed: the notice, the summary, the
+    reports and the dashboard say which replaced which, and each shows the exit code."""
+    from testmon_live.tui.cli import main
+    from testmon_live.tui.dashboard.screens.test_detail import describe
+    from testmon_live.tui.dashboard.screenshots import settle
+    from testmon_live.tui.dashboard.widgets.stuck_panel import StuckPanel
+
+    from .test_tui_recorded import SIZE, app_on, rows, text
+
+    pytester.makepyfile(test_r=REPLACED)
+    result = pytester.runpytest_subprocess("--monitor", "-n", "2", "-p", "no:randomly")
+    result.assert_outcomes(passed=4, failed=1)
+    run = only_run(pytester)
+    (crash,) = run.of(ev.WorkerCrashed)
+    (replaced,) = run.of(ev.WorkerReplaced)
+    dead, new = crash.w, replaced.w
+    assert replaced.replaces == dead
+    assert new not in (dead, *[s.w for s in run.of(ev.WorkerStarted) if s.ts < replaced.ts])
+    out = result.stdout.str()
+    assert f"[testmon-live] CRASH {dead} test_r.py::test_dies: exit code 3" in out
+    assert f"[testmon-live] REPLACED {new} replaced {dead} (it crashed: exit code 3)" in out
+    assert (
+        f"crash: {dead} while running test_r.py::test_dies (exit code 3); {new} replaced it" in out
+    )
+
+    state = run.state
+    assert (state.workers[dead].replaced_by, state.workers[new].replaces) == (new, dead)
+    mdir = str(pytester.path / ".testmon")
+    assert main(["report", "latest", "--dir", mdir]) == 0
+    report = capsys.readouterr().out
+    (row,) = [ln for ln in report.splitlines() if ln.strip().startswith(dead) and "exit" in ln]
+    assert row.split() == [dead, "test_r.py::test_dies", "exit", "code", "3", new]
+    assert main(["report", "latest", "--dir", mdir, "--format", "json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    (crash_row,) = data["crashes"]
+    assert (crash_row["exit_code"], crash_row["replaced_by"]) == (3, new)
+
+    app = app_on(pytester.path / "view", run.events)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        cells = rows(app)[dead]
+        assert cells[1] == "crashed"
+        assert "(exit code 3" in cells[5]
+        assert f"{new} replaced it" in cells[5]
+        detail = describe(next(t for t in run.of(ev.TestFinished) if t.crashed), state).plain
+        assert f"(the worker crashed while running it: exit code 3; {new} replaced it)" in detail
+        await pilot.press("6")
+        stuck = text(app.main.query_one(StuckPanel))
+        assert f"CRASHED {dead}: " in stuck
+        assert f"while running test_r.py::test_dies (exit code 3); {new} replaced it" in stuck

@@ -4,6 +4,7 @@ opens the log at its end and at moments cut from it (how it looked live then).""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,7 @@ from testmon_live.tui.dashboard.widgets.timeline import Timeline
 from testmon_live.tui.dashboard.widgets.workers_table import WorkersTable
 from testmon_live.tui.testing import sample_runs
 
-from .conftest import Recorded, only_run, shown
+from .conftest import Recorded, only_run, read_recorded, shown
 from .test_containers import IMAGE, WEB, _cleanup
 
 pytestmark = pytest.mark.slow
@@ -219,3 +220,70 @@ async def test_container_of_a_real_run(pytester: pytest.Pytester) -> None:
             assert "▚" in text(app.main.query_one(Timeline)), "the container wait is drawn"
     finally:
         _cleanup(recorded)
+
+
+STRAGGLER_LAST = """
+import time, pytest
+
+@pytest.mark.parametrize("n", range(10))
+def test_quick(n):
+    time.sleep(0.3)
+
+def test_zz_straggler():  # collected last: one worker runs it alone at the end
+    time.sleep(3)
+"""
+
+
+async def test_eta_follows_the_run_with_history_and_says_nothing_without(
+    pytester: pytest.Pytester,
+) -> None:
+    """The second of two runs of the same suite: at every finished test the ETA is within
+    20 % (or a second) of the time the run really had left, straggler included; the first
+    run, with no earlier one, shows none."""
+    from testmon_live.tui.dashboard.ingest import Ingest
+    from testmon_live.tui.dashboard.widgets.run_header import RunHeader
+
+    pytester.makepyfile(test_eta=STRAGGLER_LAST)
+    for _ in range(2):
+        result = pytester.runpytest_subprocess(
+            "--monitor", "-n", "2", "-p", "no:cacheprovider", "-p", "no:randomly",
+            timeout=INNER_TIMEOUT,
+        )  # fmt: skip
+        result.assert_outcomes(passed=11)
+    first, second = sorted((pytester.path / ".testmon" / "runs").glob("*.jsonl"))
+    runs = pytester.path / "eta" / "runs"
+    runs.mkdir(parents=True)
+    shutil.copy(first, runs / first.name)
+    events = read_recorded(second).events
+    end = events[-1]
+    assert isinstance(end, ev.RunFinished)
+
+    def eta_at(moment: ev.Event, history: bool = True) -> float | None:
+        cut = until(events, moment)
+        folder = runs if history else pytester.path / "alone" / "runs"
+        path = sample_runs.write_log(folder / "cut.jsonl", cut)
+        ingest = Ingest(lambda message: None, clock=lambda: moment.ts)
+        ingest.reset("cut", path)
+        ingest.events(cut)
+        return ingest.eta()
+
+    finished = [e for e in events if isinstance(e, ev.TestFinished)]
+    misses = []
+    for moment in finished[1:-1]:
+        left = end.ts - moment.ts
+        eta = eta_at(moment)
+        assert eta is not None
+        if abs(eta - left) > max(0.2 * left, 1.0):
+            misses.append(f"{moment.nodeid}: ETA {eta:.2f}s, {left:.2f}s left")
+    assert not misses, misses
+    assert eta_at(finished[3], history=False) is None  # no earlier run: no guess
+
+    middle = finished[len(finished) // 2]
+    app = app_on(pytester.path / "eta", until(events, middle))
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        assert "ETA ~" in text(app.query_one(RunHeader))
+    app = app_on(pytester.path / "no-history", until(events, middle))
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        assert "ETA" not in text(app.query_one(RunHeader))

@@ -120,7 +120,8 @@ def add_format_option(parser: argparse.ArgumentParser, what: str) -> None:
         choices=FORMATS,
         default="text",
         metavar="FORMAT",
-        help=f"{what}: text (default; for a terminal, fits 100 columns), markdown (for a CI "
+        help=f"{what}: text (default; fits a terminal of 100 columns or more, whole lines "
+        "into a pipe or a file), markdown (for a CI "
         "job summary, e.g. $GITHUB_STEP_SUMMARY) or json (for scripts; see "
         "docs/report-json.md)",
     )

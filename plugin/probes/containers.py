@@ -41,6 +41,11 @@ from ..activity import WorkerActivity
 from ..clock import now
 from ..guard import REAL, exc_text, repr_of, text_of
 
+__tracebackhide__ = True
+"""pytest leaves this module's frames out of the traceback of a failure: its wrappers sit
+between the user's code and the library it called, and a failure reads as without the
+monitor."""
+
 Emit = Callable[[ev.Event], None]
 
 RUN_LABEL = "testmon.run"

@@ -23,6 +23,11 @@ from ..guard import abspath, exc_text, text_of
 from . import locking
 from .imports import when_imported
 
+__tracebackhide__ = True
+"""pytest leaves this module's frames out of the traceback of a failure: its wrappers sit
+between the user's code and the library it called, and a failure reads as without the
+monitor."""
+
 KIND = "filelock"
 _PATCHED = "_testmon_live_patched"
 

@@ -17,6 +17,11 @@ from collections.abc import Callable, Sequence
 from types import ModuleType
 from typing import Any
 
+__tracebackhide__ = True
+"""pytest leaves this module's frames out of the traceback of a failure: its wrappers sit
+between the user's code and the library it called, and a failure reads as without the
+monitor."""
+
 Callback = Callable[[ModuleType], None]
 
 

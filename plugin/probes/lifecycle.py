@@ -229,6 +229,7 @@ class LifecycleProbe:
     def pytest_fixture_setup(
         self, fixturedef: pytest.FixtureDef[Any], request: pytest.FixtureRequest
     ) -> Generator[None, object, object]:
+        __tracebackhide__ = True  # out of the traceback of a fixture that raises
         if fixturedef.func is get_direct_param_fixture_func:
             # @parametrize arguments are fixtures inside pytest, not to its users
             return (yield)

@@ -49,6 +49,11 @@ from ..redact import redact_url
 from . import locking
 from .imports import when_imported
 
+__tracebackhide__ = True
+"""pytest leaves this module's frames out of the traceback of a failure: its wrappers sit
+between the user's code and the library it called, and a failure reads as without the
+monitor."""
+
 WAIT_REPORT = 0.2
 """Seconds a lock statement runs before the watchdog reports it as a wait."""
 BLOCKER_LOOKUP = 0.5

@@ -502,11 +502,39 @@ def _signature(frames: list[ev.Frame]) -> tuple[tuple[str, int, str], ...]:
     return tuple((f.file, f.line, f.func) for f in frames)
 
 
+_JOINS = frozenset(
+    {("threading.py", name) for name in ("Thread.join", "join", "_wait_for_tstate_lock")}
+    | {
+        ("concurrent/futures/_base.py", name)
+        for name in ("Future.result", "result", "wait", "as_completed")
+    }
+    | {
+        ("concurrent/futures/thread.py", name)
+        for name in ("ThreadPoolExecutor.shutdown", "shutdown")
+    }
+)
+"""Calls by which a thread waits for other threads: a stall there is in one of those."""
+
+
+def waits_on_threads(frames: Sequence[ev.Frame]) -> bool:
+    """The thread's own code called a join (of a thread, a future, a pool) and waits in it."""
+    for i in range(len(frames) - 1, 0, -1):
+        if frames[i - 1].user and not frames[i].user:
+            called = frames[i]
+            name = _stdlib_name(called.file)
+            return name is not None and (name, called.func) in _JOINS
+    return False
+
+
 def location(threads: Sequence[ev.ThreadStack], root: str | None = None) -> str | None:
     """Where the stall is: the innermost user frame of the main thread (of its pending
-    asyncio tasks when it runs an idle loop), else of the first thread that has one."""
+    asyncio tasks when it runs an idle loop), else of the first thread that has one. A
+    thread that only joins others (``t.join()``, ``future.result()``) is passed over for
+    one it waits for that is stuck in the user's code (the consumer waiting on its
+    condition): that is where the stall is."""
     ordered = sorted(threads, key=lambda t: t.name != "MainThread")
-    for thread in ordered:
+    stuck = [t for t in ordered if t.verdict != "idle" and not waits_on_threads(t.frames)]
+    for thread in stuck + ordered:
         for task in thread.tasks:
             frame = user_frame(task.frames)
             if frame is not None:

@@ -46,6 +46,11 @@ if TYPE_CHECKING:
 
     from ..state import RunState, WorkerView
 
+__tracebackhide__ = True
+"""pytest leaves this module's frames out of the traceback of a failure: its wrappers sit
+between the user's code and the library it called, and a failure reads as without the
+monitor."""
+
 Running = Callable[[str], "tuple[str, str, float] | None"]
 """worker -> (test, phase, since) as the controller last heard from xdist."""
 CHECK_EVERY = 0.25
@@ -285,8 +290,10 @@ class SilenceWatcher:
         self._emit = emit
         self.after = after
         self._root = root
-        self._silent: dict[str, float] = {}
-        """worker -> when (this clock) its last heartbeat before the silence arrived."""
+        self._silent: dict[str, tuple[float, str | None, str | None, float | None]] = {}
+        """worker -> (when, on this clock, its last heartbeat before the silence arrived;
+        the test and phase it went silent in, since when): its recovery and a dump asked
+        for meanwhile name the same test."""
         self._beats: dict[str, tuple[tuple[object, ...], float]] = {}
         """worker -> (its latest heartbeat's stamp, when this hub first saw it)."""
         self._stop = REAL.Event()
@@ -330,21 +337,41 @@ class SilenceWatcher:
             arrived = seen[1]
             flagged = self._silent.get(wid)
             if flagged is not None:
-                if arrived > flagged:
+                if arrived > flagged[0]:
                     del self._silent[wid]
                     back = ev.Unresponsive(
-                        w=wid, ts=t, silent=arrived - flagged, test=test, recovered=True
+                        w=wid,
+                        ts=t,
+                        silent=arrived - flagged[0],
+                        test=flagged[1],
+                        phase=flagged[2],
+                        recovered=True,
                     )
                     self._emit(back)
                 continue
             if final or gone or phase == "finishing" or t - arrived < self.after:
                 continue
-            self._silent[wid] = arrived
             known = self._running(wid) if self._running is not None else None
             if known is not None and known[0] != test:
                 # The worker's last Activity predates the test it went silent in.
                 test, phase, since, fixture = known[0], known[1], known[2], None
-            self._emit(ev.Unresponsive(w=wid, ts=t, silent=t - arrived, test=test))
+            known_test = test is not None
+            self._silent[wid] = (
+                arrived,
+                test,
+                phase if known_test else None,
+                (since or None) if known_test else None,
+            )
+            self._emit(
+                ev.Unresponsive(
+                    w=wid,
+                    ts=t,
+                    silent=t - arrived,
+                    test=test,
+                    phase=phase if known_test else None,
+                    since=(since or None) if known_test else None,
+                )
+            )
             if target is not None:
                 self._take_stacks(wid, target, test, phase, fixture, since)
 
@@ -369,6 +396,10 @@ class SilenceWatcher:
             args = (view.test, view.phase, view.fixture, view.since)
         if target is None:
             return False
+        spell = self._silent.get(wid)
+        if spell is not None and spell[1] is not None and spell[1] != args[0]:
+            # the worker's own record of its test is queued behind the silence
+            args = (spell[1], spell[2] or "call", None, spell[3] or args[3])
         REAL.Thread(
             target=self._take_stacks,
             args=(wid, target, *args),

@@ -16,7 +16,7 @@ others), :mod:`.locks` (locks, database waits, migrations, deadlocks) and
 from .containers import ContainerView, ImageStats
 from .fold import DUPLICATE_WORTH, SLOWEST_KEPT, FixtureStats, RunState, fold, worst_outcome
 from .locks import LockStats, lock_label
-from .workers import WORKER_STATES, StallRecord, WorkerView, worker_order
+from .workers import WORKER_STATES, Spell, StallRecord, WorkerView, worker_order
 
 __all__ = [
     "DUPLICATE_WORTH",
@@ -27,6 +27,7 @@ __all__ = [
     "ImageStats",
     "LockStats",
     "RunState",
+    "Spell",
     "StallRecord",
     "WorkerView",
     "fold",

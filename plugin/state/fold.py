@@ -20,7 +20,7 @@ from testmon_live.plugin import events as ev
 
 from .containers import ContainerFold
 from .locks import LockFold
-from .workers import StallRecord, WorkerView, worker_order
+from .workers import Spell, StallRecord, WorkerView, worker_order
 
 SLOWEST_KEPT = 50
 FAILURES_KEPT = 2000
@@ -90,11 +90,14 @@ class RunState(LockFold, ContainerFold):
         self.fixtures: dict[tuple[str, str, str], FixtureStats] = {}
         self.fixture_events: list[ev.FixtureSetup | ev.FixtureTeardown] = []
         self.crashes: list[ev.WorkerCrashed] = []
+        self.replacements: list[ev.WorkerReplaced] = []
         self.notices: list[ev.Notice] = []
         self.stalls: list[ev.Stall] = []
         self.stall_records: list[StallRecord] = []
         """Stalls and unresponsive spells, one record each, in the order they began."""
         self.unresponsive: list[ev.Unresponsive] = []
+        self.spells: list[Spell] = []
+        """Unresponsive spells, one each from its first silence to its recovery."""
         self.replies: list[ev.CommandReply] = []
         self.problems: list[tuple[int, str]] = []
         """Lines a reader skipped, if this state was folded from a log."""
@@ -106,6 +109,7 @@ class RunState(LockFold, ContainerFold):
             ev.WorkerFinished: self._worker_finished,
             ev.WorkerDown: self._worker_down,
             ev.WorkerCrashed: self._worker_crashed,
+            ev.WorkerReplaced: self._worker_replaced,
             ev.TestFinished: self._test_finished,
             ev.Activity: self._activity,
             ev.Heartbeat: self._heartbeat,
@@ -195,6 +199,12 @@ class RunState(LockFold, ContainerFold):
         view.crash = e
         view.ended = e.ts
         self.crashes.append(e)
+
+    def _worker_replaced(self, e: ev.WorkerReplaced) -> None:
+        view = self.worker(e.w)
+        view.replaces = e.replaces
+        self.worker(e.replaces).replaced_by = e.w
+        self.replacements.append(e)
 
     def _test_finished(self, e: ev.TestFinished) -> None:
         view = self._seen(e)
@@ -317,8 +327,14 @@ class RunState(LockFold, ContainerFold):
             return
         current = view.current_stall
         later = e.reason == "stall" and e.sample > 1
-        if later and current is not None and current.reason == "stall":
+        if later and current is not None and (current.reason == "stall" or current.watched):
             current.merge(e)
+        elif e.reason == "stall" and (silent := self._silence_of(e)) is not None:
+            # The worker's watchdog, free again after native code held the GIL, finds the
+            # phase the hub took its stacks in still running: one episode, one record.
+            silent.merge(e)
+            silent.watched = True
+            view.current_stall = silent
         else:
             current = view.current_stall = StallRecord(
                 w=e.w,
@@ -332,17 +348,36 @@ class RunState(LockFold, ContainerFold):
             view.stall = e
         elif e.reason == "unresponsive":
             view.unresponsive = True
+            _silent_in(view, e.test, e.phase, e.ts - e.elapsed if e.elapsed else None)
+
+    def _silence_of(self, e: ev.Stall) -> StallRecord | None:
+        """The worker's latest record, if it is an unresponsive spell in the same phase of
+        the same test (begun at the same moment, where both know it) that no watchdog
+        stall joined yet."""
+        for record in reversed(self.stall_records):
+            if record.w != e.w:
+                continue
+            first = record.first
+            if record.reason != "unresponsive" or record.watched or first.test != e.test:
+                return None
+            if first.phase != e.phase:
+                return None
+            if first.elapsed and abs((first.ts - first.elapsed) - (e.ts - e.elapsed)) > 1.0:
+                return None
+            return record
+        return None
 
     def _stall_ended(self, e: ev.StallEnded) -> None:
         view = self._seen(e)
         view.stall = None
         for record in reversed(self.stall_records):
-            if record.w == e.w and record.reason == "stall":
-                if record.duration is None:
-                    record.duration = e.duration
+            if record.w == e.w and (record.reason == "stall" or record.watched):
+                if record.duration is None or record.watched:
+                    record.duration = e.duration  # the phase, as long as it ran in all
                     record.ended = e.ts
                 break
-        if view.current_stall is not None and view.current_stall.reason == "stall":
+        current = view.current_stall
+        if current is not None and (current.reason == "stall" or current.watched):
             view.current_stall = None
 
     def _unresponsive(self, e: ev.Unresponsive) -> None:
@@ -350,11 +385,25 @@ class RunState(LockFold, ContainerFold):
         view.unresponsive = not e.recovered
         self.unresponsive.append(e)
         if not e.recovered:
+            self.spells.append(Spell(w=e.w, first=e, silent=e.silent))
+            _silent_in(view, e.test, e.phase, e.since)
             return
+        for spell in reversed(self.spells):
+            if spell.w == e.w:
+                if not spell.recovered:
+                    spell.silent = e.silent
+                    spell.recovered = e.ts
+                break
+        # The stacks taken during the spell: it lasted as long as the silence. (Looked up
+        # by worker, not as its current stall: its end is often heard after the worker's.)
+        for record in reversed(self.stall_records):
+            if record.w == e.w and record.reason == "unresponsive":
+                if record.duration is None:
+                    record.duration = e.silent
+                    record.ended = e.ts
+                break
         current = view.current_stall
         if current is not None and current.reason == "unresponsive":
-            current.duration = e.silent
-            current.ended = e.ts
             view.current_stall = None
 
     def _notice(self, e: ev.Notice) -> None:
@@ -431,8 +480,9 @@ class RunState(LockFold, ContainerFold):
         )
 
     def stall_count(self) -> int:
-        """Distinct stalls (first samples of watchdog stalls; dumps on demand not counted)."""
-        return sum(1 for s in self.stalls if s.reason == "stall" and s.sample == 1)
+        """Distinct stalls of the workers' watchdogs (not unresponsive spells, even those a
+        watchdog sampled once the worker came back; not dumps on demand)."""
+        return sum(1 for r in self.stall_records if r.reason == "stall")
 
     def dropped_total(self) -> int:
         return sum(sum(kinds.values()) for kinds in self.dropped().values())
@@ -454,6 +504,20 @@ def _test_seen(view: WorkerView, test: str | None, phase: str, since: float) -> 
         view.call_started = None
     if phase == "call" and view.call_started is None:
         view.call_started = since
+
+
+def _silent_in(view: WorkerView, test: str | None, phase: str | None, since: float | None) -> None:
+    """A worker went silent in ``test``: the hub knows it from xdist, before the worker's
+    own record of it (queued behind the silence) arrives; a live view names it now."""
+    if test is None or view.crash is not None or view.down or view.test == test:
+        return
+    phase = phase if phase in TEST_PHASES else "call"
+    start = since if since is not None else view.since
+    _test_seen(view, test, phase, start)
+    view.test = test
+    view.phase = phase
+    view.fixture = None
+    view.since = start
 
 
 def _no_test(view: WorkerView) -> None:

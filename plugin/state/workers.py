@@ -43,8 +43,12 @@ class StallRecord(msgspec.Struct):
     """Seconds the phase had run at the latest sample."""
     samples: int = 1
     duration: float | None = None
-    """Seconds the stalled phase ran in all, once it ended (None: never ended in the log)."""
+    """Seconds the stalled phase ran in all, once it ended (None: never ended in the log);
+    of an unresponsive spell, how long the worker was silent."""
     ended: float | None = None
+    watched: bool = False
+    """An unresponsive spell that the worker's own watchdog sampled once the worker came
+    back, the phase still running: it ends with the phase, as a stall does."""
 
     @property
     def test(self) -> str | None:
@@ -59,6 +63,22 @@ class StallRecord(msgspec.Struct):
             self.threads[thread.ident] = thread
         self.elapsed = max(self.elapsed, e.elapsed)
         self.samples += 1
+
+
+class Spell(msgspec.Struct):
+    """One unresponsive spell of one worker: from the hub's first note of its silence to
+    its recovery (if it came back)."""
+
+    w: str
+    first: ev.Unresponsive
+    silent: float
+    """Seconds without a sign of life: so far, or in all once it recovered."""
+    recovered: float | None = None
+    """When it came back (None: it did not, in the log)."""
+
+    @property
+    def test(self) -> str | None:
+        return self.first.test
 
 
 class WorkerView(msgspec.Struct):
@@ -95,6 +115,10 @@ class WorkerView(msgspec.Struct):
     last_heartbeat: float | None = None
     dropped: dict[str, int] = msgspec.field(default_factory=dict)
     crash: ev.WorkerCrashed | None = None
+    replaced_by: str | None = None
+    """The worker xdist started in its place after it crashed."""
+    replaces: str | None = None
+    """The crashed worker this one was started in place of."""
     down: bool = False
     stall: ev.Stall | None = None
     unresponsive: bool = False

@@ -21,17 +21,14 @@ from pathlib import Path
 from textual.message import Message
 
 from testmon_live.plugin import events as ev
-from testmon_live.plugin.runlog import RUNS_DIR, RunLogError, iter_log
 from testmon_live.plugin.state import RunState, WorkerView
+
+from .eta import History, estimate, read_history
 
 POST_INTERVAL = 0.1
 """Seconds between two StateChanged messages at most (10 redraws a second)."""
 RAW_KEPT = 20_000
 """Raw events kept for the event view (the newest ones)."""
-HISTORY_RUNS = 3
-"""Earlier recorded runs read for the ETA."""
-HISTORY_MAX_BYTES = 64 * 1024 * 1024
-"""Logs larger than this are not read for the ETA (it would delay the first screen)."""
 NO_END = "no end recorded"
 """The state of a worker still busy when its run's log ended (killed or crashed run)."""
 
@@ -75,8 +72,8 @@ class Ingest:
         self.raw: deque[ev.Event] = deque(maxlen=RAW_KEPT)
         self.done: set[str] = set()
         """Node ids finished (for the ETA)."""
-        self.history: dict[str, float] = {}
-        """Node id -> duration in the newest earlier run that ran it."""
+        self.history = History()
+        """What earlier runs of the same tests took (for the ETA)."""
         self.replay_now: float | None = None
         self.lost = False
         """The hub went away without finishing the run."""
@@ -96,7 +93,7 @@ class Ingest:
     # ------------------------------------------------------------------ Sink
 
     def reset(self, label: str, path: Path | None) -> None:
-        history = earlier_durations(path) if path is not None else {}
+        history = read_history(path) if path is not None else History()
         with self.lock:
             self.state = RunState(detail=True)
             self.label = label
@@ -202,27 +199,9 @@ class Ingest:
         return NO_END if cut_short and state not in ("done", "crashed") else state
 
     def eta(self) -> float | None:
-        """Seconds left, from the durations earlier runs took for the tests not done yet."""
+        """Seconds left, from what earlier runs of the same tests took (:mod:`.eta`); None
+        without an earlier run (nothing to go by: no guess is shown)."""
         state = self.state
         if state.end is not None or self.cut_short or self.lost or not self.history:
             return None
-        left = sum(d for nodeid, d in self.history.items() if nodeid not in self.done)
-        return left / max(1, state.slots())
-
-
-def earlier_durations(path: Path) -> dict[str, float]:
-    """Test durations from up to :data:`HISTORY_RUNS` runs recorded before ``path``."""
-    if path.parent.name != RUNS_DIR:
-        return {}
-    earlier = sorted(p for p in path.parent.glob("*.jsonl") if p.name < path.name)
-    found: dict[str, float] = {}
-    for log in reversed(earlier[-HISTORY_RUNS:]):
-        try:
-            if log.stat().st_size > HISTORY_MAX_BYTES:
-                continue
-            for event in iter_log(log):
-                if type(event) is ev.TestFinished and event.nodeid not in found:
-                    found[event.nodeid] = event.duration
-        except (RunLogError, OSError):
-            continue
-    return found
+        return estimate(self.history, state, self.done, self.now())

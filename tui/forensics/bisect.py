@@ -11,7 +11,7 @@ The recording gives the exact predecessors of a failing test on its worker. The 
    depends on what ran before it is still found.
 
 That is at most ceil(log2(n)) + 2 pytest runs for n predecessors. Each run is a serial
-``pytest -p no:xdist`` of node ids from an argument file, recorded with ``--monitor`` into a
+``pytest -n 0 --dist no`` of node ids from an argument file, recorded with ``--monitor`` into a
 scratch folder so the target's outcome is read from a run log, not parsed from output.
 """
 
@@ -31,7 +31,7 @@ from pathlib import Path
 from testmon_live.plugin import events as ev
 from testmon_live.plugin.runlog import MonitorDir, RunLogError, iter_log
 
-from .order import Suspects, repro_argv, write_ids
+from .order import Suspects, pytest_id, repro_argv, write_ids
 
 FAILING = ("failed", "error")
 
@@ -111,20 +111,32 @@ class PytestRunner:
             )
         except subprocess.TimeoutExpired:
             return "timeout", f"stopped after {timeout:.0f} s"
-        tail = done.stdout.decode(errors="replace").strip().splitlines()[-1:] or [""]
-        return self._outcome(MonitorDir(monitor_dir)), tail[0]
+        outcome = self._outcome(MonitorDir(monitor_dir))
+        return outcome, said(done.stdout.decode(errors="replace"), outcome == "not run")
 
     def _outcome(self, mdir: MonitorDir) -> str:
+        """The target's outcome in the run's log (recorded without xdist: no ``@group``)."""
         logs = mdir.logs()
         if not logs:
             return "not run"
         try:
             for event in iter_log(logs[-1]):
-                if isinstance(event, ev.TestFinished) and event.nodeid == self.target:
+                if isinstance(event, ev.TestFinished) and event.nodeid == pytest_id(self.target):
                     return event.outcome
         except RunLogError:
             return "not run"
         return "not run"
+
+
+def said(output: str, failed: bool) -> str:
+    """What a trial's pytest said, in a line: its last line; when the target did not run,
+    its own errors (``ERROR: not found``, ``error: unrecognized arguments``) if any."""
+    lines = [line.strip() for line in output.strip().splitlines() if line.strip()]
+    if failed:
+        errors = [line for line in lines if "error" in line.lower()]
+        if errors:
+            return " / ".join(dict.fromkeys(errors[:3]))
+    return lines[-1] if lines else ""
 
 
 class Bisector:
@@ -170,8 +182,8 @@ class Bisector:
         if trial.outcome == "not run":
             return self._stop(
                 "error",
-                f"the target did not run during '{trial.label}' ({trial.detail}); check that "
-                "the suite still has it and collects from the rootdir",
+                f"the target did not run during '{trial.label}'; pytest said: {trial.detail}"
+                " (check that the suite still has it and collects from the rootdir)",
             )
         return None
 

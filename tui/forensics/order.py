@@ -9,6 +9,8 @@ test of the suite, and not a guess at xdist's scheduling.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
+import re
 import shlex
 import sys
 from dataclasses import dataclass
@@ -20,9 +22,26 @@ from testmon_live.plugin.runlog import MonitorDir
 from testmon_live.plugin.state import RunState
 
 REPRO_DIR = "repro"
-ORDER_OFF = ("-p", "no:xdist", "-p", "no:randomly", "-p", "no:random_order")
-"""A serial run in the given order: no xdist, and the ordering plugins that would shuffle."""
+ORDER_OFF = ("-p", "no:randomly", "-p", "no:random_order")
+"""The ordering plugins that would shuffle the given order."""
+XDIST_OFF = ("-n", "0", "--dist", "no")
+"""xdist off, whatever the ini's ``addopts`` say: given last, these override its ``-n 4
+--dist loadgroup`` (``-p no:xdist`` would leave those options unrecognized)."""
 FAILING = ("failed", "error")
+_GROUP = re.compile(r"@[^@\[\]:/\\]*$")
+"""The ``@group`` suffix ``--dist loadgroup`` adds to the node ids of grouped tests."""
+
+
+def pytest_id(nodeid: str) -> str:
+    """A recorded node id as pytest collects it in a serial run (no ``@group``)."""
+    return _GROUP.sub("", nodeid)
+
+
+def serial_args() -> tuple[str, ...]:
+    """Options for a serial run in the given order (xdist's only where it is installed:
+    without it there is nothing to turn off, and ``-n`` would be unrecognized)."""
+    xdist = importlib.util.find_spec("xdist") is not None
+    return (XDIST_OFF if xdist else ()) + ORDER_OFF
 
 
 class OrderError(Exception):
@@ -92,7 +111,7 @@ def write_ids(mdir: MonitorDir, name: str, ids: list[str]) -> Path:
     folder = mdir.root / REPRO_DIR
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}.txt"
-    path.write_text("".join(f"{nodeid}\n" for nodeid in ids))
+    path.write_text("".join(f"{pytest_id(nodeid)}\n" for nodeid in ids))
     return path
 
 
@@ -102,12 +121,12 @@ def repro_name(found: Suspects) -> str:
 
 
 def repro_argv(ids_file: Path, python: str = sys.executable) -> list[str]:
-    return [python, "-m", "pytest", *ORDER_OFF, "-p", "no:cacheprovider", f"@{ids_file}"]
+    return [python, "-m", "pytest", *serial_args(), "-p", "no:cacheprovider", f"@{ids_file}"]
 
 
 def repro_command(found: Suspects, ids_file: Path) -> str:
     """A shell line that replays the worker's order serially, from the rootdir."""
-    argv = ["pytest", *ORDER_OFF, f"@{ids_file}"]
+    argv = ["pytest", *serial_args(), f"@{ids_file}"]
     return f"cd {shlex.quote(found.rootdir)} && " + " ".join(shlex.quote(a) for a in argv)
 
 

@@ -53,8 +53,8 @@ def active_workers(state: RunState) -> list[WorkerView]:
 
 
 def stall_count(state: RunState) -> int:
-    """Stalls as the hub counts them: first samples of real stalls (not on-demand dumps)."""
-    return sum(1 for s in state.stalls if s.reason == "stall" and s.sample == 1)
+    """Stalls as the hub counts them (:meth:`RunState.stall_count`)."""
+    return state.stall_count()
 
 
 # ---------------------------------------------------------------------- the dict
@@ -146,6 +146,8 @@ class CrashRow(TypedDict):
     error: str
     note: str | None
     at: float
+    replaced_by: str | None
+    """The worker xdist started in its place."""
 
 
 class TaskRow(TypedDict):
@@ -508,6 +510,7 @@ def _crashes(state: RunState) -> list[CrashRow]:
             "error": c.error,
             "note": c.note,
             "at": _epoch(c.ts),
+            "replaced_by": view.replaced_by if (view := state.workers.get(c.w)) else None,
         }
         for c in state.crashes
     ]
@@ -590,15 +593,16 @@ def _stalls(state: RunState) -> list[StallRow]:
 
 
 def _unresponsive(state: RunState) -> list[UnresponsiveRow]:
+    """One row a spell: how long the worker was silent (in all, once it recovered)."""
     return [
         {
-            "worker": u.w,
-            "silent": _sec(u.silent),
-            "test": u.test,
-            "recovered": u.recovered,
-            "at": _epoch(u.ts),
+            "worker": spell.w,
+            "silent": _sec(spell.silent),
+            "test": spell.test,
+            "recovered": spell.recovered is not None,
+            "at": _epoch(spell.first.ts),
         }
-        for u in state.unresponsive
+        for spell in state.spells
     ]
 
 

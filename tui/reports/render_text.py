@@ -1,17 +1,22 @@
 """Text output of a document: prose, bullets and tables fitted to the width of the
 terminal, at least :data:`WIDTH` columns; long ids and messages are squeezed, not wrapped.
+Into a pipe or a file nothing is cut (unless ``$COLUMNS`` asks for a width).
 """
 
 from __future__ import annotations
 
+import os
 import shutil
+import sys
 from collections.abc import Sequence
 
 from .document import Block, Bullets, Code, Column, Line, Section, Table, Verbatim
 from .formatting import cut, shorten_nodeid, squeeze_cell
 
 WIDTH = 100
-"""Text output fits this many columns."""
+"""Text output for a terminal fits this many columns (more if the terminal has them)."""
+UNLIMITED = 1 << 20
+"""The width of text that goes to a pipe or a file: whole lines, nothing cut."""
 
 
 GAP = "  "
@@ -97,8 +102,18 @@ def _text_block(block: Block, width: int) -> list[str]:
 
 def text_width() -> int:
     """:data:`WIDTH`, or the terminal's (or ``$COLUMNS``) when wider: nothing is cut that
-    the screen could show."""
+    the screen could show. Not to a terminal and without ``$COLUMNS``: :data:`UNLIMITED`
+    (a CI log, a file or ``grep`` gets whole node ids and paths)."""
+    if not os.environ.get("COLUMNS", "").strip().isdigit() and not _to_terminal():
+        return UNLIMITED
     return max(WIDTH, shutil.get_terminal_size((WIDTH, 24)).columns)
+
+
+def _to_terminal() -> bool:
+    try:
+        return sys.stdout is not None and sys.stdout.isatty()
+    except (AttributeError, ValueError):  # a closed or odd stream
+        return False
 
 
 def render_text(found: Sequence[Section], width: int | None = None) -> str:

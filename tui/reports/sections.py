@@ -227,10 +227,17 @@ def _crashes_section(report: Report) -> Section | None:
         Column("worker", code=True),
         Column("test", squeeze="end", code=True),
         Column("exit"),
+        Column("replaced by", code=True),
         Column("error", below=True),
     )
     rows = [
-        (c["worker"], c["test"] or "(between tests)", _exit_words(c), first_line(c["error"]))
+        (
+            c["worker"],
+            c["test"] or "(between tests)",
+            _exit_words(c),
+            c["replaced_by"] or "-",
+            first_line(c["error"]),
+        )
         for c in report["crashes"]
     ]
     return Section((f"Worker crashes ({len(rows)})",), [Table(columns, rows)]) if rows else None

@@ -13,6 +13,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Footer, Static
 
 from testmon_live.plugin import events as ev
+from testmon_live.plugin.notices import exit_words
 from testmon_live.plugin.state import RunState
 from testmon_live.tui.reports.formatting import fmt_duration, plural
 
@@ -24,7 +25,11 @@ def describe(test: ev.TestFinished, state: RunState) -> Text:
     text.append(f"{test.nodeid}\n", style="bold")
     text.append(f"outcome {test.outcome}  on {test.w}  took {fmt_duration(test.duration)}")
     if test.crashed:
-        text.append("  (the worker crashed while running it)")
+        view = state.workers.get(test.w)
+        crash = view.crash if view is not None else None
+        how = f": {exit_words(crash)}" if crash is not None else ""
+        then = f"; {view.replaced_by} replaced it" if view is not None and view.replaced_by else ""
+        text.append(f"  (the worker crashed while running it{how}{then})")
     text.append("\n\nphases\n", style="bold")
     for phase in test.phases:
         offset = phase.start - state.started

@@ -7,6 +7,7 @@ from rich.text import Text
 from textual.widgets import Static
 
 from testmon_live.plugin import events as ev
+from testmon_live.plugin.notices import exit_words
 from testmon_live.plugin.state import RunState, StallRecord
 from testmon_live.tui.dashboard.ingest import Ingest
 from testmon_live.tui.dashboard.palette import colour
@@ -49,25 +50,22 @@ class StuckPanel(Static):
             text.append(f"asked for during {dump.phase} of {dump.test or '?'}\n")
             for thread in dump.threads:
                 self._thread(text, thread, muted)
-        spells = state.unresponsive
-        for i, unresp in enumerate(spells):
-            if not unresp.recovered and any(
-                later.w == unresp.w and later.recovered for later in spells[i + 1 :]
-            ):
-                continue  # the recovery below says how long it lasted
-            word = "recovered" if unresp.recovered else "UNRESPONSIVE"
+        for spell in state.spells:
+            word = "recovered" if spell.recovered is not None else "UNRESPONSIVE"
             text.append(f"{word} ", style=f"bold {err}")
             text.append(
-                f"{unresp.w}: no heartbeat for {fmt_duration(unresp.silent)}"
-                f" during {unresp.test or '?'}\n"
+                f"{spell.w}: no heartbeat for {fmt_duration(spell.silent)}"
+                f" during {spell.test or '?'}\n"
             )
         for crash in state.crashes:
             text.append("CRASHED ", style=f"bold {err}")
             text.append(f"{crash.w}: {crash.error}")
             if crash.test:
                 text.append(f" while running {crash.test}")
-            if crash.signal:
-                text.append(f" ({crash.signal})")
+            text.append(f" ({exit_words(crash)})")
+            view = state.workers.get(crash.w)
+            if view is not None and view.replaced_by:
+                text.append(f"; {view.replaced_by} replaced it")
             text.append("\n")
         return text
 

@@ -6,6 +6,7 @@ from rich.text import Text
 from textual import events
 from textual.widgets import DataTable
 
+from testmon_live.plugin.notices import exit_words
 from testmon_live.plugin.state import WorkerView, worker_order
 from testmon_live.tui.dashboard.ingest import NO_END, Ingest
 from testmon_live.tui.dashboard.palette import colour, state_style
@@ -138,8 +139,13 @@ class WorkersTable(DataTable[Text | str]):
         """Column key -> cell, for the columns shown; ``state`` overrides the view's."""
         state = view.state if state is None else state
         test = view.test or ""
-        if view.crash is not None and view.crash.test:
-            test = view.crash.test
+        if view.crash is not None:
+            # what the Stuck view says too: the test, how it ended, who took its place
+            test = f"{view.crash.test or '(between tests)'} ({exit_words(view.crash)})"
+            if view.replaced_by:
+                test += f", {view.replaced_by} replaced it"
+        elif view.replaces and not test:
+            test = f"(replaced {view.replaces})"
         in_phase = ""
         if state not in ENDED and view.since:
             in_phase = fmt_duration(max(0.0, now - view.since))
