@@ -22,6 +22,7 @@ from . import events as ev
 from .clock import now
 from .guard import REAL, exc_text
 from .probes.unresponsive import Running, SilenceWatcher, local_dump_file, silence_after
+from .redact import redact_bytes
 from .runlog import LogWriter, MonitorDir, write_live_file
 from .server import ViewerConnection, ViewerServer
 from .state import RunState, worker_order
@@ -86,6 +87,13 @@ class Hub:
             self.problems.append(f"live viewers disabled: cannot listen on {where}: {exc}")
             return
         self.server.start()
+        if self.listen and not self.server.loopback:
+            why = (
+                f"--monitor-listen {self.listen} is not a loopback address: the viewer token "
+                "and every event of the run travel in clear to whoever can reach it"
+            )
+            self.note("warning", why)
+            self.problems.append(why)
         write_live_file(
             self.live_path,
             {
@@ -304,6 +312,9 @@ class Hub:
             self.accepted += 1
 
     def _append(self, data: bytes) -> None:
+        # The one place every line enters the log and the viewers' stream, whatever event
+        # it holds and whoever made it: secrets are cut here, in the encoded JSON.
+        data = redact_bytes(data)
         writer = self._writer
         failed = writer is not None and not writer.write(data)
         if failed and writer is not None and writer.failed and writer.failed not in self.problems:

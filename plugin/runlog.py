@@ -4,7 +4,10 @@ Layout under the monitor directory (``<rootdir>/.testmon`` unless ``--monitor-di
 
     .testmon/.gitignore          "*" - nothing here belongs in version control
     .testmon/runs/<run-id>.jsonl one log per run: header line, then one event a line
-    .testmon/live/<run-id>.json  while a run lives: where its hub listens (mode 0600)
+    .testmon/live/<run-id>.json  while a run lives: where its hub listens
+
+Every folder is 0700 and every file 0600: logs hold failure texts, SQL and arguments
+(redacted, see :mod:`.redact`, but a pattern never knows every secret).
 
 Writing is crash-safe by construction: the hub appends whole lines with ``os.write`` on an
 ``O_APPEND`` descriptor, so a killed controller leaves at most one torn line at the end.
@@ -69,8 +72,10 @@ class MonitorDir:
         return self.root / LIVE_DIR
 
     def ensure(self) -> None:
-        self.runs.mkdir(parents=True, exist_ok=True)
-        self.live.mkdir(parents=True, exist_ok=True)
+        """The folders, private (0700): logs hold failure texts, SQL, the run's arguments."""
+        private_folder(self.root)
+        private_folder(self.runs)
+        private_folder(self.live)
         gitignore = self.root / ".gitignore"
         if not gitignore.exists():
             gitignore.write_text(GITIGNORE_TEXT)
@@ -131,6 +136,23 @@ class MonitorDir:
         return removed
 
 
+def private_folder(path: Path) -> None:
+    """``path`` and missing parents created; ``path`` itself made 0700 (only its owner
+    enters it), whatever the umask or an older version left."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if path.stat().st_mode & 0o077:
+        path.chmod(0o700)
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write ``text`` to a file only its owner can read (0600)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # an older file of the same name may have been readable
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
+
+
 def find_monitor_dir(start: Path | None = None) -> MonitorDir:
     """The ``.testmon`` of the project around ``start`` (cwd): env TESTMON_DIR, else search up."""
     env = os.environ.get("TESTMON_DIR")
@@ -153,7 +175,7 @@ class LogWriter:
     def __init__(self, path: Path) -> None:
         self.path = path
         flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | getattr(os, "O_CLOEXEC", 0)
-        self._fd: int | None = os.open(path, flags, 0o644)
+        self._fd: int | None = os.open(path, flags, 0o600)
         self.offset = os.fstat(self._fd).st_size
         self.failed: str | None = None
 

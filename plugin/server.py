@@ -72,6 +72,18 @@ def parse_listen(value: str) -> tuple[str, int]:
     return host, number
 
 
+def is_loopback(host: str) -> bool:
+    """Does ``host`` (an address or ``localhost``) reach this machine only?"""
+    if host.lower() in ("localhost", "localhost."):
+        return True
+    import ipaddress
+
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to any interface
+
+
 class ViewerServer:
     def __init__(self, hub: HubForViewers, token: str, listen: str | None = None) -> None:
         self.hub = hub
@@ -80,6 +92,8 @@ class ViewerServer:
         self._lock = threading.Lock()
         self._closed = False
         self._tmpdir: str | None = None
+        self.loopback = True
+        """Reachable from this machine only (a unix socket, or TCP on a loopback address)."""
         if listen:
             host, port = parse_listen(listen)
             family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -87,6 +101,7 @@ class ViewerServer:
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             self.sock.bind((host, port))
             bound = self.sock.getsockname()
+            self.loopback = is_loopback(host)
             self.address: dict[str, object] = {"tcp": [host, int(bound[1])]}
         else:
             self._tmpdir = private_dir()
