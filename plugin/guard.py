@@ -63,6 +63,7 @@ class _Real:
         "json_loads",
         "kill",
         "listdir",
+        "local_offset",
         "main_thread",
         "monotonic",
         "open",
@@ -89,6 +90,9 @@ class _Real:
         self.monotonic = time.monotonic
         self.perf_counter = time.perf_counter
         self.sleep = time.sleep
+        # Seconds east of UTC as pytest started: code under test may change the process's
+        # time zone (Django calls time.tzset() with settings.TIME_ZONE at import).
+        self.local_offset = time.localtime().tm_gmtoff
         # os, files
         self.getpid = os.getpid
         self.getcwd = os.getcwd

@@ -49,10 +49,12 @@ def new_run_id(when: float | None = None) -> str:
     """Sortable by start time to the millisecond: ``20261121-203215-4827f``.
 
     The last part is the milliseconds and one random byte, so two runs started within
-    the same second still sort in the order they started (``latest`` relies on it).
+    the same second still sort in the order they started (``latest`` relies on it). The
+    time is local to the zone pytest started in, bound then (:data:`.guard.REAL`): a time
+    zone the code under test sets (Django's ``TIME_ZONE``) does not move it.
     """
-    when = time.time() if when is None else when
-    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(when))
+    when = REAL.time() if when is None else when
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(when + REAL.local_offset))
     millis = int(when % 1 * 1000)
     return f"{stamp}-{millis:03d}{os.urandom(1).hex()}"
 
