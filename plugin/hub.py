@@ -24,9 +24,13 @@ from .guard import REAL, exc_text
 from .probes.unresponsive import Running, SilenceWatcher, local_dump_file, silence_after
 from .redact import redact_bytes
 from .runlog import LogWriter, MonitorDir, write_live_file
-from .server import ViewerConnection, ViewerServer
+from .server import RateLimit, ViewerConnection, ViewerServer
 from .state import RunState, worker_order
 
+WORKER_COMMANDS_PER_SECOND = 5.0
+WORKER_COMMAND_BURST = 10
+"""Commands a worker receives from all viewers together, on average and at once: a run's
+speed never depends on its viewers."""
 NOTICES_PER_KIND = 20
 """Notices of one kind written to the log before the rest are only counted."""
 
@@ -66,6 +70,7 @@ class Hub:
         self._notice_counts: Counter[str] = Counter()
         self._races_noted: dict[str, set[str]] = {}
         self._silence: SilenceWatcher | None = None
+        self._worker_limits: dict[str, RateLimit] = {}
 
     @property
     def lock(self) -> threading.RLock:
@@ -352,6 +357,16 @@ class Hub:
 
     def command(self, command: ev.Command) -> str | None:
         """Route a viewer's command to its worker; an error text if that cannot be done."""
+        with self._lock:
+            limit = self._worker_limits.get(command.worker)
+            if limit is None and command.worker in self._commanders:
+                limit = RateLimit(WORKER_COMMANDS_PER_SECOND, WORKER_COMMAND_BURST)
+                self._worker_limits[command.worker] = limit
+        if limit is not None and not limit.take():
+            return (
+                f"{command.worker} is sent at most {WORKER_COMMANDS_PER_SECOND:g} commands a "
+                "second by all viewers together: refused"
+            )
         silence = self._silence
         if command.cmd == "dump" and silence is not None and silence.dump_silent(command):
             return None  # a frozen worker cannot answer: the hub takes its stacks itself
