@@ -55,6 +55,7 @@ class _Real:
         "faulthandler_unregister",
         "flock",
         "fstat",
+        "ftruncate",
         "get_ident",
         "getcwd",
         "getpid",
@@ -102,6 +103,7 @@ class _Real:
         self.kill = os.kill
         self.stat = os.stat
         self.fstat = os.fstat
+        self.ftruncate = os.ftruncate
         self.listdir = os.listdir
         self.unlink = os.unlink
         self.replace = os.replace

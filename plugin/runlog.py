@@ -125,7 +125,7 @@ class MonitorDir:
         """Delete the oldest logs beyond ``keep``; never a live run's. Returns what went."""
         if keep <= 0:
             return []
-        live = {p.stem for p in self.live.glob("*.json")} if self.live.is_dir() else set()
+        live = {run.run_id for run in live_runs(self)}  # stale live files do not count
         logs = self.logs()
         removed: list[Path] = []
         # ids sort by the second, so a protected run may sort before older ones of the same
@@ -184,8 +184,10 @@ class LogWriter:
     def write(self, data: bytes) -> bool:
         """Append ``data`` (complete lines). False once the disk refused (then stays off)."""
         fd = self._fd
-        if fd is None or not data:
-            return fd is not None
+        if fd is None or self.failed is not None:
+            return False
+        if not data:
+            return True
         view = memoryview(data)
         try:
             while view:
@@ -193,7 +195,26 @@ class LogWriter:
                 view = view[written:]
         except OSError as exc:
             self.failed = f"writing {self.path}: {exc}"
-            self.close()
+            return False
+        self.offset += len(data)
+        return True
+
+    def finish(self, data: bytes) -> bool:
+        """Append the last line, even after a write failed: what that write left of a line
+        is cut (freeing its space), then one more try. True if ``data`` is in the log."""
+        if self.failed is None:
+            return self.write(data)
+        fd = self._fd
+        if fd is None:
+            return False
+        view = memoryview(data)
+        try:
+            REAL.ftruncate(fd, self.offset)
+            while view:
+                view = view[REAL.write(fd, view) :]
+        except OSError:
+            with contextlib.suppress(OSError):
+                REAL.ftruncate(fd, self.offset)  # no torn end record either
             return False
         self.offset += len(data)
         return True
@@ -205,13 +226,57 @@ class LogWriter:
             self._fd = None
 
 
-def write_live_file(path: Path, info: dict[str, object]) -> None:
-    """Publish where a live hub listens; 0600 because it holds the viewer token."""
+def write_live_file(path: Path, info: dict[str, object], *, hold: bool = False) -> int | None:
+    """Publish where a live hub listens; 0600 because it holds the viewer token.
+
+    With ``hold`` the file is locked (``flock``) before it appears, and the open descriptor
+    returned: the lock lasts as long as the hub's process, whatever ends it (SIGKILL
+    included), so a reader that can take the lock knows the run is gone (:func:`live_runs`)."""
     tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        json.dump(info, handle)
-    os.replace(tmp, path)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0), 0o600)
+    try:
+        data = json.dumps(info).encode()
+        view = memoryview(data)
+        while view:
+            view = view[REAL.write(fd, view) :]
+        if hold:
+            REAL.flock(fd, fcntl_flag("LOCK_EX") | fcntl_flag("LOCK_NB"))
+        os.replace(tmp, path)
+    except OSError:
+        REAL.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    if hold:
+        return fd
+    REAL.close(fd)
+    return None
+
+
+def fcntl_flag(name: str) -> int:
+    """``fcntl.LOCK_EX`` and the like (0 where there is no fcntl: flock says so itself)."""
+    try:
+        import fcntl
+    except ImportError:
+        return 0
+    return int(getattr(fcntl, name))
+
+
+def held(path: Path) -> bool:
+    """Does a living process hold the lock of ``path`` (a live file written with ``hold``)?"""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    except OSError:
+        return False
+    try:
+        REAL.flock(fd, fcntl_flag("LOCK_SH") | fcntl_flag("LOCK_NB"))
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    finally:
+        REAL.close(fd)  # closing releases a lock we took
+    return False
 
 
 @dataclass
@@ -222,8 +287,12 @@ class LiveRun:
     token: str
     address: dict[str, object]
     log: str
+    locked: bool = False
+    """Its hub holds a lock on the live file while it lives (the lock tells, not the pid)."""
 
     def alive(self) -> bool:
+        if self.locked:
+            return held(self.path)
         try:
             os.kill(self.pid, 0)
         except ProcessLookupError:
@@ -243,13 +312,15 @@ def read_live_file(path: Path) -> LiveRun:
             token=str(data["token"]),
             address=dict(data["address"]),
             log=str(data.get("log", "")),
+            locked=data.get("locked") is True,
         )
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise RunLogError(f"unreadable live file {path}: {exc}") from None
 
 
 def live_runs(mdir: MonitorDir) -> list[LiveRun]:
-    """Runs whose hub is still up, newest first; stale files of dead hubs are skipped."""
+    """Runs whose hub is still up, newest first. What a hub killed with SIGKILL left (its
+    live file, its socket and the socket's folder) is removed on the way."""
     if not mdir.live.is_dir():
         return []
     found: list[LiveRun] = []
@@ -260,7 +331,24 @@ def live_runs(mdir: MonitorDir) -> list[LiveRun]:
             continue
         if run.alive():
             found.append(run)
+        elif run.locked:  # certainly gone (a pid alone may have been reused: left alone)
+            remove_stale(run)
     return found
+
+
+def remove_stale(run: LiveRun) -> None:
+    """The live file of a dead hub, and its unix socket with its private folder."""
+    with contextlib.suppress(OSError):
+        run.path.unlink()
+    unix = run.address.get("unix")
+    if isinstance(unix, str):
+        sock = Path(unix)
+        # only what a hub makes: <tmp>/testmon-live-<hex>/hub.sock
+        if sock.name == "hub.sock" and sock.parent.name.startswith("testmon-live-"):
+            with contextlib.suppress(OSError):
+                sock.unlink()
+            with contextlib.suppress(OSError):
+                sock.parent.rmdir()
 
 
 # ------------------------------------------------------------------------ reading

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import os
 import socket
 import time
@@ -17,7 +18,7 @@ import pytest
 
 from testmon_live.plugin import events as ev
 from testmon_live.plugin.hub import WORKER_COMMAND_BURST, WORKER_COMMANDS_PER_SECOND
-from testmon_live.plugin.runlog import LiveRun, iter_log
+from testmon_live.plugin.runlog import LiveRun, iter_log, live_runs
 from testmon_live.plugin.server import HELLO_TIMEOUT, MAX_PENDING, ViewerServer
 from testmon_live.tui.dashboard.sources import LiveConnection
 
@@ -236,3 +237,25 @@ def test_a_viewer_flooding_dumps_is_refused_and_the_worker_gets_few(gated: Start
     ]
     most = WORKER_COMMAND_BURST + WORKER_COMMANDS_PER_SECOND * elapsed + 1
     assert 0 < len(dumps) <= most, (len(dumps), elapsed)
+
+
+def test_what_a_killed_controller_left_never_shows_as_running(gated: Start) -> None:
+    run = gated(["-n", "2"])
+    live = run.live()
+    sock_dir = Path(str(live.address["unix"])).parent
+    run.wait_in_log(b'"nodeid":"test_gated.py::test_first"')
+    run.kill()  # SIGKILL: the hub cleans up nothing
+    assert live.path.exists()
+    assert sock_dir.exists()
+    # its pid reused by a living process (this one)
+    info = json.loads(live.path.read_text())
+    info["pid"] = os.getpid()
+    live.path.write_text(json.dumps(info))
+    assert live_runs(run.mdir) == []
+    assert not live.path.exists(), "the stale live file stays"
+    assert not sock_dir.exists(), "the dead hub's socket folder stays"
+    # and the killed run's log is pruned like any other
+    (killed,) = run.mdir.logs()
+    newer = run.mdir.log_path("29990101-000000-0000")
+    newer.write_bytes(killed.read_bytes())
+    assert run.mdir.prune(1) == [killed]
