@@ -50,6 +50,7 @@ class _Real:
         "close",
         "current_frames",
         "current_thread",
+        "dup",
         "enumerate_threads",
         "faulthandler_register",
         "faulthandler_unregister",
@@ -103,6 +104,7 @@ class _Real:
         self.kill = os.kill
         self.stat = os.stat
         self.fstat = os.fstat
+        self.dup = os.dup
         self.ftruncate = os.ftruncate
         self.listdir = os.listdir
         self.unlink = os.unlink

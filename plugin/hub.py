@@ -393,6 +393,14 @@ class Hub:
             self._viewers.append(viewer)
             return self._writer.offset if self._writer is not None else 0
 
+    def log_reader(self) -> int:
+        """A descriptor to read the log from (the viewer closes it)."""
+        with self._lock:
+            writer = self._writer
+            if writer is None:
+                raise OSError("the run has no log")
+            return writer.reader()
+
     def unsubscribe(self, viewer: ViewerConnection) -> None:
         with self._lock, contextlib.suppress(ValueError):
             self._viewers.remove(viewer)

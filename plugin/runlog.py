@@ -176,7 +176,8 @@ class LogWriter:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | getattr(os, "O_CLOEXEC", 0)
+        # read-write: viewers read their backlog through it, even once the file is deleted
+        flags = os.O_RDWR | os.O_CREAT | os.O_APPEND | getattr(os, "O_CLOEXEC", 0)
         self._fd: int | None = os.open(path, flags, 0o600)
         self.offset = os.fstat(self._fd).st_size
         self.failed: str | None = None
@@ -218,6 +219,13 @@ class LogWriter:
             return False
         self.offset += len(data)
         return True
+
+    def reader(self) -> int:
+        """A descriptor of the log for reading (``pread``) that stays valid after this writer
+        closes and after the file is deleted; the caller closes it."""
+        if self._fd is None:
+            raise OSError(f"{self.path} is closed")
+        return REAL.dup(self._fd)
 
     def close(self) -> None:
         if self._fd is not None:

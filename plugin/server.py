@@ -50,6 +50,7 @@ class HubForViewers(Protocol):
     log_path: Path
 
     def subscribe(self, viewer: ViewerConnection) -> int: ...
+    def log_reader(self) -> int: ...
     def unsubscribe(self, viewer: ViewerConnection) -> None: ...
     def command(self, command: ev.Command) -> str | None: ...
     def note(self, level: str, msg: str) -> None: ...
@@ -542,16 +543,23 @@ class ViewerConnection:
             self._shutdown()
 
     def _send_backlog(self) -> None:
+        """The log up to where the live tail starts, read through the hub's own descriptor:
+        what it wrote, even if someone deleted the file meanwhile."""
         remaining = self.backlog_end
         if remaining <= 0:
             return
-        with self.hub.log_path.open("rb") as log:
+        fd = self.hub.log_reader()
+        try:
+            offset = 0
             while remaining > 0:
-                chunk = log.read(min(BACKLOG_CHUNK, remaining))
+                chunk = REAL.pread(fd, min(BACKLOG_CHUNK, remaining), offset)
                 if not chunk:
                     break
                 self.sock.sendall(chunk)
+                offset += len(chunk)
                 remaining -= len(chunk)
+        finally:
+            REAL.close(fd)
 
     def _shutdown(self) -> None:
         with contextlib.suppress(OSError):

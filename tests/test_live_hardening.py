@@ -8,6 +8,7 @@ import contextlib
 import errno
 import json
 import os
+import shutil
 import socket
 import time
 from collections.abc import Iterator
@@ -152,6 +153,9 @@ class _Hub:
     def subscribe(self, viewer: Any) -> int:
         return 0
 
+    def log_reader(self) -> int:
+        return os.open(self.log_path, os.O_RDONLY)
+
     def unsubscribe(self, viewer: Any) -> None:
         pass
 
@@ -259,3 +263,44 @@ def test_what_a_killed_controller_left_never_shows_as_running(gated: Start) -> N
     newer = run.mdir.log_path("29990101-000000-0000")
     newer.write_bytes(killed.read_bytes())
     assert run.mdir.prune(1) == [killed]
+
+
+@pytest.mark.parametrize("what", ["log", "monitor-dir"])
+def test_a_log_deleted_mid_run_is_said_and_a_viewer_still_gets_the_run(
+    gated: Start, what: str
+) -> None:
+    run = gated(["-n", "2"])
+    live = run.live()
+    run.wait_in_log(b'"nodeid":"test_gated.py::test_first"')
+    (log,) = run.mdir.logs()
+    if what == "log":
+        log.unlink()
+    else:
+        shutil.rmtree(run.mdir.root)
+    with LiveConnection(live, client="late") as conn:
+        conn.settimeout(60)
+        stream = conn.messages()
+        assert isinstance(next(stream), ev.Welcome)
+        header = next(stream)
+        assert isinstance(header, ev.RunStarted), header
+        assert header.run_id == live.run_id
+        seen = []
+        for message in stream:
+            if isinstance(message, ev.TestFinished):
+                seen.append(message.nodeid)
+                if message.nodeid == "test_gated.py::test_first":
+                    break
+        assert "test_gated.py::test_first" in seen  # the backlog, from a deleted file
+        run.open_gate()
+        bye = None
+        for message in stream:
+            assert not isinstance(message, ev.ControlError), message
+            if isinstance(message, ev.Bye):
+                bye = message
+                break
+        assert bye is not None
+        assert bye.reason == "run finished"
+    assert run.finish() == 0
+    out = run.output()
+    assert f"{log.name} was deleted during the run" in out, out
+    assert "open: testmon tui" not in out
