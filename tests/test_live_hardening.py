@@ -11,7 +11,6 @@ import os
 import shutil
 import socket
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,22 +22,11 @@ from testmon_live.plugin.runlog import LiveRun, iter_log, live_runs
 from testmon_live.plugin.server import HELLO_TIMEOUT, MAX_PENDING, ViewerServer
 from testmon_live.tui.dashboard.sources import LiveConnection
 
-from .test_live import GATED_SUITE, GatedRun, Start
+from . import test_live
+from .test_live import Start
 
-
-@pytest.fixture
-def gated(pytester: pytest.Pytester) -> Iterator[Start]:
-    pytester.makepyfile(test_gated=GATED_SUITE)
-    started: list[GatedRun] = []
-
-    def start(extra: list[str]) -> GatedRun:
-        run = GatedRun(pytester.path, extra)
-        started.append(run)
-        return run
-
-    yield start
-    for run in started:
-        run.kill()
+gated = test_live.gated
+"""Gated runs in pytester's folder (test_live's fixture)."""
 
 
 def threads_of(pid: int) -> int:
