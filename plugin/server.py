@@ -37,8 +37,9 @@ MAX_PENDING = 64
 MAX_VIEWERS = 32
 """Authenticated viewers at most (each has two threads)."""
 COMMANDS_PER_SECOND = 5.0
-COMMAND_BURST = 20
-"""Commands a viewer may send: on average, and at once. Beyond, they are refused."""
+COMMAND_BURST = 64
+"""Commands a viewer may send: on average, and at once (`testmon dump` sends one to every
+worker at once). Beyond, they are refused."""
 VIEWER_BUFFER = 64 * 1024 * 1024
 """Bytes a viewer may lag behind before it is dropped."""
 MAX_BAD_LINES = 50
