@@ -74,8 +74,10 @@ class MonitorDir:
         return self.root / LIVE_DIR
 
     def ensure(self) -> None:
-        """The folders, private (0700): logs hold failure texts, SQL, the run's arguments."""
-        private_folder(self.root)
+        """The folders, private (0700): logs hold failure texts, SQL, the run's arguments.
+        A ``--monitor-dir`` the user named keeps its mode (it may be any folder, ``/tmp``
+        even); a ``.testmon`` is ours, and so are the folders inside."""
+        private_folder(self.root, tighten=self.root.name == DEFAULT_DIRNAME)
         private_folder(self.runs)
         private_folder(self.live)
         gitignore = self.root / ".gitignore"
@@ -138,11 +140,14 @@ class MonitorDir:
         return removed
 
 
-def private_folder(path: Path) -> None:
-    """``path`` and missing parents created; ``path`` itself made 0700 (only its owner
-    enters it), whatever the umask or an older version left."""
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    if path.stat().st_mode & 0o077:
+def private_folder(path: Path, tighten: bool = True) -> None:
+    """``path`` and missing parents created; ``path`` itself 0700 (only its owner enters
+    it): made so, or with ``tighten`` also made so if it exists (an older version left it
+    0755)."""
+    if not path.is_dir():
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        tighten = True
+    if tighten and path.stat().st_mode & 0o077:
         path.chmod(0o700)
 
 

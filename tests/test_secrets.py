@@ -7,6 +7,7 @@ import os
 import stat
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -325,3 +326,19 @@ def test_redaction_never_breaks_the_json_of_a_line() -> None:
     for secret in ("ghs_x", "pw1", "k1", "abc", "x1", "pw2", "t2", "x2", "y2"):
         assert secret.encode() in lines
         assert secret.encode() not in redacted, redacted
+
+
+def test_a_monitor_dir_the_user_names_keeps_its_mode(tmp_path: Path) -> None:
+    from testmon_live.plugin.runlog import MonitorDir
+
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o755)
+    shared.chmod(0o1777)  # as /tmp is
+    MonitorDir(shared).ensure()
+    assert stat.S_IMODE(shared.stat().st_mode) == 0o1777
+    assert stat.S_IMODE((shared / "runs").stat().st_mode) == 0o700
+    old = tmp_path / "project" / ".testmon"
+    old.mkdir(parents=True, mode=0o755)
+    old.chmod(0o755)  # what an older version left
+    MonitorDir(old).ensure()
+    assert stat.S_IMODE(old.stat().st_mode) == 0o700
