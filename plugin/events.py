@@ -75,7 +75,8 @@ class RunStarted(Event, tag="run", kw_only=True):
     git_commit: str | None = None
     git_branch: str | None = None
     env: dict[str, str] = {}
-    """Environment of the controller; secret-looking values redacted."""
+    """What of the controller's environment explains the run (CI, pytest and Python variables,
+    the container engine, database URLs, ``monitor_env_keep``); secrets redacted."""
     stall_after: float = 30.0
     """``--monitor-stall`` seconds (0: stall detection off)."""
     order_plugins: list[str] = []

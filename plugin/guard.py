@@ -50,11 +50,13 @@ class _Real:
         "close",
         "current_frames",
         "current_thread",
+        "dup",
         "enumerate_threads",
         "faulthandler_register",
         "faulthandler_unregister",
         "flock",
         "fstat",
+        "ftruncate",
         "get_ident",
         "getcwd",
         "getpid",
@@ -63,6 +65,7 @@ class _Real:
         "json_loads",
         "kill",
         "listdir",
+        "local_offset",
         "main_thread",
         "monotonic",
         "open",
@@ -89,6 +92,9 @@ class _Real:
         self.monotonic = time.monotonic
         self.perf_counter = time.perf_counter
         self.sleep = time.sleep
+        # Seconds east of UTC as pytest started: code under test may change the process's
+        # time zone (Django calls time.tzset() with settings.TIME_ZONE at import).
+        self.local_offset = time.localtime().tm_gmtoff
         # os, files
         self.getpid = os.getpid
         self.getcwd = os.getcwd
@@ -98,6 +104,8 @@ class _Real:
         self.kill = os.kill
         self.stat = os.stat
         self.fstat = os.fstat
+        self.dup = os.dup
+        self.ftruncate = os.ftruncate
         self.listdir = os.listdir
         self.unlink = os.unlink
         self.replace = os.replace

@@ -22,10 +22,15 @@ from . import events as ev
 from .clock import now
 from .guard import REAL, exc_text
 from .probes.unresponsive import Running, SilenceWatcher, local_dump_file, silence_after
+from .redact import redact_bytes
 from .runlog import LogWriter, MonitorDir, write_live_file
-from .server import ViewerConnection, ViewerServer
+from .server import RateLimit, ViewerConnection, ViewerServer
 from .state import RunState, worker_order
 
+WORKER_COMMANDS_PER_SECOND = 5.0
+WORKER_COMMAND_BURST = 10
+"""Commands a worker receives from all viewers together, on average and at once: a run's
+speed never depends on its viewers."""
 NOTICES_PER_KIND = 20
 """Notices of one kind written to the log before the rest are only counted."""
 
@@ -65,6 +70,12 @@ class Hub:
         self._notice_counts: Counter[str] = Counter()
         self._races_noted: dict[str, set[str]] = {}
         self._silence: SilenceWatcher | None = None
+        self._worker_limits: dict[str, RateLimit] = {}
+        self._live_fd: int | None = None
+        """The live file, locked while this hub lives (a reader that can lock it knows the
+        run is gone, even if its pid was reused)."""
+        self._unwritten = 0
+        """Lines the log could not take (full disk)."""
 
     @property
     def lock(self) -> threading.RLock:
@@ -74,31 +85,58 @@ class Hub:
     # ---------------------------------------------------------------- lifecycle
 
     def start(self) -> None:
-        """Create the log and write the header; then open the viewer socket (best effort)."""
+        """Create the log and write the header; then open the viewer socket (best effort).
+
+        Raises OSError when the log cannot be started (its header not written): then
+        nothing of the run is left behind, neither an empty log nor a socket."""
         self.mdir.ensure()
-        self._writer = LogWriter(self.log_path)
+        writer = self._writer = LogWriter(self.log_path)
         self._write_own(self.header)
+        if writer.failed is not None:
+            writer.close()
+            self._writer = None
+            with contextlib.suppress(OSError):
+                self.log_path.unlink()
+            raise OSError(writer.failed)
         try:
-            self.server = ViewerServer(self, self.token, self.listen)
+            server = ViewerServer(self, self.token, self.listen)
         except OSError as exc:
             where = self.listen or "a unix socket"
-            self.note("error", f"live viewers disabled: cannot listen on {where}: {exc}")
-            self.problems.append(f"live viewers disabled: cannot listen on {where}: {exc}")
+            self._viewers_off(f"cannot listen on {where}: {exc}")
             return
-        self.server.start()
-        write_live_file(
-            self.live_path,
-            {
-                "run_id": self.run_id,
-                "pid": os.getpid(),
-                "token": self.token,
-                "address": self.server.address,
-                "log": str(self.log_path),
-                "schema": ev.SCHEMA_VERSION,
-                "started": self.header.ts,
-                "rootdir": self.header.rootdir,
-            },
-        )
+        try:
+            self._live_fd = write_live_file(
+                self.live_path,
+                {
+                    "run_id": self.run_id,
+                    "pid": os.getpid(),
+                    "token": self.token,
+                    "address": server.address,
+                    "log": str(self.log_path),
+                    "schema": ev.SCHEMA_VERSION,
+                    "started": self.header.ts,
+                    "rootdir": self.header.rootdir,
+                    "locked": True,
+                },
+                hold=True,
+            )
+        except OSError as exc:
+            server.close("no live file")
+            self._viewers_off(f"cannot write {self.live_path}: {exc}")
+            return
+        self.server = server
+        server.start()
+        if self.listen and not server.loopback:
+            why = (
+                f"--monitor-listen {self.listen} is not a loopback address: the viewer token "
+                "and every event of the run travel in clear to whoever can reach it"
+            )
+            self.note("warning", why)
+            self.problems.append(why)
+
+    def _viewers_off(self, why: str) -> None:
+        self.note("error", f"live viewers disabled: {why}")
+        self.problems.append(f"live viewers disabled: {why}")
 
     def watch_silence(self, stall: float, running: Running | None = None) -> None:
         """Notice workers whose heartbeats stop; take stacks of local ones (xdist only)."""
@@ -136,6 +174,9 @@ class Hub:
                 mine = dropped.setdefault(worker, {})
                 for kind, count in kinds.items():
                     mine[kind] = mine.get(kind, 0) + count
+            unwritten = self._unwritten
+            if unwritten:
+                dropped.setdefault("hub", {})["unwritten"] = unwritten
             status = (
                 ev.EXIT_NAMES.get(exitstatus, "unknown") if exitstatus is not None else "unknown"
             )
@@ -155,18 +196,31 @@ class Hub:
                     crashes=len(state.crashes),
                     stalls=state.stall_count(),
                     test_time=state.test_time,
-                )
+                ),
+                final=True,
             )
             self.closed = True
             writer = self._writer
             if writer is not None:
                 if writer.failed:
-                    self.problems.append(writer.failed)
+                    ended = self._unwritten == unwritten  # the end record got in after all
+                    self.problems.append(
+                        f"{writer.failed}: {unwritten} events not written; "
+                        + (
+                            "the log has the run's end record"
+                            if ended
+                            else "the log ends there, without the run's end record"
+                        )
+                    )
                 writer.close()
         if self.server is not None:
             self.server.close("run finished")
         with contextlib.suppress(OSError):
             self.live_path.unlink()
+        if self._live_fd is not None:
+            with contextlib.suppress(OSError):
+                REAL.close(self._live_fd)  # unlocked: the run is over
+            self._live_fd = None
         self.mdir.prune(self.keep, protect=frozenset({self.run_id}))
 
     # ------------------------------------------------------------------ sources
@@ -285,29 +339,33 @@ class Hub:
             if not self.closed:
                 self._emit_locked(event)
 
-    def _emit_locked(self, event: ev.Event) -> None:
+    def _emit_locked(self, event: ev.Event, final: bool = False) -> None:
         self._seq += 1
         event.seq = self._seq
         if not event.ts:
             event.ts = now()
-        self._write_own(event)
+        self._write_own(event, final)
 
-    def _write_own(self, event: ev.Event) -> None:
+    def _write_own(self, event: ev.Event, final: bool = False) -> None:
         with self._lock:
             try:
                 line = ev.encode_line(event)
             except ev.EncodeError:
                 self._lose(event.w or "hub", ev.UNENCODABLE, 1)
                 return
-            self._append(line)
+            self._append(line, final)
             self.state.apply(event)
             self.accepted += 1
 
-    def _append(self, data: bytes) -> None:
+    def _append(self, data: bytes, final: bool = False) -> None:
+        # The one place every line enters the log and the viewers' stream, whatever event
+        # it holds and whoever made it: secrets are cut here, in the encoded JSON.
+        data = redact_bytes(data)
         writer = self._writer
-        failed = writer is not None and not writer.write(data)
-        if failed and writer is not None and writer.failed and writer.failed not in self.problems:
-            self.problems.append(writer.failed)
+        # After a failed write (a full disk) the log takes nothing more but the end record,
+        # tried once at the end; the viewers still get everything. close() says it, once.
+        if writer is not None and not (writer.finish(data) if final else writer.write(data)):
+            self._unwritten += data.count(b"\n")
         for viewer in self._viewers:
             viewer.push(data)
 
@@ -335,12 +393,30 @@ class Hub:
             self._viewers.append(viewer)
             return self._writer.offset if self._writer is not None else 0
 
+    def log_reader(self) -> int:
+        """A descriptor to read the log from (the viewer closes it)."""
+        with self._lock:
+            writer = self._writer
+            if writer is None:
+                raise OSError("the run has no log")
+            return writer.reader()
+
     def unsubscribe(self, viewer: ViewerConnection) -> None:
         with self._lock, contextlib.suppress(ValueError):
             self._viewers.remove(viewer)
 
     def command(self, command: ev.Command) -> str | None:
         """Route a viewer's command to its worker; an error text if that cannot be done."""
+        with self._lock:
+            limit = self._worker_limits.get(command.worker)
+            if limit is None and command.worker in self._commanders:
+                limit = RateLimit(WORKER_COMMANDS_PER_SECOND, WORKER_COMMAND_BURST)
+                self._worker_limits[command.worker] = limit
+        if limit is not None and not limit.take():
+            return (
+                f"{command.worker} is sent at most {WORKER_COMMANDS_PER_SECOND:g} commands a "
+                "second by all viewers together: refused"
+            )
         silence = self._silence
         if command.cmd == "dump" and silence is not None and silence.dump_silent(command):
             return None  # a frozen worker cannot answer: the hub takes its stacks itself

@@ -1,25 +1,78 @@
-"""Keep secrets out of logs: passwords in URLs, values of secret-looking variables."""
+"""Keep secrets out of logs: passwords in URLs, ``key=value`` secrets, options that take a
+secret as their next argument, well-known token shapes, values of secret-looking variables.
+
+:func:`redact_bytes` runs once on every line the hub appends to a run log (the one place
+where every text enters it, whatever event carries it): on the encoded JSON, so a match
+never crosses a string's quotes or escapes and the line stays valid JSON. What is cut is
+replaced by :data:`REDACTED`; a token's well-known prefix (``ghp_``, ``AKIA``) is kept so
+that a reader still sees what kind of credential was there.
+
+:func:`header_env` chooses what of the environment a run header keeps: what explains a
+run (CI and pytest variables, ``PYTHON*``, ``DOCKER_HOST``, ``TESTCONTAINERS_*``, database
+URLs) and what the user lists in ``monitor_env_keep``, redacted. Never the whole environment.
+"""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 REDACTED = "***"
 
 _SECRET_NAME = re.compile(
     r"(PASSW|PASSPHRASE|_PASS$|^PASS|PWD$|SECRET|TOKEN|CREDENTIAL|PRIVATE|API_?KEY|ACCESS_?KEY|"
-    r"AUTH(?!OR)|COOKIE|SESSION_?KEY|SIGNATURE|_KEY$|^KEY$)",
+    r"AUTH(?!OR)|COOKIE|SESSION_?KEY|SIGNATURE|_KEY$|^KEY$|_PAT$|^PAT$|_SK$|DSN$|WEBHOOK)",
     re.IGNORECASE,
 )
 _NOT_SECRET = frozenset({"PWD", "OLDPWD"})
-# scheme://user:password@host -> scheme://user:***@host (also inside longer strings).
-_URL_PASSWORD = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.\-]*://[^\s:/@]*:)(?P<pw>[^\s@/]+)(?=@)")
-# key=value style secrets inside DSNs and command lines: password=..., pwd=..., token=...
-_KV_SECRET = re.compile(
-    r"(?P<head>\b(?:password|passwd|pwd|secret|token|api_key|apikey)\s*[=:]\s*)(?P<val>[^\s&;,'\"]+)",
-    re.IGNORECASE,
+
+# One alternation, each branch a named group that is kept (what precedes the secret); the
+# secret itself is what follows the group within the match. Written for the encoded JSON of
+# a log line as much as for plain text: a value never includes a quote or a backslash, so
+# redaction cannot break a JSON string, and JSON's \" counts as a quote.
+_KEYWORD = (
+    r"(?i:passw(?:or)?d|pwd|secret|token|api[_-]?key|access[_-]?key|private[_-]?key|credentials?)"
 )
+_OPTION_NAME = r"(?:[A-Za-z0-9_-]*?" + _KEYWORD + r"|(?:[A-Za-z0-9_-]*[_-])?(?i:pat))"
+"""The name of an option whose next argument is a secret: --token, --db-password, --gh-pat."""
+_QUOTE = r"(?:'|\\\"|\")?"
+_VALUE = r"[^\s&;,'\"\\)\]}]+"
+_PATTERN = "|".join(
+    (
+        # scheme://user:password@host (user may be empty: redis://:pw@host)
+        r"(?P<url>://[^\s:/@\"'\\]*:)[^\s@/\"'\\]+(?=@)",
+        # a Sentry DSN's key is its user name
+        r"(?P<dsn>://)[0-9a-f]{32}(?=@)",
+        r"(?P<hook>hooks\.slack\.com/services/)[A-Za-z0-9/_-]+",
+        # Authorization: Bearer <token>
+        r"(?P<bearer>\bBearer\s+)[A-Za-z0-9._~+/=-]{8,}",
+        # --token VALUE, -password VALUE: the option's next argument (in text or a JSON list)
+        r"(?P<opt>(?<![A-Za-z0-9])--?" + _OPTION_NAME + r"(?:[_-][A-Za-z0-9_-]*)?"
+        r"(?:\s+|\",\"|', '))(?!-)" + _VALUE,
+        # password=VALUE, GH_TOKEN=VALUE, token: VALUE, 'secret': 'VALUE', api_key='VALUE'
+        # (the match starts at the keyword: whatever precedes it stays as it is)
+        r"(?P<kv>" + _KEYWORD + r"(?:[_-][A-Za-z0-9_]*)?(?![A-Za-z0-9])" + _QUOTE + r"\s*[=:]\s*"
+        r"(?:\\\"|\")?)(?:'[^'\n\\\"]*'|" + _VALUE + r")",
+        # well-known token shapes: the prefix stays, the rest goes
+        r"(?P<shape>\b(?:gh[pousr]_|github_pat_|xox[abposr]-|(?:sk|rk)_(?:live|test)_))"
+        r"[A-Za-z0-9_-]{10,}",
+        r"(?P<aws>\b(?:AKIA|ASIA))[0-9A-Z]{16}\b",
+        r"(?P<jwt>)\beyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}",
+    )
+)
+_TEXT = re.compile(_PATTERN)
+_BYTES = re.compile(_PATTERN.encode())
+_REDACTED_BYTES = REDACTED.encode()
+
+
+def _keep_text(match: re.Match[str]) -> str:
+    group = match.lastgroup
+    return (match.group(group) if group else "") + REDACTED
+
+
+def _keep_bytes(match: re.Match[bytes]) -> bytes:
+    group = match.lastgroup
+    return (match.group(group) if group else b"") + _REDACTED_BYTES
 
 
 def is_secret_name(name: str) -> bool:
@@ -28,12 +81,48 @@ def is_secret_name(name: str) -> bool:
 
 
 def redact_text(text: str) -> str:
-    """Redact URL passwords and ``password=...`` pairs anywhere in ``text``."""
-    if "://" in text:
-        text = _URL_PASSWORD.sub(lambda m: m.group("head") + REDACTED, text)
-    if "=" in text or ":" in text:
-        text = _KV_SECRET.sub(lambda m: m.group("head") + REDACTED, text)
-    return text
+    """``text`` with every secret the patterns know replaced by :data:`REDACTED`."""
+    return _TEXT.sub(_keep_text, text)
+
+
+def redact_bytes(data: bytes) -> bytes:
+    """The same on encoded JSON lines; ``data`` itself (no copy) when there is nothing to cut.
+
+    Cheap where there is nothing to find: a few substring searches of the lower-cased batch
+    (each a fast scan in C) tell whether any secret can be there; only the lines that hold
+    a trigger go through the full pattern."""
+    low = data.lower()  # ASCII only: offsets stay those of ``data``
+    if not _triggered(low):
+        return data
+    lines = data.split(b"\n")
+    for number, line in enumerate(lines):
+        if _triggered(line.lower()):
+            lines[number] = _BYTES.sub(_keep_bytes, line)
+    return b"\n".join(lines)
+
+
+_TRIGGERS = (
+    b"://", b"bearer", b"xox", b"akia", b"asia", b"eyj", b"passw", b"pwd", b"secret",
+    b"token", b"credential",
+)  # fmt: skip
+"""Lower-case substrings one of which every secret the patterns find contains."""
+_TRIGGER_PATTERNS = (
+    re.compile(rb"gh(?:[pousr]_|ithub_pat_)"),
+    re.compile(rb"k_(?:live|test)_"),
+    re.compile(rb"_pat(?![a-z0-9])"),
+    re.compile(rb"-pat(?![a-z0-9])"),
+    re.compile(rb"key[a-z0-9_-]*(?:['\"\\]{0,2}\s*[=:]|\s|\",\")"),
+)
+"""The same for triggers too common as substrings (``key`` in ``monkeypatch``, ``_pat`` in
+``tmp_path``): each starts with a literal, which the regular expression engine finds as
+fast as ``in``."""
+
+
+def _triggered(low: bytes) -> bool:
+    for trigger in _TRIGGERS:
+        if trigger in low:
+            return True
+    return any(pattern.search(low) is not None for pattern in _TRIGGER_PATTERNS)
 
 
 def redact_url(url: str) -> str:
@@ -42,7 +131,7 @@ def redact_url(url: str) -> str:
 
 
 def redact_env(env: Mapping[str, str]) -> dict[str, str]:
-    """The environment with secret-looking values hidden and URL passwords redacted."""
+    """The environment with secret-looking values hidden and the rest redacted."""
     out: dict[str, str] = {}
     for name, value in env.items():
         if is_secret_name(name) and value:
@@ -52,5 +141,38 @@ def redact_env(env: Mapping[str, str]) -> dict[str, str]:
     return out
 
 
+_EXPLAINS_A_RUN = re.compile(
+    r"^(?:CI|CI_.*|BUILD_.*|RUNNER_.*|GITHUB_.*|GITLAB_.*|BUILDKITE.*|CIRCLE.*|JENKINS_.*|"
+    r"TRAVIS.*|TF_BUILD|TEAMCITY_.*|PYTEST_.*|PYTHON.*|TESTMON_.*|TOX_.*|NOX_.*|VIRTUAL_ENV|"
+    r"DOCKER_HOST|TESTCONTAINERS_.*|TC_HOST|TZ|LANG|LC_.*|"
+    r".*(?:DATABASE|_DB|POSTGRES|MYSQL|MARIADB|REDIS|MONGO)[A-Z_]*_(?:URL|URI))$"
+)
+
+
+def header_env(env: Mapping[str, str], keep: Iterable[str] = ()) -> dict[str, str]:
+    """What of ``env`` a run header records: the variables that explain a run, and those
+    named in ``keep``; secret-looking ones hidden, the rest redacted."""
+    wanted = set(keep)
+    chosen = {
+        name: value
+        for name, value in env.items()
+        if name in wanted or _EXPLAINS_A_RUN.match(name.upper())
+    }
+    return redact_env(chosen)
+
+
 def redact_args(args: list[str]) -> list[str]:
-    return [redact_text(a) for a in args]
+    """Command-line arguments redacted; the argument after ``--token`` and the like too."""
+    out: list[str] = []
+    hide_next = False
+    for arg in args:
+        if hide_next and not arg.startswith("-"):
+            out.append(REDACTED)
+            hide_next = False
+            continue
+        hide_next = bool(_OPTION_WITH_SECRET.match(arg))
+        out.append(redact_text(arg))
+    return out
+
+
+_OPTION_WITH_SECRET = re.compile(r"^--?" + _OPTION_NAME + r"(?:[_-][A-Za-z0-9_-]*)?$")

@@ -12,7 +12,7 @@ import pytest
 from . import __version__
 from . import events as ev
 from .clock import now
-from .redact import redact_args, redact_env
+from .redact import header_env, redact_args
 
 
 def git_info(start: Path) -> tuple[str | None, str | None]:
@@ -141,7 +141,9 @@ def ordering(config: pytest.Config) -> tuple[list[str], str | None]:
     return sorted(set(found)), seed
 
 
-def build_header(config: pytest.Config, run_id: str, stall_after: float) -> ev.RunStarted:
+def build_header(
+    config: pytest.Config, run_id: str, stall_after: float, env_keep: tuple[str, ...] = ()
+) -> ev.RunStarted:
     rootdir = Path(str(config.rootpath))
     commit, branch = git_info(rootdir)
     workers, dist, specs = worker_slots(config)
@@ -165,7 +167,7 @@ def build_header(config: pytest.Config, run_id: str, stall_after: float) -> ev.R
         tx=specs,
         git_commit=commit,
         git_branch=branch,
-        env=redact_env(os.environ),
+        env=header_env(os.environ, env_keep),
         stall_after=stall_after,
         order_plugins=order_plugins,
         seed=seed,

@@ -4,7 +4,10 @@ Layout under the monitor directory (``<rootdir>/.testmon`` unless ``--monitor-di
 
     .testmon/.gitignore          "*" - nothing here belongs in version control
     .testmon/runs/<run-id>.jsonl one log per run: header line, then one event a line
-    .testmon/live/<run-id>.json  while a run lives: where its hub listens (mode 0600)
+    .testmon/live/<run-id>.json  while a run lives: where its hub listens
+
+Every folder is 0700 and every file 0600: logs hold failure texts, SQL and arguments
+(redacted, see :mod:`.redact`, but a pattern never knows every secret).
 
 Writing is crash-safe by construction: the hub appends whole lines with ``os.write`` on an
 ``O_APPEND`` descriptor, so a killed controller leaves at most one torn line at the end.
@@ -46,10 +49,12 @@ def new_run_id(when: float | None = None) -> str:
     """Sortable by start time to the millisecond: ``20261121-203215-4827f``.
 
     The last part is the milliseconds and one random byte, so two runs started within
-    the same second still sort in the order they started (``latest`` relies on it).
+    the same second still sort in the order they started (``latest`` relies on it). The
+    time is local to the zone pytest started in, bound then (:data:`.guard.REAL`): a time
+    zone the code under test sets (Django's ``TIME_ZONE``) does not move it.
     """
-    when = time.time() if when is None else when
-    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(when))
+    when = REAL.time() if when is None else when
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(when + REAL.local_offset))
     millis = int(when % 1 * 1000)
     return f"{stamp}-{millis:03d}{os.urandom(1).hex()}"
 
@@ -69,8 +74,12 @@ class MonitorDir:
         return self.root / LIVE_DIR
 
     def ensure(self) -> None:
-        self.runs.mkdir(parents=True, exist_ok=True)
-        self.live.mkdir(parents=True, exist_ok=True)
+        """The folders, private (0700): logs hold failure texts, SQL, the run's arguments.
+        A ``--monitor-dir`` the user named keeps its mode (it may be any folder, ``/tmp``
+        even); a ``.testmon`` is ours, and so are the folders inside."""
+        private_folder(self.root, tighten=self.root.name == DEFAULT_DIRNAME)
+        private_folder(self.runs)
+        private_folder(self.live)
         gitignore = self.root / ".gitignore"
         if not gitignore.exists():
             gitignore.write_text(GITIGNORE_TEXT)
@@ -118,7 +127,7 @@ class MonitorDir:
         """Delete the oldest logs beyond ``keep``; never a live run's. Returns what went."""
         if keep <= 0:
             return []
-        live = {p.stem for p in self.live.glob("*.json")} if self.live.is_dir() else set()
+        live = {run.run_id for run in live_runs(self)}  # stale live files do not count
         logs = self.logs()
         removed: list[Path] = []
         # ids sort by the second, so a protected run may sort before older ones of the same
@@ -129,6 +138,26 @@ class MonitorDir:
                 path.unlink()
                 removed.append(path)
         return removed
+
+
+def private_folder(path: Path, tighten: bool = True) -> None:
+    """``path`` and missing parents created; ``path`` itself 0700 (only its owner enters
+    it): made so, or with ``tighten`` also made so if it exists (an older version left it
+    0755)."""
+    if not path.is_dir():
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        tighten = True
+    if tighten and path.stat().st_mode & 0o077:
+        path.chmod(0o700)
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write ``text`` to a file only its owner can read (0600)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # an older file of the same name may have been readable
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
 
 
 def find_monitor_dir(start: Path | None = None) -> MonitorDir:
@@ -152,16 +181,19 @@ class LogWriter:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | getattr(os, "O_CLOEXEC", 0)
-        self._fd: int | None = os.open(path, flags, 0o644)
+        # read-write: viewers read their backlog through it, even once the file is deleted
+        flags = os.O_RDWR | os.O_CREAT | os.O_APPEND | getattr(os, "O_CLOEXEC", 0)
+        self._fd: int | None = os.open(path, flags, 0o600)
         self.offset = os.fstat(self._fd).st_size
         self.failed: str | None = None
 
     def write(self, data: bytes) -> bool:
         """Append ``data`` (complete lines). False once the disk refused (then stays off)."""
         fd = self._fd
-        if fd is None or not data:
-            return fd is not None
+        if fd is None or self.failed is not None:
+            return False
+        if not data:
+            return True
         view = memoryview(data)
         try:
             while view:
@@ -169,10 +201,36 @@ class LogWriter:
                 view = view[written:]
         except OSError as exc:
             self.failed = f"writing {self.path}: {exc}"
-            self.close()
             return False
         self.offset += len(data)
         return True
+
+    def finish(self, data: bytes) -> bool:
+        """Append the last line, even after a write failed: what that write left of a line
+        is cut (freeing its space), then one more try. True if ``data`` is in the log."""
+        if self.failed is None:
+            return self.write(data)
+        fd = self._fd
+        if fd is None:
+            return False
+        view = memoryview(data)
+        try:
+            REAL.ftruncate(fd, self.offset)
+            while view:
+                view = view[REAL.write(fd, view) :]
+        except OSError:
+            with contextlib.suppress(OSError):
+                REAL.ftruncate(fd, self.offset)  # no torn end record either
+            return False
+        self.offset += len(data)
+        return True
+
+    def reader(self) -> int:
+        """A descriptor of the log for reading (``pread``) that stays valid after this writer
+        closes and after the file is deleted; the caller closes it."""
+        if self._fd is None:
+            raise OSError(f"{self.path} is closed")
+        return REAL.dup(self._fd)
 
     def close(self) -> None:
         if self._fd is not None:
@@ -181,13 +239,57 @@ class LogWriter:
             self._fd = None
 
 
-def write_live_file(path: Path, info: dict[str, object]) -> None:
-    """Publish where a live hub listens; 0600 because it holds the viewer token."""
+def write_live_file(path: Path, info: dict[str, object], *, hold: bool = False) -> int | None:
+    """Publish where a live hub listens; 0600 because it holds the viewer token.
+
+    With ``hold`` the file is locked (``flock``) before it appears, and the open descriptor
+    returned: the lock lasts as long as the hub's process, whatever ends it (SIGKILL
+    included), so a reader that can take the lock knows the run is gone (:func:`live_runs`)."""
     tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        json.dump(info, handle)
-    os.replace(tmp, path)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0), 0o600)
+    try:
+        data = json.dumps(info).encode()
+        view = memoryview(data)
+        while view:
+            view = view[REAL.write(fd, view) :]
+        if hold:
+            REAL.flock(fd, fcntl_flag("LOCK_EX") | fcntl_flag("LOCK_NB"))
+        os.replace(tmp, path)
+    except OSError:
+        REAL.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    if hold:
+        return fd
+    REAL.close(fd)
+    return None
+
+
+def fcntl_flag(name: str) -> int:
+    """``fcntl.LOCK_EX`` and the like (0 where there is no fcntl: flock says so itself)."""
+    try:
+        import fcntl
+    except ImportError:
+        return 0
+    return int(getattr(fcntl, name))
+
+
+def held(path: Path) -> bool:
+    """Does a living process hold the lock of ``path`` (a live file written with ``hold``)?"""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    except OSError:
+        return False
+    try:
+        REAL.flock(fd, fcntl_flag("LOCK_SH") | fcntl_flag("LOCK_NB"))
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    finally:
+        REAL.close(fd)  # closing releases a lock we took
+    return False
 
 
 @dataclass
@@ -198,8 +300,12 @@ class LiveRun:
     token: str
     address: dict[str, object]
     log: str
+    locked: bool = False
+    """Its hub holds a lock on the live file while it lives (the lock tells, not the pid)."""
 
     def alive(self) -> bool:
+        if self.locked:
+            return held(self.path)
         try:
             os.kill(self.pid, 0)
         except ProcessLookupError:
@@ -219,13 +325,15 @@ def read_live_file(path: Path) -> LiveRun:
             token=str(data["token"]),
             address=dict(data["address"]),
             log=str(data.get("log", "")),
+            locked=data.get("locked") is True,
         )
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise RunLogError(f"unreadable live file {path}: {exc}") from None
 
 
 def live_runs(mdir: MonitorDir) -> list[LiveRun]:
-    """Runs whose hub is still up, newest first; stale files of dead hubs are skipped."""
+    """Runs whose hub is still up, newest first. What a hub killed with SIGKILL left (its
+    live file, its socket and the socket's folder) is removed on the way."""
     if not mdir.live.is_dir():
         return []
     found: list[LiveRun] = []
@@ -236,7 +344,24 @@ def live_runs(mdir: MonitorDir) -> list[LiveRun]:
             continue
         if run.alive():
             found.append(run)
+        elif run.locked:  # certainly gone (a pid alone may have been reused: left alone)
+            remove_stale(run)
     return found
+
+
+def remove_stale(run: LiveRun) -> None:
+    """The live file of a dead hub, and its unix socket with its private folder."""
+    with contextlib.suppress(OSError):
+        run.path.unlink()
+    unix = run.address.get("unix")
+    if isinstance(unix, str):
+        sock = Path(unix)
+        # only what a hub makes: <tmp>/testmon-live-<hex>/hub.sock
+        if sock.name == "hub.sock" and sock.parent.name.startswith("testmon-live-"):
+            with contextlib.suppress(OSError):
+                sock.unlink()
+            with contextlib.suppress(OSError):
+                sock.parent.rmdir()
 
 
 # ------------------------------------------------------------------------ reading

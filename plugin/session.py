@@ -81,7 +81,7 @@ def _install_controller(config: pytest.Config, settings: Settings) -> None:
     from .runlog import MonitorDir, new_run_id
 
     run_id = new_run_id()
-    header = build_header(config, run_id, settings.stall)
+    header = build_header(config, run_id, settings.stall, settings.env_keep)
     hub = Hub(MonitorDir(settings.directory), header, listen=settings.listen, keep=settings.keep)
     try:
         hub.start()

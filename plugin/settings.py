@@ -50,6 +50,11 @@ HELP_ANNOTATIONS = (
     "state into GitHub Actions annotations (::warning file=...) at the user's frame "
     "(default: on under GitHub Actions, off elsewhere; ini: true, false or auto)"
 )
+HELP_ENV_KEEP = (
+    "environment variables the run header records besides those that explain a run (CI and "
+    "pytest variables, PYTHON*, DOCKER_HOST, TESTCONTAINERS_*, database URLs); secret-looking "
+    "values are redacted all the same"
+)
 HELP_NO_ANNOTATIONS = "write no GitHub Actions annotations"
 
 WORKERINPUT_KEY = "testmon_live"
@@ -131,6 +136,7 @@ def add_options(parser: pytest.Parser) -> None:
     # pytest < 8.4 gives [] for a bool ini without a default, so "unset" could not be told.
     parser.addini("monitor_ci_summary", HELP_CI_SUMMARY, default="")
     parser.addini("monitor_annotations", HELP_ANNOTATIONS, default="")
+    parser.addini("monitor_env_keep", HELP_ENV_KEEP, type="args", default=[])
 
 
 @dataclass(frozen=True)
@@ -147,6 +153,7 @@ class Settings:
     quiet: float = DEFAULT_QUIET
     ci_summary: bool = False
     annotations: bool = False
+    env_keep: tuple[str, ...] = ()
 
     @classmethod
     def from_config(cls, config: pytest.Config) -> Settings:
@@ -183,6 +190,7 @@ class Settings:
             quiet=_number(config, "monitor_quiet", float, minimum=0.0),
             ci_summary=_switch(config, "monitor_ci_summary", on_github),
             annotations=_switch(config, "monitor_annotations", on_github),
+            env_keep=tuple(str(name) for name in config.getini("monitor_env_keep") or ()),
         )
 
 

@@ -33,7 +33,8 @@ def _rel(path: Path) -> str:
 
 
 def summary_lines(state: RunState, log: Path, problems: list[str], verbosity: int = 0) -> list[str]:
-    """A few lines; the last one is always the command that opens the run."""
+    """A few lines; the last one is the command that opens the run (or says there is no
+    log to open: it was deleted while the run wrote it)."""
     lines: list[str] = []
     workers = state.active_workers()
     counts = ", ".join(_count(n, k) for k, n in sorted(state.counts.items()) if n)
@@ -102,8 +103,11 @@ def summary_lines(state: RunState, log: Path, problems: list[str], verbosity: in
         lines.append(f"dropped events: {dropped} (the log says which kinds)")
     lines.extend(container_lines(state))
     lines.extend(f"monitor problem: {p}" for p in problems)
-    lines.append(f"log: {_rel(log)}")
-    lines.append(f"open: testmon tui {state.run_id}")
+    if log.is_file():
+        lines.append(f"log: {_rel(log)}")
+        lines.append(f"open: testmon tui {state.run_id}")
+    else:  # someone deleted it (or all of .testmon) while the run wrote it
+        lines.append(f"no log to open: {_rel(log)} was deleted during the run")
     return lines
 
 

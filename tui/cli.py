@@ -371,7 +371,7 @@ def _export_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from testmon_live.plugin.runlog import iter_log
+    from testmon_live.plugin.runlog import iter_log, private_folder, write_private
 
     from .reports.diff import load_detail
     from .reports.export import junit, perfetto
@@ -390,8 +390,9 @@ def _export(args: argparse.Namespace) -> int:
         write(text)
         return EXIT_OK
     output: Path = args.output or mdir.root / "exports" / f"{state.run_id}{suffix}"
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(text)
+    if args.output is None:
+        private_folder(output.parent)
+    write_private(output, text)
     hint = " (open it in https://ui.perfetto.dev)" if args.format == "perfetto" else ""
     print(f"wrote {output}{hint}", file=sys.stderr)
     return EXIT_OK

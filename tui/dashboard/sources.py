@@ -197,7 +197,8 @@ def problems_text(problems: list[tuple[int, str]]) -> str:
 
 
 INCOMPLETE_TEXT = (
-    "the log ends without the run's end record: pytest was killed or crashed; "
+    "the log ends without the run's end record: pytest was killed or crashed, or the log "
+    "could not be written to the end (a full disk); "
     "what its workers did after their last event is not known"
 )
 

@@ -51,7 +51,10 @@ from .run_list import PROBLEMS_FIRST, RunRow, RunsModel
 def _status_words(run: RunInfo) -> str:
     status = run["status"]
     if status == INCOMPLETE:
-        return "incomplete (no end record: pytest was killed or crashed)"
+        return (
+            "incomplete (no end record: pytest was killed or crashed, "
+            "or its log could not be written to the end)"
+        )
     name = run["exit_name"]
     if name is None:
         return status
