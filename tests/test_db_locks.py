@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from testmon_live.plugin import events as ev
+from testmon_live.plugin.probes import dbstatements
 from testmon_live.plugin.probes import sqlalchemy as probe
 from testmon_live.tui import cli
 
@@ -729,7 +730,7 @@ def test_sqlite_database_is_locked_recorded(pytester: pytest.Pytester) -> None:
 def test_classify_lock_statements(
     statement: str, params: object, expected: tuple[str, str, str, bool] | None
 ) -> None:
-    found = probe.classify(statement, params)
+    found = dbstatements.classify(statement, params)
     got = None if found is None else (found.action, found.kind, found.key, found.transactional)
     assert got == expected
 
@@ -797,10 +798,10 @@ def test_lock_result_read_without_consuming(
 
     got: list[ev.Event] = []
     cursor = _BufferedCursor(names, rows)
-    value = probe._result_value(
+    value = dbstatements.result_value(
         locking.LockReporter(got.append, WorkerActivity(0.0)), cursor, check
     )
-    assert (value if value is not probe._UNREAD else "unread") == expected
+    assert (value if value is not dbstatements.UNREAD else "unread") == expected
     assert cursor.rownumber == 0
     assert got == []
 
