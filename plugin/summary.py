@@ -32,6 +32,15 @@ def _rel(path: Path) -> str:
         return str(path)
 
 
+def _lock_share(state: RunState, fixture: str) -> str:
+    """What of a fixture's setup time was waiting on locks (the cause, not the repetition)."""
+    waits = state.fixture_lock_waits.get(fixture)
+    if not waits:
+        return ""
+    label = max(waits, key=waits.__getitem__)
+    return f", {_dur(sum(waits.values()))} of it waiting on {label}"
+
+
 def summary_lines(state: RunState, log: Path, problems: list[str], verbosity: int = 0) -> list[str]:
     """A few lines; the last one is the command that opens the run (or says there is no
     log to open: it was deleted while the run wrote it)."""
@@ -53,7 +62,7 @@ def summary_lines(state: RunState, log: Path, problems: list[str], verbosity: in
     )
     lines.extend(
         f"{fx.scope} fixture {fx.name!r} set up {fx.count}x on {len(fx.workers)} workers, "
-        f"{_dur(fx.setup_total)} in all"
+        f"{_dur(fx.setup_total)} in all{_lock_share(state, fx.name)}"
         for fx in state.fixtures_by_cost()[:3]
         if fx.costly_duplicate
     )
