@@ -90,7 +90,9 @@ def _wrap_execute(original: Callable[..., Any], describe: dblocks.Describe, many
 
     @functools.wraps(original)
     def execute(self: Any, query: Any, params: Any = None, *args: Any, **kwargs: Any) -> Any:
-        entry = begin(_text(query), params, None, self, describe, many)
+        entry = begin(
+            query if type(query) is str else _text(query), params, None, self, describe, many
+        )
         if entry is None:
             if params is None:
                 return original(self, query, *args, **kwargs)

@@ -9,7 +9,7 @@ Everything else is here: the lock events, what each connection holds, the watchd
 view of long statements and the server lookup of what blocks them.
 
 Per statement the hot path stores one tuple (the statement in flight, for the watchdog)
-and runs :func:`~.dbstatements.might_lock`; only a statement that passes it is classified.
+and runs a few substring checks; only a statement that passes them is classified.
 The outermost layer wins: a statement SQLAlchemy runs through a wrapped DB-API cursor, or
 one PyMySQL's ``executemany`` runs through ``execute``, is seen once (an inner
 :func:`begin` finds its thread's statement in flight and returns ``None``).
@@ -33,7 +33,7 @@ from .. import events as ev
 from ..clock import now
 from ..guard import REAL, exc_text, repr_of
 from . import locking
-from .dbstatements import UNREAD, Lock, classify, might_lock, result_value, table_of
+from .dbstatements import UNREAD, Lock, classify, result_value, table_of
 
 WAIT_REPORT = 0.2
 """Seconds a lock statement runs before the watchdog reports it as a wait."""
@@ -72,8 +72,9 @@ class Target:
 
 Describe = Callable[[Any, Any], Target]
 """(source, cursor) -> the Target: a driver layer's way to say what a statement runs on."""
-Entry = tuple[float, str, Any, Any, "Lock | None", Describe]
-"""(perf_counter at start, statement, source, cursor, lock, describe) of a statement."""
+Entry = tuple[float, str, Any, Any, "Lock | None", Describe, int]
+"""(perf_counter at start, statement, source, cursor, lock, describe, thread id) of a
+statement."""
 
 _inflight: dict[int, Entry] = {}
 """thread id -> the statement it runs now (the hot path stores a tuple, nothing more)."""
@@ -84,6 +85,12 @@ _held: dict[int, list[tuple[str, str, str, bool]]] = {}
 _backends: dict[int, int] = {}
 """id(DB-API connection) -> server connection id (PostgreSQL backend pid, MariaDB id)."""
 _get_ident = REAL.get_ident
+_perf = REAL.perf_counter
+_TX_PREFIXES = frozenset(
+    w[:3] for word in ("BEGIN", "COMMIT", "ROLLBACK", "END") for w in (word, word.lower())
+)
+"""First three letters of the statements that begin or end a transaction (either case;
+:func:`~.dbstatements.classify` decides)."""
 _quiet: list[int] = [0]
 """The watchdog thread's id once it looked something up: its own connections are not the
 user's (never announced, never in flight)."""
@@ -100,7 +107,7 @@ class _InFlight:
 
     def __init__(self, entry: Entry) -> None:
         self.entry = entry
-        self.t0, self.statement, source, cursor, self.lock, describe = entry
+        self.t0, self.statement, source, cursor, self.lock, describe, _ident = entry
         try:
             self.target = describe(source, cursor)
         # Describing is ours: a connection we cannot read is "?", never the user's error.
@@ -128,18 +135,28 @@ def begin(
     ident = _get_ident()
     if ident in _inflight or ident == _quiet[0]:
         return None
+    # The pre-check, inlined (this runs for every statement): a statement that can take or
+    # end a lock names one, says FOR UPDATE/SHARE, or begins or ends a transaction.
     lock = (
         classify(statement, parameters)
-        if not many and type(statement) is str and might_lock(statement)
+        if type(statement) is str
+        and not many
+        and (
+            "ock" in statement
+            or "OCK" in statement
+            or "FOR " in statement
+            or "for " in statement
+            or statement[:3] in _TX_PREFIXES
+        )
         else None
     )
-    entry = _inflight[ident] = (REAL.perf_counter(), statement, source, cursor, lock, describe)
+    entry = _inflight[ident] = (_perf(), statement, source, cursor, lock, describe, ident)
     return entry
 
 
 def done(entry: Entry) -> None:
     """The statement of ``entry`` returned."""
-    ident = _get_ident()
+    ident = entry[6]
     if _inflight.get(ident) is entry:
         del _inflight[ident]
     if entry[4] is not None or _flights:
@@ -148,7 +165,7 @@ def done(entry: Entry) -> None:
 
 def failed(entry: Entry, error: BaseException) -> None:
     """The statement of ``entry`` raised ``error`` (which the caller re-raises)."""
-    ident = _get_ident()
+    ident = entry[6]
     if _inflight.get(ident) is entry:
         del _inflight[ident]
     _guarded(_failed, ident, entry, error)
@@ -409,8 +426,8 @@ def busy_commit(raw: Any, database: str, started: float, error: BaseException) -
         return
     waited = REAL.perf_counter() - started
     target = Target("sqlite", f"sqlite:///{database}", raw, database)
-    entry: Entry = (started, "COMMIT", None, None, Lock("acquire", "sqlite", database, True),
-                    lambda _s, _c: target)  # fmt: skip
+    lock = Lock("acquire", "sqlite", database, True)
+    entry: Entry = (started, "COMMIT", None, None, lock, lambda _s, _c: target, _get_ident())
     flight = _InFlight(entry)
     reporter.failed("sqlite", database, reporter.new_id(), waited, text)
     _guarded(_db_wait, reporter, flight, waited, text)

@@ -1,7 +1,8 @@
 """What a database statement does to locks, read from its text: shared by every driver.
 
-:func:`might_lock` is the hot path's only question (a few substring checks); only a
-statement that passes it is classified by the regex in :func:`classify`. Recognised:
+The hot path's only question about a statement is a few substring checks
+(:func:`~.dblocks.begin`); only a statement that passes them is classified by the regex in
+:func:`classify`. Recognised:
 ``pg_advisory_lock`` / ``pg_advisory_xact_lock`` (and their ``_shared`` forms),
 ``pg_advisory_unlock[_all]``, the try-locks ``pg_try_advisory_lock`` /
 ``pg_try_advisory_xact_lock``, ``LOCK TABLE``, ``SELECT ... FOR UPDATE|SHARE``, MariaDB/MySQL
@@ -43,7 +44,6 @@ _PARAM_RE = re.compile(r"%\((\w+)\)s|:(\w+)|%s|\?")
 _TABLE_RE = re.compile(
     r"\b(?:table|into|from|update)\s+(?:if\s+\w+\s+exists\s+)?([\w.`\"]+)", re.IGNORECASE
 )
-_TX_WORDS = ("BEGIN", "COMMIT", "ROLLBACK", "END")
 
 
 class Lock:
@@ -62,17 +62,6 @@ class Lock:
         self.check = check
         """Whether the result says if the lock was taken: ``get_lock`` (1, 0 on timeout,
         NULL on error), ``try`` (true or false), or ``""`` (taken when it returns)."""
-
-
-def might_lock(statement: str) -> bool:
-    """The hot path's pre-check: False for a statement that cannot take or end a lock."""
-    return (
-        "ock" in statement
-        or "OCK" in statement
-        or "FOR " in statement
-        or "for " in statement
-        or statement[:9].upper().startswith(_TX_WORDS)
-    )
 
 
 def classify(statement: str, parameters: Any) -> Lock | None:
