@@ -157,6 +157,14 @@ class WorkerRecorder:
                 sqlalchemy.install(checks)
 
             when_imported("sqlalchemy", sqlalchemy_loaded)
+        if "django" not in off:
+
+            def django_loaded(_module: ModuleType) -> None:
+                from .probes import django
+
+                django.install()
+
+            when_imported("django", django_loaded)
         if "dbapi" not in off:
             checks = self.watchdog.extra_checks
 

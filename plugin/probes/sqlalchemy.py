@@ -34,6 +34,7 @@ from ..redact import redact_url
 from . import dblocks, locking
 from .dbapi import dbapi_url, monitor_for
 from .imports import when_imported
+from .migrations import MigrationSpan
 
 __tracebackhide__ = True
 """pytest leaves this module's frames out of the traceback of a failure: its wrappers sit
@@ -279,7 +280,7 @@ def _migration_wrapper(original: Callable[..., Any], op: str) -> Callable[..., A
         bind = kwargs.get("bind", args[0] if args else None)
         if bind is None:
             bind = getattr(self, "bind", None)  # bound metadata (SQLAlchemy < 2)
-        span = _MigrationSpan(reporter, "sqlalchemy", op, _bind_url(bind))
+        span = MigrationSpan(reporter, "sqlalchemy", op, _bind_url(bind))
         span.begin()
         try:
             return original(self, *args, **kwargs)
@@ -290,74 +291,6 @@ def _migration_wrapper(original: Callable[..., Any], op: str) -> Callable[..., A
             span.end()
 
     return wrapper
-
-
-class _MigrationSpan:
-    """A migration: its begin event (stamped when it started) once :meth:`begin` is called
-    or at the latest with the end event, which :meth:`end` emits."""
-
-    __slots__ = (
-        "act", "begun", "error", "from_rev", "op", "reporter", "start", "to_rev", "tool", "url",
-    )  # fmt: skip
-
-    def __init__(
-        self,
-        reporter: locking.LockReporter,
-        tool: str,
-        op: str,
-        url: str,
-        from_rev: str | None = None,
-        to_rev: str | None = None,
-    ) -> None:
-        self.reporter = reporter
-        self.tool = tool
-        self.op = op
-        self.url = url
-        self.from_rev = from_rev
-        self.to_rev = to_rev
-        self.error: str | None = None
-        self.act = reporter.activity
-        self.start = now()
-        self.begun = False
-
-    def begin(self) -> None:
-        if self.begun:
-            return
-        self.begun = True
-        act = self.act
-        self.reporter.emit(
-            ev.Migration(
-                ts=self.start,
-                action="begin",
-                tool=self.tool,
-                op=self.op,
-                url=self.url,
-                from_rev=self.from_rev,
-                to_rev=self.to_rev,
-                test=act.test,
-                fixture=act.fixture,
-            )
-        )
-
-    def end(self) -> None:
-        self.begin()
-        t = now()
-        act = self.act
-        self.reporter.emit(
-            ev.Migration(
-                ts=t,
-                action="end",
-                tool=self.tool,
-                op=self.op,
-                url=self.url,
-                from_rev=self.from_rev,
-                to_rev=self.to_rev,
-                duration=t - self.start,
-                error=self.error,
-                test=act.test,
-                fixture=act.fixture,
-            )
-        )
 
 
 # ------------------------------------------------------------------ alembic
@@ -374,7 +307,7 @@ class _MigrationSpan:
 _ALEMBIC_OPS = {"upgrade": "upgrade", "downgrade": "downgrade", "do_stamp": "stamp"}
 """Name of the work function ``alembic.command`` passes to the context -> the operation."""
 
-_alembic_runs: dict[int, tuple[_MigrationSpan, Any]] = {}
+_alembic_runs: dict[int, tuple[MigrationSpan, Any]] = {}
 """id(MigrationContext) -> its run in progress and the HeadMaintainer (the heads it moves)."""
 
 
@@ -423,7 +356,7 @@ def _wrap_run_migrations(original: Callable[..., Any]) -> Callable[..., Any]:
         # Offline (--sql) mode writes SQL and touches no database: no URL to race on.
         offline = bool(getattr(self, "as_sql", False))
         url = "" if offline else _bind_url(getattr(self, "connection", None))
-        span = _MigrationSpan(reporter, "alembic", op, url, None, _alembic_target(self))
+        span = MigrationSpan(reporter, "alembic", op, url, None, _alembic_target(self))
         _alembic_runs[id(self)] = (span, None)
         try:
             return original(self, **kw)
