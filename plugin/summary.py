@@ -48,6 +48,15 @@ def _lock_share(state: RunState, fixture: str) -> str:
     return f", {_dur(sum(waits.values()))} of it waiting on {label}"
 
 
+def _race_line(state: RunState, url: str, racing: set[str], names: str) -> str:
+    """Racing migrations; schema changes of hand-written runners with their statements."""
+    spans = [m for m in state.migrations if m.url == url and m.w in racing and m.action == "end"]
+    if not spans or any(m.tool != "ddl" for m in spans):
+        return f"concurrent migrations: {names} migrated {url or 'one database'} at once"
+    statements = sorted({m.to_rev for m in spans if m.to_rev})
+    return f"concurrent schema changes: {names} on {url} at once ({'; '.join(statements[:3])})"
+
+
 def _test_database_lines(state: RunState) -> list[str]:
     """Django's test databases, created and migrated on every worker: one line for all."""
     created: dict[str, float] = {}
@@ -133,7 +142,7 @@ def summary_lines(state: RunState, log: Path, problems: list[str], verbosity: in
         )
     for url, racing in state.migration_races.items():
         names = ", ".join(sorted(racing, key=worker_order))
-        lines.append(f"concurrent migrations: {names} migrated {url or 'one database'} at once")
+        lines.append(_race_line(state, url, racing, names))
     lines.extend(_test_database_lines(state))
     stalls = state.stall_count()
     if stalls:

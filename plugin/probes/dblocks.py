@@ -34,6 +34,7 @@ from ..clock import now
 from ..guard import REAL, exc_text, repr_of
 from . import locking
 from .dbstatements import UNREAD, Lock, classify, result_value, table_of
+from .migrations import MigrationSpan, tool_running
 
 WAIT_REPORT = 0.2
 """Seconds a lock statement runs before the watchdog reports it as a wait."""
@@ -87,10 +88,14 @@ _backends: dict[int, int] = {}
 _get_ident = REAL.get_ident
 _perf = REAL.perf_counter
 _TX_PREFIXES = frozenset(
-    w[:3] for word in ("BEGIN", "COMMIT", "ROLLBACK", "END") for w in (word, word.lower())
+    w[:3]
+    for word in ("BEGIN", "COMMIT", "ROLLBACK", "END", "CREATE", "ALTER", "DROP")
+    for w in (word, word.lower())
 )
-"""First three letters of the statements that begin or end a transaction (either case;
-:func:`~.dbstatements.classify` decides)."""
+"""First three letters of the statements that begin or end a transaction or change the
+schema (either case; :func:`~.dbstatements.classify` decides)."""
+_schema: dict[int, MigrationSpan] = {}
+"""id(DB-API connection) -> its schema changes in progress (a hand-written runner's)."""
 _quiet: list[int] = [0]
 """The watchdog thread's id once it looked something up: its own connections are not the
 user's (never announced, never in flight)."""
@@ -184,7 +189,9 @@ def _guarded(work: Callable[..., None], *args: Any) -> None:
 
 def tx_end(raw: Any) -> None:
     """A transaction of the DB-API connection ``raw`` ended: its transaction-scoped locks
-    are released."""
+    are released, its schema changes done."""
+    if _schema:
+        _end_schema(id(raw), None)
     if _held:
         reporter = locking._current
         if reporter is not None:
@@ -194,6 +201,8 @@ def tx_end(raw: Any) -> None:
 def closed(raw: Any) -> None:
     """The DB-API connection ``raw`` closed: every lock held through it is released."""
     _backends.pop(id(raw), None)
+    if _schema:
+        _end_schema(id(raw), None)
     if _held:
         reporter = locking._current
         if reporter is not None and _held.get(id(raw)):
@@ -260,6 +269,12 @@ def _lock_done(
     raw_id = id(target.raw)
     if lock.action == "end":
         _release_transactional(reporter, raw_id)
+        _end_schema(raw_id, None)
+        return
+    if lock.action == "ddl":
+        _schema_change(reporter, flight, waited, None)
+        if flight.reported:  # it waited on a lock the server told us about (metadata)
+            _close_wait(reporter, flight, waited, None)
         return
     if lock.action == "release_all":
         _release(reporter, raw_id, lambda k, _key, _tx: k == lock.kind)
@@ -381,6 +396,54 @@ def _release_transactional(reporter: locking.LockReporter, raw_id: int) -> None:
         _release(reporter, raw_id, lambda _k, _key, tx: tx)
 
 
+def _in_transaction(raw: Any) -> bool:
+    """Whether ``raw`` is inside a transaction now (sqlite3, psycopg, psycopg2 say)."""
+    inside = getattr(raw, "in_transaction", None)  # sqlite3
+    if isinstance(inside, bool):
+        return inside
+    info = getattr(raw, "info", None)
+    status = getattr(info, "transaction_status", None)  # psycopg 3, psycopg2: 0 is idle
+    return status is not None and int(status) != 0
+
+
+def _schema_change(
+    reporter: locking.LockReporter, flight: _InFlight, waited: float, error: str | None
+) -> None:
+    """A ``CREATE`` / ``ALTER`` / ``DROP`` of a hand-written migration runner: a migration
+    span from its first schema change to the end of its transaction (or the statement's,
+    outside one), so that two workers changing one database's schema at once are flagged
+    like racing migrations. Inside a tool's migration the tool's own span says it."""
+    if tool_running():
+        return
+    target = flight.target
+    raw_id = id(target.raw)
+    span = _schema.get(raw_id)
+    if span is None:
+        first = ev.clip(" ".join(flight.statement.split()), 200)
+        span = _schema[raw_id] = MigrationSpan(reporter, "ddl", "schema", target.url, None, first)
+        span.start = now() - waited
+        span.steps = []
+        span.begin()
+    assert span.steps is not None
+    span.steps.append(
+        ev.MigrationStep(
+            name=ev.clip(" ".join(flight.statement.split()), 200) or "", duration=waited
+        )
+    )
+    if error is not None:
+        span.error = ev.clip(error, 2000)
+    if error is not None or not _in_transaction(target.raw):
+        _end_schema(raw_id, span.error)
+
+
+def _end_schema(raw_id: int, error: str | None) -> None:
+    span = _schema.pop(raw_id, None)
+    if span is not None:
+        if error is not None:
+            span.error = error
+        span.end()
+
+
 def is_busy(text: str) -> bool:
     """SQLite's "database is locked" (or "database table is locked")."""
     lowered = text.lower()
@@ -399,6 +462,16 @@ def _failed(ident: int, entry: Entry, error: BaseException) -> None:
         return
     flight = _take(ident, entry)
     waited = REAL.perf_counter() - flight.t0
+    if lock is not None and lock.action == "ddl":
+        _schema_change(reporter, flight, waited, text)
+        if busy:  # the schema change waited on the database file and gave up
+            key = _db_key(flight.target, Lock("acquire", "sqlite", "", True))
+            reporter.failed("sqlite", key, flight.lock_id or reporter.new_id(), waited, text)
+            flight.lock = Lock("acquire", "sqlite", key, True)
+            _db_wait(reporter, flight, waited, text)
+        elif flight.reported:
+            _close_wait(reporter, flight, waited, text)
+        return
     if busy and (lock is None or lock.kind == "sqlite"):
         key = _db_key(flight.target, Lock("acquire", "sqlite", "", True))
         lock_id = flight.lock_id or reporter.new_id()

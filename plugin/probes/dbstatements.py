@@ -7,7 +7,9 @@ The hot path's only question about a statement is a few substring checks
 ``pg_advisory_unlock[_all]``, the try-locks ``pg_try_advisory_lock`` /
 ``pg_try_advisory_xact_lock``, ``LOCK TABLE``, ``SELECT ... FOR UPDATE|SHARE``, MariaDB/MySQL
 ``GET_LOCK`` / ``RELEASE_LOCK`` / ``UNLOCK TABLES``, SQLite ``BEGIN IMMEDIATE|EXCLUSIVE`` and
-the ends of transactions (``COMMIT``, ``ROLLBACK``, ``END``).
+the ends of transactions (``COMMIT``, ``ROLLBACK``, ``END``), and schema changes (``CREATE``,
+``ALTER``, ``DROP`` of anything but a database), which take no lock of their own here but
+tell the probe that a migration is under way.
 
 Whether ``GET_LOCK`` and a try-lock got the lock is in the result: :func:`result_value`
 reads the one-row result where the driver keeps it buffered (PyMySQL, mysqlclient, psycopg,
@@ -36,6 +38,7 @@ _LOCK_RE = re.compile(
   | \bfor\s+(?:no\s+key\s+)?(?:update|share|key\s+share)\b(?P<forupdate>)
   | ^\s*begin\s+(?P<sqlite>immediate|exclusive)\b
   | ^\s*(?P<end>commit|rollback|end)\b
+  | ^\s*(?P<ddl>create|alter|drop)\s+(?!database\b)
     """,
     re.IGNORECASE | re.VERBOSE,
 )
@@ -55,7 +58,7 @@ class Lock:
         self, action: str, kind: str, key: str, transactional: bool, check: str = ""
     ) -> None:
         self.action = action
-        """``acquire``, ``release``, ``release_all`` or ``end`` (transaction end)."""
+        """``acquire``, ``release``, ``release_all``, ``end`` (transaction end) or ``ddl``."""
         self.kind = kind
         self.key = key
         self.transactional = transactional
@@ -102,6 +105,8 @@ def classify(statement: str, parameters: Any) -> Lock | None:
         return Lock("acquire", "sqlite", "", True)
     if group("end"):
         return Lock("end", "", "", True)
+    if group("ddl"):
+        return Lock("ddl", "", "", False)
     return None
 
 

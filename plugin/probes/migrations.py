@@ -11,6 +11,15 @@ from .. import events as ev
 from ..clock import now
 from . import locking
 
+_active = [0]
+"""Migrations of a tool (Alembic, create_all, Django) in progress in this process: their
+schema changes are theirs, not a hand-written runner's (see :mod:`.dblocks`)."""
+
+
+def tool_running() -> bool:
+    """Whether a tool's migration is in progress in this process."""
+    return _active[0] > 0
+
 
 class MigrationSpan:
     """One migration (or test-database creation) of this worker, from begin to end."""
@@ -46,6 +55,8 @@ class MigrationSpan:
         if self.begun:
             return
         self.begun = True
+        if self.tool != "ddl":
+            _active[0] += 1
         act = self.act
         self.reporter.emit(
             ev.Migration(
@@ -63,6 +74,8 @@ class MigrationSpan:
 
     def end(self) -> None:
         self.begin()
+        if self.tool != "ddl":
+            _active[0] -= 1
         t = now()
         act = self.act
         self.reporter.emit(
