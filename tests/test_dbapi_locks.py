@@ -8,6 +8,7 @@ barrier makes the workers meet, so who waits on whom is known.
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -275,30 +276,32 @@ import sqlite3
 import time
 import pytest
 from pathlib import Path
-from typing import Any
 from barrier import barrier, WORKER
 
 DB = str(Path(__file__).parent / "app.db")
-
-def migrate():
-    # A hand-written migration runner: an exclusive transaction, then the schema.
-    conn = sqlite3.connect(DB, timeout=0.3)
-    conn.execute("BEGIN IMMEDIATE")
-    conn.execute("CREATE TABLE IF NOT EXISTS users (id INTEGER PRIMARY KEY)")
-    return conn
+SCHEMA = "CREATE TABLE IF NOT EXISTS users (id INTEGER PRIMARY KEY)"
 
 @pytest.fixture(scope="session")
 def schema():
+    # A hand-written migration runner, racing: every worker changes the schema of one file.
+    # gw1 waits long enough for the watchdog to see it wait (1 s), the others give up soon
+    conn = sqlite3.connect(DB, timeout=1.0 if WORKER == "gw1" else 0.3)
     if WORKER == "gw0":
-        conn = migrate()
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute(SCHEMA)
         barrier("locked", 4)
-        time.sleep(0.8)
+        time.sleep(1.5)
         conn.commit()
         conn.close()
         return "migrated"
     barrier("locked", 4)
-    with pytest.raises(sqlite3.OperationalError, match="database is locked"):
-        migrate()
+    if WORKER == "gw1":  # this one guards its runner with the lock, the others do not
+        with pytest.raises(sqlite3.OperationalError, match="database is locked"):
+            conn.execute("BEGIN IMMEDIATE")
+    else:
+        with pytest.raises(sqlite3.OperationalError, match="database is locked"):
+            conn.execute(SCHEMA)
+    conn.close()
     return "raced"
 """,
     "test_app.py": """
@@ -311,11 +314,15 @@ def test_app(schema):
 def test_sqlite3_runner_racing_on_one_file_is_database_is_locked(
     pytester: pytest.Pytester,
 ) -> None:
+    """sqlite3 "database is locked" from a hand-written migration runner racing on one
+    file: lock failures with the holder named, and concurrent schema changes flagged."""
     _suite(pytester, SQLITE_RUNNER)
     result = _run(pytester, 4)
     result.assert_outcomes(passed=4)
-    state = only_run(pytester).state
+    run = only_run(pytester)
+    state = run.state
     path = str(pytester.path / "app.db")
+    url = f"sqlite:///{path}"
     stats = state.locks[("sqlite", path)]
     assert stats.holders == {"gw0": 1}
     assert stats.failures == 3
@@ -323,12 +330,27 @@ def test_sqlite3_runner_racing_on_one_file_is_database_is_locked(
     assert not stats.held_by  # the commit released it
     busy = [d for d in state.db_waits if d.error and "database is locked" in d.error]
     assert {d.w for d in busy} == {"gw1", "gw2", "gw3"}
-    assert all(d.statement == "BEGIN IMMEDIATE" and 0.2 <= d.waited < 5 for d in busy)
-    assert all(d.url == f"sqlite:///{path}" for d in busy)
-    # the watchdog saw them wait (0.3 s busy timeout), the fold named the holder
-    waits = [e for e in state.lock_events if e.kind == "sqlite" and e.action == "wait"]
-    assert waits
-    assert all(w.holder is not None and w.holder.w == "gw0" for w in waits)
+    assert all(0.2 <= d.waited < 5 and d.url == url for d in busy)
+    assert {d.statement for d in busy if d.w == "gw1"} == {"BEGIN IMMEDIATE"}
+    assert {d.statement.split(" (")[0] for d in busy if d.w != "gw1"} == {
+        "CREATE TABLE IF NOT EXISTS users"
+    }
+    # the guarded one waited (the watchdog saw it) on gw0's lock
+    (wait,) = [e for e in state.lock_events if e.kind == "sqlite" and e.action == "wait"]
+    assert wait.w == "gw1"
+    assert wait.holder is not None
+    assert wait.holder.w == "gw0"
+    # schema changes: gw0's transaction, and the two unguarded workers' failed attempts
+    changes = [m for m in state.migrations if m.tool == "ddl" and m.action == "end"]
+    assert {m.w for m in changes} == {"gw0", "gw2", "gw3"}
+    assert all(m.url == url and m.to_rev and m.to_rev.startswith("CREATE TABLE") for m in changes)
+    (mine,) = [m for m in changes if m.w == "gw0"]
+    assert mine.error is None
+    assert (mine.duration or 0) >= 0.7  # from the CREATE to the commit
+    assert all("database is locked" in (m.error or "") for m in changes if m.w != "gw0")
+    assert state.migration_races == {url: {"gw0", "gw2", "gw3"}}
+    out = result.stdout.str()
+    assert f"concurrent schema changes: gw0, gw2, gw3 on {url} at once (CREATE TABLE" in out
 
 
 LATE_DRIVER = {
@@ -457,3 +479,50 @@ def test_psycopg_classes_keep_their_identity(recording: list[ev.Event]) -> None:
     (connected,) = [e for e in recording if isinstance(e, ev.DbConnected)]
     assert connected.backend > 0
     assert "psycopg" in sys.modules
+
+
+FAILING_STATEMENTS = {
+    "store.py": """
+import sqlite3
+
+def query(path, sql):
+    conn = sqlite3.connect(path)
+    return conn.execute(sql)
+
+def bulk(path, sql, rows):
+    conn = sqlite3.connect(path)
+    return conn.cursor().executemany(sql, rows)
+""",
+    "test_fail.py": """
+from store import bulk, query
+
+def test_missing_table(tmp_path):
+    query(tmp_path / "f.db", "SELECT * FROM missing")
+
+def test_missing_table_through_a_cursor(tmp_path):
+    bulk(tmp_path / "f.db", "INSERT INTO missing VALUES (?)", [(1,)])
+""",
+}
+
+
+def test_a_failing_statement_keeps_its_failure_text(pytester: pytest.Pytester) -> None:
+    """The wrappers sit between the test and the driver: its traceback must not show them."""
+    _suite(pytester, FAILING_STATEMENTS)
+
+    def failures(*extra: str) -> list[str]:
+        result = pytester.runpytest_subprocess("-p", "no:randomly", *extra, timeout=TIMEOUT)
+        result.assert_outcomes(failed=2)
+        lines = result.stdout.lines
+        start = next(i for i, line in enumerate(lines) if "FAILURES" in line)
+        end = next(
+            i
+            for i, line in enumerate(lines)
+            if i > start and ("short test summary" in line or "- testmon-live -" in line)
+        )
+        assert end > start + 10  # the failures' text is there
+        return [re.sub(r"runpytest-\d+", "runpytest-N", line) for line in lines[start:end]]
+
+    plain = failures()
+    monitored = failures("--monitor")
+    assert plain == monitored
+    assert not [line for line in monitored if "testmon_live" in line or "dbapi.py" in line]

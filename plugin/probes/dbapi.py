@@ -90,6 +90,7 @@ def _wrap_execute(original: Callable[..., Any], describe: dblocks.Describe, many
 
     @functools.wraps(original)
     def execute(self: Any, query: Any, params: Any = None, *args: Any, **kwargs: Any) -> Any:
+        __tracebackhide__ = True  # the user's errors pass through: not our frame
         entry = begin(
             query if type(query) is str else _text(query), params, None, self, describe, many
         )
@@ -123,6 +124,7 @@ def _text(query: Any) -> str:
 def _wrap_tx_end(original: Callable[..., Any]) -> Any:
     @functools.wraps(original)
     def tx_end(self: Any, *args: Any, **kwargs: Any) -> Any:
+        __tracebackhide__ = True  # the user's errors pass through: not our frame
         result = original(self, *args, **kwargs)
         dblocks.tx_end(self)
         return result
@@ -133,6 +135,7 @@ def _wrap_tx_end(original: Callable[..., Any]) -> Any:
 def _wrap_close(original: Callable[..., Any]) -> Any:
     @functools.wraps(original)
     def close(self: Any, *args: Any, **kwargs: Any) -> Any:
+        __tracebackhide__ = True  # the user's errors pass through: not our frame
         try:
             return original(self, *args, **kwargs)
         finally:
@@ -171,6 +174,7 @@ def _wrap_psycopg_init(original: Callable[..., Any]) -> Any:
 
     @functools.wraps(original)
     def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        __tracebackhide__ = True  # the user's errors pass through: not our frame
         original(self, *args, **kwargs)
         if locking._current is not None:
             try:
@@ -189,6 +193,7 @@ def _wrap_transaction_exit(original: Callable[..., Any]) -> Any:
 
     @functools.wraps(original)
     def __exit__(self: Any, *args: Any) -> Any:
+        __tracebackhide__ = True  # the user's errors pass through: not our frame
         result = original(self, *args)
         if getattr(self, "_outer_transaction", False):
             dblocks.tx_end(self._conn)
@@ -232,6 +237,7 @@ def _patch_psycopg2(module: ModuleType) -> None:
 
     @functools.wraps(original)
     def connect(*args: Any, **kwargs: Any) -> Any:
+        __tracebackhide__ = True  # the user's errors pass through: not our frame
         if locking._current is None:
             return original(*args, **kwargs)
         factory = kwargs.get("connection_factory") or base_connection
@@ -256,6 +262,7 @@ def _psycopg2_class(base: Any, base_cursor: Any) -> type:
         return cls
 
     def cursor(self: Any, *args: Any, **kwargs: Any) -> Any:
+        __tracebackhide__ = True  # the user's errors pass through: not our frame
         wanted = kwargs.get("cursor_factory") or self.cursor_factory or base_cursor
         if isinstance(wanted, type) and issubclass(wanted, base_cursor):
             kwargs["cursor_factory"] = _psycopg2_cursor(wanted)
@@ -326,6 +333,7 @@ def _wrap_pymysql_connect(original: Callable[..., Any]) -> Any:
 
     @functools.wraps(original)
     def connect(self: Any, *args: Any, **kwargs: Any) -> Any:
+        __tracebackhide__ = True  # the user's errors pass through: not our frame
         result = original(self, *args, **kwargs)
         if locking._current is not None:
             try:
@@ -377,6 +385,7 @@ def _patch_sqlite3(module: ModuleType) -> None:
 
     @functools.wraps(original)
     def connect(database: Any, *args: Any, **kwargs: Any) -> Any:
+        __tracebackhide__ = True  # the user's errors pass through: not our frame
         if locking._current is None:
             return original(database, *args, **kwargs)
         if len(args) >= 5:  # factory given by position (after timeout, detect_types, ...)
@@ -402,6 +411,7 @@ def _sqlite_class(base: Any, base_cursor: Any) -> type:
         return cls
 
     def cursor(self: Any, *args: Any, **kwargs: Any) -> Any:
+        __tracebackhide__ = True  # the user's errors pass through: not our frame
         wanted = args[0] if args else kwargs.get("factory", base_cursor)
         if isinstance(wanted, type) and issubclass(wanted, base_cursor):
             return base.cursor(self, _sqlite_cursor(wanted))
@@ -410,15 +420,19 @@ def _sqlite_class(base: Any, base_cursor: Any) -> type:
     # Connection.execute* of the C type make their cursor without calling cursor(): these
     # do what they do (a new cursor, its method) through ours.
     def execute(self: Any, *args: Any) -> Any:
+        __tracebackhide__ = True  # the user's errors pass through: not our frame
         return self.cursor().execute(*args)
 
     def executemany(self: Any, *args: Any) -> Any:
+        __tracebackhide__ = True  # the user's errors pass through: not our frame
         return self.cursor().executemany(*args)
 
     def executescript(self: Any, *args: Any) -> Any:
+        __tracebackhide__ = True  # the user's errors pass through: not our frame
         return self.cursor().executescript(*args)
 
     def commit(self: Any) -> None:
+        __tracebackhide__ = True  # the user's errors pass through: not our frame
         started = REAL.perf_counter()
         try:
             base.commit(self)
@@ -428,10 +442,12 @@ def _sqlite_class(base: Any, base_cursor: Any) -> type:
         dblocks.tx_end(self)
 
     def rollback(self: Any) -> None:
+        __tracebackhide__ = True  # the user's errors pass through: not our frame
         base.rollback(self)
         dblocks.tx_end(self)
 
     def close(self: Any) -> None:
+        __tracebackhide__ = True  # the user's errors pass through: not our frame
         try:
             base.close(self)
         finally:
@@ -462,6 +478,7 @@ def _sqlite_cursor(base: Any) -> type:
     base_execute, base_many, base_script = base.execute, base.executemany, base.executescript
 
     def execute(self: Any, sql: Any, parameters: Any = (), /) -> Any:
+        __tracebackhide__ = True  # the user's errors pass through: not our frame
         entry = begin(sql, parameters, None, self, _describe_sqlite, False)
         if entry is None:
             return base_execute(self, sql, parameters)
@@ -474,6 +491,7 @@ def _sqlite_cursor(base: Any) -> type:
         return result
 
     def executemany(self: Any, sql: Any, seq_of_parameters: Any, /) -> Any:
+        __tracebackhide__ = True  # the user's errors pass through: not our frame
         entry = begin(sql, None, None, self, _describe_sqlite, True)
         if entry is None:
             return base_many(self, sql, seq_of_parameters)
@@ -486,6 +504,7 @@ def _sqlite_cursor(base: Any) -> type:
         return result
 
     def executescript(self: Any, sql_script: Any, /) -> Any:
+        __tracebackhide__ = True  # the user's errors pass through: not our frame
         # A script is in flight (waits, "database is locked") but not classified: the
         # transactions it opens and ends are its own.
         entry = begin(sql_script, None, None, self, _describe_sqlite, True)

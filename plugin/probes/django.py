@@ -150,6 +150,7 @@ def _wrap_executor_init(original: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(original)
     def __init__(self: Any, connection: Any, progress_callback: Any = None) -> None:
+        __tracebackhide__ = True  # the user's errors pass through: not our frame
         original(self, connection, progress_callback)
         if locking._current is None:
             return
@@ -161,6 +162,7 @@ def _wrap_executor_init(original: Callable[..., Any]) -> Callable[..., Any]:
 
 def _progress(alias: str, chained: Any, action: str, *args: Any, **kwargs: Any) -> Any:
     """The executor's progress callback: ours, then the one it was given (if any)."""
+    __tracebackhide__ = True  # the user's errors pass through: not our frame
     run = _runs.get(alias)
     migration = args[0] if args else kwargs.get("migration")
     if run is not None and migration is not None:
@@ -197,6 +199,7 @@ def _patch_creation(module: ModuleType) -> None:
 def _wrap_create_test_db(original: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(original)
     def create_test_db(self: Any, *args: Any, **kwargs: Any) -> Any:
+        __tracebackhide__ = True  # the user's errors pass through: not our frame
         reporter = locking._current
         if reporter is None:
             return original(self, *args, **kwargs)
