@@ -240,9 +240,11 @@ def _patch_psycopg2(module: ModuleType) -> None:
         __tracebackhide__ = True  # the user's errors pass through: not our frame
         if locking._current is None:
             return original(*args, **kwargs)
-        factory = kwargs.get("connection_factory") or base_connection
-        if isinstance(factory, type) and issubclass(factory, base_connection):
-            kwargs["connection_factory"] = _psycopg2_class(factory, base_cursor)
+        if len(args) > 1:  # connect(dsn, connection_factory, ...)
+            args = (args[0], _psycopg2_factory(args[1], base_connection, base_cursor), *args[2:])
+        else:
+            factory = kwargs.get("connection_factory") or base_connection
+            kwargs["connection_factory"] = _psycopg2_factory(factory, base_connection, base_cursor)
         conn = original(*args, **kwargs)
         if locking._current is not None:
             try:
@@ -254,6 +256,12 @@ def _patch_psycopg2(module: ModuleType) -> None:
         return conn
 
     module.connect = connect  # type: ignore[attr-defined]
+
+
+def _psycopg2_factory(factory: Any, base_connection: Any, base_cursor: Any) -> Any:
+    if isinstance(factory, type) and issubclass(factory, base_connection):
+        return _psycopg2_class(factory, base_cursor)
+    return factory
 
 
 def _psycopg2_class(base: Any, base_cursor: Any) -> type:
@@ -472,61 +480,18 @@ def _sqlite_class(base: Any, base_cursor: Any) -> type:
 
 def _sqlite_cursor(base: Any) -> type:
     cls = _sqlite_cursors.get(base)
-    if cls is not None:
-        return cls
-    begin, done, failed = dblocks.begin, dblocks.done, dblocks.failed
-    base_execute, base_many, base_script = base.execute, base.executemany, base.executescript
-
-    def execute(self: Any, sql: Any, parameters: Any = (), /) -> Any:
-        __tracebackhide__ = True  # the user's errors pass through: not our frame
-        entry = begin(sql, parameters, None, self, _describe_sqlite, False)
-        if entry is None:
-            return base_execute(self, sql, parameters)
-        try:
-            result = base_execute(self, sql, parameters)
-        except BaseException as exc:
-            failed(entry, exc)
-            raise
-        done(entry)
-        return result
-
-    def executemany(self: Any, sql: Any, seq_of_parameters: Any, /) -> Any:
-        __tracebackhide__ = True  # the user's errors pass through: not our frame
-        entry = begin(sql, None, None, self, _describe_sqlite, True)
-        if entry is None:
-            return base_many(self, sql, seq_of_parameters)
-        try:
-            result = base_many(self, sql, seq_of_parameters)
-        except BaseException as exc:
-            failed(entry, exc)
-            raise
-        done(entry)
-        return result
-
-    def executescript(self: Any, sql_script: Any, /) -> Any:
-        __tracebackhide__ = True  # the user's errors pass through: not our frame
-        # A script is in flight (waits, "database is locked") but not classified: the
-        # transactions it opens and ends are its own.
-        entry = begin(sql_script, None, None, self, _describe_sqlite, True)
-        if entry is None:
-            return base_script(self, sql_script)
-        try:
-            result = base_script(self, sql_script)
-        except BaseException as exc:
-            failed(entry, exc)
-            raise
-        done(entry)
-        return result
-
-    namespace = {
-        "__module__": base.__module__,
-        "__qualname__": base.__qualname__,
-        "__doc__": base.__doc__,
-        "execute": functools.wraps(base_execute)(execute),
-        "executemany": functools.wraps(base_many)(executemany),
-        "executescript": functools.wraps(base_script)(executescript),
-    }
-    cls = _sqlite_cursors[base] = type(base.__name__, (base,), namespace)
+    if cls is None:
+        namespace = {
+            "__module__": base.__module__,
+            "__qualname__": base.__qualname__,
+            "__doc__": base.__doc__,
+            "execute": _wrap_execute(base.execute, _describe_sqlite, False),
+            "executemany": _wrap_execute(base.executemany, _describe_sqlite, True),
+            # A script is in flight (waits, "database is locked") but not classified: the
+            # transactions it opens and ends are its own.
+            "executescript": _wrap_execute(base.executescript, _describe_sqlite, True),
+        }
+        cls = _sqlite_cursors[base] = type(base.__name__, (base,), namespace)
     return cls
 
 
