@@ -39,9 +39,10 @@ _ENV_TO_CLEAR = (
 )
 
 
-# Plugins this suite needs (the dashboard's async and snapshot tests) stay out of the
+# Plugins this suite needs (the dashboard's async and snapshot tests, pytest-django for the
+# Django probe's) stay out of the
 # pytest runs the tests start: they would add fixtures and options to what those record.
-INNER_ADDOPTS = "-p no:asyncio -p no:textual-snapshot -p no:syrupy"
+INNER_ADDOPTS = "-p no:asyncio -p no:textual-snapshot -p no:syrupy -p no:django"
 
 
 @pytest.fixture(autouse=True)
