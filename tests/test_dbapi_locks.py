@@ -526,3 +526,57 @@ def test_a_failing_statement_keeps_its_failure_text(pytester: pytest.Pytester) -
     monitored = failures("--monitor")
     assert plain == monitored
     assert not [line for line in monitored if "testmon_live" in line or "dbapi.py" in line]
+
+
+SA_LISTENERS_CLEARED = {
+    "conftest.py": """
+import time
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.pool import Pool
+from barrier import barrier
+from dbparams import PG
+
+# What SQLAlchemy's own pool tests do: every listener of the Pool class goes.
+Pool.dispatch._clear()
+
+URL = sa.URL.create("postgresql+psycopg", username=PG["user"], password=PG.get("password"),
+                    host=PG["host"], port=PG["port"], database=PG["dbname"])
+
+@pytest.fixture(scope="session")
+def schema():
+    engine = sa.create_engine(URL)
+    barrier("migrate", 2)
+    with engine.connect() as conn:
+        conn.execute(sa.text("SELECT pg_advisory_lock(4343)"))
+        time.sleep(0.8)
+        conn.execute(sa.text("SELECT pg_advisory_unlock(4343)"))
+        conn.commit()
+    engine.dispose()
+    return "ok"
+""",
+    "test_app.py": """
+def test_app(schema):
+    assert schema == "ok"
+""",
+}
+
+
+@pytest.mark.postgres
+def test_a_suite_that_clears_pool_listeners_keeps_the_blocker_named(
+    pytester: pytest.Pytester, pg_url: str
+) -> None:
+    """SQLAlchemy's pool tests remove every listener of the Pool class: the connections'
+    server ids come from the driver itself, so the blocking worker is still named."""
+    _suite(pytester, SA_LISTENERS_CLEARED, pg_url)
+    result = _run(pytester, 2)
+    result.assert_outcomes(passed=2)
+    run = only_run(pytester)
+    assert {c.w for c in run.of(ev.DbConnected)} == {"gw0", "gw1"}
+    state = run.state
+    stats = state.locks[("pg_advisory", "4343")]
+    assert (stats.acquisitions, stats.contended) == (2, 1)  # once each: no double events
+    (d,) = [d for d in state.db_waits if d.lock == "pg_advisory:4343"]
+    assert d.blocked_by is not None
+    assert d.blocked_by.backend is not None
+    assert d.blocked_by.w in {"gw0", "gw1"} - {d.w}
