@@ -95,14 +95,57 @@ def _wrap_execute(original: Callable[..., Any], describe: dblocks.Describe, many
             query if type(query) is str else _text(query), params, None, self, describe, many
         )
         if entry is None:
-            if params is None:
-                return original(self, query, *args, **kwargs)
-            return original(self, query, params, *args, **kwargs)
+            if args or kwargs:
+                return _call(original, self, query, params, args, kwargs)
+            return original(self, query) if params is None else original(self, query, params)
         try:
-            if params is None:
-                result = original(self, query, *args, **kwargs)
+            if args or kwargs:
+                result = _call(original, self, query, params, args, kwargs)
             else:
-                result = original(self, query, params, *args, **kwargs)
+                result = original(self, query) if params is None else original(self, query, params)
+        except BaseException as exc:
+            failed(entry, exc)
+            raise
+        done(entry)
+        return result
+
+    return execute
+
+
+def _call(
+    original: Callable[..., Any],
+    cursor: Any,
+    query: Any,
+    params: Any,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> Any:
+    """The driver's method with what else it was given (psycopg's ``prepare=``...)."""
+    __tracebackhide__ = True  # the user's errors pass through: not our frame
+    if params is None:
+        return original(cursor, query, *args, **kwargs)
+    return original(cursor, query, params, *args, **kwargs)
+
+
+_NOTHING: Any = object()
+"""An argument not given (sqlite3 tells "not given" from ``None``)."""
+
+
+def _wrap_sqlite(original: Callable[..., Any], many: bool) -> Any:
+    """sqlite3's cursor methods take their arguments by position only: a wrapper of that
+    shape calls them without packing (the cheapest wrapper of all, run per statement)."""
+    begin, done, failed = dblocks.begin, dblocks.done, dblocks.failed
+    describe = _describe_sqlite
+
+    @functools.wraps(original)
+    def execute(self: Any, sql: Any, params: Any = _NOTHING, /) -> Any:
+        __tracebackhide__ = True  # the user's errors pass through: not our frame
+        given = params is not _NOTHING
+        entry = begin(sql, params if given else None, None, self, describe, many)
+        if entry is None:
+            return original(self, sql, params) if given else original(self, sql)
+        try:
+            result = original(self, sql, params) if given else original(self, sql)
         except BaseException as exc:
             failed(entry, exc)
             raise
@@ -370,6 +413,11 @@ def _pymysql_monitor(params: dict[str, Any]) -> Any:
 # ------------------------------------------------------------------- sqlite3
 
 _sqlite_classes: dict[type, type] = {}
+outer_connecting: set[int] = set()
+"""Threads in which an outer layer (SQLAlchemy's dialect) is connecting: it sees every
+statement of the connection itself, so sqlite3's is left unwrapped (no second layer to pay
+per statement, as SQLite's statements are cheap)."""
+_get_ident = REAL.get_ident
 _sqlite_cursors: dict[type, type] = {}
 
 
@@ -394,7 +442,7 @@ def _patch_sqlite3(module: ModuleType) -> None:
     @functools.wraps(original)
     def connect(database: Any, *args: Any, **kwargs: Any) -> Any:
         __tracebackhide__ = True  # the user's errors pass through: not our frame
-        if locking._current is None:
+        if locking._current is None or _get_ident() in outer_connecting:
             return original(database, *args, **kwargs)
         if len(args) >= 5:  # factory given by position (after timeout, detect_types, ...)
             args = (*args[:4], factory_for(args[4]), *args[5:])
@@ -485,11 +533,11 @@ def _sqlite_cursor(base: Any) -> type:
             "__module__": base.__module__,
             "__qualname__": base.__qualname__,
             "__doc__": base.__doc__,
-            "execute": _wrap_execute(base.execute, _describe_sqlite, False),
-            "executemany": _wrap_execute(base.executemany, _describe_sqlite, True),
+            "execute": _wrap_sqlite(base.execute, False),
+            "executemany": _wrap_sqlite(base.executemany, True),
             # A script is in flight (waits, "database is locked") but not classified: the
             # transactions it opens and ends are its own.
-            "executescript": _wrap_execute(base.executescript, _describe_sqlite, True),
+            "executescript": _wrap_sqlite(base.executescript, True),
         }
         cls = _sqlite_cursors[base] = type(base.__name__, (base,), namespace)
     return cls

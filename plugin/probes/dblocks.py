@@ -9,7 +9,8 @@ Everything else is here: the lock events, what each connection holds, the watchd
 view of long statements and the server lookup of what blocks them.
 
 Per statement the hot path stores one tuple (the statement in flight, for the watchdog)
-and runs a few substring checks; only a statement that passes them is classified.
+and looks up its text's pre-check (a few substring checks, once a text); only a statement
+that passes it is classified.
 The outermost layer wins: a statement SQLAlchemy runs through a wrapped DB-API cursor, or
 one PyMySQL's ``executemany`` runs through ``execute``, is seen once (an inner
 :func:`begin` finds its thread's statement in flight and returns ``None``).
@@ -94,6 +95,9 @@ _TX_PREFIXES = frozenset(
 )
 """First three letters of the statements that begin or end a transaction or change the
 schema (either case; :func:`~.dbstatements.classify` decides)."""
+_maybe: dict[str, bool] = {}
+"""Statement text -> whether it passed the pre-check (bounded: cleared when full)."""
+_MAYBE_KEPT = 4096
 _schema: dict[int, MigrationSpan] = {}
 """id(DB-API connection) -> its schema changes in progress (a hand-written runner's)."""
 _quiet: list[int] = [0]
@@ -140,40 +144,46 @@ def begin(
     ident = _get_ident()
     if ident in _inflight or ident == _quiet[0]:
         return None
-    # The pre-check, inlined (this runs for every statement): a statement that can take or
-    # end a lock names one, says FOR UPDATE/SHARE, or begins or ends a transaction.
-    lock = (
-        classify(statement, parameters)
-        if type(statement) is str
-        and not many
-        and (
-            "ock" in statement
-            or "OCK" in statement
-            or "FOR " in statement
-            or "for " in statement
-            or statement[:3] in _TX_PREFIXES
-        )
-        else None
-    )
+    lock = None
+    if type(statement) is str and not many:
+        # Statements repeat (a suite runs the same few hundred texts): the pre-check's
+        # verdict is kept per text, so most statements cost one dict lookup here.
+        maybe = _maybe.get(statement)
+        if maybe is None:
+            maybe = _precheck(statement)
+        if maybe:
+            lock = classify(statement, parameters)
     entry = _inflight[ident] = (_perf(), statement, source, cursor, lock, describe, ident)
     return entry
 
 
+def _precheck(statement: str) -> bool:
+    """Whether a statement can take or end a lock or change the schema: it names a lock,
+    says FOR UPDATE/SHARE, or begins with a transaction's or a schema change's word."""
+    maybe = (
+        "ock" in statement
+        or "OCK" in statement
+        or "FOR " in statement
+        or "for " in statement
+        or statement[:3] in _TX_PREFIXES
+    )
+    if len(_maybe) >= _MAYBE_KEPT:
+        _maybe.clear()
+    _maybe[statement] = maybe
+    return maybe
+
+
 def done(entry: Entry) -> None:
     """The statement of ``entry`` returned."""
-    ident = entry[6]
-    if _inflight.get(ident) is entry:
-        del _inflight[ident]
+    _inflight.pop(entry[6], None)
     if entry[4] is not None or _flights:
-        _guarded(_finished, ident, entry)
+        _guarded(_finished, entry[6], entry)
 
 
 def failed(entry: Entry, error: BaseException) -> None:
     """The statement of ``entry`` raised ``error`` (which the caller re-raises)."""
-    ident = entry[6]
-    if _inflight.get(ident) is entry:
-        del _inflight[ident]
-    _guarded(_failed, ident, entry, error)
+    _inflight.pop(entry[6], None)
+    _guarded(_failed, entry[6], entry, error)
 
 
 def _guarded(work: Callable[..., None], *args: Any) -> None:

@@ -29,10 +29,10 @@ from typing import Any
 
 from .. import events as ev
 from ..clock import now
-from ..guard import exc_text, repr_of, text_of
+from ..guard import REAL, exc_text, repr_of, text_of
 from ..redact import redact_url
 from . import dblocks, locking
-from .dbapi import dbapi_url, monitor_for
+from .dbapi import dbapi_url, monitor_for, outer_connecting
 from .imports import when_imported
 from .migrations import MigrationSpan
 
@@ -40,6 +40,8 @@ __tracebackhide__ = True
 """pytest leaves this module's frames out of the traceback of a failure: its wrappers sit
 between the user's code and the library it called, and a failure reads as without the
 monitor."""
+
+_get_ident = REAL.get_ident
 
 
 def install(watchdog_checks: list[Callable[[float], None]] | None = None) -> None:
@@ -185,6 +187,23 @@ def _wrap_dialect_initialize(original: Callable[..., Any]) -> Callable[..., Any]
     return initialize
 
 
+def _wrap_connect(original: Callable[..., Any]) -> Callable[..., Any]:
+    """``Dialect.connect``: SQLAlchemy's layer sees every statement of the connection, so
+    :mod:`.dbapi` leaves a SQLite connection made here unwrapped."""
+
+    @functools.wraps(original)
+    def connect(self: Any, *cargs: Any, **cparams: Any) -> Any:
+        __tracebackhide__ = True  # the user's errors pass through: not our frame
+        ident = _get_ident()
+        outer_connecting.add(ident)
+        try:
+            return original(self, *cargs, **cparams)
+        finally:
+            outer_connecting.discard(ident)
+
+    return connect
+
+
 def _wrap_tx_end(original: Callable[..., Any]) -> Callable[..., Any]:
     """``Dialect.do_commit`` / ``do_rollback``: transaction-scoped locks end here."""
 
@@ -256,6 +275,7 @@ def _patch_sqlalchemy(module: ModuleType) -> None:
     )
     DefaultDialect.do_executemany = _wrap_executemany(DefaultDialect.do_executemany)  # type: ignore[method-assign]
     DefaultDialect.initialize = _wrap_dialect_initialize(DefaultDialect.initialize)  # type: ignore[method-assign]
+    DefaultDialect.connect = _wrap_connect(DefaultDialect.connect)  # type: ignore[method-assign]
     DefaultDialect.do_commit = _wrap_tx_end(DefaultDialect.do_commit)  # type: ignore[method-assign]
     DefaultDialect.do_rollback = _wrap_tx_end(DefaultDialect.do_rollback)  # type: ignore[method-assign]
     # Pool events, unlike Engine events, do not slow down statement execution.
