@@ -474,18 +474,22 @@ def _sqlite_class(base: Any, base_cursor: Any) -> type:
         return base.cursor(self, *args, **kwargs)
 
     # Connection.execute* of the C type make their cursor without calling cursor(): these
-    # do what they do (a new cursor, its method) through ours.
-    def execute(self: Any, *args: Any) -> Any:
-        __tracebackhide__ = True  # the user's errors pass through: not our frame
-        return self.cursor().execute(*args)
+    # do what they do (a new cursor of the default class, its method) with our cursor class.
+    default_cursor = _sqlite_cursor(base_cursor)
+    make = base.cursor
 
-    def executemany(self: Any, *args: Any) -> Any:
+    def execute(self: Any, sql: Any, params: Any = _NOTHING, /) -> Any:
         __tracebackhide__ = True  # the user's errors pass through: not our frame
-        return self.cursor().executemany(*args)
+        cur = make(self, default_cursor)
+        return cur.execute(sql) if params is _NOTHING else cur.execute(sql, params)
 
-    def executescript(self: Any, *args: Any) -> Any:
+    def executemany(self: Any, sql: Any, params: Any, /) -> Any:
         __tracebackhide__ = True  # the user's errors pass through: not our frame
-        return self.cursor().executescript(*args)
+        return make(self, default_cursor).executemany(sql, params)
+
+    def executescript(self: Any, script: Any, /) -> Any:
+        __tracebackhide__ = True  # the user's errors pass through: not our frame
+        return make(self, default_cursor).executescript(script)
 
     def commit(self: Any) -> None:
         __tracebackhide__ = True  # the user's errors pass through: not our frame
