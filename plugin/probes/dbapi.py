@@ -37,6 +37,11 @@ from ..clock import now
 from ..guard import REAL, repr_of, text_of
 from . import dblocks, locking
 
+__tracebackhide__ = True
+"""pytest leaves this module's frames out of the traceback of a failure: its wrappers sit
+between the user's code and the library it called, and a failure reads as without the
+monitor."""
+
 DRIVERS = ("sqlite3", "psycopg", "psycopg2", "pymysql")
 """Import names of the drivers this module patches."""
 
@@ -90,7 +95,6 @@ def _wrap_execute(original: Callable[..., Any], describe: dblocks.Describe, many
 
     @functools.wraps(original)
     def execute(self: Any, query: Any, params: Any = None, *args: Any, **kwargs: Any) -> Any:
-        __tracebackhide__ = True  # the user's errors pass through: not our frame
         entry = begin(
             query if type(query) is str else _text(query), params, None, self, describe, many
         )
@@ -121,7 +125,6 @@ def _call(
     kwargs: dict[str, Any],
 ) -> Any:
     """The driver's method with what else it was given (psycopg's ``prepare=``...)."""
-    __tracebackhide__ = True  # the user's errors pass through: not our frame
     if params is None:
         return original(cursor, query, *args, **kwargs)
     return original(cursor, query, params, *args, **kwargs)
@@ -139,7 +142,6 @@ def _wrap_sqlite(original: Callable[..., Any], many: bool) -> Any:
 
     @functools.wraps(original)
     def execute(self: Any, sql: Any, params: Any = _NOTHING, /) -> Any:
-        __tracebackhide__ = True  # the user's errors pass through: not our frame
         given = params is not _NOTHING
         entry = begin(sql, params if given else None, None, self, describe, many)
         if entry is None:
@@ -167,7 +169,6 @@ def _text(query: Any) -> str:
 def _wrap_tx_end(original: Callable[..., Any]) -> Any:
     @functools.wraps(original)
     def tx_end(self: Any, *args: Any, **kwargs: Any) -> Any:
-        __tracebackhide__ = True  # the user's errors pass through: not our frame
         result = original(self, *args, **kwargs)
         dblocks.tx_end(self)
         return result
@@ -178,7 +179,6 @@ def _wrap_tx_end(original: Callable[..., Any]) -> Any:
 def _wrap_close(original: Callable[..., Any]) -> Any:
     @functools.wraps(original)
     def close(self: Any, *args: Any, **kwargs: Any) -> Any:
-        __tracebackhide__ = True  # the user's errors pass through: not our frame
         try:
             return original(self, *args, **kwargs)
         finally:
@@ -217,7 +217,6 @@ def _wrap_psycopg_init(original: Callable[..., Any]) -> Any:
 
     @functools.wraps(original)
     def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
-        __tracebackhide__ = True  # the user's errors pass through: not our frame
         original(self, *args, **kwargs)
         if locking._current is not None:
             try:
@@ -236,7 +235,6 @@ def _wrap_transaction_exit(original: Callable[..., Any]) -> Any:
 
     @functools.wraps(original)
     def __exit__(self: Any, *args: Any) -> Any:
-        __tracebackhide__ = True  # the user's errors pass through: not our frame
         result = original(self, *args)
         if getattr(self, "_outer_transaction", False):
             dblocks.tx_end(self._conn)
@@ -280,7 +278,6 @@ def _patch_psycopg2(module: ModuleType) -> None:
 
     @functools.wraps(original)
     def connect(*args: Any, **kwargs: Any) -> Any:
-        __tracebackhide__ = True  # the user's errors pass through: not our frame
         if locking._current is None:
             return original(*args, **kwargs)
         if len(args) > 1:  # connect(dsn, connection_factory, ...)
@@ -313,7 +310,6 @@ def _psycopg2_class(base: Any, base_cursor: Any) -> type:
         return cls
 
     def cursor(self: Any, *args: Any, **kwargs: Any) -> Any:
-        __tracebackhide__ = True  # the user's errors pass through: not our frame
         wanted = kwargs.get("cursor_factory") or self.cursor_factory or base_cursor
         if isinstance(wanted, type) and issubclass(wanted, base_cursor):
             kwargs["cursor_factory"] = _psycopg2_cursor(wanted)
@@ -384,7 +380,6 @@ def _wrap_pymysql_connect(original: Callable[..., Any]) -> Any:
 
     @functools.wraps(original)
     def connect(self: Any, *args: Any, **kwargs: Any) -> Any:
-        __tracebackhide__ = True  # the user's errors pass through: not our frame
         result = original(self, *args, **kwargs)
         if locking._current is not None:
             try:
@@ -441,7 +436,6 @@ def _patch_sqlite3(module: ModuleType) -> None:
 
     @functools.wraps(original)
     def connect(database: Any, *args: Any, **kwargs: Any) -> Any:
-        __tracebackhide__ = True  # the user's errors pass through: not our frame
         if locking._current is None or _get_ident() in outer_connecting:
             return original(database, *args, **kwargs)
         if len(args) >= 5:  # factory given by position (after timeout, detect_types, ...)
@@ -467,7 +461,6 @@ def _sqlite_class(base: Any, base_cursor: Any) -> type:
         return cls
 
     def cursor(self: Any, *args: Any, **kwargs: Any) -> Any:
-        __tracebackhide__ = True  # the user's errors pass through: not our frame
         wanted = args[0] if args else kwargs.get("factory", base_cursor)
         if isinstance(wanted, type) and issubclass(wanted, base_cursor):
             return base.cursor(self, _sqlite_cursor(wanted))
@@ -479,20 +472,16 @@ def _sqlite_class(base: Any, base_cursor: Any) -> type:
     make = base.cursor
 
     def execute(self: Any, sql: Any, params: Any = _NOTHING, /) -> Any:
-        __tracebackhide__ = True  # the user's errors pass through: not our frame
         cur = make(self, default_cursor)
         return cur.execute(sql) if params is _NOTHING else cur.execute(sql, params)
 
     def executemany(self: Any, sql: Any, params: Any, /) -> Any:
-        __tracebackhide__ = True  # the user's errors pass through: not our frame
         return make(self, default_cursor).executemany(sql, params)
 
     def executescript(self: Any, script: Any, /) -> Any:
-        __tracebackhide__ = True  # the user's errors pass through: not our frame
         return make(self, default_cursor).executescript(script)
 
     def commit(self: Any) -> None:
-        __tracebackhide__ = True  # the user's errors pass through: not our frame
         started = REAL.perf_counter()
         try:
             base.commit(self)
@@ -502,12 +491,10 @@ def _sqlite_class(base: Any, base_cursor: Any) -> type:
         dblocks.tx_end(self)
 
     def rollback(self: Any) -> None:
-        __tracebackhide__ = True  # the user's errors pass through: not our frame
         base.rollback(self)
         dblocks.tx_end(self)
 
     def close(self: Any) -> None:
-        __tracebackhide__ = True  # the user's errors pass through: not our frame
         try:
             base.close(self)
         finally:

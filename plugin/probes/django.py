@@ -33,6 +33,11 @@ from . import locking
 from .imports import when_imported
 from .migrations import MigrationSpan
 
+__tracebackhide__ = True
+"""pytest leaves this module's frames out of the traceback of a failure: its wrappers sit
+between the user's code and the library it called, and a failure reads as without the
+monitor."""
+
 
 class _Run:
     """A ``migrate`` of one database alias in progress."""
@@ -150,7 +155,6 @@ def _wrap_executor_init(original: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(original)
     def __init__(self: Any, connection: Any, progress_callback: Any = None) -> None:
-        __tracebackhide__ = True  # the user's errors pass through: not our frame
         original(self, connection, progress_callback)
         if locking._current is None:
             return
@@ -162,7 +166,6 @@ def _wrap_executor_init(original: Callable[..., Any]) -> Callable[..., Any]:
 
 def _progress(alias: str, chained: Any, action: str, *args: Any, **kwargs: Any) -> Any:
     """The executor's progress callback: ours, then the one it was given (if any)."""
-    __tracebackhide__ = True  # the user's errors pass through: not our frame
     run = _runs.get(alias)
     migration = args[0] if args else kwargs.get("migration")
     if run is not None and migration is not None:
@@ -199,7 +202,6 @@ def _patch_creation(module: ModuleType) -> None:
 def _wrap_create_test_db(original: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(original)
     def create_test_db(self: Any, *args: Any, **kwargs: Any) -> Any:
-        __tracebackhide__ = True  # the user's errors pass through: not our frame
         reporter = locking._current
         if reporter is None:
             return original(self, *args, **kwargs)

@@ -105,7 +105,6 @@ def _wrap_execute(original: Callable[..., Any]) -> Callable[..., Any]:
     def do_execute(
         self: Any, cursor: Any, statement: str, parameters: Any, context: Any = None
     ) -> Any:
-        __tracebackhide__ = True  # the user's errors pass through: not our frame
         entry = begin(statement, parameters, context, cursor, _describe, False)
         if entry is None:
             return original(self, cursor, statement, parameters, context)
@@ -125,7 +124,6 @@ def _wrap_execute_no_params(original: Callable[..., Any]) -> Callable[..., Any]:
     begin, done, failed = dblocks.begin, dblocks.done, dblocks.failed
 
     def do_execute_no_params(self: Any, cursor: Any, statement: str, context: Any = None) -> Any:
-        __tracebackhide__ = True  # the user's errors pass through: not our frame
         entry = begin(statement, None, context, cursor, _describe, False)
         if entry is None:
             return original(self, cursor, statement, context)
@@ -148,7 +146,6 @@ def _wrap_executemany(original: Callable[..., Any]) -> Callable[..., Any]:
     def do_executemany(
         self: Any, cursor: Any, statement: str, parameters: Any, context: Any = None
     ) -> Any:
-        __tracebackhide__ = True  # the user's errors pass through: not our frame
         entry = begin(statement, parameters, context, cursor, _describe, True)
         if entry is None:
             return original(self, cursor, statement, parameters, context)
@@ -176,7 +173,6 @@ def _wrap_dialect_initialize(original: Callable[..., Any]) -> Callable[..., Any]
     """
 
     def initialize(self: Any, connection: Any) -> None:
-        __tracebackhide__ = True  # the user's errors pass through: not our frame
         cls = type(self)
         method = cls.do_executemany
         if not getattr(method, "_testmon_live", False):
@@ -193,7 +189,6 @@ def _wrap_connect(original: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(original)
     def connect(self: Any, *cargs: Any, **cparams: Any) -> Any:
-        __tracebackhide__ = True  # the user's errors pass through: not our frame
         ident = _get_ident()
         outer_connecting.add(ident)
         try:
@@ -208,7 +203,6 @@ def _wrap_tx_end(original: Callable[..., Any]) -> Callable[..., Any]:
     """``Dialect.do_commit`` / ``do_rollback``: transaction-scoped locks end here."""
 
     def tx_end(self: Any, dbapi_connection: Any) -> Any:
-        __tracebackhide__ = True  # the user's errors pass through: not our frame
         result = original(self, dbapi_connection)
         dblocks.tx_end(getattr(dbapi_connection, "dbapi_connection", dbapi_connection))
         return result
@@ -299,7 +293,6 @@ def _migration_wrapper(original: Callable[..., Any], op: str) -> Callable[..., A
 
     @functools.wraps(original)
     def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
-        __tracebackhide__ = True  # the user's errors pass through: not our frame
         reporter = locking._current
         if reporter is None:
             return original(self, *args, **kwargs)
@@ -353,7 +346,6 @@ def _wrap_head_maintainer(original: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(original)
     def __init__(self: Any, context: Any, *args: Any, **kwargs: Any) -> None:
-        __tracebackhide__ = True  # the user's errors pass through: not our frame
         original(self, context, *args, **kwargs)
         run = _alembic_runs.get(id(context))
         if run is not None and not run[0].begun:
@@ -375,7 +367,6 @@ def _revisions(heads: Any) -> str | None:
 def _wrap_run_migrations(original: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(original)
     def run_migrations(self: Any, **kw: Any) -> Any:
-        __tracebackhide__ = True  # the user's errors pass through: not our frame
         reporter = locking._current
         work = getattr(self, "_migrations_fn", None)
         op = _ALEMBIC_OPS.get(getattr(work, "__name__", ""))
