@@ -22,6 +22,9 @@ from testmon_live.plugin.state import RunState
 
 E = TypeVar("E", bound=ev.Event)
 
+collect_ignore = ["data"]
+"""tests/data holds what inner runs run (the Django project's own tests): not this suite's."""
+
 # Inner runs must not see knobs from whoever runs this suite, nor, when it runs under
 # xdist itself, the outer worker's identity (an inner run without xdist would pass for gwN).
 _ENV_TO_CLEAR = (
