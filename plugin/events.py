@@ -439,17 +439,30 @@ class DbWait(Event, tag="db_wait", kw_only=True):
     error: str | None = None
 
 
+class MigrationStep(msgspec.Struct, omit_defaults=True, gc=False):
+    """One migration a tool applied (or unapplied) within a run of it."""
+
+    name: str
+    """``app_label.migration_name`` (Django)."""
+    duration: float
+    backwards: bool = False
+
+
 class Migration(Event, tag="migration", kw_only=True):
     action: Literal["begin", "end"]
     tool: str
-    """``alembic``, ``sqlalchemy`` (``MetaData.create_all`` / ``drop_all``)."""
+    """``alembic``, ``sqlalchemy`` (``MetaData.create_all`` / ``drop_all``), ``django``."""
     op: str
-    """``upgrade``, ``downgrade``, ``stamp``, ``create_all``, ``drop_all``."""
+    """``upgrade``, ``downgrade``, ``stamp``, ``create_all``, ``drop_all``; Django's
+    ``migrate``, ``create_test_db`` (a test database created, its migrations included) and
+    ``reuse_test_db`` (the same under ``--reuse-db``)."""
     url: str = ""
     from_rev: str | None = None
     to_rev: str | None = None
     duration: float | None = None
     error: str | None = None
+    steps: list[MigrationStep] | None = None
+    """On an ``end``: the migrations applied, each with its duration (Django's migrate)."""
     test: str | None = None
     fixture: str | None = None
 

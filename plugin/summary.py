@@ -5,13 +5,20 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from . import events as ev
 from .state import RunState, StallRecord, lock_label, worker_order
 
 STALLS_SHOWN = 10
 """Stalls listed in the summary without ``-v``."""
 
 
-_PLURALS = {"test": "tests", "wait": "waits", "error": "errors"}
+_PLURALS = {
+    "test": "tests",
+    "wait": "waits",
+    "error": "errors",
+    "migration": "migrations",
+    "app": "apps",
+}
 """Words that take an s after any count but 1 (pytest's passed, failed... never do)."""
 
 
@@ -30,6 +37,53 @@ def _rel(path: Path) -> str:
         return os.path.relpath(path)
     except ValueError:
         return str(path)
+
+
+def _lock_share(state: RunState, fixture: str) -> str:
+    """What of a fixture's setup time was waiting on locks (the cause, not the repetition)."""
+    waits = state.fixture_lock_waits.get(fixture)
+    if not waits:
+        return ""
+    label = max(waits, key=waits.__getitem__)
+    return f", {_dur(sum(waits.values()))} of it waiting on {label}"
+
+
+def _race_line(state: RunState, url: str, racing: set[str], names: str) -> str:
+    """Racing migrations; schema changes of hand-written runners with their statements."""
+    spans = [m for m in state.migrations if m.url == url and m.w in racing and m.action == "end"]
+    if not spans or any(m.tool != "ddl" for m in spans):
+        return f"concurrent migrations: {names} migrated {url or 'one database'} at once"
+    statements = sorted({m.to_rev for m in spans if m.to_rev})
+    return f"concurrent schema changes: {names} on {url} at once ({'; '.join(statements[:3])})"
+
+
+def _test_database_lines(state: RunState) -> list[str]:
+    """Django's test databases, created and migrated on every worker: one line for all."""
+    created: dict[str, float] = {}
+    migrated: dict[str, float] = {}
+    steps: dict[str, list[ev.MigrationStep]] = {}
+    for m in state.migrations:
+        if m.action != "end" or m.tool != "django" or m.error:
+            continue
+        if m.op == "create_test_db":
+            created[m.w] = created.get(m.w, 0.0) + (m.duration or 0.0)
+        elif m.op == "migrate":
+            migrated[m.w] = migrated.get(m.w, 0.0) + (m.duration or 0.0)
+            steps.setdefault(m.w, []).extend(m.steps or ())
+    if len(created) < 2:
+        return []
+    workers = len(created)
+    line = (
+        f"test databases: created on each of {workers} workers, "
+        f"{_dur(sum(created.values()) / workers)} each ({_dur(sum(created.values()))} in all)"
+    )
+    if migrated:
+        most = max(steps.values(), key=len, default=[])
+        apps = {step.name.split(".", 1)[0] for step in most}
+        line += f", {_dur(sum(migrated.values()) / len(migrated))} of it migrations"
+        if most:
+            line += f" ({_count(len(most), 'migration')} of {_count(len(apps), 'app')})"
+    return [line + "; remedies: --reuse-db, --nomigrations, a template database"]
 
 
 def summary_lines(state: RunState, log: Path, problems: list[str], verbosity: int = 0) -> list[str]:
@@ -53,7 +107,7 @@ def summary_lines(state: RunState, log: Path, problems: list[str], verbosity: in
     )
     lines.extend(
         f"{fx.scope} fixture {fx.name!r} set up {fx.count}x on {len(fx.workers)} workers, "
-        f"{_dur(fx.setup_total)} in all"
+        f"{_dur(fx.setup_total)} in all{_lock_share(state, fx.name)}"
         for fx in state.fixtures_by_cost()[:3]
         if fx.costly_duplicate
     )
@@ -88,7 +142,8 @@ def summary_lines(state: RunState, log: Path, problems: list[str], verbosity: in
         )
     for url, racing in state.migration_races.items():
         names = ", ".join(sorted(racing, key=worker_order))
-        lines.append(f"concurrent migrations: {names} migrated {url or 'one database'} at once")
+        lines.append(_race_line(state, url, racing, names))
+    lines.extend(_test_database_lines(state))
     stalls = state.stall_count()
     if stalls:
         lines.append(f"stalls: {stalls} (see `testmon report {state.run_id}`)")

@@ -10,55 +10,17 @@ Placement: ``--dist each`` (every worker runs every test; a barrier makes them m
 from __future__ import annotations
 
 import json
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from testmon_live.plugin import events as ev
+from testmon_live.plugin.probes import dbstatements
 from testmon_live.plugin.probes import sqlalchemy as probe
 from testmon_live.tui import cli
 
-from .conftest import MARIADB_URL, POSTGRES_URL, only_run, require_marker
+from .conftest import only_run
 from .test_locks import BARRIER, TIMEOUT
-
-
-def _fresh_database(admin_url: str, quote: str) -> Iterator[str]:
-    """A database of its own on a server the test's marker made sure is there."""
-    import sqlalchemy as sa
-
-    name = "tm_" + uuid.uuid4().hex[:12]
-    engine = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
-        conn.execute(sa.text(f"CREATE DATABASE {quote}{name}{quote}"))
-    try:
-        yield sa.make_url(admin_url).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with engine.connect() as conn:
-            if admin_url.startswith("postgresql"):
-                conn.execute(
-                    sa.text(
-                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                        "WHERE datname = :n AND pid <> pg_backend_pid()"
-                    ),
-                    {"n": name},
-                )
-            conn.execute(sa.text(f"DROP DATABASE IF EXISTS {quote}{name}{quote}"))
-        engine.dispose()
-
-
-@pytest.fixture
-def pg_url(request: pytest.FixtureRequest) -> Iterator[str]:
-    require_marker(request, "postgres")
-    yield from _fresh_database(POSTGRES_URL, '"')
-
-
-@pytest.fixture
-def mariadb_url(request: pytest.FixtureRequest) -> Iterator[str]:
-    require_marker(request, "mariadb")
-    yield from _fresh_database(MARIADB_URL, "`")
-
 
 # ---------------------------------------------------------------- migrations
 
@@ -729,7 +691,7 @@ def test_sqlite_database_is_locked_recorded(pytester: pytest.Pytester) -> None:
 def test_classify_lock_statements(
     statement: str, params: object, expected: tuple[str, str, str, bool] | None
 ) -> None:
-    found = probe.classify(statement, params)
+    found = dbstatements.classify(statement, params)
     got = None if found is None else (found.action, found.kind, found.key, found.transactional)
     assert got == expected
 
@@ -797,10 +759,10 @@ def test_lock_result_read_without_consuming(
 
     got: list[ev.Event] = []
     cursor = _BufferedCursor(names, rows)
-    value = probe._result_value(
+    value = dbstatements.result_value(
         locking.LockReporter(got.append, WorkerActivity(0.0)), cursor, check
     )
-    assert (value if value is not probe._UNREAD else "unread") == expected
+    assert (value if value is not dbstatements.UNREAD else "unread") == expected
     assert cursor.rownumber == 0
     assert got == []
 

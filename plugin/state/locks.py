@@ -66,6 +66,8 @@ class LockFold(WorkerFold):
         self.locks: dict[tuple[str, str], LockStats] = {}
         self.lock_events: list[ev.LockEvent] = []
         self.db_waits: list[ev.DbWait] = []
+        self.fixture_lock_waits: dict[str, dict[str, float]] = {}
+        """Fixture name -> lock label -> seconds its setups waited on that lock."""
         self.migrations: list[ev.Migration] = []
         self.deadlocks: list[ev.Deadlock] = []
         self.deadlock_keys: set[tuple[tuple[str, str], ...]] = set()
@@ -100,11 +102,16 @@ class LockFold(WorkerFold):
                 stats.total_wait += waited
                 if waited > stats.max_wait:
                     stats.max_wait = waited
-                if e.holder is None and wait is not None:
+                holder = e.holder
+                if holder is not None and not holder.w and holder.backend is not None:
+                    holder.w = self._backend_worker(holder.backend)
+                if (holder is None or not holder.w) and wait is not None and wait.holder:
                     e.holder = wait.holder
                 if e.holder is not None and e.holder.w:
                     stats.waited_on[e.holder.w] += 1
                 stats.last_contended[e.w] = e
+                if e.fixture:
+                    self._fixture_waited(e, waited)
             stats.holders[e.w] += 1
             stats.held_by[lid] = e
             # Waits that arrived before this acquisition did (batches cross): their holder.
@@ -126,11 +133,19 @@ class LockFold(WorkerFold):
             elif e.reason == "timeout":
                 stats.timeouts += 1
                 waited = e.waited or 0.0
+                if e.fixture:
+                    self._fixture_waited(e, waited)
                 stats.total_wait += waited
                 if waited > stats.max_wait:
                     stats.max_wait = waited
         if self.detail:
             self.lock_events.append(e)
+
+    def _fixture_waited(self, e: ev.LockEvent, waited: float) -> None:
+        assert e.fixture is not None
+        waits = self.fixture_lock_waits.setdefault(e.fixture, {})
+        label = lock_label(e.kind, e.key)
+        waits[label] = waits.get(label, 0.0) + waited
 
     def _attribute_wait(self, stats: LockStats, e: ev.LockEvent) -> None:
         """Name the holder of a wait: from the server's connection id, else from the
