@@ -82,14 +82,16 @@ def read_header(path: Path) -> ev.RunStarted:
     if not first.strip():
         raise RunLogError(f"{path} is empty: not a testmon-live run log")
     try:
-        peek = msgspec.json.decode(first, type=_HeaderPeek)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-        raise RunLogError(f"{path} is not a testmon-live run log (line 1: {exc})") from None
-    if peek.t == "run" and peek.schema > ev.SCHEMA_VERSION:
-        check_header(ev.RunStarted(schema=peek.schema, run_id=peek.run_id, rootdir=""), str(path))
-    try:
         header = ev.decode_event(first)
     except ev.DecodeError as exc:
+        try:
+            peek = msgspec.json.decode(first, type=_HeaderPeek)
+        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
+            peek = _HeaderPeek()
+        if peek.t == "run" and peek.schema > ev.SCHEMA_VERSION:
+            check_header(
+                ev.RunStarted(schema=peek.schema, run_id=peek.run_id, rootdir=""), str(path)
+            )
         raise RunLogError(f"{path} is not a testmon-live run log (line 1: {exc})") from None
     return check_header(header, str(path))
 

@@ -1,0 +1,191 @@
+"""A run log is untrusted input: crafted logs must not hang, crash, flood or take over the
+terminal of the viewer that reads them (issue 11: items 12 to 16)."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from testmon_live.plugin import events as ev
+from testmon_live.plugin.runlog import MonitorDir, iter_log
+from testmon_live.tui import cli
+from testmon_live.tui.testing import sample_runs
+
+from .test_cli_report import synthetic_events, write_log
+
+RAW_CONTROL = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f]")
+"""What a terminal acts on instead of showing (tab included: it moves the cursor)."""
+
+HOSTILE = "\x1b[2J\x1b]8;;https://evil.invalid/\x07click\x1b]8;;\x07\x07\x9b31m\r\x08"
+"""Clear the screen, an OSC 8 hyperlink, a bell, an 8-bit CSI, a carriage return, a
+backspace."""
+
+TEXT_FIELDS = frozenset(
+    {
+        "w", "nodeid", "message", "longrepr", "name", "key", "error", "msg", "statement",
+        "image", "location", "detail", "func", "file", "test", "fixture", "rootdir", "source",
+        "text", "holds", "waits_for", "coro", "awaiting", "cid", "url", "baseid",
+    }
+)  # fmt: skip
+"""Fields a hostile log fills with escape sequences (the same suffix everywhere, so the
+ids that tie events together still match)."""
+
+
+def poisoned(value: object, field: str = "") -> object:
+    if isinstance(value, str):
+        return value + HOSTILE if value and field in TEXT_FIELDS else value
+    if isinstance(value, msgspec.Struct):
+        changes = {name: poisoned(getattr(value, name), name) for name in value.__struct_fields__}
+        return msgspec.structs.replace(value, **changes)
+    if isinstance(value, list):
+        return [poisoned(item, field) for item in value]
+    return value
+
+
+def poisoned_run() -> list[ev.Event]:
+    events = [poisoned(e) for e in sample_runs.demo_run()]
+    assert all(isinstance(e, ev.Event) for e in events)
+    return events  # type: ignore[return-value]
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    capsys.readouterr()
+    code = cli.main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+# -------------------------------------------------------- 13: nesting that recurses
+
+
+def test_a_deeply_nested_line_is_skipped_and_the_rest_read(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    lines = [ev.encode_line(e) for e in synthetic_events()]
+    deep = b'{"t":"notice","msg":"x","extra":' + b"[" * 100_000 + b"]" * 100_000 + b"}\n"
+    lines.insert(3, deep)
+    path = MonitorDir(tmp_path / ".testmon").log_path("20260101-120000-abcd")
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"".join(lines))
+    problems: list[tuple[int, str]] = []
+    events = list(iter_log(path, problems))
+    assert len(events) == len(lines) - 1
+    code, out, err = run_cli(capsys, "report", str(path), "-f", "json")
+    assert code == 0, err
+    model = json.loads(out)
+    assert [s["line"] for s in model["skipped_lines"]] == [4]
+    assert "nest" in model["skipped_lines"][0]["reason"]
+    assert model["run"]["status"] == "finished"
+
+
+# ------------------------------------------------------ 15: numbers out of any range
+
+EXTREMES = ("1e308", "-1e308", "1e999", "-1e999", "NaN", "Infinity", "null", str(10**30))
+
+
+def _with_value(
+    objs: list[dict[str, object]], where: Callable[[list[dict[str, object]]], None]
+) -> str:
+    where(objs)
+    return "".join(json.dumps(o) + "\n" for o in objs)
+
+
+def _extreme_logs(value: str) -> list[str]:
+    """Logs with ``value`` as a timestamp, a duration, a phase time and the end's numbers."""
+    marker = "@@VALUE@@"
+
+    def header_ts(objs: list[dict[str, object]]) -> None:
+        objs[0]["ts"] = marker
+
+    def test_times(objs: list[dict[str, object]]) -> None:
+        for o in objs:
+            if o["t"] == "test":
+                o["duration"] = marker
+                o["phases"][0][1] = marker  # type: ignore[index]
+                o["phases"][1][2] = marker  # type: ignore[index]
+
+    def end(objs: list[dict[str, object]]) -> None:
+        objs[-1]["duration"] = marker
+        objs[-1]["test_time"] = marker
+        objs[-1]["ts"] = marker
+
+    def everywhere(objs: list[dict[str, object]]) -> None:
+        for o in objs[1:]:
+            o["ts"] = marker
+            o["seq"] = marker
+
+    logs = []
+    for n, change in enumerate((header_ts, test_times, end, everywhere)):
+        objs = [json.loads(ev.encode(e)) for e in synthetic_events(f"2026010{n}-120000-abcd")]
+        logs.append(_with_value(objs, change).replace(f'"{marker}"', value))
+    return logs
+
+
+@pytest.mark.parametrize("value", EXTREMES)
+def test_extreme_numbers_are_clamped_and_every_command_survives(
+    value: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    mdir = MonitorDir(tmp_path / ".testmon")
+    mdir.ensure()
+    reference = write_log(mdir.log_path("20251231-120000-abcd"), synthetic_events("reference"))
+    paths = []
+    for n, text in enumerate(_extreme_logs(value)):
+        path = mdir.log_path(f"20260101-12000{n}-abcd")
+        path.write_text(text)
+        paths.append(path)
+    commands: list[tuple[str, ...]] = [("runs", "--dir", str(mdir.root))]
+    for path in paths:
+        commands += [
+            ("report", str(path)),
+            ("report", str(path), "-f", "markdown"),
+            ("report", str(path), "-f", "json"),
+            ("export", str(path), "-o", str(tmp_path / "trace.json")),
+            ("export", str(path), "-f", "junit", "-o", str(tmp_path / "junit.xml")),
+            ("diff", str(reference), str(path)),
+            ("suspects", str(path), "test_ok"),
+        ]
+    for args in commands:
+        code, _, err = run_cli(capsys, *args)
+        assert code == 0, (args, err)
+        assert "error" not in err, (args, err)
+    for path in paths:  # nothing was lost: every test record and the end were kept
+        events = list(iter_log(path))
+        assert sum(isinstance(e, ev.TestFinished) for e in events) == 2, path.read_text()
+        assert isinstance(events[-1], ev.RunFinished)
+        for event in events:
+            for name in ("ts", "duration", "test_time"):
+                number = getattr(event, name, None) or 0.0
+                assert abs(number) <= ev.MAX_SECONDS, (name, event)
+
+
+def test_what_the_writer_makes_of_inf_and_nan_reads_back() -> None:
+    """The encoder writes inf and nan as null: a test record or an end record holding one
+    (a test's patched clock) was a line no reader took back, and the record was lost."""
+    inf, nan = float("inf"), float("nan")
+    test = ev.TestFinished(
+        w="gw0",
+        ts=inf,
+        nodeid="test_clock.py::test_infinite_clock",
+        outcome="passed",
+        duration=inf,
+        phases=[ev.Phase("call", nan, inf, "passed")],
+        fixtures=[ev.FixtureRun("clock", -inf, inf)],
+    )
+    end = ev.RunFinished(exitstatus=0, status="ok", duration=nan, test_time=inf)
+    data = ev.encode_lines([test, end])
+    assert b"null" in data
+    good, bad = ev.decode_events_tolerant(data)  # what the hub and the reader do
+    assert bad == []
+    kept, finished = good
+    assert isinstance(kept, ev.TestFinished)
+    assert kept.nodeid == test.nodeid
+    assert (kept.ts, kept.duration, kept.phases[0].start) == (0.0, 0.0, 0.0)
+    assert kept.fixtures[0].setup_start == 0.0
+    assert isinstance(finished, ev.RunFinished)
+    assert (finished.duration, finished.test_time) == (0.0, 0.0)
+    assert ev.decode_stream_line(ev.encode(test)) == kept
