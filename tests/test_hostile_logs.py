@@ -4,7 +4,10 @@ terminal of the viewer that reads them (issue 11: items 12 to 16)."""
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -12,7 +15,7 @@ import msgspec
 import pytest
 
 from testmon_live.plugin import events as ev
-from testmon_live.plugin.runlog import MonitorDir, iter_log
+from testmon_live.plugin.runlog import MonitorDir, SkippedLines, iter_log
 from testmon_live.tui import cli
 from testmon_live.tui.testing import sample_runs
 
@@ -72,14 +75,67 @@ def test_a_deeply_nested_line_is_skipped_and_the_rest_read(
     path = MonitorDir(tmp_path / ".testmon").log_path("20260101-120000-abcd")
     path.parent.mkdir(parents=True)
     path.write_bytes(b"".join(lines))
-    problems: list[tuple[int, str]] = []
+    problems = SkippedLines()
     events = list(iter_log(path, problems))
     assert len(events) == len(lines) - 1
+    assert [line for line, _ in problems] == [4]
     code, out, err = run_cli(capsys, "report", str(path), "-f", "json")
     assert code == 0, err
     model = json.loads(out)
     assert [s["line"] for s in model["skipped_lines"]] == [4]
     assert "nest" in model["skipped_lines"][0]["reason"]
+    assert model["run"]["status"] == "finished"
+
+
+# ------------------------------------------------------------ 14: floods of garbage
+
+GARBAGE_LINES = 300_000
+
+MEASURE = """
+import resource, sys
+from testmon_live.tui.cli import main
+with open(sys.argv[2], "w") as out:
+    sys.stdout = out
+    code = main(["report", sys.argv[1]] + sys.argv[3:])
+sys.stdout = sys.__stdout__
+print(code, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+
+
+def _report_rss(log: Path, out: Path, *args: str) -> tuple[int, int]:
+    done = subprocess.run(
+        [sys.executable, "-c", MEASURE, str(log), str(out), *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    code, kib = done.stdout.split()
+    return int(code), int(kib)
+
+
+def test_a_flood_of_garbage_lines_is_counted_in_bounded_memory(tmp_path: Path) -> None:
+    mdir = MonitorDir(tmp_path / ".testmon")
+    clean = write_log(mdir.log_path("20260101-120000-abcd"), synthetic_events())
+    lines = [ev.encode_line(e) for e in synthetic_events("20260101-120001-abcd")]
+    flood = lines[:3] + [b"x\n"] * GARBAGE_LINES + lines[3:]
+    dirty = mdir.log_path("20260101-120001-abcd")
+    dirty.write_bytes(b"".join(flood))
+
+    _, clean_kib = _report_rss(clean, tmp_path / "clean.txt")
+    code, dirty_kib = _report_rss(dirty, tmp_path / "dirty.txt")
+    assert code == 0
+    # 300,000 skipped lines once cost ~200 MB here; the count and a few examples cost nothing
+    assert dirty_kib - clean_kib < 40 * 1024, (clean_kib, dirty_kib)
+    text = (tmp_path / "dirty.txt").read_text()
+    assert f"the reader skipped {GARBAGE_LINES:,} lines of the log" in text
+    assert len(text.splitlines()) < 200
+    _report_rss(dirty, tmp_path / "dirty.json", "-f", "json")
+    model = json.loads((tmp_path / "dirty.json").read_text())
+    assert model["skipped_total"] == GARBAGE_LINES
+    assert 0 < len(model["skipped_lines"]) <= 20
+    assert model["skipped_lines"][0]["line"] == 4
     assert model["run"]["status"] == "finished"
 
 
@@ -189,3 +245,42 @@ def test_what_the_writer_makes_of_inf_and_nan_reads_back() -> None:
     assert isinstance(finished, ev.RunFinished)
     assert (finished.duration, finished.test_time) == (0.0, 0.0)
     assert ev.decode_stream_line(ev.encode(test)) == kept
+
+
+# --------------------------------------------------------- 16: files that are no logs
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+def test_a_fifo_named_like_a_log_is_not_read(tmp_path: Path) -> None:
+    mdir = MonitorDir(tmp_path / ".testmon")
+    write_log(mdir.log_path("20260101-120000-abcd"), synthetic_events())
+    fifo = mdir.log_path("20990101-000000-fifo")
+    os.mkfifo(fifo)
+    (mdir.runs / "20990101-000001-link.jsonl").symlink_to("/dev/zero")
+    for args in (
+        ("runs", "--dir", str(mdir.root)),
+        ("report", "--dir", str(mdir.root)),
+        ("report", str(fifo)),
+        ("report", "--dir", str(mdir.root), "20990101-000001"),
+    ):
+        try:
+            done = subprocess.run(
+                [sys.executable, "-m", "testmon_live.tui.cli", *args],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                check=False,
+            )
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"testmon {' '.join(args)} hung on a FIFO")
+        assert "Traceback" not in done.stderr
+        if args[0] == "runs":
+            assert done.returncode == 0
+            assert "20260101-120000-abcd" in done.stdout
+            assert "not a regular file" in done.stdout
+        elif len(args) == 3:
+            assert done.returncode == 0
+            assert "20260101-120000-abcd" in done.stdout
+        else:
+            assert done.returncode == cli.EXIT_ERROR
+            assert "not a regular file" in done.stderr

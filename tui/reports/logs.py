@@ -20,9 +20,11 @@ from testmon_live.plugin.runlog import (
     RUNS_DIR,
     MonitorDir,
     RunLogError,
+    SkippedLines,
     check_header,
     iter_log,
     live_runs,
+    open_log,
 )
 from testmon_live.plugin.state import RunState
 
@@ -75,7 +77,7 @@ def read_header(path: Path) -> ev.RunStarted:
     this build cannot decode it (it then says "upgrade", not "not a run log").
     """
     try:
-        with path.open("rb") as handle:
+        with open_log(path) as handle:
             first = handle.readline(HEADER_LIMIT)
     except OSError as exc:
         raise RunLogError(f"cannot read {path}: {exc.strerror or exc}") from None
@@ -98,7 +100,7 @@ def read_header(path: Path) -> ev.RunStarted:
 
 def read_last_event(path: Path) -> ev.Event | None:
     """The event on the last complete line, read from the end; None if there is none."""
-    with path.open("rb") as handle:
+    with open_log(path) as handle:
         size = handle.seek(0, os.SEEK_END)
         if size == 0:
             return None
@@ -195,7 +197,7 @@ class LoadedRun:
 def load_run(path: Path, mdir: MonitorDir) -> LoadedRun:
     """Fold a log; the reader's skipped lines land in ``state.problems``."""
     header = read_header(path)
-    problems: list[tuple[int, str]] = []
+    problems = SkippedLines()
     state = RunState(detail=False).apply_all(iter_log(path, problems))
     state.problems = problems
     live = header.run_id in live_ids(monitor_dir_of(path, mdir))
