@@ -17,6 +17,9 @@ import pytest
 from testmon_live.plugin import events as ev
 from testmon_live.plugin.runlog import MonitorDir, SkippedLines, iter_log
 from testmon_live.tui import cli
+from testmon_live.tui.dashboard.app import TABS, make_app
+from testmon_live.tui.dashboard.screenshots import settle
+from testmon_live.tui.dashboard.sources import ReplaySource
 from testmon_live.tui.testing import sample_runs
 
 from .test_cli_report import synthetic_events, write_log
@@ -61,6 +64,50 @@ def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, s
     code = cli.main(list(args))
     out, err = capsys.readouterr()
     return code, out, err
+
+
+# --------------------------------------------------------------- 12: escape sequences
+
+
+def test_escape_sequences_in_a_log_never_reach_the_terminal_of_a_report(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = sample_runs.write_log(
+        tmp_path / ".testmon" / "runs" / f"{sample_runs.RUN_ID}.jsonl", poisoned_run()
+    )
+    for fmt in ("text", "markdown"):
+        code, out, err = run_cli(capsys, "report", str(path), "-f", fmt)
+        assert code == 0, err
+        assert "click" in out  # the text is shown...
+        assert not RAW_CONTROL.findall(out), fmt  # ...its escape sequences are not
+        assert "\\x1b[2J" in out  # shown escaped, so the reader sees something was there
+    code, out, _ = run_cli(capsys, "report", str(path), "-f", "json")
+    assert code == 0
+    assert not RAW_CONTROL.findall(out)
+    model = json.loads(out)
+    # JSON keeps the data exactly (escaped as JSON escapes it)
+    assert any(f["nodeid"].endswith(HOSTILE) for f in model["failures"])
+    for args in (("runs", "--dir", str(path.parent.parent)), ("diff", str(path), str(path))):
+        code, out, err = run_cli(capsys, *args)
+        assert not RAW_CONTROL.findall(out + err), args
+
+
+async def test_escape_sequences_in_a_log_never_reach_the_dashboard(tmp_path: Path) -> None:
+    path = sample_runs.write_log(tmp_path / ".testmon" / "runs" / "hostile.jsonl", poisoned_run())
+    app = make_app(ReplaySource(path), clock=lambda: sample_runs.T0)
+    async with app.run_test(size=(140, 40)) as pilot:
+        await settle(app, pilot)
+        seen = []
+        for number in range(1, len(TABS) + 1):
+            await pilot.press(str(number))
+            await pilot.pause()
+            seen.append(app.export_screenshot())
+        app.open_test(app.ingest.state.failures[0])
+        await pilot.pause()
+        seen.append(app.export_screenshot())
+    screens = "".join(seen)
+    assert "click" in screens
+    assert not RAW_CONTROL.findall(screens.replace("\n", ""))
 
 
 # -------------------------------------------------------- 13: nesting that recurses

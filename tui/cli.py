@@ -287,6 +287,7 @@ def _bisect_arguments(parser: argparse.ArgumentParser) -> None:
 def _bisect(args: argparse.Namespace) -> int:
     from .forensics.bisect import bisect
     from .forensics.render import bisect_model, bisect_sections, render_sections
+    from .reports.document import printable
 
     if args.time_limit <= 0:
         raise CommandError("--time-limit: give a number of seconds above 0", EXIT_USAGE)
@@ -294,7 +295,7 @@ def _bisect(args: argparse.Namespace) -> int:
     extra: list[str] = getattr(args, "passthrough", [])
 
     def progress(line: str) -> None:
-        print(line, file=sys.stderr, flush=True)
+        print(printable(line), file=sys.stderr, flush=True)
 
     if args.format == "text":
         progress(
@@ -705,7 +706,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _fail(prog: str, message: str, code: int) -> int:
-    print(f"{prog}: error: {message}", file=sys.stderr)
+    from .reports.document import printable
+
+    print(f"{prog}: error: {printable(message)}", file=sys.stderr)
     return code
 
 
