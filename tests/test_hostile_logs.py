@@ -8,18 +8,26 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 import msgspec
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from testmon_live.plugin import events as ev
-from testmon_live.plugin.runlog import MonitorDir, SkippedLines, iter_log
+from testmon_live.plugin.runlog import MonitorDir, RunLogError, SkippedLines, iter_log
+from testmon_live.plugin.state import RunState
 from testmon_live.tui import cli
 from testmon_live.tui.dashboard.app import TABS, make_app
 from testmon_live.tui.dashboard.screenshots import settle
 from testmon_live.tui.dashboard.sources import ReplaySource
+from testmon_live.tui.reports.logs import load_run, read_header
+from testmon_live.tui.reports.model import build_report
+from testmon_live.tui.reports.run_list import build_runs, list_runs
+from testmon_live.tui.reports.sections import render, render_runs
 from testmon_live.tui.testing import sample_runs
 
 from .test_cli_report import synthetic_events, write_log
@@ -331,3 +339,110 @@ def test_a_fifo_named_like_a_log_is_not_read(tmp_path: Path) -> None:
         else:
             assert done.returncode == cli.EXIT_ERROR
             assert "not a regular file" in done.stderr
+
+
+# ------------------------------------------- fuzz: the reader, the fold, the reports
+
+T0 = sample_runs.T0
+MORE_SHAPES: tuple[ev.Event, ...] = (
+    ev.DbConnected(w="gw0", ts=T0 + 1, dialect="postgresql", url="postgresql://db", backend=7),
+    ev.FixtureTeardown(w="gw0", ts=T0 + 2, name="db", scope="session", test=None, start=T0,
+                       dur=1.0),
+    ev.CommandReply(w="gw0", ts=T0 + 3, request=1, cmd="ping", result={"rss": 1, "x": 0.5}),
+)  # fmt: skip
+DEEP = b'{"t":"hb","x":' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+
+
+def _shapes() -> list[dict[str, object]]:
+    """One of every kind of event, as JSON objects, a real run's header first."""
+    seen: dict[str, dict[str, object]] = {}
+    for event in (*sample_runs.demo_run(), *synthetic_events(), *MORE_SHAPES):
+        seen.setdefault(ev.kind(event), json.loads(ev.encode(event)))
+    return list(seen.values())
+
+
+SHAPES = _shapes()
+SPECIAL_TEXT = ("\x1b[2J", "\x1b]8;;x\x07y\x1b]8;;\x07", "\x07", "\x9b1m", "\ud800", "\u202e", "")
+SPECIAL_NUMBERS = (1e308, -1e308, float("inf"), float("-inf"), float("nan"), 2**64, -(2**63) - 1)
+
+texts = st.one_of(
+    st.text(st.characters(exclude_categories=()), max_size=12),
+    st.sampled_from(SPECIAL_TEXT),
+    st.builds(lambda a, b: a + b, st.sampled_from(SPECIAL_TEXT), st.text(max_size=6)),
+)
+numbers = st.one_of(
+    st.integers(min_value=-(10**30), max_value=10**30),
+    st.floats(),
+    st.sampled_from(SPECIAL_NUMBERS),
+)
+json_values = st.recursive(
+    st.none() | st.booleans() | numbers | texts,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(texts, inner, max_size=3),
+    max_leaves=12,
+)
+
+
+def _like(value: object) -> st.SearchStrategy[object]:
+    """A value of the same JSON type as ``value`` (what passes validation and reaches the
+    fold), or of any type."""
+    if isinstance(value, str):
+        return texts | json_values
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return numbers | json_values
+    return json_values
+
+
+@st.composite
+def hostile_logs(draw: st.DrawFn) -> bytes:
+    objs = [json.loads(json.dumps(shape)) for shape in SHAPES]
+    for _ in range(draw(st.integers(0, 12))):
+        obj = draw(st.sampled_from(objs))
+        key = draw(st.sampled_from(sorted(obj)) | st.just("unknown"))
+        if key != "t":
+            obj[key] = draw(_like(obj.get(key)))
+    lines = [json.dumps(o, allow_nan=True, ensure_ascii=draw(st.booleans())) for o in objs]
+    raw = [line.encode("utf-8", "surrogatepass") for line in lines]
+    if draw(st.booleans()):  # nesting deeper than any stack
+        raw.insert(
+            draw(st.integers(1, len(raw))),
+            b'{"t":"hb","x":' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+        )
+    for garbage in draw(
+        st.lists(st.binary(max_size=20).filter(lambda b: b"\n" not in b), max_size=3)
+    ):
+        raw.insert(draw(st.integers(1, len(raw))), garbage)
+    return b"\n".join(raw) + b"\n"
+
+
+@settings(
+    max_examples=200,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(data=hostile_logs())
+def test_fuzz_no_log_breaks_the_reader_the_fold_or_a_report(data: bytes) -> None:
+    """Real event shapes with fields replaced by anything JSON holds (nesting, huge numbers,
+    nan, surrogates, escape sequences), garbage lines and a line nested 100,000 deep: every
+    log either reads, folds and renders in every format without a raw control character,
+    or is refused with a RunLogError (when its header is what was broken)."""
+    with tempfile.TemporaryDirectory() as folder:
+        mdir = MonitorDir(Path(folder) / ".testmon")
+        mdir.ensure()
+        path = mdir.log_path("20260101-120000-fuzz")
+        path.write_bytes(data)
+        try:
+            run = load_run(path, mdir)
+        except RunLogError:
+            with pytest.raises(RunLogError):
+                read_header(path)  # only a broken header makes a log unreadable
+            return
+        RunState(detail=True).apply_all(iter_log(path))
+        report = build_report(run)
+        for fmt in ("text", "markdown", "json"):
+            out = render(report, fmt)
+            assert not RAW_CONTROL.search(out), (fmt, out)
+        json.loads(render(report, "json"))
+        listing = render_runs(build_runs(list_runs(mdir)), "text")
+        assert not RAW_CONTROL.search(listing)
