@@ -761,14 +761,20 @@ _STEP = re.compile(r"\.([^.\[]+)|\[(\d+)\]")
 def decode_event(line: bytes | str) -> Event:
     """One event. A line whose only fault is a number (beyond :data:`Float` or :data:`Int`,
     ``null`` where the encoder met inf or nan, ``1e999``, ``NaN``) is repaired: clamped, 0."""
+    return _decoded(_event_decoder, line)
+
+
+_D = TypeVar("_D")
+
+
+def _decoded(decoder: "msgspec.json.Decoder[_D]", line: bytes | str) -> _D | Event:
     try:
-        event = _event_decoder.decode(line)
+        return decoder.decode(line)
     except _DECODE_ERRORS as exc:
         repaired = _repaired(line, exc)
         if repaired is None:
             raise DecodeError(_reason(exc)) from None
         return repaired
-    return event
 
 
 def decode_events(data: bytes) -> list[Event]:
@@ -885,14 +891,7 @@ def decode_control(line: bytes | str) -> Control:
 
 def decode_stream_line(line: bytes | str) -> Event | Control:
     """What a viewer reads from the hub: an event of the run or a control message."""
-    try:
-        message = _stream_decoder.decode(line)
-    except _DECODE_ERRORS as exc:
-        repaired = _repaired(line, exc)
-        if repaired is None:
-            raise DecodeError(_reason(exc)) from None
-        return repaired
-    return message
+    return _decoded(_stream_decoder, line)
 
 
 def _reason(exc: BaseException) -> str:
