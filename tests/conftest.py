@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import pytest
 
 from testmon_live.plugin import events as ev
-from testmon_live.plugin.runlog import MonitorDir, iter_log
+from testmon_live.plugin.runlog import MonitorDir, SkippedLines, iter_log
 from testmon_live.plugin.state import RunState
 
 E = TypeVar("E", bound=ev.Event)
@@ -68,7 +68,7 @@ class Recorded:
 
     path: Path
     events: list[ev.Event]
-    problems: list[tuple[int, str]] = field(default_factory=list)
+    problems: SkippedLines = field(default_factory=SkippedLines)
 
     @property
     def header(self) -> ev.RunStarted:
@@ -91,7 +91,7 @@ class Recorded:
 
 
 def read_recorded(path: Path) -> Recorded:
-    problems: list[tuple[int, str]] = []
+    problems = SkippedLines()
     events = list(iter_log(path, problems))
     return Recorded(path, events, problems)
 

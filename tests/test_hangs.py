@@ -296,7 +296,7 @@ def test_outcomes_are_what_they_are_without_the_monitor(hung: HungRun) -> None:
     assert hung.monitored == hung.plain
     assert hung.monitored[("test_hung.py::test_fails_as_usual", "call")] == "failed"
     assert len({nodeid for nodeid, _ in hung.monitored}) == 10
-    assert hung.run.problems == []
+    assert not hung.run.problems, list(hung.run.problems)
 
 
 def test_missed_wakeup_on_a_condition(hung: HungRun) -> None:

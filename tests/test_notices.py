@@ -487,7 +487,7 @@ def test_sigterm_prints_workers_and_stacks_and_completes_the_log(
     run.wait_for(rf'^      File ".*test_hang\.py", line {line}, in test_hang$')
     run.wait_for(r"^\[testmon-live\] log complete up to this moment: ")
     recorded = only_log(root)
-    assert recorded.problems == []
+    assert not recorded.problems, list(recorded.problems)
     end = recorded.events[-1]
     assert isinstance(end, ev.RunFinished), end
     assert end.status == "interrupted"

@@ -285,23 +285,34 @@ def _bisect_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _bisect(args: argparse.Namespace) -> int:
-    from .forensics.bisect import bisect
+    from .forensics.bisect import BisectRefused, bisect
+    from .forensics.order import OrderError, trusted_rootdir
     from .forensics.render import bisect_model, bisect_sections, render_sections
+    from .reports.document import printable
 
     if args.time_limit <= 0:
         raise CommandError("--time-limit: give a number of seconds above 0", EXIT_USAGE)
-    _, found = _found(args)
+    mdir, found = _found(args)
+    try:
+        rootdir = trusted_rootdir(found, mdir, Path.cwd())
+    except OrderError as exc:
+        raise CommandError(str(exc)) from None
     extra: list[str] = getattr(args, "passthrough", [])
 
     def progress(line: str) -> None:
-        print(line, file=sys.stderr, flush=True)
+        print(printable(line), file=sys.stderr, flush=True)
 
     if args.format == "text":
         progress(
             f"bisecting {len(found.predecessors)} predecessors of {found.target.nodeid} "
             f"(worker {found.target.w}), in {found.rootdir}"
         )
-    result = bisect(found, time_limit=args.time_limit, extra=extra, progress=progress)
+    try:
+        result = bisect(
+            found, rootdir=rootdir, time_limit=args.time_limit, extra=extra, progress=progress
+        )
+    except BisectRefused as exc:
+        raise CommandError(str(exc)) from None
     model = bisect_model(result, found.target.nodeid)
     write(render_sections(bisect_sections(result, found.target.nodeid), model, args.format))
     return (
@@ -705,7 +716,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _fail(prog: str, message: str, code: int) -> int:
-    print(f"{prog}: error: {message}", file=sys.stderr)
+    from .reports.document import printable
+
+    print(f"{prog}: error: {printable(message)}", file=sys.stderr)
     return code
 
 

@@ -17,6 +17,7 @@ from typing import Any
 import msgspec
 
 from testmon_live.plugin import events as ev
+from testmon_live.plugin.runlog import SkippedLines
 
 from .containers import ContainerFold
 from .locks import LockFold
@@ -99,7 +100,7 @@ class RunState(LockFold, ContainerFold):
         self.spells: list[Spell] = []
         """Unresponsive spells, one each from its first silence to its recovery."""
         self.replies: list[ev.CommandReply] = []
-        self.problems: list[tuple[int, str]] = []
+        self.problems = SkippedLines()
         """Lines a reader skipped, if this state was folded from a log."""
         self._handlers: dict[type[ev.Event], Callable[[Any], None]] = {
             ev.RunStarted: self._run_started,

@@ -14,6 +14,7 @@ import os
 
 from testmon_live.plugin import events as ev
 from testmon_live.plugin.runlog import LiveRun, MonitorDir, live_runs
+from testmon_live.tui.reports.document import printable
 
 from .sources import LiveConnection, SourceError
 
@@ -111,4 +112,4 @@ def stall_text(stall: ev.Stall, root: str | None = None) -> str:
             waits = f" awaiting {task.awaiting}" if task.awaiting else ""
             lines.append(f"    task {task.name} ({task.coro}){waits}")
             lines.extend(_frames(task.frames, root, "        "))
-    return "\n".join(lines) + "\n"
+    return printable("\n".join(lines)) + "\n"

@@ -18,10 +18,12 @@ from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
+import msgspec
 from textual.message import Message
 
 from testmon_live.plugin import events as ev
 from testmon_live.plugin.state import RunState, WorkerView
+from testmon_live.tui.reports.document import printable
 
 from .eta import History, estimate, read_history
 
@@ -31,6 +33,47 @@ RAW_KEPT = 20_000
 """Raw events kept for the event view (the newest ones)."""
 NO_END = "no end recorded"
 """The state of a worker still busy when its run's log ended (killed or crashed run)."""
+
+
+_MAYBE_CONTROL = (b"\\", b"\x7f", b"\xc2", b"\xe2")
+"""Bytes the JSON encoding of a :data:`~testmon_live.tui.reports.document.CONTROL` character
+starts with (C0 controls are escaped with a backslash, the rest are UTF-8 from 0x7f, 0xc2 or
+0xe2 on): one byte each, searched at memchr speed; any text with one of them is walked."""
+
+
+def printable_events(batch: list[ev.Event]) -> None:
+    """Make the text of every event :func:`printable`, in place: a log is untrusted, and an
+    escape sequence in a test name must not clear the dashboard. One C-speed look at the
+    batch's JSON spares the walk through every field of a batch that has nothing to hide."""
+    try:
+        data = msgspec.json.encode(batch)
+    except (msgspec.EncodeError, UnicodeEncodeError):  # lone surrogates: walk it
+        data = b"\\u00"
+    if any(mark in data for mark in _MAYBE_CONTROL):
+        for event in batch:
+            _printable_fields(event)
+
+
+def _printable_fields(obj: msgspec.Struct) -> None:
+    for name in obj.__struct_fields__:
+        value = getattr(obj, name)
+        cleaned = _printable_value(value)
+        if cleaned is not value:
+            setattr(obj, name, cleaned)
+
+
+def _printable_value(value: object) -> object:
+    if isinstance(value, str):
+        return value if value.isprintable() else printable(value)
+    if isinstance(value, msgspec.Struct):
+        _printable_fields(value)
+    elif isinstance(value, list):
+        value[:] = [_printable_value(item) for item in value]
+    elif isinstance(value, dict):
+        items = [(_printable_value(k), _printable_value(v)) for k, v in value.items()]
+        value.clear()
+        value.update(items)
+    return value
 
 
 class RunReset(Message):
@@ -94,6 +137,7 @@ class Ingest:
 
     def reset(self, label: str, path: Path | None) -> None:
         history = read_history(path) if path is not None else History()
+        label = printable(label)
         with self.lock:
             self.state = RunState(detail=True)
             self.label = label
@@ -111,6 +155,7 @@ class Ingest:
         self.post(RunReset(label))
 
     def events(self, batch: list[ev.Event]) -> None:
+        printable_events(batch)
         with self.lock:
             apply = self.state.apply
             if self.history:  # node ids done only matter for the ETA
@@ -131,6 +176,7 @@ class Ingest:
         self._maybe_post()
 
     def status(self, text: str, level: str = "info") -> None:
+        text = printable(text)
         with self.lock:
             self.status_text = text
             self.status_level = level

@@ -28,6 +28,7 @@ from testmon_live.plugin.runlog import (
     LiveRun,
     MonitorDir,
     RunLogError,
+    SkippedLines,
     iter_log,
     live_runs,
 )
@@ -179,20 +180,21 @@ class Source(abc.ABC):
         return "live run: cannot seek"
 
 
-def read_events(path: Path) -> tuple[list[ev.Event], list[tuple[int, str]]]:
+def read_events(path: Path) -> tuple[list[ev.Event], SkippedLines]:
     """A log's events and the lines skipped; RunLogError for logs that cannot be read."""
-    problems: list[tuple[int, str]] = []
+    problems = SkippedLines()
     events = list(iter_log(path, problems))
     return events, problems
 
 
-def problems_text(problems: list[tuple[int, str]]) -> str:
+def problems_text(problems: SkippedLines) -> str:
     torn = [p for p in problems if p[1].startswith("torn last line")]
-    text = f"skipped {len(problems)} unreadable line(s) of the log"
+    text = f"skipped {len(problems):,} unreadable line(s) of the log"
     if torn:
         text += f"; the last line (line {torn[0][0]}) is torn: the run was killed or still writes"
-    elif problems:
-        text += f" (line {problems[0][0]}: {problems[0][1][:80]})"
+    elif problems.examples:
+        line, reason = problems.examples[0]
+        text += f" (line {line}: {reason[:80]})"
     return text
 
 
@@ -323,7 +325,7 @@ class ReplaySource(Source):
                 sink.status(f"replay: at the end of the run (space plays it again){note}")
 
     def _stream_to_end(self, sink: Sink, stop: threading.Event) -> bool:
-        problems: list[tuple[int, str]] = []
+        problems = SkippedLines()
         batch: list[ev.Event] = []
         last = 0.0
         finished = False
@@ -353,9 +355,7 @@ class ReplaySource(Source):
     def _live(self) -> bool:
         return self.live if self.live is not None else still_written(self.path)
 
-    def _at_end(
-        self, sink: Sink, finished: bool, problems: list[tuple[int, str]] | None = None
-    ) -> None:
+    def _at_end(self, sink: Sink, finished: bool, problems: SkippedLines | None = None) -> None:
         """The whole log is shown: without an end record (and no pytest writing it) the
         run is incomplete, never 'running'."""
         if finished or self._live():

@@ -4,6 +4,8 @@ look alike."""
 
 from __future__ import annotations
 
+import shlex
+
 from testmon_live.tui.reports.diff import DiffModel, Moved, RunBrief
 from testmon_live.tui.reports.document import (
     Block,
@@ -71,7 +73,7 @@ def suspects_sections(model: SuspectsModel) -> list[Section]:
                 ("Ran before it on ", Code(model["worker"]), ", in order"), [Table(columns, rows)]
             )
         )
-    bisect_line = f"testmon bisect {model['run']} {model['test']}"
+    bisect_line = f"testmon bisect {shlex.quote(model['run'])} {shlex.quote(model['test'])}"
     sections.append(
         Section(
             ("Reproduce that order serially (node ids in ", Code(model["ids_file"]), ")"),

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TypedDict
 
 from testmon_live.plugin import events as ev
-from testmon_live.plugin.runlog import MonitorDir, RunLogError, iter_log
+from testmon_live.plugin.runlog import MonitorDir, RunLogError, SkippedLines, iter_log
 from testmon_live.plugin.state import RunState
 from testmon_live.tui.forensics.order import FAILING, tests_on
 
@@ -26,7 +26,7 @@ BEFORE_SHOWN = 10
 
 
 def load_detail(path: Path) -> RunState:
-    problems: list[tuple[int, str]] = []
+    problems = SkippedLines()
     state = RunState(detail=True).apply_all(iter_log(path, problems))
     state.problems = problems
     return state

@@ -321,6 +321,9 @@ class Report(TypedDict):
     db_waits: list[DbWaitRow]
     dropped: list[DroppedRow]
     skipped_lines: list[SkippedLine]
+    """The first few lines the reader skipped, with why."""
+    skipped_total: int
+    """How many lines it skipped in all."""
     notices: list[NoticeRow]
 
 
@@ -818,6 +821,7 @@ def build_report(run: LoadedRun, top: int = DEFAULT_TOP) -> Report:
         "db_waits": _db_waits(state, top),
         "dropped": _dropped(state),
         "skipped_lines": [{"line": n, "reason": r} for n, r in state.problems],
+        "skipped_total": len(state.problems),
         "notices": [
             {"level": n.level, "source": n.source, "message": n.msg}
             for n in state.notices

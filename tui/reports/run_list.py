@@ -118,7 +118,7 @@ def summarize(path: Path, live: set[str]) -> RunSummary:
         raise RunLogError(f"cannot read {path}: {exc.strerror or exc}") from None
     if isinstance(last, ev.RunFinished):
         return _from_end(path, header, last)
-    state = RunState(detail=False).apply_all(iter_log(path, []))
+    state = RunState(detail=False).apply_all(iter_log(path))
     return _from_fold(path, state, header.run_id in live)
 
 

@@ -581,7 +581,10 @@ def _skipped_section(report: Report) -> Section | None:
         return None
     columns = (Column("line", right=True), Column("reason", squeeze="start"))
     rows = [(str(s["line"]), s["reason"]) for s in skipped]
-    note: Line = (f"the reader skipped {plural(len(skipped), 'line')} of the log:",)
+    total = report["skipped_total"]
+    lines = f"{total:,} lines" if total != 1 else "1 line"
+    shown = f" (the first {len(skipped)}, and the last if torn)" if total > len(skipped) else ""
+    note: Line = (f"the reader skipped {lines} of the log{shown}:",)
     return Section(("Skipped log lines",), [Prose([note]), Table(columns, rows)])
 
 
