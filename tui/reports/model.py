@@ -40,16 +40,12 @@ COUNT_KEYS = ("passed", "failed", "error", "skipped", "xfailed", "xpassed")
 # ---------------------------------------------------------------------- workers
 
 
-worker_sort_key = worker_order
-"""Natural order: gw2 before gw10 (the fold's one sort key of worker ids)."""
-
-
 def active_workers(state: RunState) -> list[WorkerView]:
     """Workers that took part (the ones the hub lists in its end record), in natural order."""
     found = [
         w for w in state.workers.values() if w.id and (w.pid or w.tests or w.crash is not None)
     ]
-    return sorted(found, key=lambda w: worker_sort_key(w.id))
+    return sorted(found, key=lambda w: worker_order(w.id))
 
 
 def stall_count(state: RunState) -> int:
@@ -466,7 +462,7 @@ def _fixtures(state: RunState, top: int) -> list[FixtureRow]:
             "scope": f.scope,
             "baseid": f.baseid,
             "count": f.count,
-            "workers": sorted(f.workers, key=worker_sort_key),
+            "workers": sorted(f.workers, key=worker_order),
             "setup_total": _sec(f.setup_total),
             "setup_max": _sec(f.setup_max),
             "teardown_total": _sec(f.teardown_total),
@@ -700,7 +696,7 @@ def _migrations(state: RunState) -> list[MigrationRow]:
             and span(other)[0] < end
             and begin < span(other)[1]
         }
-        row["concurrent_with"] = sorted(others, key=worker_sort_key)
+        row["concurrent_with"] = sorted(others, key=worker_order)
     return rows
 
 
@@ -725,7 +721,7 @@ def _containers(state: RunState) -> list[ContainerRow]:
             "state": c.state,
             "startup": _startup(c.phases, c.created, c.ready),
             "phases": {k: _sec(v) for k, v in c.phases.items()},
-            "users": sorted(c.users, key=worker_sort_key),
+            "users": sorted(c.users, key=worker_order),
             "image_starts": per_image.get(c.image, 1) if c.image else 1,
             "ports": dict(c.ports),
             "exit_code": c.exit_code,
@@ -740,7 +736,7 @@ def _containers(state: RunState) -> list[ContainerRow]:
             "leaked": c.leaked,
             "removed_by": c.removed_by,
             "stopped_while_used": list(c.stopped_while_used),
-            "used_after_end": sorted(set(c.used_after_end), key=worker_sort_key),
+            "used_after_end": sorted(set(c.used_after_end), key=worker_order),
         }
         for c in views
     ]
@@ -790,7 +786,7 @@ def _db_waits(state: RunState, top: int) -> list[DbWaitRow]:
 def _dropped(state: RunState) -> list[DroppedRow]:
     return [
         {"worker": wid, "kind": kind, "count": n}
-        for wid, kinds in sorted(state.dropped().items(), key=lambda i: worker_sort_key(i[0]))
+        for wid, kinds in sorted(state.dropped().items(), key=lambda i: worker_order(i[0]))
         for kind, n in sorted(kinds.items())
         if n
     ]

@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from testmon_live.plugin.state import DUPLICATE_WORTH
+from testmon_live.plugin.state import DUPLICATE_WORTH, worker_order
 
 from .document import Block, Bullets, Code, Column, Format, Line, Prose, Section, Table
 from .formatting import (
@@ -38,7 +38,6 @@ from .model import (
     RunInfo,
     StallRow,
     pytest_summary,
-    worker_sort_key,
 )
 from .render_json import render_json
 from .render_markdown import render_markdown
@@ -374,7 +373,7 @@ def _migration_races(migrations: list[MigrationRow]) -> list[Line]:
             racing.setdefault(m["url"], set()).update([m["worker"], *m["concurrent_with"]])
     lines: list[Line] = []
     for url, workers in racing.items():
-        names = sorted(workers, key=worker_sort_key)
+        names = sorted(workers, key=worker_order)
         who = ", ".join(names[:-1]) + " and " + names[-1]
         if url:
             lines.append((f"{who} migrated the same database ", Code(url), " at the same time"))
@@ -518,7 +517,7 @@ def _repeated_images(containers: list[ContainerRow]) -> list[Line]:
             continue
         seen.add(image)
         same = [o for o in containers if o["image"] == image]
-        owners = sorted({o["owner"] for o in same if o["owner"]}, key=worker_sort_key)
+        owners = sorted({o["owner"] for o in same if o["owner"]}, key=worker_order)
         startup = sum(o["startup"] or 0.0 for o in same)
         by = f" by {', '.join(owners)}" if owners else ""
         lines.append(

@@ -19,10 +19,9 @@ from textual.reactive import reactive
 from textual.widget import Widget
 
 from testmon_live.plugin import events as ev
-from testmon_live.plugin.state import RunState
+from testmon_live.plugin.state import RunState, worker_order
 from testmon_live.tui.dashboard.ingest import Ingest
 from testmon_live.tui.dashboard.palette import colour, outcome_style, state_style
-from testmon_live.tui.dashboard.widgets.workers_table import natural
 
 LABEL = 7
 CALL, SETUP, TEARDOWN, LOCK, CONTAINER, STALL = "█", "▒", "░", "≈", "▚", "!"
@@ -164,7 +163,7 @@ class Timeline(Widget, can_focus=True):
         if self.ingest is None:
             return []
         ids = {w.id for w in self.ingest.state.active_workers()} | set(self.lanes)
-        return sorted(ids, key=natural)
+        return sorted(ids, key=worker_order)
 
     def window(self, lanes: int) -> tuple[int, int]:
         """(first lane shown, rows for lanes) for ``lanes`` lanes."""

@@ -69,10 +69,6 @@ def layout(width: int) -> dict[str, int]:
     return widths
 
 
-natural = worker_order
-"""``gw2`` before ``gw10`` (the fold's one sort key of worker ids)."""
-
-
 class WorkersTable(DataTable[Text | str]):
     """The workers of the run, in id order; the cursor row survives refreshes; the test
     column takes the width the others leave, recomputed when the table is resized."""
@@ -119,7 +115,7 @@ class WorkersTable(DataTable[Text | str]):
             self.move_cursor(row=cursor)
         now = ingest.now()
         views = ingest.state.active_workers() or list(ingest.state.workers.values())
-        ordered = sorted((v for v in views if v.id), key=lambda v: natural(v.id))
+        ordered = sorted((v for v in views if v.id), key=lambda v: worker_order(v.id))
         shown = [key.value for key in self.rows]
         if shown != [v.id for v in ordered][: len(shown)]:  # gw0 came up after gw1
             cursor = self.cursor_row
