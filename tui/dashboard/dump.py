@@ -13,6 +13,7 @@ import json
 import os
 
 from testmon_live.plugin import events as ev
+from testmon_live.plugin.probes.stacks import frame_text
 from testmon_live.plugin.runlog import LiveRun, MonitorDir, live_runs
 
 from .sources import LiveConnection, SourceError
@@ -66,11 +67,7 @@ def request_dump(live: LiveRun, worker: str, timeout: float = DUMP_TIMEOUT) -> e
 
 
 def _frame(frame: ev.Frame, root: str | None) -> str:
-    file = frame.file
-    if root and file.startswith(root.rstrip(os.sep) + os.sep):
-        file = file[len(root.rstrip(os.sep)) + 1 :]
-    mark = "> " if frame.user else "  "
-    return f"{mark}{file}:{frame.line} in {frame.func}"
+    return ("> " if frame.user else "  ") + frame_text(frame, root)
 
 
 def _frames(frames: list[ev.Frame], root: str | None, indent: str) -> list[str]:

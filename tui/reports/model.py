@@ -16,6 +16,7 @@ from datetime import datetime
 from typing import TypedDict
 
 from testmon_live.plugin import events as ev
+from testmon_live.plugin.probes.stacks import frame_text, user_frame
 from testmon_live.plugin.state import SLOWEST_KEPT, LockStats, RunState, WorkerView, worker_order
 
 from .logs import LoadedRun
@@ -512,27 +513,10 @@ def _crashes(state: RunState) -> list[CrashRow]:
     ]
 
 
-def frame_text(frame: ev.Frame, root: str = "") -> str:
-    """``file:line in func``, the file relative to the run's rootdir when below it."""
-    file = frame.file
-    if root and file.startswith(root):
-        file = file[len(root) :]
-    return f"{file}:{frame.line} in {frame.func}"
-
-
-def _where(thread: ev.ThreadStack, root: str = "") -> str | None:
+def _where(frames: Sequence[ev.Frame], root: str) -> str | None:
     """The innermost frame of the user's own code, else the innermost frame."""
-    for frame in reversed(thread.frames):
-        if frame.user:
-            return frame_text(frame, root)
-    return frame_text(thread.frames[-1], root) if thread.frames else None
-
-
-def _task_where(task: ev.TaskStack, root: str = "") -> str | None:
-    for frame in reversed(task.frames):
-        if frame.user:
-            return frame_text(frame, root)
-    return frame_text(task.frames[-1], root) if task.frames else None
+    frame = user_frame(frames) or (frames[-1] if frames else None)
+    return frame_text(frame, root) if frame is not None else None
 
 
 def _threads(stall: ev.Stall, root: str) -> list[ThreadRow]:
@@ -541,14 +525,14 @@ def _threads(stall: ev.Stall, root: str) -> list[ThreadRow]:
             "name": t.name,
             "verdict": t.verdict,
             "detail": t.detail,
-            "where": _where(t, root),
+            "where": _where(t.frames, root),
             "daemon": t.daemon,
             "tasks": [
                 {
                     "name": k.name,
                     "coro": k.coro,
                     "awaiting": k.awaiting,
-                    "where": _task_where(k, root),
+                    "where": _where(k.frames, root),
                 }
                 for k in t.tasks
             ],
@@ -574,9 +558,8 @@ def _stall_row(s: ev.Stall, root: str, duration: float | None = None, samples: i
 
 
 def frame_root(state: RunState) -> str:
-    """The run's rootdir with its slash: frames below it are shown relative to it."""
-    rootdir = state.header.rootdir if state.header is not None else ""
-    return rootdir.rstrip("/") + "/" if rootdir else ""
+    """The run's rootdir: :func:`frame_text` shows frames below it relative to it."""
+    return state.header.rootdir if state.header is not None else ""
 
 
 def _stalls(state: RunState) -> list[StallRow]:

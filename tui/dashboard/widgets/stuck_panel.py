@@ -8,11 +8,12 @@ from textual.widgets import Static
 
 from testmon_live.plugin import events as ev
 from testmon_live.plugin.notices import exit_words
+from testmon_live.plugin.probes.stacks import frame_text
 from testmon_live.plugin.state import RunState, StallRecord
 from testmon_live.tui.dashboard.ingest import Ingest
 from testmon_live.tui.dashboard.palette import colour
 from testmon_live.tui.reports.formatting import fmt_duration
-from testmon_live.tui.reports.model import frame_root, frame_text
+from testmon_live.tui.reports.model import frame_root
 
 EMPTY = "nothing stuck: no stalls, unresponsive workers or crashes in this run"
 FRAMES_SHOWN = 6
