@@ -28,6 +28,7 @@ from testmon_live.tui.dashboard.widgets.workers_table import WorkersTable
 from testmon_live.tui.reports.formatting import fmt_percent
 from testmon_live.tui.reports.logs import load_run
 from testmon_live.tui.reports.model import build_report
+from testmon_live.tui.reports.run_list import build_runs, list_runs
 from testmon_live.tui.testing import sample_runs
 
 from .conftest import shown
@@ -122,6 +123,30 @@ async def test_panels_render_locks_containers_stalls_and_failures(tmp_path: Path
         assert "parallel efficiency 70%" in parallel
         assert "gw3" in parallel
         assert "lock wait" in parallel
+
+
+async def test_header_report_and_runs_count_the_same_workers_when_one_crashed(
+    tmp_path: Path,
+) -> None:
+    """A worker that crashed before it started took no part: the dashboard's header,
+    ``testmon report`` and ``testmon runs`` (folding a log with no end) count the same
+    workers, and the crash is still reported."""
+    events = sample_runs.cut(sample_runs.demo_run(), 9.0)
+    at = events[-1].ts
+    events.append(ev.WorkerCrashed(w="gw9", ts=at, error="node down: Not properly terminated"))
+    path = log(tmp_path, events)
+    mdir = MonitorDir(tmp_path / ".testmon")
+    report = build_report(load_run(path, mdir))
+    assert [c["worker"] for c in report["crashes"]] == ["gw9"]
+    workers = [w["id"] for w in report["workers"]]
+    assert workers == list(sample_runs.WORKERS)
+    (row,) = build_runs(list_runs(mdir))["runs"]
+    assert row["workers"] == len(workers)
+    app = app_on(path)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        shown_workers = header(app).split("  workers ")[1].split()[0]
+        assert shown_workers == str(len(workers))
 
 
 @pytest.mark.parametrize("size", [(80, 24), (160, 50)])

@@ -474,14 +474,18 @@ class RunState(LockFold, ContainerFold):
         return sorted(self.fixtures.values(), key=lambda f: f.setup_total, reverse=True)
 
     def active_workers(self) -> list[WorkerView]:
-        """Workers that took part: started (have a pid) or ran tests, in id order."""
+        """Workers that took part: started (have a pid) or ran tests, in :func:`worker_order`.
+        A worker that crashed before it started is not one (its crash is in ``crashes``).
+        The one definition: the hub's end record, the summary, the dashboard and the
+        report all count workers through it."""
         return sorted(
             (w for w in self.workers.values() if w.pid or w.tests), key=lambda w: worker_order(w.id)
         )
 
     def stall_count(self) -> int:
         """Distinct stalls of the workers' watchdogs (not unresponsive spells, even those a
-        watchdog sampled once the worker came back; not dumps on demand)."""
+        watchdog sampled once the worker came back; not dumps on demand): the one count of
+        the end record, the summary, the report and the runs list."""
         return sum(1 for r in self.stall_records if r.reason == "stall")
 
     def dropped_total(self) -> int:

@@ -17,7 +17,7 @@ from typing import TypedDict
 
 from testmon_live.plugin import events as ev
 from testmon_live.plugin.probes.stacks import frame_text, user_frame
-from testmon_live.plugin.state import SLOWEST_KEPT, LockStats, RunState, WorkerView, worker_order
+from testmon_live.plugin.state import SLOWEST_KEPT, LockStats, RunState, worker_order
 
 from .logs import LoadedRun
 
@@ -36,22 +36,6 @@ MIN_SHOWN = 0.005
 ``--durations-min`` default): a list of sub-millisecond tests says nothing."""
 COUNT_KEYS = ("passed", "failed", "error", "skipped", "xfailed", "xpassed")
 """Always present in the JSON ``counts`` (0 when none)."""
-
-
-# ---------------------------------------------------------------------- workers
-
-
-def active_workers(state: RunState) -> list[WorkerView]:
-    """Workers that took part (the ones the hub lists in its end record), in natural order."""
-    found = [
-        w for w in state.workers.values() if w.id and (w.pid or w.tests or w.crash is not None)
-    ]
-    return sorted(found, key=lambda w: worker_order(w.id))
-
-
-def stall_count(state: RunState) -> int:
-    """Stalls as the hub counts them (:meth:`RunState.stall_count`)."""
-    return state.stall_count()
 
 
 # ---------------------------------------------------------------------- the dict
@@ -427,7 +411,7 @@ def _workers(state: RunState) -> list[WorkerRow]:
             "teardown": _sec(w.teardown_time),
             "state": w.state,
         }
-        for w in active_workers(state)
+        for w in state.active_workers()
     ]
 
 
