@@ -26,7 +26,8 @@ from testmon_live.plugin.runlog import (
 from testmon_live.plugin.state import RunState
 
 from .logs import live_ids, read_header, read_last_event, status_of
-from .model import _counts, _epoch, _iso, _sec, pytest_summary
+from .model import pytest_summary
+from .values import all_counts, epoch, iso_time, seconds
 
 RUNS_VERSION = 1
 PROBLEMS_FIRST = ("failed", "error", "xpassed", "passed", "skipped", "xfailed", "deselected")
@@ -178,16 +179,16 @@ class RunsModel(TypedDict):
 
 
 def _run_row(run: RunSummary) -> RunRow:
-    counts = _counts(run.counts)
+    counts = all_counts(run.counts)
     return {
         "id": run.run_id,
         "log": str(run.path.resolve()),
         "status": run.status,
         "exit_status": run.exit_status,
         "exit_name": run.exit_name,
-        "started": _epoch(run.started),
-        "started_at": _iso(run.started),
-        "wall": _sec(run.wall),
+        "started": epoch(run.started),
+        "started_at": iso_time(run.started),
+        "wall": seconds(run.wall),
         "workers": run.workers,
         "tests": run.tests,
         "counts": counts,
