@@ -34,6 +34,8 @@ from testmon_live.plugin.state import (
 )
 from testmon_live.tui.forensics.order import started
 
+from .values import iso_time
+
 Trace = dict[str, Any]
 TRACKS = ("tests", "locks", "containers")
 
@@ -409,7 +411,7 @@ def junit(state: RunState) -> str:
         errors=str(outcomes.count("error")),
         skipped=str(outcomes.count("skipped") + outcomes.count("xfailed")),
         time=f"{state.wall():.3f}",
-        timestamp=_iso(state.started),
+        timestamp=iso_time(state.started),
         hostname=state.header.hostname if state.header else "",
     )
     _properties(suite, _run_findings(state))
@@ -418,9 +420,3 @@ def junit(state: RunState) -> str:
     root.append(suite)
     ET.indent(root)
     return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
-
-
-def _iso(ts: float) -> str:
-    import datetime
-
-    return datetime.datetime.fromtimestamp(ts).isoformat(timespec="seconds")
