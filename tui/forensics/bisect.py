@@ -33,8 +33,6 @@ from testmon_live.plugin.runlog import MonitorDir, RunLogError, iter_log
 
 from .order import Suspects, pytest_id, repro_argv, write_ids
 
-FAILING = ("failed", "error")
-
 
 @dataclass
 class Trial:
@@ -49,7 +47,7 @@ class Trial:
 
     @property
     def failed(self) -> bool:
-        return self.outcome in FAILING
+        return self.outcome in ev.FAILING
 
 
 @dataclass

@@ -32,7 +32,6 @@ from testmon_live.plugin.state import (
     lock_label,
     worker_order,
 )
-from testmon_live.tui.forensics.order import started
 
 from .values import iso_time
 
@@ -140,7 +139,7 @@ class TraceBuilder:
                 test.w, f"crashed: {test.nodeid}", "crash", test.ts, {"message": test.message or ""}
             )
             return
-        begin = started(test)
+        begin = ev.test_started(test)
         end = max(p.start + p.dur for p in test.phases)
         args = {"nodeid": test.nodeid, "outcome": test.outcome}
         if test.message:

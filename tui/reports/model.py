@@ -431,7 +431,7 @@ def _failed_phase(test: ev.TestFinished) -> str | None:
     if test.failed_when:
         return test.failed_when
     for phase in test.phases:
-        if phase.outcome in ("failed", "error"):
+        if phase.outcome in ev.FAILING:
             return phase.when
     return None
 
