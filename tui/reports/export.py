@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from testmon_live.plugin import events as ev
-from testmon_live.plugin.notices import death_words, exit_words, looks_polluted, verdict_words
+from testmon_live.plugin.notices import looks_polluted, verdict_words
 from testmon_live.plugin.state import (
     ContainerView,
     RunState,
@@ -32,6 +32,7 @@ from testmon_live.plugin.state import (
     lock_label,
     worker_order,
 )
+from testmon_live.plugin.words import death_words, exit_words
 
 from .values import iso_time
 
@@ -320,7 +321,7 @@ def _run_findings(state: RunState) -> Findings:
 
 
 def _container_words(view: ContainerView) -> str:
-    return f"{view.name or view.cid} ({view.image}) died: {death_words(view)}"
+    return f"{view.name or view.cid} ({view.image}) died: {death_words(view.state, view.exit_code)}"
 
 
 def _test_findings(state: RunState) -> dict[tuple[str, str], Findings]:

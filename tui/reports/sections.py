@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from testmon_live.plugin.state import DUPLICATE_WORTH, worker_order
+from testmon_live.plugin.words import death_words, how_it_ended
 
 from .document import Block, Bullets, Code, Column, Format, Line, Prose, Section, Table
 from .formatting import (
@@ -214,11 +215,8 @@ def _failures_section(report: Report) -> Section | None:
 
 
 def _exit_words(crash: CrashRow) -> str:
-    if crash["signal"]:
-        return f"signal {crash['signal']}"
-    if crash["exit_code"] is not None:
-        return f"exit code {crash['exit_code']}"
-    return crash["note"] or "exit unknown"
+    """The exit column: the error has a column of its own."""
+    return how_it_ended(crash["signal"], crash["exit_code"]) or crash["note"] or "exit unknown"
 
 
 def _crashes_section(report: Report) -> Section | None:
@@ -475,7 +473,7 @@ def _container_trouble(containers: list[ContainerRow]) -> list[Line]:
                 )
             )
         if c["died"]:
-            how = "OOM-killed" if c["state"] == "oom-killed" else f"exit code {c['exit_code']}"
+            how = death_words(c["state"], c["exit_code"])
             running = ", ".join(f"{w} in {t}" for w, t in sorted(c["during"].items()))
             lines.append(
                 (

@@ -7,9 +7,9 @@ from rich.text import Text
 from textual.widgets import Static
 
 from testmon_live.plugin import events as ev
-from testmon_live.plugin.notices import exit_words
 from testmon_live.plugin.probes.stacks import frame_text
 from testmon_live.plugin.state import RunState, StallRecord
+from testmon_live.plugin.words import exit_words
 from testmon_live.tui.dashboard.ingest import Ingest
 from testmon_live.tui.dashboard.palette import colour
 from testmon_live.tui.reports.formatting import fmt_duration

@@ -6,8 +6,8 @@ from rich.text import Text
 from textual import events
 from textual.widgets import DataTable
 
-from testmon_live.plugin.notices import exit_words
 from testmon_live.plugin.state import WorkerView, worker_order
+from testmon_live.plugin.words import exit_words
 from testmon_live.tui.dashboard.ingest import NO_END, Ingest
 from testmon_live.tui.dashboard.palette import colour, state_style
 from testmon_live.tui.reports.formatting import fmt_duration, shorten_nodeid
