@@ -17,7 +17,7 @@ from pathlib import Path
 from testmon_live.plugin.state import DUPLICATE_WORTH, worker_order
 from testmon_live.plugin.words import death_words, how_it_ended
 
-from .document import Block, Bullets, Code, Column, Format, Line, Prose, Section, Table
+from .document import Block, Bullets, Code, Column, Line, Prose, Section, Table
 from .formatting import (
     first_line,
     fmt_duration,
@@ -40,9 +40,6 @@ from .model import (
     StallRow,
     pytest_summary,
 )
-from .render_json import render_json
-from .render_markdown import render_markdown
-from .render_text import render_text
 from .run_list import PROBLEMS_FIRST, RunRow, RunsModel
 
 # ------------------------------------------------------------ report sections
@@ -619,14 +616,6 @@ def sections(report: Report) -> list[Section]:
 # ================================================================== rendering
 
 
-def render(report: Report, fmt: Format) -> str:
-    if fmt == "json":
-        return render_json(report)
-    if fmt == "markdown":
-        return render_markdown(sections(report))
-    return render_text(sections(report))
-
-
 # ===================================================================== runs
 
 # The result cell lists failures and errors first: if it must be cut, passes go first.
@@ -671,11 +660,3 @@ def runs_sections(model: RunsModel) -> list[Section]:
     if unlisted:
         blocks.append(Bullets(unlisted, warn=True))
     return [Section(title, blocks)]
-
-
-def render_runs(model: RunsModel, fmt: Format) -> str:
-    if fmt == "json":
-        return render_json(model)
-    if fmt == "markdown":
-        return render_markdown(runs_sections(model))
-    return render_text(runs_sections(model))
