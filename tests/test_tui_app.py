@@ -16,7 +16,7 @@ from testmon_live.tui.dashboard.app import TABS, MonitorApp, make_app
 from testmon_live.tui.dashboard.ingest import Ingest
 from testmon_live.tui.dashboard.screens.test_detail import TestDetailScreen
 from testmon_live.tui.dashboard.screenshots import settle
-from testmon_live.tui.dashboard.sources import LiveSource, ReplaySource
+from testmon_live.tui.dashboard.sources import LiveSource, ReplaySource, StreamState
 from testmon_live.tui.dashboard.widgets.containers_panel import ContainersPanel
 from testmon_live.tui.dashboard.widgets.event_log import EventLog
 from testmon_live.tui.dashboard.widgets.locks_panel import LocksPanel
@@ -439,7 +439,7 @@ def test_elapsed_does_not_go_back_when_a_live_hub_vanishes() -> None:
     ingest.events(sample_runs.cut(sample_runs.demo_run(), 3.0))
     before = ingest.state.wall(ingest.now())
     assert before == pytest.approx(5.0)
-    ingest.status("run x ended unexpectedly: the hub went away", "error")
+    ingest.stream_state(StreamState.LOST, "run x ended unexpectedly: the hub went away")
     wall[0] += 10.0
     assert ingest.run_status() == "crashed"
     assert ingest.state.wall(ingest.now()) >= before

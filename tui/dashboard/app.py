@@ -24,7 +24,7 @@ from textual.widgets import DataTable, Footer, Tab, TabbedContent, TabPane
 
 from testmon_live.plugin import events as ev
 
-from .ingest import Ingest, RunReset, StateChanged, StatusChanged
+from .ingest import Ingest, RunReset, StateChanged, StatusChanged, StreamStateChanged
 from .screens.test_detail import TestDetailScreen
 from .sources import Source
 from .widgets.containers_panel import ContainersPanel
@@ -221,6 +221,9 @@ class MonitorApp(App[None]):
         self.redraw()
 
     def on_status_changed(self, message: StatusChanged) -> None:
+        self.redraw(force=True)
+
+    def on_stream_state_changed(self, message: StreamStateChanged) -> None:
         self.redraw(force=True)
 
     def on_run_reset(self, message: RunReset) -> None:

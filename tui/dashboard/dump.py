@@ -15,8 +15,7 @@ import os
 from testmon_live.plugin import events as ev
 from testmon_live.plugin.probes.stacks import frame_text
 from testmon_live.plugin.runlog import LiveRun, MonitorDir, live_runs
-
-from .sources import LiveConnection, SourceError
+from testmon_live.tui.hub_client import LiveConnection, SourceError
 
 DUMP_TIMEOUT = 10.0
 """Seconds to wait for the worker's answer."""
