@@ -30,7 +30,7 @@ from testmon_live.plugin.probes.unresponsive import read_dump
 from testmon_live.plugin.runlog import MonitorDir, live_runs
 from testmon_live.plugin.state import RunState
 from testmon_live.tui.cli import main
-from testmon_live.tui.dashboard.dump import stall_text
+from testmon_live.tui.forensics.dump import stall_text
 from testmon_live.tui.reports.logs import LoadedRun
 from testmon_live.tui.reports.model import build_report
 

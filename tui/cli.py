@@ -544,7 +544,7 @@ def _dump_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _dump(args: argparse.Namespace) -> int:
-    from .dashboard.dump import DumpError, find_live, live_root, request_dump, stall_text
+    from .forensics.dump import DumpError, find_live, live_root, request_dump, stall_text
 
     run, worker = (args.run, args.worker) if args.worker else ("latest", args.run)
     try:
