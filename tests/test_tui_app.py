@@ -18,7 +18,7 @@ from testmon_live.tui.dashboard.screens.test_detail import TestDetailScreen
 from testmon_live.tui.dashboard.screenshots import settle
 from testmon_live.tui.dashboard.sources import LiveSource, ReplaySource, StreamState
 from testmon_live.tui.dashboard.widgets.containers_panel import ContainersPanel
-from testmon_live.tui.dashboard.widgets.event_log import EventLog
+from testmon_live.tui.dashboard.widgets.event_log import EncodedEvents, EventLog
 from testmon_live.tui.dashboard.widgets.locks_panel import LocksPanel
 from testmon_live.tui.dashboard.widgets.parallelism import ParallelismPanel
 from testmon_live.tui.dashboard.widgets.run_header import RunHeader
@@ -250,6 +250,36 @@ async def test_raw_events_filter(tmp_path: Path) -> None:
         assert '"t":"stall"' in text
         assert '"t":"stall_end"' in text
         assert app.main.query_one(EventLog).matched == len(lines)
+
+
+def test_the_event_view_encodes_each_event_once_not_at_every_redraw(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    encoded: list[ev.Event] = []
+    real = ev.encode
+
+    def counting(event: ev.Event | ev.Control) -> bytes:
+        assert isinstance(event, ev.Event)
+        encoded.append(event)
+        return real(event)
+
+    monkeypatch.setattr(ev, "encode", counting)
+    ingest = Ingest(lambda message: None)
+    ingest.reset("run", None)
+    events = sample_runs.demo_run()
+    cache = EncodedEvents()
+    ingest.events(events[:100])
+    cache.sync(ingest)
+    cache.sync(ingest)  # a redraw with nothing new encodes nothing
+    assert encoded == events[:100]
+    ingest.events(events[100:103])
+    cache.sync(ingest)
+    assert encoded == events[:103], "only what arrived"
+    assert [line for line, _ in cache.lines] == [real(e).decode() for e in ingest.raw]
+    ingest.reset("again", None)
+    ingest.events(events[:2])
+    cache.sync(ingest)
+    assert [line for line, _ in cache.lines] == [real(e).decode() for e in events[:2]]
 
 
 async def test_escape_leaves_the_event_filter_and_keys_work_again(tmp_path: Path) -> None:

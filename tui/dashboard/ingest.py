@@ -81,6 +81,9 @@ class Ingest:
         self.label = ""
         self.path: Path | None = None
         self.raw: deque[ev.Event] = deque(maxlen=RAW_KEPT)
+        self.raw_total = 0
+        """Events ever added to :attr:`raw` since the reset (a view caching their text
+        encodes only the ones it has not seen)."""
         self.done: set[str] = set()
         """Node ids finished (for the ETA)."""
         self.history = History()
@@ -112,6 +115,7 @@ class Ingest:
             self.label = label
             self.path = path
             self.raw.clear()
+            self.raw_total = 0
             self.done = set()
             self.history = history
             self.replay_now = None
@@ -137,6 +141,7 @@ class Ingest:
                 for event in batch:
                     apply(event)
             self.raw.extend(batch)
+            self.raw_total += len(batch)
             self.version += 1
         # What was folded stays for the run's life: take it out of the cyclic collector's
         # sight, or every full collection walks the whole run (pauses of 0.3-0.9 s at a few
