@@ -208,7 +208,8 @@ class TraceBuilder:
                 wait = waits.pop(e.lock_id, None)
                 waited = e.waited if e.waited is not None else (e.ts - wait.ts if wait else 0.0)
                 if waited > 0:
-                    holder = e.holder.w if e.holder and e.holder.w else ""
+                    named = self.state.holder(e)
+                    holder = named.w if named is not None and named.w else ""
                     self.slice(
                         e.w,
                         "locks",

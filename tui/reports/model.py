@@ -711,7 +711,7 @@ def _db_waits(state: RunState, top: int) -> list[DbWaitRow]:
             "statement": d.statement,
             "waited": seconds(d.waited),
             "lock": d.lock,
-            "blocked_by": _holder_text(d.blocked_by),
+            "blocked_by": _holder_text(state.blocked_by(d)),
             "test": d.test,
             "error": d.error,
         }

@@ -75,7 +75,7 @@ class LocksPanel(Static):
                 text.append(
                     f"{wait.w} for {fmt_duration(now - wait.ts)} "
                     f"({shorten_nodeid(wait.test or wait.fixture or '', 40)}), "
-                    f"held by {holder_words(wait.holder)}\n"
+                    f"held by {holder_words(state.holder(wait))}\n"
                 )
             waits = waited[(lock.kind, lock.key)]
             for past in waits[-WAITS_SHOWN:]:
@@ -84,7 +84,7 @@ class LocksPanel(Static):
                     text.append(f"failed: {past.error or '?'}", style=err)
                 else:
                     text.append(f"waited {fmt_duration(past.waited or 0.0)}")
-                    text.append(f" for {holder_words(past.holder)}", style=muted)
+                    text.append(f" for {holder_words(state.holder(past))}", style=muted)
                 if past.fixture:
                     text.append(f" in {past.fixture}", style=muted)
                 text.append("\n")
@@ -105,8 +105,9 @@ class LocksPanel(Static):
             for d in state.db_waits[-20:]:
                 text.append(f"  {d.w:<6} waited {fmt_duration(d.waited)} {d.dialect}: ")
                 text.append(d.statement[:60])
-                if d.blocked_by is not None:
-                    text.append(f"  blocked by {holder_words(d.blocked_by)}", style=warn)
+                blocked_by = state.blocked_by(d)
+                if blocked_by is not None:
+                    text.append(f"  blocked by {holder_words(blocked_by)}", style=warn)
                 text.append("\n")
         for dead in state.deadlocks:
             text.append("\nDEADLOCK ", style=f"bold {err}")
