@@ -14,6 +14,7 @@ from testmon_live.plugin import events as ev
 from testmon_live.plugin.runlog import MonitorDir
 from testmon_live.tui.dashboard.app import TABS, MonitorApp, make_app
 from testmon_live.tui.dashboard.ingest import Ingest
+from testmon_live.tui.dashboard.palette import TONES, colour
 from testmon_live.tui.dashboard.screens.test_detail import TestDetailScreen
 from testmon_live.tui.dashboard.screenshots import settle
 from testmon_live.tui.dashboard.sources import LiveSource, ReplaySource, StreamState
@@ -280,6 +281,24 @@ def test_the_event_view_encodes_each_event_once_not_at_every_redraw(
     ingest.events(events[:2])
     cache.sync(ingest)
     assert [line for line, _ in cache.lines] == [real(e).decode() for e in events[:2]]
+
+
+async def test_panels_draw_in_the_theme_through_their_component_classes(
+    tmp_path: Path,
+) -> None:
+    """Every panel's tones are its theme's variables (alpha dropped), and follow a change
+    of theme: no colour is kept from another app or another theme."""
+    app = app_on(log(tmp_path, sample_runs.demo_run()))
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        widgets = [app.main.query_one(RunHeader), *app.panels.values()]
+        for theme in ("textual-dark", "textual-light"):
+            app.theme = theme
+            await pilot.pause()
+            variables = app.get_css_variables()
+            for widget in widgets:  # (a tone a widget does not declare raises KeyError)
+                drawn = {v: colour(widget, v) for v in TONES}
+                assert drawn == {v: variables[v][:7].upper() for v in TONES}, theme
 
 
 async def test_escape_leaves_the_event_filter_and_keys_work_again(tmp_path: Path) -> None:

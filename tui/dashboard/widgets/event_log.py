@@ -19,7 +19,7 @@ from textual.widgets import Input, Static
 
 from testmon_live.plugin import events as ev
 from testmon_live.tui.dashboard.ingest import RAW_KEPT, Ingest
-from testmon_live.tui.dashboard.palette import colour
+from testmon_live.tui.dashboard.palette import TONE_CLASSES, colour
 
 SHOWN = 300
 """Matching events shown (the newest)."""
@@ -56,12 +56,21 @@ class EventLog(Vertical):
     """The filter over the events; escape or enter in the filter gives the keys back to
     the events (so the number keys, q and ctrl+p work again)."""
 
+    COMPONENT_CLASSES: ClassVar[set[str]] = set(TONE_CLASSES)
+
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "leave_filter", "leave filter", show=False),
     ]
 
-    def __init__(self, **kwargs: object) -> None:
-        super().__init__(**kwargs)  # type: ignore[arg-type]
+    def __init__(
+        self,
+        *,
+        name: str | None = None,
+        id: str | None = None,
+        classes: str | None = None,
+        disabled: bool = False,
+    ) -> None:
+        super().__init__(name=name, id=id, classes=classes, disabled=disabled)
         self.ingest: Ingest | None = None
         self.shown_version = (-1, -1, "")
         self.matched = 0
@@ -91,7 +100,7 @@ class EventLog(Vertical):
         self.shown_version = version
         with ingest.lock:
             self.encoded.sync(ingest)
-        muted = colour(self.app, "foreground-muted")
+        muted = colour(self, "foreground-muted")
         lines: list[str] = []
         for line, lower in reversed(self.encoded.lines):
             if needle and needle not in lower:

@@ -4,13 +4,14 @@ statements that waited on a lock, and deadlocks across workers."""
 from __future__ import annotations
 
 from collections import defaultdict
+from typing import ClassVar
 
 from rich.text import Text
 from textual.widgets import Static
 
 from testmon_live.plugin import events as ev
 from testmon_live.tui.dashboard.ingest import Ingest
-from testmon_live.tui.dashboard.palette import colour
+from testmon_live.tui.dashboard.palette import TONE_CLASSES, colour
 from testmon_live.tui.reports.formatting import fmt_duration, shorten_nodeid
 
 WAITS_SHOWN = 8
@@ -27,15 +28,16 @@ def holder_words(holder: ev.Holder | None) -> str:
 
 
 class LocksPanel(Static):
+    COMPONENT_CLASSES: ClassVar[set[str]] = set(TONE_CLASSES)
+
     def refresh_from(self, ingest: Ingest) -> None:
         self.update(self.build(ingest))
 
     def build(self, ingest: Ingest) -> Text:
         state = ingest.state
-        app = self.app
-        warn = colour(app, "warning")
-        err = colour(app, "error")
-        muted = colour(app, "foreground-muted")
+        warn = colour(self, "warning")
+        err = colour(self, "error")
+        muted = colour(self, "foreground-muted")
         now = ingest.now()
         text = Text(no_wrap=True, overflow="ellipsis")
         if not (state.locks or state.migrations or state.db_waits or state.deadlocks):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from rich.text import Text
 from textual import events
 from textual.widgets import DataTable
@@ -9,7 +11,7 @@ from textual.widgets import DataTable
 from testmon_live.plugin.state import WorkerView, worker_order
 from testmon_live.plugin.words import exit_words
 from testmon_live.tui.dashboard.ingest import NO_END, Ingest
-from testmon_live.tui.dashboard.palette import colour, state_style
+from testmon_live.tui.dashboard.palette import TONE_CLASSES, colour, state_style
 from testmon_live.tui.reports.formatting import fmt_duration, shorten_nodeid
 
 COLUMNS = (
@@ -73,8 +75,24 @@ class WorkersTable(DataTable[Text | str]):
     """The workers of the run, in id order; the cursor row survives refreshes; the test
     column takes the width the others leave, recomputed when the table is resized."""
 
-    def __init__(self, **kwargs: object) -> None:
-        super().__init__(cursor_type="row", zebra_stripes=True, **kwargs)  # type: ignore[arg-type]
+    COMPONENT_CLASSES: ClassVar[set[str]] = set(TONE_CLASSES)
+
+    def __init__(
+        self,
+        *,
+        name: str | None = None,
+        id: str | None = None,
+        classes: str | None = None,
+        disabled: bool = False,
+    ) -> None:
+        super().__init__(
+            cursor_type="row",
+            zebra_stripes=True,
+            name=name,
+            id=id,
+            classes=classes,
+            disabled=disabled,
+        )
         self._generation = -1
         self._widths: dict[str, int] = {}
         self._ingest: Ingest | None = None
@@ -150,11 +168,11 @@ class WorkersTable(DataTable[Text | str]):
             test = f"{test} [{waiting}]" if test else waiting
         failures = Text(str(view.failures))
         if view.failures:
-            failures.stylize(colour(self.app, "error"))
+            failures.stylize(colour(self, "error"))
         widths = self._widths or layout(110)
         every: dict[str, Text | str] = {
             "worker": view.id,
-            "state": Text(state, style=f"bold {state_style(self.app, state)}"),
+            "state": Text(state, style=f"bold {state_style(self, state)}"),
             "phase": in_phase,
             "done": str(view.tests),
             "fail": failures,
