@@ -83,16 +83,8 @@ class ParallelismPanel(Static):
 
     COMPONENT_CLASSES: ClassVar[set[str]] = set(TONE_CLASSES)
 
-    def __init__(
-        self,
-        *,
-        name: str | None = None,
-        id: str | None = None,
-        classes: str | None = None,
-        disabled: bool = False,
-    ) -> None:
-        super().__init__(name=name, id=id, classes=classes, disabled=disabled)
-        self._ingest: Ingest | None = None
+    _ingest: Ingest | None = None
+    """The ingest last drawn from (a resize draws it again)."""
 
     def refresh_from(self, ingest: Ingest) -> None:
         self._ingest = ingest
