@@ -17,6 +17,7 @@ from testmon_live.plugin import events as ev
 from testmon_live.plugin import monitor
 from testmon_live.plugin.probes import locking
 from testmon_live.plugin.state import RunState
+from testmon_live.tui.testing import sample_runs
 
 from .conftest import only_run, run_logs
 
@@ -479,6 +480,16 @@ def test_the_fold_names_holders_without_changing_the_events(detail: bool) -> Non
     assert (state.holder(early) or ev.Holder()).w == "gw5"
     assert state.locks[("pg_advisory", "42")].waited_on == {"gw0": 1}
     assert [(state.blocked_by(d) or ev.Holder()).w for d in (told, after)] == ["gw0", "gw0"]
+
+
+@pytest.mark.parametrize("detail", [True, False], ids=["detail", "aggregates"])
+def test_folding_a_whole_run_changes_no_event(detail: bool) -> None:
+    """Every kind of event of the sample run (tests, fixtures, locks, database waits,
+    containers, stalls, crashes...) encodes to the same bytes after the fold as before."""
+    events = sample_runs.demo_run()
+    before = [ev.encode(e) for e in events]
+    RunState(detail=detail).apply_all(events)
+    assert [ev.encode(e) for e in events] == before
 
 
 def test_each_run_has_its_own_run_once_even_inside_another_xdist_run(
