@@ -20,6 +20,7 @@ say so); renaming or removing a field, or changing its meaning, bumps it.
 # when the structs are defined, which costs every worker ~2 ms at start-up.
 
 import re
+from collections.abc import Iterable
 from typing import Annotated, Literal, TypeVar, get_args
 
 import msgspec
@@ -236,6 +237,28 @@ class TestFinished(Event, tag="test", kw_only=True):
     """The worker died while running it; reported by the controller."""
     recovered: bool = False
     """Rebuilt by the controller from xdist's reports: the worker died before shipping it."""
+
+
+OUTCOME_RANK = {"failed": 5, "error": 4, "xpassed": 3, "xfailed": 2, "skipped": 1, "passed": 0}
+"""How bad a phase's outcome is: a test's :attr:`TestFinished.outcome` is its worst phase's."""
+FAILING = frozenset({"failed", "error"})
+"""The outcomes of a test that failed (a failing phase, or an error in setup or teardown)."""
+
+
+def worst_outcome(categories: Iterable[str]) -> str:
+    """The overall outcome of a test from the categories of its phases."""
+    best = "passed"
+    rank = 0
+    for cat in categories:
+        r = OUTCOME_RANK.get(cat, 0)
+        if r > rank:
+            best, rank = cat, r
+    return best
+
+
+def test_started(test: TestFinished) -> float:
+    """When the test began: its first phase's start (its end record's time without one)."""
+    return test.phases[0].start if test.phases else test.ts
 
 
 class Activity(Event, tag="activity", kw_only=True):

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from . import events as ev
 from .state import RunState, StallRecord, lock_label, worker_order
+from .words import death_words, exit_words
 
 STALLS_SHOWN = 10
 """Stalls listed in the summary without ``-v``."""
@@ -112,15 +113,7 @@ def summary_lines(state: RunState, log: Path, problems: list[str], verbosity: in
         if fx.costly_duplicate
     )
     for crash in state.crashes:
-        how = (
-            f"signal {crash.signal}"
-            if crash.signal
-            else (
-                f"exit code {crash.exitcode}"
-                if crash.exitcode is not None
-                else crash.error.splitlines()[0]
-            )
-        )
+        how = exit_words(crash)
         view = state.workers.get(crash.w)
         then = f"; {view.replaced_by} replaced it" if view and view.replaced_by else ""
         lines.append(
@@ -176,7 +169,7 @@ def container_lines(state: RunState) -> list[str]:
         if img.per_worker
     ]
     for view in state.dead_containers():
-        how = "OOM-killed" if view.state == "oom-killed" else f"exit code {view.exit_code}"
+        how = death_words(view.state, view.exit_code)
         running = ", ".join(f"{w} in {t}" for w, t in sorted(view.during.items()))
         lines.append(
             f"container {view.name or view.cid} ({view.image}) died: {how}"

@@ -216,7 +216,8 @@ def test_filelock_guarded_migrations_record_waits(pytester: pytest.Pytester) -> 
     assert stats.contended >= 2
     assert stats.max_wait >= 0.3
     waits = [e for e in state.lock_events if e.action == "wait"]
-    assert all(w.holder is not None and w.holder.w and w.holder.w != w.w for w in waits)
+    holders = [(w, state.holder(w)) for w in waits]
+    assert all(h is not None and h.w and h.w != w.w for w, h in holders)
     assert all(w.fixture == "schema" for w in waits)
     # one real upgrade (0001 applied); the others found the database current
     migrations = [m for ms in _migrations(run.events).values() for m in ms]
@@ -274,21 +275,23 @@ def test_pg_advisory_lock_waits_name_holder_and_waiter(
     waits = [e for e in state.lock_events if e.kind == "pg_advisory" and e.action == "wait"]
     assert waits
     for wait in waits:
-        assert wait.holder is not None
-        assert wait.holder.w in {"gw0", "gw1", "gw2", "gw3"}
-        assert wait.holder.w != wait.w
+        holder = state.holder(wait)
+        assert holder is not None
+        assert holder.w in {"gw0", "gw1", "gw2", "gw3"}
+        assert holder.w != wait.w
         assert wait.fixture == "schema"
     # the server said who blocked: its backend pid mapped to a worker
     db_waits = [d for d in state.db_waits if d.lock == "pg_advisory:4242"]
     assert db_waits
     for d in db_waits:
-        assert d.blocked_by is not None
-        assert d.blocked_by.w in {"gw0", "gw1", "gw2", "gw3"} - {d.w}
+        blocked_by = state.blocked_by(d)
+        assert blocked_by is not None
+        assert blocked_by.w in {"gw0", "gw1", "gw2", "gw3"} - {d.w}
     # the server said who blocked: pg_blocking_pids' backend pid, mapped to a worker
-    told = [d for d in db_waits if d.blocked_by is not None and d.blocked_by.backend]
+    told = [b for b in map(state.blocked_by, db_waits) if b is not None and b.backend]
     assert told
     backends = {(c.backend, c.w) for c in connected}
-    assert all((d.blocked_by.backend, d.blocked_by.w) in backends for d in told if d.blocked_by)
+    assert all((b.backend, b.w) in backends for b in told)
     migrations = [m for ms in _migrations(run.events).values() for m in ms]
     assert sorted(str(m.from_rev) for m in migrations) == ["0001", "0001", "0001", "None"]
     assert state.migration_races == {}
@@ -397,8 +400,9 @@ def test_mariadb_get_lock_and_metadata_lock_waits(
     assert len(get_lock_waits) == 1
     (gl,) = get_lock_waits
     assert gl.w == "gw1"
-    assert gl.blocked_by is not None
-    assert gl.blocked_by.w == "gw0"
+    blocked_by = state.blocked_by(gl)
+    assert blocked_by is not None
+    assert blocked_by.w == "gw0"
     metadata = [d for d in state.db_waits if (d.lock or "").startswith("metadata:")]
     assert len(metadata) == 1, state.db_waits
     assert metadata[0].w == "gw1"
@@ -464,8 +468,9 @@ def test_mariadb_get_lock_timeout_is_a_failed_wait_not_a_holder(
     # the watchdog saw it wait, and it named the holder
     waits = [e for e in state.lock_events if e.action == "wait" and e.key == "seed"]
     assert [w.w for w in waits] == ["gw1"]
-    assert waits[0].holder is not None
-    assert waits[0].holder.w == "gw0"
+    holder = state.holder(waits[0])
+    assert holder is not None
+    assert holder.w == "gw0"
     (db_wait,) = [d for d in state.db_waits if d.lock == "mysql_get_lock:seed"]
     assert "timed out" in (db_wait.error or "")
     # a GET_LOCK that returned 1 is held as before

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import xml.etree.ElementTree as ET
 from collections import defaultdict
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ import pytest
 
 from testmon_live.plugin import events as ev
 from testmon_live.tui.cli import main
+from testmon_live.tui.testing import sample_runs
 
 from .conftest import only_run, run_logs
 
@@ -524,6 +526,24 @@ def test_perfetto_export_draws_locks_containers_and_stalls(
     assert stall["args"]["location"] == "t.py:3 in test_a"
     (crash,) = by_cat["crash"]
     assert crash["args"]["signal"] == "SIGKILL"
+
+
+def test_junit_and_the_report_give_the_start_as_one_aware_time(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """One timestamp formatter: local time with its offset, in JUnit as in the report."""
+    path = sample_runs.write_log(tmp_path / "run.jsonl", sample_runs.demo_run())
+    code, out, _ = run_cli(capsys, "export", str(path), "--format", "junit", "-o", "-")
+    assert code == 0
+    suite = ET.fromstring(out).find("testsuite")
+    assert suite is not None
+    stamp = suite.get("timestamp") or ""
+    code, out, _ = run_cli(capsys, "report", str(path), "--format", "json")
+    assert code == 0
+    assert stamp == json.loads(out)["run"]["started_at"]
+    when = datetime.fromisoformat(stamp)
+    assert when.tzinfo is not None
+    assert when.timestamp() == int(sample_runs.T0)
 
 
 def test_junit_export_matches_the_run(

@@ -26,8 +26,9 @@ from testmon_live.tui.dashboard.screenshots import settle
 from testmon_live.tui.dashboard.sources import ReplaySource
 from testmon_live.tui.reports.logs import load_run, read_header
 from testmon_live.tui.reports.model import build_report
+from testmon_live.tui.reports.render import render
 from testmon_live.tui.reports.run_list import build_runs, list_runs
-from testmon_live.tui.reports.sections import render, render_runs
+from testmon_live.tui.reports.sections import runs_sections, sections
 from testmon_live.tui.testing import sample_runs
 
 from .test_cli_report import synthetic_events, write_log
@@ -444,8 +445,8 @@ def test_fuzz_no_log_breaks_the_reader_the_fold_or_a_report(data: bytes) -> None
         RunState(detail=True).apply_all(iter_log(path))
         report = build_report(run)
         for fmt in ("text", "markdown", "json"):
-            out = render(report, fmt)
+            out = render(fmt, report, sections)
             assert not RAW_CONTROL.search(out), (fmt, out)
-        json.loads(render(report, "json"))
-        listing = render_runs(build_runs(list_runs(mdir)), "text")
+        json.loads(render("json", report, sections))
+        listing = render("text", build_runs(list_runs(mdir)), runs_sections)
         assert not RAW_CONTROL.search(listing)

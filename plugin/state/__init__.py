@@ -14,7 +14,7 @@ others), :mod:`.locks` (locks, database waits, migrations, deadlocks) and
 """
 
 from .containers import ContainerView, ImageStats
-from .fold import DUPLICATE_WORTH, SLOWEST_KEPT, FixtureStats, RunState, fold, worst_outcome
+from .fold import DUPLICATE_WORTH, SLOWEST_KEPT, FixtureStats, RunState, fold
 from .locks import LockStats, lock_label
 from .workers import WORKER_STATES, Spell, StallRecord, WorkerView, worker_order
 
@@ -33,5 +33,4 @@ __all__ = [
     "fold",
     "lock_label",
     "worker_order",
-    "worst_outcome",
 ]

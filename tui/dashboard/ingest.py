@@ -3,9 +3,10 @@
 It runs in a Textual thread worker, never on the UI thread. It folds with the one fold of
 the project (:class:`~testmon_live.plugin.state.RunState`) under :attr:`Ingest.lock`, keeps
 a bounded ring of recent raw events for the event view, and posts past-tense messages to
-the app: :class:`RunReset` and :class:`StatusChanged` as they happen, :class:`StateChanged`
-at most every :data:`POST_INTERVAL` seconds and only when the app took the previous one
-(so a burst of events costs the UI one redraw, and a UI that falls behind is not flooded).
+the app: :class:`RunReset`, :class:`StatusChanged` and :class:`StreamStateChanged` as they
+happen, :class:`StateChanged` at most every :data:`POST_INTERVAL` seconds and only when the
+app took the previous one (so a burst of events costs the UI one redraw, and a UI that
+falls behind is not flooded).
 The UI reads the state under the same lock while it renders.
 """
 
@@ -26,6 +27,7 @@ from testmon_live.plugin.state import RunState, WorkerView
 from testmon_live.tui.reports.document import printable
 
 from .eta import History, estimate, read_history
+from .sources import StreamState
 
 POST_INTERVAL = 0.1
 """Seconds between two StateChanged messages at most (10 redraws a second)."""
@@ -93,6 +95,15 @@ class StatusChanged(Message):
         self.level = level
 
 
+class StreamStateChanged(Message):
+    """A live run's stream ended, was lost, or the hub dropped this viewer."""
+
+    def __init__(self, state: StreamState, text: str) -> None:
+        super().__init__()
+        self.state = state
+        self.text = text
+
+
 class StateChanged(Message):
     """Events were folded since the last redraw."""
 
@@ -113,13 +124,18 @@ class Ingest:
         self.label = ""
         self.path: Path | None = None
         self.raw: deque[ev.Event] = deque(maxlen=RAW_KEPT)
+        self.raw_total = 0
+        """Events ever added to :attr:`raw` since the reset (a view caching their text
+        encodes only the ones it has not seen)."""
         self.done: set[str] = set()
         """Node ids finished (for the ETA)."""
         self.history = History()
         """What earlier runs of the same tests took (for the ETA)."""
         self.replay_now: float | None = None
+        self.stream: StreamState | None = None
+        """What became of the live stream of this run (None: nothing yet, or a replay)."""
         self.lost = False
-        """The hub went away without finishing the run."""
+        """The hub went away without finishing the run (:attr:`StreamState.LOST`)."""
         self.lost_at: float | None = None
         """The wall clock when the hub was found gone: elapsed stops there, not before."""
         self.cut_short = False
@@ -143,9 +159,11 @@ class Ingest:
             self.label = label
             self.path = path
             self.raw.clear()
+            self.raw_total = 0
             self.done = set()
             self.history = history
             self.replay_now = None
+            self.stream = None
             self.lost = False
             self.lost_at = None
             self.cut_short = False
@@ -168,6 +186,7 @@ class Ingest:
                 for event in batch:
                     apply(event)
             self.raw.extend(batch)
+            self.raw_total += len(batch)
             self.version += 1
         # What was folded stays for the run's life: take it out of the cyclic collector's
         # sight, or every full collection walks the whole run (pauses of 0.3-0.9 s at a few
@@ -180,10 +199,17 @@ class Ingest:
         with self.lock:
             self.status_text = text
             self.status_level = level
-            if "ended unexpectedly" in text and not self.lost:
+        self.post(StatusChanged(text, level))
+
+    def stream_state(self, state: StreamState, text: str) -> None:
+        with self.lock:
+            self.stream = state
+            self.status_text = text
+            self.status_level = state.level
+            if state is StreamState.LOST and not self.lost:
                 self.lost = True
                 self.lost_at = max(self.wall(), self.state.last_ts)
-        self.post(StatusChanged(text, level))
+        self.post(StreamStateChanged(state, text))
 
     def clock(self, now: float) -> None:
         with self.lock:

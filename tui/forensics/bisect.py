@@ -39,7 +39,6 @@ from testmon_live.plugin.runlog import MonitorDir, RunLogError, iter_log
 
 from .order import Suspects, looks_like_option, pytest_id, repro_argv, serial_args, write_ids
 
-FAILING = ("failed", "error")
 SHOWN = 3
 """Refused node ids named in the message."""
 
@@ -62,7 +61,7 @@ class Trial:
 
     @property
     def failed(self) -> bool:
-        return self.outcome in FAILING
+        return self.outcome in ev.FAILING
 
 
 @dataclass

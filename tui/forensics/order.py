@@ -28,7 +28,6 @@ ORDER_OFF = ("-p", "no:randomly", "-p", "no:random_order")
 XDIST_OFF = ("-n", "0", "--dist", "no")
 """xdist off, whatever the ini's ``addopts`` say: given last, these override its ``-n 4
 --dist loadgroup`` (``-p no:xdist`` would leave those options unrecognized)."""
-FAILING = ("failed", "error")
 _GROUP = re.compile(r"@[^@\[\]:/\\]*$")
 """The ``@group`` suffix ``--dist loadgroup`` adds to the node ids of grouped tests."""
 
@@ -47,15 +46,6 @@ def serial_args() -> tuple[str, ...]:
 
 class OrderError(Exception):
     """The test cannot be found (or not unambiguously) in the run."""
-
-
-def started(test: ev.TestFinished) -> float:
-    return test.phases[0].start if test.phases else test.ts
-
-
-def tests_on(state: RunState, worker: str) -> list[ev.TestFinished]:
-    """Every test the worker process ran, in the order it ran them."""
-    return sorted((t for t in state.tests if t.w == worker), key=started)
 
 
 def find_target(state: RunState, spec: str, worker: str | None = None) -> ev.TestFinished:
@@ -77,7 +67,7 @@ def find_target(state: RunState, spec: str, worker: str | None = None) -> ev.Tes
         runs = [t for t in runs if t.w == worker]
         if not runs:
             raise OrderError(f"{spec!r} did not run on worker {worker!r}")
-    failing = [t for t in runs if t.outcome in FAILING]
+    failing = [t for t in runs if t.outcome in ev.FAILING]
     return (failing or runs)[0]
 
 
@@ -94,7 +84,7 @@ class Suspects:
 
 def suspects(state: RunState, spec: str, worker: str | None = None) -> Suspects:
     target = find_target(state, spec, worker)
-    order = tests_on(state, target.w)
+    order = state.tests_on(target.w)
     index = next(i for i, t in enumerate(order) if t is target)
     header = state.header
     return Suspects(

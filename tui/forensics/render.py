@@ -12,7 +12,6 @@ from testmon_live.tui.reports.document import (
     Bullets,
     Code,
     Column,
-    Format,
     Line,
     Prose,
     Section,
@@ -20,22 +19,11 @@ from testmon_live.tui.reports.document import (
     Verbatim,
 )
 from testmon_live.tui.reports.formatting import fmt_duration, fmt_percent, plural
-from testmon_live.tui.reports.render_json import render_json
-from testmon_live.tui.reports.render_markdown import render_markdown
-from testmon_live.tui.reports.render_text import render_text
 
 from .bisect import BisectResult
 from .order import SuspectsModel
 
 TEST = Column("test", squeeze="end", code=True)
-
-
-def render_sections(found: list[Section], model: object, fmt: Format) -> str:
-    if fmt == "json":
-        return render_json(model)
-    if fmt == "markdown":
-        return render_markdown(found)
-    return render_text(found)
 
 
 def _signed(seconds: float) -> str:

@@ -14,9 +14,10 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from testmon_live.plugin.state import DUPLICATE_WORTH
+from testmon_live.plugin.state import DUPLICATE_WORTH, worker_order
+from testmon_live.plugin.words import death_words, how_it_ended
 
-from .document import Block, Bullets, Code, Column, Format, Line, Prose, Section, Table
+from .document import Block, Bullets, Code, Column, Line, Prose, Section, Table
 from .formatting import (
     first_line,
     fmt_duration,
@@ -38,11 +39,7 @@ from .model import (
     RunInfo,
     StallRow,
     pytest_summary,
-    worker_sort_key,
 )
-from .render_json import render_json
-from .render_markdown import render_markdown
-from .render_text import render_text
 from .run_list import PROBLEMS_FIRST, RunRow, RunsModel
 
 # ------------------------------------------------------------ report sections
@@ -218,11 +215,8 @@ def _failures_section(report: Report) -> Section | None:
 
 
 def _exit_words(crash: CrashRow) -> str:
-    if crash["signal"]:
-        return f"signal {crash['signal']}"
-    if crash["exit_code"] is not None:
-        return f"exit code {crash['exit_code']}"
-    return crash["note"] or "exit unknown"
+    """The exit column: the error has a column of its own."""
+    return how_it_ended(crash["signal"], crash["exit_code"]) or crash["note"] or "exit unknown"
 
 
 def _crashes_section(report: Report) -> Section | None:
@@ -377,7 +371,7 @@ def _migration_races(migrations: list[MigrationRow]) -> list[Line]:
             racing.setdefault(m["url"], set()).update([m["worker"], *m["concurrent_with"]])
     lines: list[Line] = []
     for url, workers in racing.items():
-        names = sorted(workers, key=worker_sort_key)
+        names = sorted(workers, key=worker_order)
         who = ", ".join(names[:-1]) + " and " + names[-1]
         if url:
             lines.append((f"{who} migrated the same database ", Code(url), " at the same time"))
@@ -479,7 +473,7 @@ def _container_trouble(containers: list[ContainerRow]) -> list[Line]:
                 )
             )
         if c["died"]:
-            how = "OOM-killed" if c["state"] == "oom-killed" else f"exit code {c['exit_code']}"
+            how = death_words(c["state"], c["exit_code"])
             running = ", ".join(f"{w} in {t}" for w, t in sorted(c["during"].items()))
             lines.append(
                 (
@@ -521,7 +515,7 @@ def _repeated_images(containers: list[ContainerRow]) -> list[Line]:
             continue
         seen.add(image)
         same = [o for o in containers if o["image"] == image]
-        owners = sorted({o["owner"] for o in same if o["owner"]}, key=worker_sort_key)
+        owners = sorted({o["owner"] for o in same if o["owner"]}, key=worker_order)
         startup = sum(o["startup"] or 0.0 for o in same)
         by = f" by {', '.join(owners)}" if owners else ""
         lines.append(
@@ -628,14 +622,6 @@ def sections(report: Report) -> list[Section]:
 # ================================================================== rendering
 
 
-def render(report: Report, fmt: Format) -> str:
-    if fmt == "json":
-        return render_json(report)
-    if fmt == "markdown":
-        return render_markdown(sections(report))
-    return render_text(sections(report))
-
-
 # ===================================================================== runs
 
 # The result cell lists failures and errors first: if it must be cut, passes go first.
@@ -680,11 +666,3 @@ def runs_sections(model: RunsModel) -> list[Section]:
     if unlisted:
         blocks.append(Bullets(unlisted, warn=True))
     return [Section(title, blocks)]
-
-
-def render_runs(model: RunsModel, fmt: Format) -> str:
-    if fmt == "json":
-        return render_json(model)
-    if fmt == "markdown":
-        return render_markdown(runs_sections(model))
-    return render_text(runs_sections(model))

@@ -3,13 +3,15 @@ per worker where the time went (call, setup, teardown, lock wait, container wait
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from rich.text import Text
 from textual import events
 from textual.widgets import Static
 
 from testmon_live.plugin.state import RunState
 from testmon_live.tui.dashboard.ingest import Ingest
-from testmon_live.tui.dashboard.palette import colour
+from testmon_live.tui.dashboard.palette import TONE_CLASSES, colour
 from testmon_live.tui.dashboard.widgets.timeline import test_start
 from testmon_live.tui.reports.formatting import fmt_duration, fmt_percent
 
@@ -79,9 +81,10 @@ def breakdown(state: RunState, wall: float) -> dict[str, dict[str, float]]:
 class ParallelismPanel(Static):
     """Busy workers over time, utilisation, efficiency and per-worker time breakdown."""
 
-    def __init__(self, **kwargs: object) -> None:
-        super().__init__(**kwargs)  # type: ignore[arg-type]
-        self._ingest: Ingest | None = None
+    COMPONENT_CLASSES: ClassVar[set[str]] = set(TONE_CLASSES)
+
+    _ingest: Ingest | None = None
+    """The ingest last drawn from (a resize draws it again)."""
 
     def refresh_from(self, ingest: Ingest) -> None:
         self._ingest = ingest
@@ -96,8 +99,7 @@ class ParallelismPanel(Static):
 
     def build(self, ingest: Ingest, width: int) -> Text:
         state = ingest.state
-        app = self.app
-        muted = colour(app, "foreground-muted")
+        muted = colour(self, "foreground-muted")
         now = ingest.now()
         wall = state.wall(now)
         slots = state.slots()
@@ -121,14 +123,14 @@ class ParallelismPanel(Static):
                 for value in series:
                     level = value / slots * CHART_ROWS - (row - 1)
                     line.append(BLOCKS[max(0, min(8, round(level * 8)))])
-                text.append("".join(line), style=colour(app, "primary"))
+                text.append("".join(line), style=colour(self, "primary"))
                 text.append("\n")
             text.append(" " * 6 + "0" + " " * (cols - 1 - len(fmt_duration(wall))))
             text.append(fmt_duration(wall) + "\n", style=muted)
         text.append("\nwhere each worker's time went\n", style="bold")
         legend = Text("        ")
         for name, ch, variable in PARTS:
-            legend.append(f"{ch} {name}  ", style=colour(app, variable))
+            legend.append(f"{ch} {name}  ", style=colour(self, variable))
         text.append_text(legend)
         text.append("\n")
         bar_cells = max(10, width - 34)
@@ -140,7 +142,7 @@ class ParallelismPanel(Static):
             for name, ch, variable in PARTS:
                 cells = round(bar_cells * parts[name] / total)
                 cells = min(cells, bar_cells - used)
-                text.append(ch * cells, style=colour(app, variable))
+                text.append(ch * cells, style=colour(self, variable))
                 used += cells
             text.append(" " * (bar_cells - used))
             busy = state.busy_share(view, now)
