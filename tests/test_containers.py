@@ -751,3 +751,40 @@ def test_get(shared_web, n):
     assert row["stop_call"] == "remove(force=True)"
     assert row["user_tests"] == {w: len(ran[w]) for w in sorted(ran)}
     assert row["died"] is False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_connections_are_read_from_outside_the_process() -> None:
+    import os
+    import socket
+    import subprocess
+
+    from testmon_live.plugin.probes.connections import connected_ports
+
+    with socket.create_server(("127.0.0.1", 0)) as server, socket.socket() as idle:
+        port = server.getsockname()[1]
+        idle.bind(("127.0.0.1", 0))
+        other = idle.getsockname()[1]
+        client = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                "import socket, sys; s = socket.create_connection(('127.0.0.1', int(sys.argv[1])));"
+                " print('on', flush=True); sys.stdin.read()",
+                str(port),
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert client.stdout is not None
+            assert client.stdout.readline() == "on\n"
+            assert connected_ports(client.pid, {port, other}) == {port}
+            # The listening end is not a connection to the port.
+            assert connected_ports(os.getpid(), {port}) == set()
+        finally:
+            assert client.stdin is not None
+            client.stdin.close()
+            client.wait(10)
+        assert connected_ports(client.pid, {port}) == set()  # gone: nothing, no error
