@@ -568,12 +568,17 @@ class ContainerEvent(Event, tag="container", kw_only=True):
     test: str | None = None
     fixture: str | None = None
     phase: str | None = None
-    """For ``fail``: the phase that failed (``engine``, ``create``, ``start``, ``ready``)."""
+    """For ``fail``: the phase that failed (``engine``, ``create``, ``start``, ``ready``); for
+    ``stop``: the phase the asking worker was in (``setup``, ``call``, ``teardown``, ...)."""
+    call: str | None = None
+    """For ``stop``: what was called (``stop``, ``kill``, ``remove(force=True)``, and
+    ``DockerContainer.stop`` for testcontainers' own)."""
     during: dict[str, str] = {}
     """For engine events (``die``, ``oom``, ``leak``): worker -> the test it was running."""
     by: str | None = None
     """Who reported it: ``None`` for the worker's own probe, ``engine`` for the controller's
-    watch of the container engine."""
+    watch of the container engine, ``connection`` for a ``use`` the controller saw as the
+    worker's open connection to one of the container's mapped ports."""
 
 
 # ---------------------------------------------------------------------- the hub

@@ -73,6 +73,7 @@ class _Real:
         "perf_counter",
         "pread",
         "read",
+        "readlink",
         "replace",
         "signal",
         "sleep",
@@ -111,6 +112,7 @@ class _Real:
         self.replace = os.replace
         self.os_open = os.open
         self.read = os.read
+        self.readlink = os.readlink
         self.pread = getattr(os, "pread", _unavailable("os.pread"))
         self.write = os.write
         self.close = os.close

@@ -172,14 +172,20 @@ def container_lines(state: RunState) -> list[str]:
         how = death_words(view.state, view.exit_code)
         running = ", ".join(f"{w} in {t}" for w, t in sorted(view.during.items()))
         lines.append(
-            f"container {view.name or view.cid} ({view.image}) died: {how}"
+            f"container {view.name or view.cid} ({view.image}) died: {how}, without anyone of "
+            "this run asking"
             + (f", started by {view.owner}" if view.owner else "")
             + (f"; running then: {running}" if running else "")
         )
+    shared = [
+        v for v in state.containers.values() if v.shared or (v.stopped_by or v.owner) != v.owner
+    ]
+    lines.extend(f"container {v.name or v.cid} ({v.image}): {v.story()}" for v in shared[:3])
     for view in state.containers.values():
         if view.stopped_while_used:
             lines.append(
-                f"container {view.name or view.cid} ({view.image}) stopped by {view.owner} "
+                f"container {view.name or view.cid} ({view.image}) stopped by "
+                f"{view.stopped_by or view.owner} "
                 f"while {', '.join(view.stopped_while_used)} still ran tests that used it"
             )
         if view.health == "unhealthy":

@@ -532,18 +532,80 @@ def test_fold_keeps_the_owners_teardown_over_a_late_engine_report() -> None:
     for event in (
         ev.ContainerEvent(w="gw0", ts=1.0, action="create", cid="c1", image="i", dur=0.1),
         ev.ContainerEvent(w="gw0", ts=2.0, action="ready", cid="c1", dur=0.5),
-        ev.ContainerEvent(w="gw1", ts=2.5, action="use", cid="c1", owner="gw0"),
-        ev.ContainerEvent(w="gw0", ts=3.0, action="stop", cid="c1"),
+        ev.ContainerEvent(w="gw1", ts=2.5, action="use", cid="c1", owner="gw0", test="t::a"),
+        ev.Activity(w="gw1", ts=2.6, test="t::b", phase="call", since=2.6),
+        ev.ContainerEvent(w="gw0", ts=3.0, action="stop", cid="c1", call="DockerContainer.stop"),
         ev.ContainerEvent(w="gw0", ts=3.2, action="remove", cid="c1", dur=0.2),
         ev.ContainerEvent(ts=3.4, action="die", cid="c1", exit_code=137, by="engine"),
+        ev.TestFinished(  # gw1's test went on after the stop: it did run under it
+            w="gw1",
+            ts=3.6,
+            nodeid="t::b",
+            outcome="failed",
+            phases=[ev.Phase("teardown", 3.5, 0.1, "passed")],
+        ),
     ):
         state.apply(event)
     view = state.containers["c1"]
     assert view.state == "removed"
     assert view.exit_code == 137
+    assert view.died is None
     assert view.startup == pytest.approx(0.6)
     assert view.shared
     assert view.stopped_while_used == ["gw1"]
+    assert view.user_tests == {"gw1": {"t::a"}}
+    assert view.story() == (
+        "started by gw0, used by gw1 (1 test), removed by gw0 (DockerContainer.stop)"
+        " while gw1 still ran tests that used it"
+    )
+
+
+def test_fold_takes_the_stop_of_another_worker_for_the_exit_and_the_others_as_done() -> None:
+    state = RunState()
+    for event in (
+        ev.FixtureSetup(
+            w="gw2", ts=0.9, name="db", scope="session", test="t::a", start=0.8, dur=0.1
+        ),
+        ev.ContainerEvent(w="gw2", ts=1.0, action="create", cid="c1", test="t::a", fixture="db"),
+        ev.ContainerEvent(w="gw2", ts=2.0, action="ready", cid="c1", ports={"80/tcp": ":1"}),
+        ev.ContainerEvent(w="gw0", ts=2.5, action="use", cid="c1", test="t::b", by="connection"),
+        ev.ContainerEvent(w="gw3", ts=2.6, action="use", cid="c1", test="t::c", by="connection"),
+        ev.ContainerEvent(w="gw3", ts=2.7, action="use", cid="c1", test="t::d", by="connection"),
+        ev.ContainerEvent(w="gw2", ts=2.8, action="use", cid="c1", test="t::a", by="connection"),
+        ev.Activity(w="gw0", ts=2.9, test="t::b", phase="call", since=2.9),
+        # The engine's word on the exit arrives before the batch with the ask in it.
+        ev.ContainerEvent(ts=4.9, action="die", cid="c1", exit_code=137, by="engine"),
+        ev.ContainerEvent(
+            w="gw3",
+            ts=3.0,
+            action="stop",
+            cid="c1",
+            test="t::d",
+            fixture="db",
+            phase="teardown",
+            call="remove(force=True)",
+        ),
+        ev.ContainerEvent(w="gw3", ts=3.1, action="remove", cid="c1", dur=0.1),
+        # gw0's record of leaving its test before the removal, shipped late.
+        ev.TestFinished(
+            w="gw0",
+            ts=2.95,
+            nodeid="t::b",
+            outcome="passed",
+            phases=[ev.Phase("teardown", 2.94, 0.01, "passed")],
+        ),
+    ):
+        state.apply(event)
+    view = state.containers["c1"]
+    assert view.died is None
+    assert view.stopped_by == "gw3"
+    assert view.stop_scope == "session"
+    assert view.stopped_while_used == []
+    assert view.users == {"gw0", "gw3"}
+    assert view.story() == (
+        "started by gw2 (fixture db, test t::a), used by gw0, gw3 (3 tests), removed by gw3"
+        " in session teardown of fixture db (remove(force=True)) after the others had finished"
+    )
 
 
 def test_describe_wait_names_the_strategy_and_its_target() -> None:
@@ -562,3 +624,167 @@ def test_describe_wait_names_the_strategy_and_its_target() -> None:
         "HttpWaitStrategy(port 8080 /health, timeout 5s), timeout 5s)"
     )
     assert describe_wait(LogMessageWaitStrategy("up")).startswith("LogMessageWaitStrategy('up'")
+
+
+LAST_ONE_OUT = """
+import fcntl, json, os
+from pathlib import Path
+import docker
+
+HERE = Path(__file__).parent
+SHARED = HERE / "shared.json"
+COUNT = HERE / "registered.json"
+
+@pytest.fixture(scope="session")
+def shared_web(worker_id):
+    # xdist's recipe for one container across workers (testcontainers-python #567): the
+    # first worker starts it under a file lock and writes where it is; the others read the
+    # file and never call the engine; each registers, and the last one out removes it.
+    with open(HERE / "shared.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if SHARED.exists():
+            info = json.loads(SHARED.read_text())
+        else:
+            started = web_container("0").start()
+            info = {
+                "host": "127.0.0.1",
+                "port": int(started.get_exposed_port(8080)),
+                "id": started.get_wrapped_container().id,
+            }
+            SHARED.write_text(json.dumps(info))
+        count = json.loads(COUNT.read_text()) if COUNT.exists() else {"in": 0, "ever": 0}
+        count["in"] += 1
+        count["ever"] += 1
+        COUNT.write_text(json.dumps(count))
+    yield info
+    with open(HERE / "shared.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        count = json.loads(COUNT.read_text())
+        count["in"] -= 1
+        COUNT.write_text(json.dumps(count))
+        workers = int(os.environ["PYTEST_XDIST_WORKER_COUNT"])
+        if count["in"] == 0 and count["ever"] == workers:
+            docker.from_env().containers.get(info["id"]).remove(force=True)
+            (HERE / "removed-by").write_text(worker_id)
+"""
+
+
+@pytest.mark.engine
+def test_last_one_out_removal_is_told_in_order_with_every_user(
+    pytester: pytest.Pytester, engine: None
+) -> None:
+    pytester.makeconftest(WEB + LAST_ONE_OUT)
+    pytester.makepyfile(
+        test_shared="""
+import socket, time
+import pytest
+
+@pytest.mark.parametrize("n", range(12))
+def test_get(shared_web, n):
+    deadline = time.monotonic() + 10  # "serving" is logged just before httpd listens
+    while True:
+        try:
+            conn = socket.create_connection((shared_web["host"], shared_web["port"]), timeout=5)
+            break
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+    with conn:  # a client that keeps its connection while the test works (a pool would)
+        conn.sendall(b"GET /index.html HTTP/1.0\\r\\n\\r\\n")
+        reply = b""
+        while chunk := conn.recv(4096):
+            reply += chunk
+        assert reply.startswith(b"HTTP/1.") and b" 200 " in reply.split(b"\\r\\n")[0]
+        time.sleep(1.0)
+"""
+    )
+    result, recorded = _run(pytester, "-n", "4", "-p", "no:randomly")
+    result.assert_outcomes(passed=12)
+    remover = (pytester.path / "removed-by").read_text()
+    (create,) = containers(recorded, "create")
+    owner = create.w
+    assert not containers(recorded, "die"), "the forced removal was taken for a death"
+    view = recorded.state.containers[create.cid]
+    assert view.died is None
+    assert view.removed_by is None
+    assert view.state == "removed"
+    assert view.stopped_by == remover
+    assert view.stop_call == "remove(force=True)"
+    assert view.stop_fixture == "shared_web"
+    assert view.stop_scope == "session"
+    assert view.stopped_while_used == []
+    # Every worker ran tests against it; the ones that did not start it are its users, each
+    # with the tests that connected (seen from the controller, through /proc).
+    ran: dict[str, set[str]] = {}
+    for test in recorded.of(ev.TestFinished):
+        ran.setdefault(test.w, set()).add(test.nodeid)
+    assert sorted(ran) == ["gw0", "gw1", "gw2", "gw3"]
+    others = sorted(set(ran) - {owner})
+    assert sorted(view.users) == others
+    for worker in ran:
+        assert view.user_tests.get(worker) == ran[worker], worker
+    used = sum(len(ran[w]) for w in others)
+    story = (
+        f"started by {owner} (fixture shared_web, test {create.test}), "
+        f"used by {', '.join(others)} ({used} tests), "
+        f"removed by {remover} in session teardown of fixture shared_web (remove(force=True)) "
+        "after the others had finished"
+    )
+    assert view.story() == story
+    label = view.name or view.cid
+    out = result.stdout.str()
+    assert f"container {label} ({IMAGE}): {story}" in out
+    assert "died" not in out
+    assert "without any worker of this run asking" not in out
+    text = pytester.run(sys.executable, "-m", "testmon_live.tui.cli", "report").stdout.str()
+    assert f"{label} {story}" in " ".join(text.split()), text
+    assert "died" not in text
+    report = pytester.run(
+        sys.executable, "-m", "testmon_live.tui.cli", "report", "--format", "json"
+    )
+    (row,) = json.loads(report.stdout.str())["containers"]
+    assert row["story"] == story
+    assert row["owner"] == owner
+    assert row["users"] == others
+    assert row["stopped_by"] == remover
+    assert row["stop_call"] == "remove(force=True)"
+    assert row["user_tests"] == {w: len(ran[w]) for w in sorted(ran)}
+    assert row["died"] is False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_connections_are_read_from_outside_the_process() -> None:
+    import os
+    import socket
+    import subprocess
+
+    from testmon_live.plugin.probes.connections import connected_ports
+
+    with socket.create_server(("127.0.0.1", 0)) as server, socket.socket() as idle:
+        port = server.getsockname()[1]
+        idle.bind(("127.0.0.1", 0))
+        other = idle.getsockname()[1]
+        client = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                "import socket, sys; s = socket.create_connection(('127.0.0.1', int(sys.argv[1])));"
+                " print('on', flush=True); sys.stdin.read()",
+                str(port),
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert client.stdout is not None
+            assert client.stdout.readline() == "on\n"
+            assert connected_ports(client.pid, {port, other}) == {port}
+            # The listening end is not a connection to the port.
+            assert connected_ports(os.getpid(), {port}) == set()
+        finally:
+            assert client.stdin is not None
+            client.stdin.close()
+            client.wait(10)
+        assert connected_ports(client.pid, {port}) == set()  # gone: nothing, no error

@@ -108,7 +108,7 @@ async def test_panels_render_locks_containers_stalls_and_failures(tmp_path: Path
         containers = shown(app.main.query_one(ContainersPanel))
         assert "postgres:16" in containers
         assert "started by gw0" in containers
-        assert "also used by gw1, gw2, gw3" in containers
+        assert "used by gw1, gw2, gw3" in containers
         await pilot.press("6")
         stuck = shown(app.main.query_one(StuckPanel))
         assert "test_report_waits_for_renderer" in stuck

@@ -5,11 +5,16 @@ It listens to the engine's event stream filtered by this run's label (``testmon.
 put on every container by the workers' :mod:`.containers` probe), so it sees only the
 run's containers and says:
 
-- ``die`` with the exit code, when a container exits that its owner did not stop (an
-  exit after the owner's ``stop`` is the teardown and is not reported), with the test each
+- ``die`` with the exit code, when a container exits that no worker of the run asked to
+  stop, kill or remove (an exit after such an ask is the teardown and is not reported),
+  with the test each
   worker was running at that moment (``during``);
 - ``oom`` (the kernel killed it) and ``health`` (health status changes);
-- ``remove`` (``by="engine"``) when a container disappears that its owner did not remove;
+- ``remove`` (``by="engine"``) when a container disappears that no worker of the run asked
+  to remove;
+- ``use`` (``by="connection"``) for each local worker, and the test it runs, seen with a TCP
+  connection open to one of a running container's mapped ports: read from outside the
+  worker (``/proc``, :mod:`.connections`) a few times a second, so the workers pay nothing;
 - at the end of the run, every container of the run still there: a ``leak``, named with
   the worker, test and fixture that started it (from its labels).
 
@@ -29,6 +34,7 @@ from typing import Any
 from .. import events as ev
 from ..clock import now
 from ..guard import REAL
+from .connections import connected_ports
 from .containers import FIXTURE_LABEL, RUN_LABEL, TEST_LABEL, WORKER_LABEL, short
 
 ENGINE_TIMEOUT = 5.0
@@ -38,6 +44,8 @@ DIE_GRACE = 1.5
 its way (workers ship in batches)."""
 POLL = 0.25
 """Seconds between looks at the fold for a first container."""
+ENDED = frozenset({"stopped", "removed", "exited", "oom-killed", "failed", "leaked"})
+"""Container states in which nobody's connections are looked for."""
 MAX_PENDING = 1000
 """Deaths/removals awaiting their grace period; beyond that they are reported at once."""
 
@@ -60,6 +68,8 @@ class EngineWatch:
         self._pending: list[tuple[float, str, dict[str, Any]]] = []
         self._lock = threading.Lock()
         self._health: dict[str, str] = {}
+        self._uses: set[tuple[str, str, str | None]] = set()
+        """(container, worker, test) already reported as a ``use`` seen by connection."""
         self._thread = threading.Thread(target=self._run, name="testmon-engine", daemon=True)
         self._settler = threading.Thread(target=self._settle_loop, name="testmon-engine-settle")
         self._settler.daemon = True
@@ -150,6 +160,42 @@ class EngineWatch:
     def _settle_loop(self) -> None:
         while not self._stop.wait(0.2):
             self._settle_due(REAL.monotonic())
+            try:
+                self.sample_connections()
+            except Exception as exc:  # noqa: BLE001 - a lost look must not end the watch
+                self.hub.note("info", f"containers: reading workers' connections: {exc!r}")
+
+    def sample_connections(self) -> None:
+        """Report each local worker connected to a running container's mapped port."""
+        state = self.hub.state
+        ports: dict[int, str] = {}
+        for view in list(state.containers.values()):
+            if view.state in ENDED:
+                continue
+            for address in list(view.ports.values()):
+                port = address.rpartition(":")[2]
+                if port.isdigit():
+                    ports[int(port)] = view.cid
+        if not ports:
+            return
+        with self.hub._lock:
+            workers = [
+                (w.id, w.pid, w.test)
+                for w in state.workers.values()
+                if w.pid and not w.remote and not w.down and w.crash is None
+            ]
+        for worker, pid, test in workers:
+            assert pid is not None
+            for port in connected_ports(pid, ports):
+                key = (ports[port], worker, test)
+                if key in self._uses:
+                    continue
+                self._uses.add(key)
+                self.hub.emit(
+                    ev.ContainerEvent(
+                        w=worker, ts=now(), action="use", cid=key[0], test=test, by="connection"
+                    )
+                )
 
     def _settle_due(self, limit: float) -> None:
         with self._lock:
@@ -178,7 +224,7 @@ class EngineWatch:
                 during=during,
             )
         else:
-            self._emit("remove", cid, attrs, error="removed, but not by the worker that owns it")
+            self._emit("remove", cid, attrs, error="removed without any worker of this run asking")
 
     def _running_tests(self) -> dict[str, str]:
         with self.hub._lock:

@@ -18,6 +18,9 @@ What is patched (class attributes, so code that imported the names earlier is co
   decorator's), and ``waiting_utils.wait_for_logs``: a wait outside ``start`` (the older
   ``start(); wait_for_logs(c, ...)`` style) is a ``ready`` of its own.
 - ``DockerContainer.stop``: ``stop`` when asked, ``remove`` (with its duration) when done.
+- ``docker``'s ``Container.stop``, ``kill`` and ``remove`` on a container of this run, from
+  whichever worker calls them (the last one out of a shared container usually does):
+  ``stop`` with the call and the worker's phase, and ``remove`` when a removal is done.
 - ``docker``'s ``ContainerCollection.get``: a worker that looks up a container this run
   started on another worker (the usual way to share one across xdist workers) is a ``use``.
 
@@ -242,9 +245,10 @@ class ContainerProbe:
             self._wrap_strategies(base)
         self._wrap_wait_for_logs(waiting_utils)
         try:
-            from docker.models.containers import ContainerCollection
+            from docker.models.containers import Container, ContainerCollection
         except ImportError:
             return
+        self._wrap_sdk_ends(Container)
         original_get = ContainerCollection.get
 
         def get(collection: Any, container_id: str, *args: Any, **kwargs: Any) -> Any:
@@ -303,19 +307,66 @@ class ContainerProbe:
         def stop(container: Any, *args: Any, **kwargs: Any) -> Any:
             wrapped = getattr(container, "_container", None)
             cid = short(getattr(wrapped, "id", None))
-            if not cid:
+            if not cid or getattr(probe._tls, "ending", False):
                 return original(container, *args, **kwargs)
-            t0 = REAL.perf_counter()
-            probe._event("stop", cid)
-            try:
-                result = original(container, *args, **kwargs)
-            except BaseException as exc:
-                probe._fail(cid, "", "", "remove", exc)
-                raise
-            probe._event("remove", cid, dur=REAL.perf_counter() - t0)
-            return result
+            return probe._ending(
+                cid, "DockerContainer.stop", True, lambda: original(container, *args, **kwargs)
+            )
 
         self._set(dc, "stop", stop)
+
+    def _wrap_sdk_ends(self, sdk_container: type) -> None:
+        """``Container.stop/kill/remove`` of the docker SDK, on this run's containers."""
+        probe = self
+        for method in ("stop", "kill", "remove"):
+            original = sdk_container.__dict__.get(method)
+            if original is None:
+                continue
+
+            def end(
+                container: Any,
+                *args: Any,
+                _original: Callable[..., Any] = original,
+                _method: str = method,
+                **kwargs: Any,
+            ) -> Any:
+                if getattr(probe._tls, "ending", False):
+                    return _original(container, *args, **kwargs)  # inside a stop we record
+                try:
+                    ours = (container.labels or {}).get(RUN_LABEL) == probe.run_id
+                except Exception:  # noqa: BLE001 - no attrs: not one we can tell is ours
+                    ours = False
+                if not ours:
+                    return _original(container, *args, **kwargs)
+                call = _method
+                if _method == "remove" and kwargs.get("force"):
+                    call = "remove(force=True)"
+                return probe._ending(
+                    short(getattr(container, "id", None)),
+                    call,
+                    _method == "remove",
+                    lambda: _original(container, *args, **kwargs),
+                )
+
+            end.__wrapped__ = original  # type: ignore[attr-defined]
+            self._set(sdk_container, method, end)
+
+    def _ending(self, cid: str, call: str, removes: bool, run: Callable[[], Any]) -> Any:
+        """A stop, kill or removal asked on this worker: who asked, how, and how long."""
+        tls = self._tls
+        self._event("stop", cid, call=call, phase=self.activity.phase)
+        tls.ending = True
+        t0 = REAL.perf_counter()
+        try:
+            result = run()
+        except BaseException as exc:
+            self._fail(cid, "", "", "remove", exc)
+            raise
+        finally:
+            tls.ending = False
+        if removes:
+            self._event("remove", cid, dur=REAL.perf_counter() - t0)
+        return result
 
     def _wrap_create(self, client: type) -> None:
         original = client.create  # type: ignore[attr-defined]

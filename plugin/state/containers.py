@@ -5,11 +5,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import msgspec
 
 from testmon_live.plugin import events as ev
 
-from .workers import WorkerFold
+from .workers import WorkerFold, WorkerView, worker_order
 
 
 class ContainerView(msgspec.Struct):
@@ -33,7 +35,21 @@ class ContainerView(msgspec.Struct):
     wait: str | None = None
     labels: dict[str, str] = msgspec.field(default_factory=dict)
     stop_requested: float | None = None
-    """When its owner asked it to stop (exits after that are the teardown)."""
+    """When a worker of this run asked it to stop, kill or be removed (exits after that are
+    the teardown, not deaths)."""
+    stopped_by: str | None = None
+    """The worker that asked first."""
+    stop_test: str | None = None
+    stop_fixture: str | None = None
+    stop_phase: str | None = None
+    """The asking worker's test, fixture and phase (``teardown``...) then."""
+    stop_scope: str | None = None
+    """The scope of ``stop_fixture`` (``session``...), when the run recorded it."""
+    stop_call: str | None = None
+    """What was called: ``stop``, ``kill``, ``remove(force=True)``, ``DockerContainer.stop``."""
+    user_tests: dict[str, set[str]] = msgspec.field(default_factory=dict)
+    """worker -> the tests of it seen using the container (a lookup, or a connection to
+    one of its mapped ports), the starting worker's included."""
     failed_phase: str | None = None
     """For a failed container: engine, create, start, ready or remove."""
     died: float | None = None
@@ -45,7 +61,8 @@ class ContainerView(msgspec.Struct):
     removed_by: str | None = None
     """``engine``: removed, but not by the worker that started it."""
     stopped_while_used: list[str] = msgspec.field(default_factory=list)
-    """Other workers that had used it and were still running when its owner stopped it."""
+    """Other workers that had used it and were in a test's setup or call when it was
+    stopped (a worker whose record shows it had left that test by then is taken out)."""
     used_after_end: list[str] = msgspec.field(default_factory=list)
     """Workers that looked it up after it had stopped or died."""
 
@@ -59,6 +76,57 @@ class ContainerView(msgspec.Struct):
     def shared(self) -> bool:
         """Used by tests on a worker other than the one that started it."""
         return any(user != self.owner for user in self.users)
+
+    def story(self) -> str:
+        """What happened to it, in order: ``started by gw2 (fixture db, test t), used by gw0,
+        gw1, gw3 (12 tests), removed by gw3 in session teardown of fixture db
+        (remove(force=True)) after the others had finished``."""
+        parts = [f"started by {self.owner or '?'}" + _where(self.fixture, self.test)]
+        others = sorted(self.users - {self.owner or ""}, key=worker_order)
+        if others:
+            tests = sum(len(self.user_tests.get(u, ())) for u in others)
+            parts.append(
+                f"used by {', '.join(others)}" + (f" ({_count(tests, 'test')})" if tests else "")
+            )
+        if self.stop_requested is not None:
+            parts.append(self._ending())
+        elif self.died is not None:
+            how = "OOM-killed" if self.state == "oom-killed" else f"exit code {self.exit_code}"
+            parts.append(f"died ({how}) without anyone of this run asking")
+        elif self.removed_by == "engine":
+            parts.append("removed without any worker of this run asking")
+        elif self.leaked:
+            parts.append("left running at the end (leaked)")
+        return ", ".join(parts)
+
+    def _ending(self) -> str:
+        verb = {"removed": "removed"}.get(self.state) or (
+            "killed" if self.stop_call == "kill" else "stopped"
+        )
+        text = f"{verb} by {self.stopped_by or '?'}"
+        if self.stop_phase == "teardown" and self.stop_fixture:
+            scope = f"{self.stop_scope} " if self.stop_scope else ""
+            text += f" in {scope}teardown of fixture {self.stop_fixture}"
+        elif self.stop_test:
+            text += f" in {self.stop_test}"
+        if self.stop_call:
+            text += f" ({self.stop_call})"
+        if self.stopped_while_used:
+            text += f" while {', '.join(self.stopped_while_used)} still ran tests that used it"
+        elif (self.users | {self.owner or ""}) - {self.stopped_by or "", ""}:
+            text += " after the others had finished"
+        return text
+
+
+def _where(fixture: str | None, test: str | None) -> str:
+    said = [f"fixture {fixture}"] if fixture else []
+    if test:
+        said.append(f"test {test}")
+    return f" ({', '.join(said)})" if said else ""
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 class ImageStats(msgspec.Struct):
@@ -83,6 +151,8 @@ class ContainerFold(WorkerFold):
     def __init__(self, detail: bool = True) -> None:
         super().__init__(detail)
         self.containers: dict[str, ContainerView] = {}
+        self._stops_to_check: list[ContainerView] = []
+        """Stopped containers whose ``stopped_while_used`` a late record may still clear."""
 
     def _container(self, e: ev.ContainerEvent) -> None:
         if e.w:
@@ -98,8 +168,9 @@ class ContainerFold(WorkerFold):
             view.owner = e.owner
         elif e.w and view.owner is None and e.action in ("create", "start"):
             view.owner = e.w
-        view.test = view.test or e.test
-        view.fixture = view.fixture or e.fixture
+        if e.action not in ("use", "stop", "remove") or e.by == "engine":
+            view.test = view.test or e.test  # where it was started, not where it was used
+            view.fixture = view.fixture or e.fixture
         if e.dur is not None:
             view.phases[e.action] = e.dur
         if e.wait:
@@ -109,20 +180,23 @@ class ContainerFold(WorkerFold):
         action = e.action
         if action == "use":
             if e.w:
-                view.users.add(e.w)
-                if view.state in ("stopped", "removed", "exited", "oom-killed"):
+                if e.test:
+                    view.user_tests.setdefault(e.w, set()).add(e.test)
+                if e.w != view.owner:
+                    view.users.add(e.w)
+                if view.state in ("stopped", "removed", "exited", "oom-killed") and e.by is None:
                     view.used_after_end.append(e.w)
             return
         if action == "stop":
-            if view.stop_requested is None:
-                view.stop_requested = e.ts
-            workers = self.workers
-            view.stopped_while_used = sorted(
-                u
-                for u in view.users
-                if u != view.owner and u in workers and not workers[u].down and not workers[u].crash
-            )
+            if view.stop_requested is not None:
+                return  # a second ask (remove after stop): the first one tells the story
+            self._stopped(view, e)
         elif action in ("die", "oom"):
+            asked = view.stop_requested
+            if asked is not None and asked <= e.ts and action == "die":
+                if e.exit_code is not None:
+                    view.exit_code = e.exit_code
+                return  # the exit of a stop a worker of this run asked for: not a death
             view.died = e.ts
             view.during = dict(e.during)
         elif action == "leak":
@@ -155,6 +229,64 @@ class ContainerFold(WorkerFold):
             "leak": "leaked",
             "health": view.state,
         }.get(action, view.state)
+
+    def _stopped(self, view: ContainerView, e: ev.ContainerEvent) -> None:
+        view.stop_requested = e.ts
+        view.stopped_by = e.w or None
+        view.stop_test = e.test
+        view.stop_fixture = e.fixture
+        view.stop_phase = e.phase
+        view.stop_call = e.call
+        if e.fixture:
+            scopes = {key[1] for key in self._fixture_keys() if key[0] == e.fixture}
+            view.stop_scope = next(iter(scopes)) if len(scopes) == 1 else None
+        if view.died is not None and e.ts <= view.died:
+            view.died = None  # the engine's exit was this stop, heard before the ask arrived
+            view.during = {}
+        workers = self.workers
+        candidates = view.users | ({view.owner} if view.owner else set())
+        view.stopped_while_used = sorted(
+            (
+                u
+                for u in candidates
+                if u != e.w
+                and u in workers
+                and not workers[u].down
+                and workers[u].crash is None
+                and workers[u].test is not None
+                and workers[u].phase in ("setup", "call")
+            ),
+            key=worker_order,
+        )
+        if view.stopped_while_used:
+            self._stops_to_check.append(view)
+
+    def _fixture_keys(self) -> Iterable[tuple[str, str, str]]:
+        """(name, scope, baseid) of the wide-scoped fixtures seen (the run's fold has them)."""
+        fixtures = getattr(self, "fixtures", None)
+        return list(fixtures) if isinstance(fixtures, dict) else []
+
+    def _seen(self, event: ev.Event) -> WorkerView:
+        view = super()._seen(event)
+        if self._stops_to_check:
+            self._left_before_stop(event)
+        return view
+
+    def _left_before_stop(self, e: ev.Event) -> None:
+        """A user named as still in a test when the container was stopped, whose own later
+        record shows it had left that test before: events of workers arrive in batches, so
+        the fold's picture of it was behind."""
+        if isinstance(e, ev.TestFinished):  # it left setup/call when its teardown began
+            left = e.ts - sum(p.dur for p in e.phases if p.when == "teardown")
+        elif isinstance(e, ev.Activity) and e.phase not in ("setup", "call"):
+            left = e.since
+        else:
+            return
+        for view in self._stops_to_check:
+            asked = view.stop_requested
+            if e.w in view.stopped_while_used and asked is not None and left <= asked:
+                view.stopped_while_used.remove(e.w)
+        self._stops_to_check = [v for v in self._stops_to_check if v.stopped_while_used]
 
     def container_images(self) -> list[ImageStats]:
         """Per image: starts, on how many workers, startup cost; costliest first."""

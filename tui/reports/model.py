@@ -235,6 +235,12 @@ class ContainerRow(TypedDict):
     removed_by: str | None
     stopped_while_used: list[str]
     used_after_end: list[str]
+    stopped_by: str | None
+    stop_test: str | None
+    stop_fixture: str | None
+    stop_call: str | None
+    user_tests: dict[str, int]
+    story: str
 
 
 class EdgeRow(TypedDict):
@@ -676,6 +682,12 @@ def _containers(state: RunState) -> list[ContainerRow]:
             "removed_by": c.removed_by,
             "stopped_while_used": list(c.stopped_while_used),
             "used_after_end": sorted(set(c.used_after_end), key=worker_order),
+            "stopped_by": c.stopped_by,
+            "stop_test": c.stop_test,
+            "stop_fixture": c.stop_fixture,
+            "stop_call": c.stop_call,
+            "user_tests": {w: len(c.user_tests[w]) for w in sorted(c.user_tests, key=worker_order)},
+            "story": c.story(),
         }
         for c in views
     ]

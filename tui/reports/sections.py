@@ -442,7 +442,10 @@ def _containers_section(report: Report) -> Section | None:
         )
         for c in containers
     ]
-    blocks: list[Block] = [Table(columns, rows)]
+    blocks: list[Block] = [
+        Table(columns, rows),
+        Bullets([(Code(c["name"] or c["cid"]), f" {c['story']}") for c in containers]),
+    ]
     repeated = _repeated_images(containers)
     if repeated:
         blocks.append(Bullets(repeated, warn=True))
@@ -478,7 +481,7 @@ def _container_trouble(containers: list[ContainerRow]) -> list[Line]:
             lines.append(
                 (
                     Code(label),
-                    f" died ({how}) while its owner still used it, {_started_by(c)}"
+                    f" died ({how}) without anyone of this run asking, {_started_by(c)}"
                     + (f"; running then: {running}" if running else ""),
                 )
             )
@@ -490,7 +493,8 @@ def _container_trouble(containers: list[ContainerRow]) -> list[Line]:
             lines.append(
                 (
                     Code(label),
-                    f" stopped by {c['owner']} while {', '.join(c['stopped_while_used'])}"
+                    f" stopped by {c['stopped_by'] or c['owner']}"
+                    f" while {', '.join(c['stopped_while_used'])}"
                     " still ran tests that used it",
                 )
             )
@@ -502,7 +506,7 @@ def _container_trouble(containers: list[ContainerRow]) -> list[Line]:
                 )
             )
         if c["removed_by"] == "engine":
-            lines.append((Code(label), " removed, but not by the worker that started it"))
+            lines.append((Code(label), " removed without any worker of this run asking"))
     return lines
 
 

@@ -38,17 +38,7 @@ class ContainersPanel(Static):
             state_style = colour(self, "error" if bad else "success")
             text.append(f"  {view.state}", style=f"bold {state_style}")
             text.append("\n")
-            owner = view.owner or "?"
-            users = ", ".join(sorted(view.users - {owner}))
-            text.append(f"    started by {owner}", style=muted)
-            if view.fixture or view.test:
-                text.append(f" in {view.fixture or view.test}", style=muted)
-            if users:
-                text.append("; also used by ", style=muted)
-                text.append(users, style="bold")
-            else:
-                text.append("; no other worker used it", style=muted)
-            text.append("\n")
+            text.append(f"    {view.story()}\n", style=muted)
             if view.phases:
                 steps = ", ".join(f"{k} {fmt_duration(v)}" for k, v in view.phases.items())
                 text.append(f"    {steps}")
