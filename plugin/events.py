@@ -866,7 +866,7 @@ def _repaired(line: bytes | str, exc: BaseException) -> Event | None:
         except msgspec.ValidationError as err:  # noqa: PERF203 - a handful of tries at most
             if not _fix_at(raw, str(err)):
                 return None
-        except RecursionError:
+        except (RecursionError, ValueError):  # too deep; a lone surrogate in a key
             return None
         else:
             return event
