@@ -24,9 +24,11 @@ from pathlib import Path
 import msgspec
 
 from . import events as ev
+from .findings import FIX
 from .guard import REAL
 from .state import ContainerView, RunState, StallRecord, WorkerView, worker_order
 from .summary import _dur as duration
+from .summary import race_line
 
 PREFIX = "[testmon-live]"
 """Every line the monitor prints while the run goes on starts with this."""
@@ -132,6 +134,7 @@ class Watch:
         self._deadlocks = 0
         self._unresponsive = 0
         self._races: dict[str, int] = {}
+        self._setup_races: dict[tuple[str, str, str], int] = {}
         self._dead: set[str] = set()
         self._slow_seen: dict[tuple[str, str, float], float] = {}
         """(worker, test, its start) -> the threshold last reported for it."""
@@ -166,6 +169,8 @@ class Watch:
         if len(state.deadlocks) > self._deadlocks:
             out.extend(self._deadlock(d) for d in state.deadlocks[self._deadlocks :])
             self._deadlocks = len(state.deadlocks)
+        if state.setup_races:
+            out.extend(self._setup_races_in(state))
         if state.migration_races:
             out.extend(self._races_in(state))
         if state.containers:
@@ -226,6 +231,27 @@ class Watch:
             "DEADLOCK " + ("; ".join(parts) or deadlock.text),
             self._test_where(tests[0] if tests else None),
         )
+
+    def _setup_races_in(self, state: RunState) -> list[Alert]:
+        out = []
+        for key, race in state.setup_races.items():
+            seen = len(race.workers) + len(race.failed)
+            if seen <= self._setup_races.get(key, 0):
+                continue
+            self._setup_races[key] = seen
+            for resource in race.resources:
+                if resource.kind == "database":  # said here: not again as a migration race
+                    self._races[resource.name] = len(state.migration_races.get(resource.name, ()))
+            failed = next(iter(race.failed), None)
+            out.append(
+                Alert(
+                    "RACE",
+                    f"race setup {race.fixture}",
+                    f"RACE {race_line(race)} ({FIX})",
+                    self._test_where(race.tests.get(failed) if failed else None),
+                )
+            )
+        return out
 
     def _races_in(self, state: RunState) -> list[Alert]:
         out = []

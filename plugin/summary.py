@@ -5,7 +5,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .state import RunState, StallRecord, lock_label, worker_order
+from . import findings
+from .dburl import display_url
+from .findings import FIX, dur, race_parts, setup_words, tail_parts
+from .state import RunState, SetupRace, StallRecord, lock_label, worker_order
 
 STALLS_SHOWN = 10
 """Stalls listed in the summary without ``-v``."""
@@ -19,10 +22,7 @@ def _count(n: int, word: str) -> str:
     return f"{n} {word if n == 1 else _PLURALS.get(word, word)}"
 
 
-def _dur(seconds: float) -> str:
-    if seconds >= 120:
-        return f"{seconds / 60:.1f} min"
-    return f"{seconds:.2f}s" if seconds < 10 else f"{seconds:.1f}s"
+_dur = dur
 
 
 def _rel(path: Path) -> str:
@@ -51,12 +51,29 @@ def summary_lines(state: RunState, log: Path, problems: list[str], verbosity: in
         for test in slowest
         if test.duration >= 0.1
     )
-    lines.extend(
-        f"{fx.scope} fixture {fx.name!r} set up {fx.count}x on {len(fx.workers)} workers, "
-        f"{_dur(fx.setup_total)} in all"
-        for fx in state.fixtures_by_cost()[:3]
-        if fx.costly_duplicate
-    )
+    for fx in state.fixtures_by_cost()[:3]:
+        if not fx.costly_duplicate or (fx.name, fx.scope, fx.baseid) in state.setup_races:
+            continue  # a racing setup is said below
+        story = state.setup_story((fx.name, fx.scope, fx.baseid), fx.setup_total)
+        lines.append(
+            setup_words(
+                scope=fx.scope,
+                fixture=fx.name,
+                count=fx.count,
+                workers=len(fx.workers),
+                work=story.work,
+                waited=story.waited,
+                lock=story.lock,
+                ran_once_on=story.ran_once_on,
+                once_work=story.once_work,
+                waiters=story.waiters,
+            )
+        )
+    raced: set[str] = set()
+    for race in state.setup_races.values():
+        lines.append(f"racing setup: {race_line(race)}")
+        lines.append(f"  {FIX}")
+        raced.update(r.name for r in race.resources if r.kind == "database")
     for crash in state.crashes:
         how = (
             f"signal {crash.signal}"
@@ -76,19 +93,24 @@ def summary_lines(state: RunState, log: Path, problems: list[str], verbosity: in
     if len(state.deadlocks) > 3:
         lines.append(f"deadlocks: {len(state.deadlocks) - 3} more (see the report)")
     contended = sorted(
-        (s for s in state.locks.values() if s.contended), key=lambda s: s.total_wait, reverse=True
+        (s for s in state.locks.values() if s.waits), key=lambda s: s.total_wait, reverse=True
     )
     if contended:
         top = contended[0]
+        waits = sum(s.waits for s in contended)
         lines.append(
             f"lock contention: {len(contended)} lock{'s' if len(contended) != 1 else ''} waited "
-            f"on, {_dur(sum(s.total_wait for s in contended))} in all; most: "
-            f"{lock_label(top.kind, top.key)} "
-            f"({_count(top.contended, 'wait')}, {_dur(top.total_wait)})"
+            f"on, {_count(waits, 'wait')}, {_dur(sum(s.total_wait for s in contended))} in all; "
+            f"most: {lock_label(top.kind, top.key)} "
+            f"({_count(top.waits, 'wait')}, {_dur(top.total_wait)})"
         )
     for url, racing in state.migration_races.items():
+        if url in raced:
+            continue  # said with the racing setup
         names = ", ".join(sorted(racing, key=worker_order))
-        lines.append(f"concurrent migrations: {names} migrated {url or 'one database'} at once")
+        lines.append(
+            f"concurrent migrations: {names} migrated {display_url(url) or 'one database'} at once"
+        )
     stalls = state.stall_count()
     if stalls:
         lines.append(f"stalls: {stalls} (see `testmon report {state.run_id}`)")
@@ -98,6 +120,24 @@ def summary_lines(state: RunState, log: Path, problems: list[str], verbosity: in
         lines.extend(stall_lines(record))
     if len(records) > len(shown):
         lines.append(f"  ... {len(records) - len(shown)} more (-v lists them all)")
+    tail = state.tail()
+    if tail is not None:
+        lines.append(
+            "tail: "
+            + "; ".join(
+                tail_parts(
+                    below=tail.below,
+                    alone=tail.alone,
+                    worker=tail.worker,
+                    test=tail.test,
+                    test_duration=tail.test_duration,
+                    idle=tail.idle,
+                    idle_workers=tail.idle_workers,
+                    wall=tail.wall,
+                    estimate=tail.estimate,
+                )
+            )
+        )
     dropped = state.dropped_total()
     if dropped:
         lines.append(f"dropped events: {dropped} (the log says which kinds)")
@@ -109,6 +149,22 @@ def summary_lines(state: RunState, log: Path, problems: list[str], verbosity: in
     else:  # someone deleted it (or all of .testmon) while the run wrote it
         lines.append(f"no log to open: {_rel(log)} was deleted during the run")
     return lines
+
+
+def race_line(race: SetupRace) -> str:
+    """A racing setup in the terminal's words (the summary's line, the live notice's)."""
+    return findings.race_line(
+        race_parts(
+            scope=race.scope,
+            fixture=race.fixture,
+            workers=race.workers,
+            spread=race.spread,
+            overlap=race.overlap,
+            resources=[r.text for r in race.resources],
+            succeeded=race.succeeded,
+            failed=race.failed,
+        )
+    )
 
 
 def container_lines(state: RunState) -> list[str]:

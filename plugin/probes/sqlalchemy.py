@@ -44,8 +44,8 @@ from typing import Any, Literal
 
 from .. import events as ev
 from ..clock import now
+from ..dburl import display_url
 from ..guard import REAL, exc_text, repr_of, text_of
-from ..redact import redact_url
 from . import locking
 from .imports import when_imported
 
@@ -217,7 +217,7 @@ def _dialect(conn: Any) -> str:
 
 def _url(conn: Any) -> str:
     try:
-        return redact_url(conn.engine.url.render_as_string(hide_password=True))
+        return display_url(conn.engine.url.render_as_string(hide_password=True))
     except AttributeError:
         return "?"
 
@@ -857,7 +857,7 @@ def _patch_sqlalchemy(module: ModuleType) -> None:
 def _bind_url(bind: Any) -> str:
     engine = getattr(bind, "engine", bind)
     try:
-        return redact_url(engine.url.render_as_string(hide_password=True))
+        return display_url(engine.url.render_as_string(hide_password=True))
     except AttributeError:
         return ""
 
@@ -1014,11 +1014,11 @@ def _wrap_run_migrations(original: Callable[..., Any]) -> Callable[..., Any]:
         reporter = locking._current
         work = getattr(self, "_migrations_fn", None)
         op = _ALEMBIC_OPS.get(getattr(work, "__name__", ""))
-        if reporter is None or op is None or id(self) in _alembic_runs:
-            return original(self, **kw)
-        # Offline (--sql) mode writes SQL and touches no database: no URL to race on.
+        # Offline (--sql) mode writes SQL and touches no database: it is no migration.
         offline = bool(getattr(self, "as_sql", False))
-        url = "" if offline else _bind_url(getattr(self, "connection", None))
+        if reporter is None or op is None or offline or id(self) in _alembic_runs:
+            return original(self, **kw)
+        url = _bind_url(getattr(self, "connection", None))
         span = _MigrationSpan(reporter, "alembic", op, url, None, _alembic_target(self))
         _alembic_runs[id(self)] = (span, None)
         try:

@@ -19,7 +19,8 @@ import msgspec
 from testmon_live.plugin import events as ev
 
 from .containers import ContainerFold
-from .locks import LockFold
+from .locks import CLOCK_SLACK, LockFold, lock_label
+from .setups import SetupFold
 from .workers import Spell, StallRecord, WorkerView, worker_order
 
 SLOWEST_KEPT = 50
@@ -68,7 +69,36 @@ class FixtureStats(msgspec.Struct):
         return self.duplicated and self.setup_total >= DUPLICATE_WORTH
 
 
-class RunState(LockFold, ContainerFold):
+TAIL_WORTH = 1.0
+"""Seconds one worker must have run alone at the end for the tail to be worth a word."""
+TAIL_SHARE = 0.15
+"""... and the share of the workers' time (workers x wall) idled meanwhile."""
+
+
+class Tail(msgspec.Struct, frozen=True):
+    """The end of a run that ran below full width: see :meth:`RunState.tail`."""
+
+    below: float
+    """Seconds from the first worker running out of tests to the last test's end."""
+    alone: float
+    """Seconds the last worker ran alone at the end."""
+    worker: str
+    test: str | None
+    """The test it ran alone (None: several short ones)."""
+    test_duration: float | None
+    test_began: float | None
+    """Seconds after the run's start that test began."""
+    idle: float
+    """Worker-seconds the other workers idled from their last test to the end."""
+    idle_workers: list[str]
+    wall: float
+    estimate: float | None
+    """The wall time had that test started first (an estimate: the other tests spread
+    over the workers meanwhile, max(its duration, test time / workers), plus the run's
+    time outside tests); None when it would not have been shorter."""
+
+
+class RunState(LockFold, SetupFold, ContainerFold):
     """Everything known of one run, folded event by event."""
 
     def __init__(self, detail: bool = True) -> None:
@@ -82,6 +112,7 @@ class RunState(LockFold, ContainerFold):
         """Overall outcome per test run."""
         self.tests_done = 0
         self.test_time = 0.0
+        self.first_test_start: float | None = None
         self.first_ts: float | None = None
         self.last_ts = 0.0
         self.tests: list[ev.TestFinished] = []
@@ -118,9 +149,9 @@ class RunState(LockFold, ContainerFold):
             ev.Stall: self._stall,
             ev.StallEnded: self._stall_ended,
             ev.Unresponsive: self._unresponsive,
-            ev.LockEvent: self._lock,
-            ev.DbWait: self._db_wait,
-            ev.Migration: self._migration,
+            ev.LockEvent: self._lock_event,
+            ev.DbWait: self._db_wait_event,
+            ev.Migration: self._migration_event,
             ev.Deadlock: self._deadlock,
             ev.DbConnected: self._db_connected,
             ev.ContainerEvent: self._container,
@@ -230,6 +261,16 @@ class RunState(LockFold, ContainerFold):
         view.busy += e.duration
         if not e.crashed:
             view.last_test = e.nodeid
+        start = e.phases[0].start if e.phases else e.ts - e.duration
+        if view.last_test_end is None or e.ts >= view.last_test_end:
+            view.last_test_start = start
+            view.last_test_end = e.ts
+            view.last_test_duration = e.duration
+        longest = view.longest_test
+        if longest is None or e.duration > longest[2]:
+            view.longest_test = (e.nodeid, start, e.duration)
+        if self.first_test_start is None or start < self.first_test_start:
+            self.first_test_start = start
         if e.outcome in _FAILING:
             view.failures += 1
             if self.detail or len(self.failures) < FAILURES_KEPT:
@@ -307,8 +348,24 @@ class RunState(LockFold, ContainerFold):
         stats.workers.add(view.id)
         if e.error:
             stats.errors += 1
+        self._setup_done(e)
         if self.detail:
             self.fixture_events.append(e)
+
+    def _lock_event(self, e: ev.LockEvent) -> None:
+        holder = self._lock(e)
+        if e.fixture:
+            self._setup_lock(e, lock_label(e.kind, e.key), holder)
+
+    def _db_wait_event(self, e: ev.DbWait) -> None:
+        self._db_wait(e)
+        if e.fixture:
+            self._setup_database(e.w, e.fixture, e.url)
+
+    def _migration_event(self, e: ev.Migration) -> None:
+        self._migration(e)
+        if e.fixture:
+            self._setup_database(e.w, e.fixture, e.url)
 
     def _fixture_teardown(self, e: ev.FixtureTeardown) -> None:
         self._seen(e)
@@ -464,6 +521,59 @@ class RunState(LockFold, ContainerFold):
         if wall <= 0:
             return 0.0
         return min(1.0, self.test_time / (self.slots() * wall))
+
+    def tail(self) -> Tail | None:
+        """How the finished run ended: below full width while the last workers finished,
+        one worker alone at the end (and the test it ran), the idle worker-seconds, and
+        an estimate of the wall time had that test started first. None while the run
+        goes on, with fewer than two workers, or when the end was not worth a word."""
+        if self.end is None:
+            return None
+        views = sorted(
+            (w for w in self.workers.values() if w.last_test_end is not None),
+            key=lambda w: (w.last_test_end or 0.0, worker_order(w.id)),
+        )
+        if len(views) < 2 or self.first_test_start is None:
+            return None
+        last = views[-1]
+        end = last.last_test_end or 0.0
+        below = end - (views[0].last_test_end or 0.0)
+        alone = end - (views[-2].last_test_end or 0.0)
+        idle = sum(end - (v.last_test_end or 0.0) for v in views)
+        wall = self.wall()
+        if alone < TAIL_WORTH or idle < TAIL_SHARE * len(views) * wall:
+            return None
+        # The test that held the end: the last worker's longest, if it ran below full width
+        # (a straggler followed by a few short tests), else its last if that spans the end.
+        test: str | None = None
+        began = duration = 0.0
+        longest = last.longest_test
+        if longest is not None and longest[1] + longest[2] > end - below + CLOCK_SLACK:
+            test, began, duration = longest
+        elif (last.last_test_start or end) <= end - alone + CLOCK_SLACK:
+            test, began, duration = (
+                last.last_test,
+                last.last_test_start or end,
+                last.last_test_duration,
+            )
+        estimate = None
+        if test is not None:
+            overhead = max(0.0, wall - (end - self.first_test_start))
+            spread = max(duration, self.test_time / len(views))
+            if overhead + spread < wall * 0.9:
+                estimate = overhead + spread
+        return Tail(
+            below=below,
+            alone=alone,
+            worker=last.id,
+            test=test,
+            test_duration=duration if test is not None else None,
+            test_began=began - self.started if test is not None else None,
+            idle=idle,
+            idle_workers=sorted((v.id for v in views[:-1]), key=worker_order),
+            wall=wall,
+            estimate=estimate,
+        )
 
     def slowest(self, n: int = 10) -> list[ev.TestFinished]:
         if self.detail:

@@ -123,6 +123,13 @@ class WorkerView(msgspec.Struct):
     stall: ev.Stall | None = None
     unresponsive: bool = False
     last_test: str | None = None
+    last_test_start: float | None = None
+    """When its latest finished test began."""
+    last_test_end: float | None = None
+    """When its latest finished test ended."""
+    last_test_duration: float = 0.0
+    longest_test: tuple[str, float, float] | None = None
+    """Its longest test so far: (node id, start, duration)."""
     current_stall: StallRecord | None = None
     """The stall (or unresponsive spell) going on now, for a stuck-threads panel."""
     main_thread: int | None = None
