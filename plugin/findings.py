@@ -8,7 +8,9 @@ with its own way of writing a duration (``fmt``), so they cannot drift apart.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
+
+from .state import SetupRace, SetupStory, Tail
 
 Fmt = Callable[[float], str]
 
@@ -27,24 +29,14 @@ def names(workers: Sequence[str]) -> str:
     return ", ".join(workers)
 
 
-def race_parts(
-    *,
-    scope: str,
-    fixture: str,
-    workers: Sequence[str],
-    spread: float,
-    overlap: float,
-    resources: Sequence[str],
-    succeeded: Sequence[str],
-    failed: Mapping[str, str],
-    fmt: Fmt = dur,
-) -> list[str]:
+def race_parts(race: SetupRace, fmt: Fmt = dur) -> list[str]:
     """A racing setup: who, how closely, on what, then each outcome (one part each)."""
+    resources = [r.text for r in race.resources]
     on = f"on {', '.join(resources)}" if resources else "shared resource not seen"
-    outcome = [f"{names(succeeded)} succeeded"] if succeeded else ["none succeeded"]
-    outcome += [f"{w} failed: {error or '(no message)'}" for w, error in failed.items()]
-    head = f"{names(workers)} set up {scope} fixture {fixture!r} at the same time"
-    when = f"began {fmt(spread)} apart, overlapping for {fmt(overlap)}"
+    outcome = [f"{names(race.succeeded)} succeeded"] if race.succeeded else ["none succeeded"]
+    outcome += [f"{w} failed: {error or '(no message)'}" for w, error in race.failed.items()]
+    head = f"{names(race.workers)} set up {race.scope} fixture {race.fixture!r} at the same time"
+    when = f"began {fmt(race.spread)} apart, overlapping for {fmt(race.overlap)}"
     return [head, when, on, *outcome]
 
 
@@ -55,32 +47,22 @@ def race_line(parts: Sequence[str]) -> str:
 
 
 def setup_words(
-    *,
-    scope: str,
-    fixture: str,
-    count: int,
-    workers: int,
-    work: float,
-    waited: float,
-    lock: str | None,
-    ran_once_on: str | None,
-    once_work: float,
-    waiters: Sequence[str],
-    fmt: Fmt = dur,
+    scope: str, fixture: str, count: int, workers: int, story: SetupStory, fmt: Fmt = dur
 ) -> str:
     """A wide fixture set up on several workers: its work, and the waits that are none."""
-    lock_words = f" ({lock})" if lock else ""
-    if ran_once_on is not None:
+    lock_words = f" ({story.lock})" if story.lock else ""
+    if story.ran_once_on is not None:
         return (
-            f"{scope} fixture {fixture!r} ran once on {ran_once_on}, {fmt(once_work)}; "
-            f"{names(waiters)} waited {fmt(waited)} in all for its lock{lock_words}"
+            f"{scope} fixture {fixture!r} ran once on {story.ran_once_on}, "
+            f"{fmt(story.once_work)}; {names(story.waiters)} waited {fmt(story.waited)} in all "
+            f"for its lock{lock_words}"
         )
     text = (
         f"{scope} fixture {fixture!r} set up {count}x on {workers} workers, "
-        f"{fmt(work)} of setup in all"
+        f"{fmt(story.work)} of setup in all"
     )
-    if waited > 0:
-        text += f", besides {fmt(waited)} waiting on locks{lock_words}"
+    if story.waited > 0:
+        text += f", besides {fmt(story.waited)} waiting on locks{lock_words}"
     return text
 
 
@@ -110,32 +92,21 @@ def holder_words(worker: str, count: int, held: float, fmt: Fmt = dur) -> str:
     return f"{worker} {fmt(held)}" + (f" ×{count}" if count != 1 else "")
 
 
-def tail_parts(
-    *,
-    below: float,
-    alone: float,
-    worker: str,
-    test: str | None,
-    test_duration: float | None,
-    idle: float,
-    idle_workers: Sequence[str],
-    wall: float,
-    estimate: float | None,
-    fmt: Fmt = dur,
-) -> list[str]:
-    """How the run ended: below full width and who held it, the idle worker-seconds, and
+def tail_parts(tail: Tail, fmt: Fmt = dur) -> list[str]:
+    """How the run ended: below full width and who held it, the idle worker time, and
     what the wall time would have been had that test started first (one part each)."""
-    held = f"held by {worker}"
-    if test is not None:
-        held += f" with {test}" + (f" ({fmt(test_duration)})" if test_duration else "")
+    held = f"held by {tail.worker}"
+    if tail.test is not None:
+        duration = f" ({fmt(tail.test_duration)})" if tail.test_duration else ""
+        held += f" with {tail.test}{duration}"
     parts = [
-        f"the run ran below full width for its last {fmt(below)}, {held}",
-        f"{worker} ran alone for the last {fmt(alone)}",
-        f"{names(idle_workers)} idle meanwhile, {fmt(idle)} of worker time in all",
+        f"the run ran below full width for its last {fmt(tail.below)}, {held}",
+        f"{tail.worker} ran alone for the last {fmt(tail.alone)}",
+        f"{names(tail.idle_workers)} idle meanwhile, {fmt(tail.idle)} of worker time in all",
     ]
-    if estimate is not None:
+    if tail.estimate is not None:
         parts.append(
-            f"had that test started first, about {fmt(estimate)} instead of {fmt(wall)} "
-            "(an estimate from the recorded durations)"
+            f"had that test started first, about {fmt(tail.estimate)} instead of "
+            f"{fmt(tail.wall)} (an estimate from the recorded durations)"
         )
     return parts

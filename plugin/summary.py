@@ -55,20 +55,7 @@ def summary_lines(state: RunState, log: Path, problems: list[str], verbosity: in
         if not fx.costly_duplicate or (fx.name, fx.scope, fx.baseid) in state.setup_races:
             continue  # a racing setup is said below
         story = state.setup_story((fx.name, fx.scope, fx.baseid), fx.setup_total)
-        lines.append(
-            setup_words(
-                scope=fx.scope,
-                fixture=fx.name,
-                count=fx.count,
-                workers=len(fx.workers),
-                work=story.work,
-                waited=story.waited,
-                lock=story.lock,
-                ran_once_on=story.ran_once_on,
-                once_work=story.once_work,
-                waiters=story.waiters,
-            )
-        )
+        lines.append(setup_words(fx.scope, fx.name, fx.count, len(fx.workers), story))
     raced: set[str] = set()
     for race in state.setup_races.values():
         lines.append(f"racing setup: {race_line(race)}")
@@ -122,22 +109,7 @@ def summary_lines(state: RunState, log: Path, problems: list[str], verbosity: in
         lines.append(f"  ... {len(records) - len(shown)} more (-v lists them all)")
     tail = state.tail()
     if tail is not None:
-        lines.append(
-            "tail: "
-            + "; ".join(
-                tail_parts(
-                    below=tail.below,
-                    alone=tail.alone,
-                    worker=tail.worker,
-                    test=tail.test,
-                    test_duration=tail.test_duration,
-                    idle=tail.idle,
-                    idle_workers=tail.idle_workers,
-                    wall=tail.wall,
-                    estimate=tail.estimate,
-                )
-            )
-        )
+        lines.append("tail: " + "; ".join(tail_parts(tail)))
     dropped = state.dropped_total()
     if dropped:
         lines.append(f"dropped events: {dropped} (the log says which kinds)")
@@ -153,18 +125,7 @@ def summary_lines(state: RunState, log: Path, problems: list[str], verbosity: in
 
 def race_line(race: SetupRace) -> str:
     """A racing setup in the terminal's words (the summary's line, the live notice's)."""
-    return findings.race_line(
-        race_parts(
-            scope=race.scope,
-            fixture=race.fixture,
-            workers=race.workers,
-            spread=race.spread,
-            overlap=race.overlap,
-            resources=[r.text for r in race.resources],
-            succeeded=race.succeeded,
-            failed=race.failed,
-        )
-    )
+    return findings.race_line(race_parts(race))
 
 
 def container_lines(state: RunState) -> list[str]:

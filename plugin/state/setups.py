@@ -51,10 +51,14 @@ class Resource(msgspec.Struct, frozen=True, array_like=True):
     name: str
 
     @property
-    def text(self) -> str:
+    def kind_words(self) -> str:
         return {"sqlite": "SQLite file", "database": "database", "lock": "lock"}.get(
             self.kind, self.kind
-        ) + f" {self.name}"
+        )
+
+    @property
+    def text(self) -> str:
+        return f"{self.kind_words} {self.name}"
 
 
 class SetupRecord(msgspec.Struct):

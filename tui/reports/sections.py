@@ -22,7 +22,7 @@ from testmon_live.plugin.findings import (
     tail_parts,
     wait_words,
 )
-from testmon_live.plugin.state import DUPLICATE_WORTH
+from testmon_live.plugin.state import DUPLICATE_WORTH, Resource, SetupRace, SetupStory, Tail
 
 from .document import Block, Bullets, Code, Column, Format, Line, Prose, Section, Table
 from .formatting import (
@@ -196,19 +196,15 @@ def _fixtures_section(report: Report) -> Section | None:
 
 
 def _setup_words(f: FixtureRow) -> str:
-    return setup_words(
-        scope=f["scope"],
-        fixture=f["name"],
-        count=f["count"],
-        workers=len(f["workers"]),
+    story = SetupStory(
         work=f["work_total"],
         waited=f["lock_wait_total"],
         lock=f["lock"],
         ran_once_on=f["ran_once_on"],
         once_work=f["once_work"],
         waiters=f["waiters"],
-        fmt=fmt_duration,
     )
+    return setup_words(f["scope"], f["name"], f["count"], len(f["workers"]), story, fmt_duration)
 
 
 def _omitted(n: int, what: str) -> list[Block]:
@@ -471,38 +467,32 @@ def _migrations_section(report: Report) -> Section | None:
     return Section(("Migrations",), blocks)
 
 
-def _race_lines(race: SetupRaceRow) -> list[Line]:
-    head, when, on, succeeded, *_failed = race_parts(
-        scope=race["scope"],
-        fixture=race["fixture"],
-        workers=race["workers"],
-        spread=race["spread"],
-        overlap=race["overlap"],
-        resources=[_resource_text(r["kind"], r["name"]) for r in race["resources"]],
-        succeeded=race["succeeded"],
-        failed=race["failed"],
-        fmt=fmt_duration,
+def _race_lines(row: SetupRaceRow) -> list[Line]:
+    race = SetupRace(
+        fixture=row["fixture"],
+        scope=row["scope"],
+        baseid=row["baseid"],
+        workers=row["workers"],
+        spread=row["spread"],
+        overlap=row["overlap"],
+        resources=[Resource(r["kind"], r["name"]) for r in row["resources"]],
+        succeeded=row["succeeded"],
+        failed=row["failed"],
+        tests=row["tests"],
     )
+    head, when, on, succeeded, *_failed = race_parts(race, fmt_duration)
     lines: list[Line] = [("! ", head), ("  ", when)]
-    if race["resources"]:
-        lines += [
-            ("  on ", _resource_text(r["kind"], ""), Code(r["name"])) for r in race["resources"]
-        ]
+    if race.resources:
+        lines += [("  on ", f"{r.kind_words} ", Code(r.name)) for r in race.resources]
     else:
         lines.append(("  ", on))
     lines.append(("  ", succeeded))
-    tests = race["tests"]
-    for w, error in race["failed"].items():
-        test = tests.get(w)
+    for w, error in race.failed.items():
+        test = race.tests.get(w)
         where = (" in ", Code(test)) if test else ()
         lines.append(("  ", w, " failed", *where, f": {error or '(no message)'}"))
     lines.append(("  fix: ", FIX))
     return lines
-
-
-def _resource_text(kind: str, name: str) -> str:
-    words = {"sqlite": "SQLite file", "database": "database", "lock": "lock"}
-    return f"{words.get(kind, kind)} {name}"
 
 
 def _setup_races_section(report: Report) -> Section | None:
@@ -516,18 +506,7 @@ def _tail_section(report: Report) -> Section | None:
     tail = report["tail"]
     if tail is None:
         return None
-    parts = tail_parts(
-        below=tail["below"],
-        alone=tail["alone"],
-        worker=tail["worker"],
-        test=tail["test"],
-        test_duration=tail["test_duration"],
-        idle=tail["idle"],
-        idle_workers=tail["idle_workers"],
-        wall=tail["wall"],
-        estimate=tail["estimate"],
-        fmt=fmt_duration,
-    )
+    parts = tail_parts(Tail(**tail), fmt_duration)
     return Section(("The tail of the run",), [Prose([(part,) for part in parts])])
 
 

@@ -152,17 +152,6 @@ class ParallelismPanel(Static):
         tail = state.tail()
         if tail is not None:
             text.append("\nthe tail: ", style="bold")
-            said = tail_parts(
-                below=tail.below,
-                alone=tail.alone,
-                worker=tail.worker,
-                test=tail.test,
-                test_duration=tail.test_duration,
-                idle=tail.idle,
-                idle_workers=tail.idle_workers,
-                wall=tail.wall,
-                estimate=tail.estimate,
-                fmt=fmt_duration,
-            )
+            said = tail_parts(tail, fmt_duration)
             text.append(";\n  ".join(said) + "\n", style=colour(app, "warning"))
         return text
