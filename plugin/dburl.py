@@ -29,3 +29,11 @@ def is_private(url: str) -> bool:
     if database in ("", ":memory:") or database.startswith("file::memory:"):
         return True
     return "mode=memory" in query or "mode=memory" in database
+
+
+def sqlite_file(url: str) -> str | None:
+    """The file a ``sqlite[+driver]:///path`` URL names (None: no SQLite file URL)."""
+    scheme, sep, rest = url.partition(":///")
+    if not sep or not scheme.lower().startswith("sqlite"):
+        return None
+    return rest.partition("?")[0] or None

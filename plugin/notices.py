@@ -239,9 +239,8 @@ class Watch:
             if seen <= self._setup_races.get(key, 0):
                 continue
             self._setup_races[key] = seen
-            for resource in race.resources:
-                if resource.kind == "database":  # said here: not again as a migration race
-                    self._races[resource.name] = len(state.migration_races.get(resource.name, ()))
+            for url in state.races_said_as_setup():  # said here: not again as a migration race
+                self._races[url] = len(state.migration_races[url])
             failed = next(iter(race.failed), None)
             out.append(
                 Alert(

@@ -56,11 +56,9 @@ def summary_lines(state: RunState, log: Path, problems: list[str], verbosity: in
             continue  # a racing setup is said below
         story = state.setup_story((fx.name, fx.scope, fx.baseid), fx.setup_total)
         lines.append(setup_words(fx.scope, fx.name, fx.count, len(fx.workers), story))
-    raced: set[str] = set()
     for race in state.setup_races.values():
         lines.append(f"racing setup: {race_line(race)}")
         lines.append(f"  {FIX}")
-        raced.update(r.name for r in race.resources if r.kind == "database")
     for crash in state.crashes:
         how = (
             f"signal {crash.signal}"
@@ -91,6 +89,7 @@ def summary_lines(state: RunState, log: Path, problems: list[str], verbosity: in
             f"most: {lock_label(top.kind, top.key)} "
             f"({_count(top.waits, 'wait')}, {_dur(top.total_wait)})"
         )
+    raced = state.races_said_as_setup()
     for url, racing in state.migration_races.items():
         if url in raced:
             continue  # said with the racing setup

@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from testmon_live.plugin import events as ev
+from testmon_live.plugin.dburl import display_url
 from testmon_live.plugin.findings import FIX
+from testmon_live.plugin.state import RunState
+from testmon_live.plugin.summary import summary_lines
 from testmon_live.tui import cli
 from testmon_live.tui.dashboard.app import make_app
 from testmon_live.tui.dashboard.screenshots import settle
@@ -430,3 +434,64 @@ async def test_a_straggler_collected_last_is_said_with_its_cost_and_an_estimate(
     assert f"{straggler.w} ran alone for the last " in panel
     assert "test_z.py::test_straggler" in panel
     assert "had that test started first, about " in panel
+
+
+# ------------------------------------------------------------- the fold alone
+
+
+def _migration(w: str, ts: float, url: str, action: str = "begin") -> ev.Migration:
+    return ev.Migration(
+        w=w,
+        ts=ts,
+        action=action,  # type: ignore[arg-type]
+        tool="sqlalchemy",
+        op="create_all",
+        url=url,
+        duration=1.0 if action == "end" else None,
+        fixture="db",
+    )
+
+
+@pytest.mark.parametrize(
+    ("url", "private"),
+    [
+        ("sqlite://", True),
+        ("sqlite:///:memory:", True),
+        ("sqlite+pysqlite:///%3Amemory%3A", True),
+        ("sqlite:///file:shared?mode=memory&cache=shared&uri=true", True),
+        ("sqlite:////tmp/app.db", False),
+        ("postgresql://app:***@db/test", False),
+    ],
+)
+def test_only_a_shared_database_races(url: str, private: bool) -> None:
+    state = RunState().apply_all(
+        [
+            _migration("gw0", 100.0, url),
+            _migration("gw1", 100.1, url),
+            _migration("gw0", 101.0, url, "end"),
+            _migration("gw1", 101.1, url, "end"),
+        ]
+    )
+    assert (state.migration_races == {}) is private, state.migration_races
+    assert display_url(url) == url.replace("%3A", ":")
+
+
+def test_a_migration_race_named_by_a_racing_setup_is_said_once() -> None:
+    url = "sqlite:////tmp/app.db"
+    events: list[ev.Event] = [_migration("gw0", 100.0, url), _migration("gw1", 100.1, url)]
+    for w, error in (("gw0", None), ("gw1", "OperationalError: table users already exists")):
+        events += [
+            _migration(w, 101.0, url, "end"),
+            ev.FixtureSetup(
+                w=w, ts=101.2, name="db", scope="session", test="t.py::t", start=100.0,
+                dur=1.2, error=error,
+            ),
+        ]  # fmt: skip
+    state = RunState(detail=False).apply_all(events)
+    (race,) = state.setup_races.values()
+    assert [r.text for r in race.resources] == ["SQLite file /tmp/app.db"]
+    assert (race.succeeded, list(race.failed)) == (["gw0"], ["gw1"])
+    assert state.races_said_as_setup() == {url}
+    lines = summary_lines(state, Path("x.jsonl"), [])
+    assert not [line for line in lines if line.startswith("concurrent migrations")], lines
+    assert [line for line in lines if line.startswith("racing setup: gw0, gw1 set up")], lines

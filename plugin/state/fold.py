@@ -575,6 +575,15 @@ class RunState(LockFold, SetupFold, ContainerFold):
             estimate=estimate,
         )
 
+    def races_said_as_setup(self) -> set[str]:
+        """URLs of migration races that a racing setup already names (said there)."""
+        return {
+            url
+            for url in self.migration_races
+            for race in self.setup_races.values()
+            if any(r.names(url) for r in race.resources)
+        }
+
     def slowest(self, n: int = 10) -> list[ev.TestFinished]:
         if self.detail:
             return sorted(self.tests, key=lambda t: t.duration, reverse=True)[:n]

@@ -21,7 +21,7 @@ from typing import Any
 import msgspec
 
 from testmon_live.plugin import events as ev
-from testmon_live.plugin.dburl import is_private
+from testmon_live.plugin.dburl import is_private, sqlite_file
 
 from .workers import WorkerFold, worker_order
 
@@ -59,6 +59,12 @@ class Resource(msgspec.Struct, frozen=True, array_like=True):
     @property
     def text(self) -> str:
         return f"{self.kind_words} {self.name}"
+
+    def names(self, url: str) -> bool:
+        """Is ``url`` (of a migration) this database?"""
+        if self.kind == "sqlite":
+            return sqlite_file(url) == self.name
+        return self.kind == "database" and self.name == url
 
 
 class SetupRecord(msgspec.Struct):
@@ -228,11 +234,8 @@ class SetupFold(WorkerFold):
         if not url or url == "?" or is_private(url):
             return
         pending = self._pending_of(w, fixture)
-        scheme, _, rest = url.partition(":///")
-        if scheme.startswith("sqlite") and rest:  # a file: the same one the lock probe names
-            resource = Resource("sqlite", rest.partition("?")[0])
-        else:
-            resource = Resource("database", url)
+        path = sqlite_file(url)  # a file: the same one the lock probe names
+        resource = Resource("sqlite", path) if path else Resource("database", url)
         if resource not in pending.resources:
             pending.resources.append(resource)
 

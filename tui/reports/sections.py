@@ -418,10 +418,12 @@ def _migration_result(row: MigrationRow) -> str:
 def _migration_races(report: Report) -> list[Line]:
     """One line per database that several workers migrated at overlapping times (a
     database already named by a racing setup is said there)."""
-    said = {r["name"] for race in report["setup_races"] for r in race["resources"]}
+    said = [
+        Resource(r["kind"], r["name"]) for race in report["setup_races"] for r in race["resources"]
+    ]
     lines: list[Line] = []
     for race in report["migration_races"]:
-        if race["url"] in said:
+        if any(resource.names(race["url"]) for resource in said):
             continue
         names = race["workers"]
         who = ", ".join(names[:-1]) + " and " + names[-1]
