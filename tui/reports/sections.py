@@ -469,7 +469,7 @@ def _migrations_section(report: Report) -> Section | None:
     return Section(("Migrations",), blocks)
 
 
-def _race_lines(row: SetupRaceRow) -> list[Line]:
+def _race_blocks(row: SetupRaceRow) -> list[Block]:
     race = SetupRace(
         fixture=row["fixture"],
         scope=row["scope"],
@@ -483,7 +483,7 @@ def _race_lines(row: SetupRaceRow) -> list[Line]:
         tests=row["tests"],
     )
     head, when, on, succeeded, *_failed = race_parts(race, fmt_duration)
-    lines: list[Line] = [("! ", head), ("  ", when)]
+    lines: list[Line] = [("  ", when)]
     if race.resources:
         lines += [("  on ", f"{r.kind_words} ", Code(r.name)) for r in race.resources]
     else:
@@ -494,14 +494,14 @@ def _race_lines(row: SetupRaceRow) -> list[Line]:
         where = (" in ", Code(test)) if test else ()
         lines.append(("  ", w, " failed", *where, f": {error or '(no message)'}"))
     lines.append(("  fix: ", FIX))
-    return lines
+    return [Bullets([(head,)], warn=True), Prose(lines)]
 
 
 def _setup_races_section(report: Report) -> Section | None:
     races = report["setup_races"]
     if not races:
         return None
-    return Section(("Racing shared setup",), [Prose([*_race_lines(r)]) for r in races])
+    return Section(("Racing shared setup",), [b for r in races for b in _race_blocks(r)])
 
 
 def _tail_section(report: Report) -> Section | None:
