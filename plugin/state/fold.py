@@ -112,7 +112,6 @@ class RunState(LockFold, SetupFold, ContainerFold):
         """Overall outcome per test run."""
         self.tests_done = 0
         self.test_time = 0.0
-        self.first_test_start: float | None = None
         self.first_ts: float | None = None
         self.last_ts = 0.0
         self.tests: list[ev.TestFinished] = []
@@ -261,16 +260,18 @@ class RunState(LockFold, SetupFold, ContainerFold):
         view.busy += e.duration
         if not e.crashed:
             view.last_test = e.nodeid
-        start = e.phases[0].start if e.phases else e.ts - e.duration
-        if view.last_test_end is None or e.ts >= view.last_test_end:
-            view.last_test_start = start
-            view.last_test_end = e.ts
-            view.last_test_duration = e.duration
-        longest = view.longest_test
-        if longest is None or e.duration > longest[2]:
-            view.longest_test = (e.nodeid, start, e.duration)
-        if self.first_test_start is None or start < self.first_test_start:
-            self.first_test_start = start
+        # For the tail (a few comparisons: this runs for every test in the controller).
+        ts = e.ts
+        duration = e.duration
+        if ts >= view.last_test_end:
+            view.last_test_end = ts
+            view.last_test_duration = duration
+        if duration > view.longest_duration:
+            view.longest_duration = duration
+            view.longest_test = e.nodeid
+            view.longest_end = ts
+        if not view.first_test_start:
+            view.first_test_start = ts - duration
         if e.outcome in _FAILING:
             view.failures += 1
             if self.detail or len(self.failures) < FAILURES_KEPT:
@@ -530,35 +531,35 @@ class RunState(LockFold, SetupFold, ContainerFold):
         if self.end is None:
             return None
         views = sorted(
-            (w for w in self.workers.values() if w.last_test_end is not None),
-            key=lambda w: (w.last_test_end or 0.0, worker_order(w.id)),
+            (w for w in self.workers.values() if w.last_test_end),
+            key=lambda w: (w.last_test_end, worker_order(w.id)),
         )
-        if len(views) < 2 or self.first_test_start is None:
+        if len(views) < 2:
             return None
         last = views[-1]
-        end = last.last_test_end or 0.0
-        below = end - (views[0].last_test_end or 0.0)
-        alone = end - (views[-2].last_test_end or 0.0)
-        idle = sum(end - (v.last_test_end or 0.0) for v in views)
+        end = last.last_test_end
+        below = end - views[0].last_test_end
+        alone = end - views[-2].last_test_end
+        idle = sum(end - v.last_test_end for v in views)
         wall = self.wall()
         if alone < TAIL_WORTH or idle < TAIL_SHARE * len(views) * wall:
             return None
         # The test that held the end: the last worker's longest, if it ran below full width
         # (a straggler followed by a few short tests), else its last if that spans the end.
         test: str | None = None
-        began = duration = 0.0
-        longest = last.longest_test
-        if longest is not None and longest[1] + longest[2] > end - below + CLOCK_SLACK:
-            test, began, duration = longest
-        elif (last.last_test_start or end) <= end - alone + CLOCK_SLACK:
-            test, began, duration = (
-                last.last_test,
-                last.last_test_start or end,
-                last.last_test_duration,
-            )
+        duration = 0.0
+        if last.longest_test is not None and last.longest_end > end - below + CLOCK_SLACK:
+            test, duration = last.longest_test, last.longest_duration
+            began = last.longest_end - duration
+        else:
+            test, duration = last.last_test, last.last_test_duration
+            began = end - duration
+            if began > end - alone + CLOCK_SLACK:
+                test = None  # several short tests, none of them the cause
         estimate = None
         if test is not None:
-            overhead = max(0.0, wall - (end - self.first_test_start))
+            first = min(v.first_test_start for v in views)
+            overhead = max(0.0, wall - (end - first))
             spread = max(duration, self.test_time / len(views))
             if overhead + spread < wall * 0.9:
                 estimate = overhead + spread

@@ -266,6 +266,8 @@ class SetupFold(WorkerFold):
     def _check_race(
         self, key: tuple[str, str, str], records: list[SetupRecord], new: SetupRecord
     ) -> None:
+        if not any(r.raced for r in records):
+            return  # no failure, no race (the common case: nothing to compare)
         group = _overlapping(records, new)
         if len(group) < 2 or not any(r.raced for r in group):
             return
