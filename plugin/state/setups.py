@@ -29,6 +29,8 @@ RACE_SCOPES = frozenset({"session", "package"})
 """Scopes set up once per worker: the same fixture on several workers is the same setup."""
 GUARD_KINDS = frozenset({"filelock", "monitor", "run_once", "pg_advisory", "mysql_get_lock"})
 """Locks that people take to put setups in a queue: time before getting one is no work."""
+RESOURCES_KEPT = 8
+"""What one setup touched, at most (a fixture of any scope may open a file per test)."""
 RECORDS_KEPT = 64
 """Setups kept per fixture (a fixture is set up once per worker; replacements add a few)."""
 CLOCK_SLACK = 0.02
@@ -215,8 +217,8 @@ class SetupFold(WorkerFold):
         assert e.fixture is not None
         pending = self._pending_of(e.w, e.fixture)
         resource = lock_resource(e.kind, e.key, label)
-        if resource is not None and resource not in pending.resources:
-            pending.resources.append(resource)
+        if resource is not None:
+            _note(pending, resource)
         waited = e.waited or 0.0
         if e.action not in ("acquired", "failed") or waited <= 0.0:
             return
@@ -235,9 +237,7 @@ class SetupFold(WorkerFold):
             return
         pending = self._pending_of(w, fixture)
         path = sqlite_file(url)  # a file: the same one the lock probe names
-        resource = Resource("sqlite", path) if path else Resource("database", url)
-        if resource not in pending.resources:
-            pending.resources.append(resource)
+        _note(pending, Resource("sqlite", path) if path else Resource("database", url))
 
     def _setup_done(self, e: ev.FixtureSetup) -> SetupRecord | None:
         """A wide fixture's setup ended: its record, and whether it raced others."""
@@ -279,6 +279,11 @@ class SetupFold(WorkerFold):
         ):
             return  # every one failed, and not the way racing setups fail: a plain error
         self.setup_races[key] = _race(key, group)
+
+
+def _note(pending: _Pending, resource: Resource) -> None:
+    if len(pending.resources) < RESOURCES_KEPT and resource not in pending.resources:
+        pending.resources.append(resource)
 
 
 def _overlapping(records: list[SetupRecord], new: SetupRecord) -> list[SetupRecord]:
