@@ -18,6 +18,7 @@ cache effects are not modelled at all: this is the work done, not the time taken
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shutil
 import subprocess
@@ -43,7 +44,11 @@ def _env(tmp: Path, variant: str) -> dict[str, str]:
     """overhead.py's environment (same .pyc cache prefix), without its probe plugin."""
     env = {**run_env(tmp / "probe.jsonl"), **VARIANT_ENV.get(variant, {})}
     if not any("_overhead_" in arg for arg in variant_args(variant, tmp)):
-        env.pop("PYTHONPATH", None)  # the helper plugins live there; the probe is not loaded
+        # The helper plugins live there; the probe is not loaded. A PYTHONPATH of the
+        # caller's stays: it may put another checkout's plugin first (a before/after).
+        env.pop("PYTHONPATH", None)
+        if os.environ.get("PYTHONPATH"):
+            env["PYTHONPATH"] = os.environ["PYTHONPATH"]
     return env
 
 

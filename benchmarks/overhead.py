@@ -71,7 +71,13 @@ RUN_TIMEOUT = 1800.0
 """Seconds before a hung run is killed (a safety net, not a measurement)."""
 
 VARIANTS = ("off", "base", "monitor", "reportlog")
-EXTRA_VARIANTS = ("monitor-lowfreq", "monitor-nodb", "monitor-nostall", "monitor-nonotices")
+EXTRA_VARIANTS = (
+    "monitor-lowfreq",
+    "monitor-nodb",
+    "monitor-nodbapi",
+    "monitor-nostall",
+    "monitor-nonotices",
+)
 """Selectable with --variants, not run by default (experiments)."""
 REFERENCE: dict[str, str] = {
     "base": "off",
@@ -79,6 +85,7 @@ REFERENCE: dict[str, str] = {
     "reportlog": "base",
     "monitor-lowfreq": "base",
     "monitor-nodb": "monitor",
+    "monitor-nodbapi": "monitor",
     "monitor-nostall": "monitor",
     "monitor-nonotices": "monitor",
 }
@@ -86,6 +93,8 @@ VARIANT_ENV: dict[str, dict[str, str]] = {
     "monitor-lowfreq": {"TESTMON_LIVE_FLUSH": "0.25"},
     # --monitor without the SQLAlchemy probe: against `monitor`, what the probe costs.
     "monitor-nodb": {"TESTMON_LIVE_PROBES_OFF": "sqlalchemy"},
+    # --monitor without the DB-API drivers' probe: against `monitor`, what it costs.
+    "monitor-nodbapi": {"TESTMON_LIVE_PROBES_OFF": "dbapi"},
 }
 """Each variant's overhead is paired against this variant's run in the same round."""
 
@@ -256,6 +265,56 @@ def build_db(root: Path, count: int) -> int:
     return count
 
 
+DBAPI_CONFTEST = """\
+import os
+import sqlite3
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def database(tmp_path_factory):
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+    path = tmp_path_factory.getbasetemp() / f"bench-{worker}.db"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT, qty INTEGER)")
+    conn.commit()
+    conn.close()
+    return path
+
+
+@pytest.fixture
+def conn(database):
+    conn = sqlite3.connect(database)
+    yield conn
+    conn.rollback()
+    conn.close()
+"""
+
+
+def build_dbapi(root: Path, count: int) -> int:
+    """``count`` tests of 20 statements each through sqlite3 directly (no SQLAlchemy), a
+    connection of their own each, on a per-worker SQLite file, 100 tests a module."""
+    _write(root / "conftest.py", DBAPI_CONFTEST)
+    body = (
+        "def _work(conn, n):\n"
+        "    base = n * 100\n"
+        "    for i in range(10):\n"
+        '        conn.execute("INSERT INTO items VALUES (?, ?, ?)", (base + i, f"item{i}", i))\n'
+        "    for i in range(8):\n"
+        '        conn.execute("UPDATE items SET qty = ? WHERE id = ?", (i + 1, base + i))\n'
+        '    rows = conn.execute("SELECT qty FROM items WHERE id >= ?", (base,)).fetchall()\n'
+        '    total = conn.execute("SELECT count(*) FROM items").fetchone()[0]\n'
+        "    assert len(rows) == 10 and total >= 10\n\n\n"
+    )
+    for m, size in enumerate(_chunks(count, 100)):
+        tests = "".join(
+            f"def test_{i}(conn):\n    _work(conn, {m * 100 + i})\n\n\n" for i in range(size)
+        )
+        _write(root / f"test_dbapi_{m:03d}.py", (body + tests).rstrip() + "\n")
+    return count
+
+
 @dataclass(frozen=True)
 class Suite:
     name: str
@@ -274,6 +333,9 @@ SUITES: dict[str, Suite] = {
     ),
     "param": Suite("param", 5_000, build_param, "5,000 parametrized cases"),
     "db": Suite("db", 1_000, build_db, "1,000 tests x 20 SQLAlchemy statements on SQLite (20,000)"),
+    "dbapi": Suite(
+        "dbapi", 1_000, build_dbapi, "1,000 tests x 20 sqlite3 statements, no SQLAlchemy (20,000)"
+    ),
 }
 
 
@@ -353,7 +415,7 @@ def variant_args(variant: str, tmp: Path) -> list[str]:
     if variant == "monitor-lowfreq":
         # --monitor with fewer background wake-ups (see _overhead_lowfreq.py).
         return [*variant_args("monitor", tmp), "-p", "_overhead_lowfreq"]
-    if variant == "monitor-nodb":
+    if variant in ("monitor-nodb", "monitor-nodbapi"):
         return variant_args("monitor", tmp)
     if variant == "monitor-nostall":
         return [*variant_args("monitor", tmp), "--monitor-stall=0"]

@@ -26,9 +26,10 @@ import msgspec
 from . import events as ev
 from .findings import FIX
 from .guard import REAL
-from .state import ContainerView, RunState, StallRecord, WorkerView, worker_order
+from .state import RunState, StallRecord, WorkerView, worker_order
 from .summary import _dur as duration
 from .summary import race_line
+from .words import death_words, exit_words
 
 PREFIX = "[testmon-live]"
 """Every line the monitor prints while the run goes on starts with this."""
@@ -279,7 +280,7 @@ class Watch:
             if view.died is None or view.cid in self._dead:
                 continue
             self._dead.add(view.cid)
-            how = death_words(view)
+            how = death_words(view.state, view.exit_code)
             running = ", ".join(f"{w} in {t}" for w, t in sorted(view.during.items()))
             text = (
                 f"CONTAINER {view.name or view.cid} ({view.image}) died: {how}"
@@ -351,19 +352,6 @@ def _unresponsive(
 
 
 # ------------------------------------------------------------------ texts
-
-
-def exit_words(crash: ev.WorkerCrashed) -> str:
-    if crash.signal:
-        return f"signal {crash.signal}"
-    if crash.exitcode is not None:
-        return f"exit code {crash.exitcode}"
-    return (crash.error.splitlines() or ["worker went away"])[0]
-
-
-def death_words(view: ContainerView) -> str:
-    """How a container of the run died: ``OOM-killed`` or ``exit code N``."""
-    return "OOM-killed" if view.state == "oom-killed" else f"exit code {view.exit_code}"
 
 
 def _test_phase(test: str | None, phase: str, fixture: str | None) -> str:

@@ -20,10 +20,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import stat
 import time
-from collections.abc import Generator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 from . import events as ev
 from .guard import REAL
@@ -35,6 +37,10 @@ GITIGNORE_TEXT = "# Created by testmon-live: run logs stay out of version contro
 DEFAULT_DIRNAME = ".testmon"
 DEFAULT_KEEP = 20
 READ_CHUNK = 4 * 1024 * 1024
+SKIPPED_KEPT = 20
+"""Skipped lines kept as examples (with their reason); the rest are only counted."""
+REASON_LIMIT = 300
+"""Characters of a skipped line's reason kept."""
 
 
 class RunLogError(Exception):
@@ -104,6 +110,8 @@ class MonitorDir:
                 return path
             if path.is_dir():
                 raise RunLogError(f"{spec} is a folder, not a run log")
+            if path.exists():
+                raise RunLogError(f"{spec} is not a regular file: not a run log")
             raise RunLogError(f"no run log at {spec}")
         logs = self.logs()
         if not logs:
@@ -368,14 +376,56 @@ def remove_stale(run: LiveRun) -> None:
 
 
 @dataclass
+class SkippedLines:
+    """Lines a tolerant read skipped: how many, and the first :data:`SKIPPED_KEPT` with the
+    reason (a log of millions of garbage lines costs a counter, not a list of millions).
+
+    Iterates over the examples; ``len()`` is the count of all skipped lines."""
+
+    total: int = 0
+    examples: list[tuple[int, str]] = field(default_factory=list)
+
+    def add(self, line: int, reason: str, keep: bool = False) -> None:
+        """Count a skipped line; keep it as an example while there is room (or if ``keep``)."""
+        self.total += 1
+        if keep or len(self.examples) < SKIPPED_KEPT:
+            self.examples.append((line, reason[:REASON_LIMIT]))
+
+    def __len__(self) -> int:
+        return self.total
+
+    def __iter__(self) -> Iterator[tuple[int, str]]:
+        return iter(self.examples)
+
+
+def open_log(path: Path) -> BinaryIO:
+    """A log opened for reading, if it is a regular file: a FIFO named ``*.jsonl`` would hang
+    the reader and a device (a link to /dev/zero) never end."""
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            raise RunLogError(f"{path} is not a regular file: not a run log")
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except OSError as exc:
+        raise RunLogError(f"cannot open {path}: {exc.strerror or exc}") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):  # swapped since the stat
+            raise RunLogError(f"{path} is not a regular file: not a run log")
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return os.fdopen(fd, "rb")
+
+
+@dataclass
 class ReadResult:
     """What a tolerant read found."""
 
     path: Path
     header: ev.RunStarted | None = None
     events: list[ev.Event] = field(default_factory=list)
-    problems: list[tuple[int, str]] = field(default_factory=list)
-    """(line number, reason) for every line skipped."""
+    problems: SkippedLines = field(default_factory=SkippedLines)
+    """The lines skipped, with the reason for the first few."""
     torn_tail: bool = False
 
 
@@ -403,21 +453,15 @@ def _refuse_newer(line: bytes, where: str) -> None:
         check_header(ev.RunStarted(schema=schema, run_id="", rootdir=""), where)
 
 
-def iter_log(
-    path: Path, problems: list[tuple[int, str]] | None = None
-) -> Generator[ev.Event, None, None]:
-    """Events of a log, header first, skipping (and reporting into ``problems``) bad lines.
+def iter_log(path: Path, problems: SkippedLines | None = None) -> Generator[ev.Event, None, None]:
+    """Events of a log, header first, skipping (and counting into ``problems``) bad lines.
 
-    Raises :class:`RunLogError` when the file is missing, empty, not a run log, or newer
-    than this build reads.
+    Raises :class:`RunLogError` when the file is missing, no regular file, empty, not a run
+    log, or newer than this build reads.
     """
     if problems is None:
-        problems = []
-    try:
-        handle = path.open("rb")
-    except OSError as exc:
-        raise RunLogError(f"cannot open {path}: {exc.strerror or exc}") from None
-    with handle:
+        problems = SkippedLines()
+    with open_log(path) as handle:
         lineno = 0
         rest = b""
         header_seen = False
@@ -448,10 +492,7 @@ def iter_log(
             try:
                 decoded = ev.decode_events(block)
             except ev.DecodeError:
-                good, bad = ev.decode_events_tolerant(block)
-                problems.extend((lineno + n, reason) for n, reason in bad)
-                decoded = good
-                # tolerant decode lost the line numbers of good lines; count all lines instead
+                decoded = _tolerant(block, lineno, problems)
             lineno += block.count(b"\n")
             yield from decoded
         if rest.strip():
@@ -459,9 +500,8 @@ def iter_log(
             try:
                 last = ev.decode_event(rest)
             except ev.DecodeError as exc:
-                problems.append(
-                    (lineno, f"torn last line (the run was killed or is still writing): {exc}")
-                )
+                reason = f"torn last line (the run was killed or is still writing): {exc}"
+                problems.add(lineno, reason, keep=True)
             else:
                 if not header_seen:
                     yield check_header(last, str(path))
@@ -470,6 +510,19 @@ def iter_log(
                     yield last
         if not header_seen:
             raise RunLogError(f"{path} is empty: not a testmon-live run log")
+
+
+def _tolerant(block: bytes, before: int, problems: SkippedLines) -> list[ev.Event]:
+    """The good events of a block that does not decode at once, line by line."""
+    good: list[ev.Event] = []
+    for number, line in enumerate(block.split(b"\n"), start=before + 1):
+        if not line.strip():
+            continue
+        try:
+            good.append(ev.decode_event(line))
+        except ev.DecodeError as exc:
+            problems.add(number, str(exc))
+    return good
 
 
 def read_log(path: Path) -> ReadResult:

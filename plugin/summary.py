@@ -5,16 +5,24 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from . import events as ev
 from . import findings
 from .dburl import display_url
 from .findings import FIX, dur, race_parts, setup_words, tail_parts
 from .state import RunState, SetupRace, StallRecord, lock_label, worker_order
+from .words import death_words, exit_words
 
 STALLS_SHOWN = 10
 """Stalls listed in the summary without ``-v``."""
 
 
-_PLURALS = {"test": "tests", "wait": "waits", "error": "errors"}
+_PLURALS = {
+    "test": "tests",
+    "wait": "waits",
+    "error": "errors",
+    "migration": "migrations",
+    "app": "apps",
+}
 """Words that take an s after any count but 1 (pytest's passed, failed... never do)."""
 
 
@@ -30,6 +38,48 @@ def _rel(path: Path) -> str:
         return os.path.relpath(path)
     except ValueError:
         return str(path)
+
+
+def _race_line(state: RunState, url: str, racing: set[str], names: str) -> str:
+    """Racing migrations; schema changes of hand-written runners with their statements."""
+    spans = [m for m in state.migrations if m.url == url and m.w in racing and m.action == "end"]
+    if not spans or any(m.tool != "ddl" for m in spans):
+        where = display_url(url) or "one database"
+        return f"concurrent migrations: {names} migrated {where} at once"
+    statements = sorted({m.to_rev for m in spans if m.to_rev})
+    return (
+        f"concurrent schema changes: {names} on {display_url(url)} at once "
+        f"({'; '.join(statements[:3])})"
+    )
+
+
+def _test_database_lines(state: RunState) -> list[str]:
+    """Django's test databases, created and migrated on every worker: one line for all."""
+    created: dict[str, float] = {}
+    migrated: dict[str, float] = {}
+    steps: dict[str, list[ev.MigrationStep]] = {}
+    for m in state.migrations:
+        if m.action != "end" or m.tool != "django" or m.error:
+            continue
+        if m.op == "create_test_db":
+            created[m.w] = created.get(m.w, 0.0) + (m.duration or 0.0)
+        elif m.op == "migrate":
+            migrated[m.w] = migrated.get(m.w, 0.0) + (m.duration or 0.0)
+            steps.setdefault(m.w, []).extend(m.steps or ())
+    if len(created) < 2:
+        return []
+    workers = len(created)
+    line = (
+        f"test databases: created on each of {workers} workers, "
+        f"{_dur(sum(created.values()) / workers)} each ({_dur(sum(created.values()))} in all)"
+    )
+    if migrated:
+        most = max(steps.values(), key=len, default=[])
+        apps = {step.name.split(".", 1)[0] for step in most}
+        line += f", {_dur(sum(migrated.values()) / len(migrated))} of it migrations"
+        if most:
+            line += f" ({_count(len(most), 'migration')} of {_count(len(apps), 'app')})"
+    return [line + "; remedies: --reuse-db, --nomigrations, a template database"]
 
 
 def summary_lines(state: RunState, log: Path, problems: list[str], verbosity: int = 0) -> list[str]:
@@ -60,15 +110,7 @@ def summary_lines(state: RunState, log: Path, problems: list[str], verbosity: in
         lines.append(f"racing setup: {race_line(race)}")
         lines.append(f"  {FIX}")
     for crash in state.crashes:
-        how = (
-            f"signal {crash.signal}"
-            if crash.signal
-            else (
-                f"exit code {crash.exitcode}"
-                if crash.exitcode is not None
-                else crash.error.splitlines()[0]
-            )
-        )
+        how = exit_words(crash)
         view = state.workers.get(crash.w)
         then = f"; {view.replaced_by} replaced it" if view and view.replaced_by else ""
         lines.append(
@@ -94,9 +136,8 @@ def summary_lines(state: RunState, log: Path, problems: list[str], verbosity: in
         if url in raced:
             continue  # said with the racing setup
         names = ", ".join(sorted(racing, key=worker_order))
-        lines.append(
-            f"concurrent migrations: {names} migrated {display_url(url) or 'one database'} at once"
-        )
+        lines.append(_race_line(state, url, racing, names))
+    lines.extend(_test_database_lines(state))
     stalls = state.stall_count()
     if stalls:
         lines.append(f"stalls: {stalls} (see `testmon report {state.run_id}`)")
@@ -137,7 +178,7 @@ def container_lines(state: RunState) -> list[str]:
         if img.per_worker
     ]
     for view in state.dead_containers():
-        how = "OOM-killed" if view.state == "oom-killed" else f"exit code {view.exit_code}"
+        how = death_words(view.state, view.exit_code)
         running = ", ".join(f"{w} in {t}" for w, t in sorted(view.during.items()))
         lines.append(
             f"container {view.name or view.cid} ({view.image}) died: {how}"

@@ -157,6 +157,26 @@ class WorkerRecorder:
                 sqlalchemy.install(checks)
 
             when_imported("sqlalchemy", sqlalchemy_loaded)
+        if "django" not in off:
+
+            def django_loaded(_module: ModuleType) -> None:
+                from .probes import django
+
+                django.install()
+
+            when_imported("django", django_loaded)
+        if "dbapi" not in off:
+            checks = self.watchdog.extra_checks
+
+            def driver_loaded(module: ModuleType) -> None:
+                # As for SQLAlchemy: the probe's modules load with the first driver.
+                from .probes import dbapi, dblocks
+
+                dbapi.install_driver(module.__name__, module)
+                dblocks.install(checks)
+
+            for driver in ("sqlite3", "psycopg", "psycopg2", "pymysql"):
+                when_imported(driver, driver_loaded)
 
     # -------------------------------------------------------------- pytest hooks
 

@@ -8,7 +8,8 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -16,10 +17,13 @@ from typing import Any, TypeVar
 import pytest
 
 from testmon_live.plugin import events as ev
-from testmon_live.plugin.runlog import MonitorDir, iter_log
+from testmon_live.plugin.runlog import MonitorDir, SkippedLines, iter_log
 from testmon_live.plugin.state import RunState
 
 E = TypeVar("E", bound=ev.Event)
+
+collect_ignore = ["data"]
+"""tests/data holds what inner runs run (the Django project's own tests): not this suite's."""
 
 # Inner runs must not see knobs from whoever runs this suite, nor, when it runs under
 # xdist itself, the outer worker's identity (an inner run without xdist would pass for gwN).
@@ -38,9 +42,10 @@ _ENV_TO_CLEAR = (
 )
 
 
-# Plugins this suite needs (the dashboard's async and snapshot tests) stay out of the
+# Plugins this suite needs (the dashboard's async and snapshot tests, pytest-django for the
+# Django probe's) stay out of the
 # pytest runs the tests start: they would add fixtures and options to what those record.
-INNER_ADDOPTS = "-p no:asyncio -p no:textual-snapshot -p no:syrupy"
+INNER_ADDOPTS = "-p no:asyncio -p no:textual-snapshot -p no:syrupy -p no:django"
 
 
 @pytest.fixture(autouse=True)
@@ -63,7 +68,7 @@ class Recorded:
 
     path: Path
     events: list[ev.Event]
-    problems: list[tuple[int, str]] = field(default_factory=list)
+    problems: SkippedLines = field(default_factory=SkippedLines)
 
     @property
     def header(self) -> ev.RunStarted:
@@ -86,7 +91,7 @@ class Recorded:
 
 
 def read_recorded(path: Path) -> Recorded:
-    problems: list[tuple[int, str]] = []
+    problems = SkippedLines()
     events = list(iter_log(path, problems))
     return Recorded(path, events, problems)
 
@@ -258,6 +263,42 @@ def engine(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> N
     require_marker(request, "engine")
     for name, value in engine_environ().items():
         monkeypatch.setenv(name, value)
+
+
+def fresh_database(admin_url: str, quote: str) -> Iterator[str]:
+    """A database of its own on a server the test's marker made sure is there."""
+    import sqlalchemy as sa
+
+    name = "tm_" + uuid.uuid4().hex[:12]
+    engine = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(sa.text(f"CREATE DATABASE {quote}{name}{quote}"))
+    try:
+        yield sa.make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with engine.connect() as conn:
+            if admin_url.startswith("postgresql"):
+                conn.execute(
+                    sa.text(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                        "WHERE datname = :n AND pid <> pg_backend_pid()"
+                    ),
+                    {"n": name},
+                )
+            conn.execute(sa.text(f"DROP DATABASE IF EXISTS {quote}{name}{quote}"))
+        engine.dispose()
+
+
+@pytest.fixture
+def pg_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    require_marker(request, "postgres")
+    yield from fresh_database(POSTGRES_URL, '"')
+
+
+@pytest.fixture
+def mariadb_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    require_marker(request, "mariadb")
+    yield from fresh_database(MARIADB_URL, "`")
 
 
 # ------------------------------------------------------ in a process of its own

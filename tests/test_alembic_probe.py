@@ -17,7 +17,6 @@ from testmon_live.plugin.probes import locking
 from testmon_live.plugin.probes import sqlalchemy as probe
 
 from .conftest import only_run
-from .test_db_locks import pg_url  # noqa: F401 - a fresh PostgreSQL database per test
 
 TIMEOUT = 90.0
 
@@ -180,7 +179,7 @@ def test_migrates_on_its_own_locked_connection():
 @pytest.mark.postgres
 def test_alembic_sharing_the_tests_connection_does_not_deadlock(
     pytester: pytest.Pytester,
-    pg_url: str,  # noqa: F811
+    pg_url: str,
 ) -> None:
     alembic_project(pytester.path, pg_url)
     pytester.makepyfile(test_shared=SHARED_CONNECTION)

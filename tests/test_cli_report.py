@@ -14,6 +14,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import get_args
 
 import msgspec
 import pytest
@@ -23,8 +24,10 @@ from testmon_live.plugin.runlog import MonitorDir, write_live_file
 from testmon_live.plugin.state import StallRecord
 from testmon_live.plugin.summary import stall_lines
 from testmon_live.tui import cli
+from testmon_live.tui.reports.document import Code, Format, Prose, Section
 from testmon_live.tui.reports.formatting import shorten_nodeid
 from testmon_live.tui.reports.logs import INCOMPLETE, RUNNING
+from testmon_live.tui.reports.render import RENDERERS, render
 from testmon_live.tui.reports.render_text import WIDTH, text_width
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "report-json.md"
@@ -727,3 +730,18 @@ def test_text_into_a_pipe_or_a_file_is_never_cut(
     out = run_cli(capsys, "report", str(synthetic)).out
     assert "…" not in out
     assert LONG_NODEID in out
+
+
+def test_every_format_has_one_renderer_and_json_builds_no_document() -> None:
+    """``--format`` goes through one table of renderers for every command; JSON prints
+    the model as it is and never asks for the text document."""
+    assert set(RENDERERS) == set(get_args(Format))
+    model = {"a": 1}
+
+    def no_document(_: object) -> list[Section]:
+        raise AssertionError("JSON needs no sections")
+
+    assert json.loads(render("json", model, no_document)) == model
+    drawn = [Section(("Title",), [Prose([("some ", Code("code"))])])]
+    assert render("markdown", model, lambda _: drawn).startswith("### Title\n")
+    assert render("text", model, lambda _: drawn).startswith("Title\n")

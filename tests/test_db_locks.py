@@ -10,55 +10,17 @@ Placement: ``--dist each`` (every worker runs every test; a barrier makes them m
 from __future__ import annotations
 
 import json
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from testmon_live.plugin import events as ev
+from testmon_live.plugin.probes import dbstatements
 from testmon_live.plugin.probes import sqlalchemy as probe
 from testmon_live.tui import cli
 
-from .conftest import MARIADB_URL, POSTGRES_URL, only_run, require_marker
+from .conftest import only_run
 from .test_locks import BARRIER, TIMEOUT
-
-
-def _fresh_database(admin_url: str, quote: str) -> Iterator[str]:
-    """A database of its own on a server the test's marker made sure is there."""
-    import sqlalchemy as sa
-
-    name = "tm_" + uuid.uuid4().hex[:12]
-    engine = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
-        conn.execute(sa.text(f"CREATE DATABASE {quote}{name}{quote}"))
-    try:
-        yield sa.make_url(admin_url).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with engine.connect() as conn:
-            if admin_url.startswith("postgresql"):
-                conn.execute(
-                    sa.text(
-                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                        "WHERE datname = :n AND pid <> pg_backend_pid()"
-                    ),
-                    {"n": name},
-                )
-            conn.execute(sa.text(f"DROP DATABASE IF EXISTS {quote}{name}{quote}"))
-        engine.dispose()
-
-
-@pytest.fixture
-def pg_url(request: pytest.FixtureRequest) -> Iterator[str]:
-    require_marker(request, "postgres")
-    yield from _fresh_database(POSTGRES_URL, '"')
-
-
-@pytest.fixture
-def mariadb_url(request: pytest.FixtureRequest) -> Iterator[str]:
-    require_marker(request, "mariadb")
-    yield from _fresh_database(MARIADB_URL, "`")
-
 
 # ---------------------------------------------------------------- migrations
 
@@ -257,7 +219,8 @@ def test_filelock_guarded_migrations_record_waits(pytester: pytest.Pytester) -> 
     assert stats.contended >= 2
     assert stats.max_wait >= 0.3
     waits = [e for e in state.lock_events if e.action == "wait"]
-    assert all(w.holder is not None and w.holder.w and w.holder.w != w.w for w in waits)
+    holders = [(w, state.holder(w)) for w in waits]
+    assert all(h is not None and h.w and h.w != w.w for w, h in holders)
     assert all(w.fixture == "schema" for w in waits)
     # one real upgrade (0001 applied); the others found the database current
     migrations = [m for ms in _migrations(run.events).values() for m in ms]
@@ -315,21 +278,23 @@ def test_pg_advisory_lock_waits_name_holder_and_waiter(
     waits = [e for e in state.lock_events if e.kind == "pg_advisory" and e.action == "wait"]
     assert waits
     for wait in waits:
-        assert wait.holder is not None
-        assert wait.holder.w in {"gw0", "gw1", "gw2", "gw3"}
-        assert wait.holder.w != wait.w
+        holder = state.holder(wait)
+        assert holder is not None
+        assert holder.w in {"gw0", "gw1", "gw2", "gw3"}
+        assert holder.w != wait.w
         assert wait.fixture == "schema"
     # the server said who blocked: its backend pid mapped to a worker
     db_waits = [d for d in state.db_waits if d.lock == "pg_advisory:4242"]
     assert db_waits
     for d in db_waits:
-        assert d.blocked_by is not None
-        assert d.blocked_by.w in {"gw0", "gw1", "gw2", "gw3"} - {d.w}
+        blocked_by = state.blocked_by(d)
+        assert blocked_by is not None
+        assert blocked_by.w in {"gw0", "gw1", "gw2", "gw3"} - {d.w}
     # the server said who blocked: pg_blocking_pids' backend pid, mapped to a worker
-    told = [d for d in db_waits if d.blocked_by is not None and d.blocked_by.backend]
+    told = [b for b in map(state.blocked_by, db_waits) if b is not None and b.backend]
     assert told
     backends = {(c.backend, c.w) for c in connected}
-    assert all((d.blocked_by.backend, d.blocked_by.w) in backends for d in told if d.blocked_by)
+    assert all((b.backend, b.w) in backends for b in told)
     migrations = [m for ms in _migrations(run.events).values() for m in ms]
     assert sorted(str(m.from_rev) for m in migrations) == ["0001", "0001", "0001", "None"]
     assert state.migration_races == {}
@@ -438,8 +403,9 @@ def test_mariadb_get_lock_and_metadata_lock_waits(
     assert len(get_lock_waits) == 1
     (gl,) = get_lock_waits
     assert gl.w == "gw1"
-    assert gl.blocked_by is not None
-    assert gl.blocked_by.w == "gw0"
+    blocked_by = state.blocked_by(gl)
+    assert blocked_by is not None
+    assert blocked_by.w == "gw0"
     metadata = [d for d in state.db_waits if (d.lock or "").startswith("metadata:")]
     assert len(metadata) == 1, state.db_waits
     assert metadata[0].w == "gw1"
@@ -505,8 +471,9 @@ def test_mariadb_get_lock_timeout_is_a_failed_wait_not_a_holder(
     # the watchdog saw it wait, and it named the holder
     waits = [e for e in state.lock_events if e.action == "wait" and e.key == "seed"]
     assert [w.w for w in waits] == ["gw1"]
-    assert waits[0].holder is not None
-    assert waits[0].holder.w == "gw0"
+    holder = state.holder(waits[0])
+    assert holder is not None
+    assert holder.w == "gw0"
     (db_wait,) = [d for d in state.db_waits if d.lock == "mysql_get_lock:seed"]
     assert "timed out" in (db_wait.error or "")
     # a GET_LOCK that returned 1 is held as before
@@ -732,7 +699,7 @@ def test_sqlite_database_is_locked_recorded(pytester: pytest.Pytester) -> None:
 def test_classify_lock_statements(
     statement: str, params: object, expected: tuple[str, str, str, bool] | None
 ) -> None:
-    found = probe.classify(statement, params)
+    found = dbstatements.classify(statement, params)
     got = None if found is None else (found.action, found.kind, found.key, found.transactional)
     assert got == expected
 
@@ -800,10 +767,10 @@ def test_lock_result_read_without_consuming(
 
     got: list[ev.Event] = []
     cursor = _BufferedCursor(names, rows)
-    value = probe._result_value(
+    value = dbstatements.result_value(
         locking.LockReporter(got.append, WorkerActivity(0.0)), cursor, check
     )
-    assert (value if value is not probe._UNREAD else "unread") == expected
+    assert (value if value is not dbstatements.UNREAD else "unread") == expected
     assert cursor.rownumber == 0
     assert got == []
 

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import xml.etree.ElementTree as ET
 from collections import defaultdict
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ import pytest
 
 from testmon_live.plugin import events as ev
 from testmon_live.tui.cli import main
+from testmon_live.tui.testing import sample_runs
 
 from .conftest import only_run, run_logs
 
@@ -177,13 +179,13 @@ def test_forensics_on_a_grouped_suite_whose_ini_distributes_it(
     assert found["verdict"] == "polluter"
     assert found["culprit"] == "test_grp.py::test_step[3]@db"
 
-    # the target is gone from the suite: pytest's own words, not only "did not run"
+    # the target is gone from the suite: said before anything runs (the log's node ids
+    # are checked against what the project collects), naming it
     (pytester.path / "test_grp.py").write_text(GROUPED.replace("def test_victim", "def test_v2"))
     code, out, err = run_cli(capsys, "bisect", "latest", "victim", "--format", "json")
-    message = json.loads(out)["message"]
-    assert "did not run" in message
-    assert "ERROR: not found:" in message
-    assert "test_grp.py::test_victim" in message
+    assert (code, out) == (1, "")
+    assert "not tests that pytest collects" in err
+    assert "test_grp.py::test_victim@db" in err
 
 
 def test_bisect_reports_a_flaky_failure_as_not_reproducible(
@@ -526,6 +528,24 @@ def test_perfetto_export_draws_locks_containers_and_stalls(
     assert crash["args"]["signal"] == "SIGKILL"
 
 
+def test_junit_and_the_report_give_the_start_as_one_aware_time(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """One timestamp formatter: local time with its offset, in JUnit as in the report."""
+    path = sample_runs.write_log(tmp_path / "run.jsonl", sample_runs.demo_run())
+    code, out, _ = run_cli(capsys, "export", str(path), "--format", "junit", "-o", "-")
+    assert code == 0
+    suite = ET.fromstring(out).find("testsuite")
+    assert suite is not None
+    stamp = suite.get("timestamp") or ""
+    code, out, _ = run_cli(capsys, "report", str(path), "--format", "json")
+    assert code == 0
+    assert stamp == json.loads(out)["run"]["started_at"]
+    when = datetime.fromisoformat(stamp)
+    assert when.tzinfo is not None
+    assert when.timestamp() == int(sample_runs.T0)
+
+
 def test_junit_export_matches_the_run(
     pytester: pytest.Pytester, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -576,3 +596,112 @@ def test_skip(): pass
     workers = {p.get("value") for p in root.iter("property") if p.get("name") == "worker"}
     assert workers <= {"gw0", "gw1"}
     assert workers
+
+
+# ------------------------------------------------------- a log is untrusted input
+
+
+def _crafted_log(root: Path, rootdir: Path, before: list[str]) -> Path:
+    """A log of one worker that ran ``before`` and then failed test_x.py::test_victim."""
+    t0 = 1_780_000_000.0
+    events: list[ev.Event] = [
+        ev.RunStarted(ts=t0, schema=ev.SCHEMA_VERSION, run_id="20260101-120000-evil",
+                      rootdir=str(rootdir), workers=1),
+    ]  # fmt: skip
+    for n, nodeid in enumerate([*before, "test_x.py::test_victim"]):
+        outcome = "failed" if nodeid.endswith("test_victim") else "passed"
+        phase = ev.Phase("call", t0 + n, 0.1, outcome)
+        events.append(
+            ev.TestFinished(
+                w="gw0", ts=t0 + n + 0.1, nodeid=nodeid, outcome=outcome, phases=[phase]
+            )
+        )
+    path = root / ".testmon" / "runs" / "20260101-120000-evil.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(ev.encode_lines(events))
+    return path
+
+
+@pytest.fixture
+def victim(pytester: pytest.Pytester) -> Path:
+    pytester.makeini("[pytest]\n")
+    # tmp_path: pytest empties --basetemp when a test first asks for a temporary folder
+    pytester.makepyfile(test_x="def test_a(tmp_path): pass\ndef test_victim(): pass\n")
+    canary = pytester.path / "precious"
+    canary.mkdir()
+    (canary / "canary.txt").write_text("still here")
+    os.chdir(pytester.path)
+    return canary
+
+
+@pytest.mark.parametrize(
+    "hostile",
+    ["--basetemp={canary}", "-p", "@{canary}/canary.txt", "--rootdir={canary}"],
+)
+def test_bisect_never_passes_a_node_id_of_the_log_as_an_option(
+    pytester: pytest.Pytester, victim: Path, hostile: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--basetemp=DIR` as a node id once made bisect's pytest empty DIR."""
+    _crafted_log(pytester.path, pytester.path, ["test_x.py::test_a", hostile.format(canary=victim)])
+    code, out, err = run_cli(capsys, "bisect", "latest", "test_x.py::test_victim")
+    assert (victim / "canary.txt").read_text() == "still here"
+    assert code == 1, out + err
+    assert "look like pytest options" in err
+    assert "nothing was run" in err
+    assert "[1/" not in err  # no trial ran
+
+
+def test_bisect_runs_only_tests_the_project_collects(
+    pytester: pytest.Pytester, victim: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    outside = pytester.path.parent / f"{pytester.path.name}-outside"
+    outside.mkdir()
+    (outside / "test_evil.py").write_text(
+        f"def test_evil():\n    open({str(victim / 'pwned')!r}, 'w').close()\n"
+    )
+    escaped = f"../{outside.name}/test_evil.py::test_evil"
+    _crafted_log(pytester.path, pytester.path, ["test_x.py::test_a", escaped])
+    code, _, err = run_cli(capsys, "bisect", "latest", "test_x.py::test_victim")
+    assert code == 1
+    assert "1 node ids of the log are not tests that pytest collects" in err
+    assert escaped in err
+    assert not (victim / "pwned").exists()
+
+
+def test_bisect_runs_pytest_only_in_the_project_the_user_is_in(
+    pytester: pytest.Pytester, victim: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The log's rootdir is where pytest would run: its conftest.py is code."""
+    elsewhere = pytester.path.parent / f"{pytester.path.name}-elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "conftest.py").write_text(f"open({str(victim / 'pwned')!r}, 'w').close()\n")
+    (elsewhere / "test_x.py").write_text("def test_a(): pass\ndef test_victim(): pass\n")
+    _crafted_log(pytester.path, elsewhere, ["test_x.py::test_a"])
+    code, _, err = run_cli(capsys, "bisect", "latest", "test_x.py::test_victim")
+    assert code == 1
+    assert "a log does not choose where pytest runs" in err
+    assert not (victim / "pwned").exists()
+
+
+def test_suspects_command_is_safe_to_paste(
+    pytester: pytest.Pytester, victim: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _crafted_log(pytester.path, pytester.path, [f"--basetemp={victim}", "x; touch pwned"])
+    code, out, _ = run_cli(capsys, "suspects", "latest", "test_victim", "--format", "json")
+    assert code == 0
+    model = json.loads(out)
+    command = model["command"]
+    assert command.endswith(" -- " + shlex.quote(f"@{model['ids_file']}"))
+    # pasted into a shell, the ids stay test names: pytest reports them as missing files
+    done = subprocess.run(
+        command.replace("pytest ", f"{sys.executable} -m pytest -p no:cacheprovider ", 1),
+        shell=True,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert "file or directory not found: --basetemp=" in done.stdout + done.stderr
+    assert (victim / "canary.txt").read_text() == "still here"
+    assert not (pytester.path / "pwned").exists()
+    code, out, _ = run_cli(capsys, "suspects", "latest", "test_victim")
+    assert "testmon bisect 20260101-120000-evil test_x.py::test_victim" in out

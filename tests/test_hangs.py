@@ -25,11 +25,14 @@ from pathlib import Path
 import pytest
 
 from testmon_live.plugin import events as ev
-from testmon_live.plugin.probes.stacks import classify, parse_faulthandler
+from testmon_live.plugin.probes.stacks import classify, frame_text, parse_faulthandler
 from testmon_live.plugin.probes.unresponsive import read_dump
 from testmon_live.plugin.runlog import MonitorDir, live_runs
 from testmon_live.plugin.state import RunState
 from testmon_live.tui.cli import main
+from testmon_live.tui.forensics.dump import stall_text
+from testmon_live.tui.reports.logs import LoadedRun
+from testmon_live.tui.reports.model import build_report
 
 from .conftest import (
     HOLD_THE_GIL,
@@ -296,7 +299,7 @@ def test_outcomes_are_what_they_are_without_the_monitor(hung: HungRun) -> None:
     assert hung.monitored == hung.plain
     assert hung.monitored[("test_hung.py::test_fails_as_usual", "call")] == "failed"
     assert len({nodeid for nodeid, _ in hung.monitored}) == 10
-    assert hung.run.problems == []
+    assert not hung.run.problems, list(hung.run.problems)
 
 
 def test_missed_wakeup_on_a_condition(hung: HungRun) -> None:
@@ -714,6 +717,28 @@ def test_verdicts_from_frames() -> None:
     assert classify([test], busy=True)[0] == "busy"
     assert classify([test], moved=True)[0] == "busy"
     assert classify([test])[0] == "unknown"
+
+
+def test_one_frame_text_for_the_plugin_the_report_and_dump() -> None:
+    """Frames read the same wherever they are shown: below the rootdir (given with or
+    without its slash) relative to it, a sibling directory sharing its prefix not."""
+    inside = ev.Frame("/project/tests/test_x.py", 7, "test_it", True)
+    sibling = ev.Frame("/project2/test_y.py", 3, "helper", False)
+    for root in ("/project", "/project/"):
+        assert frame_text(inside, root) == "tests/test_x.py:7 in test_it"
+        assert frame_text(sibling, root) == "/project2/test_y.py:3 in helper"
+    assert frame_text(inside) == "/project/tests/test_x.py:7 in test_it"
+    thread = ev.ThreadStack(ident=1, name="MainThread", frames=[inside, sibling], verdict="busy")
+    stall = ev.Stall(w="gw0", test="tests/test_x.py::test_it", phase="call", threads=[thread])
+    assert stall_text(stall, "/project/").splitlines()[-2:] == [
+        "    > tests/test_x.py:7 in test_it",
+        "      /project2/test_y.py:3 in helper",
+    ]
+    state = RunState().apply_all(
+        [ev.RunStarted(schema=ev.SCHEMA_VERSION, run_id="r", rootdir="/project"), stall]
+    )
+    (row,) = build_report(LoadedRun(Path("r.jsonl"), state, "finished"))["stalls"]
+    assert row["threads"][0]["where"] == "tests/test_x.py:7 in test_it"
 
 
 def test_filelock_polling_is_a_lock_wait_not_a_sleep() -> None:

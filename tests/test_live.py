@@ -17,7 +17,7 @@ import pytest
 from testmon_live.plugin import events as ev
 from testmon_live.plugin.runlog import LiveRun, MonitorDir, iter_log, live_runs
 from testmon_live.plugin.server import HELLO_TIMEOUT
-from testmon_live.tui.dashboard.sources import LiveConnection, SourceError
+from testmon_live.tui.hub_client import LiveConnection, SourceError
 
 GATED_SUITE = """
 import os, time, pytest

@@ -20,7 +20,7 @@ from testmon_live.plugin import events as ev
 from testmon_live.plugin.hub import WORKER_COMMAND_BURST, WORKER_COMMANDS_PER_SECOND
 from testmon_live.plugin.runlog import LiveRun, iter_log, live_runs
 from testmon_live.plugin.server import HELLO_TIMEOUT, MAX_PENDING, ViewerServer
-from testmon_live.tui.dashboard.sources import LiveConnection
+from testmon_live.tui.hub_client import LiveConnection
 
 from . import test_live
 from .test_live import Start

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Literal
 
 import pytest
 
@@ -16,6 +17,7 @@ from testmon_live.plugin import events as ev
 from testmon_live.plugin import monitor
 from testmon_live.plugin.probes import locking
 from testmon_live.plugin.state import RunState
+from testmon_live.tui.testing import sample_runs
 
 from .conftest import only_run, run_logs
 
@@ -93,13 +95,15 @@ def test_filelock_wait_recorded_with_holder_and_waiter(pytester: pytest.Pytester
     (wait,) = [e for e in lock_events(state, "filelock") if e.action == "wait"]
     assert wait.w == "gw1"
     assert wait.test == "test_shared.py::test_setup_under_filelock"
-    assert wait.holder is not None
-    assert wait.holder.w == "gw0"
-    assert wait.holder.test == "test_shared.py::test_setup_under_filelock"
+    holder = state.holder(wait)
+    assert holder is not None
+    assert holder.w == "gw0"
+    assert holder.test == "test_shared.py::test_setup_under_filelock"
     (got,) = [e for e in lock_events(state, "filelock") if e.action == "acquired" and e.waited]
     assert got.w == "gw1"
-    assert got.holder is not None
-    assert got.holder.w == "gw0"
+    holder = state.holder(got)
+    assert holder is not None
+    assert holder.w == "gw0"
     # uncontended acquisitions: acquired + released each, never a wait
     for worker in ("gw0", "gw1"):
         own = [e for e in lock_events(state, "filelock") if e.key == f"{shared}.{worker}"]
@@ -417,6 +421,75 @@ def test_wait_for_graph_cycle_found_once_and_not_through_dead_workers() -> None:
     assert other.new_deadlocks() == []
     assert other.lock_holders("monitor", "B")[0].w == "gw3"
     assert [w.w for w in other.lock_queue("monitor", "B")] == ["gw1"]
+
+
+def _lock(
+    w: str,
+    action: Literal["wait", "acquired", "released", "failed"],
+    lid: str,
+    ts: float,
+    key: str = "42",
+) -> ev.LockEvent:
+    return ev.LockEvent(w=w, ts=ts, action=action, kind="pg_advisory", key=key, lock_id=lid)
+
+
+def _db_wait(ts: float, blocked_by: ev.Holder | None = None) -> ev.DbWait:
+    return ev.DbWait(
+        w="gw1",
+        ts=ts,
+        dialect="postgresql",
+        url="pg://db",
+        statement="SELECT 1",
+        waited=0.5,
+        lock="pg_advisory:42",
+        blocked_by=blocked_by,
+    )
+
+
+@pytest.mark.parametrize("detail", [True, False], ids=["detail", "aggregates"])
+def test_the_fold_names_holders_without_changing_the_events(detail: bool) -> None:
+    """Every way the fold works out a holder (a server's connection id, the lock's holder
+    now, a wait's holder passed to its acquisition, a wait that arrived first, a database
+    wait after a contended acquisition) is kept in the state; each event encodes to the
+    same bytes after the fold as before."""
+    held = _lock("gw0", "acquired", "a", 1.1)
+    held.test = "t.py::test_a"
+    by_backend = _lock("gw1", "wait", "b", 1.2)
+    by_backend.holder = ev.Holder(backend=77)
+    now_held = _lock("gw2", "wait", "c", 1.3)
+    known_pid = _lock("gw3", "wait", "d", 1.35)
+    known_pid.holder = ev.Holder(pid=5)
+    released = _lock("gw0", "released", "a", 1.4)
+    acquired = _lock("gw1", "acquired", "b", 1.5)
+    acquired.waited = 0.3
+    early = _lock("gw4", "wait", "e", 1.6, key="43")
+    first = _lock("gw5", "acquired", "f", 1.7, key="43")
+    told, after = _db_wait(1.8, ev.Holder(backend=77)), _db_wait(1.9)
+    connected = ev.DbConnected(w="gw0", ts=1.0, dialect="postgresql", url="pg://db", backend=77)
+    events: list[ev.Event] = [connected, held, by_backend, now_held, known_pid, released]
+    events += [acquired, early, first, told, after]
+    before = [ev.encode(e) for e in events]
+    state = RunState(detail=detail).apply_all(events)
+    assert [ev.encode(e) for e in events] == before
+    if detail:  # a wait that ended is asked about only where the events are kept
+        assert (state.holder(by_backend) or ev.Holder()).w == "gw0"
+    assert (state.holder(now_held) or ev.Holder()).test == "t.py::test_a"
+    pid = state.holder(known_pid) or ev.Holder()
+    assert (pid.w, pid.pid) == ("gw0", 5)
+    assert (state.holder(acquired) or ev.Holder()).w == "gw0"
+    assert (state.holder(early) or ev.Holder()).w == "gw5"
+    assert state.locks[("pg_advisory", "42")].waited_on == {"gw0": 1}
+    assert [(state.blocked_by(d) or ev.Holder()).w for d in (told, after)] == ["gw0", "gw0"]
+
+
+@pytest.mark.parametrize("detail", [True, False], ids=["detail", "aggregates"])
+def test_folding_a_whole_run_changes_no_event(detail: bool) -> None:
+    """Every kind of event of the sample run (tests, fixtures, locks, database waits,
+    containers, stalls, crashes...) encodes to the same bytes after the fold as before."""
+    events = sample_runs.demo_run()
+    before = [ev.encode(e) for e in events]
+    RunState(detail=detail).apply_all(events)
+    assert [ev.encode(e) for e in events] == before
 
 
 def test_each_run_has_its_own_run_once_even_inside_another_xdist_run(

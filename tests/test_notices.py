@@ -44,6 +44,7 @@ from testmon_live.plugin.settings import (
     HELP_SLOW,
 )
 from testmon_live.plugin.state import RunState
+from testmon_live.plugin.summary import summary_lines
 from testmon_live.tui.cli import main as cli_main
 
 from .conftest import Recorded, read_recorded, run_logs
@@ -487,7 +488,7 @@ def test_sigterm_prints_workers_and_stacks_and_completes_the_log(
     run.wait_for(rf'^      File ".*test_hang\.py", line {line}, in test_hang$')
     run.wait_for(r"^\[testmon-live\] log complete up to this moment: ")
     recorded = only_log(root)
-    assert recorded.problems == []
+    assert not recorded.problems, list(recorded.problems)
     end = recorded.events[-1]
     assert isinstance(end, ev.RunFinished), end
     assert end.status == "interrupted"
@@ -749,6 +750,40 @@ def test_watch_turns_what_the_fold_added_into_alerts_once() -> None:
     assert (crash.kind, crash.text) == ("CRASH", "CRASH gw1 t.py::test_b: signal SIGSEGV")
     assert crash.level == ERROR
     assert watch.scan(state, 123.0) == []
+
+
+def test_a_crash_reads_the_same_live_at_the_end_and_in_the_report(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """One wording of a worker's exit: the live line, the end-of-run summary, the report
+    and the JUnit export; a crash xdist gave no words for is still a crash (the summary
+    used to fail on its empty error)."""
+    header = ev.RunStarted(schema=ev.SCHEMA_VERSION, run_id="r", rootdir=str(tmp_path), ts=99.0)
+    events: list[ev.Event] = [header]
+    state = RunState(detail=False)
+    state.apply(header)
+    for w, t in (("gw0", 100.0), ("gw1", 100.0)):
+        events.append(ev.WorkerStarted(w=w, ts=t, schema=ev.SCHEMA_VERSION, pid=1000 + len(w)))
+    events.append(ev.WorkerCrashed(w="gw0", ts=101.0, error="", test="t.py::test_a"))
+    events.append(
+        ev.WorkerCrashed(w="gw1", ts=102.0, error="x", test="t.py::test_b", signal="SIGKILL")
+    )
+    watch = Watch()
+    live = []
+    for e in events[1:]:
+        state.apply(e)
+        live += [alert.text for alert in watch.scan(state, e.ts)]
+    assert live == [
+        "CRASH gw0 t.py::test_a: worker went away",
+        "CRASH gw1 t.py::test_b: signal SIGKILL",
+    ]
+    summary = summary_lines(state, tmp_path / "r.jsonl", [])
+    assert "crash: gw0 while running t.py::test_a (worker went away)" in summary
+    assert "crash: gw1 while running t.py::test_b (signal SIGKILL)" in summary
+    log = tmp_path / "r.jsonl"
+    log.write_bytes(ev.encode_lines(events))
+    assert cli_main(["report", str(log)]) in (0, 1)
+    assert re.search(r"gw1 +t\.py::test_b +signal SIGKILL", capsys.readouterr().out)
 
 
 def test_an_unresponsive_worker_waits_for_its_stacks_then_speaks_anyway() -> None:

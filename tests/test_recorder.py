@@ -87,7 +87,7 @@ def test_every_test_recorded_once_with_its_phases_on_its_worker(
     assert len(ran_on) == 11
 
     run = only_run(pytester)
-    assert run.problems == []
+    assert not run.problems, list(run.problems)
     tests = run.tests_by_id()
     assert set(tests) == set(ran_on)
     for nodeid, records in tests.items():

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from testmon_live.plugin import events as ev
-from testmon_live.plugin.runlog import iter_log
+from testmon_live.plugin.runlog import SkippedLines, iter_log
 
 from .conftest import only_run, run_logs
 
@@ -86,7 +86,7 @@ def test_single_process_crash_exit_code_unchanged(pytester: pytest.Pytester) -> 
     assert plain.ret == monitored.ret == 3
     # the log that remains reads back and names the run
     run = only_run(pytester)
-    assert run.problems == []
+    assert not run.problems, list(run.problems)
     assert isinstance(run.events[0], ev.RunStarted)
 
 
@@ -254,7 +254,7 @@ def test_n(n): time.sleep(0.02)
         proc.wait(10)
     finally:
         _kill_group(proc)
-    problems: list[tuple[int, str]] = []
+    problems = SkippedLines()
     events = list(iter_log(log, problems))
     # every complete line reads back; at most a torn last line is reported
     assert all(reason.startswith("torn last line") for _, reason in problems), problems

@@ -14,11 +14,12 @@ from testmon_live.plugin import events as ev
 from testmon_live.plugin.runlog import MonitorDir
 from testmon_live.tui.dashboard.app import TABS, MonitorApp, make_app
 from testmon_live.tui.dashboard.ingest import Ingest
+from testmon_live.tui.dashboard.palette import TONES, colour
 from testmon_live.tui.dashboard.screens.test_detail import TestDetailScreen
 from testmon_live.tui.dashboard.screenshots import settle
-from testmon_live.tui.dashboard.sources import LiveSource, ReplaySource
+from testmon_live.tui.dashboard.sources import LiveSource, ReplaySource, StreamState
 from testmon_live.tui.dashboard.widgets.containers_panel import ContainersPanel
-from testmon_live.tui.dashboard.widgets.event_log import EventLog
+from testmon_live.tui.dashboard.widgets.event_log import EncodedEvents, EventLog
 from testmon_live.tui.dashboard.widgets.locks_panel import LocksPanel
 from testmon_live.tui.dashboard.widgets.parallelism import ParallelismPanel
 from testmon_live.tui.dashboard.widgets.run_header import RunHeader
@@ -28,6 +29,7 @@ from testmon_live.tui.dashboard.widgets.workers_table import WorkersTable
 from testmon_live.tui.reports.formatting import fmt_percent
 from testmon_live.tui.reports.logs import load_run
 from testmon_live.tui.reports.model import build_report
+from testmon_live.tui.reports.run_list import build_runs, list_runs
 from testmon_live.tui.testing import sample_runs
 
 from .conftest import shown
@@ -122,6 +124,30 @@ async def test_panels_render_locks_containers_stalls_and_failures(tmp_path: Path
         assert "parallel efficiency 70%" in parallel
         assert "gw3" in parallel
         assert "lock wait" in parallel
+
+
+async def test_header_report_and_runs_count_the_same_workers_when_one_crashed(
+    tmp_path: Path,
+) -> None:
+    """A worker that crashed before it started took no part: the dashboard's header,
+    ``testmon report`` and ``testmon runs`` (folding a log with no end) count the same
+    workers, and the crash is still reported."""
+    events = sample_runs.cut(sample_runs.demo_run(), 9.0)
+    at = events[-1].ts
+    events.append(ev.WorkerCrashed(w="gw9", ts=at, error="node down: Not properly terminated"))
+    path = log(tmp_path, events)
+    mdir = MonitorDir(tmp_path / ".testmon")
+    report = build_report(load_run(path, mdir))
+    assert [c["worker"] for c in report["crashes"]] == ["gw9"]
+    workers = [w["id"] for w in report["workers"]]
+    assert workers == list(sample_runs.WORKERS)
+    (row,) = build_runs(list_runs(mdir))["runs"]
+    assert row["workers"] == len(workers)
+    app = app_on(path)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        shown_workers = header(app).split("  workers ")[1].split()[0]
+        assert shown_workers == str(len(workers))
 
 
 @pytest.mark.parametrize("size", [(80, 24), (160, 50)])
@@ -225,6 +251,54 @@ async def test_raw_events_filter(tmp_path: Path) -> None:
         assert '"t":"stall"' in text
         assert '"t":"stall_end"' in text
         assert app.main.query_one(EventLog).matched == len(lines)
+
+
+def test_the_event_view_encodes_each_event_once_not_at_every_redraw(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    encoded: list[ev.Event] = []
+    real = ev.encode
+
+    def counting(event: ev.Event | ev.Control) -> bytes:
+        assert isinstance(event, ev.Event)
+        encoded.append(event)
+        return real(event)
+
+    monkeypatch.setattr(ev, "encode", counting)
+    ingest = Ingest(lambda message: None)
+    ingest.reset("run", None)
+    events = sample_runs.demo_run()
+    cache = EncodedEvents()
+    ingest.events(events[:100])
+    cache.sync(ingest)
+    cache.sync(ingest)  # a redraw with nothing new encodes nothing
+    assert encoded == events[:100]
+    ingest.events(events[100:103])
+    cache.sync(ingest)
+    assert encoded == events[:103], "only what arrived"
+    assert [line for line, _ in cache.lines] == [real(e).decode() for e in ingest.raw]
+    ingest.reset("again", None)
+    ingest.events(events[:2])
+    cache.sync(ingest)
+    assert [line for line, _ in cache.lines] == [real(e).decode() for e in events[:2]]
+
+
+async def test_panels_draw_in_the_theme_through_their_component_classes(
+    tmp_path: Path,
+) -> None:
+    """Every panel's tones are its theme's variables (alpha dropped), and follow a change
+    of theme: no colour is kept from another app or another theme."""
+    app = app_on(log(tmp_path, sample_runs.demo_run()))
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        widgets = [app.main.query_one(RunHeader), *app.panels.values()]
+        for theme in ("textual-dark", "textual-light"):
+            app.theme = theme
+            await pilot.pause()
+            variables = app.get_css_variables()
+            for widget in widgets:  # (a tone a widget does not declare raises KeyError)
+                drawn = {v: colour(widget, v) for v in TONES}
+                assert drawn == {v: variables[v][:7].upper() for v in TONES}, theme
 
 
 async def test_escape_leaves_the_event_filter_and_keys_work_again(tmp_path: Path) -> None:
@@ -414,7 +488,7 @@ def test_elapsed_does_not_go_back_when_a_live_hub_vanishes() -> None:
     ingest.events(sample_runs.cut(sample_runs.demo_run(), 3.0))
     before = ingest.state.wall(ingest.now())
     assert before == pytest.approx(5.0)
-    ingest.status("run x ended unexpectedly: the hub went away", "error")
+    ingest.stream_state(StreamState.LOST, "run x ended unexpectedly: the hub went away")
     wall[0] += 10.0
     assert ingest.run_status() == "crashed"
     assert ingest.state.wall(ingest.now()) >= before

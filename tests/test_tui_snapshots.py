@@ -1,5 +1,5 @@
 """SVG snapshots of the dashboard's main views: the scenes of `tui/dashboard/screenshots.py`, which
-also makes `screenshots/`, through the same app factory. Update with
+also makes `screenshots/`, through the same app factory and scene driver (`play`). Update with
 `pytest tests/test_tui_snapshots.py --snapshot-update` and look at the diff report.
 The scenes are moments of a real recorded demo run, ``tests/data/demo-run.jsonl``."""
 
@@ -17,9 +17,9 @@ from testmon_live.tui.dashboard.screenshots import (
     SCENES,
     Scene,
     demo_events,
+    play,
     scene_app,
     scene_events,
-    settle,
 )
 
 SnapCompare = Callable[..., bool]
@@ -30,13 +30,7 @@ def test_view(scene: Scene, tmp_path: Path, snap_compare: SnapCompare) -> None:
     app = scene_app(scene, tmp_path)
 
     async def prepare(pilot: Pilot[None]) -> None:
-        await settle(app, pilot)
-        await pilot.press(*scene.keys)
-        if scene.then is not None:
-            scene.then(app)
-        await pilot.pause()
-        app.redraw(force=True)
-        await pilot.pause()
+        await play(scene, app, pilot)
 
     assert snap_compare(app, terminal_size=scene.size, run_before=prepare)
 

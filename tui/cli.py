@@ -156,8 +156,9 @@ def _runs_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _runs(args: argparse.Namespace) -> int:
     from .reports.logs import record_hint
+    from .reports.render import render
     from .reports.run_list import build_runs, list_runs
-    from .reports.sections import render_runs
+    from .reports.sections import runs_sections
 
     if args.limit is not None and args.limit < 1:
         raise CommandError(f"--limit {args.limit}: give a number of runs, 1 or more", EXIT_USAGE)
@@ -165,7 +166,7 @@ def _runs(args: argparse.Namespace) -> int:
     listing = list_runs(mdir)
     if not listing.runs and not listing.unlisted:
         raise CommandError(record_hint(mdir))
-    write(render_runs(build_runs(listing, args.limit), args.format))
+    write(render(args.format, build_runs(listing, args.limit), runs_sections))
     return EXIT_OK
 
 
@@ -197,14 +198,15 @@ def _report_arguments(parser: argparse.ArgumentParser) -> None:
 def _report(args: argparse.Namespace) -> int:
     from .reports.logs import load_run, resolve_run
     from .reports.model import MAX_TOP, build_report
-    from .reports.sections import render
+    from .reports.render import render
+    from .reports.sections import sections
 
     if not 1 <= args.top <= MAX_TOP:
         raise CommandError(f"--top {args.top}: give a number from 1 to {MAX_TOP}", EXIT_USAGE)
     mdir = monitor_dir(args)
     path = resolve_run(mdir, args.run)
     run = load_run(path, mdir)
-    write(render(build_report(run, args.top), args.format))
+    write(render(args.format, build_report(run, args.top), sections))
     return EXIT_OK
 
 
@@ -262,13 +264,14 @@ def _found(args: argparse.Namespace) -> tuple[MonitorDir, Suspects]:
 
 def _suspects(args: argparse.Namespace) -> int:
     from .forensics.order import repro_name, suspects_model, write_ids
-    from .forensics.render import render_sections, suspects_sections
+    from .forensics.render import suspects_sections
+    from .reports.render import render
 
     mdir, found = _found(args)
     ids = [t.nodeid for t in found.predecessors] + [found.target.nodeid]
     ids_file = write_ids(mdir, repro_name(found), ids)
     model = suspects_model(found, ids_file)
-    write(render_sections(suspects_sections(model), model, args.format))
+    write(render(args.format, model, suspects_sections))
     return EXIT_OK
 
 
@@ -285,25 +288,37 @@ def _bisect_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _bisect(args: argparse.Namespace) -> int:
-    from .forensics.bisect import bisect
-    from .forensics.render import bisect_model, bisect_sections, render_sections
+    from .forensics.bisect import BisectRefused, bisect
+    from .forensics.order import OrderError, trusted_rootdir
+    from .forensics.render import bisect_model, bisect_sections
+    from .reports.document import printable
+    from .reports.render import render
 
     if args.time_limit <= 0:
         raise CommandError("--time-limit: give a number of seconds above 0", EXIT_USAGE)
-    _, found = _found(args)
+    mdir, found = _found(args)
+    try:
+        rootdir = trusted_rootdir(found, mdir, Path.cwd())
+    except OrderError as exc:
+        raise CommandError(str(exc)) from None
     extra: list[str] = getattr(args, "passthrough", [])
 
     def progress(line: str) -> None:
-        print(line, file=sys.stderr, flush=True)
+        print(printable(line), file=sys.stderr, flush=True)
 
     if args.format == "text":
         progress(
             f"bisecting {len(found.predecessors)} predecessors of {found.target.nodeid} "
             f"(worker {found.target.w}), in {found.rootdir}"
         )
-    result = bisect(found, time_limit=args.time_limit, extra=extra, progress=progress)
+    try:
+        result = bisect(
+            found, rootdir=rootdir, time_limit=args.time_limit, extra=extra, progress=progress
+        )
+    except BisectRefused as exc:
+        raise CommandError(str(exc)) from None
     model = bisect_model(result, found.target.nodeid)
-    write(render_sections(bisect_sections(result, found.target.nodeid), model, args.format))
+    write(render(args.format, model, lambda _: bisect_sections(result, found.target.nodeid)))
     return (
         EXIT_OK if result.verdict in ("polluter", "fails-alone", "not-reproduced") else EXIT_ERROR
     )
@@ -330,9 +345,10 @@ def _diff_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _diff(args: argparse.Namespace) -> int:
-    from .forensics.render import diff_sections, render_sections
+    from .forensics.render import diff_sections
     from .reports.diff import build_diff, history, load_detail
     from .reports.logs import resolve_run
+    from .reports.render import render
 
     if args.top < 1:
         raise CommandError(f"--top {args.top}: give a number, 1 or more", EXIT_USAGE)
@@ -342,7 +358,7 @@ def _diff(args: argparse.Namespace) -> int:
         raise CommandError(f"{args.run_a} and {args.run_b} are the same run: name two runs")
     a, b = load_detail(path_a), load_detail(path_b)
     model = build_diff(a, b, history(mdir, (a, b)), args.top)
-    write(render_sections(diff_sections(model), model, args.format))
+    write(render(args.format, model, diff_sections))
     return EXIT_OK
 
 
@@ -502,7 +518,8 @@ def _demo(args: argparse.Namespace) -> int:
     from .dashboard.sources import LiveSource
     from .reports.logs import load_run, newest_log
     from .reports.model import build_report
-    from .reports.sections import render
+    from .reports.render import render
+    from .reports.sections import sections
 
     try:
         path = demo.demo_dir(args.path)
@@ -519,7 +536,7 @@ def _demo(args: argparse.Namespace) -> int:
     finally:
         demo.stop(process)
     if args.headless:
-        write(render(build_report(load_run(newest_log(mdir), mdir), 10), "text"))
+        write(render("text", build_report(load_run(newest_log(mdir), mdir), 10), sections))
     print(f"demo: pytest output in {mdir.root / demo.OUTPUT_NAME}", file=sys.stderr)
     return EXIT_OK
 
@@ -539,7 +556,7 @@ def _dump_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _dump(args: argparse.Namespace) -> int:
-    from .dashboard.dump import DumpError, find_live, live_root, request_dump, stall_text
+    from .forensics.dump import DumpError, find_live, live_root, request_dump, stall_text
 
     run, worker = (args.run, args.worker) if args.worker else ("latest", args.run)
     try:
@@ -705,7 +722,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _fail(prog: str, message: str, code: int) -> int:
-    print(f"{prog}: error: {message}", file=sys.stderr)
+    from .reports.document import printable
+
+    print(f"{prog}: error: {printable(message)}", file=sys.stderr)
     return code
 
 

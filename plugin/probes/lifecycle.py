@@ -26,8 +26,7 @@ from ..guard import REAL, exc_text, text_of
 
 Emit = Callable[[ev.Event], None]
 
-_RANK = {"failed": 5, "error": 4, "xpassed": 3, "xfailed": 2, "skipped": 1, "passed": 0}
-_FAILING = ("failed", "error")
+_RANK = ev.OUTCOME_RANK  # bound once: read for every phase of every test
 
 
 def phase_category(when: str, outcome: str, xfail: bool) -> str:
@@ -107,7 +106,7 @@ class TestAssembler:
         note = self.note
         if note is not None:
             when, message, longrepr = note
-            if worst in _FAILING:
+            if worst in ev.FAILING:
                 record.failed_when = when
             record.message = ev.clip(message)
             record.longrepr = ev.clip(longrepr)

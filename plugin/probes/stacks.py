@@ -192,7 +192,9 @@ def frames_of(frame: FrameType | None, limit: int = MAX_FRAMES) -> list[ev.Frame
 
 
 def frame_text(frame: ev.Frame, root: str | None = None) -> str:
-    """``file:line in func``, the file relative to ``root`` when it lies below it."""
+    """``file:line in func``, the file relative to ``root`` when it lies below it (``root``
+    with or without its trailing separator). The one text of a frame: stall locations,
+    reports, the dashboard and ``testmon dump`` all show frames through it."""
     file = frame.file
     if root and file.startswith(root.rstrip(os.sep) + os.sep):
         file = file[len(root.rstrip(os.sep)) + 1 :]

@@ -15,15 +15,7 @@ The names other modules use are importable from here.
 """
 
 from .containers import ContainerView, ImageStats
-from .fold import (
-    DUPLICATE_WORTH,
-    SLOWEST_KEPT,
-    FixtureStats,
-    RunState,
-    Tail,
-    fold,
-    worst_outcome,
-)
+from .fold import DUPLICATE_WORTH, SLOWEST_KEPT, FixtureStats, RunState, Tail, fold
 from .locks import CLOCK_SLACK, LockStats, LockWait, lock_label
 from .setups import Resource, SetupRace, SetupRecord, SetupStory
 from .workers import WORKER_STATES, Spell, StallRecord, WorkerView, worker_order
@@ -50,5 +42,4 @@ __all__ = [
     "fold",
     "lock_label",
     "worker_order",
-    "worst_outcome",
 ]

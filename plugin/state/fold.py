@@ -17,6 +17,7 @@ from typing import Any
 import msgspec
 
 from testmon_live.plugin import events as ev
+from testmon_live.plugin.runlog import SkippedLines
 
 from .containers import ContainerFold
 from .locks import CLOCK_SLACK, LockFold, lock_label
@@ -26,21 +27,6 @@ from .workers import Spell, StallRecord, WorkerView, worker_order
 SLOWEST_KEPT = 50
 FAILURES_KEPT = 2000
 NOTICES_KEPT = 500
-
-_FAILING = frozenset({"failed", "error"})
-_OUTCOME_RANK = {"failed": 5, "error": 4, "xpassed": 3, "xfailed": 2, "skipped": 1, "passed": 0}
-
-
-def worst_outcome(categories: Iterable[str]) -> str:
-    """The overall outcome of a test from the categories of its phases."""
-    best = "passed"
-    rank = 0
-    for cat in categories:
-        r = _OUTCOME_RANK.get(cat, 0)
-        if r > rank:
-            best, rank = cat, r
-    return best
-
 
 DUPLICATE_WORTH = 0.05
 """Seconds of setup in all from which a fixture set up once per worker is worth a warning."""
@@ -129,7 +115,7 @@ class RunState(LockFold, SetupFold, ContainerFold):
         self.spells: list[Spell] = []
         """Unresponsive spells, one each from its first silence to its recovery."""
         self.replies: list[ev.CommandReply] = []
-        self.problems: list[tuple[int, str]] = []
+        self.problems = SkippedLines()
         """Lines a reader skipped, if this state was folded from a log."""
         self._handlers: dict[type[ev.Event], Callable[[Any], None]] = {
             ev.RunStarted: self._run_started,
@@ -272,7 +258,7 @@ class RunState(LockFold, SetupFold, ContainerFold):
             view.longest_end = ts
         if not view.first_test_start:
             view.first_test_start = ts - duration
-        if e.outcome in _FAILING:
+        if e.outcome in ev.FAILING:
             view.failures += 1
             if self.detail or len(self.failures) < FAILURES_KEPT:
                 self.failures.append(e)
@@ -594,15 +580,23 @@ class RunState(LockFold, SetupFold, ContainerFold):
         return sorted(self.fixtures.values(), key=lambda f: f.setup_total, reverse=True)
 
     def active_workers(self) -> list[WorkerView]:
-        """Workers that took part: started (have a pid) or ran tests, in id order."""
+        """Workers that took part: started (have a pid) or ran tests, in :func:`worker_order`.
+        A worker that crashed before it started is not one (its crash is in ``crashes``).
+        The one definition: the hub's end record, the summary, the dashboard and the
+        report all count workers through it."""
         return sorted(
             (w for w in self.workers.values() if w.pid or w.tests), key=lambda w: worker_order(w.id)
         )
 
     def stall_count(self) -> int:
         """Distinct stalls of the workers' watchdogs (not unresponsive spells, even those a
-        watchdog sampled once the worker came back; not dumps on demand)."""
+        watchdog sampled once the worker came back; not dumps on demand): the one count of
+        the end record, the summary, the report and the runs list."""
         return sum(1 for r in self.stall_records if r.reason == "stall")
+
+    def tests_on(self, worker: str) -> list[ev.TestFinished]:
+        """Every test the worker process ran, in the order it ran them (``detail`` only)."""
+        return sorted((t for t in self.tests if t.w == worker), key=ev.test_started)
 
     def dropped_total(self) -> int:
         return sum(sum(kinds.values()) for kinds in self.dropped().values())

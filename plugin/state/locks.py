@@ -3,6 +3,11 @@
 :class:`LockFold` is the part of :class:`~.fold.RunState` that folds lock, wait, migration
 and deadlock events: who holds and who waits for each lock, the wait-for graph and its
 cycles (:meth:`LockFold.new_deadlocks`), and migrations of one database that overlapped.
+
+The fold never changes the events it folds: the holder it works out for a wait, an
+acquisition or a database wait is kept here and read through :meth:`LockFold.holder` and
+:meth:`LockFold.blocked_by` (the event's own, as its worker recorded it, when the fold
+found no better one).
 """
 
 from __future__ import annotations
@@ -86,6 +91,29 @@ def lock_label(kind: str, key: str) -> str:
     return f"{kind}:{key}" if kind not in ("monitor", "run_once") else key
 
 
+class Attributions:
+    """Holders the fold worked out for events, kept beside them (keyed by the event's
+    identity; the event is kept too, so that identity cannot pass to another)."""
+
+    def __init__(self) -> None:
+        self._found: dict[int, tuple[ev.LockEvent | ev.DbWait, ev.Holder]] = {}
+
+    def get(self, event: ev.LockEvent | ev.DbWait) -> ev.Holder | None:
+        found = self._found.get(id(event))
+        return found[1] if found is not None and found[0] is event else None
+
+    def set(self, event: ev.LockEvent | ev.DbWait, holder: ev.Holder) -> None:
+        self._found[id(event)] = (event, holder)
+
+    def forget(self, event: ev.LockEvent | None) -> None:
+        """Nothing will ask for ``event``'s holder any more (a fold that keeps no events)."""
+        if event is not None and self.get(event) is not None:
+            del self._found[id(event)]
+
+    def __len__(self) -> int:
+        return len(self._found)
+
+
 class LockFold(WorkerFold):
     """Locks, database waits, migrations and deadlocks: a part of :class:`~.fold.RunState`."""
 
@@ -106,10 +134,21 @@ class LockFold(WorkerFold):
         """URL -> workers that migrated it at overlapping times."""
         self.lock_graph_changed = False
         """Set by lock and wait events; the hub clears it when it looks for deadlocks."""
+        self._holders = Attributions()
         self.lock_waits: list[tuple[float, int, LockWait]] = []
         """The :data:`WAITS_KEPT` longest waits (a heap: (waited, order, wait))."""
         self.lock_wait_count = 0
         """Every wait that ended, on any lock."""
+
+    def holder(self, e: ev.LockEvent) -> ev.Holder | None:
+        """Who held the lock ``e`` (a wait or a contended acquisition) waited for: as the
+        fold worked it out, else as the event says."""
+        return self._holders.get(e) or e.holder
+
+    def blocked_by(self, e: ev.DbWait) -> ev.Holder | None:
+        """Who the database wait ``e`` waited for: as the fold worked it out, else as the
+        event says."""
+        return self._holders.get(e) or e.blocked_by
 
     def longest_waits(self, n: int = WAITS_KEPT) -> list[LockWait]:
         """The ``n`` longest waits, longest first."""
@@ -166,19 +205,33 @@ class LockFold(WorkerFold):
             waited = e.waited or 0.0
             if waited > 0.0:
                 stats.contended += 1
-                if e.holder is None and wait is not None:
-                    e.holder = wait.holder
-                if e.holder is not None and e.holder.w:
-                    stats.waited_on[e.holder.w] += 1
+                holder = self.holder(e)
+                if holder is not None and not holder.w and holder.backend is not None:
+                    mapped = self._backend_worker(holder.backend)
+                    if mapped is not None:
+                        holder = msgspec.structs.replace(holder, w=mapped)
+                        self._holders.set(e, holder)
+                if (holder is None or not holder.w) and wait is not None:
+                    named = self.holder(wait)
+                    if named is not None:
+                        holder = named
+                        self._holders.set(e, holder)
+                if holder is not None and holder.w:
+                    stats.waited_on[holder.w] += 1
+                if not self.detail:  # the one it replaces is not asked about any more
+                    self._holders.forget(stats.last_contended.get(e.w))
                 stats.last_contended[e.w] = e
-                self._wait_ended(stats, e, waited, e.holder)
-            held_by = e.holder
+                self._wait_ended(stats, e, waited, holder)
+            held_by = self.holder(e)
+            if not self.detail:
+                self._holders.forget(wait)
             stats.holders[e.w] += 1
             stats.held_by[lid] = e
             # Waits that arrived before this acquisition did (batches cross): their holder.
             for other in stats.waiting.values():
-                if other.w != e.w and (other.holder is None or not other.holder.w):
-                    other.holder = _holder_of(e, other.holder)
+                known = self.holder(other)
+                if other.w != e.w and (known is None or not known.w):
+                    self._holders.set(other, _holder_of(e, known))
             self.lock_graph_changed = True
         elif action == "released":
             acquisition = stats.held_by.pop(lid, None)
@@ -199,8 +252,10 @@ class LockFold(WorkerFold):
                 waited = e.waited or 0.0
                 if waited > 0.0:
                     # Every wait counts, granted or not: a wait that gave up cost its time.
-                    held_by = wait.holder if wait is not None else None
+                    held_by = self.holder(wait) if wait is not None else None
                     self._wait_ended(stats, e, waited, held_by)
+            if not self.detail:
+                self._holders.forget(wait)
         if self.detail:
             self.lock_events.append(e)
         return held_by
@@ -214,13 +269,13 @@ class LockFold(WorkerFold):
         if holder is not None and holder.backend is not None:
             mapped = self._backend_worker(holder.backend)
             if mapped is not None:
-                holder.w = mapped
+                self._holders.set(e, msgspec.structs.replace(holder, w=mapped))
                 return
         current = [a for a in stats.held_by.values() if a.w != e.w]
         if not current:
             current = [a for a, end in stats.recent if a.w != e.w and a.ts <= e.ts <= end]
         if current:
-            e.holder = _holder_of(max(current, key=lambda a: a.ts), holder)
+            self._holders.set(e, _holder_of(max(current, key=lambda a: a.ts), holder))
 
     def _backend_worker(self, backend: int) -> str | None:
         for (_dialect, conn_id), (worker, _url) in self.db_backends.items():
@@ -253,8 +308,9 @@ class LockFold(WorkerFold):
                 if wait.w in gone:
                     continue  # a dead worker waits for nothing (its locks stay listed as held)
                 holders = held - {wait.w}
-                if not holders and wait.holder is not None and wait.holder.w:
-                    holders = {wait.holder.w} - {wait.w} - gone
+                named = self.holder(wait)
+                if not holders and named is not None and named.w:
+                    holders = {named.w} - {wait.w} - gone
                 edges.extend((wait.w, label, h, wait.test) for h in sorted(holders))
         return edges
 
@@ -282,19 +338,24 @@ class LockFold(WorkerFold):
         self._seen(e)
         blocked = e.blocked_by
         if blocked is not None and not blocked.w and blocked.backend is not None:
-            blocked.w = self._backend_worker(blocked.backend)
+            blocked = msgspec.structs.replace(blocked, w=self._backend_worker(blocked.backend))
+            self._holders.set(e, blocked)
         if (blocked is None or not blocked.w) and e.lock:
             # The worker's acquisition just before names the holder the fold attributed.
             kind, _, key = e.lock.partition(":")
             stats = self.locks.get((kind, key))
             last = stats.last_contended.get(e.w) if stats is not None else None
-            if last is not None and last.holder is not None and last.holder.w:
-                e.blocked_by = ev.Holder(
-                    w=last.holder.w,
-                    test=last.holder.test,
-                    fixture=last.holder.fixture,
-                    backend=blocked.backend if blocked is not None else None,
-                    detail=blocked.detail if blocked is not None else None,
+            named = self.holder(last) if last is not None else None
+            if named is not None and named.w:
+                self._holders.set(
+                    e,
+                    ev.Holder(
+                        w=named.w,
+                        test=named.test,
+                        fixture=named.fixture,
+                        backend=blocked.backend if blocked is not None else None,
+                        detail=blocked.detail if blocked is not None else None,
+                    ),
                 )
         self.db_waits.append(e)
 
@@ -344,11 +405,12 @@ class LockFold(WorkerFold):
 
 
 def _holder_of(acquisition: ev.LockEvent, known: ev.Holder | None) -> ev.Holder:
+    """The holder ``known`` (what the waiter's worker could tell: a pid, a detail), named
+    after ``acquisition``; a new record, ``known`` stays as it was."""
     holder = known if known is not None else ev.Holder()
-    holder.w = acquisition.w
-    holder.test = acquisition.test
-    holder.fixture = acquisition.fixture
-    return holder
+    return msgspec.structs.replace(
+        holder, w=acquisition.w, test=acquisition.test, fixture=acquisition.fixture
+    )
 
 
 def _find_cycle(

@@ -24,7 +24,7 @@ from textual.widgets import DataTable, Footer, Tab, TabbedContent, TabPane
 
 from testmon_live.plugin import events as ev
 
-from .ingest import Ingest, RunReset, StateChanged, StatusChanged
+from .ingest import Ingest, RunReset, StateChanged, StatusChanged, StreamStateChanged
 from .screens.test_detail import TestDetailScreen
 from .sources import Source
 from .widgets.containers_panel import ContainersPanel
@@ -48,6 +48,16 @@ Panel = (
     | EventLog
 )
 """The view of a tab: each renders the folded state with ``refresh_from(ingest)``."""
+PANELS = (
+    WorkersTable,
+    Timeline,
+    ParallelismPanel,
+    LocksPanel,
+    ContainersPanel,
+    StuckPanel,
+    FailuresPanel,
+    EventLog,
+)
 
 TICK = 0.25
 """Seconds between redraws driven by the clock (elapsed times move without events)."""
@@ -178,13 +188,15 @@ class MonitorApp(App[None]):
 
     def on_mount(self) -> None:
         self.header = self.query_one(RunHeader)
-        self.panels: dict[str, Panel] = {
-            tab: self.query_one(f"#{tab}-view" if tab != "workers" else "#workers-table")  # type: ignore[misc]
-            for tab, _, _ in TABS
-        }
+        self.panels: dict[str, Panel] = {tab: self._panel(tab) for tab, _, _ in TABS}
         self.ingest_events()
         self.set_interval(TICK, self._tick)
         self._fit_tabs(self.size.width)
+
+    def _panel(self, tab: str) -> Panel:
+        widget = self.query_one(f"#{tab}-view" if tab != "workers" else "#workers-table")
+        assert isinstance(widget, PANELS), f"the {tab} tab holds a {type(widget).__name__}"
+        return widget
 
     def on_resize(self, event: events.Resize) -> None:
         self._fit_tabs(event.size.width)
@@ -221,6 +233,9 @@ class MonitorApp(App[None]):
         self.redraw()
 
     def on_status_changed(self, message: StatusChanged) -> None:
+        self.redraw(force=True)
+
+    def on_stream_state_changed(self, message: StreamStateChanged) -> None:
         self.redraw(force=True)
 
     def on_run_reset(self, message: RunReset) -> None:

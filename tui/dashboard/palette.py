@@ -1,10 +1,17 @@
 """Colours of the dashboard, taken from the app's theme variables (never hex literals), so
 every theme works and ``NO_COLOR`` (Textual turns the screen monochrome) stays readable:
-every state and outcome is also written as a word or drawn with its own character."""
+every state and outcome is also written as a word or drawn with its own character.
+
+A widget that draws Rich text in these colours declares :data:`TONE_CLASSES` as its
+``COMPONENT_CLASSES``; ``app.tcss`` gives each ``tone--<variable>`` its theme variable, and
+:func:`colour` reads the widget's component style (Textual restyles it when the theme
+changes)."""
 
 from __future__ import annotations
 
-from textual.app import App
+from weakref import WeakKeyDictionary
+
+from textual.widget import Widget
 
 STATE_VARIABLE = {
     "starting": "foreground-muted",
@@ -45,24 +52,40 @@ STATUS_VARIABLE = {
 LEVEL_VARIABLE = {"info": "foreground-muted", "warning": "warning", "error": "error"}
 
 
-_cache: dict[tuple[int, str], dict[str, str]] = {}
+TONES = frozenset(
+    {
+        *STATE_VARIABLE.values(),
+        *OUTCOME_VARIABLE.values(),
+        *STATUS_VARIABLE.values(),
+        *LEVEL_VARIABLE.values(),
+        *("foreground", "primary", "accent", "success", "warning", "error"),
+    }
+)
+"""Every theme variable the dashboard draws text in."""
+TONE_CLASSES: frozenset[str] = frozenset(f"tone--{variable}" for variable in TONES)
+"""The component classes of a widget that draws in :data:`TONES` (styled in app.tcss)."""
+
+_drawn: WeakKeyDictionary[Widget, tuple[str, dict[str, str]]] = WeakKeyDictionary()
+"""Widget -> (the theme, the colours read for it): a redraw paints many cells in a few
+colours, and a component style costs a lookup through the CSS."""
 
 
-def colour(app: App[object], variable: str) -> str:
-    """A theme variable as a Rich colour (alpha dropped: Rich has none)."""
-    key = (id(app), app.theme)
-    variables = _cache.get(key)
-    if variables is None:
-        variables = _cache[key] = app.get_css_variables()
-    value = variables.get(variable, "")
-    if value.startswith("#") and len(value) == 9:
-        value = value[:7]
-    return value or "default"
+def colour(widget: Widget, variable: str) -> str:
+    """A theme variable as a Rich colour, from ``widget``'s ``tone--<variable>`` component
+    class (alpha dropped: Rich has none)."""
+    theme = widget.app.theme
+    drawn = _drawn.get(widget)
+    if drawn is None or drawn[0] != theme:
+        drawn = _drawn[widget] = (theme, {})
+    found = drawn[1].get(variable)
+    if found is None:
+        found = drawn[1][variable] = widget.get_component_styles(f"tone--{variable}").color.hex6
+    return found
 
 
-def state_style(app: App[object], state: str) -> str:
-    return colour(app, STATE_VARIABLE.get(state, "foreground"))
+def state_style(widget: Widget, state: str) -> str:
+    return colour(widget, STATE_VARIABLE.get(state, "foreground"))
 
 
-def outcome_style(app: App[object], outcome: str) -> str:
-    return colour(app, OUTCOME_VARIABLE.get(outcome, "foreground"))
+def outcome_style(widget: Widget, outcome: str) -> str:
+    return colour(widget, OUTCOME_VARIABLE.get(outcome, "foreground"))

@@ -5,8 +5,8 @@
 (``pytest -n 4 --monitor --monitor-stall=2`` over ``examples/demo``) kept in the source tree.
 Each scene is a moment of that run: its events up to that many seconds in, shown at that
 time. The snapshot tests (``tests/test_tui_snapshots.py``) drive the very same scenes
-through the same :func:`~.app.make_app`, so the README's pictures cannot drift from what
-the tests check.
+through the same :func:`~.app.make_app` and the same driver (:func:`play`), so the README's
+pictures cannot drift from what the tests check.
 
 ``python -m testmon_live.tui.dashboard.screenshots --record`` records the run again: it copies the
 demo suite to :data:`RECORD_FOLDER` (a neutral path, as it shows in the log) and runs it
@@ -167,16 +167,25 @@ async def settle(app: MonitorApp, pilot: object) -> None:
     await pilot.pause()
 
 
+async def play(scene: Scene, app: MonitorApp, pilot: object) -> None:
+    """The scene driver, for the screenshots and the snapshot tests alike: the run loaded,
+    the scene's keys pressed, its last step taken, the screen drawn."""
+    from textual.pilot import Pilot
+
+    assert isinstance(pilot, Pilot)
+    await settle(app, pilot)
+    await pilot.press(*scene.keys)
+    if scene.then is not None:
+        scene.then(app)
+    await pilot.pause()
+    app.redraw(force=True)
+    await pilot.pause()
+
+
 async def _shoot(scene: Scene, folder: Path, out: Path) -> None:
     app = scene_app(scene, folder)
     async with app.run_test(size=scene.size) as pilot:
-        await settle(app, pilot)
-        await pilot.press(*scene.keys)
-        if scene.then is not None:
-            scene.then(app)
-        await pilot.pause()
-        app.redraw(force=True)
-        await pilot.pause()
+        await play(scene, app, pilot)
         app.save_screenshot(str(out / f"{scene.name}.svg"))
 
 

@@ -1,25 +1,20 @@
-"""Where a viewer's events come from: a live hub's socket, or a recorded log.
-
-:class:`LiveConnection` is the blocking client of the hub's viewer socket: it sends the
-hello, yields the run's events (backlog first, then the live tail) and control messages,
-and sends commands.
+"""Where the dashboard's events come from: a live hub's socket, or a recorded log.
 
 :class:`Source` is what the dashboard reads: :class:`LiveSource` (the newest live run of a
 monitor folder, else the last recorded one until a run starts) and :class:`ReplaySource`
 (a recorded log, at its end state or played at a speed) behind one interface. A source
-runs in the dashboard's ingest thread and hands batches of events to a :class:`Sink`.
+runs in the dashboard's ingest thread and hands batches of events to a :class:`Sink`; what
+becomes of a live stream (ended, lost, fell behind) it says with a :class:`StreamState`.
+The hub's stream is read through :mod:`testmon_live.tui.hub_client`, its one parser.
 """
 
 from __future__ import annotations
 
 import abc
-import contextlib
+import enum
 import queue
-import socket
 import threading
-from collections.abc import Iterator
 from pathlib import Path
-from types import TracebackType
 from typing import Protocol
 
 from testmon_live.plugin import events as ev
@@ -28,100 +23,17 @@ from testmon_live.plugin.runlog import (
     LiveRun,
     MonitorDir,
     RunLogError,
+    SkippedLines,
     iter_log,
     live_runs,
 )
-
-CONNECT_TIMEOUT = 5.0
-
-
-class SourceError(Exception):
-    """A source that cannot be read: the message is meant for the user."""
-
-
-class LiveConnection:
-    """A viewer's connection to a running hub."""
-
-    def __init__(self, live: LiveRun, client: str = "testmon", timeout: float = CONNECT_TIMEOUT):
-        self.live = live
-        self.welcome: ev.Welcome | None = None
-        self._buffer = b""
-        self.sock = _connect(live, timeout)
-        self.sock.sendall(
-            ev.encode_line(ev.Hello(schema=ev.SCHEMA_VERSION, token=live.token, client=client))
-        )
-
-    def __enter__(self) -> LiveConnection:
-        return self
-
-    def __exit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
-
-    def close(self) -> None:
-        with contextlib.suppress(OSError):
-            self.sock.shutdown(socket.SHUT_RDWR)
-        with contextlib.suppress(OSError):
-            self.sock.close()
-
-    def send(self, command: ev.Command) -> None:
-        self.sock.sendall(ev.encode_line(command))
-
-    def settimeout(self, seconds: float | None) -> None:
-        self.sock.settimeout(seconds)
-
-    def lines(self) -> Iterator[bytes]:
-        """Raw lines as the hub sends them; ends when the hub closes the stream."""
-        while True:
-            cut = self._buffer.find(b"\n")
-            while cut >= 0:
-                line = self._buffer[:cut]
-                self._buffer = self._buffer[cut + 1 :]
-                if line:
-                    yield line
-                cut = self._buffer.find(b"\n")
-            try:
-                chunk = self.sock.recv(1 << 20)
-            except (ConnectionResetError, BrokenPipeError):
-                return
-            if not chunk:
-                return
-            self._buffer += chunk
-
-    def messages(self) -> Iterator[ev.Event | ev.Control]:
-        """Decoded events and control messages; a line that does not decode raises SourceError."""
-        for line in self.lines():
-            try:
-                message = ev.decode_stream_line(line)
-            except ev.DecodeError as exc:
-                raise SourceError(f"the hub sent a line this viewer cannot read: {exc}") from None
-            if isinstance(message, ev.Welcome):
-                self.welcome = message
-            elif isinstance(message, ev.ControlError) and message.fatal:
-                raise SourceError(f"the hub refused this viewer: {message.msg}")
-            yield message
-
-
-def _connect(live: LiveRun, timeout: float) -> socket.socket:
-    address = live.address
-    try:
-        if "unix" in address:
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            sock.settimeout(timeout)
-            sock.connect(str(address["unix"]))
-        elif "tcp" in address:
-            tcp = address["tcp"]
-            if not isinstance(tcp, (list, tuple)) or len(tcp) != 2:
-                raise SourceError(f"run {live.run_id}: bad tcp address in live file: {tcp!r}")
-            sock = socket.create_connection((str(tcp[0]), int(tcp[1])), timeout=timeout)
-        else:
-            raise SourceError(f"run {live.run_id}: live file names no address I know: {address}")
-    except OSError as exc:
-        raise SourceError(f"cannot reach the hub of run {live.run_id}: {exc}") from None
-    sock.settimeout(None)
-    return sock
-
+from testmon_live.tui.hub_client import (
+    CONNECT_TIMEOUT,
+    LiveConnection,
+    SourceError,
+    Unreadable,
+    fell_behind,
+)
 
 # ----------------------------------------------------------------- one interface
 
@@ -131,7 +43,35 @@ RECV_TIMEOUT = 0.1
 """A live source wakes this often to notice a stop request."""
 REPLAY_BATCH = 5000
 """Events handed to the sink at once when a replay jumps (to its end, or by a seek)."""
-FELL_BEHIND = "viewer fell behind"
+MAX_RECONNECTS = 3
+"""Times a live source starts a run over after the hub dropped it for falling behind;
+then it stops following that run and says so."""
+
+
+class StreamState(enum.Enum):
+    """What became of a live run's stream."""
+
+    ENDED = "ended"
+    """The hub said goodbye: the run finished."""
+    LOST = "lost"
+    """The hub went away without finishing the run (the controller was killed?)."""
+    FELL_BEHIND = "fell behind"
+    """The hub dropped this viewer for reading too slowly: starting over."""
+    GAVE_UP = "gave up"
+    """Fell behind :data:`MAX_RECONNECTS` times more: no longer following the run."""
+
+    @property
+    def level(self) -> str:
+        """How its line is shown: info, warning or error."""
+        return _LEVELS[self]
+
+
+_LEVELS = {
+    StreamState.ENDED: "info",
+    StreamState.FELL_BEHIND: "warning",
+    StreamState.LOST: "error",
+    StreamState.GAVE_UP: "error",
+}
 
 
 class Sink(Protocol):
@@ -152,6 +92,9 @@ class Sink(Protocol):
     def incomplete(self) -> None:
         """Replays: the log ended without the run's end record and no pytest writes it any
         more (killed or crashed); until the next :meth:`reset`."""
+
+    def stream_state(self, state: StreamState, text: str) -> None:
+        """Live: what became of the run's stream, and the line for the user."""
 
 
 class Source(abc.ABC):
@@ -179,20 +122,21 @@ class Source(abc.ABC):
         return "live run: cannot seek"
 
 
-def read_events(path: Path) -> tuple[list[ev.Event], list[tuple[int, str]]]:
+def read_events(path: Path) -> tuple[list[ev.Event], SkippedLines]:
     """A log's events and the lines skipped; RunLogError for logs that cannot be read."""
-    problems: list[tuple[int, str]] = []
+    problems = SkippedLines()
     events = list(iter_log(path, problems))
     return events, problems
 
 
-def problems_text(problems: list[tuple[int, str]]) -> str:
+def problems_text(problems: SkippedLines) -> str:
     torn = [p for p in problems if p[1].startswith("torn last line")]
-    text = f"skipped {len(problems)} unreadable line(s) of the log"
+    text = f"skipped {len(problems):,} unreadable line(s) of the log"
     if torn:
         text += f"; the last line (line {torn[0][0]}) is torn: the run was killed or still writes"
-    elif problems:
-        text += f" (line {problems[0][0]}: {problems[0][1][:80]})"
+    elif problems.examples:
+        line, reason = problems.examples[0]
+        text += f" (line {line}: {reason[:80]})"
     return text
 
 
@@ -323,7 +267,7 @@ class ReplaySource(Source):
                 sink.status(f"replay: at the end of the run (space plays it again){note}")
 
     def _stream_to_end(self, sink: Sink, stop: threading.Event) -> bool:
-        problems: list[tuple[int, str]] = []
+        problems = SkippedLines()
         batch: list[ev.Event] = []
         last = 0.0
         finished = False
@@ -353,9 +297,7 @@ class ReplaySource(Source):
     def _live(self) -> bool:
         return self.live if self.live is not None else still_written(self.path)
 
-    def _at_end(
-        self, sink: Sink, finished: bool, problems: list[tuple[int, str]] | None = None
-    ) -> None:
+    def _at_end(self, sink: Sink, finished: bool, problems: SkippedLines | None = None) -> None:
         """The whole log is shown: without an end record (and no pytest writing it) the
         run is incomplete, never 'running'."""
         if finished or self._live():
@@ -423,40 +365,41 @@ class LiveSource(Source):
         return path.stem
 
     def _follow(self, live: LiveRun, sink: Sink, stop: threading.Event) -> None:
+        """Follow one live run to its end. Dropped by the hub for falling behind, start
+        it over from its beginning, at most :data:`MAX_RECONNECTS` times."""
+        for _ in range(MAX_RECONNECTS + 1):
+            if self._attach(live, sink, stop) is not StreamState.FELL_BEHIND:
+                return
+        sink.stream_state(
+            StreamState.GAVE_UP,
+            f"run {live.run_id}: this viewer fell behind {MAX_RECONNECTS + 1} times; "
+            "stopped following it, showing what was received",
+        )
+
+    def _attach(self, live: LiveRun, sink: Sink, stop: threading.Event) -> StreamState | None:
+        """One connection to the run's hub, read until it closes; how the stream ended
+        (None: stopped, or no connection)."""
         sink.reset(live.run_id, Path(live.log) if live.log else None)
         try:
             conn = LiveConnection(live, client="testmon tui", timeout=self.timeout)
         except SourceError as exc:
             sink.status(str(exc), "error")
-            return
+            return None
         sink.status(f"live: attached to run {live.run_id}")
         ended = False
         with conn:
             conn.settimeout(RECV_TIMEOUT)
-            buffer = b""
             while not stop.is_set():
                 try:
-                    chunk = conn.sock.recv(1 << 20)
+                    received = conn.receive()
                 except TimeoutError:
                     continue
                 except OSError:
-                    chunk = b""
-                if not chunk:
+                    received = None
+                if received is None:
                     break
-                buffer += chunk
-                cut = buffer.rfind(b"\n")
-                if cut < 0:
-                    continue
-                block, buffer = buffer[: cut + 1], buffer[cut + 1 :]
                 batch: list[ev.Event] = []
-                for line in block.split(b"\n"):
-                    if not line:
-                        continue
-                    try:
-                        message = ev.decode_stream_line(line)
-                    except ev.DecodeError as exc:
-                        sink.status(f"skipped a line the hub sent: {exc}", "warning")
-                        continue
+                for message in received:
                     if isinstance(message, ev.Event):
                         batch.append(message)
                         if isinstance(message, ev.RunFinished):
@@ -465,19 +408,28 @@ class LiveSource(Source):
                         if batch:
                             sink.events(batch)
                             batch = []
-                        if FELL_BEHIND in message.reason:
-                            sink.status(f"{message.reason}: reconnecting", "warning")
-                            return self._follow(live, sink, stop)
+                        if fell_behind(message):
+                            sink.stream_state(
+                                StreamState.FELL_BEHIND, f"{message.reason}: reconnecting"
+                            )
+                            return StreamState.FELL_BEHIND
                         ended = True
-                        sink.status(f"run {live.run_id} ended ({message.reason})")
+                        sink.stream_state(
+                            StreamState.ENDED, f"run {live.run_id} ended ({message.reason})"
+                        )
                     elif isinstance(message, ev.ControlError):
                         sink.status(f"the hub says: {message.msg}", "error")
+                    elif isinstance(message, Unreadable):
+                        sink.status(f"skipped a line the hub sent: {message.reason}", "warning")
                 if batch:
                     sink.events(batch)
-        if not ended and not stop.is_set():
-            sink.status(
-                f"run {live.run_id} ended unexpectedly: the hub went away without finishing "
-                "the run (controller killed?); showing what was received",
-                "error",
-            )
-        return None
+        if stop.is_set():
+            return None
+        if ended:
+            return StreamState.ENDED
+        sink.stream_state(
+            StreamState.LOST,
+            f"run {live.run_id} ended unexpectedly: the hub went away without finishing "
+            "the run (controller killed?); showing what was received",
+        )
+        return StreamState.LOST

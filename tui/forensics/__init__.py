@@ -1,2 +1,3 @@
-"""After-the-fact investigation of a failing test: the test order per worker and the tests
-that ran before it (suspects), bisecting them, and the text of those findings."""
+"""Investigation of what went wrong: the test order per worker and the tests that ran
+before a failing test (suspects), bisecting them, a live worker's stacks on demand
+(``testmon dump``), and the text of those findings."""

@@ -13,10 +13,15 @@ The recording gives the exact predecessors of a failing test on its worker. The 
 That is at most ceil(log2(n)) + 2 pytest runs for n predecessors. Each run is a serial
 ``pytest -n 0 --dist no`` of node ids from an argument file, recorded with ``--monitor`` into a
 scratch folder so the target's outcome is read from a run log, not parsed from output.
+
+A log is untrusted input: pytest runs only in a rootdir the user is in (see
+:func:`~.order.trusted_rootdir`), only node ids that project collects (one
+``--collect-only`` run first), and those after ``--``, so that none becomes an option.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import shutil
@@ -29,11 +34,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from testmon_live.plugin import events as ev
+from testmon_live.plugin.collect_ids import COLLECT_IDS_ENV
 from testmon_live.plugin.runlog import MonitorDir, RunLogError, iter_log
 
-from .order import Suspects, pytest_id, repro_argv, write_ids
+from .order import Suspects, looks_like_option, pytest_id, repro_argv, serial_args, write_ids
 
-FAILING = ("failed", "error")
+SHOWN = 3
+"""Refused node ids named in the message."""
+
+
+class BisectRefused(Exception):
+    """The log's node ids are not safe to run: they look like options, or are no tests of
+    the project."""
 
 
 @dataclass
@@ -49,7 +61,7 @@ class Trial:
 
     @property
     def failed(self) -> bool:
-        return self.outcome in FAILING
+        return self.outcome in ev.FAILING
 
 
 @dataclass
@@ -89,21 +101,13 @@ class PytestRunner:
         self.count += 1
         ids_file = write_ids(self.scratch, f"trial-{self.count}", ids)
         monitor_dir = self.scratch.root / f"trial-{self.count}"
-        argv = [
-            *repro_argv(ids_file, self.python),
-            "-q",
-            "--monitor",
-            f"--monitor-dir={monitor_dir}",
-            "--monitor-keep=0",
-            *self.extra,
-        ]
-        env = dict(os.environ)
-        env.pop("PYTEST_ADDOPTS", None)
+        options = ["-q", "--monitor", f"--monitor-dir={monitor_dir}", "--monitor-keep=0"]
+        argv = repro_argv(ids_file, self.python, [*options, *self.extra])
         try:
             done = subprocess.run(
                 argv,
                 cwd=self.rootdir,
-                env=env,
+                env=_environ(),
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
                 timeout=max(1.0, timeout),
@@ -231,20 +235,92 @@ class Bisector:
         )
 
 
+def _environ() -> dict[str, str]:
+    env = dict(os.environ)
+    env.pop("PYTEST_ADDOPTS", None)
+    return env
+
+
+def _shown(ids: list[str]) -> str:
+    return ", ".join(repr(i) for i in ids[:SHOWN]) + (", ..." if len(ids) > SHOWN else "")
+
+
+def collected_ids(
+    rootdir: Path, extra: list[str], python: str, scratch: Path, timeout: float
+) -> set[str]:
+    """The node ids the project in ``rootdir`` collects (with the user's extra options)."""
+    target = scratch / "collected.json"
+    argv = [
+        *(python, "-m", "pytest", *serial_args(), "-p", "no:cacheprovider"),
+        *("-p", "testmon_live.plugin.collect_ids", "--collect-only", "-q", *extra),
+    ]
+    env = _environ()
+    env[COLLECT_IDS_ENV] = str(target)
+    try:
+        done = subprocess.run(
+            argv,
+            cwd=rootdir,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            timeout=max(1.0, timeout),
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        raise BisectRefused(
+            f"collecting the tests of {rootdir} took over {timeout:.0f} s"
+        ) from None
+    try:
+        ids = json.loads(target.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        tail = done.stdout.decode(errors="replace").strip().splitlines()[-1:] or [""]
+        raise BisectRefused(f"could not collect the tests of {rootdir}: {tail[0]}") from None
+    return {nodeid for nodeid in ids if isinstance(nodeid, str)}
+
+
+def refuse_options(ids: list[str]) -> None:
+    """Raise :class:`BisectRefused` if a node id of the log looks like an option."""
+    options = [nodeid for nodeid in ids if looks_like_option(nodeid)]
+    if options:
+        raise BisectRefused(
+            f"the log holds node ids that look like pytest options or argument files "
+            f"({_shown(options)}): a log is untrusted input, and bisect passes pytest no "
+            "option it did not choose; nothing was run"
+        )
+
+
+def refuse_unknown(ids: list[str], collected: set[str], rootdir: Path) -> None:
+    """Raise :class:`BisectRefused` if a node id of the log is no test of the project."""
+    unknown = [nodeid for nodeid in ids if pytest_id(nodeid) not in collected]
+    if unknown:
+        raise BisectRefused(
+            f"{len(unknown)} node ids of the log are not tests that pytest collects in "
+            f"{rootdir} ({_shown(unknown)}): the suite changed since the run, or the log "
+            "was made up; bisect runs only the project's own tests"
+        )
+
+
 def bisect(
     found: Suspects,
     *,
+    rootdir: Path,
     time_limit: float,
     extra: list[str] | None = None,
     progress: Progress = print,
     python: str = sys.executable,
 ) -> BisectResult:
-    """Run the search with real pytest runs in the run's rootdir."""
+    """Run the search with real pytest runs in ``rootdir`` (the run's, checked by the caller
+    with :func:`~.order.trusted_rootdir`). Raises :class:`BisectRefused` when the log's node
+    ids are not the project's tests."""
+    extra = extra or []
+    ids = [t.nodeid for t in found.predecessors] + [found.target.nodeid]
+    refuse_options(ids)
     scratch = Path(tempfile.mkdtemp(prefix="testmon-bisect-"))
     try:
-        runner = PytestRunner(
-            Path(found.rootdir), found.target.nodeid, MonitorDir(scratch), extra or [], python
-        )
-        return Bisector(found, runner, time_limit=time_limit, progress=progress).search()
+        started = time.monotonic()
+        refuse_unknown(ids, collected_ids(rootdir, extra, python, scratch, time_limit), rootdir)
+        left = time_limit - (time.monotonic() - started)
+        runner = PytestRunner(rootdir, found.target.nodeid, MonitorDir(scratch), extra, python)
+        return Bisector(found, runner, time_limit=left, progress=progress).search()
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

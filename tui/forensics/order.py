@@ -13,6 +13,7 @@ import importlib.util
 import re
 import shlex
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypedDict
@@ -27,7 +28,6 @@ ORDER_OFF = ("-p", "no:randomly", "-p", "no:random_order")
 XDIST_OFF = ("-n", "0", "--dist", "no")
 """xdist off, whatever the ini's ``addopts`` say: given last, these override its ``-n 4
 --dist loadgroup`` (``-p no:xdist`` would leave those options unrecognized)."""
-FAILING = ("failed", "error")
 _GROUP = re.compile(r"@[^@\[\]:/\\]*$")
 """The ``@group`` suffix ``--dist loadgroup`` adds to the node ids of grouped tests."""
 
@@ -46,15 +46,6 @@ def serial_args() -> tuple[str, ...]:
 
 class OrderError(Exception):
     """The test cannot be found (or not unambiguously) in the run."""
-
-
-def started(test: ev.TestFinished) -> float:
-    return test.phases[0].start if test.phases else test.ts
-
-
-def tests_on(state: RunState, worker: str) -> list[ev.TestFinished]:
-    """Every test the worker process ran, in the order it ran them."""
-    return sorted((t for t in state.tests if t.w == worker), key=started)
 
 
 def find_target(state: RunState, spec: str, worker: str | None = None) -> ev.TestFinished:
@@ -76,7 +67,7 @@ def find_target(state: RunState, spec: str, worker: str | None = None) -> ev.Tes
         runs = [t for t in runs if t.w == worker]
         if not runs:
             raise OrderError(f"{spec!r} did not run on worker {worker!r}")
-    failing = [t for t in runs if t.outcome in FAILING]
+    failing = [t for t in runs if t.outcome in ev.FAILING]
     return (failing or runs)[0]
 
 
@@ -93,7 +84,7 @@ class Suspects:
 
 def suspects(state: RunState, spec: str, worker: str | None = None) -> Suspects:
     target = find_target(state, spec, worker)
-    order = tests_on(state, target.w)
+    order = state.tests_on(target.w)
     index = next(i for i, t in enumerate(order) if t is target)
     header = state.header
     return Suspects(
@@ -120,14 +111,47 @@ def repro_name(found: Suspects) -> str:
     return f"{found.run_id}-{found.target.w}-{digest}"
 
 
-def repro_argv(ids_file: Path, python: str = sys.executable) -> list[str]:
-    return [python, "-m", "pytest", *serial_args(), "-p", "no:cacheprovider", f"@{ids_file}"]
+def repro_argv(
+    ids_file: Path, python: str = sys.executable, options: Sequence[str] = ()
+) -> list[str]:
+    """pytest on the node ids of ``ids_file``, after ``--``: a log is untrusted, and a node id
+    of ``--basetemp=~`` or ``-p evil`` in it must stay a (missing) test, never an option."""
+    return [
+        *(python, "-m", "pytest", *serial_args(), "-p", "no:cacheprovider", *options),
+        "--",
+        f"@{ids_file}",
+    ]
 
 
 def repro_command(found: Suspects, ids_file: Path) -> str:
-    """A shell line that replays the worker's order serially, from the rootdir."""
-    argv = ["pytest", *serial_args(), f"@{ids_file}"]
+    """A shell line that replays the worker's order serially, from the rootdir: every part
+    quoted, the node ids after ``--``, so it is safe to paste whatever the log holds."""
+    argv = ["pytest", *serial_args(), "--", f"@{ids_file}"]
     return f"cd {shlex.quote(found.rootdir)} && " + " ".join(shlex.quote(a) for a in argv)
+
+
+def looks_like_option(nodeid: str) -> bool:
+    """A node id pytest would read as an option or an argument file, or that would split
+    into two lines of one: no test is named so, a crafted log may be."""
+    return nodeid.startswith(("-", "@")) or any(c in nodeid for c in "\n\r\0")
+
+
+def trusted_rootdir(found: Suspects, mdir: MonitorDir, cwd: Path) -> Path:
+    """The rootdir pytest may run in: the log's, if it is this folder or one above it, or
+    the project of the monitor folder the user chose. The log alone never picks where
+    pytest runs (its conftest.py, its pytest.py, its ini file are code and options).
+    Raises :class:`OrderError`."""
+    recorded = Path(found.rootdir)
+    if recorded.is_absolute() and recorded.is_dir():
+        root = recorded.resolve()
+        here = cwd.resolve()
+        if root == here or root in here.parents or root == mdir.root.resolve().parent:
+            return root
+    raise OrderError(
+        f"the log says its run was in {found.rootdir!r}, which is not this folder ({cwd}), "
+        "one above it, or the project of the monitor folder: a log does not choose where "
+        "pytest runs; cd into that project and run testmon bisect there"
+    )
 
 
 class SuspectRow(TypedDict):

@@ -4,13 +4,14 @@ look alike."""
 
 from __future__ import annotations
 
+import shlex
+
 from testmon_live.tui.reports.diff import DiffModel, Moved, RunBrief
 from testmon_live.tui.reports.document import (
     Block,
     Bullets,
     Code,
     Column,
-    Format,
     Line,
     Prose,
     Section,
@@ -18,22 +19,11 @@ from testmon_live.tui.reports.document import (
     Verbatim,
 )
 from testmon_live.tui.reports.formatting import fmt_duration, fmt_percent, plural
-from testmon_live.tui.reports.render_json import render_json
-from testmon_live.tui.reports.render_markdown import render_markdown
-from testmon_live.tui.reports.render_text import render_text
 
 from .bisect import BisectResult
 from .order import SuspectsModel
 
 TEST = Column("test", squeeze="end", code=True)
-
-
-def render_sections(found: list[Section], model: object, fmt: Format) -> str:
-    if fmt == "json":
-        return render_json(model)
-    if fmt == "markdown":
-        return render_markdown(found)
-    return render_text(found)
 
 
 def _signed(seconds: float) -> str:
@@ -71,7 +61,7 @@ def suspects_sections(model: SuspectsModel) -> list[Section]:
                 ("Ran before it on ", Code(model["worker"]), ", in order"), [Table(columns, rows)]
             )
         )
-    bisect_line = f"testmon bisect {model['run']} {model['test']}"
+    bisect_line = f"testmon bisect {shlex.quote(model['run'])} {shlex.quote(model['test'])}"
     sections.append(
         Section(
             ("Reproduce that order serially (node ids in ", Code(model["ids_file"]), ")"),

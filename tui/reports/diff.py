@@ -16,9 +16,8 @@ from pathlib import Path
 from typing import TypedDict
 
 from testmon_live.plugin import events as ev
-from testmon_live.plugin.runlog import MonitorDir, RunLogError, iter_log
+from testmon_live.plugin.runlog import MonitorDir, RunLogError, SkippedLines, iter_log
 from testmon_live.plugin.state import RunState
-from testmon_live.tui.forensics.order import FAILING, tests_on
 
 MOVED_MIN = 0.05
 """Seconds a duration must move by to be listed."""
@@ -26,14 +25,14 @@ BEFORE_SHOWN = 10
 
 
 def load_detail(path: Path) -> RunState:
-    problems: list[tuple[int, str]] = []
+    problems = SkippedLines()
     state = RunState(detail=True).apply_all(iter_log(path, problems))
     state.problems = problems
     return state
 
 
 def passed_or_failed(outcome: str) -> str | None:
-    if outcome in FAILING:
+    if outcome in ev.FAILING:
         return "F"
     if outcome in ("passed", "xpassed"):
         return "P"
@@ -225,12 +224,12 @@ def _by_id(state: RunState) -> dict[str, list[ev.TestFinished]]:
 
 
 def _overall(runs: list[ev.TestFinished]) -> str:
-    failing = [t.outcome for t in runs if t.outcome in FAILING]
+    failing = [t.outcome for t in runs if t.outcome in ev.FAILING]
     return failing[0] if failing else runs[0].outcome
 
 
 def _before(state: RunState, test: ev.TestFinished) -> list[str]:
-    order = tests_on(state, test.w)
+    order = state.tests_on(test.w)
     return [t.nodeid for t in order[: next(i for i, t in enumerate(order) if t is test)]]
 
 
@@ -250,9 +249,9 @@ def _what_ran_before(a: RunState, ta: ev.TestFinished, b: RunState, tb: ev.TestF
 
 
 def _change_word(a: str, b: str) -> str:
-    if b in FAILING and a not in FAILING:
+    if b in ev.FAILING and a not in ev.FAILING:
         return "new failure"
-    if a in FAILING and b not in FAILING:
+    if a in ev.FAILING and b not in ev.FAILING:
         return "fixed"
     return f"{a} -> {b}"
 

@@ -2,14 +2,40 @@
 lines and tables, with :class:`Code` parts.
 
 The run report and the runs list (:mod:`.sections`) and the forensics build one;
-:mod:`.render_text` and :mod:`.render_markdown` draw it.
+:mod:`.render_text` and :mod:`.render_markdown` draw it, after :func:`printable_sections`:
+text from a log is untrusted, and no escape sequence in it reaches a terminal.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
+
+CONTROL = re.compile(
+    "[\x00-\x09\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]"
+)
+"""What a terminal acts on instead of showing: C0 controls but the newline (ESC starts the
+sequences that clear the screen, move the cursor, set the title, make OSC 8 links), DEL,
+C1 controls (0x9b is an 8-bit CSI), Unicode line separators, bidirectional overrides, lone
+surrogates."""
+
+
+def _escaped(match: re.Match[str]) -> str:
+    code = ord(match[0])
+    if code == 0x09:
+        return " "
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def printable(text: str) -> str:
+    """``text`` with every :data:`CONTROL` character shown escaped (``\\x1b``; a tab as a
+    space); newlines are kept. The one helper for all text a log brings to a screen."""
+    if text.isprintable():
+        return text
+    return CONTROL.sub(_escaped, text.replace("\r\n", "\n"))
+
 
 Format = Literal["text", "markdown", "json"]
 
@@ -69,3 +95,22 @@ Block = Prose | Table | Bullets | Verbatim
 class Section:
     title: Line
     blocks: list[Block]
+
+
+def _line(parts: Line) -> Line:
+    return tuple(Code(printable(p)) if isinstance(p, Code) else printable(p) for p in parts)
+
+
+def _block(block: Block) -> Block:
+    if isinstance(block, Table):
+        return replace(block, rows=[[printable(cell) for cell in row] for row in block.rows])
+    if isinstance(block, Prose):
+        return replace(block, lines=[_line(line) for line in block.lines])
+    if isinstance(block, Bullets):
+        return replace(block, items=[_line(item) for item in block.items])
+    return replace(block, lines=[printable(line) for line in block.lines])
+
+
+def printable_sections(found: Sequence[Section]) -> list[Section]:
+    """The document with all its text :func:`printable`: what the renderers draw."""
+    return [Section(_line(s.title), [_block(b) for b in s.blocks]) for s in found]

@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from testmon_live.plugin import events as ev
-from testmon_live.plugin.notices import death_words, exit_words, looks_polluted, verdict_words
+from testmon_live.plugin.notices import looks_polluted, verdict_words
 from testmon_live.plugin.state import (
     ContainerView,
     RunState,
@@ -33,7 +33,9 @@ from testmon_live.plugin.state import (
     worker_order,
 )
 from testmon_live.plugin.summary import race_line
-from testmon_live.tui.forensics.order import started
+from testmon_live.plugin.words import death_words, exit_words
+
+from .values import iso_time
 
 Trace = dict[str, Any]
 TRACKS = ("tests", "locks", "containers")
@@ -139,7 +141,7 @@ class TraceBuilder:
                 test.w, f"crashed: {test.nodeid}", "crash", test.ts, {"message": test.message or ""}
             )
             return
-        begin = started(test)
+        begin = ev.test_started(test)
         end = max(p.start + p.dur for p in test.phases)
         args = {"nodeid": test.nodeid, "outcome": test.outcome}
         if test.message:
@@ -207,7 +209,8 @@ class TraceBuilder:
                 wait = waits.pop(e.lock_id, None)
                 waited = e.waited if e.waited is not None else (e.ts - wait.ts if wait else 0.0)
                 if waited > 0:
-                    holder = e.holder.w if e.holder and e.holder.w else ""
+                    named = self.state.holder(e)
+                    holder = named.w if named is not None and named.w else ""
                     self.slice(
                         e.w,
                         "locks",
@@ -321,7 +324,7 @@ def _run_findings(state: RunState) -> Findings:
 
 
 def _container_words(view: ContainerView) -> str:
-    return f"{view.name or view.cid} ({view.image}) died: {death_words(view)}"
+    return f"{view.name or view.cid} ({view.image}) died: {death_words(view.state, view.exit_code)}"
 
 
 def _test_findings(state: RunState) -> dict[tuple[str, str], Findings]:
@@ -414,7 +417,7 @@ def junit(state: RunState) -> str:
         errors=str(outcomes.count("error")),
         skipped=str(outcomes.count("skipped") + outcomes.count("xfailed")),
         time=f"{state.wall():.3f}",
-        timestamp=_iso(state.started),
+        timestamp=iso_time(state.started),
         hostname=state.header.hostname if state.header else "",
     )
     _properties(suite, _run_findings(state))
@@ -423,9 +426,3 @@ def junit(state: RunState) -> str:
     root.append(suite)
     ET.indent(root)
     return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
-
-
-def _iso(ts: float) -> str:
-    import datetime
-
-    return datetime.datetime.fromtimestamp(ts).isoformat(timespec="seconds")

@@ -20,9 +20,11 @@ from testmon_live.plugin.runlog import (
     RUNS_DIR,
     MonitorDir,
     RunLogError,
+    SkippedLines,
     check_header,
     iter_log,
     live_runs,
+    open_log,
 )
 from testmon_live.plugin.state import RunState
 
@@ -75,28 +77,30 @@ def read_header(path: Path) -> ev.RunStarted:
     this build cannot decode it (it then says "upgrade", not "not a run log").
     """
     try:
-        with path.open("rb") as handle:
+        with open_log(path) as handle:
             first = handle.readline(HEADER_LIMIT)
     except OSError as exc:
         raise RunLogError(f"cannot read {path}: {exc.strerror or exc}") from None
     if not first.strip():
         raise RunLogError(f"{path} is empty: not a testmon-live run log")
     try:
-        peek = msgspec.json.decode(first, type=_HeaderPeek)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-        raise RunLogError(f"{path} is not a testmon-live run log (line 1: {exc})") from None
-    if peek.t == "run" and peek.schema > ev.SCHEMA_VERSION:
-        check_header(ev.RunStarted(schema=peek.schema, run_id=peek.run_id, rootdir=""), str(path))
-    try:
         header = ev.decode_event(first)
     except ev.DecodeError as exc:
+        try:
+            peek = msgspec.json.decode(first, type=_HeaderPeek)
+        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
+            peek = _HeaderPeek()
+        if peek.t == "run" and peek.schema > ev.SCHEMA_VERSION:
+            check_header(
+                ev.RunStarted(schema=peek.schema, run_id=peek.run_id, rootdir=""), str(path)
+            )
         raise RunLogError(f"{path} is not a testmon-live run log (line 1: {exc})") from None
     return check_header(header, str(path))
 
 
 def read_last_event(path: Path) -> ev.Event | None:
     """The event on the last complete line, read from the end; None if there is none."""
-    with path.open("rb") as handle:
+    with open_log(path) as handle:
         size = handle.seek(0, os.SEEK_END)
         if size == 0:
             return None
@@ -193,7 +197,7 @@ class LoadedRun:
 def load_run(path: Path, mdir: MonitorDir) -> LoadedRun:
     """Fold a log; the reader's skipped lines land in ``state.problems``."""
     header = read_header(path)
-    problems: list[tuple[int, str]] = []
+    problems = SkippedLines()
     state = RunState(detail=False).apply_all(iter_log(path, problems))
     state.problems = problems
     live = header.run_id in live_ids(monitor_dir_of(path, mdir))

@@ -9,25 +9,24 @@ report is decided. Nothing here renders text: :mod:`.sections` does, from that d
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from datetime import datetime
 from typing import TypedDict
 
 from testmon_live.plugin import events as ev
 from testmon_live.plugin.dburl import display_url
+from testmon_live.plugin.probes.stacks import frame_text, user_frame
 from testmon_live.plugin.state import (
     CLOCK_SLACK,
     SLOWEST_KEPT,
     LockStats,
     RunState,
     SetupRace,
-    WorkerView,
     worker_order,
 )
 
 from .logs import LoadedRun
+from .values import all_counts, epoch, iso_time, optional_seconds, seconds
 
 REPORT_VERSION = 1
 """``report_version`` of the report model; bumped only when a key changes meaning or goes."""
@@ -42,28 +41,6 @@ PYTEST_ORDER = (
 MIN_SHOWN = 0.005
 """Slowest tests and fixture costs under this many seconds are left out (pytest's own
 ``--durations-min`` default): a list of sub-millisecond tests says nothing."""
-COUNT_KEYS = ("passed", "failed", "error", "skipped", "xfailed", "xpassed")
-"""Always present in the JSON ``counts`` (0 when none)."""
-
-
-# ---------------------------------------------------------------------- workers
-
-
-worker_sort_key = worker_order
-"""Natural order: gw2 before gw10 (the fold's one sort key of worker ids)."""
-
-
-def active_workers(state: RunState) -> list[WorkerView]:
-    """Workers that took part (the ones the hub lists in its end record), in natural order."""
-    found = [
-        w for w in state.workers.values() if w.id and (w.pid or w.tests or w.crash is not None)
-    ]
-    return sorted(found, key=lambda w: worker_sort_key(w.id))
-
-
-def stall_count(state: RunState) -> int:
-    """Stalls as the hub counts them (:meth:`RunState.stall_count`)."""
-    return state.stall_count()
 
 
 # ---------------------------------------------------------------------- the dict
@@ -399,33 +376,15 @@ class Report(TypedDict):
     db_waits: list[DbWaitRow]
     dropped: list[DroppedRow]
     skipped_lines: list[SkippedLine]
+    """The first few lines the reader skipped, with why."""
+    skipped_total: int
+    """How many lines it skipped in all."""
     notices: list[NoticeRow]
     tail: TailRow | None
     omitted: Omitted
 
 
-# --------------------------------------------------------------------- numbers
-
-
-def _sec(value: float | None) -> float:
-    """Seconds as JSON wants them: finite, microsecond resolution."""
-    if value is None or not math.isfinite(value):
-        return 0.0
-    return round(value, 6)
-
-
-def _opt_sec(value: float | None) -> float | None:
-    return None if value is None else _sec(value)
-
-
-def _epoch(value: float) -> float:
-    return round(value, 3) if math.isfinite(value) else 0.0
-
-
-def _iso(ts: float) -> str:
-    if ts <= 0:
-        return ""
-    return datetime.fromtimestamp(ts).astimezone().isoformat(timespec="seconds")
+# ----------------------------------------------------------------------- words
 
 
 def _count_word(key: str, n: int) -> str:
@@ -444,13 +403,6 @@ def pytest_summary(counts: dict[str, int], order: Sequence[str] = PYTEST_ORDER) 
     return ", ".join(parts) or "no tests ran"
 
 
-def _counts(counts: dict[str, int]) -> dict[str, int]:
-    """Every key of :data:`COUNT_KEYS` (0 when none), then any other non-zero category."""
-    found = dict.fromkeys(COUNT_KEYS, 0)
-    found.update({k: n for k, n in counts.items() if n})
-    return found
-
-
 # -------------------------------------------------------------------- sections
 
 
@@ -465,9 +417,9 @@ def _run_info(run: LoadedRun) -> RunInfo:
         "status": run.status,
         "exit_status": end.exitstatus if end else None,
         "exit_name": end.status if end else None,
-        "started": _epoch(header.ts),
-        "started_at": _iso(header.ts),
-        "wall": _sec(state.wall()),
+        "started": epoch(header.ts),
+        "started_at": iso_time(header.ts),
+        "wall": seconds(state.wall()),
         "rootdir": header.rootdir,
         "args": list(header.args),
         "hostname": header.hostname,
@@ -483,13 +435,13 @@ def _run_info(run: LoadedRun) -> RunInfo:
 
 
 def _totals(state: RunState) -> Totals:
-    counts = _counts(dict(state.counts))
+    counts = all_counts(dict(state.counts))
     return {
         "tests": state.tests_done,
         "failing": state.outcomes["failed"] + state.outcomes["error"],
         "counts": counts,
         "summary": pytest_summary(counts),
-        "test_time": _sec(state.test_time),
+        "test_time": seconds(state.test_time),
         "slots": state.slots(),
         "efficiency": round(state.efficiency(), 4),
     }
@@ -503,19 +455,19 @@ def _workers(state: RunState) -> list[WorkerRow]:
             "pid": w.pid,
             "tests": w.tests,
             "failures": w.failures,
-            "busy": _sec(w.busy),
+            "busy": seconds(w.busy),
             "busy_share": round(state.busy_share(w), 4),
-            "setup": _sec(w.setup_time),
-            "call": _sec(w.call_time),
-            "teardown": _sec(w.teardown_time),
+            "setup": seconds(w.setup_time),
+            "call": seconds(w.call_time),
+            "teardown": seconds(w.teardown_time),
             "state": w.state,
         }
-        for w in active_workers(state)
+        for w in state.active_workers()
     ]
 
 
 def _phase_time(test: ev.TestFinished, when: str) -> float:
-    return _sec(sum(p.dur for p in test.phases if p.when == when))
+    return seconds(sum(p.dur for p in test.phases if p.when == when))
 
 
 def _slowest(state: RunState, top: int) -> list[SlowTest]:
@@ -524,7 +476,7 @@ def _slowest(state: RunState, top: int) -> list[SlowTest]:
             "nodeid": t.nodeid,
             "worker": t.w,
             "outcome": t.outcome,
-            "duration": _sec(t.duration),
+            "duration": seconds(t.duration),
             "setup": _phase_time(t, "setup"),
             "call": _phase_time(t, "call"),
             "teardown": _phase_time(t, "teardown"),
@@ -549,17 +501,17 @@ def _fixtures(state: RunState, top: int) -> tuple[list[FixtureRow], int]:
                 "scope": f.scope,
                 "baseid": f.baseid,
                 "count": f.count,
-                "workers": sorted(f.workers, key=worker_sort_key),
-                "setup_total": _sec(f.setup_total),
-                "setup_max": _sec(f.setup_max),
-                "teardown_total": _sec(f.teardown_total),
+                "workers": sorted(f.workers, key=worker_order),
+                "setup_total": seconds(f.setup_total),
+                "setup_max": seconds(f.setup_max),
+                "teardown_total": seconds(f.teardown_total),
                 "errors": f.errors,
                 "duplicated": f.duplicated,
-                "lock_wait_total": _sec(story.waited),
-                "work_total": _sec(story.work),
+                "lock_wait_total": seconds(story.waited),
+                "work_total": seconds(story.work),
                 "lock": story.lock,
                 "ran_once_on": story.ran_once_on,
-                "once_work": _sec(story.once_work),
+                "once_work": seconds(story.once_work),
                 "waiters": list(story.waiters),
             }
         )
@@ -570,7 +522,7 @@ def _failed_phase(test: ev.TestFinished) -> str | None:
     if test.failed_when:
         return test.failed_when
     for phase in test.phases:
-        if phase.outcome in ("failed", "error"):
+        if phase.outcome in ev.FAILING:
             return phase.when
     return None
 
@@ -598,34 +550,17 @@ def _crashes(state: RunState) -> list[CrashRow]:
             "signal": c.signal,
             "error": c.error,
             "note": c.note,
-            "at": _epoch(c.ts),
+            "at": epoch(c.ts),
             "replaced_by": view.replaced_by if (view := state.workers.get(c.w)) else None,
         }
         for c in state.crashes
     ]
 
 
-def frame_text(frame: ev.Frame, root: str = "") -> str:
-    """``file:line in func``, the file relative to the run's rootdir when below it."""
-    file = frame.file
-    if root and file.startswith(root):
-        file = file[len(root) :]
-    return f"{file}:{frame.line} in {frame.func}"
-
-
-def _where(thread: ev.ThreadStack, root: str = "") -> str | None:
+def _where(frames: Sequence[ev.Frame], root: str) -> str | None:
     """The innermost frame of the user's own code, else the innermost frame."""
-    for frame in reversed(thread.frames):
-        if frame.user:
-            return frame_text(frame, root)
-    return frame_text(thread.frames[-1], root) if thread.frames else None
-
-
-def _task_where(task: ev.TaskStack, root: str = "") -> str | None:
-    for frame in reversed(task.frames):
-        if frame.user:
-            return frame_text(frame, root)
-    return frame_text(task.frames[-1], root) if task.frames else None
+    frame = user_frame(frames) or (frames[-1] if frames else None)
+    return frame_text(frame, root) if frame is not None else None
 
 
 def _threads(stall: ev.Stall, root: str) -> list[ThreadRow]:
@@ -634,14 +569,14 @@ def _threads(stall: ev.Stall, root: str) -> list[ThreadRow]:
             "name": t.name,
             "verdict": t.verdict,
             "detail": t.detail,
-            "where": _where(t, root),
+            "where": _where(t.frames, root),
             "daemon": t.daemon,
             "tasks": [
                 {
                     "name": k.name,
                     "coro": k.coro,
                     "awaiting": k.awaiting,
-                    "where": _task_where(k, root),
+                    "where": _where(k.frames, root),
                 }
                 for k in t.tasks
             ],
@@ -657,19 +592,18 @@ def _stall_row(s: ev.Stall, root: str, duration: float | None = None, samples: i
         "test": s.test,
         "phase": s.phase,
         "fixture": s.fixture,
-        "elapsed": _sec(s.elapsed),
+        "elapsed": seconds(s.elapsed),
         "location": s.location,
-        "at": _epoch(s.ts),
+        "at": epoch(s.ts),
         "threads": _threads(s, root),
-        "duration": _opt_sec(duration),
+        "duration": optional_seconds(duration),
         "samples": samples,
     }
 
 
 def frame_root(state: RunState) -> str:
-    """The run's rootdir with its slash: frames below it are shown relative to it."""
-    rootdir = state.header.rootdir if state.header is not None else ""
-    return rootdir.rstrip("/") + "/" if rootdir else ""
+    """The run's rootdir: :func:`frame_text` shows frames below it relative to it."""
+    return state.header.rootdir if state.header is not None else ""
 
 
 def _stalls(state: RunState) -> list[StallRow]:
@@ -686,17 +620,17 @@ def _unresponsive(state: RunState) -> list[UnresponsiveRow]:
     return [
         {
             "worker": spell.w,
-            "silent": _sec(spell.silent),
+            "silent": seconds(spell.silent),
             "test": spell.test,
             "recovered": spell.recovered is not None,
-            "at": _epoch(spell.first.ts),
+            "at": epoch(spell.first.ts),
         }
         for spell in state.spells
     ]
 
 
 def _held(events: Iterable[ev.LockEvent]) -> list[HeldRow]:
-    return [{"worker": e.w, "test": e.test, "since": _epoch(e.ts)} for e in events]
+    return [{"worker": e.w, "test": e.test, "since": epoch(e.ts)} for e in events]
 
 
 def _lock_row(stats: LockStats) -> LockRow:
@@ -706,9 +640,9 @@ def _lock_row(stats: LockStats) -> LockRow:
         "acquisitions": stats.acquisitions,
         "contended": stats.contended,
         "waits": stats.waits,
-        "total_wait": _sec(stats.total_wait),
-        "max_wait": _sec(stats.max_wait),
-        "longest_hold": _sec(stats.longest_hold),
+        "total_wait": seconds(stats.total_wait),
+        "max_wait": seconds(stats.max_wait),
+        "longest_hold": seconds(stats.longest_hold),
         "failures": stats.failures,
         "timeouts": stats.timeouts,
         "refused": stats.refused,
@@ -730,7 +664,7 @@ def _top_holders(stats: LockStats) -> list[HolderCount]:
             "worker": w,
             "count": n,
             "kept_waiting": stats.waited_on.get(w, 0),
-            "held": _sec(stats.held_for.get(w, 0.0)),
+            "held": seconds(stats.held_for.get(w, 0.0)),
         }
         for w, n in ranked[:3]
     ]
@@ -749,14 +683,14 @@ def _lock_waits(state: RunState, top: int) -> tuple[list[LockWaitRow], int]:
         {
             "worker": w.w,
             "lock": w.lock,
-            "waited": _sec(w.waited),
+            "waited": seconds(w.waited),
             "outcome": w.outcome,
             "holder": w.holder,
             "holder_test": w.holder_test,
             "holder_fixture": w.holder_fixture,
             "test": w.test,
             "fixture": w.fixture,
-            "at": _epoch(w.ts),
+            "at": epoch(w.ts),
         }
         for w in waits
     ]
@@ -769,8 +703,8 @@ def _setup_race_row(race: SetupRace) -> SetupRaceRow:
         "scope": race.scope,
         "baseid": race.baseid,
         "workers": list(race.workers),
-        "spread": _sec(race.spread),
-        "overlap": _sec(race.overlap),
+        "spread": seconds(race.spread),
+        "overlap": seconds(race.overlap),
         "resources": [{"kind": r.kind, "name": r.name} for r in race.resources],
         "succeeded": list(race.succeeded),
         "failed": dict(race.failed),
@@ -781,7 +715,7 @@ def _setup_race_row(race: SetupRace) -> SetupRaceRow:
 
 def _migration_races(state: RunState) -> list[MigrationRaceRow]:
     return [
-        {"url": display_url(url), "workers": sorted(workers, key=worker_sort_key)}
+        {"url": display_url(url), "workers": sorted(workers, key=worker_order)}
         for url, workers in state.migration_races.items()
     ]
 
@@ -791,16 +725,16 @@ def _tail(state: RunState) -> TailRow | None:
     if tail is None:
         return None
     return {
-        "below": _sec(tail.below),
-        "alone": _sec(tail.alone),
+        "below": seconds(tail.below),
+        "alone": seconds(tail.alone),
         "worker": tail.worker,
         "test": tail.test,
-        "test_duration": _opt_sec(tail.test_duration),
-        "test_began": _opt_sec(tail.test_began),
-        "idle": _sec(tail.idle),
+        "test_duration": optional_seconds(tail.test_duration),
+        "test_began": optional_seconds(tail.test_began),
+        "idle": seconds(tail.idle),
         "idle_workers": list(tail.idle_workers),
-        "wall": _sec(tail.wall),
-        "estimate": _opt_sec(tail.estimate),
+        "wall": seconds(tail.wall),
+        "estimate": optional_seconds(tail.estimate),
     }
 
 
@@ -815,7 +749,7 @@ def _pair_migrations(state: RunState) -> list[MigrationRow]:
         if m.action == "end" and pending:
             row = pending.pop(0)
             row["finished"] = True
-            row["duration"] = _sec(m.duration if m.duration is not None else m.ts - row["start"])
+            row["duration"] = seconds(m.duration if m.duration is not None else m.ts - row["start"])
             row["error"] = m.error
             row["to_rev"] = m.to_rev or row["to_rev"]
             continue
@@ -827,9 +761,9 @@ def _pair_migrations(state: RunState) -> list[MigrationRow]:
             "url": m.url,
             "from_rev": m.from_rev,
             "to_rev": m.to_rev,
-            "start": _epoch(begin),
-            "offset": _sec(begin - started),
-            "duration": _opt_sec(m.duration) if m.action == "end" else None,
+            "start": epoch(begin),
+            "offset": seconds(begin - started),
+            "duration": optional_seconds(m.duration) if m.action == "end" else None,
             "finished": m.action == "end",
             "error": m.error,
             "test": m.test,
@@ -868,7 +802,7 @@ def _migrations(state: RunState, top: int) -> tuple[list[MigrationRow], int]:
                 and span(other)[0] + CLOCK_SLACK < end
                 and begin + CLOCK_SLACK < span(other)[1]
             }
-            row["concurrent_with"] = sorted(others, key=worker_sort_key)
+            row["concurrent_with"] = sorted(others, key=worker_order)
     for row in rows:
         row["url"] = display_url(row["url"])
     ranked = sorted(
@@ -883,9 +817,9 @@ def _migrations(state: RunState, top: int) -> tuple[list[MigrationRow], int]:
 def _startup(phases: dict[str, float], created: float | None, ready: float | None) -> float | None:
     steps = [phases[a] for a in ("create", "start", "ready") if a in phases]
     if steps:
-        return _sec(sum(steps))
+        return seconds(sum(steps))
     if created is not None and ready is not None:
-        return _sec(ready - created)
+        return seconds(ready - created)
     return None
 
 
@@ -900,8 +834,8 @@ def _containers(state: RunState) -> list[ContainerRow]:
             "owner": c.owner,
             "state": c.state,
             "startup": _startup(c.phases, c.created, c.ready),
-            "phases": {k: _sec(v) for k, v in c.phases.items()},
-            "users": sorted(c.users, key=worker_sort_key),
+            "phases": {k: seconds(v) for k, v in c.phases.items()},
+            "users": sorted(c.users, key=worker_order),
             "image_starts": per_image.get(c.image, 1) if c.image else 1,
             "ports": dict(c.ports),
             "exit_code": c.exit_code,
@@ -916,7 +850,7 @@ def _containers(state: RunState) -> list[ContainerRow]:
             "leaked": c.leaked,
             "removed_by": c.removed_by,
             "stopped_while_used": list(c.stopped_while_used),
-            "used_after_end": sorted(set(c.used_after_end), key=worker_sort_key),
+            "used_after_end": sorted(set(c.used_after_end), key=worker_order),
         }
         for c in views
     ]
@@ -925,7 +859,7 @@ def _containers(state: RunState) -> list[ContainerRow]:
 def _deadlocks(state: RunState) -> list[DeadlockRow]:
     return [
         {
-            "at": _epoch(d.ts),
+            "at": epoch(d.ts),
             "text": d.text,
             "cycle": [
                 {"worker": e.w, "holds": e.holds, "waits_for": e.waits_for, "test": e.test}
@@ -953,9 +887,9 @@ def _db_waits(state: RunState, top: int) -> tuple[list[DbWaitRow], int]:
             "dialect": d.dialect,
             "url": display_url(d.url),
             "statement": d.statement,
-            "waited": _sec(d.waited),
+            "waited": seconds(d.waited),
             "lock": d.lock,
-            "blocked_by": _holder_text(d.blocked_by),
+            "blocked_by": _holder_text(state.blocked_by(d)),
             "test": d.test,
             "error": d.error,
         }
@@ -967,7 +901,7 @@ def _db_waits(state: RunState, top: int) -> tuple[list[DbWaitRow], int]:
 def _dropped(state: RunState) -> list[DroppedRow]:
     return [
         {"worker": wid, "kind": kind, "count": n}
-        for wid, kinds in sorted(state.dropped().items(), key=lambda i: worker_sort_key(i[0]))
+        for wid, kinds in sorted(state.dropped().items(), key=lambda i: worker_order(i[0]))
         for kind, n in sorted(kinds.items())
         if n
     ]
@@ -1003,6 +937,7 @@ def build_report(run: LoadedRun, top: int = DEFAULT_TOP) -> Report:
         "db_waits": db_waits,
         "dropped": _dropped(state),
         "skipped_lines": [{"line": n, "reason": r} for n, r in state.problems],
+        "skipped_total": len(state.problems),
         "notices": [
             {"level": n.level, "source": n.source, "message": n.msg}
             for n in state.notices

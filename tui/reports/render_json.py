@@ -1,9 +1,19 @@
-"""JSON output: a model printed as it is."""
+"""JSON output: a model printed as it is (every control character escaped, as JSON can)."""
 
 from __future__ import annotations
 
 import json
+import re
+
+from .document import CONTROL
+
+
+def _unicode_escape(match: re.Match[str]) -> str:
+    return f"\\u{ord(match[0]):04x}"
 
 
 def render_json(model: object) -> str:
-    return json.dumps(model, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+    # json escapes C0 controls itself; what is left (DEL, C1, separators, overrides) can
+    # only stand inside strings, where a \\u escape keeps the data exact
+    text = json.dumps(model, indent=2, ensure_ascii=False, allow_nan=False)
+    return CONTROL.sub(_unicode_escape, text) + "\n"

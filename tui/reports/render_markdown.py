@@ -6,7 +6,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from .document import Block, Bullets, Code, Column, Line, Section, Table, Verbatim
+from .document import (
+    Block,
+    Bullets,
+    Code,
+    Column,
+    Line,
+    Section,
+    Table,
+    Verbatim,
+    printable_sections,
+)
 from .formatting import squeeze_cell
 
 MD_CELL = 120
@@ -64,7 +74,7 @@ def _md_block(block: Block) -> list[str]:
 
 def render_markdown(found: Sequence[Section]) -> str:
     out: list[str] = []
-    for number, section in enumerate(found):
+    for number, section in enumerate(printable_sections(found)):
         out.append(("### " if number == 0 else "#### ") + _md_parts(section.title))
         for block in section.blocks:
             out.append("")

@@ -10,7 +10,17 @@ import shutil
 import sys
 from collections.abc import Sequence
 
-from .document import Block, Bullets, Code, Column, Line, Section, Table, Verbatim
+from .document import (
+    Block,
+    Bullets,
+    Code,
+    Column,
+    Line,
+    Section,
+    Table,
+    Verbatim,
+    printable_sections,
+)
 from .formatting import cut, shorten_nodeid, squeeze_cell
 
 WIDTH = 100
@@ -119,7 +129,7 @@ def _to_terminal() -> bool:
 def render_text(found: Sequence[Section], width: int | None = None) -> str:
     width = text_width() if width is None else width
     out: list[str] = []
-    for number, section in enumerate(found):
+    for number, section in enumerate(printable_sections(found)):
         if number:
             out.append("")
         out.append(_text_line(section.title, width))

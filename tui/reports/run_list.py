@@ -26,7 +26,8 @@ from testmon_live.plugin.runlog import (
 from testmon_live.plugin.state import RunState
 
 from .logs import live_ids, read_header, read_last_event, status_of
-from .model import _counts, _epoch, _iso, _sec, active_workers, pytest_summary, stall_count
+from .model import pytest_summary
+from .values import all_counts, epoch, iso_time, seconds
 
 RUNS_VERSION = 1
 PROBLEMS_FIRST = ("failed", "error", "xpassed", "passed", "skipped", "xfailed", "deselected")
@@ -97,11 +98,11 @@ def _from_fold(path: Path, state: RunState, live: bool) -> RunSummary:
         path=path,
         started=state.started,
         wall=state.wall(),
-        workers=len(active_workers(state)),
+        workers=len(state.active_workers()),
         tests=state.tests_done,
         counts=dict(state.counts),
         crashes=len(state.crashes),
-        stalls=stall_count(state),
+        stalls=state.stall_count(),
         status=status_of(state, live),
         exit_status=end.exitstatus if end else None,
         exit_name=end.status if end else None,
@@ -118,7 +119,7 @@ def summarize(path: Path, live: set[str]) -> RunSummary:
         raise RunLogError(f"cannot read {path}: {exc.strerror or exc}") from None
     if isinstance(last, ev.RunFinished):
         return _from_end(path, header, last)
-    state = RunState(detail=False).apply_all(iter_log(path, []))
+    state = RunState(detail=False).apply_all(iter_log(path))
     return _from_fold(path, state, header.run_id in live)
 
 
@@ -178,16 +179,16 @@ class RunsModel(TypedDict):
 
 
 def _run_row(run: RunSummary) -> RunRow:
-    counts = _counts(run.counts)
+    counts = all_counts(run.counts)
     return {
         "id": run.run_id,
         "log": str(run.path.resolve()),
         "status": run.status,
         "exit_status": run.exit_status,
         "exit_name": run.exit_name,
-        "started": _epoch(run.started),
-        "started_at": _iso(run.started),
-        "wall": _sec(run.wall),
+        "started": epoch(run.started),
+        "started_at": iso_time(run.started),
+        "wall": seconds(run.wall),
         "workers": run.workers,
         "tests": run.tests,
         "counts": counts,

@@ -22,9 +22,17 @@ from testmon_live.plugin.findings import (
     tail_parts,
     wait_words,
 )
-from testmon_live.plugin.state import DUPLICATE_WORTH, Resource, SetupRace, SetupStory, Tail
+from testmon_live.plugin.state import (
+    DUPLICATE_WORTH,
+    Resource,
+    SetupRace,
+    SetupStory,
+    Tail,
+    worker_order,
+)
+from testmon_live.plugin.words import death_words, how_it_ended
 
-from .document import Block, Bullets, Code, Column, Format, Line, Prose, Section, Table
+from .document import Block, Bullets, Code, Column, Line, Prose, Section, Table
 from .formatting import (
     first_line,
     fmt_duration,
@@ -47,11 +55,7 @@ from .model import (
     SetupRaceRow,
     StallRow,
     pytest_summary,
-    worker_sort_key,
 )
-from .render_json import render_json
-from .render_markdown import render_markdown
-from .render_text import render_text
 from .run_list import PROBLEMS_FIRST, RunRow, RunsModel
 
 # ------------------------------------------------------------ report sections
@@ -241,11 +245,8 @@ def _failures_section(report: Report) -> Section | None:
 
 
 def _exit_words(crash: CrashRow) -> str:
-    if crash["signal"]:
-        return f"signal {crash['signal']}"
-    if crash["exit_code"] is not None:
-        return f"exit code {crash['exit_code']}"
-    return crash["note"] or "exit unknown"
+    """The exit column: the error has a column of its own."""
+    return how_it_ended(crash["signal"], crash["exit_code"]) or crash["note"] or "exit unknown"
 
 
 def _crashes_section(report: Report) -> Section | None:
@@ -568,7 +569,7 @@ def _container_trouble(containers: list[ContainerRow]) -> list[Line]:
                 )
             )
         if c["died"]:
-            how = "OOM-killed" if c["state"] == "oom-killed" else f"exit code {c['exit_code']}"
+            how = death_words(c["state"], c["exit_code"])
             running = ", ".join(f"{w} in {t}" for w, t in sorted(c["during"].items()))
             lines.append(
                 (
@@ -610,7 +611,7 @@ def _repeated_images(containers: list[ContainerRow]) -> list[Line]:
             continue
         seen.add(image)
         same = [o for o in containers if o["image"] == image]
-        owners = sorted({o["owner"] for o in same if o["owner"]}, key=worker_sort_key)
+        owners = sorted({o["owner"] for o in same if o["owner"]}, key=worker_order)
         startup = sum(o["startup"] or 0.0 for o in same)
         by = f" by {', '.join(owners)}" if owners else ""
         lines.append(
@@ -673,7 +674,10 @@ def _skipped_section(report: Report) -> Section | None:
         return None
     columns = (Column("line", right=True), Column("reason", squeeze="start"))
     rows = [(str(s["line"]), s["reason"]) for s in skipped]
-    note: Line = (f"the reader skipped {plural(len(skipped), 'line')} of the log:",)
+    total = report["skipped_total"]
+    lines = f"{total:,} lines" if total != 1 else "1 line"
+    shown = f" (the first {len(skipped)}, and the last if torn)" if total > len(skipped) else ""
+    note: Line = (f"the reader skipped {lines} of the log{shown}:",)
     return Section(("Skipped log lines",), [Prose([note]), Table(columns, rows)])
 
 
@@ -717,14 +721,6 @@ def sections(report: Report) -> list[Section]:
 
 
 # ================================================================== rendering
-
-
-def render(report: Report, fmt: Format) -> str:
-    if fmt == "json":
-        return render_json(report)
-    if fmt == "markdown":
-        return render_markdown(sections(report))
-    return render_text(sections(report))
 
 
 # ===================================================================== runs
@@ -771,11 +767,3 @@ def runs_sections(model: RunsModel) -> list[Section]:
     if unlisted:
         blocks.append(Bullets(unlisted, warn=True))
     return [Section(title, blocks)]
-
-
-def render_runs(model: RunsModel, fmt: Format) -> str:
-    if fmt == "json":
-        return render_json(model)
-    if fmt == "markdown":
-        return render_markdown(runs_sections(model))
-    return render_text(runs_sections(model))

@@ -13,8 +13,8 @@ from textual.screen import ModalScreen
 from textual.widgets import Footer, Static
 
 from testmon_live.plugin import events as ev
-from testmon_live.plugin.notices import exit_words
 from testmon_live.plugin.state import RunState
+from testmon_live.plugin.words import exit_words
 from testmon_live.tui.reports.formatting import fmt_duration, plural
 
 BEFORE_SHOWN = 15

@@ -3,11 +3,13 @@ ended (or that it leaked)."""
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from rich.text import Text
 from textual.widgets import Static
 
 from testmon_live.tui.dashboard.ingest import Ingest
-from testmon_live.tui.dashboard.palette import colour
+from testmon_live.tui.dashboard.palette import TONE_CLASSES, colour
 from testmon_live.tui.reports.formatting import fmt_duration
 
 EMPTY = "no container events in this run (the containers probe records testcontainers, podman)"
@@ -15,13 +17,14 @@ BAD = frozenset({"exited", "oom-killed", "failed", "leaked"})
 
 
 class ContainersPanel(Static):
+    COMPONENT_CLASSES: ClassVar[set[str]] = set(TONE_CLASSES)
+
     def refresh_from(self, ingest: Ingest) -> None:
         self.update(self.build(ingest))
 
     def build(self, ingest: Ingest) -> Text:
         state = ingest.state
-        app = self.app
-        muted = colour(app, "foreground-muted")
+        muted = colour(self, "foreground-muted")
         text = Text(no_wrap=True, overflow="ellipsis")
         if not state.containers:
             text.append(EMPTY, style=muted)
@@ -32,7 +35,7 @@ class ContainersPanel(Static):
             text.append(view.image or "?")
             if view.name:
                 text.append(f" ({view.name})", style=muted)
-            state_style = colour(app, "error" if bad else "success")
+            state_style = colour(self, "error" if bad else "success")
             text.append(f"  {view.state}", style=f"bold {state_style}")
             text.append("\n")
             owner = view.owner or "?"
@@ -60,6 +63,6 @@ class ContainersPanel(Static):
             if view.error or view.exit_code not in (None, 0):
                 text.append(
                     f"    {view.error or ''} exit code {view.exit_code}\n",
-                    style=colour(app, "error"),
+                    style=colour(self, "error"),
                 )
         return text

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Vertical, VerticalScroll
@@ -9,7 +11,7 @@ from textual.widgets import DataTable, Static
 
 from testmon_live.plugin import events as ev
 from testmon_live.tui.dashboard.ingest import Ingest
-from testmon_live.tui.dashboard.palette import outcome_style
+from testmon_live.tui.dashboard.palette import TONE_CLASSES, outcome_style
 from testmon_live.tui.reports.formatting import first_line, shorten_nodeid
 
 EMPTY = "no failures"
@@ -18,8 +20,17 @@ EMPTY = "no failures"
 class FailuresPanel(Vertical):
     """The failures table over the text of the one the cursor is on."""
 
-    def __init__(self, **kwargs: object) -> None:
-        super().__init__(**kwargs)  # type: ignore[arg-type]
+    COMPONENT_CLASSES: ClassVar[set[str]] = set(TONE_CLASSES)
+
+    def __init__(
+        self,
+        *,
+        name: str | None = None,
+        id: str | None = None,
+        classes: str | None = None,
+        disabled: bool = False,
+    ) -> None:
+        super().__init__(name=name, id=id, classes=classes, disabled=disabled)
         self.failures: list[ev.TestFinished] = []
         self._generation = -1
 
@@ -47,7 +58,7 @@ class FailuresPanel(Vertical):
         for test in fresh:
             table.add_row(
                 test.w,
-                Text(test.outcome, style=outcome_style(self.app, test.outcome)),
+                Text(test.outcome, style=outcome_style(self, test.outcome)),
                 Text(shorten_nodeid(test.nodeid, 40)),  # Text: [brackets] are not markup
                 Text(first_line(test.message)[:60]),
                 key=str(len(self.failures)),

@@ -4,13 +4,14 @@ statements that waited on a lock, and deadlocks across workers."""
 from __future__ import annotations
 
 from collections import defaultdict
+from typing import ClassVar
 
 from rich.text import Text
 from textual.widgets import Static
 
 from testmon_live.plugin import events as ev
 from testmon_live.tui.dashboard.ingest import Ingest
-from testmon_live.tui.dashboard.palette import colour
+from testmon_live.tui.dashboard.palette import TONE_CLASSES, colour
 from testmon_live.tui.reports.formatting import fmt_duration, shorten_nodeid
 
 WAITS_SHOWN = 8
@@ -27,15 +28,16 @@ def holder_words(holder: ev.Holder | None) -> str:
 
 
 class LocksPanel(Static):
+    COMPONENT_CLASSES: ClassVar[set[str]] = set(TONE_CLASSES)
+
     def refresh_from(self, ingest: Ingest) -> None:
         self.update(self.build(ingest))
 
     def build(self, ingest: Ingest) -> Text:
         state = ingest.state
-        app = self.app
-        warn = colour(app, "warning")
-        err = colour(app, "error")
-        muted = colour(app, "foreground-muted")
+        warn = colour(self, "warning")
+        err = colour(self, "error")
+        muted = colour(self, "foreground-muted")
         now = ingest.now()
         text = Text(no_wrap=True, overflow="ellipsis")
         if not (state.locks or state.migrations or state.db_waits or state.deadlocks):
@@ -79,7 +81,7 @@ class LocksPanel(Static):
                 text.append(
                     f"{wait.w} for {fmt_duration(now - wait.ts)} "
                     f"({shorten_nodeid(wait.test or wait.fixture or '', 40)}), "
-                    f"held by {holder_words(wait.holder)}\n"
+                    f"held by {holder_words(state.holder(wait))}\n"
                 )
             waits = waited[(lock.kind, lock.key)]
             for past in waits[-WAITS_SHOWN:]:
@@ -90,7 +92,7 @@ class LocksPanel(Static):
                     text.append(f"failed: {past.error or '?'}", style=err)
                 else:
                     text.append(f"waited {fmt_duration(past.waited or 0.0)}")
-                    text.append(f" for {holder_words(past.holder)}", style=muted)
+                    text.append(f" for {holder_words(state.holder(past))}", style=muted)
                 if past.fixture:
                     text.append(f" in {past.fixture}", style=muted)
                 text.append("\n")
@@ -111,8 +113,9 @@ class LocksPanel(Static):
             for d in state.db_waits[-20:]:
                 text.append(f"  {d.w:<6} waited {fmt_duration(d.waited)} {d.dialect}: ")
                 text.append(d.statement[:60])
-                if d.blocked_by is not None:
-                    text.append(f"  blocked by {holder_words(d.blocked_by)}", style=warn)
+                blocked_by = state.blocked_by(d)
+                if blocked_by is not None:
+                    text.append(f"  blocked by {holder_words(blocked_by)}", style=warn)
                 text.append("\n")
         for dead in state.deadlocks:
             text.append("\nDEADLOCK ", style=f"bold {err}")

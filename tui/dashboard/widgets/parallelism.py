@@ -5,6 +5,8 @@ worker-seconds, the wall time had the straggler started first)."""
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from rich.text import Text
 from textual import events
 from textual.widgets import Static
@@ -12,7 +14,7 @@ from textual.widgets import Static
 from testmon_live.plugin.findings import tail_parts
 from testmon_live.plugin.state import RunState
 from testmon_live.tui.dashboard.ingest import Ingest
-from testmon_live.tui.dashboard.palette import colour
+from testmon_live.tui.dashboard.palette import TONE_CLASSES, colour
 from testmon_live.tui.dashboard.widgets.timeline import test_start
 from testmon_live.tui.reports.formatting import fmt_duration, fmt_percent
 
@@ -82,9 +84,10 @@ def breakdown(state: RunState, wall: float) -> dict[str, dict[str, float]]:
 class ParallelismPanel(Static):
     """Busy workers over time, utilisation, efficiency and per-worker time breakdown."""
 
-    def __init__(self, **kwargs: object) -> None:
-        super().__init__(**kwargs)  # type: ignore[arg-type]
-        self._ingest: Ingest | None = None
+    COMPONENT_CLASSES: ClassVar[set[str]] = set(TONE_CLASSES)
+
+    _ingest: Ingest | None = None
+    """The ingest last drawn from (a resize draws it again)."""
 
     def refresh_from(self, ingest: Ingest) -> None:
         self._ingest = ingest
@@ -99,8 +102,7 @@ class ParallelismPanel(Static):
 
     def build(self, ingest: Ingest, width: int) -> Text:
         state = ingest.state
-        app = self.app
-        muted = colour(app, "foreground-muted")
+        muted = colour(self, "foreground-muted")
         now = ingest.now()
         wall = state.wall(now)
         slots = state.slots()
@@ -124,14 +126,14 @@ class ParallelismPanel(Static):
                 for value in series:
                     level = value / slots * CHART_ROWS - (row - 1)
                     line.append(BLOCKS[max(0, min(8, round(level * 8)))])
-                text.append("".join(line), style=colour(app, "primary"))
+                text.append("".join(line), style=colour(self, "primary"))
                 text.append("\n")
             text.append(" " * 6 + "0" + " " * (cols - 1 - len(fmt_duration(wall))))
             text.append(fmt_duration(wall) + "\n", style=muted)
         text.append("\nwhere each worker's time went\n", style="bold")
         legend = Text("        ")
         for name, ch, variable in PARTS:
-            legend.append(f"{ch} {name}  ", style=colour(app, variable))
+            legend.append(f"{ch} {name}  ", style=colour(self, variable))
         text.append_text(legend)
         text.append("\n")
         bar_cells = max(10, width - 34)
@@ -143,7 +145,7 @@ class ParallelismPanel(Static):
             for name, ch, variable in PARTS:
                 cells = round(bar_cells * parts[name] / total)
                 cells = min(cells, bar_cells - used)
-                text.append(ch * cells, style=colour(app, variable))
+                text.append(ch * cells, style=colour(self, variable))
                 used += cells
             text.append(" " * (bar_cells - used))
             busy = state.busy_share(view, now)
@@ -153,5 +155,5 @@ class ParallelismPanel(Static):
         if tail is not None:
             text.append("\nthe tail: ", style="bold")
             said = tail_parts(tail, fmt_duration)
-            text.append(";\n  ".join(said) + "\n", style=colour(app, "warning"))
+            text.append(";\n  ".join(said) + "\n", style=colour(self, "warning"))
         return text

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from rich.text import Text
 from textual import events
 from textual.widgets import Static
@@ -10,6 +12,7 @@ from testmon_live.tui.dashboard.ingest import Ingest
 from testmon_live.tui.dashboard.palette import (
     LEVEL_VARIABLE,
     STATUS_VARIABLE,
+    TONE_CLASSES,
     colour,
     outcome_style,
 )
@@ -21,9 +24,10 @@ COUNTED = ("passed", "failed", "error", "skipped", "xfailed", "xpassed")
 class RunHeader(Static):
     """Three lines: what run and how it stands; the progress bar; what the source says."""
 
-    def __init__(self, **kwargs: object) -> None:
-        super().__init__(**kwargs)  # type: ignore[arg-type]
-        self._ingest: Ingest | None = None
+    COMPONENT_CLASSES: ClassVar[set[str]] = set(TONE_CLASSES)
+
+    _ingest: Ingest | None = None
+    """The ingest last drawn from (a resize draws it again)."""
 
     def refresh_from(self, ingest: Ingest) -> None:
         self._ingest = ingest
@@ -36,13 +40,12 @@ class RunHeader(Static):
                 self.refresh_from(self._ingest)
 
     def build(self, ingest: Ingest, width: int) -> Text:
-        app = self.app
         state = ingest.state
         status = ingest.run_status()
         text = Text(no_wrap=True, overflow="ellipsis")
         text.append(state.run_id or ingest.label or "no run", style="bold")
         text.append("  ")
-        text.append(f" {status} ", style=f"bold reverse {colour(app, STATUS_VARIABLE[status])}")
+        text.append(f" {status} ", style=f"bold reverse {colour(self, STATUS_VARIABLE[status])}")
         elapsed = state.wall(ingest.now()) if state.header else 0.0
         text.append(f"  elapsed {fmt_duration(elapsed)}")
         workers = len(state.active_workers())
@@ -56,7 +59,7 @@ class RunHeader(Static):
         text.append_text(self._progress(ingest, width))
         text.append("\n")
         level = ingest.status_level
-        text.append(ingest.status_text, style=colour(app, LEVEL_VARIABLE.get(level, "foreground")))
+        text.append(ingest.status_text, style=colour(self, LEVEL_VARIABLE.get(level, "foreground")))
         return text
 
     def _progress(self, ingest: Ingest, width: int) -> Text:
@@ -73,7 +76,7 @@ class RunHeader(Static):
         for name in COUNTED:
             n = outcomes.get(name, 0)
             if n or name in ("passed", "failed"):
-                counts.append(f" {n} {name}", style=outcome_style(self.app, name))
+                counts.append(f" {n} {name}", style=outcome_style(self, name))
         counts.append(f"  {done}/{expected or '?'}")
         cells = max(10, width - len(counts.plain) - 2)
         bar = Text()
@@ -86,7 +89,7 @@ class RunHeader(Static):
             counted += n
             upto = max(used + 1, round(cells * counted / total))  # every outcome seen shows
             upto = min(upto, cells)
-            bar.append("█" * (upto - used), style=outcome_style(self.app, name))
+            bar.append("█" * (upto - used), style=outcome_style(self, name))
             used = upto
-        bar.append("░" * max(0, cells - used), style=colour(self.app, "foreground-muted"))
+        bar.append("░" * max(0, cells - used), style=colour(self, "foreground-muted"))
         return bar + counts

@@ -3,16 +3,19 @@ crashes with the test that was running."""
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from rich.text import Text
 from textual.widgets import Static
 
 from testmon_live.plugin import events as ev
-from testmon_live.plugin.notices import exit_words
+from testmon_live.plugin.probes.stacks import frame_text
 from testmon_live.plugin.state import RunState, StallRecord
+from testmon_live.plugin.words import exit_words
 from testmon_live.tui.dashboard.ingest import Ingest
-from testmon_live.tui.dashboard.palette import colour
+from testmon_live.tui.dashboard.palette import TONE_CLASSES, colour
 from testmon_live.tui.reports.formatting import fmt_duration
-from testmon_live.tui.reports.model import frame_root, frame_text
+from testmon_live.tui.reports.model import frame_root
 
 EMPTY = "nothing stuck: no stalls, unresponsive workers or crashes in this run"
 FRAMES_SHOWN = 6
@@ -21,6 +24,8 @@ INNER_FRAMES = 3
 
 
 class StuckPanel(Static):
+    COMPONENT_CLASSES: ClassVar[set[str]] = set(TONE_CLASSES)
+
     _root = ""
     """The run's rootdir: frames are shown relative to it (never to the viewer's cwd)."""
 
@@ -30,9 +35,8 @@ class StuckPanel(Static):
     def build(self, ingest: Ingest) -> Text:
         state = ingest.state
         self._root = frame_root(state)
-        app = self.app
-        err = colour(app, "error")
-        muted = colour(app, "foreground-muted")
+        err = colour(self, "error")
+        muted = colour(self, "foreground-muted")
         text = Text(no_wrap=True, overflow="ellipsis")
         records = state.stall_records
         dumps = [s for s in state.stalls if s.reason == "dump"]
@@ -107,7 +111,7 @@ class StuckPanel(Static):
         if thread.verdict == "idle":  # a pool or reader thread waiting for work
             text.append(f"{verdict}\n", style=muted)
             return
-        text.append(f"{verdict}\n", style=colour(self.app, "warning"))
+        text.append(f"{verdict}\n", style=colour(self, "warning"))
         frames = thread.frames
         inner = len(frames) - INNER_FRAMES
         shown = [f for i, f in enumerate(frames) if f.user or i >= inner]

@@ -19,10 +19,9 @@ from textual.reactive import reactive
 from textual.widget import Widget
 
 from testmon_live.plugin import events as ev
-from testmon_live.plugin.state import RunState
+from testmon_live.plugin.state import RunState, worker_order
 from testmon_live.tui.dashboard.ingest import Ingest
-from testmon_live.tui.dashboard.palette import colour, outcome_style, state_style
-from testmon_live.tui.dashboard.widgets.workers_table import natural
+from testmon_live.tui.dashboard.palette import TONE_CLASSES, colour, outcome_style, state_style
 
 LABEL = 7
 CALL, SETUP, TEARDOWN, LOCK, CONTAINER, STALL = "█", "▒", "░", "≈", "▚", "!"
@@ -84,6 +83,8 @@ class Lane:
 class Timeline(Widget, can_focus=True):
     """The run as lanes of bars; posts :class:`Timeline.TestSelected` on enter or click."""
 
+    COMPONENT_CLASSES: ClassVar[set[str]] = set(TONE_CLASSES)
+
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("left", "select(-1)", "prev test", show=False),
         Binding("right", "select(1)", "next test", show=False),
@@ -114,8 +115,15 @@ class Timeline(Widget, can_focus=True):
     follow = reactive(False)
     """Keep the newest edge in view (live runs)."""
 
-    def __init__(self, **kwargs: object) -> None:
-        super().__init__(**kwargs)  # type: ignore[arg-type]
+    def __init__(
+        self,
+        *,
+        name: str | None = None,
+        id: str | None = None,
+        classes: str | None = None,
+        disabled: bool = False,
+    ) -> None:
+        super().__init__(name=name, id=id, classes=classes, disabled=disabled)
         self.ingest: Ingest | None = None
         self._generation = -1
         self._seen_tests = 0
@@ -164,7 +172,7 @@ class Timeline(Widget, can_focus=True):
         if self.ingest is None:
             return []
         ids = {w.id for w in self.ingest.state.active_workers()} | set(self.lanes)
-        return sorted(ids, key=natural)
+        return sorted(ids, key=worker_order)
 
     def window(self, lanes: int) -> tuple[int, int]:
         """(first lane shown, rows for lanes) for ``lanes`` lanes."""
@@ -211,7 +219,7 @@ class Timeline(Widget, can_focus=True):
         scale = self.scale()
         start, _ = self._span()
         t0 = start + self.left_edge()
-        muted = colour(self.app, "foreground-muted")
+        muted = colour(self, "foreground-muted")
         out = Text(no_wrap=True, overflow="crop")
         out.append(" " * LABEL)
         axis = [" "] * cols
@@ -260,7 +268,7 @@ class Timeline(Widget, can_focus=True):
                 cell = int((begin - t0) / scale)
                 if 0 <= cell < cols and chars[cell] != " " and test.outcome == "passed":
                     continue  # zoomed out: a short passing test adds nothing to a drawn cell
-            style = outcome_style(self.app, test.outcome)
+            style = outcome_style(self, test.outcome)
             if test is self.selected:
                 style = f"reverse {style}"
             if not test.phases:
@@ -268,14 +276,14 @@ class Timeline(Widget, can_focus=True):
             for phase in test.phases:
                 ch = CALL if phase.when == "call" else SETUP if phase.when == "setup" else TEARDOWN
                 paint(phase.start, phase.start + phase.dur, ch, style)
-        wait_style = {LOCK: colour(self.app, "warning"), CONTAINER: colour(self.app, "accent")}
+        wait_style = {LOCK: colour(self, "warning"), CONTAINER: colour(self, "accent")}
         going_on: list[tuple[float, float, str]] = []
         if self.ingest is not None:
             going_on = running(self.ingest.state, wid, self._span()[1])
         # the test in progress, under the waits (they happen in its setup)
         for a, b, kind in going_on:
             if kind in PHASE_OF and b >= t0 and a <= t1:
-                paint(a, b, kind, state_style(self.app, PHASE_OF[kind]))
+                paint(a, b, kind, state_style(self, PHASE_OF[kind]))
         for a, b, kind in lane.waits + [span for span in going_on if span[2] in wait_style]:
             if b >= t0 and a <= t1:
                 paint(a, b, kind, wait_style[kind])
@@ -284,7 +292,7 @@ class Timeline(Widget, can_focus=True):
                 if stall.reason == "stall" and stall.sample == 1 and t0 <= stall.ts <= t1:
                     if stall.w != wid:
                         continue
-                    paint(stall.ts, stall.ts, STALL, f"bold {colour(self.app, 'error')}")
+                    paint(stall.ts, stall.ts, STALL, f"bold {colour(self, 'error')}")
         text = Text()
         for ch, style in zip(chars, styles, strict=True):
             text.append(ch, style=style or None)

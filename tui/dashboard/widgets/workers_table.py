@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from rich.text import Text
 from textual import events
 from textual.widgets import DataTable
 
-from testmon_live.plugin.notices import exit_words
 from testmon_live.plugin.state import WorkerView, worker_order
+from testmon_live.plugin.words import exit_words
 from testmon_live.tui.dashboard.ingest import NO_END, Ingest
-from testmon_live.tui.dashboard.palette import colour, state_style
+from testmon_live.tui.dashboard.palette import TONE_CLASSES, colour, state_style
 from testmon_live.tui.reports.formatting import fmt_duration, shorten_nodeid
 
 COLUMNS = (
@@ -69,16 +71,28 @@ def layout(width: int) -> dict[str, int]:
     return widths
 
 
-natural = worker_order
-"""``gw2`` before ``gw10`` (the fold's one sort key of worker ids)."""
-
-
 class WorkersTable(DataTable[Text | str]):
     """The workers of the run, in id order; the cursor row survives refreshes; the test
     column takes the width the others leave, recomputed when the table is resized."""
 
-    def __init__(self, **kwargs: object) -> None:
-        super().__init__(cursor_type="row", zebra_stripes=True, **kwargs)  # type: ignore[arg-type]
+    COMPONENT_CLASSES: ClassVar[set[str]] = set(TONE_CLASSES)
+
+    def __init__(
+        self,
+        *,
+        name: str | None = None,
+        id: str | None = None,
+        classes: str | None = None,
+        disabled: bool = False,
+    ) -> None:
+        super().__init__(
+            cursor_type="row",
+            zebra_stripes=True,
+            name=name,
+            id=id,
+            classes=classes,
+            disabled=disabled,
+        )
         self._generation = -1
         self._widths: dict[str, int] = {}
         self._ingest: Ingest | None = None
@@ -119,7 +133,7 @@ class WorkersTable(DataTable[Text | str]):
             self.move_cursor(row=cursor)
         now = ingest.now()
         views = ingest.state.active_workers() or list(ingest.state.workers.values())
-        ordered = sorted((v for v in views if v.id), key=lambda v: natural(v.id))
+        ordered = sorted((v for v in views if v.id), key=lambda v: worker_order(v.id))
         shown = [key.value for key in self.rows]
         if shown != [v.id for v in ordered][: len(shown)]:  # gw0 came up after gw1
             cursor = self.cursor_row
@@ -154,11 +168,11 @@ class WorkersTable(DataTable[Text | str]):
             test = f"{test} [{waiting}]" if test else waiting
         failures = Text(str(view.failures))
         if view.failures:
-            failures.stylize(colour(self.app, "error"))
+            failures.stylize(colour(self, "error"))
         widths = self._widths or layout(110)
         every: dict[str, Text | str] = {
             "worker": view.id,
-            "state": Text(state, style=f"bold {state_style(self.app, state)}"),
+            "state": Text(state, style=f"bold {state_style(self, state)}"),
             "phase": in_phase,
             "done": str(view.tests),
             "fail": failures,

@@ -13,9 +13,10 @@ import json
 import os
 
 from testmon_live.plugin import events as ev
+from testmon_live.plugin.probes.stacks import frame_text
 from testmon_live.plugin.runlog import LiveRun, MonitorDir, live_runs
-
-from .sources import LiveConnection, SourceError
+from testmon_live.tui.hub_client import LiveConnection, SourceError
+from testmon_live.tui.reports.document import printable
 
 DUMP_TIMEOUT = 10.0
 """Seconds to wait for the worker's answer."""
@@ -66,11 +67,7 @@ def request_dump(live: LiveRun, worker: str, timeout: float = DUMP_TIMEOUT) -> e
 
 
 def _frame(frame: ev.Frame, root: str | None) -> str:
-    file = frame.file
-    if root and file.startswith(root.rstrip(os.sep) + os.sep):
-        file = file[len(root.rstrip(os.sep)) + 1 :]
-    mark = "> " if frame.user else "  "
-    return f"{mark}{file}:{frame.line} in {frame.func}"
+    return ("> " if frame.user else "  ") + frame_text(frame, root)
 
 
 def _frames(frames: list[ev.Frame], root: str | None, indent: str) -> list[str]:
@@ -111,4 +108,4 @@ def stall_text(stall: ev.Stall, root: str | None = None) -> str:
             waits = f" awaiting {task.awaiting}" if task.awaiting else ""
             lines.append(f"    task {task.name} ({task.coro}){waits}")
             lines.extend(_frames(task.frames, root, "        "))
-    return "\n".join(lines) + "\n"
+    return printable("\n".join(lines)) + "\n"

@@ -1,0 +1,669 @@
+"""Database lock waits, whatever runs the statement: one mechanism for every driver.
+
+The driver layers (:mod:`.dbapi` for psycopg 3, psycopg2, PyMySQL and sqlite3 used
+directly; :mod:`.sqlalchemy` for SQLAlchemy's dialects, whatever their driver) call
+:func:`begin` before a statement runs and :func:`done` or :func:`failed` after it, and
+tell this module when a transaction ends (:func:`tx_end`), a connection closes
+(:func:`closed`) and which server connection id a connection has (:func:`announce`).
+Everything else is here: the lock events, what each connection holds, the watchdog's
+view of long statements and the server lookup of what blocks them.
+
+Per statement the hot path stores one tuple (the statement in flight, for the watchdog)
+and looks up its text's pre-check (a few substring checks, once a text); only a statement
+that passes it is classified.
+The outermost layer wins: a statement SQLAlchemy runs through a wrapped DB-API cursor, or
+one PyMySQL's ``executemany`` runs through ``execute``, is seen once (an inner
+:func:`begin` finds its thread's statement in flight and returns ``None``).
+
+While a statement runs longer than :data:`WAIT_REPORT` the watchdog thread emits a
+``wait``; past :data:`BLOCKER_LOOKUP` it asks the server who blocks it through a
+short-lived connection of its own, with connect and statement timeouts (PostgreSQL
+``pg_locks`` + ``pg_blocking_pids``, MariaDB ``IS_USED_LOCK`` and the processlist state).
+Server connection ids of the workers' connections are announced with
+:class:`~testmon_live.plugin.events.DbConnected`, so the hub can name the blocking worker.
+No other connection is ever opened to the user's database.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from typing import Any, Literal
+
+from .. import events as ev
+from ..clock import now
+from ..guard import REAL, exc_text, repr_of
+from . import locking
+from .dbstatements import UNREAD, Lock, classify, result_value, table_of
+from .migrations import MigrationSpan, tool_running
+
+WAIT_REPORT = 0.2
+"""Seconds a lock statement runs before the watchdog reports it as a wait."""
+BLOCKER_LOOKUP = 0.5
+"""Seconds any statement runs before the watchdog asks the server what blocks it."""
+WAITED_MIN = 0.05
+"""A lock statement that took longer than this counts as contended even if no wait was seen."""
+LOOKUP_TIMEOUT = 2
+"""Seconds the blocker lookup may take to connect, and its query to run."""
+
+
+class Target:
+    """What a statement runs against, for the slow path only (described lazily)."""
+
+    __slots__ = ("database", "dialect", "monitor", "raw", "url")
+
+    def __init__(
+        self,
+        dialect: str,
+        url: str,
+        raw: Any,
+        database: str = "",
+        monitor: Callable[[], Any] | None = None,
+    ) -> None:
+        self.dialect = dialect
+        """``postgresql``, ``mysql`` (MariaDB too), ``sqlite`` or another dialect's name."""
+        self.url = url
+        """Redacted URL, for display."""
+        self.raw = raw
+        """The DB-API connection (what locks are held through)."""
+        self.database = database
+        """SQLite's database file (the key of its lock)."""
+        self.monitor = monitor
+        """Opens a short-lived autocommit DB-API connection to the same server."""
+
+
+Describe = Callable[[Any, Any], Target]
+"""(source, cursor) -> the Target: a driver layer's way to say what a statement runs on."""
+Entry = tuple[float, str, Any, Any, "Lock | None", Describe, int]
+"""(perf_counter at start, statement, source, cursor, lock, describe, thread id) of a
+statement."""
+
+_inflight: dict[int, Entry] = {}
+"""thread id -> the statement it runs now (the hot path stores a tuple, nothing more)."""
+_flights: dict[int, _InFlight] = {}
+"""thread id -> the watchdog's view of a long-running statement."""
+_held: dict[int, list[tuple[str, str, str, bool]]] = {}
+"""id(DB-API connection) -> [(kind, key, lock_id, transactional)] held through it."""
+_backends: dict[int, int] = {}
+"""id(DB-API connection) -> server connection id (PostgreSQL backend pid, MariaDB id)."""
+_get_ident = REAL.get_ident
+_perf = REAL.perf_counter
+_TX_PREFIXES = frozenset(
+    w[:3]
+    for word in ("BEGIN", "COMMIT", "ROLLBACK", "END", "CREATE", "ALTER", "DROP")
+    for w in (word, word.lower())
+)
+"""First three letters of the statements that begin or end a transaction or change the
+schema (either case; :func:`~.dbstatements.classify` decides)."""
+_maybe: dict[str, bool] = {}
+"""Statement text -> whether it passed the pre-check (bounded: cleared when full)."""
+_MAYBE_KEPT = 4096
+_schema: dict[int, MigrationSpan] = {}
+"""id(DB-API connection) -> its schema changes in progress (a hand-written runner's)."""
+_quiet: list[int] = [0]
+"""The watchdog thread's id once it looked something up: its own connections are not the
+user's (never announced, never in flight)."""
+
+
+class _InFlight:
+    """A statement that needs more than the hot path: a lock statement, or one the watchdog
+    saw running long (then it is shared with the watchdog thread)."""
+
+    __slots__ = (
+        "blocker", "entry", "lock", "lock_id", "looked_up", "reported", "statement", "t0",
+        "target",
+    )  # fmt: skip
+
+    def __init__(self, entry: Entry) -> None:
+        self.entry = entry
+        self.t0, self.statement, source, cursor, self.lock, describe, _ident = entry
+        try:
+            self.target = describe(source, cursor)
+        # Describing is ours: a connection we cannot read is "?", never the user's error.
+        except Exception:  # noqa: BLE001
+            self.target = Target("?", "?", getattr(cursor, "connection", None))
+        self.lock_id = ""
+        self.reported = False
+        self.looked_up = False
+        self.blocker: ev.Holder | None = None
+        """What the server said blocks it, once the watchdog asked."""
+
+
+# ---------------------------------------------------------------- the hot path
+
+
+def begin(
+    statement: str, parameters: Any, source: Any, cursor: Any, describe: Describe, many: bool
+) -> Entry | None:
+    """A statement starts: ``None`` when nothing is recorded (no ``--monitor``, or an outer
+    layer has it), else its entry for :func:`done` / :func:`failed`. ``executemany`` is in
+    flight for the watchdog but not classified (a lock function called once per parameter
+    set is no way to take a lock)."""
+    if locking._current is None:
+        return None
+    ident = _get_ident()
+    if ident in _inflight or ident == _quiet[0]:
+        return None
+    lock = None
+    if type(statement) is str and not many:
+        # Statements repeat (a suite runs the same few hundred texts): the pre-check's
+        # verdict is kept per text, so most statements cost one dict lookup here.
+        maybe = _maybe.get(statement)
+        if maybe is None:
+            maybe = _precheck(statement)
+        if maybe:
+            lock = classify(statement, parameters)
+    entry = _inflight[ident] = (_perf(), statement, source, cursor, lock, describe, ident)
+    return entry
+
+
+def _precheck(statement: str) -> bool:
+    """Whether a statement can take or end a lock or change the schema: it names a lock,
+    says FOR UPDATE/SHARE, or begins with a transaction's or a schema change's word."""
+    maybe = (
+        "ock" in statement
+        or "OCK" in statement
+        or "FOR " in statement
+        or "for " in statement
+        or statement[:3] in _TX_PREFIXES
+    )
+    if len(_maybe) >= _MAYBE_KEPT:
+        _maybe.clear()
+    _maybe[statement] = maybe
+    return maybe
+
+
+def done(entry: Entry) -> None:
+    """The statement of ``entry`` returned."""
+    _inflight.pop(entry[6], None)
+    if entry[4] is not None or _flights:
+        _guarded(_finished, entry[6], entry)
+
+
+def failed(entry: Entry, error: BaseException) -> None:
+    """The statement of ``entry`` raised ``error`` (which the caller re-raises)."""
+    _inflight.pop(entry[6], None)
+    _guarded(_failed, entry[6], entry, error)
+
+
+def _guarded(work: Callable[..., None], *args: Any) -> None:
+    """The probe's own work after a statement: a bug of ours is a notice, never the
+    user's error (the statement's result or exception stays what the driver gave)."""
+    try:
+        work(*args)
+    except Exception as exc:  # noqa: BLE001
+        reporter = locking._current
+        if reporter is not None:
+            reporter.emit(ev.Notice(ts=now(), source="db", msg=f"db probe: {repr_of(exc)}"))
+
+
+def tx_end(raw: Any) -> None:
+    """A transaction of the DB-API connection ``raw`` ended: its transaction-scoped locks
+    are released, its schema changes done."""
+    if _schema:
+        _end_schema(id(raw), None)
+    if _held:
+        reporter = locking._current
+        if reporter is not None:
+            _guarded(_release_transactional, reporter, id(raw))
+
+
+def closed(raw: Any) -> None:
+    """The DB-API connection ``raw`` closed: every lock held through it is released."""
+    _backends.pop(id(raw), None)
+    if _schema:
+        _end_schema(id(raw), None)
+    if _held:
+        reporter = locking._current
+        if reporter is not None and _held.get(id(raw)):
+            _guarded(_release, reporter, id(raw), lambda _k, _key, _tx: True)
+
+
+def known(raw: Any) -> bool:
+    """Whether the server connection id of ``raw`` was announced."""
+    return id(raw) in _backends
+
+
+def announce(raw: Any, dialect: str, url: str, backend: int) -> None:
+    """The DB-API connection ``raw`` has server connection id ``backend``: told to the hub
+    once, so ``pg_blocking_pids`` / ``IS_USED_LOCK`` answers map to this worker."""
+    reporter = locking._current
+    if reporter is None or _get_ident() == _quiet[0] or _backends.get(id(raw)) == backend:
+        return
+    _backends[id(raw)] = backend
+    reporter.emit(ev.DbConnected(ts=now(), dialect=dialect, url=url, backend=backend))
+
+
+# ---------------------------------------------------------------- after a statement
+
+
+def _take(ident: int, entry: Entry) -> _InFlight:
+    flight = _flights.pop(ident, None)
+    if flight is not None and flight.entry is entry:
+        return flight
+    return _InFlight(entry)
+
+
+def _finished(ident: int, entry: Entry) -> None:
+    reporter = locking._current
+    if reporter is None:
+        return
+    flight = _take(ident, entry)
+    lock = flight.lock
+    waited = REAL.perf_counter() - flight.t0
+    if lock is not None:
+        _lock_done(reporter, flight, lock, waited)
+    elif flight.reported:
+        # A plain statement that waited on a lock the server told us about.
+        _close_wait(reporter, flight, waited, None)
+
+
+def _db_key(target: Target, lock: Lock) -> str:
+    if lock.kind == "sqlite":
+        return target.database or ":memory:"
+    return lock.key
+
+
+def _autocommit(raw: Any) -> bool:
+    """Whether ``raw`` commits every statement (transaction-scoped locks end with it)."""
+    mode = getattr(raw, "autocommit_mode", None)  # PyMySQL
+    if mode is None:
+        mode = getattr(raw, "autocommit", None)  # psycopg, psycopg2, sqlite3 (3.12+)
+    return mode is True
+
+
+def _lock_done(
+    reporter: locking.LockReporter, flight: _InFlight, lock: Lock, waited: float
+) -> None:
+    target = flight.target
+    raw_id = id(target.raw)
+    if lock.action == "end":
+        _release_transactional(reporter, raw_id)
+        _end_schema(raw_id, None)
+        return
+    if lock.action == "ddl":
+        _schema_change(reporter, flight, waited, None)
+        if flight.reported:  # it waited on a lock the server told us about (metadata)
+            _close_wait(reporter, flight, waited, None)
+        return
+    if lock.action == "release_all":
+        _release(reporter, raw_id, lambda k, _key, _tx: k == lock.kind)
+        return
+    key = _db_key(target, lock)
+    if lock.action == "release":
+        _release(reporter, raw_id, lambda k, kk, _tx: k == lock.kind and kk == key, first=True)
+        return
+    if lock.check and _not_taken(reporter, flight, lock, key, waited):
+        return
+    lock_id = flight.lock_id or reporter.new_id()
+    contended = flight.reported or waited >= WAITED_MIN
+    reporter.acquired(
+        lock.kind, key, lock_id, waited=waited if contended else None, holder=flight.blocker
+    )
+    if lock.transactional and lock.kind != "sqlite" and _autocommit(target.raw):
+        reporter.released(lock.kind, key, lock_id)  # the statement's own transaction ended
+    else:
+        _held.setdefault(raw_id, []).append((lock.kind, key, lock_id, lock.transactional))
+    if flight.reported:
+        _db_wait(reporter, flight, waited, None)
+
+
+def _not_taken(
+    reporter: locking.LockReporter, flight: _InFlight, lock: Lock, key: str, waited: float
+) -> bool:
+    """Read whether ``GET_LOCK`` or a try-lock got the lock; record it when it did not.
+    True when the acquisition must not be recorded as held."""
+    value = result_value(reporter, flight.entry[3], lock.check)
+    if value is UNREAD:
+        return lock.check == "try"  # a try-lock whose answer is unknown is not tracked
+    if value is not None and value not in (0, False):
+        return False
+    lock_id = flight.lock_id or reporter.new_id()
+    reason: Literal["timeout", "refused"] | None
+    if lock.check == "try":
+        reason, error = "refused", "pg_try_advisory_lock: not granted (held elsewhere)"
+        reporter.failed(lock.kind, key, lock_id, None, error, reason)
+    else:
+        if value is None:
+            reason, error = None, "GET_LOCK returned NULL (an error: out of memory, killed)"
+        else:
+            reason, error = "timeout", f"GET_LOCK timed out after {waited:.1f} s"
+        reporter.failed(lock.kind, key, lock_id, waited, error, reason)
+    if flight.reported:
+        _db_wait(reporter, flight, waited, error)
+    return True
+
+
+def _close_wait(
+    reporter: locking.LockReporter, flight: _InFlight, waited: float, error: str | None
+) -> None:
+    kind, key = _synthetic_key(flight)
+    if error is None:
+        reporter.acquired(kind, key, flight.lock_id, waited=waited, holder=flight.blocker)
+        _held.setdefault(id(flight.target.raw), []).append((kind, key, flight.lock_id, True))
+    else:
+        reporter.failed(kind, key, flight.lock_id, waited, error)
+    _db_wait(reporter, flight, waited, error)
+
+
+def _synthetic_key(flight: _InFlight) -> tuple[str, str]:
+    blocker = flight.blocker
+    detail = blocker.detail if blocker is not None and blocker.detail else "row:?"
+    kind, _, key = detail.partition(":")
+    return kind, key
+
+
+def _db_wait(
+    reporter: locking.LockReporter, flight: _InFlight, waited: float, error: str | None
+) -> None:
+    act = reporter.activity
+    lock = flight.lock
+    target = flight.target
+    label = f"{lock.kind}:{_db_key(target, lock)}" if lock is not None and lock.kind else None
+    if label is None and flight.blocker is not None:
+        label = flight.blocker.detail
+    reporter.emit(
+        ev.DbWait(
+            ts=now(),
+            dialect=target.dialect,
+            url=target.url,
+            statement=ev.clip(flight.statement, 2000) or "",
+            waited=waited,
+            lock=label,
+            blocked_by=flight.blocker,
+            test=act.test,
+            fixture=act.fixture,
+            error=error,
+        )
+    )
+
+
+def _release(
+    reporter: locking.LockReporter,
+    raw_id: int,
+    match: Callable[[str, str, bool], bool],
+    first: bool = False,
+) -> None:
+    holds = _held.get(raw_id)
+    if not holds:
+        return
+    keep: list[tuple[str, str, str, bool]] = []
+    done = False
+    for entry in reversed(holds):
+        kind, key, lock_id, tx = entry
+        if (not first or not done) and match(kind, key, tx):
+            reporter.released(kind, key, lock_id)
+            done = True
+        else:
+            keep.append(entry)
+    holds[:] = reversed(keep)
+    if not holds:
+        del _held[raw_id]
+
+
+def _release_transactional(reporter: locking.LockReporter, raw_id: int) -> None:
+    if _held.get(raw_id):
+        _release(reporter, raw_id, lambda _k, _key, tx: tx)
+
+
+def _in_transaction(raw: Any) -> bool:
+    """Whether ``raw`` is inside a transaction now (sqlite3, psycopg, psycopg2 say)."""
+    inside = getattr(raw, "in_transaction", None)  # sqlite3
+    if isinstance(inside, bool):
+        return inside
+    info = getattr(raw, "info", None)
+    status = getattr(info, "transaction_status", None)  # psycopg 3, psycopg2: 0 is idle
+    return status is not None and int(status) != 0
+
+
+def _schema_change(
+    reporter: locking.LockReporter, flight: _InFlight, waited: float, error: str | None
+) -> None:
+    """A ``CREATE`` / ``ALTER`` / ``DROP`` of a hand-written migration runner: a migration
+    span from its first schema change to the end of its transaction (or the statement's,
+    outside one), so that two workers changing one database's schema at once are flagged
+    like racing migrations. Inside a tool's migration the tool's own span says it."""
+    if tool_running():
+        return
+    target = flight.target
+    raw_id = id(target.raw)
+    span = _schema.get(raw_id)
+    if span is None:
+        first = ev.clip(" ".join(flight.statement.split()), 200)
+        span = _schema[raw_id] = MigrationSpan(reporter, "ddl", "schema", target.url, None, first)
+        span.start = now() - waited
+        span.steps = []
+        span.begin()
+    assert span.steps is not None
+    span.steps.append(
+        ev.MigrationStep(
+            name=ev.clip(" ".join(flight.statement.split()), 200) or "", duration=waited
+        )
+    )
+    if error is not None:
+        span.error = ev.clip(error, 2000)
+    if error is not None or not _in_transaction(target.raw):
+        _end_schema(raw_id, span.error)
+
+
+def _end_schema(raw_id: int, error: str | None) -> None:
+    span = _schema.pop(raw_id, None)
+    if span is not None:
+        if error is not None:
+            span.error = error
+        span.end()
+
+
+def is_busy(text: str) -> bool:
+    """SQLite's "database is locked" (or "database table is locked")."""
+    lowered = text.lower()
+    return "database is locked" in lowered or "database table is locked" in lowered
+
+
+def _failed(ident: int, entry: Entry, error: BaseException) -> None:
+    """A statement raised: SQLite busy errors, lock timeouts, deadlocks the server broke."""
+    reporter = locking._current
+    if reporter is None:
+        return
+    lock = entry[4]
+    text = exc_text(error)
+    busy = is_busy(text)
+    if lock is None and not busy and not _flights:
+        return
+    flight = _take(ident, entry)
+    waited = REAL.perf_counter() - flight.t0
+    if lock is not None and lock.action == "ddl":
+        _schema_change(reporter, flight, waited, text)
+        if busy:  # the schema change waited on the database file and gave up
+            key = _db_key(flight.target, Lock("acquire", "sqlite", "", True))
+            reporter.failed("sqlite", key, flight.lock_id or reporter.new_id(), waited, text)
+            flight.lock = Lock("acquire", "sqlite", key, True)
+            _db_wait(reporter, flight, waited, text)
+        elif flight.reported:
+            _close_wait(reporter, flight, waited, text)
+        return
+    if busy and (lock is None or lock.kind == "sqlite"):
+        key = _db_key(flight.target, Lock("acquire", "sqlite", "", True))
+        lock_id = flight.lock_id or reporter.new_id()
+        reporter.failed("sqlite", key, lock_id, waited, text)
+        flight.lock = Lock("acquire", "sqlite", key, True)
+        _db_wait(reporter, flight, waited, text)
+        return
+    if lock is not None and lock.action == "acquire":
+        lock_id = flight.lock_id or reporter.new_id()
+        reporter.failed(lock.kind, _db_key(flight.target, lock), lock_id, waited, text)
+        if flight.reported:
+            _db_wait(reporter, flight, waited, text)
+    elif flight.reported:
+        _close_wait(reporter, flight, waited, text)
+
+
+def busy_commit(raw: Any, database: str, started: float, error: BaseException) -> None:
+    """A ``commit`` of SQLite connection ``raw`` raised: "database is locked" is a failed
+    wait on the database file like a statement's."""
+    reporter = locking._current
+    if reporter is None:
+        return
+    text = exc_text(error)
+    if not is_busy(text):
+        return
+    waited = REAL.perf_counter() - started
+    target = Target("sqlite", f"sqlite:///{database}", raw, database)
+    lock = Lock("acquire", "sqlite", database, True)
+    entry: Entry = (started, "COMMIT", None, None, lock, lambda _s, _c: target, _get_ident())
+    flight = _InFlight(entry)
+    reporter.failed("sqlite", database, reporter.new_id(), waited, text)
+    _guarded(_db_wait, reporter, flight, waited, text)
+
+
+# ---------------------------------------------------------------- the watchdog
+
+
+class BlockerCheck:
+    """Runs in the watchdog thread every tick: reports long waits and asks who blocks them."""
+
+    def check(self, t: float) -> None:
+        reporter = locking._current
+        if reporter is None or not (_inflight or _flights):
+            return
+        _quiet[0] = _get_ident()
+        mono = REAL.perf_counter()
+        for ident, entry in list(_inflight.items()):
+            age = mono - entry[0]
+            if age < WAIT_REPORT:
+                continue
+            flight = _flights.get(ident)
+            if flight is None or flight.entry is not entry:
+                flight = _flights[ident] = _InFlight(entry)
+            lock = flight.lock
+            is_lock = lock is not None and lock.action == "acquire"
+            if is_lock and not flight.reported:
+                self._report_wait(reporter, flight, age >= BLOCKER_LOOKUP)
+            elif age >= BLOCKER_LOOKUP and not flight.looked_up:
+                flight.looked_up = True
+                blocker = self._lookup(reporter, flight)
+                if blocker is not None:
+                    flight.blocker = blocker
+                    if not flight.reported:
+                        self._report_wait(reporter, flight, False)
+        # Statements that ended while we looked: their flights would keep the slow path on.
+        # (Reported ones carry the wait's lock id: their thread takes them in _finished.)
+        for ident, flight in list(_flights.items()):
+            if not flight.reported and _inflight.get(ident) is not flight.entry:
+                _flights.pop(ident, None)
+
+    def _report_wait(self, reporter: locking.LockReporter, flight: _InFlight, lookup: bool) -> None:
+        if lookup and not flight.looked_up:
+            flight.looked_up = True
+            flight.blocker = self._lookup(reporter, flight)
+        flight.reported = True
+        flight.lock_id = reporter.new_id()
+        lock = flight.lock
+        if lock is not None and lock.action == "acquire":
+            kind, key = lock.kind, _db_key(flight.target, lock)
+        else:
+            kind, key = _synthetic_key(flight)
+        act = reporter.activity
+        act.waiting = f"lock:{key}"
+        reporter.emit(
+            ev.LockEvent(
+                ts=now() - (REAL.perf_counter() - flight.t0),
+                action="wait",
+                kind=kind,
+                key=key,
+                lock_id=flight.lock_id,
+                test=act.test,
+                fixture=act.fixture,
+                holder=flight.blocker,
+            )
+        )
+
+    def _lookup(self, reporter: locking.LockReporter, flight: _InFlight) -> ev.Holder | None:
+        target = flight.target
+        backend = _backends.get(id(target.raw))
+        if backend is None or target.monitor is None:
+            return None
+        if target.dialect not in ("postgresql", "mysql", "mariadb"):
+            return None
+        try:
+            conn = target.monitor()
+        # A monitor query that fails must not disturb the test; it is said once a tick at most.
+        except Exception as exc:  # noqa: BLE001
+            reporter.emit(ev.Notice(ts=now(), source="db", msg=f"blocker lookup: {repr_of(exc)}"))
+            return None
+        try:
+            if target.dialect == "postgresql":
+                return _pg_blocker(conn, backend)
+            return _mysql_blocker(conn, backend, flight)
+        except Exception as exc:  # noqa: BLE001
+            reporter.emit(ev.Notice(ts=now(), source="db", msg=f"blocker lookup: {repr_of(exc)}"))
+            return None
+        finally:
+            # Closing our own lookup connection: nothing left to lose if it broke.
+            with contextlib.suppress(Exception):
+                conn.close()
+
+
+def _query(conn: Any, sql: str, args: tuple[Any, ...]) -> list[Any]:
+    cursor = conn.cursor()
+    try:
+        cursor.execute(sql, args)
+        return list(cursor.fetchall())
+    finally:
+        cursor.close()
+
+
+def _pg_blocker(conn: Any, backend: int) -> ev.Holder | None:
+    rows = _query(
+        conn,
+        "SELECT l.locktype, l.relation::regclass::text, l.classid, l.objid, l.objsubid,"
+        " pg_blocking_pids(l.pid) FROM pg_locks l WHERE l.pid = %s AND NOT l.granted",
+        (backend,),
+    )
+    if not rows:
+        return None
+    locktype, relation, classid, objid, objsubid, blockers = rows[0]
+    if locktype == "advisory":
+        key = str((int(classid) << 32) | int(objid)) if objsubid == 1 else f"{classid},{objid}"
+        detail = f"pg_advisory:{key}"
+    elif locktype == "relation":
+        detail = f"table:{relation}"
+    else:
+        detail = f"row:{relation or locktype}"
+    holder = ev.Holder(detail=detail)
+    if blockers:
+        holder.backend = int(blockers[0])
+    return holder
+
+
+def _mysql_blocker(conn: Any, backend: int, flight: _InFlight) -> ev.Holder | None:
+    lock = flight.lock
+    if lock is not None and lock.kind == "mysql_get_lock":
+        rows = _query(conn, "SELECT IS_USED_LOCK(%s)", (lock.key,))
+        if rows and rows[0][0] is not None:
+            return ev.Holder(backend=int(rows[0][0]), detail=f"mysql_get_lock:{lock.key}")
+        return None
+    rows = _query(
+        conn, "SELECT state, info FROM information_schema.processlist WHERE id = %s", (backend,)
+    )
+    if not rows or not rows[0][0]:
+        return None
+    state = str(rows[0][0])
+    if "metadata lock" in state:
+        return ev.Holder(detail=f"metadata:{table_of(str(rows[0][1] or ''))}")
+    if "lock" in state.lower():
+        return ev.Holder(detail=f"table:{state}")
+    return None
+
+
+_check: list[BlockerCheck] = []
+
+
+def install(watchdog_checks: list[Callable[[float], None]] | None) -> None:
+    """Register the watchdog's check once per process (several driver layers ask)."""
+    if watchdog_checks is None:
+        return
+    if not _check:
+        _check.append(BlockerCheck())
+    if _check[0].check not in watchdog_checks:
+        watchdog_checks.append(_check[0].check)

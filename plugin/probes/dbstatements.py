@@ -1,0 +1,173 @@
+"""What a database statement does to locks, read from its text: shared by every driver.
+
+The hot path's only question about a statement is a few substring checks
+(:func:`~.dblocks.begin`); only a statement that passes them is classified by the regex in
+:func:`classify`. Recognised:
+``pg_advisory_lock`` / ``pg_advisory_xact_lock`` (and their ``_shared`` forms),
+``pg_advisory_unlock[_all]``, the try-locks ``pg_try_advisory_lock`` /
+``pg_try_advisory_xact_lock``, ``LOCK TABLE``, ``SELECT ... FOR UPDATE|SHARE``, MariaDB/MySQL
+``GET_LOCK`` / ``RELEASE_LOCK`` / ``UNLOCK TABLES``, SQLite ``BEGIN IMMEDIATE|EXCLUSIVE`` and
+the ends of transactions (``COMMIT``, ``ROLLBACK``, ``END``), and schema changes (``CREATE``,
+``ALTER``, ``DROP`` of anything but a database), which take no lock of their own here but
+tell the probe that a migration is under way.
+
+Whether ``GET_LOCK`` and a try-lock got the lock is in the result: :func:`result_value`
+reads the one-row result where the driver keeps it buffered (PyMySQL, mysqlclient, psycopg,
+psycopg2) without consuming it.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from .. import events as ev
+from ..clock import now
+from ..guard import repr_of, text_of
+from . import locking
+
+_LOCK_RE = re.compile(
+    r"""
+    (?P<adv>pg_advisory(?P<xact>_xact)?_lock(?:_shared)?)\s*\((?P<advkey>(?:%\(\w+\)s|[^)])*)\)
+  | pg_try_advisory(?P<tryxact>_xact)?_lock(?:_shared)?\s*\((?P<trykey>(?:%\(\w+\)s|[^)])*)\)
+  | pg_advisory_unlock(?P<all>_all)?(?:_shared)?\s*\((?P<unkey>(?:%\(\w+\)s|[^)])*)\)
+  | \bget_lock\s*\(\s*(?P<glkey>(?:%\(\w+\)s|[^,)])*)
+  | \brelease_lock\s*\(\s*(?P<rlkey>(?:%\(\w+\)s|[^,)])*)\)
+  | \bunlock\s+tables\b(?P<unlocktables>)
+  | \block\s+(?:table\s+|tables\s+)?(?:only\s+)?(?P<table>[\w."`]+)
+  | \bfor\s+(?:no\s+key\s+)?(?:update|share|key\s+share)\b(?P<forupdate>)
+  | ^\s*begin\s+(?P<sqlite>immediate|exclusive)\b
+  | ^\s*(?P<end>commit|rollback|end)\b
+  | ^\s*(?P<ddl>create|alter|drop)\s+(?!database\b)
+    """,
+    re.IGNORECASE | re.VERBOSE,
+)
+_FROM_RE = re.compile(r"\bfrom\s+([\w.\"`]+)", re.IGNORECASE)
+_PARAM_RE = re.compile(r"%\((\w+)\)s|:(\w+)|%s|\?")
+_TABLE_RE = re.compile(
+    r"\b(?:table|into|from|update)\s+(?:if\s+\w+\s+exists\s+)?([\w.`\"]+)", re.IGNORECASE
+)
+
+
+class Lock:
+    """A lock statement recognised before it ran."""
+
+    __slots__ = ("action", "check", "key", "kind", "transactional")
+
+    def __init__(
+        self, action: str, kind: str, key: str, transactional: bool, check: str = ""
+    ) -> None:
+        self.action = action
+        """``acquire``, ``release``, ``release_all``, ``end`` (transaction end) or ``ddl``."""
+        self.kind = kind
+        self.key = key
+        self.transactional = transactional
+        self.check = check
+        """Whether the result says if the lock was taken: ``get_lock`` (1, 0 on timeout,
+        NULL on error), ``try`` (true or false), or ``""`` (taken when it returns)."""
+
+
+def classify(statement: str, parameters: Any) -> Lock | None:
+    """The lock a statement takes or releases, if any."""
+    match = _LOCK_RE.search(statement)
+    if match is None:
+        return None
+    group = match.group
+    if group("adv"):
+        key = _resolve(group("advkey"), statement, match.start("advkey"), parameters)
+        return Lock("acquire", "pg_advisory", key, bool(group("xact")))
+    if group("trykey") is not None:
+        key = _resolve(group("trykey"), statement, match.start("trykey"), parameters)
+        return Lock("acquire", "pg_advisory", key, bool(group("tryxact")), "try")
+    if group("unkey") is not None:
+        if group("all"):
+            return Lock("release_all", "pg_advisory", "", False)
+        key = _resolve(group("unkey"), statement, match.start("unkey"), parameters)
+        return Lock("release", "pg_advisory", key, False)
+    if group("glkey") is not None:
+        key = _resolve(group("glkey"), statement, match.start("glkey"), parameters)
+        return Lock("acquire", "mysql_get_lock", key, False, "get_lock")
+    if group("rlkey") is not None:
+        key = _resolve(group("rlkey"), statement, match.start("rlkey"), parameters)
+        return Lock("release", "mysql_get_lock", key, False)
+    if group("unlocktables") is not None:
+        return Lock("release_all", "table", "", False)
+    if group("table"):
+        table = group("table").strip('"`')
+        if table.lower() in ("in", "tables", "table"):
+            return None
+        return Lock("acquire", "table", table, True)
+    if group("forupdate") is not None:
+        found = _FROM_RE.search(statement)
+        table = found.group(1).strip('"`') if found else "?"
+        return Lock("acquire", "row", table, True)
+    if group("sqlite"):
+        return Lock("acquire", "sqlite", "", True)
+    if group("end"):
+        return Lock("end", "", "", True)
+    if group("ddl"):
+        return Lock("ddl", "", "", False)
+    return None
+
+
+def _resolve(text: str, statement: str, pos: int, parameters: Any) -> str:
+    """A lock key as written, with a bound parameter replaced by its value."""
+    text = text.strip()
+    found = _PARAM_RE.fullmatch(text)
+    if found is None:
+        return text.strip("'\"")
+    name = found.group(1) or found.group(2)
+    try:
+        if name is not None and isinstance(parameters, dict):
+            return text_of(parameters[name], 200)
+        if isinstance(parameters, (list, tuple)) and parameters:
+            index = len(_PARAM_RE.findall(statement[:pos]))
+            value = parameters[index]
+            return text_of(value[0] if isinstance(value, (list, tuple)) else value, 200)
+    except (KeyError, IndexError, TypeError):
+        pass
+    return text
+
+
+def table_of(statement: str) -> str:
+    """The table a statement names first (for a metadata-lock wait's label)."""
+    found = _TABLE_RE.search(statement)
+    return found.group(1).strip('`"') if found else "?"
+
+
+UNREAD = object()
+"""The lock function's result could not be read without disturbing the user's cursor."""
+_MARKERS = {"get_lock": "get_lock", "try": "try_advisory"}
+
+
+def result_value(reporter: locking.LockReporter, cursor: Any, check: str) -> Any:
+    """The lock function's value in a one-row result, read without consuming it: from the
+    rows PyMySQL and mysqlclient buffer, or fetched and scrolled back on a client-side
+    psycopg / psycopg2 cursor. :data:`UNREAD` for anything else."""
+    try:
+        description = cursor.description
+        if not description:
+            return UNREAD
+        column = 0
+        if len(description) > 1:
+            marker = _MARKERS[check]
+            hits = [i for i, d in enumerate(description) if marker in str(d[0]).lower()]
+            if len(hits) != 1:
+                return UNREAD
+            column = hits[0]
+        rows = getattr(cursor, "_rows", None)
+        if isinstance(rows, (list, tuple)):  # PyMySQL, mysqlclient (buffered cursors)
+            if len(rows) != 1 or cursor.rownumber:
+                return UNREAD
+            return rows[0][column]
+        driver = type(cursor).__module__.split(".", 1)[0]
+        if driver in ("psycopg", "psycopg2") and getattr(cursor, "name", None) is None:
+            if cursor.rowcount != 1 or cursor.rownumber not in (0, None):
+                return UNREAD
+            row = cursor.fetchone()
+            cursor.scroll(-1)
+            return row[column]
+    # Reading our way must never break the user's statement; what was lost is said.
+    except Exception as exc:  # noqa: BLE001
+        reporter.emit(ev.Notice(ts=now(), source="db", msg=f"lock result: {repr_of(exc)}"))
+    return UNREAD

@@ -1,0 +1,584 @@
+"""Database locks through the DB-API drivers used directly (no SQLAlchemy): psycopg 3,
+psycopg2, PyMySQL and sqlite3, through real pytest sessions against the real servers
+(markers ``postgres`` / ``mariadb``) and real SQLite files.
+
+Each test gets a database of its own; ``--dist each`` runs every test on every worker and a
+barrier makes the workers meet, so who waits on whom is known.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from testmon_live.plugin import events as ev
+
+from .conftest import only_run
+from .test_locks import BARRIER, TIMEOUT
+
+WORKERS4 = {"gw0", "gw1", "gw2", "gw3"}
+
+
+def _params(url: str) -> str:
+    """A ``dbparams.py`` for the inner suite: the driver keywords of a SQLAlchemy URL."""
+    import sqlalchemy as sa
+
+    u = sa.make_url(url)
+    pg = {"host": u.host, "port": u.port or 5432, "user": u.username, "dbname": u.database}
+    my = {"host": u.host, "port": u.port or 3306, "user": u.username, "database": u.database}
+    if u.password:
+        pg["password"] = my["password"] = u.password
+    return f"PG = {pg!r}\nMY = {my!r}\n"
+
+
+def _suite(pytester: pytest.Pytester, files: dict[str, str], url: str = "") -> None:
+    (pytester.path / "barrier.py").write_text(BARRIER)
+    (pytester.path / "dbparams.py").write_text(_params(url) if url else "")
+    for name, text in files.items():
+        (pytester.path / name).write_text(text)
+
+
+def _run(pytester: pytest.Pytester, workers: int, *extra: str) -> pytest.RunResult:
+    return pytester.runpytest_subprocess(
+        "--monitor", "-n", str(workers), "--dist", "each", *extra, timeout=TIMEOUT
+    )
+
+
+# ------------------------------------------------------------- psycopg 3: the issue's case
+
+PSYCOPG_QUEUE = {
+    "conftest.py": """
+import time
+import psycopg
+import pytest
+from barrier import barrier
+from dbparams import PG
+
+@pytest.fixture(scope="session")
+def schema():
+    # A hand-written migration runner: one worker migrates, the others queue on the lock.
+    conn = psycopg.connect(**PG, autocommit=True)
+    barrier("migrate", 4)
+    conn.execute("SELECT pg_advisory_lock(%s)", (4242,))
+    try:
+        time.sleep(1.0)
+        return "migrated"
+    finally:
+        conn.execute("SELECT pg_advisory_unlock(4242)")
+        conn.close()
+""",
+    "test_app.py": """
+def test_app(schema):
+    assert schema == "migrated"
+""",
+}
+
+
+@pytest.mark.postgres
+def test_psycopg_advisory_lock_queue_names_lock_wait_and_holder(
+    pytester: pytest.Pytester, pg_url: str
+) -> None:
+    """The issue's case at the default settings: a session fixture takes
+    ``pg_advisory_lock`` through psycopg 3 while three workers queue behind it."""
+    _suite(pytester, PSYCOPG_QUEUE, pg_url)
+    result = _run(pytester, 4)
+    result.assert_outcomes(passed=4)
+    run = only_run(pytester)
+    state = run.state
+    stats = state.locks[("pg_advisory", "4242")]
+    assert stats.acquisitions == 4
+    assert stats.contended == 3
+    assert 0.8 <= stats.max_wait < 20
+    assert sum(stats.holders.values()) == 4
+    assert not stats.held_by  # every unlock seen
+    connected = run.of(ev.DbConnected)
+    assert {c.w for c in connected} == WORKERS4
+    assert all(c.url.startswith("postgresql://") and "tm_" in c.url for c in connected)
+    waits = [e for e in state.lock_events if e.kind == "pg_advisory" and e.action == "wait"]
+    assert len(waits) == 3
+    for wait in waits:
+        assert wait.fixture == "schema"
+        assert wait.holder is not None
+        assert wait.holder.w in WORKERS4 - {wait.w}
+    # the server said who blocked: pg_blocking_pids' backend pid, mapped to a worker
+    db_waits = [d for d in state.db_waits if d.lock == "pg_advisory:4242"]
+    assert len(db_waits) == 3
+    backends = {(c.backend, c.w) for c in connected}
+    for d in db_waits:
+        assert d.blocked_by is not None
+        assert d.blocked_by.backend is not None
+        assert (d.blocked_by.backend, d.blocked_by.w) in backends
+        assert d.blocked_by.w != d.w
+        assert d.statement.startswith("SELECT pg_advisory_lock")
+    out = result.stdout.str()
+    assert "lock contention:" in out
+    # the fixture line says where its time went: the wait on the lock is named, apart from
+    # the setup work (not counted as setup)
+    (hint,) = [line for line in out.splitlines() if "fixture 'schema' set up 4x" in line]
+    assert "of setup in all, besides " in hint
+    assert hint.endswith("waiting on locks (pg_advisory:4242)")
+
+
+# ------------------------------------------------------------------- psycopg2
+
+PSYCOPG2_XACT = {
+    "test_xact.py": """
+import time
+import psycopg2
+import psycopg2.extras
+from barrier import barrier, WORKER
+from dbparams import PG
+
+def test_xact_lock():
+    conn = psycopg2.connect(**PG)
+    # the user's own cursor class still is what they get
+    cur = conn.cursor(cursor_factory=psycopg2.extras.DictCursor)
+    assert isinstance(cur, psycopg2.extras.DictCursor)
+    if WORKER == "gw0":
+        cur.execute("SELECT pg_advisory_xact_lock(%s)", (99,))
+        barrier("holding", 2)
+        time.sleep(0.8)
+        conn.commit()  # ends the transaction-scoped lock
+    else:
+        barrier("holding", 2)
+        cur.execute("SELECT pg_advisory_xact_lock(99)")
+        conn.rollback()
+    conn.close()
+""",
+}
+
+
+@pytest.mark.postgres
+def test_psycopg2_transaction_lock_waits_and_ends_with_the_transaction(
+    pytester: pytest.Pytester, pg_url: str
+) -> None:
+    _suite(pytester, PSYCOPG2_XACT, pg_url)
+    result = _run(pytester, 2)
+    result.assert_outcomes(passed=2)
+    state = only_run(pytester).state
+    stats = state.locks[("pg_advisory", "99")]
+    assert (stats.acquisitions, stats.contended) == (2, 1)
+    assert stats.waited_on == {"gw0": 1}
+    assert stats.max_wait >= 0.5
+    assert not stats.held_by  # commit and rollback ended both
+    (d,) = [d for d in state.db_waits if d.lock == "pg_advisory:99"]
+    assert d.w == "gw1"
+    assert d.blocked_by is not None
+    assert d.blocked_by.w == "gw0"
+    assert d.blocked_by.backend is not None
+
+
+# ------------------------------------------------------------- psycopg 3: ABBA
+
+PSYCOPG_ABBA = {
+    "test_abba.py": """
+import psycopg
+from barrier import barrier, WORKER
+from dbparams import PG
+
+def test_abba():
+    first, second = (1, 2) if WORKER == "gw0" else (2, 1)
+    with psycopg.connect(**PG, autocommit=True) as conn:
+        conn.execute("SET deadlock_timeout = '3s'")
+        conn.execute(f"SELECT pg_advisory_lock({first})")
+        barrier("both-hold-one", 2)
+        try:
+            conn.execute(f"SELECT pg_advisory_lock({second})")
+        except psycopg.errors.DeadlockDetected:
+            pass
+        conn.execute("SELECT pg_advisory_unlock_all()")
+""",
+}
+
+
+@pytest.mark.postgres
+def test_psycopg_abba_on_advisory_locks_is_a_deadlock(
+    pytester: pytest.Pytester, pg_url: str
+) -> None:
+    _suite(pytester, PSYCOPG_ABBA, pg_url)
+    result = _run(pytester, 2)
+    result.assert_outcomes(passed=2)
+    run = only_run(pytester)
+    (deadlock,) = run.of(ev.Deadlock)
+    assert {(e.w, e.holds, e.waits_for) for e in deadlock.cycle} == {
+        ("gw0", "pg_advisory:1", "pg_advisory:2"),
+        ("gw1", "pg_advisory:2", "pg_advisory:1"),
+    }
+    (failed,) = [e for e in run.of(ev.LockEvent) if e.action == "failed"]
+    assert "deadlock detected" in (failed.error or "")
+    assert deadlock.ts < failed.ts  # seen before PostgreSQL broke it
+    assert "deadlock: gw0 holds pg_advisory:1, waits for pg_advisory:2" in result.stdout.str()
+
+
+# ------------------------------------------------------------------- PyMySQL
+
+PYMYSQL_GET_LOCK = {
+    "test_get_lock.py": """
+import time
+import pymysql
+from barrier import barrier, WORKER
+from dbparams import MY
+
+def test_get_lock():
+    conn = pymysql.connect(**MY)
+    cur = conn.cursor()
+    if WORKER == "gw0":
+        cur.execute("SELECT GET_LOCK('seed', 10)")
+        cur.execute("SELECT GET_LOCK(%s, 10)", ("wait",))
+        barrier("holding", 2)
+        time.sleep(0.8)
+        cur.execute("SELECT RELEASE_LOCK('wait')")
+        barrier("gave-up", 2)
+        cur.execute("SELECT RELEASE_LOCK('seed')")
+    else:
+        barrier("holding", 2)
+        cur.execute("SELECT GET_LOCK(%s, 10)", ("wait",))
+        assert cur.fetchone() == (1,)  # the probe read it; the test still does
+        cur.execute("SELECT RELEASE_LOCK('wait')")
+        cur.execute("SELECT GET_LOCK('seed', 1)")
+        assert cur.fetchone() == (0,)
+        barrier("gave-up", 2)
+    conn.close()
+""",
+}
+
+
+@pytest.mark.mariadb
+def test_pymysql_get_lock_wait_and_timeout(pytester: pytest.Pytester, mariadb_url: str) -> None:
+    _suite(pytester, PYMYSQL_GET_LOCK, mariadb_url)
+    result = _run(pytester, 2)
+    result.assert_outcomes(passed=2)
+    state = only_run(pytester).state
+    wait = state.locks[("mysql_get_lock", "wait")]
+    assert (wait.acquisitions, wait.contended, wait.waited_on) == (2, 1, {"gw0": 1})
+    assert wait.max_wait >= 0.5
+    (d,) = [d for d in state.db_waits if d.lock == "mysql_get_lock:wait"]
+    assert d.w == "gw1"
+    assert d.blocked_by is not None
+    assert d.blocked_by.w == "gw0"  # IS_USED_LOCK's connection id, mapped
+    seed = state.locks[("mysql_get_lock", "seed")]
+    assert seed.holders == {"gw0": 1}
+    assert (seed.failures, seed.timeouts) == (1, 1)
+    (timeout,) = [e for e in state.lock_events if e.action == "failed"]
+    assert (timeout.w, timeout.key, timeout.reason) == ("gw1", "seed", "timeout")
+    assert not seed.held_by
+    assert not wait.held_by
+
+
+# ------------------------------------------------------------------- sqlite3
+
+SQLITE_RUNNER = {
+    "conftest.py": """
+import sqlite3
+import time
+import pytest
+from pathlib import Path
+from barrier import barrier, WORKER
+
+DB = str(Path(__file__).parent / "app.db")
+SCHEMA = "CREATE TABLE IF NOT EXISTS users (id INTEGER PRIMARY KEY)"
+
+@pytest.fixture(scope="session")
+def schema():
+    # A hand-written migration runner, racing: every worker changes the schema of one file.
+    # gw1 waits long enough for the watchdog to see it wait (1 s), the others give up soon
+    conn = sqlite3.connect(DB, timeout=1.0 if WORKER == "gw1" else 0.3)
+    if WORKER == "gw0":
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute(SCHEMA)
+        barrier("locked", 4)
+        time.sleep(1.5)
+        conn.commit()
+        conn.close()
+        return "migrated"
+    barrier("locked", 4)
+    if WORKER == "gw1":  # this one guards its runner with the lock, the others do not
+        with pytest.raises(sqlite3.OperationalError, match="database is locked"):
+            conn.execute("BEGIN IMMEDIATE")
+    else:
+        with pytest.raises(sqlite3.OperationalError, match="database is locked"):
+            conn.execute(SCHEMA)
+    conn.close()
+    return "raced"
+""",
+    "test_app.py": """
+def test_app(schema):
+    assert schema in ("migrated", "raced")
+""",
+}
+
+
+def test_sqlite3_runner_racing_on_one_file_is_database_is_locked(
+    pytester: pytest.Pytester,
+) -> None:
+    """sqlite3 "database is locked" from a hand-written migration runner racing on one
+    file: lock failures with the holder named, and concurrent schema changes flagged."""
+    _suite(pytester, SQLITE_RUNNER)
+    result = _run(pytester, 4)
+    result.assert_outcomes(passed=4)
+    run = only_run(pytester)
+    state = run.state
+    path = str(pytester.path / "app.db")
+    url = f"sqlite:///{path}"
+    stats = state.locks[("sqlite", path)]
+    assert stats.holders == {"gw0": 1}
+    assert stats.failures == 3
+    assert stats.longest_hold >= 0.7
+    assert not stats.held_by  # the commit released it
+    busy = [d for d in state.db_waits if d.error and "database is locked" in d.error]
+    assert {d.w for d in busy} == {"gw1", "gw2", "gw3"}
+    assert all(0.2 <= d.waited < 5 and d.url == url for d in busy)
+    assert {d.statement for d in busy if d.w == "gw1"} == {"BEGIN IMMEDIATE"}
+    assert {d.statement.split(" (")[0] for d in busy if d.w != "gw1"} == {
+        "CREATE TABLE IF NOT EXISTS users"
+    }
+    # the guarded one waited (the watchdog saw it) on gw0's lock
+    (wait,) = [e for e in state.lock_events if e.kind == "sqlite" and e.action == "wait"]
+    assert wait.w == "gw1"
+    assert wait.holder is not None
+    assert wait.holder.w == "gw0"
+    # schema changes: gw0's transaction, and the two unguarded workers' failed attempts
+    changes = [m for m in state.migrations if m.tool == "ddl" and m.action == "end"]
+    assert {m.w for m in changes} == {"gw0", "gw2", "gw3"}
+    assert all(m.url == url and m.to_rev and m.to_rev.startswith("CREATE TABLE") for m in changes)
+    (mine,) = [m for m in changes if m.w == "gw0"]
+    assert mine.error is None
+    assert (mine.duration or 0) >= 0.7  # from the CREATE to the commit
+    assert all("database is locked" in (m.error or "") for m in changes if m.w != "gw0")
+    assert state.migration_races == {url: {"gw0", "gw2", "gw3"}}
+    out = result.stdout.str()
+    assert f"concurrent schema changes: gw0, gw2, gw3 on {url} at once (CREATE TABLE" in out
+
+
+LATE_DRIVER = {
+    "test_late.py": """
+import sys
+
+PROBE = "testmon_live.plugin.probes.dbapi"
+
+def test_1_nothing_loaded_before_a_driver():
+    assert "sqlite3" not in sys.modules
+    assert PROBE not in sys.modules
+
+def test_2_probe_follows_the_import(tmp_path):
+    import sqlite3
+    assert PROBE in sys.modules
+    conn = sqlite3.connect(tmp_path / "late.db")
+    conn.execute("BEGIN EXCLUSIVE")
+    conn.rollback()
+    conn.close()
+""",
+}
+
+
+def test_dbapi_probe_loads_only_with_a_driver(pytester: pytest.Pytester) -> None:
+    _suite(pytester, LATE_DRIVER)
+    result = _run(pytester, 2, "-p", "no:randomly")
+    result.assert_outcomes(passed=4)
+    state = only_run(pytester).state
+    sqlite = [e for e in state.lock_events if e.kind == "sqlite"]
+    assert {(e.w, e.action) for e in sqlite} == {
+        (w, a) for w in ("gw0", "gw1") for a in ("acquired", "released")
+    }
+    assert {e.test for e in sqlite} == {"test_late.py::test_2_probe_follows_the_import"}
+
+
+# ------------------------------------------------------------------- transparency
+
+
+@pytest.fixture
+def recording() -> Iterator[list[ev.Event]]:
+    """The DB-API probe installed on every driver and a reporter recording (in process)."""
+    from testmon_live.plugin.activity import WorkerActivity
+    from testmon_live.plugin.probes import dbapi, locking
+    from testmon_live.plugin.probes.imports import when_imported
+
+    got: list[ev.Event] = []
+    for driver in dbapi.DRIVERS:
+        when_imported(driver, lambda module: dbapi.install_driver(module.__name__, module))
+    locking.activate(locking.LockReporter(got.append, WorkerActivity(0.0)))
+    try:
+        yield got
+    finally:
+        locking.activate(None)
+
+
+@pytest.mark.isolated  # the probe patches the drivers for good
+def test_sqlite3_behaves_as_unpatched(recording: list[ev.Event], tmp_path: Path) -> None:
+    import inspect
+    import sqlite3
+
+    assert sqlite3.connect.__wrapped__ is not None  # type: ignore[attr-defined]
+    assert sqlite3.connect.__name__ == "connect"
+
+    class Mine(sqlite3.Connection):
+        mine = True
+
+    class MyCursor(sqlite3.Cursor):
+        pass
+
+    for factory in (None, Mine):
+        kwargs: dict[str, Any] = {"factory": factory} if factory else {}
+        conn = sqlite3.connect(str(tmp_path / "t.db"), **kwargs)
+        assert isinstance(conn, factory or sqlite3.Connection)
+        assert type(conn).__name__ == (factory or sqlite3.Connection).__name__
+        conn.row_factory = sqlite3.Row
+        with conn:  # the context manager commits through ours
+            conn.execute("CREATE TABLE IF NOT EXISTS t (x INTEGER)")
+            conn.executemany("INSERT INTO t VALUES (?)", [(1,), (2,)])
+        row = conn.execute("SELECT sum(x) AS s FROM t").fetchone()
+        assert row["s"] in (3, 6)
+        assert isinstance(conn.cursor(MyCursor), MyCursor)
+        assert isinstance(conn.cursor(), sqlite3.Cursor)
+        assert list(inspect.signature(type(conn.cursor()).execute).parameters)[:2] == [
+            "self",
+            "sql",
+        ]
+        conn.executescript("BEGIN; INSERT INTO t VALUES (0); COMMIT;")
+        with pytest.raises(sqlite3.OperationalError, match="no such table"):
+            conn.execute("SELECT * FROM missing")
+        conn.close()
+    # positional factory (the 6th argument)
+    conn = sqlite3.connect(str(tmp_path / "p.db"), 5.0, 0, "DEFERRED", True, Mine)
+    assert isinstance(conn, Mine)
+    conn.close()
+    # a failing statement that is no lock and no busy error leaves no lock events
+    assert not [e for e in recording if isinstance(e, (ev.LockEvent, ev.DbWait))]
+
+
+@pytest.mark.isolated
+@pytest.mark.postgres
+def test_psycopg_classes_keep_their_identity(recording: list[ev.Event]) -> None:
+    import inspect
+
+    import psycopg
+    import sqlalchemy as sa
+
+    from .conftest import POSTGRES_URL
+
+    assert psycopg.Cursor.execute.__name__ == "execute"
+    assert inspect.signature(psycopg.Cursor.execute) == inspect.signature(
+        psycopg.Cursor.execute.__wrapped__  # type: ignore[attr-defined]
+    )
+    u = sa.make_url(POSTGRES_URL)
+    with psycopg.connect(
+        host=u.host, port=u.port or 5432, user=u.username, dbname=u.database
+    ) as conn:
+        with conn.transaction():
+            got = conn.execute("SELECT pg_try_advisory_xact_lock(%s)", (5,)).fetchone()
+            assert got == (True,)
+        # the transaction block's end released it
+        assert conn.execute(psycopg.sql.SQL("SELECT {}").format(1)).fetchone() == (1,)
+        with conn.cursor(row_factory=psycopg.rows.dict_row) as cur:
+            assert cur.execute(b"SELECT 2 AS two").fetchone() == {"two": 2}
+    locks = [(e.action, e.key) for e in recording if isinstance(e, ev.LockEvent)]
+    assert locks == [("acquired", "5"), ("released", "5")]
+    (connected,) = [e for e in recording if isinstance(e, ev.DbConnected)]
+    assert connected.backend > 0
+    assert "psycopg" in sys.modules
+
+
+FAILING_STATEMENTS = {
+    "store.py": """
+import sqlite3
+
+def query(path, sql):
+    conn = sqlite3.connect(path)
+    return conn.execute(sql)
+
+def bulk(path, sql, rows):
+    conn = sqlite3.connect(path)
+    return conn.cursor().executemany(sql, rows)
+""",
+    "test_fail.py": """
+from store import bulk, query
+
+def test_missing_table(tmp_path):
+    query(tmp_path / "f.db", "SELECT * FROM missing")
+
+def test_missing_table_through_a_cursor(tmp_path):
+    bulk(tmp_path / "f.db", "INSERT INTO missing VALUES (?)", [(1,)])
+""",
+}
+
+
+def test_a_failing_statement_keeps_its_failure_text(pytester: pytest.Pytester) -> None:
+    """The wrappers sit between the test and the driver: its traceback must not show them."""
+    _suite(pytester, FAILING_STATEMENTS)
+
+    def failures(*extra: str) -> list[str]:
+        result = pytester.runpytest_subprocess("-p", "no:randomly", *extra, timeout=TIMEOUT)
+        result.assert_outcomes(failed=2)
+        lines = result.stdout.lines
+        start = next(i for i, line in enumerate(lines) if "FAILURES" in line)
+        end = next(
+            i
+            for i, line in enumerate(lines)
+            if i > start and ("short test summary" in line or "- testmon-live -" in line)
+        )
+        assert end > start + 10  # the failures' text is there
+        return [re.sub(r"runpytest-\d+", "runpytest-N", line) for line in lines[start:end]]
+
+    plain = failures()
+    monitored = failures("--monitor")
+    assert plain == monitored
+    assert not [line for line in monitored if "testmon_live" in line or "dbapi.py" in line]
+
+
+SA_LISTENERS_CLEARED = {
+    "conftest.py": """
+import time
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.pool import Pool
+from barrier import barrier
+from dbparams import PG
+
+# What SQLAlchemy's own pool tests do: every listener of the Pool class goes.
+Pool.dispatch._clear()
+
+URL = sa.URL.create("postgresql+psycopg", username=PG["user"], password=PG.get("password"),
+                    host=PG["host"], port=PG["port"], database=PG["dbname"])
+
+@pytest.fixture(scope="session")
+def schema():
+    engine = sa.create_engine(URL)
+    barrier("migrate", 2)
+    with engine.connect() as conn:
+        conn.execute(sa.text("SELECT pg_advisory_lock(4343)"))
+        time.sleep(0.8)
+        conn.execute(sa.text("SELECT pg_advisory_unlock(4343)"))
+        conn.commit()
+    engine.dispose()
+    return "ok"
+""",
+    "test_app.py": """
+def test_app(schema):
+    assert schema == "ok"
+""",
+}
+
+
+@pytest.mark.postgres
+def test_a_suite_that_clears_pool_listeners_keeps_the_blocker_named(
+    pytester: pytest.Pytester, pg_url: str
+) -> None:
+    """SQLAlchemy's pool tests remove every listener of the Pool class: the connections'
+    server ids come from the driver itself, so the blocking worker is still named."""
+    _suite(pytester, SA_LISTENERS_CLEARED, pg_url)
+    result = _run(pytester, 2)
+    result.assert_outcomes(passed=2)
+    run = only_run(pytester)
+    assert {c.w for c in run.of(ev.DbConnected)} == {"gw0", "gw1"}
+    state = run.state
+    stats = state.locks[("pg_advisory", "4343")]
+    assert (stats.acquisitions, stats.contended) == (2, 1)  # once each: no double events
+    (d,) = [d for d in state.db_waits if d.lock == "pg_advisory:4343"]
+    assert d.blocked_by is not None
+    assert d.blocked_by.backend is not None
+    assert d.blocked_by.w in {"gw0", "gw1"} - {d.w}
