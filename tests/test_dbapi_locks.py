@@ -103,17 +103,19 @@ def test_psycopg_advisory_lock_queue_names_lock_wait_and_holder(
     assert len(waits) == 3
     for wait in waits:
         assert wait.fixture == "schema"
-        assert wait.holder is not None
-        assert wait.holder.w in WORKERS4 - {wait.w}
+        holder = state.holder(wait)  # as the fold named it (it never edits events)
+        assert holder is not None
+        assert holder.w in WORKERS4 - {wait.w}
     # the server said who blocked: pg_blocking_pids' backend pid, mapped to a worker
     db_waits = [d for d in state.db_waits if d.lock == "pg_advisory:4242"]
     assert len(db_waits) == 3
     backends = {(c.backend, c.w) for c in connected}
     for d in db_waits:
-        assert d.blocked_by is not None
-        assert d.blocked_by.backend is not None
-        assert (d.blocked_by.backend, d.blocked_by.w) in backends
-        assert d.blocked_by.w != d.w
+        blocked_by = state.blocked_by(d)
+        assert blocked_by is not None
+        assert blocked_by.backend is not None
+        assert (blocked_by.backend, blocked_by.w) in backends
+        assert blocked_by.w != d.w
         assert d.statement.startswith("SELECT pg_advisory_lock")
     out = result.stdout.str()
     assert "lock contention:" in out
@@ -168,9 +170,10 @@ def test_psycopg2_transaction_lock_waits_and_ends_with_the_transaction(
     assert not stats.held_by  # commit and rollback ended both
     (d,) = [d for d in state.db_waits if d.lock == "pg_advisory:99"]
     assert d.w == "gw1"
-    assert d.blocked_by is not None
-    assert d.blocked_by.w == "gw0"
-    assert d.blocked_by.backend is not None
+    blocked_by = state.blocked_by(d)
+    assert blocked_by is not None
+    assert blocked_by.w == "gw0"
+    assert blocked_by.backend is not None
 
 
 # ------------------------------------------------------------- psycopg 3: ABBA
@@ -259,8 +262,9 @@ def test_pymysql_get_lock_wait_and_timeout(pytester: pytest.Pytester, mariadb_ur
     assert wait.max_wait >= 0.5
     (d,) = [d for d in state.db_waits if d.lock == "mysql_get_lock:wait"]
     assert d.w == "gw1"
-    assert d.blocked_by is not None
-    assert d.blocked_by.w == "gw0"  # IS_USED_LOCK's connection id, mapped
+    blocked_by = state.blocked_by(d)
+    assert blocked_by is not None
+    assert blocked_by.w == "gw0"  # IS_USED_LOCK's connection id, mapped
     seed = state.locks[("mysql_get_lock", "seed")]
     assert seed.holders == {"gw0": 1}
     assert (seed.failures, seed.timeouts) == (1, 1)
@@ -340,8 +344,9 @@ def test_sqlite3_runner_racing_on_one_file_is_database_is_locked(
     # the guarded one waited (the watchdog saw it) on gw0's lock
     (wait,) = [e for e in state.lock_events if e.kind == "sqlite" and e.action == "wait"]
     assert wait.w == "gw1"
-    assert wait.holder is not None
-    assert wait.holder.w == "gw0"
+    holder = state.holder(wait)  # the fold names it beside the event, never in it
+    assert holder is not None
+    assert holder.w == "gw0"
     # schema changes: gw0's transaction, and the two unguarded workers' failed attempts
     changes = [m for m in state.migrations if m.tool == "ddl" and m.action == "end"]
     assert {m.w for m in changes} == {"gw0", "gw2", "gw3"}
@@ -579,6 +584,7 @@ def test_a_suite_that_clears_pool_listeners_keeps_the_blocker_named(
     stats = state.locks[("pg_advisory", "4343")]
     assert (stats.acquisitions, stats.contended) == (2, 1)  # once each: no double events
     (d,) = [d for d in state.db_waits if d.lock == "pg_advisory:4343"]
-    assert d.blocked_by is not None
-    assert d.blocked_by.backend is not None
-    assert d.blocked_by.w in {"gw0", "gw1"} - {d.w}
+    blocked_by = state.blocked_by(d)
+    assert blocked_by is not None
+    assert blocked_by.backend is not None
+    assert blocked_by.w in {"gw0", "gw1"} - {d.w}
