@@ -24,9 +24,11 @@ from pathlib import Path
 import msgspec
 
 from . import events as ev
+from .findings import FIX
 from .guard import REAL
 from .state import RunState, StallRecord, WorkerView, worker_order
 from .summary import _dur as duration
+from .summary import race_line
 from .words import death_words, exit_words
 
 PREFIX = "[testmon-live]"
@@ -133,6 +135,7 @@ class Watch:
         self._deadlocks = 0
         self._unresponsive = 0
         self._races: dict[str, int] = {}
+        self._setup_races: dict[tuple[str, str, str], int] = {}
         self._dead: set[str] = set()
         self._slow_seen: dict[tuple[str, str, float], float] = {}
         """(worker, test, its start) -> the threshold last reported for it."""
@@ -167,6 +170,8 @@ class Watch:
         if len(state.deadlocks) > self._deadlocks:
             out.extend(self._deadlock(d) for d in state.deadlocks[self._deadlocks :])
             self._deadlocks = len(state.deadlocks)
+        if state.setup_races:
+            out.extend(self._setup_races_in(state))
         if state.migration_races:
             out.extend(self._races_in(state))
         if state.containers:
@@ -227,6 +232,26 @@ class Watch:
             "DEADLOCK " + ("; ".join(parts) or deadlock.text),
             self._test_where(tests[0] if tests else None),
         )
+
+    def _setup_races_in(self, state: RunState) -> list[Alert]:
+        out = []
+        for key, race in state.setup_races.items():
+            seen = len(race.workers) + len(race.failed)
+            if seen <= self._setup_races.get(key, 0):
+                continue
+            self._setup_races[key] = seen
+            for url in state.races_said_as_setup():  # said here: not again as a migration race
+                self._races[url] = len(state.migration_races[url])
+            failed = next(iter(race.failed), None)
+            out.append(
+                Alert(
+                    "RACE",
+                    f"race setup {race.fixture}",
+                    f"RACE {race_line(race)} ({FIX})",
+                    self._test_where(race.tests.get(failed) if failed else None),
+                )
+            )
+        return out
 
     def _races_in(self, state: RunState) -> list[Alert]:
         out = []

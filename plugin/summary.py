@@ -6,7 +6,10 @@ import os
 from pathlib import Path
 
 from . import events as ev
-from .state import RunState, StallRecord, lock_label, worker_order
+from . import findings
+from .dburl import display_url
+from .findings import FIX, dur, race_parts, setup_words, tail_parts
+from .state import RunState, SetupRace, StallRecord, lock_label, worker_order
 from .words import death_words, exit_words
 
 STALLS_SHOWN = 10
@@ -27,10 +30,7 @@ def _count(n: int, word: str) -> str:
     return f"{n} {word if n == 1 else _PLURALS.get(word, word)}"
 
 
-def _dur(seconds: float) -> str:
-    if seconds >= 120:
-        return f"{seconds / 60:.1f} min"
-    return f"{seconds:.2f}s" if seconds < 10 else f"{seconds:.1f}s"
+_dur = dur
 
 
 def _rel(path: Path) -> str:
@@ -40,22 +40,17 @@ def _rel(path: Path) -> str:
         return str(path)
 
 
-def _lock_share(state: RunState, fixture: str) -> str:
-    """What of a fixture's setup time was waiting on locks (the cause, not the repetition)."""
-    waits = state.fixture_lock_waits.get(fixture)
-    if not waits:
-        return ""
-    label = max(waits, key=waits.__getitem__)
-    return f", {_dur(sum(waits.values()))} of it waiting on {label}"
-
-
 def _race_line(state: RunState, url: str, racing: set[str], names: str) -> str:
     """Racing migrations; schema changes of hand-written runners with their statements."""
     spans = [m for m in state.migrations if m.url == url and m.w in racing and m.action == "end"]
     if not spans or any(m.tool != "ddl" for m in spans):
-        return f"concurrent migrations: {names} migrated {url or 'one database'} at once"
+        where = display_url(url) or "one database"
+        return f"concurrent migrations: {names} migrated {where} at once"
     statements = sorted({m.to_rev for m in spans if m.to_rev})
-    return f"concurrent schema changes: {names} on {url} at once ({'; '.join(statements[:3])})"
+    return (
+        f"concurrent schema changes: {names} on {display_url(url)} at once "
+        f"({'; '.join(statements[:3])})"
+    )
 
 
 def _test_database_lines(state: RunState) -> list[str]:
@@ -106,12 +101,14 @@ def summary_lines(state: RunState, log: Path, problems: list[str], verbosity: in
         for test in slowest
         if test.duration >= 0.1
     )
-    lines.extend(
-        f"{fx.scope} fixture {fx.name!r} set up {fx.count}x on {len(fx.workers)} workers, "
-        f"{_dur(fx.setup_total)} in all{_lock_share(state, fx.name)}"
-        for fx in state.fixtures_by_cost()[:3]
-        if fx.costly_duplicate
-    )
+    for fx in state.fixtures_by_cost()[:3]:
+        if not fx.costly_duplicate or (fx.name, fx.scope, fx.baseid) in state.setup_races:
+            continue  # a racing setup is said below
+        story = state.setup_story((fx.name, fx.scope, fx.baseid), fx.setup_total)
+        lines.append(setup_words(fx.scope, fx.name, fx.count, len(fx.workers), story))
+    for race in state.setup_races.values():
+        lines.append(f"racing setup: {race_line(race)}")
+        lines.append(f"  {FIX}")
     for crash in state.crashes:
         how = exit_words(crash)
         view = state.workers.get(crash.w)
@@ -123,17 +120,21 @@ def summary_lines(state: RunState, log: Path, problems: list[str], verbosity: in
     if len(state.deadlocks) > 3:
         lines.append(f"deadlocks: {len(state.deadlocks) - 3} more (see the report)")
     contended = sorted(
-        (s for s in state.locks.values() if s.contended), key=lambda s: s.total_wait, reverse=True
+        (s for s in state.locks.values() if s.waits), key=lambda s: s.total_wait, reverse=True
     )
     if contended:
         top = contended[0]
+        waits = sum(s.waits for s in contended)
         lines.append(
             f"lock contention: {len(contended)} lock{'s' if len(contended) != 1 else ''} waited "
-            f"on, {_dur(sum(s.total_wait for s in contended))} in all; most: "
-            f"{lock_label(top.kind, top.key)} "
-            f"({_count(top.contended, 'wait')}, {_dur(top.total_wait)})"
+            f"on, {_count(waits, 'wait')}, {_dur(sum(s.total_wait for s in contended))} in all; "
+            f"most: {lock_label(top.kind, top.key)} "
+            f"({_count(top.waits, 'wait')}, {_dur(top.total_wait)})"
         )
+    raced = state.races_said_as_setup()
     for url, racing in state.migration_races.items():
+        if url in raced:
+            continue  # said with the racing setup
         names = ", ".join(sorted(racing, key=worker_order))
         lines.append(_race_line(state, url, racing, names))
     lines.extend(_test_database_lines(state))
@@ -146,6 +147,9 @@ def summary_lines(state: RunState, log: Path, problems: list[str], verbosity: in
         lines.extend(stall_lines(record))
     if len(records) > len(shown):
         lines.append(f"  ... {len(records) - len(shown)} more (-v lists them all)")
+    tail = state.tail()
+    if tail is not None:
+        lines.append("tail: " + "; ".join(tail_parts(tail)))
     dropped = state.dropped_total()
     if dropped:
         lines.append(f"dropped events: {dropped} (the log says which kinds)")
@@ -157,6 +161,11 @@ def summary_lines(state: RunState, log: Path, problems: list[str], verbosity: in
     else:  # someone deleted it (or all of .testmon) while the run wrote it
         lines.append(f"no log to open: {_rel(log)} was deleted during the run")
     return lines
+
+
+def race_line(race: SetupRace) -> str:
+    """A racing setup in the terminal's words (the summary's line, the live notice's)."""
+    return findings.race_line(race_parts(race))
 
 
 def container_lines(state: RunState) -> list[str]:

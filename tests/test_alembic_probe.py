@@ -149,12 +149,8 @@ def test_alembic_offline_sql_opens_no_database(pytester: pytest.Pytester) -> Non
     pytester.makepyfile(test_offline=OFFLINE)
     result = pytester.runpytest_subprocess("--monitor", "-n", "2", timeout=TIMEOUT)
     assert result.ret == 0, result.stdout.str()
-    ends = [
-        (m.tool, m.op, m.url, m.from_rev, m.to_rev)
-        for m in only_run(pytester).of(ev.Migration)
-        if m.action == "end"
-    ]
-    assert ends == [("alembic", "upgrade", "", None, "0002")]
+    # Writing SQL to a file migrates no database: no migration is recorded.
+    assert only_run(pytester).of(ev.Migration) == []
 
 
 SHARED_CONNECTION = """

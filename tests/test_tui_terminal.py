@@ -189,7 +189,7 @@ def test_demo_headless_prints_the_report(tmp_path: Path) -> None:
     assert "64 tests: 1 failed, 61 passed, 1 skipped, 1 xfailed" in report, report
     assert "4 workers" in report
     assert "test_reports.py::test_quarterly_report" in report
-    assert "database (session scope) set up once per worker: 4x on 4 workers" in report
+    assert "session fixture 'database' set up 4x on 4 workers" in report
     assert (copy / ".testmon" / "demo-output.txt").read_text().count("FAILED") == 1
 
 

@@ -29,8 +29,8 @@ from typing import Any
 
 from .. import events as ev
 from ..clock import now
+from ..dburl import display_url
 from ..guard import REAL, exc_text, repr_of, text_of
-from ..redact import redact_url
 from . import dblocks, locking
 from .dbapi import dbapi_url, monitor_for, outer_connecting
 from .imports import when_imported
@@ -68,7 +68,7 @@ def _describe(context: Any, cursor: Any) -> dblocks.Target:
     database = ""
     try:
         url = conn.engine.url  # type: ignore[union-attr]
-        shown = redact_url(url.render_as_string(hide_password=True))
+        shown = display_url(url.render_as_string(hide_password=True))
         if dialect == "sqlite":
             database = str(url.database or ":memory:")
     except AttributeError:
@@ -281,7 +281,7 @@ def _patch_sqlalchemy(module: ModuleType) -> None:
 def _bind_url(bind: Any) -> str:
     engine = getattr(bind, "engine", bind)
     try:
-        return redact_url(engine.url.render_as_string(hide_password=True))
+        return display_url(engine.url.render_as_string(hide_password=True))
     except AttributeError:
         return ""
 
@@ -370,11 +370,11 @@ def _wrap_run_migrations(original: Callable[..., Any]) -> Callable[..., Any]:
         reporter = locking._current
         work = getattr(self, "_migrations_fn", None)
         op = _ALEMBIC_OPS.get(getattr(work, "__name__", ""))
-        if reporter is None or op is None or id(self) in _alembic_runs:
-            return original(self, **kw)
-        # Offline (--sql) mode writes SQL and touches no database: no URL to race on.
+        # Offline (--sql) mode writes SQL and touches no database: it is no migration.
         offline = bool(getattr(self, "as_sql", False))
-        url = "" if offline else _bind_url(getattr(self, "connection", None))
+        if reporter is None or op is None or offline or id(self) in _alembic_runs:
+            return original(self, **kw)
+        url = _bind_url(getattr(self, "connection", None))
         span = MigrationSpan(reporter, "alembic", op, url, None, _alembic_target(self))
         _alembic_runs[id(self)] = (span, None)
         try:

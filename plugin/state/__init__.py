@@ -9,16 +9,19 @@ reports fold a log, the dashboard folds live or replayed streams: all through
 
 :class:`RunState` (:mod:`.fold`: the run, its tests, fixtures, stalls and notices) is made
 of parts that fold one kind of event each: :mod:`.workers` (the workers, the base of the
-others), :mod:`.locks` (locks, database waits, migrations, deadlocks) and
-:mod:`.containers`. The names other modules use are importable from here.
+others), :mod:`.locks` (locks, database waits, migrations, deadlocks), :mod:`.setups` (what
+each worker's setup of a wide fixture did, and races between them) and :mod:`.containers`.
+The names other modules use are importable from here.
 """
 
 from .containers import ContainerView, ImageStats
-from .fold import DUPLICATE_WORTH, SLOWEST_KEPT, FixtureStats, RunState, fold
-from .locks import LockStats, lock_label
+from .fold import DUPLICATE_WORTH, SLOWEST_KEPT, FixtureStats, RunState, Tail, fold
+from .locks import CLOCK_SLACK, LockStats, LockWait, lock_label
+from .setups import Resource, SetupRace, SetupRecord, SetupStory
 from .workers import WORKER_STATES, Spell, StallRecord, WorkerView, worker_order
 
 __all__ = [
+    "CLOCK_SLACK",
     "DUPLICATE_WORTH",
     "SLOWEST_KEPT",
     "WORKER_STATES",
@@ -26,9 +29,15 @@ __all__ = [
     "FixtureStats",
     "ImageStats",
     "LockStats",
+    "LockWait",
+    "Resource",
     "RunState",
+    "SetupRace",
+    "SetupRecord",
+    "SetupStory",
     "Spell",
     "StallRecord",
+    "Tail",
     "WorkerView",
     "fold",
     "lock_label",

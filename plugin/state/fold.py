@@ -20,7 +20,8 @@ from testmon_live.plugin import events as ev
 from testmon_live.plugin.runlog import SkippedLines
 
 from .containers import ContainerFold
-from .locks import LockFold
+from .locks import CLOCK_SLACK, LockFold, lock_label
+from .setups import SetupFold
 from .workers import Spell, StallRecord, WorkerView, worker_order
 
 SLOWEST_KEPT = 50
@@ -54,7 +55,36 @@ class FixtureStats(msgspec.Struct):
         return self.duplicated and self.setup_total >= DUPLICATE_WORTH
 
 
-class RunState(LockFold, ContainerFold):
+TAIL_WORTH = 1.0
+"""Seconds one worker must have run alone at the end for the tail to be worth a word."""
+TAIL_SHARE = 0.15
+"""... and the share of the workers' time (workers x wall) idled meanwhile."""
+
+
+class Tail(msgspec.Struct, frozen=True):
+    """The end of a run that ran below full width: see :meth:`RunState.tail`."""
+
+    below: float
+    """Seconds from the first worker running out of tests to the last test's end."""
+    alone: float
+    """Seconds the last worker ran alone at the end."""
+    worker: str
+    test: str | None
+    """The test it ran alone (None: several short ones)."""
+    test_duration: float | None
+    test_began: float | None
+    """Seconds after the run's start that test began."""
+    idle: float
+    """Worker-seconds the other workers idled from their last test to the end."""
+    idle_workers: list[str]
+    wall: float
+    estimate: float | None
+    """The wall time had that test started first (an estimate: the other tests spread
+    over the workers meanwhile, max(its duration, test time / workers), plus the run's
+    time outside tests); None when it would not have been shorter."""
+
+
+class RunState(LockFold, SetupFold, ContainerFold):
     """Everything known of one run, folded event by event."""
 
     def __init__(self, detail: bool = True) -> None:
@@ -104,9 +134,9 @@ class RunState(LockFold, ContainerFold):
             ev.Stall: self._stall,
             ev.StallEnded: self._stall_ended,
             ev.Unresponsive: self._unresponsive,
-            ev.LockEvent: self._lock,
-            ev.DbWait: self._db_wait,
-            ev.Migration: self._migration,
+            ev.LockEvent: self._lock_event,
+            ev.DbWait: self._db_wait_event,
+            ev.Migration: self._migration_event,
             ev.Deadlock: self._deadlock,
             ev.DbConnected: self._db_connected,
             ev.ContainerEvent: self._container,
@@ -216,6 +246,18 @@ class RunState(LockFold, ContainerFold):
         view.busy += e.duration
         if not e.crashed:
             view.last_test = e.nodeid
+        # For the tail (a few comparisons: this runs for every test in the controller).
+        ts = e.ts
+        duration = e.duration
+        if ts >= view.last_test_end:
+            view.last_test_end = ts
+            view.last_test_duration = duration
+        if duration > view.longest_duration:
+            view.longest_duration = duration
+            view.longest_test = e.nodeid
+            view.longest_end = ts
+        if not view.first_test_start:
+            view.first_test_start = ts - duration
         if e.outcome in ev.FAILING:
             view.failures += 1
             if self.detail or len(self.failures) < FAILURES_KEPT:
@@ -293,8 +335,24 @@ class RunState(LockFold, ContainerFold):
         stats.workers.add(view.id)
         if e.error:
             stats.errors += 1
+        self._setup_done(e)
         if self.detail:
             self.fixture_events.append(e)
+
+    def _lock_event(self, e: ev.LockEvent) -> None:
+        holder = self._lock(e)
+        if e.fixture:
+            self._setup_lock(e, lock_label(e.kind, e.key), holder)
+
+    def _db_wait_event(self, e: ev.DbWait) -> None:
+        self._db_wait(e)
+        if e.fixture:
+            self._setup_database(e.w, e.fixture, e.url)
+
+    def _migration_event(self, e: ev.Migration) -> None:
+        self._migration(e)
+        if e.fixture:
+            self._setup_database(e.w, e.fixture, e.url)
 
     def _fixture_teardown(self, e: ev.FixtureTeardown) -> None:
         self._seen(e)
@@ -450,6 +508,68 @@ class RunState(LockFold, ContainerFold):
         if wall <= 0:
             return 0.0
         return min(1.0, self.test_time / (self.slots() * wall))
+
+    def tail(self) -> Tail | None:
+        """How the finished run ended: below full width while the last workers finished,
+        one worker alone at the end (and the test it ran), the idle worker-seconds, and
+        an estimate of the wall time had that test started first. None while the run
+        goes on, with fewer than two workers, or when the end was not worth a word."""
+        if self.end is None:
+            return None
+        views = sorted(
+            (w for w in self.workers.values() if w.last_test_end),
+            key=lambda w: (w.last_test_end, worker_order(w.id)),
+        )
+        if len(views) < 2:
+            return None
+        last = views[-1]
+        end = last.last_test_end
+        below = end - views[0].last_test_end
+        alone = end - views[-2].last_test_end
+        idle = sum(end - v.last_test_end for v in views)
+        wall = self.wall()
+        if alone < TAIL_WORTH or idle < TAIL_SHARE * len(views) * wall:
+            return None
+        # The test that held the end: the last worker's longest, if it ran below full width
+        # (a straggler followed by a few short tests), else its last if that spans the end.
+        test: str | None = None
+        duration = 0.0
+        if last.longest_test is not None and last.longest_end > end - below + CLOCK_SLACK:
+            test, duration = last.longest_test, last.longest_duration
+            began = last.longest_end - duration
+        else:
+            test, duration = last.last_test, last.last_test_duration
+            began = end - duration
+            if began > end - alone + CLOCK_SLACK:
+                test = None  # several short tests, none of them the cause
+        estimate = None
+        if test is not None:
+            first = min(v.first_test_start for v in views)
+            overhead = max(0.0, wall - (end - first))
+            spread = max(duration, self.test_time / len(views))
+            if overhead + spread < wall * 0.9:
+                estimate = overhead + spread
+        return Tail(
+            below=below,
+            alone=alone,
+            worker=last.id,
+            test=test,
+            test_duration=duration if test is not None else None,
+            test_began=began - self.started if test is not None else None,
+            idle=idle,
+            idle_workers=sorted((v.id for v in views[:-1]), key=worker_order),
+            wall=wall,
+            estimate=estimate,
+        )
+
+    def races_said_as_setup(self) -> set[str]:
+        """URLs of migration races that a racing setup already names (said there)."""
+        return {
+            url
+            for url in self.migration_races
+            for race in self.setup_races.values()
+            if any(r.names(url) for r in race.resources)
+        }
 
     def slowest(self, n: int = 10) -> list[ev.TestFinished]:
         if self.detail:

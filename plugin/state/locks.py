@@ -12,12 +12,14 @@ found no better one).
 
 from __future__ import annotations
 
+import heapq
 from collections import Counter, deque
 from typing import Any
 
 import msgspec
 
 from testmon_live.plugin import events as ev
+from testmon_live.plugin.dburl import is_private
 
 from .workers import WorkerFold, worker_order
 
@@ -54,6 +56,32 @@ class LockStats(msgspec.Struct):
     watchdog reports database waits after a moment) still finds who held the lock then."""
     last_contended: dict[str, ev.LockEvent] = msgspec.field(default_factory=dict)
     """worker -> its latest acquisition that had to wait."""
+    waits: int = 0
+    """Every wait that ended: granted (``contended``) or not (timed out, failed)."""
+    held_for: dict[str, float] = msgspec.field(default_factory=dict)
+    """worker -> seconds it held the lock in all."""
+
+
+class LockWait(msgspec.Struct, frozen=True):
+    """One wait on a lock, granted or not, and who kept the waiter waiting."""
+
+    w: str
+    lock: str
+    """The lock's label (:func:`lock_label`)."""
+    waited: float
+    outcome: str
+    """``acquired``, ``timeout`` or ``failed``."""
+    ts: float
+    test: str | None = None
+    fixture: str | None = None
+    holder: str | None = None
+    """The worker that held the lock meanwhile, when known."""
+    holder_test: str | None = None
+    holder_fixture: str | None = None
+
+
+WAITS_KEPT = 50
+"""Longest waits the fold keeps (the report shows at most this many)."""
 
 
 def lock_label(kind: str, key: str) -> str:
@@ -94,8 +122,6 @@ class LockFold(WorkerFold):
         self.locks: dict[tuple[str, str], LockStats] = {}
         self.lock_events: list[ev.LockEvent] = []
         self.db_waits: list[ev.DbWait] = []
-        self.fixture_lock_waits: dict[str, dict[str, float]] = {}
-        """Fixture name -> lock label -> seconds its setups waited on that lock."""
         self.migrations: list[ev.Migration] = []
         self.deadlocks: list[ev.Deadlock] = []
         self.deadlock_keys: set[tuple[tuple[str, str], ...]] = set()
@@ -109,6 +135,10 @@ class LockFold(WorkerFold):
         self.lock_graph_changed = False
         """Set by lock and wait events; the hub clears it when it looks for deadlocks."""
         self._holders = Attributions()
+        self.lock_waits: list[tuple[float, int, LockWait]] = []
+        """The :data:`WAITS_KEPT` longest waits (a heap: (waited, order, wait))."""
+        self.lock_wait_count = 0
+        """Every wait that ended, on any lock."""
 
     def holder(self, e: ev.LockEvent) -> ev.Holder | None:
         """Who held the lock ``e`` (a wait or a contended acquisition) waited for: as the
@@ -120,7 +150,43 @@ class LockFold(WorkerFold):
         event says."""
         return self._holders.get(e) or e.blocked_by
 
-    def _lock(self, e: ev.LockEvent) -> None:
+    def longest_waits(self, n: int = WAITS_KEPT) -> list[LockWait]:
+        """The ``n`` longest waits, longest first."""
+        return [w for _t, _n, w in heapq.nlargest(n, self.lock_waits)]
+
+    def _wait_ended(
+        self, stats: LockStats, e: ev.LockEvent, waited: float, holder: ev.Holder | None
+    ) -> None:
+        stats.waits += 1
+        stats.total_wait += waited
+        if waited > stats.max_wait:
+            stats.max_wait = waited
+        self.lock_wait_count += 1
+        if e.action == "acquired":
+            outcome = "acquired"
+        else:
+            outcome = "timeout" if e.reason == "timeout" else "failed"
+        known = holder is not None and holder.w and holder.w != e.w
+        wait = LockWait(
+            w=e.w,
+            lock=lock_label(e.kind, e.key),
+            waited=waited,
+            outcome=outcome,
+            ts=e.ts,
+            test=e.test,
+            fixture=e.fixture,
+            holder=holder.w if known and holder is not None else None,
+            holder_test=holder.test if known and holder is not None else None,
+            holder_fixture=holder.fixture if known and holder is not None else None,
+        )
+        item = (waited, self.lock_wait_count, wait)
+        if len(self.lock_waits) < WAITS_KEPT:
+            heapq.heappush(self.lock_waits, item)
+        elif waited > self.lock_waits[0][0]:
+            heapq.heapreplace(self.lock_waits, item)
+
+    def _lock(self, e: ev.LockEvent) -> ev.Holder | None:
+        """Fold a lock event; returns who held the lock while ``e``'s wait lasted."""
         self._seen(e)
         key = (e.kind, e.key)
         stats = self.locks.get(key)
@@ -128,6 +194,7 @@ class LockFold(WorkerFold):
             stats = self.locks[key] = LockStats(e.kind, e.key)
         lid = f"{e.w}/{e.lock_id}"  # lock ids are per worker
         action = e.action
+        held_by: ev.Holder | None = None
         if action == "wait":
             self._attribute_wait(stats, e)
             stats.waiting[lid] = e
@@ -138,9 +205,6 @@ class LockFold(WorkerFold):
             waited = e.waited or 0.0
             if waited > 0.0:
                 stats.contended += 1
-                stats.total_wait += waited
-                if waited > stats.max_wait:
-                    stats.max_wait = waited
                 holder = self.holder(e)
                 if holder is not None and not holder.w and holder.backend is not None:
                     mapped = self._backend_worker(holder.backend)
@@ -157,8 +221,8 @@ class LockFold(WorkerFold):
                 if not self.detail:  # the one it replaces is not asked about any more
                     self._holders.forget(stats.last_contended.get(e.w))
                 stats.last_contended[e.w] = e
-                if e.fixture:
-                    self._fixture_waited(e, waited)
+                self._wait_ended(stats, e, waited, holder)
+            held_by = self.holder(e)
             if not self.detail:
                 self._holders.forget(wait)
             stats.holders[e.w] += 1
@@ -173,31 +237,28 @@ class LockFold(WorkerFold):
             acquisition = stats.held_by.pop(lid, None)
             if acquisition is not None:
                 stats.recent.append((acquisition, e.ts))
-            if e.held is not None and e.held > stats.longest_hold:
-                stats.longest_hold = e.held
+            if e.held is not None:
+                stats.held_for[e.w] = stats.held_for.get(e.w, 0.0) + e.held
+                if e.held > stats.longest_hold:
+                    stats.longest_hold = e.held
         else:
             wait = stats.waiting.pop(lid, None)
-            if not self.detail:
-                self._holders.forget(wait)
             stats.failures += 1
             if e.reason == "refused":
                 stats.refused += 1
-            elif e.reason == "timeout":
-                stats.timeouts += 1
+            else:
+                if e.reason == "timeout":
+                    stats.timeouts += 1
                 waited = e.waited or 0.0
-                if e.fixture:
-                    self._fixture_waited(e, waited)
-                stats.total_wait += waited
-                if waited > stats.max_wait:
-                    stats.max_wait = waited
+                if waited > 0.0:
+                    # Every wait counts, granted or not: a wait that gave up cost its time.
+                    held_by = self.holder(wait) if wait is not None else None
+                    self._wait_ended(stats, e, waited, held_by)
+            if not self.detail:
+                self._holders.forget(wait)
         if self.detail:
             self.lock_events.append(e)
-
-    def _fixture_waited(self, e: ev.LockEvent, waited: float) -> None:
-        assert e.fixture is not None
-        waits = self.fixture_lock_waits.setdefault(e.fixture, {})
-        label = lock_label(e.kind, e.key)
-        waits[label] = waits.get(label, 0.0) + waited
+        return held_by
 
     def _attribute_wait(self, stats: LockStats, e: ev.LockEvent) -> None:
         """Name the holder of a wait: from the server's connection id, else from the
@@ -305,8 +366,8 @@ class LockFold(WorkerFold):
     def _migration(self, e: ev.Migration) -> None:
         self._seen(e)
         self.migrations.append(e)
-        if not e.url:
-            return  # no database known (alembic's offline --sql mode): nothing to race on
+        if not e.url or is_private(e.url):
+            return  # no database known, or one no other worker can reach: nothing to race on
         # Overlap is judged by the workers' own timestamps, not by arrival order: a short
         # migration's begin and end often arrive in one batch, after another worker's begin.
         spans = self._migration_spans.setdefault(e.url, [])

@@ -123,6 +123,15 @@ class WorkerView(msgspec.Struct):
     stall: ev.Stall | None = None
     unresponsive: bool = False
     last_test: str | None = None
+    last_test_end: float = 0.0
+    """When its latest finished test ended (0: none yet)."""
+    last_test_duration: float = 0.0
+    first_test_start: float = 0.0
+    """When its first finished test began (0: none yet)."""
+    longest_duration: float = 0.0
+    longest_test: str | None = None
+    """Its longest test so far (it took ``longest_duration``, ending at ``longest_end``)."""
+    longest_end: float = 0.0
     current_stall: StallRecord | None = None
     """The stall (or unresponsive spell) going on now, for a stuck-threads panel."""
     main_thread: int | None = None

@@ -32,6 +32,7 @@ from testmon_live.plugin.state import (
     lock_label,
     worker_order,
 )
+from testmon_live.plugin.summary import race_line
 from testmon_live.plugin.words import death_words, exit_words
 
 from .values import iso_time
@@ -306,6 +307,7 @@ def _run_findings(state: RunState) -> Findings:
         ("testmon.deadlocks", str(len(state.deadlocks))),
     ]
     found += [("testmon.deadlock", d.text) for d in state.deadlocks]
+    found += [("testmon.race", race_line(race)) for race in state.setup_races.values()]
     for url, workers in state.migration_races.items():
         names = ", ".join(sorted(workers, key=worker_order))
         found.append(("testmon.race", f"{names} migrated {url or 'one database'} at once"))
@@ -340,11 +342,14 @@ def _test_findings(state: RunState) -> dict[tuple[str, str], Findings]:
                 found[(edge.w, edge.test)].append(("testmon.deadlock", deadlock.text))
     waits: dict[tuple[str, str], dict[str, float]] = defaultdict(lambda: defaultdict(float))
     for lock in state.lock_events:
-        if lock.action == "acquired" and lock.test and (lock.waited or 0.0) > 0.0:
+        if lock.action != "wait" and lock.test and (lock.waited or 0.0) > 0.0:  # every wait
             waits[(lock.w, lock.test)][lock_label(lock.kind, lock.key)] += lock.waited or 0.0
     for key, by_lock in waits.items():
         text = ", ".join(f"{wait:.3f}s on {label}" for label, wait in by_lock.items())
         found[key].append(("testmon.lock_wait", text))
+    for race in state.setup_races.values():
+        for worker, nodeid in race.tests.items():
+            found[(worker, nodeid)].append(("testmon.race", race_line(race)))
     racing = state.migration_races
     for migration in state.migrations:
         if migration.action == "begin" and migration.test and migration.url in racing:

@@ -14,8 +14,16 @@ from collections.abc import Iterable, Sequence
 from typing import TypedDict
 
 from testmon_live.plugin import events as ev
+from testmon_live.plugin.dburl import display_url
 from testmon_live.plugin.probes.stacks import frame_text, user_frame
-from testmon_live.plugin.state import SLOWEST_KEPT, LockStats, RunState, worker_order
+from testmon_live.plugin.state import (
+    CLOCK_SLACK,
+    SLOWEST_KEPT,
+    LockStats,
+    RunState,
+    SetupRace,
+    worker_order,
+)
 
 from .logs import LoadedRun
 from .values import all_counts, epoch, iso_time, optional_seconds, seconds
@@ -105,6 +113,12 @@ class FixtureRow(TypedDict):
     teardown_total: float
     errors: int
     duplicated: bool
+    lock_wait_total: float
+    work_total: float
+    lock: str | None
+    ran_once_on: str | None
+    once_work: float
+    waiters: list[str]
 
 
 class FailureRow(TypedDict):
@@ -170,6 +184,7 @@ class HolderCount(TypedDict):
     worker: str
     count: int
     kept_waiting: int
+    held: float
 
 
 class HeldRow(TypedDict):
@@ -183,6 +198,7 @@ class LockRow(TypedDict):
     key: str
     acquisitions: int
     contended: int
+    waits: int
     total_wait: float
     max_wait: float
     longest_hold: float
@@ -192,6 +208,64 @@ class LockRow(TypedDict):
     holders: list[HolderCount]
     held_at_end: list[HeldRow]
     waiting_at_end: list[HeldRow]
+
+
+class LockWaitRow(TypedDict):
+    worker: str
+    lock: str
+    waited: float
+    outcome: str
+    holder: str | None
+    holder_test: str | None
+    holder_fixture: str | None
+    test: str | None
+    fixture: str | None
+    at: float
+
+
+class ResourceRow(TypedDict):
+    kind: str
+    name: str
+
+
+class SetupRaceRow(TypedDict):
+    fixture: str
+    scope: str
+    baseid: str
+    workers: list[str]
+    spread: float
+    overlap: float
+    resources: list[ResourceRow]
+    succeeded: list[str]
+    failed: dict[str, str]
+    tests: dict[str, str]
+    fix: str
+
+
+class MigrationRaceRow(TypedDict):
+    url: str
+    workers: list[str]
+
+
+class TailRow(TypedDict):
+    below: float
+    alone: float
+    worker: str
+    test: str | None
+    test_duration: float | None
+    test_began: float | None
+    idle: float
+    idle_workers: list[str]
+    wall: float
+    estimate: float | None
+
+
+class Omitted(TypedDict):
+    fixtures: int
+    locks: int
+    lock_waits: int
+    migrations: int
+    db_waits: int
 
 
 class MigrationRow(TypedDict):
@@ -299,7 +373,10 @@ class Report(TypedDict):
     stalls: list[StallRow]
     unresponsive: list[UnresponsiveRow]
     locks: list[LockRow]
+    lock_waits: list[LockWaitRow]
+    setup_races: list[SetupRaceRow]
     migrations: list[MigrationRow]
+    migration_races: list[MigrationRaceRow]
     containers: list[ContainerRow]
     deadlocks: list[DeadlockRow]
     db_waits: list[DbWaitRow]
@@ -309,6 +386,8 @@ class Report(TypedDict):
     skipped_total: int
     """How many lines it skipped in all."""
     notices: list[NoticeRow]
+    tail: TailRow | None
+    omitted: Omitted
 
 
 # ----------------------------------------------------------------------- words
@@ -413,27 +492,36 @@ def _slowest(state: RunState, top: int) -> list[SlowTest]:
     ]
 
 
-def _fixtures(state: RunState, top: int) -> list[FixtureRow]:
+def _fixtures(state: RunState, top: int) -> tuple[list[FixtureRow], int]:
     shown = [
         f
         for f in state.fixtures_by_cost()
         if f.setup_total >= MIN_SHOWN or f.duplicated or f.errors
     ]
-    return [
-        {
-            "name": f.name,
-            "scope": f.scope,
-            "baseid": f.baseid,
-            "count": f.count,
-            "workers": sorted(f.workers, key=worker_order),
-            "setup_total": seconds(f.setup_total),
-            "setup_max": seconds(f.setup_max),
-            "teardown_total": seconds(f.teardown_total),
-            "errors": f.errors,
-            "duplicated": f.duplicated,
-        }
-        for f in shown[:top]
-    ]
+    rows: list[FixtureRow] = []
+    for f in shown[:top]:
+        story = state.setup_story((f.name, f.scope, f.baseid), f.setup_total)
+        rows.append(
+            {
+                "name": f.name,
+                "scope": f.scope,
+                "baseid": f.baseid,
+                "count": f.count,
+                "workers": sorted(f.workers, key=worker_order),
+                "setup_total": seconds(f.setup_total),
+                "setup_max": seconds(f.setup_max),
+                "teardown_total": seconds(f.teardown_total),
+                "errors": f.errors,
+                "duplicated": f.duplicated,
+                "lock_wait_total": seconds(story.waited),
+                "work_total": seconds(story.work),
+                "lock": story.lock,
+                "ran_once_on": story.ran_once_on,
+                "once_work": seconds(story.once_work),
+                "waiters": list(story.waiters),
+            }
+        )
+    return rows, len(shown) - len(rows)
 
 
 def _failed_phase(test: ev.TestFinished) -> str | None:
@@ -557,6 +645,7 @@ def _lock_row(stats: LockStats) -> LockRow:
         "key": stats.key,
         "acquisitions": stats.acquisitions,
         "contended": stats.contended,
+        "waits": stats.waits,
         "total_wait": seconds(stats.total_wait),
         "max_wait": seconds(stats.max_wait),
         "longest_hold": seconds(stats.longest_hold),
@@ -570,18 +659,89 @@ def _lock_row(stats: LockStats) -> LockRow:
 
 
 def _top_holders(stats: LockStats) -> list[HolderCount]:
-    """The three holders that kept others waiting most (then: held it most often)."""
+    """The three holders that kept others waiting most (then: held it longest)."""
     ranked = sorted(
-        stats.holders.items(), key=lambda wn: (stats.waited_on.get(wn[0], 0), wn[1]), reverse=True
+        stats.holders.items(),
+        key=lambda wn: (stats.waited_on.get(wn[0], 0), stats.held_for.get(wn[0], 0.0), wn[1]),
+        reverse=True,
     )
     return [
-        {"worker": w, "count": n, "kept_waiting": stats.waited_on.get(w, 0)} for w, n in ranked[:3]
+        {
+            "worker": w,
+            "count": n,
+            "kept_waiting": stats.waited_on.get(w, 0),
+            "held": seconds(stats.held_for.get(w, 0.0)),
+        }
+        for w, n in ranked[:3]
     ]
 
 
-def _locks(state: RunState) -> list[LockRow]:
+def _locks(state: RunState, top: int) -> tuple[list[LockRow], int]:
+    """The ``top`` locks waited on longest (then taken most), and how many were left out."""
     ranked = sorted(state.locks.values(), key=lambda s: (s.total_wait, s.acquisitions))[::-1]
-    return [_lock_row(s) for s in ranked]
+    return [_lock_row(s) for s in ranked[:top]], max(0, len(ranked) - top)
+
+
+def _lock_waits(state: RunState, top: int) -> tuple[list[LockWaitRow], int]:
+    """Who kept whom waiting: the ``top`` longest waits, granted or not."""
+    waits = state.longest_waits(top)
+    rows: list[LockWaitRow] = [
+        {
+            "worker": w.w,
+            "lock": w.lock,
+            "waited": seconds(w.waited),
+            "outcome": w.outcome,
+            "holder": w.holder,
+            "holder_test": w.holder_test,
+            "holder_fixture": w.holder_fixture,
+            "test": w.test,
+            "fixture": w.fixture,
+            "at": epoch(w.ts),
+        }
+        for w in waits
+    ]
+    return rows, state.lock_wait_count - len(rows)
+
+
+def _setup_race_row(race: SetupRace) -> SetupRaceRow:
+    return {
+        "fixture": race.fixture,
+        "scope": race.scope,
+        "baseid": race.baseid,
+        "workers": list(race.workers),
+        "spread": seconds(race.spread),
+        "overlap": seconds(race.overlap),
+        "resources": [{"kind": r.kind, "name": r.name} for r in race.resources],
+        "succeeded": list(race.succeeded),
+        "failed": dict(race.failed),
+        "tests": dict(race.tests),
+        "fix": "monitor.run_once",
+    }
+
+
+def _migration_races(state: RunState) -> list[MigrationRaceRow]:
+    return [
+        {"url": display_url(url), "workers": sorted(workers, key=worker_order)}
+        for url, workers in state.migration_races.items()
+    ]
+
+
+def _tail(state: RunState) -> TailRow | None:
+    tail = state.tail()
+    if tail is None:
+        return None
+    return {
+        "below": seconds(tail.below),
+        "alone": seconds(tail.alone),
+        "worker": tail.worker,
+        "test": tail.test,
+        "test_duration": optional_seconds(tail.test_duration),
+        "test_began": optional_seconds(tail.test_began),
+        "idle": seconds(tail.idle),
+        "idle_workers": list(tail.idle_workers),
+        "wall": seconds(tail.wall),
+        "estimate": optional_seconds(tail.estimate),
+    }
 
 
 def _pair_migrations(state: RunState) -> list[MigrationRow]:
@@ -622,8 +782,11 @@ def _pair_migrations(state: RunState) -> list[MigrationRow]:
     return rows
 
 
-def _migrations(state: RunState) -> list[MigrationRow]:
-    """Migrations, each marked with the other workers that migrated the same URL meanwhile."""
+def _migrations(state: RunState, top: int) -> tuple[list[MigrationRow], int]:
+    """Migrations, each marked with the other workers that migrated the same database
+    meanwhile (the fold's verdict: a private in-memory database is never shared); the
+    ``top`` costliest (races and errors first), in the order they began, and how many were
+    left out."""
     rows = _pair_migrations(state)
     stop = state.end.ts if state.end is not None else state.last_ts
 
@@ -631,18 +794,30 @@ def _migrations(state: RunState) -> list[MigrationRow]:
         duration = row["duration"]
         return row["start"], (row["start"] + duration if duration is not None else stop)
 
+    by_url: dict[str, list[MigrationRow]] = {}
     for row in rows:
-        begin, end = span(row)
-        others = {
-            other["worker"]
-            for other in rows
-            if other["worker"] != row["worker"]
-            and other["url"] == row["url"]
-            and span(other)[0] < end
-            and begin < span(other)[1]
-        }
-        row["concurrent_with"] = sorted(others, key=worker_order)
-    return rows
+        if row["url"] in state.migration_races:
+            by_url.setdefault(row["url"], []).append(row)
+    for same in by_url.values():
+        for row in same:
+            begin, end = span(row)
+            others = {
+                other["worker"]
+                for other in same
+                if other["worker"] != row["worker"]
+                and span(other)[0] + CLOCK_SLACK < end
+                and begin + CLOCK_SLACK < span(other)[1]
+            }
+            row["concurrent_with"] = sorted(others, key=worker_order)
+    for row in rows:
+        row["url"] = display_url(row["url"])
+    ranked = sorted(
+        rows,
+        key=lambda r: (bool(r["concurrent_with"] or r["error"]), r["duration"] or 0.0),
+        reverse=True,
+    )
+    shown = sorted(ranked[:top], key=lambda r: r["start"])
+    return shown, len(rows) - len(shown)
 
 
 def _startup(phases: dict[str, float], created: float | None, ready: float | None) -> float | None:
@@ -716,13 +891,13 @@ def _holder_text(holder: ev.Holder | None) -> str | None:
     return ", ".join(parts) or None
 
 
-def _db_waits(state: RunState, top: int) -> list[DbWaitRow]:
+def _db_waits(state: RunState, top: int) -> tuple[list[DbWaitRow], int]:
     ranked = sorted(state.db_waits, key=lambda d: d.waited, reverse=True)[:top]
-    return [
+    rows: list[DbWaitRow] = [
         {
             "worker": d.w,
             "dialect": d.dialect,
-            "url": d.url,
+            "url": display_url(d.url),
             "statement": d.statement,
             "waited": seconds(d.waited),
             "lock": d.lock,
@@ -732,6 +907,7 @@ def _db_waits(state: RunState, top: int) -> list[DbWaitRow]:
         }
         for d in ranked
     ]
+    return rows, len(state.db_waits) - len(rows)
 
 
 def _dropped(state: RunState) -> list[DroppedRow]:
@@ -747,22 +923,30 @@ def build_report(run: LoadedRun, top: int = DEFAULT_TOP) -> Report:
     """The report model of a folded run: the one place the report's content is decided."""
     state = run.state
     top = max(1, min(top, MAX_TOP))
+    fixtures, fixtures_left = _fixtures(state, top)
+    locks, locks_left = _locks(state, top)
+    lock_waits, waits_left = _lock_waits(state, top)
+    migrations, migrations_left = _migrations(state, top)
+    db_waits, db_waits_left = _db_waits(state, top)
     return {
         "report_version": REPORT_VERSION,
         "run": _run_info(run),
         "totals": _totals(state),
         "workers": _workers(state),
         "slowest": _slowest(state, top),
-        "fixtures": _fixtures(state, top),
+        "fixtures": fixtures,
         "failures": _failures(state),
         "crashes": _crashes(state),
         "stalls": _stalls(state),
         "unresponsive": _unresponsive(state),
-        "locks": _locks(state),
-        "migrations": _migrations(state),
+        "locks": locks,
+        "lock_waits": lock_waits,
+        "setup_races": [_setup_race_row(r) for r in state.setup_races.values()],
+        "migrations": migrations,
+        "migration_races": _migration_races(state),
         "containers": _containers(state),
         "deadlocks": _deadlocks(state),
-        "db_waits": _db_waits(state, top),
+        "db_waits": db_waits,
         "dropped": _dropped(state),
         "skipped_lines": [{"line": n, "reason": r} for n, r in state.problems],
         "skipped_total": len(state.problems),
@@ -771,4 +955,12 @@ def build_report(run: LoadedRun, top: int = DEFAULT_TOP) -> Report:
             for n in state.notices
             if n.level != "info"
         ],
+        "tail": _tail(state),
+        "omitted": {
+            "fixtures": fixtures_left,
+            "locks": locks_left,
+            "lock_waits": waits_left,
+            "migrations": migrations_left,
+            "db_waits": db_waits_left,
+        },
     }

@@ -14,7 +14,22 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from testmon_live.plugin.state import DUPLICATE_WORTH, worker_order
+from testmon_live.plugin.findings import (
+    FIX,
+    holder_words,
+    race_parts,
+    setup_words,
+    tail_parts,
+    wait_words,
+)
+from testmon_live.plugin.state import (
+    DUPLICATE_WORTH,
+    Resource,
+    SetupRace,
+    SetupStory,
+    Tail,
+    worker_order,
+)
 from testmon_live.plugin.words import death_words, how_it_ended
 
 from .document import Block, Bullets, Code, Column, Line, Prose, Section, Table
@@ -37,6 +52,7 @@ from .model import (
     MigrationRow,
     Report,
     RunInfo,
+    SetupRaceRow,
     StallRow,
     pytest_summary,
 )
@@ -134,11 +150,6 @@ def _slowest_section(report: Report) -> Section | None:
     return Section(("Slowest tests",), [Table(columns, rows)]) if rows else None
 
 
-def _per_worker_words(fixture: FixtureRow) -> str:
-    workers = len(fixture["workers"])
-    return f"set up once per worker: {fixture['count']}x on {workers} workers"
-
-
 def _fixture_note(fixture: FixtureRow) -> str:
     notes = ["once per worker"] if fixture["duplicated"] else []
     if fixture["errors"]:
@@ -174,18 +185,37 @@ def _fixtures_section(report: Report) -> Section | None:
         for f in fixtures
     ]
     blocks: list[Block] = [Table(columns, rows)]
+    raced = {(r["fixture"], r["scope"], r["baseid"]) for r in report["setup_races"]}
     duplicated: list[Line] = [
-        (
-            Code(f["name"]),
-            f" ({f['scope']} scope) {_per_worker_words(f)}, "
-            f"{fmt_duration(f['setup_total'])} of setup in all",
-        )
+        (_setup_words(f),)
         for f in fixtures
-        if f["duplicated"] and f["setup_total"] >= DUPLICATE_WORTH
+        if f["duplicated"]
+        and f["setup_total"] >= DUPLICATE_WORTH
+        and (f["name"], f["scope"], f["baseid"]) not in raced  # said under racing setup
     ]
     if duplicated:
         blocks.append(Bullets(duplicated, warn=True))
+    blocks.extend(_omitted(report["omitted"]["fixtures"], "fixture"))
     return Section(("Fixtures by setup time",), blocks)
+
+
+def _setup_words(f: FixtureRow) -> str:
+    story = SetupStory(
+        work=f["work_total"],
+        waited=f["lock_wait_total"],
+        lock=f["lock"],
+        ran_once_on=f["ran_once_on"],
+        once_work=f["once_work"],
+        waiters=f["waiters"],
+    )
+    return setup_words(f["scope"], f["name"], f["count"], len(f["workers"]), story, fmt_duration)
+
+
+def _omitted(n: int, what: str) -> list[Block]:
+    """The line that counts what ``--top`` left out."""
+    if n <= 0:
+        return []
+    return [Prose([(f"{plural(n, what)} more not shown (--top N shows more)",)])]
 
 
 def _failures_section(report: Report) -> Section | None:
@@ -311,7 +341,9 @@ def _fail_words(lock: LockRow) -> str:
 
 
 def _holders_words(lock: LockRow) -> str:
-    return ", ".join(f"{h['worker']} ×{h['count']}" for h in lock["holders"])
+    return ", ".join(
+        holder_words(h["worker"], h["count"], h["held"], fmt_duration) for h in lock["holders"]
+    )
 
 
 def _locks_section(report: Report) -> Section | None:
@@ -326,13 +358,13 @@ def _locks_section(report: Report) -> Section | None:
         Column("wait max", right=True),
         Column("max hold", right=True),
         Column("fail", right=True),
-        Column("top holders", squeeze="start"),
+        Column("top holders: time held", squeeze="start"),
     )
     rows = [
         (
             f"{lock['kind']}:{lock['key']}",
             str(lock["acquisitions"]),
-            str(lock["contended"]),
+            str(lock["waits"]),
             fmt_duration(lock["total_wait"]),
             fmt_duration(lock["max_wait"]),
             fmt_duration(lock["longest_hold"]),
@@ -347,11 +379,32 @@ def _locks_section(report: Report) -> Section | None:
         at_end += [(name, f" still held by {h['worker']} at the end") for h in lock["held_at_end"]]
         at_end += [(name, f" still awaited by {h['worker']}") for h in lock["waiting_at_end"]]
     blocks: list[Block] = [Table(columns, rows)]
+    blocks.extend(_omitted(report["omitted"]["locks"], "lock"))
     if at_end:
         blocks.append(Bullets(at_end, warn=True))
+    waits: list[Line] = [
+        (
+            wait_words(
+                worker=w["worker"],
+                waited=w["waited"],
+                holder=w["holder"],
+                fixture=w["fixture"],
+                test=w["test"],
+                outcome=w["outcome"],
+                lock=w["lock"],
+                fmt=fmt_duration,
+            ),
+            *(("; lock ", Code(w["lock"])) if w["holder"] else ()),
+        )
+        for w in report["lock_waits"]
+    ]
+    if waits:
+        blocks.append(Prose([("who kept whom waiting, longest first:",)]))
+        blocks.append(Bullets(waits))
+        blocks.extend(_omitted(report["omitted"]["lock_waits"], "wait"))
     note: Line = (
-        "taken: acquisitions; waited: acquisitions that had to wait; fail: acquisitions that "
-        "failed, timed-out waits (their wait counted) and refused try-locks included",
+        "taken: acquisitions; waited: every wait, granted or not (timed out or failed, with "
+        "its time); fail: failed acquisitions, refused try-locks included",
     )
     blocks.append(Prose([note]))
     return Section(("Locks",), blocks)
@@ -363,20 +416,19 @@ def _migration_result(row: MigrationRow) -> str:
     return "error" if row["error"] else "ok"
 
 
-def _migration_races(migrations: list[MigrationRow]) -> list[Line]:
-    """One line per database that several workers migrated at overlapping times."""
-    racing: dict[str, set[str]] = {}
-    for m in migrations:
-        if m["concurrent_with"]:
-            racing.setdefault(m["url"], set()).update([m["worker"], *m["concurrent_with"]])
+def _migration_races(report: Report) -> list[Line]:
+    """One line per database that several workers migrated at overlapping times (a
+    database already named by a racing setup is said there)."""
+    said = [
+        Resource(r["kind"], r["name"]) for race in report["setup_races"] for r in race["resources"]
+    ]
     lines: list[Line] = []
-    for url, workers in racing.items():
-        names = sorted(workers, key=worker_order)
+    for race in report["migration_races"]:
+        if any(resource.names(race["url"]) for resource in said):
+            continue
+        names = race["workers"]
         who = ", ".join(names[:-1]) + " and " + names[-1]
-        if url:
-            lines.append((f"{who} migrated the same database ", Code(url), " at the same time"))
-        else:
-            lines.append((f"{who} migrated at the same time (database unknown)",))
+        lines.append((f"{who} migrated the same database ", Code(race["url"]), " at the same time"))
     return lines
 
 
@@ -405,16 +457,60 @@ def _migrations_section(report: Report) -> Section | None:
         )
         for m in migrations
     ]
-    races = _migration_races(migrations)
+    races = _migration_races(report)
     errors: list[Line] = [
         (Code(m["worker"]), f" {m['tool']} {m['op']} failed: {first_line(m['error'])}")
         for m in migrations
         if m["error"]
     ]
     blocks: list[Block] = [Table(columns, rows)]
+    blocks.extend(_omitted(report["omitted"]["migrations"], "migration"))
     if races or errors:
         blocks.append(Bullets(races + errors, warn=True))
     return Section(("Migrations",), blocks)
+
+
+def _race_blocks(row: SetupRaceRow) -> list[Block]:
+    race = SetupRace(
+        fixture=row["fixture"],
+        scope=row["scope"],
+        baseid=row["baseid"],
+        workers=row["workers"],
+        spread=row["spread"],
+        overlap=row["overlap"],
+        resources=[Resource(r["kind"], r["name"]) for r in row["resources"]],
+        succeeded=row["succeeded"],
+        failed=row["failed"],
+        tests=row["tests"],
+    )
+    head, when, on, succeeded, *_failed = race_parts(race, fmt_duration)
+    lines: list[Line] = [("  ", when)]
+    if race.resources:
+        lines += [("  on ", f"{r.kind_words} ", Code(r.name)) for r in race.resources]
+    else:
+        lines.append(("  ", on))
+    lines.append(("  ", succeeded))
+    for w, error in race.failed.items():
+        test = race.tests.get(w)
+        where = (" in ", Code(test)) if test else ()
+        lines.append(("  ", w, " failed", *where, f": {error or '(no message)'}"))
+    lines.append(("  fix: ", FIX))
+    return [Bullets([(head,)], warn=True), Prose(lines)]
+
+
+def _setup_races_section(report: Report) -> Section | None:
+    races = report["setup_races"]
+    if not races:
+        return None
+    return Section(("Racing shared setup",), [b for r in races for b in _race_blocks(r)])
+
+
+def _tail_section(report: Report) -> Section | None:
+    tail = report["tail"]
+    if tail is None:
+        return None
+    parts = tail_parts(Tail(**tail), fmt_duration)
+    return Section(("The tail of the run",), [Prose([(part,) for part in parts])])
 
 
 def _containers_section(report: Report) -> Section | None:
@@ -559,7 +655,10 @@ def _db_waits_section(report: Report) -> Section | None:
         )
         for d in report["db_waits"]
     ]
-    return Section(("Database lock waits",), [Table(columns, rows)]) if rows else None
+    if not rows:
+        return None
+    blocks: list[Block] = [Table(columns, rows), *_omitted(report["omitted"]["db_waits"], "wait")]
+    return Section(("Database lock waits",), blocks)
 
 
 def _dropped_section(report: Report) -> Section | None:
@@ -601,6 +700,8 @@ _SECTIONS = (
     _stalls_section,
     _unresponsive_section,
     _deadlocks_section,
+    _setup_races_section,
+    _tail_section,
     _slowest_section,
     _fixtures_section,
     _locks_section,

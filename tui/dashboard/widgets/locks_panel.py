@@ -52,14 +52,18 @@ class LocksPanel(Static):
             text.append(lock.key, style="bold")
             text.append(
                 f"  {lock.acquisitions} acquired, {lock.contended} contended, "
-                f"waited {fmt_duration(lock.total_wait)} (max {fmt_duration(lock.max_wait)}), "
+                f"{lock.waits} wait{'s' if lock.waits != 1 else ''} "
+                f"({fmt_duration(lock.total_wait)}, max {fmt_duration(lock.max_wait)}), "
                 f"longest hold {fmt_duration(lock.longest_hold)}"
             )
             if lock.failures:
                 text.append(f", {lock.failures} failed", style=err)
             text.append("\n")
             if lock.holders:
-                holders = ", ".join(f"{w} x{n}" for w, n in lock.holders.most_common())
+                holders = ", ".join(
+                    f"{w} x{n} held {fmt_duration(lock.held_for.get(w, 0.0))}"
+                    for w, n in lock.holders.most_common()
+                )
                 text.append(f"    acquired by {holders}", style=muted)
                 if lock.waited_on:
                     blockers = ", ".join(f"{w} x{n}" for w, n in lock.waited_on.most_common())
@@ -83,6 +87,8 @@ class LocksPanel(Static):
             for past in waits[-WAITS_SHOWN:]:
                 text.append(f"    {past.w:<6} ", style=muted)
                 if past.action == "failed":
+                    if past.waited:
+                        text.append(f"waited {fmt_duration(past.waited)}, then ")
                     text.append(f"failed: {past.error or '?'}", style=err)
                 else:
                     text.append(f"waited {fmt_duration(past.waited or 0.0)}")

@@ -1,5 +1,7 @@
 """How parallel the run was: busy workers over time, utilisation, parallel efficiency, and
-per worker where the time went (call, setup, teardown, lock wait, container wait, idle)."""
+per worker where the time went (call, setup, teardown, lock wait, container wait, idle),
+and, once the run is over, its tail in words (below full width, who held it, the idle
+worker-seconds, the wall time had the straggler started first)."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ from rich.text import Text
 from textual import events
 from textual.widgets import Static
 
+from testmon_live.plugin.findings import tail_parts
 from testmon_live.plugin.state import RunState
 from testmon_live.tui.dashboard.ingest import Ingest
 from testmon_live.tui.dashboard.palette import TONE_CLASSES, colour
@@ -52,7 +55,7 @@ def breakdown(state: RunState, wall: float) -> dict[str, dict[str, float]]:
     time includes the time before it started and after xdist shut it down."""
     waits: dict[str, dict[str, float]] = {}
     for event in state.lock_events:
-        if event.action == "acquired" and event.waited:
+        if event.action != "wait" and event.waited:  # granted or not, a wait is a wait
             parts = waits.setdefault(event.w, {})
             parts["lock wait"] = parts.get("lock wait", 0.0) + event.waited
     for box in state.containers.values():
@@ -148,4 +151,9 @@ class ParallelismPanel(Static):
             busy = state.busy_share(view, now)
             text.append(f" busy {fmt_percent(busy):>4}", style=muted)
             text.append(f" call {fmt_duration(parts['call'])}\n", style=muted)
+        tail = state.tail()
+        if tail is not None:
+            text.append("\nthe tail: ", style="bold")
+            said = tail_parts(tail, fmt_duration)
+            text.append(";\n  ".join(said) + "\n", style=colour(self, "warning"))
         return text
