@@ -213,7 +213,7 @@ async def test_container_of_a_real_run(pytester: pytest.Pytester) -> None:
             await pilot.press("5")
             panel = text(app.main.query_one(ContainersPanel))
             assert IMAGE in panel
-            assert f"started by {wait.w} in web" in panel
+            assert f"started by {wait.w} (fixture web" in panel
             assert "ready after" in panel
             assert "LogMessageWaitStrategy('serving'" in panel
             await pilot.press("2")
