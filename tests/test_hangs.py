@@ -27,7 +27,7 @@ import pytest
 from testmon_live.plugin import events as ev
 from testmon_live.plugin.probes.stacks import classify, frame_text, parse_faulthandler
 from testmon_live.plugin.probes.unresponsive import read_dump
-from testmon_live.plugin.runlog import MonitorDir, live_runs
+from testmon_live.plugin.runlog import MonitorDir, RunLogError, live_runs
 from testmon_live.plugin.state import RunState
 from testmon_live.tui.cli import main
 from testmon_live.tui.forensics.dump import stall_text
@@ -508,7 +508,10 @@ class Background:
 
     def events(self) -> list[ev.Event]:
         logs = self.mdir.logs()
-        return read_recorded(logs[0]).events if logs else []
+        try:
+            return read_recorded(logs[0]).events if logs else []
+        except RunLogError:  # the log is there, its header not yet: nothing to see so far
+            return []
 
     def wait_for(
         self, what: str, found: Callable[[list[ev.Event]], object], timeout: float = 30
