@@ -15,8 +15,8 @@ import sys
 import timeit
 
 from testmon_live.plugin.activity import WorkerActivity
-from testmon_live.plugin.probes.container_engine import docker_sdk_available
 from testmon_live.plugin.probes.containers import ContainerProbe, _PostImportHook
+from testmon_live.plugin.session import docker_sdk_available
 
 CALLS = 1_000_000
 

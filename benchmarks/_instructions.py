@@ -38,6 +38,11 @@ from benchmarks.overhead import (
 )
 
 _REFS = re.compile(r"I\s+refs:\s+([\d,]+)")
+_COMMAND = re.compile(r"Command: (.*)")
+_EXIT_TIMEOUT_PLUGIN = "_instructions_exit_timeout"
+"""A ``-p`` plugin written into the temporary folder, loaded by every variant alike:
+xdist kills workers that take more than 10 s to exit, and under valgrind on a busy machine
+they do; a killed process's log has no count."""
 
 
 def _env(tmp: Path, variant: str) -> dict[str, str]:
@@ -49,6 +54,7 @@ def _env(tmp: Path, variant: str) -> dict[str, str]:
         env.pop("PYTHONPATH", None)
         if os.environ.get("PYTHONPATH"):
             env["PYTHONPATH"] = os.environ["PYTHONPATH"]
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(tmp), env.get("PYTHONPATH")) if p)
     return env
 
 
@@ -62,22 +68,41 @@ def count(python: str, suite_dir: Path, variant: str, tmp: Path) -> tuple[int, i
         "valgrind", "--tool=cachegrind", "--cache-sim=no", "--trace-children=yes",
         "--cachegrind-out-file=/dev/null", f"--log-file={logs}/%p.log",
         python, "-m", "pytest", "-n", "2", "-q", "-p", "no:cacheprovider",
-        *variant_args(variant, tmp),
+        "-p", _EXIT_TIMEOUT_PLUGIN, *variant_args(variant, tmp),
     ]  # fmt: skip
     done = subprocess.run(
         cmd, cwd=suite_dir, env=_env(tmp, variant), capture_output=True, text=True
     )
     if done.returncode != 0:
         raise RuntimeError(f"{variant} failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
-    refs: dict[int, int] = {}
+    controller = workers = other = 0
     for log in logs.glob("*.log"):
-        found = _REFS.search(log.read_text())
-        if found:
-            refs[int(log.stem)] = int(found.group(1).replace(",", ""))
-    controller_pid = min(refs)  # the first process valgrind started
-    controller = refs[controller_pid]
-    workers = sum(n for pid, n in refs.items() if pid != controller_pid)
-    return controller + workers, controller, workers
+        text = log.read_text()
+        found = _REFS.search(text)
+        command = _COMMAND.search(text)
+        what = command.group(1) if command else ""
+        if found is None:
+            raise RuntimeError(f"{variant}: no count in {log} ({what[:80]}): killed?")
+        refs = int(found.group(1).replace(",", ""))
+        # By command, not by pid: pids wrap around, and short helpers (uname) run too.
+        if " -m pytest " in what:
+            controller += refs
+        elif "exec(eval(" in what:  # execnet's bootstrap of an xdist worker
+            workers += refs
+        else:
+            other += refs
+    return controller + workers + other, controller, workers
+
+
+def _write_exit_timeout_plugin(tmp: Path) -> None:
+    (tmp / f"{_EXIT_TIMEOUT_PLUGIN}.py").write_text(
+        "def pytest_configure(config):\n"
+        "    try:\n"
+        "        from xdist.workermanage import NodeManager\n"
+        "    except ImportError:\n"
+        "        return\n"
+        "    NodeManager.EXIT_TIMEOUT = 600\n"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -92,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     variants = args.variants.split(",")
     tmp = Path(tempfile.mkdtemp(prefix="testmon-instr-"))
+    _write_exit_timeout_plugin(tmp)
     try:
         print(
             "| suite | variant | vs | instructions (G) | controller (G) | workers (G) "
@@ -104,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
             for variant in variants:  # unmeasured: fill the .pyc cache as overhead.py does
                 subprocess.run(
                     [sys.executable, "-m", "pytest", "-n", "2", "-q", "-p", "no:cacheprovider",
-                     *variant_args(variant, tmp)],
+                     "-p", _EXIT_TIMEOUT_PLUGIN, *variant_args(variant, tmp)],
                     cwd=folder, env=_env(tmp, variant), capture_output=True, check=False,
                 )  # fmt: skip
             results: dict[str, list[tuple[int, int, int]]] = {v: [] for v in variants}

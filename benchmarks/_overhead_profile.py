@@ -249,8 +249,12 @@ def report_pyspy(path: Path, tests: int, rate: float, top: int = 30) -> None:
             print(f"{a:<62.62} | {b}")
 
 
-def _task_ticks(pid: int) -> dict[int, int]:
-    ticks: dict[int, int] = {}
+def _task_ticks(pid: int) -> dict[int, tuple[int, int, int]]:
+    """tid -> (CPU ticks, voluntary, involuntary context switches) of each thread of pid.
+
+    A voluntary switch is the thread blocking (a wait, a lock, a read): each is followed by
+    a wake-up, so their count is the thread's wake-ups. Involuntary ones are preemptions."""
+    ticks: dict[int, tuple[int, int, int]] = {}
     try:
         tids = os.listdir(f"/proc/{pid}/task")
     except OSError:
@@ -258,10 +262,20 @@ def _task_ticks(pid: int) -> dict[int, int]:
     for tid in tids:
         try:
             raw = Path(f"/proc/{pid}/task/{tid}/stat").read_bytes()
+            status = Path(f"/proc/{pid}/task/{tid}/status").read_bytes()
         except OSError:
             continue
         fields = raw.rsplit(b")", 1)[1].split()
-        ticks[int(tid)] = int(fields[11]) + int(fields[12])
+        switches = dict.fromkeys((b"voluntary_ctxt_switches", b"nonvoluntary_ctxt_switches"), 0)
+        for line in status.splitlines():
+            name, _, value = line.partition(b":")
+            if name in switches:
+                switches[name] = int(value)
+        ticks[int(tid)] = (
+            int(fields[11]) + int(fields[12]),
+            switches[b"voluntary_ctxt_switches"],
+            switches[b"nonvoluntary_ctxt_switches"],
+        )
     return ticks
 
 
@@ -279,27 +293,34 @@ def _session_pids(sid: int) -> list[int]:
     return pids
 
 
-def thread_cpu_once(suite: Path, args: list[str], names_file: Path) -> dict[str, float]:
-    """One run: CPU seconds per "side thread-name" (workers summed)."""
+def thread_cpu_once(
+    suite: Path, args: list[str], names_file: Path
+) -> tuple[dict[str, tuple[float, int, int]], float]:
+    """One run: (CPU seconds, voluntary, involuntary switches) per "side thread-name"
+    (workers summed), and the run's wall time."""
     import subprocess
 
     names_file.unlink(missing_ok=True)
     env = dict(os.environ)
-    env["PYTHONPATH"] = str(Path(__file__).resolve().parent)
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parent) + (
+        os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else ""
+    )
     env[NAMES_ENV] = str(names_file)
     cmd = [sys.executable, "-m", "pytest", "-n", "2", "-q", "-p", "no:cacheprovider"]
     cmd += ["-p", "_overhead_profile", *args]
+    began = time.monotonic()
     proc = subprocess.Popen(
         cmd, cwd=suite, env=env, stdout=subprocess.DEVNULL, start_new_session=True
     )
-    last: dict[tuple[int, int], int] = {}
+    last: dict[tuple[int, int], tuple[int, int, int]] = {}
     while os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None:
         for pid in _session_pids(proc.pid):
-            for tid, ticks in _task_ticks(pid).items():
-                if ticks > last.get((pid, tid), -1):
-                    last[(pid, tid)] = ticks
+            for tid, seen in _task_ticks(pid).items():
+                if seen >= last.get((pid, tid), (-1, -1, -1)):
+                    last[(pid, tid)] = seen
         time.sleep(0.01)
     proc.wait()
+    wall = time.monotonic() - began
     named: dict[tuple[int, int], str] = {}
     if names_file.exists():
         for line in names_file.read_text().splitlines():
@@ -307,8 +328,8 @@ def thread_cpu_once(suite: Path, args: list[str], names_file: Path) -> dict[str,
             side = "controller" if role == "controller" else "worker"
             named[(int(pid_text), int(tid_text))] = f"{side} {name}"
     tick = os.sysconf("SC_CLK_TCK")
-    result: dict[str, float] = defaultdict(float)
-    for (pid, tid), ticks in last.items():
+    result: dict[str, tuple[float, int, int]] = {}
+    for (pid, tid), (ticks, vol, invol) in last.items():
         side = "controller" if pid == proc.pid else "worker"
         if (pid, tid) in named:
             label = named[(pid, tid)]
@@ -316,8 +337,9 @@ def thread_cpu_once(suite: Path, args: list[str], names_file: Path) -> dict[str,
             label = f"{side} main thread"
         else:
             label = f"{side} other thread (execnet io)"
-        result[label] += ticks / tick
-    return dict(result)
+        cpu, v, i = result.get(label, (0.0, 0, 0))
+        result[label] = (cpu + ticks / tick, v + vol, i + invol)
+    return result, wall
 
 
 def report_threads(suite: Path, runs: int, args: list[str]) -> None:
@@ -325,17 +347,27 @@ def report_threads(suite: Path, runs: int, args: list[str]) -> None:
     import tempfile
 
     names_file = Path(tempfile.mkdtemp(prefix="testmon-threads-")) / "names.txt"
-    samples: dict[str, list[float]] = defaultdict(list)
+    samples: dict[str, list[tuple[float, int, int]]] = defaultdict(list)
+    walls: list[float] = []
     for _ in range(runs):
-        for label, cpu in thread_cpu_once(suite, args, names_file).items():
-            samples[label].append(cpu)
-    print(f"CPU seconds per thread, median of {runs} runs: pytest -n 2 {' '.join(args)}")
+        found, wall = thread_cpu_once(suite, args, names_file)
+        walls.append(wall)
+        for label, seen in found.items():
+            samples[label].append(seen)
+    print(
+        f"Per thread, median of {runs} runs (wall {statistics.median(walls):.1f} s): "
+        f"pytest -n 2 {' '.join(args)}"
+    )
+    print(f"{'CPU s':>8} {'(min..max)':>13} {'wake-ups':>9} {'preempted':>9}  thread")
     total = 0.0
     for label, values in sorted(samples.items()):
-        values += [0.0] * (runs - len(values))
-        med = statistics.median(values)
+        values += [(0.0, 0, 0)] * (runs - len(values))
+        cpu = [v[0] for v in values]
+        med = statistics.median(cpu)
         total += med
-        print(f"{med:8.2f}s  ({min(values):.2f}..{max(values):.2f})  {label}")
+        vol = statistics.median(v[1] for v in values)
+        invol = statistics.median(v[2] for v in values)
+        print(f"{med:8.2f} ({min(cpu):5.2f}..{max(cpu):5.2f}) {vol:9.0f} {invol:9.0f}  {label}")
     print(f"{total:8.2f}s  total")
 
 

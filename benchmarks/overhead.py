@@ -315,6 +315,133 @@ def build_dbapi(root: Path, count: int) -> int:
     return count
 
 
+DBPG_DSN = os.environ.get("TESTMON_BENCH_PG", "host=127.0.0.1 port=5432 user=postgres dbname=test")
+"""The PostgreSQL server of the ``dbpg`` suite (libpq key=value string)."""
+
+DBPG_CONFTEST = """\
+import os
+
+import psycopg
+import pytest
+
+DSN = os.environ.get("TESTMON_BENCH_PG", DEFAULT_DSN)
+SCHEMA = "bench_" + os.environ.get("PYTEST_XDIST_WORKER", "main")
+
+
+@pytest.fixture(scope="session")
+def database():
+    with psycopg.connect(DSN, autocommit=True) as conn:
+        conn.execute(f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE")
+        conn.execute(f"CREATE SCHEMA {SCHEMA}")
+        conn.execute(
+            f"CREATE TABLE {SCHEMA}.items (id INTEGER PRIMARY KEY, name TEXT, qty INTEGER)"
+        )
+    yield DSN
+    with psycopg.connect(DSN, autocommit=True) as conn:
+        conn.execute(f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE")
+
+
+@pytest.fixture
+def conn(database):
+    # Each worker's schema first on the search path: every worker runs the same texts.
+    conn = psycopg.connect(database, options=f"-c search_path={SCHEMA}")
+    yield conn
+    conn.rollback()
+    conn.close()
+""".replace("DEFAULT_DSN", repr(DBPG_DSN))
+
+
+def build_dbpg(root: Path, count: int) -> int:
+    """``count`` tests of the ``dbapi`` suite's 20 statements through psycopg 3 on the local
+    PostgreSQL (``TESTMON_BENCH_PG``), a connection per test, a schema per worker."""
+    _write(root / "conftest.py", DBPG_CONFTEST)
+    body = (
+        "def _work(conn, n):\n"
+        "    base = n * 100\n"
+        "    cur = conn.cursor()\n"
+        "    for i in range(10):\n"
+        '        cur.execute("INSERT INTO items VALUES (%s, %s, %s)", (base + i, f"item{i}", i))\n'
+        "    for i in range(8):\n"
+        '        cur.execute("UPDATE items SET qty = %s WHERE id = %s", (i + 1, base + i))\n'
+        '    rows = cur.execute("SELECT qty FROM items WHERE id >= %s", (base,)).fetchall()\n'
+        '    total = cur.execute("SELECT count(*) FROM items").fetchone()[0]\n'
+        "    assert len(rows) == 10 and total >= 10\n\n\n"
+    )
+    for m, size in enumerate(_chunks(count, 100)):
+        tests = "".join(
+            f"def test_{i}(conn):\n    _work(conn, {m * 100 + i})\n\n\n" for i in range(size)
+        )
+        _write(root / f"test_dbpg_{m:03d}.py", (body + tests).rstrip() + "\n")
+    return count
+
+
+DJANGO_SETTINGS = """\
+SECRET_KEY = "bench"
+INSTALLED_APPS = ["django.contrib.contenttypes", "benchapp"]
+DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": "bench.sqlite3"}}
+DEFAULT_AUTO_FIELD = "django.db.models.AutoField"
+USE_TZ = True
+"""
+DJANGO_MODELS = """\
+from django.db import models
+
+
+class Item(models.Model):
+    name = models.CharField(max_length=40)
+    qty = models.IntegerField()
+"""
+DJANGO_MIGRATION = """\
+from django.db import migrations, models
+
+
+class Migration(migrations.Migration):
+    initial = True
+    dependencies = []
+    operations = [
+        migrations.CreateModel(
+            name="Item",
+            fields=[
+                ("id", models.AutoField(primary_key=True, serialize=False)),
+                ("name", models.CharField(max_length=40)),
+                ("qty", models.IntegerField()),
+            ],
+        ),
+    ]
+"""
+
+
+def build_django(root: Path, count: int) -> int:
+    """``count`` tests of 20 ORM statements each (pytest-django, ``django_db``: each test in
+    a transaction rolled back after it) on SQLite: the test database each worker creates and
+    migrates, then the statements through Django's ORM and the sqlite3 probe."""
+    _write(root / "pytest.ini", "[pytest]\nDJANGO_SETTINGS_MODULE = bench_settings\n")
+    _write(root / "bench_settings.py", DJANGO_SETTINGS)
+    _write(root / "benchapp" / "__init__.py", "")
+    _write(root / "benchapp" / "models.py", DJANGO_MODELS)
+    _write(root / "benchapp" / "migrations" / "__init__.py", "")
+    _write(root / "benchapp" / "migrations" / "0001_initial.py", DJANGO_MIGRATION)
+    body = (
+        "import pytest\n"
+        "from benchapp.models import Item\n\n\n"
+        "def _work(n):\n"
+        "    base = n * 100\n"
+        "    for i in range(10):\n"
+        '        Item.objects.create(id=base + i, name=f"item{i}", qty=i)\n'
+        "    for i in range(8):\n"
+        "        Item.objects.filter(id=base + i).update(qty=i + 1)\n"
+        '    rows = list(Item.objects.filter(id__gte=base).values_list("qty", flat=True))\n'
+        "    total = Item.objects.count()\n"
+        "    assert len(rows) == 10 and total >= 10\n\n\n"
+    )
+    for m, size in enumerate(_chunks(count, 100)):
+        tests = "".join(
+            f"@pytest.mark.django_db\ndef test_{i}():\n    _work({m * 100 + i})\n\n\n"
+            for i in range(size)
+        )
+        _write(root / f"test_django_{m:03d}.py", (body + tests).rstrip() + "\n")
+    return count
+
+
 @dataclass(frozen=True)
 class Suite:
     name: str
@@ -336,7 +463,15 @@ SUITES: dict[str, Suite] = {
     "dbapi": Suite(
         "dbapi", 1_000, build_dbapi, "1,000 tests x 20 sqlite3 statements, no SQLAlchemy (20,000)"
     ),
+    "dbpg": Suite(
+        "dbpg", 1_000, build_dbpg, "1,000 tests x 20 psycopg 3 statements on PostgreSQL (20,000)"
+    ),
+    "django": Suite(
+        "django", 1_000, build_django, "1,000 tests x 20 Django ORM statements on SQLite (20,000)"
+    ),
 }
+OPT_IN_SUITES = ("dbpg", "django")
+"""Run only when named in --suites: they need PostgreSQL / pytest-django."""
 
 
 # -------------------------------------------------------------------------- runs
@@ -964,8 +1099,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--suites",
-        default=",".join(SUITES),
-        help=f"comma list of {', '.join(SUITES)} (default all)",
+        default=",".join(s for s in SUITES if s not in OPT_IN_SUITES),
+        help=f"comma list of {', '.join(SUITES)} (default all but {', '.join(OPT_IN_SUITES)})",
     )
     parser.add_argument(
         "--variants",

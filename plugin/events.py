@@ -98,6 +98,12 @@ class RunStarted(Event, tag="run", kw_only=True):
     """Loaded plugins that reorder tests (pytest-randomly, pytest-random-order...)."""
     seed: str | None = None
     """The random seed those plugins used, when they expose it."""
+    order: str = ""
+    """``history`` when ``--monitor-order=history`` reordered the collected tests longest
+    first (``""``: pytest's own order, or what the plugins above made of it)."""
+    cpus: Int = 0
+    """CPUs the controller's machine has (0: unknown); ``testmon whatif`` scales worker
+    start-up by it."""
 
 
 ExitName = Literal[
@@ -156,12 +162,24 @@ class WorkerCollected(Event, tag="collected", kw_only=True):
     duration: Float = 0.0
 
 
+class PortReached(msgspec.Struct, array_like=True, gc=False):
+    """A connect of a worker to a local port, ``[port, test, at]``."""
+
+    port: Int
+    test: str | None
+    at: Float
+
+
 class WorkerFinished(Event, tag="worker_end", kw_only=True):
     """The worker's own last word: what it shipped and what it had to drop."""
 
     sent: Int
     dropped: dict[str, Int] = {}
     exitstatus: Int | None = None
+    reached: list[PortReached] = []
+    """Its connects, once the run might have containers, to ports it was never told were a
+    container's (it ended before the controller told it): the fold makes those to a
+    container's mapped port, after its creation, uses of that container."""
 
 
 class WorkerDown(Event, tag="worker_down", kw_only=True):
@@ -204,7 +222,8 @@ class Phase(msgspec.Struct, array_like=True, gc=False):
 
 class FixtureRun(msgspec.Struct, array_like=True, omit_defaults=True, gc=False):
     """A function-scoped fixture of a test, carried in its :class:`TestFinished`:
-    ``[name, setup_start, setup_dur, teardown_start, teardown_dur, baseid, error]``."""
+    ``[name, setup_start, setup_dur, teardown_start, teardown_dur, baseid, error]``.
+    ``teardown_start`` 0: the fixture registered no teardown code (nothing was timed)."""
 
     name: str
     setup_start: Float
@@ -237,6 +256,23 @@ class TestFinished(Event, tag="test", kw_only=True):
     """The worker died while running it; reported by the controller."""
     recovered: bool = False
     """Rebuilt by the controller from xdist's reports: the worker died before shipping it."""
+    subtests: dict[str, Int] = {}
+    """Its subtests (pytest's ``subtests`` fixture), counted by category: ``passed``,
+    ``failed``, ``skipped``, ``xfailed``. Their time is inside the call phase's."""
+    index: Int | None = None
+    """Its position in the worker's collection, the order xdist schedules by (None: unknown,
+    or a log from before it was recorded)."""
+
+
+SUBTEST_CATEGORIES = {
+    "passed": "subtests passed",
+    "failed": "failed",
+    "skipped": "skipped",
+    "xfailed": "xfailed",
+}
+"""What pytest's summary line counts a subtest of each category as (``5 subtests passed``;
+a failed, skipped or xfailed subtest counts with the tests); any other key of a log's
+:attr:`TestFinished.subtests` is not counted."""
 
 
 OUTCOME_RANK = {"failed": 5, "error": 4, "xpassed": 3, "xfailed": 2, "skipped": 1, "passed": 0}
@@ -480,7 +516,9 @@ class MigrationStep(msgspec.Struct, omit_defaults=True, gc=False):
     """One migration a tool applied (or unapplied) within a run of it."""
 
     name: str
-    """``app_label.migration_name`` (Django)."""
+    """``app_label.migration_name`` (Django), ``revision message`` (Alembic: the revision id
+    and the first line of its message), the statement (a hand-written runner's schema
+    change, tool ``ddl``)."""
     duration: Float
     backwards: bool = False
 
@@ -494,14 +532,26 @@ class Migration(Event, tag="migration", kw_only=True):
     ``migrate``, ``create_test_db`` (a test database created, its migrations included) and
     ``reuse_test_db`` (the same under ``--reuse-db``)."""
     url: str = ""
+    schema: str | None = None
+    """The schema a hand-written runner's changes went into, where its first statement
+    names it (``CREATE SCHEMA s``, ``CREATE TABLE s.t``, ``CREATE INDEX i ON s.t``): two
+    workers changing different schemas of one database do not race. ``None``: none named
+    (the connection's search path decides)."""
     from_rev: str | None = None
     to_rev: str | None = None
     duration: Float | None = None
     error: str | None = None
     steps: list[MigrationStep] | None = None
-    """On an ``end``: the migrations applied, each with its duration (Django's migrate)."""
+    """On an ``end``: the migrations applied, each with its duration (Django's migrate,
+    Alembic's revisions; a hand-written runner's schema changes)."""
     test: str | None = None
     fixture: str | None = None
+
+    @property
+    def place(self) -> str:
+        """What two workers' migrations must share to race: the database, and the schema
+        where the changes name one."""
+        return self.url if self.schema is None else f"{self.url} (schema {self.schema})"
 
 
 class WaitEdge(msgspec.Struct, omit_defaults=True, gc=False):
@@ -578,7 +628,8 @@ class ContainerEvent(Event, tag="container", kw_only=True):
     by: str | None = None
     """Who reported it: ``None`` for the worker's own probe, ``engine`` for the controller's
     watch of the container engine, ``connection`` for a ``use`` the controller saw as the
-    worker's open connection to one of the container's mapped ports."""
+    worker's open connection to one of the container's mapped ports, ``connect`` for one the
+    worker saw itself as it connected (told the ports by the controller)."""
 
 
 # ---------------------------------------------------------------------- the hub

@@ -27,6 +27,8 @@ from .runlog import LogWriter, MonitorDir, write_live_file
 from .server import RateLimit, ViewerConnection, ViewerServer
 from .state import RunState, worker_order
 
+HUB_ONLY_COMMANDS = frozenset({"ports"})
+"""Commands only the hub sends to workers (``ports``: the containers' mapped ports)."""
 WORKER_COMMANDS_PER_SECOND = 5.0
 WORKER_COMMAND_BURST = 10
 """Commands a worker receives from all viewers together, on average and at once: a run's
@@ -76,6 +78,8 @@ class Hub:
         run is gone, even if its pid was reused)."""
         self._unwritten = 0
         """Lines the log could not take (full disk)."""
+        self._on_container: list[Callable[[], None]] = []
+        """Called once, when the fold first holds a container (see :meth:`when_container`)."""
 
     @property
     def lock(self) -> threading.RLock:
@@ -242,6 +246,26 @@ class Hub:
         with self._lock:
             self._commanders[worker] = commander
 
+    def when_container(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once the run has a container (at once if it has one): what
+        watches containers starts then, so a run without any pays nothing for it (no
+        thread waking up to look, no import). It runs on the thread that folded the
+        container's event, under :attr:`lock`: it must only start something and return."""
+        with self._lock:
+            if not self.state.containers:
+                self._on_container.append(callback)
+                return
+        callback()
+
+    def _containers_seen(self) -> None:
+        callbacks, self._on_container = self._on_container, []
+        for callback in callbacks:
+            try:
+                callback()
+            except Exception as exc:  # noqa: BLE001, PERF203 - once a run
+                self._on_container.clear()
+                self.note("error", f"containers: watch not started: {exc_text(exc)}")
+
     def detach(self, worker: str) -> None:
         with self._lock:
             self._commanders.pop(worker, None)
@@ -315,6 +339,8 @@ class Hub:
             self.accepted += len(events)
             if self.state.lock_graph_changed:
                 self._check_locks()
+            if self._on_container and self.state.containers:
+                self._containers_seen()
 
     def _check_locks(self) -> None:
         """Deadlocks (cycles in the wait-for graph) and workers migrating one database at
@@ -323,12 +349,12 @@ class Hub:
         for deadlock in state.new_deadlocks():
             deadlock.ts = now()
             self._emit_locked(deadlock)
-        for url, workers in state.migration_races.items():
-            known = self._races_noted.get(url, set())
+        for place, workers in state.migration_races.items():
+            known = self._races_noted.get(place, set())
             if workers - known:
-                self._races_noted[url] = set(workers)
+                self._races_noted[place] = set(workers)
                 names = ", ".join(sorted(workers, key=worker_order))
-                where = url or "a database"
+                where = state.race_where(place)
                 self.note(
                     "warning", f"concurrent migrations: {names} migrate {where} at the same time"
                 )
@@ -356,6 +382,8 @@ class Hub:
             self._append(line, final)
             self.state.apply(event)
             self.accepted += 1
+            if self._on_container and self.state.containers:
+                self._containers_seen()
 
     def _append(self, data: bytes, final: bool = False) -> None:
         # The one place every line enters the log and the viewers' stream, whatever event
@@ -405,8 +433,24 @@ class Hub:
         with self._lock, contextlib.suppress(ValueError):
             self._viewers.remove(viewer)
 
+    def tell(self, worker: str, cmd: str, args: dict[str, str]) -> bool:
+        """The hub's own command to a worker (no viewer's rate limit applies); whether it
+        went out."""
+        with self._lock:
+            commander = self._commanders.get(worker)
+        if commander is None:
+            return False
+        try:
+            commander(ev.Command(worker=worker, cmd=cmd, args=args))
+        except Exception as exc:  # noqa: BLE001 - a dead channel is said, not raised
+            self.note("info", f"could not tell {worker} {cmd}: {exc_text(exc)}")
+            return False
+        return True
+
     def command(self, command: ev.Command) -> str | None:
         """Route a viewer's command to its worker; an error text if that cannot be done."""
+        if command.cmd in HUB_ONLY_COMMANDS:
+            return f"{command.cmd!r} is the hub's own command: viewers cannot send it"
         with self._lock:
             limit = self._worker_limits.get(command.worker)
             if limit is None and command.worker in self._commanders:

@@ -240,8 +240,8 @@ class Watch:
             if seen <= self._setup_races.get(key, 0):
                 continue
             self._setup_races[key] = seen
-            for url in state.races_said_as_setup():  # said here: not again as a migration race
-                self._races[url] = len(state.migration_races[url])
+            for place in state.races_said_as_setup():  # said here: not again as a migration race
+                self._races[place] = len(state.migration_races[place])
             failed = next(iter(race.failed), None)
             out.append(
                 Alert(
@@ -255,19 +255,19 @@ class Watch:
 
     def _races_in(self, state: RunState) -> list[Alert]:
         out = []
-        for url, workers in state.migration_races.items():
-            if len(workers) <= self._races.get(url, 0):
+        for place, workers in state.migration_races.items():
+            if len(workers) <= self._races.get(place, 0):
                 continue
-            self._races[url] = len(workers)
+            self._races[place] = len(workers)
             names = ", ".join(sorted(workers, key=worker_order))
             test = next(
-                (m.test for m in reversed(state.migrations) if m.url == url and m.test), None
+                (m.test for m in reversed(state.migrations) if m.place == place and m.test), None
             )
             out.append(
                 Alert(
                     "RACE",
-                    f"race {url}",
-                    f"RACE {names} migrate {url or 'one database'} at the same time "
+                    f"race {place}",
+                    f"RACE {names} migrate {state.race_where(place)} at the same time "
                     "(one worker should, the others wait: monitor.run_once)",
                     self._test_where(test),
                 )

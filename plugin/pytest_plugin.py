@@ -29,6 +29,12 @@ def pytest_configure(config: pytest.Config) -> None:
         # environment, xdist's PYTEST_XDIST_TESTRUNUID included: the two would share locks.
         os.environ[RUN_KEY_ENV] = os.urandom(8).hex()
     settings = Settings.from_config(config)
+    if settings.order == "history":
+        from .history_order import HistoryOrder
+
+        config.pluginmanager.register(
+            HistoryOrder(config, settings.directory), "testmon-live-order"
+        )
     if not settings.enabled:
         return
     from .session import install

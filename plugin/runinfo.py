@@ -142,7 +142,11 @@ def ordering(config: pytest.Config) -> tuple[list[str], str | None]:
 
 
 def build_header(
-    config: pytest.Config, run_id: str, stall_after: float, env_keep: tuple[str, ...] = ()
+    config: pytest.Config,
+    run_id: str,
+    stall_after: float,
+    env_keep: tuple[str, ...] = (),
+    order: str = "collected",
 ) -> ev.RunStarted:
     rootdir = Path(str(config.rootpath))
     commit, branch = git_info(rootdir)
@@ -171,4 +175,6 @@ def build_header(
         stall_after=stall_after,
         order_plugins=order_plugins,
         seed=seed,
+        order="" if order == "collected" else order,
+        cpus=os.cpu_count() or 0,
     )

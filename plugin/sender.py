@@ -1,8 +1,9 @@
 """Worker side transport: a bounded queue on the hot path, a thread that batches and ships.
 
 The hot path (a pytest hook) only appends a struct to a deque. A daemon thread wakes a
-few times a second, stamps worker id and sequence numbers, encodes the whole batch once
-(newline-delimited JSON) and hands the bytes to ``ship`` - an execnet channel's ``send``
+few times a second while there is something to send, stamps worker id and sequence
+numbers, encodes the whole batch once (newline-delimited JSON) and hands the bytes to
+``ship`` - an execnet channel's ``send``
 under xdist, the hub's in-process ingest without it. When the queue is full the event is
 dropped and counted by kind; when shipping fails the sender stops trying, counts what it
 could not ship, and the run goes on.
@@ -53,6 +54,8 @@ class Sender:
         self.error: str | None = None
         """Why shipping stopped, once it has (the transport failed: never an event's text)."""
         self._told_unencodable = False
+        self._idle = False
+        """The thread sleeps until the next event (it found nothing to send)."""
         self._ship_lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="testmon-live-sender", daemon=True)
 
@@ -66,6 +69,9 @@ class Sender:
         if size < self._capacity:
             queue.append(event)
             if size == NUDGE_AT:
+                self._wake.set()
+            elif self._idle:  # the first event after a quiet spell (once, not per event)
+                self._idle = False
                 self._wake.set()
         else:
             self._dropped[ev.kind(event)] += 1
@@ -151,11 +157,30 @@ class Sender:
             self._dropped[ev.kind(event)] += 1
 
     def _run(self) -> None:
-        wait = self._wake.wait
+        wake = self._wake
         while not self._stopping:
-            wait(self._interval)
-            self._wake.clear()
-            self.flush()
+            wake.wait(self._interval)
+            wake.clear()
+            if self._queue:
+                self.flush()
+                continue
+            if self._closing():  # close() set the event just before it was cleared
+                break
+            # A whole interval without an event (a test that runs for minutes): sleep until
+            # the next one comes (emit wakes us) instead of waking every interval to find
+            # nothing; then wait one interval more, so that what follows it goes in the same
+            # batch. While events flow this never happens: no extra wake-up, no extra set().
+            self._idle = True
+            if not self._queue:  # after setting _idle: an event appended before is seen
+                wake.wait()
+            self._idle = False
+            if not self._stopping:
+                wake.clear()
+        self.flush()
+
+    def _closing(self) -> bool:
+        """Read anew (another thread sets it): a call, so that no checker narrows it."""
+        return self._stopping
 
     def close(self, timeout: float = 3.0) -> bool:
         """Stop the thread after a last flush; False if that did not finish in ``timeout``."""

@@ -38,6 +38,16 @@ class NotRecording:
         terminalreporter.write_line(f"testmon-live: not recording this run: {self.why}")
 
 
+def docker_sdk_available() -> bool:
+    """Is the docker SDK installed (checked without importing it)?"""
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec("docker") is not None
+    except (ImportError, ValueError):
+        return False
+
+
 def install(config: pytest.Config, settings: Settings) -> None:
     workerinput: dict[str, Any] | None = getattr(config, "workerinput", None)
     if workerinput is not None:
@@ -81,7 +91,7 @@ def _install_controller(config: pytest.Config, settings: Settings) -> None:
     from .runlog import MonitorDir, new_run_id
 
     run_id = new_run_id()
-    header = build_header(config, run_id, settings.stall, settings.env_keep)
+    header = build_header(config, run_id, settings.stall, settings.env_keep, settings.order)
     hub = Hub(MonitorDir(settings.directory), header, listen=settings.listen, keep=settings.keep)
     try:
         hub.start()
@@ -98,11 +108,19 @@ def _install_controller(config: pytest.Config, settings: Settings) -> None:
     live = LiveNotices(hub, controller, config, settings)
     config.pluginmanager.register(live, "testmon-live-notices")
     live.start()
-    from .probes.container_engine import EngineWatch, docker_sdk_available
-
     if docker_sdk_available():
-        controller.engine = EngineWatch(hub, run_id, header.ts)
-        controller.engine.start()
+        # The watch's module and thread only once the run has a container (never, in most
+        # runs): the engine's events are asked for from the run's start, nothing is missed.
+        def watch_engine() -> None:
+            if hub.closed:
+                return  # a container reported as the run ends: nothing left to watch
+            from .probes.container_engine import EngineWatch
+
+            engine = EngineWatch(hub, run_id, header.ts)
+            controller.engine = engine
+            engine.start()
+
+        hub.when_container(watch_engine)
     if xdist_active(config):
         if settings.stall > 0:
             hub.watch_silence(settings.stall, controller.running)

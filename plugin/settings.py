@@ -56,6 +56,14 @@ HELP_ENV_KEEP = (
     "values are redacted all the same"
 )
 HELP_NO_ANNOTATIONS = "write no GitHub Actions annotations"
+HELP_ORDER = (
+    "order of the tests: 'collected' (pytest's, the default) or 'history': longest first by "
+    "their durations in the newest recorded runs of the monitor folder, tests never recorded "
+    "first, the same order on every xdist worker. Reordering can expose test pollution (a "
+    "test that passed only because another ran before it): `testmon suspects` replays the "
+    "order a run really had"
+)
+ORDERS = ("collected", "history")
 
 WORKERINPUT_KEY = "testmon_live"
 """Key in xdist's ``workerinput`` carrying a worker's channel and spec."""
@@ -124,6 +132,7 @@ def add_options(parser: pytest.Parser) -> None:
         dest="monitor_annotations",
         help=HELP_NO_ANNOTATIONS,
     )
+    group.addoption("--monitor-order", metavar="ORDER", default=None, help=HELP_ORDER)
     parser.addini("monitor", HELP_MONITOR, type="bool", default=False)
     parser.addini("monitor_dir", HELP_DIR, default="")
     parser.addini("monitor_keep", HELP_KEEP, default=str(DEFAULT_KEEP))
@@ -137,6 +146,7 @@ def add_options(parser: pytest.Parser) -> None:
     parser.addini("monitor_ci_summary", HELP_CI_SUMMARY, default="")
     parser.addini("monitor_annotations", HELP_ANNOTATIONS, default="")
     parser.addini("monitor_env_keep", HELP_ENV_KEEP, type="args", default=[])
+    parser.addini("monitor_order", HELP_ORDER, default="collected")
 
 
 @dataclass(frozen=True)
@@ -154,6 +164,7 @@ class Settings:
     ci_summary: bool = False
     annotations: bool = False
     env_keep: tuple[str, ...] = ()
+    order: str = "collected"
 
     @classmethod
     def from_config(cls, config: pytest.Config) -> Settings:
@@ -191,7 +202,24 @@ class Settings:
             ci_summary=_switch(config, "monitor_ci_summary", on_github),
             annotations=_switch(config, "monitor_annotations", on_github),
             env_keep=tuple(str(name) for name in config.getini("monitor_env_keep") or ()),
+            order=order_of(config),
         )
+
+
+def order_of(config: pytest.Config) -> str:
+    """``--monitor-order``, else the ini key: one of :data:`ORDERS`."""
+    raw = config.getoption("monitor_order")
+    source = "--monitor-order"
+    if raw is None:
+        raw = config.getini("monitor_order")
+        source = "ini option monitor_order"
+    value = str(raw).strip().lower() or "collected"
+    if value not in ORDERS:
+        raise pytest.UsageError(
+            f"{source}: {str(raw)!r} is not an order; give 'collected' (pytest's order) or "
+            "'history' (longest first by recorded durations)"
+        )
+    return value
 
 
 def _number(

@@ -7,7 +7,6 @@ from pathlib import Path
 
 from . import events as ev
 from . import findings
-from .dburl import display_url
 from .findings import FIX, dur, race_parts, setup_words, tail_parts
 from .state import RunState, SetupRace, StallRecord, lock_label, worker_order
 from .words import death_words, exit_words
@@ -40,17 +39,16 @@ def _rel(path: Path) -> str:
         return str(path)
 
 
-def _race_line(state: RunState, url: str, racing: set[str], names: str) -> str:
+def _race_line(state: RunState, place: str, racing: set[str], names: str) -> str:
     """Racing migrations; schema changes of hand-written runners with their statements."""
-    spans = [m for m in state.migrations if m.url == url and m.w in racing and m.action == "end"]
+    spans = [
+        m for m in state.migrations if m.place == place and m.w in racing and m.action == "end"
+    ]
+    where = state.race_where(place)
     if not spans or any(m.tool != "ddl" for m in spans):
-        where = display_url(url) or "one database"
         return f"concurrent migrations: {names} migrated {where} at once"
     statements = sorted({m.to_rev for m in spans if m.to_rev})
-    return (
-        f"concurrent schema changes: {names} on {display_url(url)} at once "
-        f"({'; '.join(statements[:3])})"
-    )
+    return f"concurrent schema changes: {names} on {where} at once ({'; '.join(statements[:3])})"
 
 
 def _test_database_lines(state: RunState) -> list[str]:
@@ -132,11 +130,11 @@ def summary_lines(state: RunState, log: Path, problems: list[str], verbosity: in
             f"({_count(top.waits, 'wait')}, {_dur(top.total_wait)})"
         )
     raced = state.races_said_as_setup()
-    for url, racing in state.migration_races.items():
-        if url in raced:
+    for place, racing in state.migration_races.items():
+        if place in raced:
             continue  # said with the racing setup
         names = ", ".join(sorted(racing, key=worker_order))
-        lines.append(_race_line(state, url, racing, names))
+        lines.append(_race_line(state, place, racing, names))
     lines.extend(_test_database_lines(state))
     stalls = state.stall_count()
     if stalls:

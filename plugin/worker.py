@@ -7,6 +7,7 @@ controller the worker is finished.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from types import ModuleType
@@ -111,6 +112,7 @@ class WorkerRecorder:
         if self.stalls is not None:
             self.stalls.root = self.root
         config.pluginmanager.register(self.lifecycle, "testmon-live-lifecycle")
+        self.lifecycle.time_fixtures(config)
         self._install_lock_probes()
         if self.dump_signal is not None:
             # Ship the announcement now, not on the sender's first tick: a test that grabs
@@ -124,6 +126,18 @@ class WorkerRecorder:
             self.watchdog.extra_checks.append(self.dump_signal.check)
         self.watchdog.start()
         self.containers.install()
+        if "containers" not in {p.strip() for p in os.environ.get(PROBES_OFF_ENV, "").split(",")}:
+            from .probes.imports import when_imported
+
+            def containers_loaded(_module: ModuleType) -> None:
+                # The run may have containers: note this worker's connections from now on
+                # (the controller's look from outside misses the brief ones).
+                from .probes import portwatch
+
+                portwatch.arm(self.emit, self.activity)
+
+            when_imported("docker", containers_loaded)
+            when_imported("testcontainers", containers_loaded)
 
     def _dump_signal_lost(self, why: str) -> None:
         """A test takes over the dump signal: say so (the hub will not signal any more)."""
@@ -159,10 +173,10 @@ class WorkerRecorder:
             when_imported("sqlalchemy", sqlalchemy_loaded)
         if "django" not in off:
 
-            def django_loaded(_module: ModuleType) -> None:
+            def django_loaded(module: ModuleType) -> None:
                 from .probes import django
 
-                django.install()
+                django.install(module)
 
             when_imported("django", django_loaded)
         if "dbapi" not in off:
@@ -181,6 +195,8 @@ class WorkerRecorder:
     # -------------------------------------------------------------- pytest hooks
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
+        # once per session: where each test stands in the collection xdist schedules by
+        self.lifecycle.positions = {item.nodeid: i for i, item in enumerate(session.items)}
         t = now()
         self.emit(
             ev.WorkerCollected(
@@ -212,6 +228,7 @@ class WorkerRecorder:
         if locking.current() is self.locks:
             locking.activate(None)
         self.containers.uninstall()
+        self.lifecycle.untime_fixtures()
         self.watchdog.stop()
         activity = self.activity
         activity.test = None
@@ -220,12 +237,23 @@ class WorkerRecorder:
         self.watchdog.sample_activity()
         if self.stalls is not None:
             self.stalls.check(now())  # a stall in the last test ends here
+        # Armed only once the run might have containers (never imported otherwise).
+        portwatch = sys.modules.get(f"{__package__}.probes.portwatch")
+        reached: list[ev.PortReached] = []
+        if portwatch is not None:
+            # ours: a bug here must not cost the worker its last word (or the run its status)
+            try:
+                reached = portwatch.unmatched()
+            except Exception as exc:  # noqa: BLE001
+                msg = f"ports reached not sent: {exc!r}"
+                self.emit(ev.Notice(ts=now(), level="warning", source="containers", msg=msg))
         self.sender.emit_always(
             ev.WorkerFinished(
                 ts=now(),
                 sent=self.sender.sent + self.sender.pending + 1,
                 dropped=self.sender.dropped,
                 exitstatus=exitstatus,
+                reached=reached,
             )
         )
         self.sender.close(FINAL_FLUSH_SECONDS)
@@ -249,6 +277,17 @@ class WorkerRecorder:
                     },
                 )
             )
+            return
+        if command.cmd == "ports":
+            # The controller's list of running containers' mapped ports (port -> id).
+            from .probes import portwatch
+
+            ports: dict[int, tuple[str, float]] = {}
+            for port, value in command.args.items():
+                cid, _, created = value.partition(" ")
+                with contextlib.suppress(ValueError):
+                    ports[int(port)] = (cid, float(created or 0))
+            portwatch.watch(ports, self.emit, self.activity)
             return
         if command.cmd == "dump":
             self.sender.emit_always(

@@ -65,7 +65,10 @@ def upgrade():
 def downgrade():
     op.drop_table("users")
 """,
-    "0002_orders.py": """
+    "0002_orders.py": """\"\"\"add orders
+
+Revision ID: 0002
+\"\"\"
 import sqlalchemy as sa
 from alembic import op
 
@@ -128,6 +131,19 @@ def test_alembic_command_line_keeps_upgrade_downgrade_stamp(pytester: pytest.Pyt
     begins = [(m.op, m.from_rev) for m in migrations if m.action == "begin"]
     assert begins == [("upgrade", None), ("downgrade", "0002"), ("stamp", "0001")]
     assert all(m.url.endswith("app.db") and m.tool == "alembic" for m in migrations)
+    # Each revision that ran is a step, with its message's first line; a stamp runs none.
+    steps = [
+        [(s.name, s.backwards) for s in m.steps or ()] for m in migrations if m.action == "end"
+    ]
+    assert steps == [
+        [("0001", False), ("0002 add orders", False)],
+        [("0002 add orders", True)],
+        [],
+    ]
+    upgrade = next(m for m in migrations if m.action == "end" and m.op == "upgrade")
+    assert upgrade.steps is not None
+    assert upgrade.duration is not None
+    assert 0 < sum(s.duration for s in upgrade.steps) <= upgrade.duration
 
 
 OFFLINE = """

@@ -14,14 +14,14 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import get_args
+from typing import Any, get_args
 
 import msgspec
 import pytest
 
 from testmon_live.plugin import events as ev
 from testmon_live.plugin.runlog import MonitorDir, write_live_file
-from testmon_live.plugin.state import StallRecord
+from testmon_live.plugin.state import RunState, StallRecord
 from testmon_live.plugin.summary import stall_lines
 from testmon_live.tui import cli
 from testmon_live.tui.reports.document import Code, Format, Prose, Section
@@ -41,12 +41,16 @@ def shared_db():
     time.sleep(0.2)
     return {"ready": True}
 
+@pytest.fixture(scope="session")
+def cheap_settings():
+    return {"debug": False}
+
 @pytest.fixture
 def broken():
     raise RuntimeError("fixture broke on purpose")
 
 @pytest.mark.parametrize("n", range(6))
-def test_pass(shared_db, n):
+def test_pass(shared_db, cheap_settings, n):
     assert shared_db["ready"]
 
 def test_fail(shared_db):
@@ -381,6 +385,8 @@ def test_json_and_markdown_say_the_same(
     assert shared["duplicated"] is True
     assert shared["workers"] == ["gw0", "gw1"]
     assert shared["count"] == 2
+    # set up on both workers too, but in microseconds: not worth a row
+    assert "cheap_settings" not in {f["name"] for f in model["fixtures"]}
     failed = {f["nodeid"]: f for f in model["failures"]}
     assert failed["test_suite.py::test_fail"]["message"].startswith(
         "AssertionError: expected the answer"
@@ -484,6 +490,97 @@ def test_runs_reads_only_head_and_tail_of_finished_logs(
     assert run["summary"] == "1 failed, 1 passed"
 
 
+# ------------------------------------------------ migration errors a suite provokes
+
+EXPECTED_ERRORS = """
+from pathlib import Path
+
+import pytest
+from alembic import command
+from alembic.config import Config
+from alembic.util import CommandError
+
+HERE = Path(__file__).parent
+
+
+def config(tmp_path):
+    cfg = Config(str(HERE / "alembic.ini"))
+    cfg.set_main_option("sqlalchemy.url", f"sqlite:///{tmp_path / 'app.db'}")
+    return cfg
+
+
+@pytest.mark.parametrize("n", range(5))
+def test_an_unknown_revision_is_refused(tmp_path, n):
+    with pytest.raises(CommandError):
+        command.upgrade(config(tmp_path), "nope")
+
+
+def test_upgrade_to_head(tmp_path):
+    command.upgrade(config(tmp_path), "head")
+
+
+def test_upgrade_that_fails(tmp_path):
+    command.upgrade(config(tmp_path), "nope")
+"""
+
+SLOW_REVISION = """
+import time
+
+revision = "0003"
+down_revision = "0002"
+
+def upgrade():
+    time.sleep(0.3)
+
+def downgrade():
+    pass
+"""
+
+
+def test_migration_errors_caught_by_passing_tests_come_last_and_once(
+    pytester: pytest.Pytester, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """alembic's own suite provokes migration errors on purpose inside passing tests: they
+    are one line with a count, after the error that failed a test, and cost no ranking."""
+    from .test_alembic_probe import alembic_project
+
+    alembic_project(pytester.path, "sqlite://")
+    (pytester.path / "migrations" / "versions" / "0003_slow.py").write_text(SLOW_REVISION)
+    pytester.makepyfile(test_migrations=EXPECTED_ERRORS)
+    run = record(pytester)
+    assert run.result.parseoutcomes() == {"failed": 1, "passed": 6}, run.result.stdout.str()
+
+    monkeypatch.setenv("COLUMNS", "400")  # whole lines
+    text = run_cli(capsys, "report", str(run.log)).out
+    bullets = [line for line in section(text, "Migrations") if line.startswith("  ! ")]
+    bullets += [line for line in section(text, "Migrations") if line.startswith("  - ")]
+    message = "CommandError: Can't locate revision identified by 'nope'"
+    failed, caught = bullets
+    failing = "test_migrations.py::test_upgrade_that_fails"
+    said = re.escape(f" alembic upgrade failed: {message} in {failing}")
+    assert re.fullmatch(rf"  ! gw\d{said}", failed)
+    assert caught.startswith(
+        f"  - alembic upgrade raised 5× inside tests that passed (an error they expect, caught): "
+        f"{message} ("
+    )
+    assert caught.endswith(" and 2 more")
+
+    model = json.loads(run_cli(capsys, "report", str(run.log), "-f", "json", "--top", "2").out)
+    real, expected = model["migration_errors"]
+    assert (real["count"], real["caught"], real["error"]) == (1, False, message)
+    assert real["tests"] == ["test_migrations.py::test_upgrade_that_fails"]
+    assert (expected["count"], expected["caught"], expected["error"]) == (5, True, message)
+    assert set(expected["workers"]) <= {"gw0", "gw1"}
+    assert len(expected["tests"]) == 3
+    assert all("::test_an_unknown_revision_is_refused[" in t for t in expected["tests"])
+    # --top 2: the failure that failed a test, then the slowest; no caught error
+    shown = sorted((m["test"], m["error"] is not None, m["caught"]) for m in model["migrations"])
+    assert shown == [
+        ("test_migrations.py::test_upgrade_that_fails", True, False),
+        ("test_migrations.py::test_upgrade_to_head", False, False),
+    ]
+
+
 # ------------------------------------------------------- sections from hand-made logs
 
 
@@ -553,6 +650,45 @@ def test_trouble_sections(synthetic: Path, capsys: pytest.CaptureFixture[str]) -
     assert "#### Locks" in markdown
     assert "| `filelock:/tmp/migrations.lock` | 2 | 1 |" in markdown
     assert f"`{LONG_NODEID}`" in markdown
+
+
+def test_report_reads_the_log_once(
+    synthetic: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The next-run prediction is made from the report's own fold, not from a second read."""
+    from testmon_live.plugin import runlog
+
+    opened: list[Path] = []
+
+    def counting(path: Path, *args: Any, **kwargs: Any) -> Iterator[ev.Event]:
+        opened.append(path)
+        return read(path, *args, **kwargs)
+
+    read = runlog.iter_log
+    for module in ("testmon_live.tui.reports.logs", "testmon_live.tui.predict.profile"):
+        monkeypatch.setattr(f"{module}.iter_log", counting)
+    model = json.loads(run_cli(capsys, "report", str(synthetic), "-f", "json").out)
+    assert model["next_run"] is not None
+    assert opened == [synthetic]
+
+
+def test_failures_listed_are_the_first_two_thousand(
+    monitor: MonitorDir, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The report's fold keeps every test (for the next-run line); its list of failures
+    stays at most FAILURES_KEPT long, as documented."""
+    from testmon_live.plugin.state import FAILURES_KEPT
+
+    failing = [
+        finished_test("gw0", f"t.py::test_{i}", T0 + 1 + i / 1000, "failed", 0.001)
+        for i in range(FAILURES_KEPT + 1)
+    ]
+    end = ev.RunFinished(ts=T0 + 5, exitstatus=1, status="tests_failed", duration=5.0)
+    path = write_log(monitor.log_path("20260101-120000-many"), [header("many"), *failing, end])
+    model = json.loads(run_cli(capsys, "report", str(path), "-f", "json").out)
+    assert model["totals"]["failing"] == FAILURES_KEPT + 1
+    assert len(model["failures"]) == FAILURES_KEPT
+    assert model["failures"][0]["nodeid"] == "t.py::test_0"
 
 
 def test_torn_and_garbage_lines_are_reported_not_fatal(
@@ -745,3 +881,75 @@ def test_every_format_has_one_renderer_and_json_builds_no_document() -> None:
     drawn = [Section(("Title",), [Prose([("some ", Code("code"))])])]
     assert render("markdown", model, lambda _: drawn).startswith("### Title\n")
     assert render("text", model, lambda _: drawn).startswith("Title\n")
+
+
+def test_migration_errors_group_across_tmp_paths_count_tests_and_obey_top() -> None:
+    """Errors that differ only in each test's tmp_path are one row; "and N more" counts
+    tests, not migrations; the text says how many kinds --top left out."""
+    from testmon_live.tui.reports.logs import LoadedRun
+    from testmon_live.tui.reports.model import build_report
+    from testmon_live.tui.reports.render_text import render_text
+    from testmon_live.tui.reports.sections import sections
+
+    events: list[ev.Event] = [
+        ev.RunStarted(ts=1.0, schema=ev.SCHEMA_VERSION, run_id="r", rootdir="/p")
+    ]
+    ts = 2.0
+
+    def failed(test: str, error: str) -> None:
+        nonlocal ts
+        ts += 1.0
+        events.append(
+            ev.Migration(
+                w="gw0", ts=ts, action="end", tool="alembic", op="upgrade",
+                url="sqlite:///x.db", duration=0.1, error=error, test=test,
+            )
+        )  # fmt: skip
+
+    for n in range(4):  # four tests, the first provoking it twice, each in its own tmp_path
+        for _ in range(2 if n == 0 else 1):
+            failed(
+                f"t.py::test_{n}", f"no such table in /tmp/pytest-of-me/pytest-7/test_{n}0/app.db"
+            )
+    for n in range(12):  # twelve other messages
+        failed("t.py::test_other", f"error kind {'abcdefghijkl'[n]}")
+    state = RunState().apply_all(events)
+    report = build_report(LoadedRun(Path("r.jsonl"), state, "finished"), top=3)
+    rows = report["migration_errors"]
+    assert len(rows) == 3
+    assert report["omitted"]["migration_errors"] == 13 - 3
+    first = rows[0]
+    assert (first["count"], first["test_count"], len(first["tests"])) == (5, 4, 3)
+    text = render_text(sections(report), width=400)
+    assert "failed 5×: no such table in /tmp/pytest-of-me/pytest-7/test_00/app.db" in text
+    assert "t.py::test_2 and 1 more" in text
+    assert "10 migration errors more not shown" in text
+
+
+@pytest.mark.parametrize(
+    ("outcome", "subtests", "caught"),
+    [
+        ("passed", {}, True),
+        ("xfailed", {}, False),  # marked xfail because the migration fails: a failure
+        ("skipped", {}, False),
+        ("passed", {"passed": 1, "failed": 1}, False),
+        ("failed", {}, False),
+    ],
+)
+def test_only_a_passing_test_catches_a_migration_error(
+    outcome: str, subtests: dict[str, int], caught: bool
+) -> None:
+    migration = ev.Migration(
+        w="gw0", ts=2.0, action="end", tool="alembic", op="upgrade",
+        url="sqlite:///x.db", duration=0.1, error="boom", test="t.py::test_it",
+    )  # fmt: skip
+    state = RunState().apply_all(
+        [
+            ev.RunStarted(ts=1.0, schema=ev.SCHEMA_VERSION, run_id="r", rootdir="/p"),
+            migration,
+            ev.TestFinished(
+                w="gw0", ts=3.0, nodeid="t.py::test_it", outcome=outcome, subtests=subtests
+            ),
+        ]
+    )
+    assert state.caught(migration) is caught

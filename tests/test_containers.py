@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -188,8 +190,11 @@ def test_get(shared_web, n):
     other = "gw1" if owner == "gw0" else "gw0"
     uses = containers(recorded, "use")
     assert uses, "the other worker's lookup was not recorded"
-    assert {u.w for u in uses} == {other}
-    assert all(u.cid == create.cid and u.owner == owner for u in uses)
+    # the other worker's lookup; the owner's own connections to it are uses as well
+    assert {u.w for u in uses if u.by != "connect"} == {other}
+    assert other in {u.w for u in uses}
+    assert all(u.cid == create.cid for u in uses)
+    assert all(u.owner == owner for u in uses if u.by != "connect")
     view = recorded.state.containers[create.cid]
     assert view.owner == owner
     assert view.shared
@@ -787,3 +792,247 @@ def test_connections_are_read_from_outside_the_process() -> None:
             client.stdin.close()
             client.wait(10)
         assert connected_ports(client.pid, {port}) == set()  # gone: nothing, no error
+
+
+BRIEF = """
+import socket, time
+import pytest
+
+@pytest.mark.parametrize("n", range(12))
+def test_get(shared_web, n):
+    deadline = time.monotonic() + 10  # "serving" is logged just before httpd listens
+    while True:
+        try:
+            conn = socket.create_connection((shared_web["host"], shared_web["port"]), timeout=5)
+            break
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+    with conn:  # one request and gone: far less than the controller's 0.2 s between looks
+        conn.sendall(b"GET /index.html HTTP/1.0\\r\\n\\r\\n")
+        reply = b""
+        while chunk := conn.recv(4096):
+            reply += chunk
+        assert reply.startswith(b"HTTP/1.") and b" 200 " in reply.split(b"\\r\\n")[0]
+    # The connection is long closed; the test goes on (as real ones do) so that its worker
+    # is still there when the controller tells the workers the container's ports.
+    time.sleep(0.5)
+"""
+
+
+@pytest.mark.engine
+def test_a_worker_that_talks_to_a_shared_container_only_briefly_is_a_user(
+    pytester: pytest.Pytester, engine: None
+) -> None:
+    pytester.makeconftest(WEB + LAST_ONE_OUT)
+    pytester.makepyfile(test_shared=BRIEF)
+    result, recorded = _run(pytester, "-n", "4", "-p", "no:randomly")
+    result.assert_outcomes(passed=12)
+    (create,) = containers(recorded, "create")
+    view = recorded.state.containers[create.cid]
+    ran: dict[str, set[str]] = {}
+    for test in recorded.of(ev.TestFinished):
+        ran.setdefault(test.w, set()).add(test.nodeid)
+    assert len(ran) == 4
+    # Connections too short for the controller's look from outside: each worker saw its own.
+    # (Tests that ran before the controller told the workers the ports are the exception:
+    # the first ones, while the owner started the container.)
+    others = sorted(set(ran) - {create.w})
+    assert sorted(view.users) == others
+    connects = [e for e in containers(recorded, "use") if e.by == "connect"]
+    assert {e.w for e in connects} >= set(others)
+    for worker in others:
+        assert view.user_tests.get(worker), worker
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="errno values of Linux")
+@pytest.mark.isolated  # the watch patches socket.socket for good
+def test_connects_to_watched_ports_are_noted_where_they_are_made() -> None:
+    import asyncio
+    import socket
+    import time
+
+    from testmon_live.plugin.activity import WorkerActivity
+    from testmon_live.plugin.probes import dblocks, locking, portwatch
+
+    got: list[ev.Event] = []
+    activity = WorkerActivity(0.0)
+    with (
+        socket.create_server(("127.0.0.1", 0)) as server,
+        socket.create_server(("127.0.0.1", 0)) as other,
+    ):
+        port, other_port = server.getsockname()[1], other.getsockname()[1]
+        # Not armed yet (no testcontainers, no docker SDK): the socket class is untouched.
+        assert not hasattr(socket.socket.connect, "__wrapped__")
+        portwatch.arm(got.append, activity)
+        assert socket.socket.connect.__name__ == "connect"
+        # Before the controller's word: kept, reported once the port is known as a
+        # container's, if made after the container was created.
+        activity.test = "test_a.py::test_too_early"
+        socket.create_connection(("127.0.0.1", port)).close()
+        created = time.time()
+        activity.test = "test_a.py::test_first"
+        socket.create_connection(("127.0.0.1", port)).close()
+        assert got == []
+        portwatch.watch({port: ("c0ffee", created)}, got.append, activity)
+        activity.test = "test_a.py::test_brief"
+        socket.create_connection(("127.0.0.1", port)).close()  # opened and closed at once
+        socket.create_connection(("127.0.0.1", port)).close()  # the same test: once
+        socket.create_connection(("127.0.0.1", other_port)).close()  # not a container's
+        with socket.socket() as s:
+            assert s.connect_ex(("127.0.0.1", port)) == 0
+        activity.test = "test_a.py::test_async"
+
+        async def talk() -> None:
+            _reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.close()
+            await writer.wait_closed()
+
+        asyncio.run(talk())
+        # A refused connection keeps its error, unchanged, and is no use.
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            closed = probe.getsockname()[1]
+        ports = {port: ("c0ffee", created), closed: ("dead00", created)}
+        portwatch.watch(ports, got.append, activity)
+        activity.test = "test_a.py::test_refused"
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", closed))
+        # A database connection made in C (libpq) is told by the DB-API probe as announced.
+        activity.test = "test_a.py::test_db"
+        locking.activate(locking.LockReporter(got.append, activity))
+        try:
+            dblocks.announce(object(), "postgresql", f"postgresql://127.0.0.1:{port}/db", 42)
+        finally:
+            locking.activate(None)
+        portwatch.watch({}, got.append, activity)  # every container ended: nothing noted
+        activity.test = "test_a.py::test_after"
+        socket.create_connection(("127.0.0.1", port)).close()
+    uses = [(e.cid, e.test, e.by) for e in got if isinstance(e, ev.ContainerEvent)]
+    assert uses == [
+        ("c0ffee", "test_a.py::test_first", "connect"),
+        ("c0ffee", "test_a.py::test_brief", "connect"),
+        ("c0ffee", "test_a.py::test_async", "connect"),
+        ("c0ffee", "test_a.py::test_db", "connect"),
+    ]
+
+
+def test_a_worker_that_ends_before_it_is_told_the_ports_still_counts_as_a_user(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its last word carries the connects it could not match; the fold matches them to the
+    containers' mapped ports, made after the container was created."""
+    pytester.makepyfile(
+        # any module named docker arms the worker's watch, as the docker SDK would
+        docker="",
+        conftest="import docker\n",
+        test_a="""
+import os, socket
+
+def test_talks():
+    port = int(os.environ["TALK_PORT"])
+    socket.create_connection(("127.0.0.1", port)).close()
+""",
+    )
+    import socket
+
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        port = server.getsockname()[1]
+        monkeypatch.setenv("TALK_PORT", str(port))
+        outcome = pytester.runpytest_subprocess("--monitor", "-n", "1")
+    outcome.assert_outcomes(passed=1)
+    run = only_run(pytester)
+    (finished,) = run.of(ev.WorkerFinished)
+    assert [(r.port, r.test) for r in finished.reached] == [(port, "test_a.py::test_talks")]
+
+    # The fold: a container of gw0 that mapped that port before the connect was made.
+    (reach,) = finished.reached
+    state = RunState()
+    state.apply(
+        ev.ContainerEvent(
+            w="gw0",
+            ts=reach.at - 1.0,
+            action="ready",
+            cid="c0ffee",
+            ports={"80/tcp": f"0.0.0.0:{port}"},
+            owner="gw0",
+        )
+    )
+    late = ev.PortReached(port, "test_a.py::test_before", reach.at - 2.0)
+    elsewhere = ev.PortReached(port + 1, "test_a.py::test_other", reach.at)
+    reached = [reach, late, elsewhere]
+    state.apply(ev.WorkerFinished(w="gw1", ts=reach.at + 1, sent=3, reached=reached))
+    view = state.containers["c0ffee"]
+    assert view.users == {"gw1"}
+    assert view.user_tests == {"gw1": {"test_a.py::test_talks"}}
+
+
+def test_connects_match_the_container_of_their_time_even_when_its_ports_come_later() -> None:
+    """Docker hands a host port to one container after another: a connect belongs to the
+    one that existed then; and a connect told before its container's ports were known
+    (another worker's batch came later) is matched when they come."""
+    port = 49153
+    mapped = {"5432/tcp": f"0.0.0.0:{port}"}
+
+    def container(cid: str, action: str, ts: float, **more: Any) -> ev.ContainerEvent:
+        return ev.ContainerEvent(w="gw0", ts=ts, action=action, cid=cid, owner="gw0", **more)
+
+    state = RunState()
+    state.apply(container("first", "ready", 10.0, ports=mapped))
+    state.apply(container("first", "remove", 20.0, by="gw0"))
+    state.apply(container("second", "ready", 30.0, ports=mapped))
+    early = ev.PortReached(port, "t.py::test_early", 15.0)
+    late = ev.PortReached(port, "t.py::test_late", 35.0)
+    before_ports = ev.PortReached(port + 1, "t.py::test_third", 45.0)
+    state.apply(ev.WorkerFinished(w="gw1", ts=50.0, sent=3, reached=[early, late, before_ports]))
+    assert state.containers["first"].user_tests == {"gw1": {"t.py::test_early"}}
+    assert state.containers["second"].user_tests == {"gw1": {"t.py::test_late"}}
+    # the third container's ports arrive after gw1's last word
+    state.apply(container("third", "ready", 40.0, ports={"80/tcp": f"0.0.0.0:{port + 1}"}))
+    assert state.containers["third"].user_tests == {"gw1": {"t.py::test_third"}}
+    assert state.containers["third"].users == {"gw1"}
+
+
+def test_a_bug_in_the_ports_reached_costs_neither_the_outcome_nor_the_last_word(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makepyfile(
+        docker="",
+        conftest="""
+import docker
+from testmon_live.plugin.probes import portwatch
+
+def unmatched():
+    raise RuntimeError("dictionary changed size during iteration")
+
+portwatch.unmatched = unmatched
+""",
+        test_a="def test_passes():\n    pass\n",
+    )
+    outcome = pytester.runpytest_subprocess("--monitor", "-n", "1")
+    outcome.assert_outcomes(passed=1)
+    assert outcome.ret == 0
+    run = only_run(pytester)
+    (finished,) = run.of(ev.WorkerFinished)
+    assert finished.reached == []
+    assert any("ports reached not sent" in n.msg for n in run.of(ev.Notice))
+
+
+def test_viewers_cannot_send_the_hubs_own_commands(tmp_path: Path) -> None:
+    from testmon_live.plugin.hub import Hub
+    from testmon_live.plugin.runlog import MonitorDir
+
+    mdir = MonitorDir(tmp_path / ".testmon")
+    mdir.ensure()
+    header = ev.RunStarted(ts=1.0, schema=ev.SCHEMA_VERSION, run_id="r1", rootdir="/p", workers=1)
+    hub = Hub(mdir, header)
+    sent: list[ev.Command] = []
+    hub.attach_local("gw0", sent.append)
+    error = hub.command(ev.Command(worker="gw0", cmd="ports", args={"1": "x"}))
+    assert error is not None
+    assert "viewers cannot send it" in error
+    assert sent == []
+    assert hub.tell("gw0", "ports", {"1": "x"})
+    assert not hub.tell("gw9", "ports", {"1": "x"})  # no such worker: nothing sent
+    assert [(c.cmd, c.args) for c in sent] == [("ports", {"1": "x"})]

@@ -97,6 +97,28 @@ def _migrations(run_events: list[ev.Event]) -> dict[str, list[ev.Migration]]:
 
 
 UNGUARDED = {
+    # Every worker first spends a moment in its migration, then creates the table: their
+    # migrations overlap for that moment whatever the machine's load (a migration that
+    # fails within the clocks' slack of another's start is not told apart from
+    # back-to-back ones; the first CREATE commits at once in SQLite, and a worker that
+    # came a few ms late used to fail that fast on a loaded machine).
+    "migrations/versions/0001_users.py": """
+import time
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0001"
+down_revision = None
+
+def upgrade():
+    time.sleep(0.4)
+    op.create_table("users", sa.Column("id", sa.Integer, primary_key=True))
+    op.create_table("orders", sa.Column("id", sa.Integer, primary_key=True))
+
+def downgrade():
+    op.drop_table("orders")
+    op.drop_table("users")
+""",
     "conftest.py": """
 import pytest
 from barrier import barrier
@@ -694,6 +716,25 @@ def test_sqlite_database_is_locked_recorded(pytester: pytest.Pytester) -> None:
         ("SELECT 1", None, None),
         ("SELECT blocked FROM clocks", None, None),
         ("INSERT INTO t VALUES (1)", None, None),
+        # schema changes: the schema they name ("" none, or the default one)
+        ("CREATE TABLE items (id INT)", None, ("ddl", "", "", False)),
+        ("CREATE TABLE public.items (id INT)", None, ("ddl", "", "", False)),
+        ("create table S1.items (id int)", None, ("ddl", "", "s1", False)),
+        ('CREATE TABLE "S1".items (id INT)', None, ("ddl", "", "S1", False)),
+        ("CREATE SCHEMA IF NOT EXISTS w_gw0", None, ("ddl", "", "w_gw0", False)),
+        ("CREATE SCHEMA AUTHORIZATION joe", None, ("ddl", "", "joe", False)),
+        ("CREATE INDEX ix ON s1.items (id)", None, ("ddl", "", "s1", False)),
+        ("CREATE INDEX ON s1.items (id)", None, ("ddl", "", "s1", False)),
+        (
+            "CREATE UNIQUE INDEX CONCURRENTLY ix ON ONLY s1.items (id)",
+            None,
+            ("ddl", "", "s1", False),
+        ),
+        ("ALTER TABLE ONLY s1.items ADD COLUMN x INT", None, ("ddl", "", "s1", False)),
+        ("ALTER TABLE IF EXISTS ONLY s1.items ADD x INT", None, ("ddl", "", "s1", False)),
+        ("DROP TABLE main.items", None, ("ddl", "", "", False)),
+        ("CREATE TEMPORARY TABLE scratch (id INT)", None, None),
+        ("CREATE TABLE temp.scratch (id INT)", None, None),
     ],
 )
 def test_classify_lock_statements(

@@ -8,6 +8,7 @@ barrier makes the workers meet, so who waits on whom is known.
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 from collections.abc import Iterator
@@ -360,6 +361,94 @@ def test_sqlite3_runner_racing_on_one_file_is_database_is_locked(
     assert f"concurrent schema changes: gw0, gw2, gw3 on {url} at once (CREATE TABLE" in out
 
 
+SCHEMA_PER_WORKER = {
+    "conftest.py": """
+import time
+import psycopg
+import pytest
+from barrier import WORKER, barrier
+from dbparams import PG
+
+@pytest.fixture(scope="session")
+def schema():
+    # Each worker migrates a schema of its own in the one database, in a transaction that
+    # stays open while the other worker does the same: no race.
+    conn = psycopg.connect(**PG)
+    barrier("migrate", 2)
+    conn.execute(f"CREATE SCHEMA w_{WORKER}")
+    conn.execute(f"CREATE TABLE w_{WORKER}.items (id INTEGER PRIMARY KEY)")
+    conn.execute(f"CREATE INDEX items_id ON w_{WORKER}.items (id)")
+    conn.execute("CREATE TEMPORARY TABLE scratch (id INTEGER)")  # its connection's own
+    barrier("migrated", 2)
+    time.sleep(0.3)
+    conn.commit()
+    # ...and both then add a table to one shared schema at once: that is flagged.
+    barrier("shared", 2)
+    conn.execute(f"CREATE TABLE shared.t_{WORKER} (id INTEGER)")
+    barrier("added", 2)
+    time.sleep(0.3)
+    conn.commit()
+    conn.close()
+    return "migrated"
+""",
+    "test_app.py": """
+def test_app(schema):
+    assert schema == "migrated"
+""",
+}
+
+
+@pytest.mark.postgres
+def test_a_schema_per_worker_in_one_database_is_no_race(
+    pytester: pytest.Pytester, pg_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Schema changes race only on the same schema: a schema per worker in one database
+    (a common way to isolate workers) is not flagged; a temporary table is no schema
+    change; two workers changing one shared schema at once still are."""
+    import psycopg
+    import sqlalchemy as sa
+
+    u = sa.make_url(pg_url)
+    with psycopg.connect(
+        host=u.host, port=u.port or 5432, user=u.username, dbname=u.database,
+        password=u.password, autocommit=True,
+    ) as conn:  # fmt: skip
+        conn.execute("CREATE SCHEMA shared")
+    _suite(pytester, SCHEMA_PER_WORKER, pg_url)
+    result = _run(pytester, 2)
+    result.assert_outcomes(passed=2)
+    state = only_run(pytester).state
+    changes = [m for m in state.migrations if m.tool == "ddl" and m.action == "end"]
+    assert sorted((m.w, m.schema) for m in changes) == [
+        ("gw0", "shared"),
+        ("gw0", "w_gw0"),
+        ("gw1", "shared"),
+        ("gw1", "w_gw1"),
+    ]
+    assert not any("TEMPORARY" in s.name for m in changes for s in m.steps or [])
+    url = changes[0].url
+    assert state.migration_races == {f"{url} (schema shared)": {"gw0", "gw1"}}
+    out = result.stdout.str()
+    # the summary names the schema and the racing statements (not the generic wording)
+    assert re.search(
+        r"concurrent schema changes: gw0, gw1 on \S+ \(schema shared\) at once \(CREATE TABLE", out
+    ), out
+    assert "w_gw0) at once" not in out
+    # the JSON report: the URL stays a URL, the schema has a key of its own
+    from testmon_live.tui import cli
+
+    capsys.readouterr()
+    assert cli.main(["report", str(only_run(pytester).path), "--format", "json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    (race,) = report["migration_races"]
+    assert (race["schema"], race["workers"]) == ("shared", ["gw0", "gw1"])
+    assert "(schema" not in race["url"]
+    racing = {
+        m["schema"]: m["concurrent_with"] for m in report["migrations"] if m["worker"] == "gw0"
+    }
+    assert racing == {"shared": ["gw1"], "w_gw0": []}
+
+
 LATE_DRIVER = {
     "test_late.py": """
 import sys
@@ -588,3 +677,105 @@ def test_a_suite_that_clears_pool_listeners_keeps_the_blocker_named(
     assert blocked_by is not None
     assert blocked_by.backend is not None
     assert blocked_by.w in {"gw0", "gw1"} - {d.w}
+
+
+# ------------------------------------------------------------------- unknown versions
+
+FAKE_VERSIONS = {
+    "conftest.py": """
+import importlib.machinery
+import sys
+
+FAKE = {"psycopg": "9.0.1", "django": "99.1"}
+
+
+class _Loader:
+    # The real module, then a version the probe cannot know (before the probe's callback
+    # runs: its finder wraps this loader).
+    def __init__(self, inner, version):
+        self.inner, self.version = inner, version
+
+    def create_module(self, spec):
+        return self.inner.create_module(spec)
+
+    def exec_module(self, module):
+        self.inner.exec_module(module)
+        module.__version__ = self.version
+
+
+class _Fake:
+    def find_spec(self, name, path, target=None):
+        if name not in FAKE:
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(name, path)
+        spec.loader = _Loader(spec.loader, FAKE[name])
+        return spec
+
+
+sys.meta_path.insert(0, _Fake())
+""",
+    "test_versions.py": """
+def test_psycopg_left_alone():
+    import psycopg
+    assert psycopg.__version__ == "9.0.1"
+    assert not hasattr(psycopg.Cursor.execute, "__wrapped__")
+    assert not getattr(psycopg, "_testmon_live_patched", False)
+
+def test_django_left_alone():
+    import django
+    from django.db.migrations import executor
+    assert django.__version__ == "99.1"
+    assert not getattr(executor.MigrationExecutor, "_testmon_live_patched", False)
+""",
+}
+
+
+def test_an_unknown_driver_version_is_left_alone_with_one_notice(
+    pytester: pytest.Pytester, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from testmon_live.tui import cli
+
+    _suite(pytester, FAKE_VERSIONS)
+    plain = pytester.runpytest_subprocess("-n", "2", "-p", "no:randomly", timeout=TIMEOUT)
+    plain.assert_outcomes(passed=2)
+    result = pytester.runpytest_subprocess(
+        "--monitor", "-n", "2", "-p", "no:randomly", timeout=TIMEOUT
+    )
+    result.assert_outcomes(passed=2)  # the outcome is the one without --monitor
+    state = only_run(pytester).state
+    said = sorted((n.w, n.msg) for n in state.notices if "left unmonitored" in n.msg)
+    # Each worker that imported one says it of its own process: one per worker and library.
+    assert {msg for _w, msg in said} == {
+        "psycopg 9.0.1 is newer than the probe knows (3.1 to 3.x): left unmonitored, its "
+        "lock waits are not recorded",
+        "django 99.1 is newer than the probe knows (4.2 to 6.0): left unmonitored, its test "
+        "databases and migrations are not recorded",
+    }
+    capsys.readouterr()
+    assert cli.main(["report", str(only_run(pytester).path)]) == 0
+    text = capsys.readouterr().out
+    # The report says each once, with the workers that said it.
+    assert text.count("psycopg 9.0.1 is newer than the probe knows") == 1
+    assert text.count("django 99.1 is newer than the probe knows") == 1
+
+
+def test_known_versions_are_patched_and_the_ranges_are_said() -> None:
+    from testmon_live.plugin.probes import dbapi
+
+    assert dbapi.version_problem("psycopg", "3.3.9") is None
+    assert dbapi.version_problem("psycopg2", "2.9.13 (dt dec pq3 ext lo64)") is None
+    assert dbapi.version_problem("pymysql", "1.2.4") is None
+    assert dbapi.version_problem("django", "5.2.19") is None
+    assert dbapi.version_problem("psycopg", "3.0.18") == (
+        "3.0.18 is older than the probe knows (3.1 to 3.x)"
+    )
+    assert dbapi.version_problem("pymysql", "") == (
+        "version '' is unknown to the probe (it knows 1.0 to 1.x)"
+    )
+    assert dbapi.version_problem("sqlite3", "3.14.0") == (
+        "3.14.0 is newer than the probe knows (Python 3.10 to 3.13)"
+    )
+    # PyMySQL poses as mysqlclient 2.2.x for Django in __version__: its own is read.
+    import pymysql
+
+    assert dbapi.driver_version("pymysql", pymysql) == pymysql.VERSION_STRING

@@ -7,13 +7,18 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from testmon_live.plugin import events as ev
 from testmon_live.tui import cli
+from testmon_live.tui.dashboard.app import make_app
+from testmon_live.tui.dashboard.screenshots import settle
+from testmon_live.tui.dashboard.sources import ReplaySource
+from testmon_live.tui.dashboard.widgets.locks_panel import STEPS_SHOWN, LocksPanel
 
-from .conftest import INNER_ADDOPTS, only_run
+from .conftest import INNER_ADDOPTS, Recorded, only_run, shown
 from .test_locks import TIMEOUT
 
 PROJECT = Path(__file__).parent / "data" / "django_project"
@@ -66,7 +71,7 @@ def _check_per_worker(
     assert "--reuse-db" in line
 
 
-def test_django_test_databases_per_worker_on_sqlite(
+async def test_django_test_databases_per_worker_on_sqlite(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     _project(pytester, monkeypatch)
@@ -81,8 +86,57 @@ def test_django_test_databases_per_worker_on_sqlite(
     # the report lists them
     capsys.readouterr()
     assert cli.main(["report", str(run.path), "--format", "json"]) == 0
-    rows = json.loads(capsys.readouterr().out)["migrations"]
+    model = json.loads(capsys.readouterr().out)
+    rows = model["migrations"]
     assert len([r for r in rows if r["op"] == "migrate"]) == 4
+    _check_steps(run, model, capsys)
+    # The dashboard's Locks view: the slowest steps, bounded like the report.
+    app = make_app(ReplaySource(run.path), clock=lambda: run.events[-1].ts)
+    async with app.run_test(size=(160, 60)) as pilot:
+        await settle(app, pilot)
+        await pilot.press("4")
+        panel = shown(app.main.query_one(LocksPanel))
+    listed = panel.split("slowest migration steps\n", 1)[1].split("\n\n", 1)[0].splitlines()
+    assert len(listed) == STEPS_SHOWN + 1
+    assert all("catalog.0003_seed  (django migrate)" in line for line in listed[:4])
+    assert listed[-1] == f"  ... and {len(_all_steps(run)) - STEPS_SHOWN} faster steps"
+
+
+def _all_steps(run: Recorded) -> list[tuple[str, str, float]]:
+    return [
+        (m.w, s.name, s.duration)
+        for m in run.of(ev.Migration)
+        if m.action == "end" and m.tool == "django"
+        for s in m.steps or ()
+    ]
+
+
+def _check_steps(run: Recorded, model: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
+    """Every worker's migrations, step by step, the slowest first, bounded by --top."""
+    steps = _all_steps(run)
+    workers = {w for w, _n, _d in steps}
+    assert len(steps) >= len(MIGRATIONS) * len(workers)
+    # JSON: the --top (default 10) slowest of all workers', the rest counted.
+    listed = model["migration_steps"]
+    assert len(listed) == 10
+    assert model["omitted"]["migration_steps"] == len(steps) - 10
+    assert [r["duration"] for r in listed] == sorted((r["duration"] for r in listed), reverse=True)
+    seeds = [r for r in listed if r["step"] == "catalog.0003_seed"]
+    assert {r["worker"] for r in seeds} == workers  # 0.3 s on each worker: the top ones
+    assert listed[: len(workers)] == seeds
+    assert all(r["tool"] == "django" and r["op"] == "migrate" for r in listed)
+    assert all(r["url"].startswith("sqlite:///") and not r["backwards"] for r in listed)
+    # Text and markdown: the same rows, --top 2 of them.
+    for fmt in ("text", "markdown"):
+        capsys.readouterr()
+        assert cli.main(["report", str(run.path), "-f", fmt, "--top", "2"]) == 0
+        out = capsys.readouterr().out
+        title = "Migration steps, slowest first"
+        assert title in out
+        body = out.split(title, 1)[1]
+        name = "catalog.0003_seed" if fmt == "text" else "catalog.0003\\_seed"
+        assert body.count(name) == 2
+        assert f"{len(steps) - 2} steps more not shown (--top N shows more)" in body
 
 
 @pytest.mark.postgres

@@ -147,7 +147,7 @@ def test_victim():
 
 
 def test_forensics_on_a_grouped_suite_whose_ini_distributes_it(
-    pytester: pytest.Pytester, capsys: pytest.CaptureFixture[str]
+    pytester: pytest.Pytester, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The ini's addopts say `-n 2 --dist loadgroup`: node ids carry `@db`. The repro file
     holds ids pytest finds, the printed command replays the failure whatever the ini adds,
@@ -168,7 +168,9 @@ def test_forensics_on_a_grouped_suite_whose_ini_distributes_it(
     assert "1 failed" in replay.stdout, replay.stdout + replay.stderr
     assert "unrecognized arguments" not in replay.stderr
 
-    # into a pipe (not a terminal) the text is whole: no `…`, the full command
+    # into a pipe (not a terminal) the text is whole: no `…`, the full command (without
+    # $COLUMNS: an xdist worker has COLUMNS=80 in its environment)
+    monkeypatch.delenv("COLUMNS", raising=False)
     code, out, _ = run_cli(capsys, "suspects", "latest", "victim")
     assert "…" not in out
     assert model["command"] in out

@@ -38,11 +38,16 @@ def shelf(warehouse):
 @pytest.fixture
 def box(shelf):
     return "b"
+
+@pytest.fixture
+def lid():
+    yield "l"
+    time.sleep(0.01)
 """,
     "test_one.py": """
 import pytest
 
-def test_a(box): pass
+def test_a(box, lid): pass
 def test_b(warehouse): pass
 @pytest.mark.parametrize("n", range(6))
 def test_param(n, box): pass
@@ -166,10 +171,23 @@ def test_fixtures_recorded_with_scope_trigger_and_teardown(
     for nodeid, fixtures in boxes.items():
         (box,) = [f for f in fixtures if f.name == "box"]
         setup_phase, _call, teardown_phase = tests[nodeid].phases
-        assert setup_phase.start <= box.setup_start <= setup_phase.start + setup_phase.dur
-        assert teardown_phase.start <= box.teardown_start
-        assert box.teardown_start <= teardown_phase.start + teardown_phase.dur
+        # the clocks agree within a scheduler's pause (see the teardown check below)
+        assert (
+            setup_phase.start - 1e-3
+            <= box.setup_start
+            <= setup_phase.start + setup_phase.dur + 1e-3
+        )
+        # no teardown code of its own: nothing to time at teardown (no finalizer of ours)
+        assert (box.teardown_start, box.teardown_dur) == (0.0, 0.0)
         assert box.baseid == ""
+    # one with teardown code has its teardown timed, within the teardown phase
+    (lid,) = [f for f in tests["test_one.py::test_a"].fixtures if f.name == "lid"]
+    setup_phase, _call, teardown_phase = tests["test_one.py::test_a"].phases
+    assert teardown_phase.start <= lid.teardown_start
+    # pytest times phases with time.time(), the monitor with perf_counter: they agree
+    # to the offset taken as the test starts, within a scheduler's pause
+    assert lid.teardown_start + lid.teardown_dur <= teardown_phase.start + teardown_phase.dur + 1e-3
+    assert lid.teardown_dur >= 0.009
     assert all(f.name != "n" for t in tests.values() for f in t.fixtures)  # parametrize args
 
     state = run.state
@@ -179,6 +197,152 @@ def test_fixtures_recorded_with_scope_trigger_and_teardown(
     box_stats = next(f for f in state.fixtures.values() if f.name == "box")
     assert (box_stats.scope, box_stats.count) == ("function", 8)
     assert box_stats.workers == {t.w for n, t in tests.items() if n in boxes}
+
+
+@pytest.mark.parametrize("mode", [XDIST, SINGLE])
+def test_function_fixture_teardowns_each_get_their_own_time(
+    pytester: pytest.Pytester, mode: list[str]
+) -> None:
+    # Timed without finalizers of their own: one ends where pytest says the one before it
+    # was done. Distinct sleeps: times given to the wrong fixture fail the lower bounds.
+    pytester.makepyfile(
+        test_x="""
+import time
+import pytest
+
+@pytest.fixture
+def outer():
+    yield
+    time.sleep(0.06)
+
+@pytest.fixture
+def middle(outer):
+    return 1
+
+@pytest.fixture
+def inner(middle):
+    yield
+    time.sleep(0.02)
+
+def test_nested(inner): pass
+
+def test_dynamic(outer, request):
+    request.getfixturevalue("inner")
+
+@pytest.fixture
+def fails_to_tear_down():
+    yield
+    time.sleep(0.03)
+    raise RuntimeError("teardown broke")
+
+def test_teardown_error(outer, fails_to_tear_down): pass
+"""
+    )
+    result = pytester.runpytest_subprocess("--monitor", "-p", "no:randomly", *mode)
+    result.assert_outcomes(passed=3, errors=1)
+    tests = {t.nodeid.split("::")[-1]: t for t in only_run(pytester).of(ev.TestFinished)}
+    for name in ("test_nested", "test_dynamic", "test_teardown_error"):
+        runs = {f.name: f for f in tests[name].fixtures}
+        teardown_phase = tests[name].phases[-1]
+        assert teardown_phase.when == "teardown"
+        slept = {"outer": 0.06, "inner": 0.02, "fails_to_tear_down": 0.03}
+        if "middle" in runs:  # no teardown code: nothing timed at teardown
+            assert (runs["middle"].teardown_start, runs["middle"].teardown_dur) == (0.0, 0.0)
+            del runs["middle"]
+        for fixture, run in runs.items():
+            assert run.teardown_dur >= slept[fixture], (name, fixture)
+            assert teardown_phase.start <= run.teardown_start
+            end = run.teardown_start + run.teardown_dur
+            assert end <= teardown_phase.start + teardown_phase.dur + 1e-3
+        # torn down in reverse order of setup, one after the other
+        ordered = sorted(runs.values(), key=lambda r: r.setup_start, reverse=True)
+        for later, earlier in itertools.pairwise(ordered):
+            assert later.teardown_start + later.teardown_dur <= earlier.teardown_start + 1e-6
+    assert {"outer", "middle", "inner"} <= {f.name for f in tests["test_dynamic"].fixtures}
+
+
+FIXTURE_PATHS = """
+import time
+import pytest
+
+@pytest.fixture
+def quick():
+    return 1
+
+@pytest.fixture
+def slow():
+    time.sleep(0.03)
+    return 2
+
+@pytest.fixture
+def two_finalizers(request):
+    request.addfinalizer(lambda: time.sleep(0.01))
+    request.addfinalizer(lambda: time.sleep(0.01))
+    return 3
+
+@pytest.fixture
+def breaks_down():
+    yield
+    raise RuntimeError("teardown broke")
+
+@pytest.mark.parametrize("n", range(30))
+def test_quick(n, quick): pass
+
+def test_slow(slow, quick): pass
+
+def test_two(two_finalizers): pass
+
+def test_breaks(breaks_down): pass
+"""
+
+A_PLAIN_SETUP = """
+import pytest
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_fixture_setup(fixturedef, request):
+    if fixturedef.argname == "quick":  # answers for pytest: no fixture function called
+        fixturedef.cached_result = (7, fixturedef.cache_key(request), None)
+        return 7
+    return None
+"""
+
+
+@pytest.mark.parametrize("mode", [XDIST, SINGLE])
+@pytest.mark.parametrize("plain_setup", [False, True], ids=["swapped", "wrapper"])
+def test_fixtures_without_teardown_code_are_counted_and_timed(
+    pytester: pytest.Pytester, mode: list[str], plain_setup: bool
+) -> None:
+    # pytest's own setup is timed in its place; a conftest with a setup of its own that
+    # could answer instead makes the monitor fall back to a hook wrapper around them all.
+    # Either way: a fixture without teardown code is in every test's record, with its
+    # setup time and no teardown; one with teardown code has its teardown timed.
+    pytester.makepyfile(test_x=FIXTURE_PATHS)
+    if plain_setup:
+        pytester.makeconftest(A_PLAIN_SETUP)
+    result = pytester.runpytest_subprocess("--monitor", "-p", "no:randomly", *mode)
+    result.assert_outcomes(passed=33, errors=1)
+    assert "lifecycle.py" not in result.stdout.str()  # our frames hidden in tracebacks
+    run = only_run(pytester)
+    tests = {t.nodeid.split("::")[-1]: t for t in run.of(ev.TestFinished)}
+    quick = [f for t in tests.values() for f in t.fixtures if f.name == "quick"]
+    assert len(quick) == 31
+    assert all((f.teardown_start, f.teardown_dur) == (0.0, 0.0) for f in quick)
+    stats = {f.name: f for f in run.state.fixtures.values()}
+    assert (stats["quick"].scope, stats["quick"].count) == ("function", 31)
+    (slow,) = tests["test_slow"].fixtures[:1]
+    assert slow.name == "slow"
+    assert slow.setup_dur >= 0.025
+    assert (slow.teardown_start, slow.teardown_dur) == (0.0, 0.0)
+    assert stats["slow"].setup_max >= 0.025
+    (two,) = tests["test_two"].fixtures
+    teardown_phase = tests["test_two"].phases[-1]
+    assert two.teardown_dur >= 0.019
+    assert teardown_phase.start <= two.teardown_start
+    assert two.teardown_start + two.teardown_dur <= teardown_phase.start + teardown_phase.dur + 1e-3
+    (broken,) = tests["test_breaks"].fixtures
+    assert broken.teardown_start > 0.0
+    assert tests["test_breaks"].outcome == "error"
+    assert "teardown broke" in (tests["test_breaks"].message or "")
 
 
 def test_a_fixture_that_skips_is_not_an_error_one_that_raises_is(

@@ -33,7 +33,13 @@ import execnet.script.socketserver as server
 from execnet.gateway_base import get_execmodel
 
 count = int(sys.argv[1])
-server.execmodel = get_execmodel("thread")
+# Remote code in the main thread, one remote_exec after the other: under "thread", xdist's
+# worker could land in a pool thread when its remote_exec overtook the gateway's info call,
+# and a test there cannot set a signal handler (execnet 2.1 has main_thread_only).
+try:
+    server.execmodel = get_execmodel("main_thread_only")
+except ValueError:
+    server.execmodel = get_execmodel("thread")
 sock = server.bind_and_listen(("127.0.0.1", 0), server.execmodel)
 print(sock.getsockname()[1], flush=True)
 children = []

@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from testmon_live.plugin import events as ev
 from testmon_live.plugin.redact import REDACTED, redact_args, redact_env, redact_text
@@ -64,6 +66,8 @@ SECRETS = [
 
 CONFTEST = """
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 def pytest_addoption(parser):
     parser.addoption("--token", default=None)
@@ -72,6 +76,8 @@ def pytest_addoption(parser):
 SUITE = f'''
 import sqlite3
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 
 def test_url_in_a_failure():
@@ -342,3 +348,43 @@ def test_a_monitor_dir_the_user_names_keeps_its_mode(tmp_path: Path) -> None:
     old.chmod(0o755)  # what an older version left
     MonitorDir(old).ensure()
     assert stat.S_IMODE(old.stat().st_mode) == 0o700
+
+
+# Fragments that texts in a log are made of: the secrets above, near misses, digits (the
+# shape cache leaves them out) and the punctuation the patterns look at.
+_FRAGMENTS = [
+    *SECRETS,
+    "password=", "Password: ", "pwd=", "token=", "api_key=", "API-KEY: ", "secret ",
+    "--token ", "--db-password ", "--gh-pat ", "-pat ", "_pat ", "Bearer ", "://", "u:",
+    "@host", "hooks.slack.com/services/", "T0/B0/xyz", "gh", "p_", "sk_", "live_", "AK", "IA",
+    "eyJ", "key", "monkeypatch", "tmp_path", "xox", "b-", "0", "7", "42", "1796558387.42",
+    " ", "=", ":", "'", '"', "\\", ",", "/", "-", "_", "\n", "abcdefghij", "ABCDEFGHIJ",
+]  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.lists(st.sampled_from(_FRAGMENTS), max_size=12), min_size=1, max_size=6))
+def test_redact_bytes_cuts_what_the_full_pattern_cuts(texts: list[list[str]]) -> None:
+    """The pre-check and the cache of clean line shapes only ever save work: every line
+    comes out as the full pattern alone makes it, whatever lines came before it."""
+    from testmon_live.plugin.redact import _BYTES, _keep_bytes, redact_bytes
+
+    for parts in texts:
+        event = ev.Notice(level="warning", source="gw0", msg="".join(parts))
+        line = ev.encode_line(event)
+        assert redact_bytes(line) == _BYTES.sub(_keep_bytes, line), line
+        # the same text with other digits: a clean shape learnt above must not hide it
+        other = ev.encode_line(ev.Notice(level="warning", source="gw1", msg="".join(parts) + "9"))
+        assert redact_bytes(other) == _BYTES.sub(_keep_bytes, other), other
+
+
+def test_clean_shapes_are_bounded() -> None:
+    from testmon_live.plugin.redact import _CleanShapes
+
+    shapes = _CleanShapes(budget=1000)
+    for n in range(200):
+        shapes.add(b"shape-" + bytes([97 + n % 26]) * (n % 40))
+    assert shapes._size <= 1000
+    assert len(shapes._shapes) < 200
+    shapes.add(b"x" * 500)  # larger than a sixteenth of the budget: not kept
+    assert b"x" * 500 not in shapes

@@ -15,6 +15,8 @@ from testmon_live.plugin import events as ev
 from testmon_live.tui.dashboard.screenshots import (
     DEMO_LOG,
     SCENES,
+    STALLED_AT,
+    WAITING_AT,
     Scene,
     demo_events,
     play,
@@ -27,6 +29,35 @@ SnapCompare = Callable[..., bool]
 
 @pytest.mark.parametrize("scene", SCENES, ids=[s.name for s in SCENES])
 def test_view(scene: Scene, tmp_path: Path, snap_compare: SnapCompare) -> None:
+    app = scene_app(scene, tmp_path)
+
+    async def prepare(pilot: Pilot[None]) -> None:
+        await play(scene, app, pilot)
+
+    assert snap_compare(app, terminal_size=scene.size, run_before=prepare)
+
+
+LAYOUT_SIZES = ((160, 50), (80, 24))
+"""A tall wide terminal and the smallest usual one: each view uses the room, or gives up
+what matters least (issue 16)."""
+LAYOUT_VIEWS = (
+    ("workers", ("1",), STALLED_AT),
+    ("workers-waiting", ("1",), WAITING_AT),
+    ("timeline", ("2", "down", "right", "right"), None),
+    ("parallelism", ("3",), STALLED_AT),
+    ("locks", ("4",), WAITING_AT),
+    ("stuck", ("6",), STALLED_AT),
+)
+LAYOUTS = tuple(
+    Scene(f"{name}-{w}x{h}", name, keys, seconds, size=(w, h))
+    for name, keys, seconds in LAYOUT_VIEWS
+    for w, h in LAYOUT_SIZES
+)
+
+
+@pytest.mark.parametrize("scene", LAYOUTS, ids=[s.name for s in LAYOUTS])
+def test_layout(scene: Scene, tmp_path: Path, snap_compare: SnapCompare) -> None:
+    """The views at 160x50 and 80x24, as moments of the recorded demo run."""
     app = scene_app(scene, tmp_path)
 
     async def prepare(pilot: Pilot[None]) -> None:

@@ -4,6 +4,7 @@ from the command line."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -46,10 +47,19 @@ class Tmux:
         env_path = f"{BIN}:{os.environ.get('PATH', '')}"
         subprocess.run(
             [tmux, "new-session", "-d", "-s", self.name, "-x", "160", "-y", "50",
-             "-c", str(cwd), f"env PATH={env_path} TERM=xterm-256color {command}"],
+             "-c", str(cwd),
+             # A server started from a test inherits its COLUMNS and LINES (80x24 under
+             # pytest), and Textual believes them over the terminal's own size.
+             f"env -u COLUMNS -u LINES PATH={env_path} TERM=xterm-256color {command}"],
             check=True,
             timeout=10,
         )  # fmt: skip
+        # a server started with another default size can leave the window at 80x24
+        subprocess.run(
+            [tmux, "resize-window", "-t", self.name, "-x", "160", "-y", "50"],
+            capture_output=True,
+            timeout=10,
+        )
 
     def screen(self) -> str:
         done = subprocess.run(
@@ -106,9 +116,9 @@ def test_tui_in_a_real_terminal_follows_a_run_started_beside_it(
     )
     assert run.returncode == 1, run.stdout
     screen = term.wait_for("finished", "10 passed", "1 failed", "11/11")
-    rows = [line for line in screen.splitlines() if line.lstrip().startswith(("gw0", "gw1"))]
+    # the table's rows (under them, each worker's strip of recent tests starts with it too)
+    rows = [line for line in screen.splitlines() if re.match(r"\s*gw[01]\s+done\b", line)]
     assert len(rows) == 2, screen
-    assert all("done" in row for row in rows), screen
     term.keys("q")
     deadline = time.monotonic() + 10
     while "finished" in term.screen() and time.monotonic() < deadline:
@@ -126,7 +136,23 @@ def test_replay_command_in_a_terminal(pytester: pytest.Pytester, tmux_session: l
     screen = term.wait_for("finished", "56 passed", "elapsed 18.0s")
     assert "gw3" in screen
     term.keys("2")
-    term.wait_for("lock wait", "container wait")
+    term.wait_for("lock wait", "container wait", "←→ select", "? keys")
+    term.keys("?")  # the help: the view's keys, then the app's
+    term.wait_for("the Timeline view", "prev test", "everywhere", "focus Next")
+    term.keys("Escape")
+    term.keys("C-p")  # the palette, as in every Textual app (and `/`)
+    term.wait_for("Search for commands")
+    term.keys("Escape")
+    deadline = time.monotonic() + 10
+    while "Search for commands" in term.screen() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    term.keys("C-c")  # quits, as q does: no "press ctrl+q" toast
+    deadline = time.monotonic() + 10
+    while "finished" in term.screen() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    last = term.screen()
+    assert "finished" not in last, last
+    assert "ctrl+q" not in last
 
 
 def test_cli_errors_are_one_line(
@@ -191,6 +217,55 @@ def test_demo_headless_prints_the_report(tmp_path: Path) -> None:
     assert "test_reports.py::test_quarterly_report" in report
     assert "session fixture 'database' set up 4x on 4 workers" in report
     assert (copy / ".testmon" / "demo-output.txt").read_text().count("FAILED") == 1
+
+
+def test_demo_ends_with_its_run_and_commands_that_work_where_the_user_stands(
+    tmp_path: Path,
+) -> None:
+    """The demo records beside its suite, where `testmon runs` from elsewhere does not look:
+    it ends with the run id and the commands that reopen and report it, paths and program
+    as they work from the user's folder (the venv's testmon is not on their PATH)."""
+    suite = tmp_path / "suite"
+    suite.mkdir()
+    (suite / "conftest.py").write_text("")
+    (suite / "test_x.py").write_text("def test_a():\n    pass\n\ndef test_b():\n    assert 0\n")
+    env = {**os.environ, "PATH": "/usr/bin:/bin"}  # as a shell without the venv
+    done = subprocess.run(
+        [str(BIN / "testmon"), "demo", "--headless", "--path", "suite", "-n", "2"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr
+    said = dict(
+        line.removeprefix("demo: ").split(None, 1)
+        for line in done.stderr.splitlines()
+        if line.startswith("demo: ")
+    )
+    (log,) = (suite / ".testmon" / "runs").glob("*.jsonl")
+    run_id = log.name.removesuffix(".jsonl")
+    assert said["run"] == f"{run_id}, recorded in suite/.testmon"
+    replay = said["open"].removeprefix("it again:").split()
+    report = said["its"].removeprefix("report:").split()
+    assert replay == [str(BIN / "testmon"), "replay", run_id, "--dir", "suite/.testmon"]
+    assert report == [str(BIN / "testmon"), "report", run_id, "--dir", "suite/.testmon"]
+    again = subprocess.run(report, cwd=tmp_path, capture_output=True, text=True, env=env)
+    assert again.returncode == 0, again.stderr
+    assert run_id in again.stdout
+    assert "1 failed, 1 passed" in again.stdout
+
+
+def test_the_demo_names_the_program_as_the_user_can_run_it(tmp_path: Path) -> None:
+    from testmon_live.tui.demo import invoked_as
+
+    program = BIN / "testmon"
+    assert invoked_as(str(program), tmp_path, f"{BIN}:/usr/bin") == "testmon"
+    assert invoked_as(str(program), tmp_path, "/usr/bin") == str(program)
+    root = BIN.parents[1]
+    assert invoked_as(str(program), root, "/usr/bin") == f"{BIN.relative_to(root)}/testmon"
+    assert invoked_as("/no/such/testmon", tmp_path, "/usr/bin") == "testmon"
 
 
 def test_quitting_the_demo_early_interrupts_its_run_cleanly(tmp_path: Path) -> None:

@@ -34,6 +34,7 @@ from testmon_live.plugin.runlog import (
     find_monitor_dir,
     iter_log,
 )
+from testmon_live.tui.predict import DISTS, ORDERS
 
 if TYPE_CHECKING:
     from testmon_live.plugin.state import RunState
@@ -527,6 +528,7 @@ def _demo(args: argparse.Namespace) -> int:
         raise CommandError(str(exc)) from None
     mdir = MonitorDir(path / DEFAULT_DIRNAME)
     print(f"demo: running `{' '.join(demo.pytest_command(args.workers)[1:])}` in {path}")
+    before = set(mdir.logs()) if mdir.runs.is_dir() else set()
     process = demo.start(path, args.workers)
     try:
         if args.headless:
@@ -537,7 +539,16 @@ def _demo(args: argparse.Namespace) -> int:
         demo.stop(process)
     if args.headless:
         write(render("text", build_report(load_run(newest_log(mdir), mdir), 10), sections))
-    print(f"demo: pytest output in {mdir.root / demo.OUTPUT_NAME}", file=sys.stderr)
+    cwd = Path.cwd()
+    output = demo.shown_path(mdir.root / demo.OUTPUT_NAME, cwd)
+    print(f"demo: pytest output in {output}", file=sys.stderr)
+    new = sorted(set(mdir.logs()) - before)
+    if new:
+        run_id = new[-1].name.removesuffix(".jsonl")
+        program = demo.invoked_as(sys.argv[0], cwd, os.environ.get("PATH"))
+        print(f"demo: run {run_id}, recorded in {demo.shown_path(mdir.root, cwd)}", file=sys.stderr)
+        for what, command in demo.reopen_commands(mdir, run_id, cwd, program):
+            print(f"demo: {what:<14} {command}", file=sys.stderr)
     return EXIT_OK
 
 
@@ -566,6 +577,116 @@ def _dump(args: argparse.Namespace) -> int:
         raise CommandError(str(exc)) from None
     write(stall_text(stall, live_root(live)))
     return EXIT_OK
+
+
+# ---------------------------------------------------------------------- whatif
+
+
+def _workers_list(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a comma list of worker counts, e.g. 1,2,4,8"
+        ) from None
+    if not values:
+        raise argparse.ArgumentTypeError("give at least one worker count, e.g. 1,2,4,8")
+    return values
+
+
+def _whatif_arguments(parser: argparse.ArgumentParser) -> None:
+    add_run_argument(parser)
+    add_dir_option(parser)
+    parser.add_argument(
+        "-n",
+        "--workers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="xdist workers to predict the run with (default: as recorded, at least 1)",
+    )
+    parser.add_argument(
+        "--dist",
+        choices=DISTS,
+        default=None,
+        metavar="MODE",
+        help="xdist's distribution: load, loadscope, loadfile or worksteal (default: as "
+        "recorded, else load)",
+    )
+    parser.add_argument(
+        "--order",
+        choices=ORDERS,
+        default="collected",
+        metavar="ORDER",
+        help="collected (pytest's order, as recorded) or longest-first (what "
+        "`pytest --monitor-order=history` does: longest first by these durations)",
+    )
+    parser.add_argument(
+        "--table",
+        type=_workers_list,
+        default=None,
+        metavar="N,N,...",
+        help="worker counts for the table (default 1,2,4,8,16)",
+    )
+    parser.add_argument(
+        "-f",
+        "--format",
+        choices=("text", "json"),
+        default="text",
+        metavar="FORMAT",
+        help="text (default) or json (for scripts: the same numbers, in seconds)",
+    )
+
+
+def _whatif(args: argparse.Namespace) -> int:
+    import json
+
+    from .predict.overheads import settled
+    from .predict.profile import load_profile
+    from .predict.whatif import DEFAULT_TABLE, Question, render_text, whatif
+    from .reports.document import printable
+    from .reports.logs import resolve_run
+
+    mdir = monitor_dir(args)
+    path = resolve_run(mdir, args.run)
+    profile = load_profile(path)
+    if not profile.tests:
+        raise CommandError(f"run {profile.run_id} ran no tests: there is nothing to predict")
+    profile = settled(profile, path)
+    dist = args.dist or (profile.dist if profile.dist in DISTS else "load")
+    question = Question(
+        workers=args.workers if args.workers is not None else max(1, profile.workers),
+        dist=dist,
+        order=args.order,
+        table=args.table or DEFAULT_TABLE,
+    )
+    try:
+        answer = whatif(profile, question)
+    except ValueError as exc:
+        raise CommandError(str(exc), EXIT_USAGE) from None
+    if args.format == "json":
+        write(json.dumps(answer, indent=2) + "\n")
+    else:
+        write(printable(render_text(answer)))
+    return EXIT_OK
+
+
+WHATIF_EPILOG = f"""\
+The model replays each test's recorded time through xdist's scheduler: session fixtures
+paid once per worker (once in all under monitor.run_once), locks held as long as recorded
+whatever -n, worker start-up and the gap between tests as measured, start-up slower when
+more workers than CPUs start at once. Worker start-up and exit are the median over RUN and
+up to 4 older runs of the same suite on this machine in the same folder (one slow start
+does not skew the prediction). Tests that compete for CPU beyond that are not
+modelled: a CPU-bound suite goes no faster than its CPUs allow.
+
+examples:
+  testmon whatif                          the latest run, at its own -n, with a table
+  testmon whatif latest -n 8 --order longest-first
+  testmon whatif 20261121-2032 --dist worksteal --table 2,3,4,6
+  testmon whatif --format json | jq .best
+
+{EXIT_CODES_HELP}"""
 
 
 # -------------------------------------------------------------------- registry
@@ -660,6 +781,19 @@ COMMANDS: tuple[Command, ...] = (
         arguments=_diff_arguments,
         run=_diff,
         epilog=EXIT_CODES_HELP,
+    ),
+    Command(
+        name="whatif",
+        summary="predict a recorded run with another -n, --dist or test order",
+        description="Replay a recorded run through a model of xdist's scheduling and "
+        "predict its wall time, parallel efficiency and tail with -n N, --dist MODE and "
+        "--order ORDER; a table over several -n shows where more workers stop paying. It "
+        "says what limits the run (the longest test, a lock, session fixtures set up on "
+        "every worker, too few tests per worker, start-up) and which -n and order the next "
+        "run should take.",
+        arguments=_whatif_arguments,
+        run=_whatif,
+        epilog=WHATIF_EPILOG,
     ),
     Command(
         name="dump",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -150,3 +151,39 @@ def stop(process: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
             process.wait(timeout)
         except subprocess.TimeoutExpired:
             continue
+
+
+def shown_path(path: Path, cwd: Path) -> str:
+    """``path`` as the user can type it where they stand: relative to ``cwd`` when it is
+    below it, else absolute."""
+    resolved = path.resolve()
+    try:
+        return str(resolved.relative_to(cwd.resolve()))
+    except ValueError:
+        return str(resolved)
+
+
+def invoked_as(argv0: str, cwd: Path, search_path: str | None) -> str:
+    """How to run this ``testmon`` again from ``cwd``: ``testmon`` when the shell's PATH
+    finds this very program, else its path (``.venv/bin/testmon`` after ``scripts/demo``,
+    which does not put the venv on the user's PATH)."""
+    program = Path(argv0)
+    if program.name != "testmon" or not program.exists():
+        return "testmon"
+    found = shutil.which("testmon", path=search_path)
+    if found is not None and Path(found).resolve() == program.resolve():
+        return "testmon"
+    shown = shown_path(program, cwd)
+    return shown if "/" in shown else f"./{shown}"
+
+
+def reopen_commands(
+    mdir: MonitorDir, run_id: str, cwd: Path, program: str
+) -> list[tuple[str, str]]:
+    """What reopens and reports the demo's run, from ``cwd``: the run's log is in the demo
+    suite's monitor folder, which is not where ``testmon`` looks from elsewhere."""
+    folder = shlex.quote(shown_path(mdir.root, cwd))
+    return [
+        ("open it again:", f"{program} replay {run_id} --dir {folder}"),
+        ("its report:", f"{program} report {run_id} --dir {folder}"),
+    ]

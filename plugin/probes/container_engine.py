@@ -15,12 +15,16 @@ run's containers and says:
 - ``use`` (``by="connection"``) for each local worker, and the test it runs, seen with a TCP
   connection open to one of a running container's mapped ports: read from outside the
   worker (``/proc``, :mod:`.connections`) a few times a second, so the workers pay nothing;
+  and since a connection opened and closed between two looks escapes that, each local
+  worker is told the mapped ports (a ``ports`` command, when they change) and notes its
+  own connects to them (:mod:`.portwatch`, ``by="connect"``);
 - at the end of the run, every container of the run still there: a ``leak``, named with
   the worker, test and fixture that started it (from its labels).
 
-Everything runs in one daemon thread, and only once the run has a container: until a
-worker reports one, the thread only looks at the fold four times a second, so a suite that
-never starts a container never imports the SDK nor talks to an engine. Events are asked
+Everything runs in one daemon thread, and only once the run has a container: the hub
+starts it when its fold first holds one (:meth:`~..hub.Hub.when_container`), so a suite
+that never starts a container has no such thread, never imports the SDK nor talks to an
+engine (and the controller does not even import this module: see ``session.py``). Events are asked
 for from the start of the run, so nothing that happened before is missed. No engine: one
 notice, nothing else. The end-of-run listing is bounded by the client's timeout.
 """
@@ -43,7 +47,7 @@ DIE_GRACE = 1.5
 """Seconds to wait before calling an exit a death: the owner's ``stop`` may still be on
 its way (workers ship in batches)."""
 POLL = 0.25
-"""Seconds between looks at the fold for a first container."""
+"""Seconds :meth:`EngineWatch.finish` waits (four times over) for the thread to begin."""
 ENDED = frozenset({"stopped", "removed", "exited", "oom-killed", "failed", "leaked"})
 """Container states in which nobody's connections are looked for."""
 MAX_PENDING = 1000
@@ -70,19 +74,23 @@ class EngineWatch:
         self._health: dict[str, str] = {}
         self._uses: set[tuple[str, str, str | None]] = set()
         """(container, worker, test) already reported as a ``use`` seen by connection."""
+        self._told: dict[str, dict[str, str]] = {}
+        """Worker -> the mapped ports it was last told (port -> container)."""
         self._thread = threading.Thread(target=self._run, name="testmon-engine", daemon=True)
         self._settler = threading.Thread(target=self._settle_loop, name="testmon-engine-settle")
         self._settler.daemon = True
 
     def start(self) -> None:
-        self._thread.start()
+        """Begin watching once the run has a container (at once if it has one)."""
+        self.hub.when_container(self._begin)
+
+    def _begin(self) -> None:
+        if not self._stop.is_set() and self._thread.ident is None:
+            self._thread.start()
 
     # ----------------------------------------------------------------- thread
 
     def _run(self) -> None:
-        while not self.hub.state.containers:
-            if self._stop.wait(POLL):
-                return  # the run ended without a container
         self._engaged.set()
         try:
             import docker
@@ -169,21 +177,24 @@ class EngineWatch:
         """Report each local worker connected to a running container's mapped port."""
         state = self.hub.state
         ports: dict[int, str] = {}
+        created: dict[str, float] = {}
         for view in list(state.containers.values()):
             if view.state in ENDED:
                 continue
+            created[view.cid] = view.created
             for address in list(view.ports.values()):
                 port = address.rpartition(":")[2]
                 if port.isdigit():
                     ports[int(port)] = view.cid
-        if not ports:
-            return
         with self.hub._lock:
             workers = [
                 (w.id, w.pid, w.test)
                 for w in state.workers.values()
                 if w.pid and not w.remote and not w.down and w.crash is None
             ]
+        self._tell_ports(ports, created, [w for w, _pid, _test in workers])
+        if not ports:
+            return
         for worker, pid, test in workers:
             assert pid is not None
             for port in connected_ports(pid, ports):
@@ -196,6 +207,18 @@ class EngineWatch:
                         w=worker, ts=now(), action="use", cid=key[0], test=test, by="connection"
                     )
                 )
+
+    def _tell_ports(
+        self, ports: dict[int, str], created: dict[str, float], workers: list[str]
+    ) -> None:
+        """Each local worker learns the running containers' mapped ports (with when each
+        was created) whenever they change: it then reports its connections to them, those
+        it made before it was told included (:mod:`.portwatch`), which the look above
+        misses if they open and close between two looks."""
+        args = {str(port): f"{cid} {created[cid]!r}" for port, cid in sorted(ports.items())}
+        for worker in workers:
+            if self._told.get(worker, {}) != args and self.hub.tell(worker, "ports", args):
+                self._told[worker] = args
 
     def _settle_due(self, limit: float) -> None:
         with self._lock:
@@ -265,7 +288,8 @@ class EngineWatch:
                     close()
                 except Exception as exc:  # noqa: BLE001 - closing a dead stream is fine
                     self.hub.note("info", f"containers: closing the event stream: {exc!r}")
-        self._thread.join(1.0)
+        if self._thread.ident is not None:  # started: the run had a container
+            self._thread.join(1.0)
         client = self._client
         if client is not None:
             try:
@@ -313,13 +337,3 @@ class EngineWatch:
 
 def _opt(value: object) -> str | None:
     return str(value) if value else None
-
-
-def docker_sdk_available() -> bool:
-    """Is the docker SDK installed (checked without importing it)?"""
-    import importlib.util
-
-    try:
-        return importlib.util.find_spec("docker") is not None
-    except (ImportError, ValueError):
-        return False

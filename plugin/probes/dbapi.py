@@ -28,6 +28,7 @@ import contextlib
 import functools
 import importlib
 import os
+import sys
 from collections.abc import Callable
 from types import ModuleType
 from typing import Any
@@ -45,8 +46,17 @@ monitor."""
 DRIVERS = ("sqlite3", "psycopg", "psycopg2", "pymysql")
 """Import names of the drivers this module patches."""
 
-_MINIMUM = {"psycopg": (3, 1), "psycopg2": (2, 8), "pymysql": (1, 0)}
-"""The oldest version of each driver whose internals the probe knows."""
+KNOWN: dict[str, tuple[tuple[int, int], tuple[int, int]]] = {
+    "psycopg": ((3, 1), (4, 0)),
+    "psycopg2": ((2, 8), (3, 0)),
+    "pymysql": ((1, 0), (2, 0)),
+    "sqlite3": ((3, 10), (3, 14)),
+    "django": ((4, 2), (6, 1)),
+}
+"""Versions whose internals the probes know, from the first (included) to the last
+(excluded), as (major, minor): what they patch was read and tested on these. sqlite3 is the
+standard library's: its C types change with Python, so its version is Python's. A version
+outside its range is left alone (:func:`left_alone`)."""
 
 
 def install_driver(name: str, module: ModuleType) -> None:
@@ -54,7 +64,7 @@ def install_driver(name: str, module: ModuleType) -> None:
     patch = _PATCHES.get(name)
     if patch is None or getattr(module, "_testmon_live_patched", False):
         return
-    problem = _version_problem(name, module)
+    problem = version_problem(name, driver_version(name, module))
     if problem is None:
         try:
             patch(module)
@@ -63,35 +73,57 @@ def install_driver(name: str, module: ModuleType) -> None:
         # A probe that fails to install must not fail the suite: said once, driver untouched.
         except Exception as exc:  # noqa: BLE001
             problem = f"could not be patched ({repr_of(exc)})"
+    left_alone(name, problem)
+
+
+def left_alone(name: str, problem: str, lost: str = "its lock waits are not recorded") -> None:
+    """The one notice for a library the probe does not patch: which, why, what is lost."""
     reporter = locking._current
     if reporter is not None:
         reporter.emit(
             ev.Notice(
                 ts=now(),
-                level="info",
+                level="warning",
                 source="db",
-                msg=f"{name} {problem}: its lock waits are not recorded",
+                msg=f"{name} {problem}: left unmonitored, {lost}",
             )
         )
 
 
-def _version_problem(name: str, module: ModuleType) -> str | None:
-    floor = _MINIMUM.get(name)
-    if floor is None:
+def driver_version(name: str, module: ModuleType) -> str:
+    """The version of a driver as its module says it (PyMySQL's ``__version__`` is the
+    mysqlclient version it poses as for Django: its own is ``VERSION_STRING``; sqlite3's is
+    Python's)."""
+    if name == "sqlite3":
+        return "{}.{}.{}".format(*sys.version_info[:3])
+    attribute = "VERSION_STRING" if name == "pymysql" else "__version__"
+    return text_of(getattr(module, attribute, ""), 40)
+
+
+def version_problem(name: str, text: str) -> str | None:
+    """Why version ``text`` of ``name`` is outside what the probe knows, or ``None``."""
+    known = KNOWN.get(name)
+    if known is None:
         return None
-    text = text_of(getattr(module, "__version__", ""), 40)
+    low, high = known
+    last = f"{high[0] - 1}.x" if high[1] == 0 else f"{high[0]}.{high[1] - 1}"
+    span = f"{'Python ' if name == 'sqlite3' else ''}{low[0]}.{low[1]} to {last}"
     try:
         version = tuple(int(part) for part in text.split(" ")[0].split(".")[:2])
     except ValueError:
-        return f"version {text!r} unknown to the probe"
-    if version < floor:
-        return f"{text} older than the probe knows ({'.'.join(map(str, floor))})"
+        version = ()
+    if len(version) < 2:
+        return f"version {text!r} is unknown to the probe (it knows {span})"
+    if version < low:
+        return f"{text} is older than the probe knows ({span})"
+    if version >= high:
+        return f"{text} is newer than the probe knows ({span})"
     return None
 
 
 def _wrap_execute(original: Callable[..., Any], describe: dblocks.Describe, many: bool) -> Any:
     """A cursor's ``execute`` (or ``executemany``: ``many``) through :mod:`.dblocks`."""
-    begin, done, failed = dblocks.begin, dblocks.done, dblocks.failed
+    begin, done, failed = dblocks.begin, dblocks.done_fast, dblocks.failed
 
     @functools.wraps(original)
     def execute(self: Any, query: Any, params: Any = None, *args: Any, **kwargs: Any) -> Any:
@@ -134,20 +166,31 @@ _NOTHING: Any = object()
 """An argument not given (sqlite3 tells "not given" from ``None``)."""
 
 
-def _wrap_sqlite(original: Callable[..., Any], many: bool) -> Any:
+def _wrap_sqlite(
+    original: Callable[..., Any],
+    many: bool,
+    make: Callable[[Any, Any], Any] | None = None,
+    factory: Any = None,
+) -> Any:
     """sqlite3's cursor methods take their arguments by position only: a wrapper of that
-    shape calls them without packing (the cheapest wrapper of all, run per statement)."""
-    begin, done, failed = dblocks.begin, dblocks.done, dblocks.failed
+    shape calls them without packing (the cheapest wrapper of all, run per statement).
+
+    With ``make``, the wrapper is a connection's: ``Connection.execute`` of the C type
+    makes its cursor without calling ``cursor()``; this one makes a ``factory`` cursor with
+    ``make`` (``Connection.cursor``) and runs ``original`` (the cursor's method) on it, in
+    the same frame: the most common statement call of all pays for one frame of ours."""
+    begin, done, failed = dblocks.begin, dblocks.done_fast, dblocks.failed
     describe = _describe_sqlite
 
     @functools.wraps(original)
     def execute(self: Any, sql: Any, params: Any = _NOTHING, /) -> Any:
+        cur = self if make is None else make(self, factory)
         given = params is not _NOTHING
-        entry = begin(sql, params if given else None, None, self, describe, many)
+        entry = begin(sql, params if given else None, None, cur, describe, many)
         if entry is None:
-            return original(self, sql, params) if given else original(self, sql)
+            return original(cur, sql, params) if given else original(cur, sql)
         try:
-            result = original(self, sql, params) if given else original(self, sql)
+            result = original(cur, sql, params) if given else original(cur, sql)
         except BaseException as exc:
             failed(entry, exc)
             raise
@@ -418,7 +461,7 @@ _sqlite_cursors: dict[type, type] = {}
 
 def _describe_sqlite(_source: Any, cursor: Any) -> dblocks.Target:
     raw = cursor.connection
-    database = getattr(raw, "_testmon_live_db", "") or ":memory:"
+    database = getattr(raw, "_testmon_live_db", None) or ":memory:"
     return dblocks.Target("sqlite", f"sqlite:///{database}", raw, database)
 
 
@@ -470,10 +513,7 @@ def _sqlite_class(base: Any, base_cursor: Any) -> type:
     # do what they do (a new cursor of the default class, its method) with our cursor class.
     default_cursor = _sqlite_cursor(base_cursor)
     make = base.cursor
-
-    def execute(self: Any, sql: Any, params: Any = _NOTHING, /) -> Any:
-        cur = make(self, default_cursor)
-        return cur.execute(sql) if params is _NOTHING else cur.execute(sql, params)
+    execute = _wrap_sqlite(base_cursor.execute, False, make, default_cursor)
 
     def executemany(self: Any, sql: Any, params: Any, /) -> Any:
         return make(self, default_cursor).executemany(sql, params)
@@ -486,7 +526,7 @@ def _sqlite_class(base: Any, base_cursor: Any) -> type:
         try:
             base.commit(self)
         except BaseException as exc:
-            dblocks.busy_commit(self, self._testmon_live_db, started, exc)
+            dblocks.busy_commit(self, getattr(self, "_testmon_live_db", ":memory:"), started, exc)
             raise
         dblocks.tx_end(self)
 
@@ -504,9 +544,10 @@ def _sqlite_class(base: Any, base_cursor: Any) -> type:
         "__module__": base.__module__,
         "__qualname__": base.__qualname__,
         "__doc__": base.__doc__,
-        "_testmon_live_db": ":memory:",
+        # The database file, in a slot: like sqlite3's own, no per-instance dict.
+        "__slots__": ("_testmon_live_db",),
         "cursor": functools.wraps(base.cursor)(cursor),
-        "execute": functools.wraps(base.execute)(execute),
+        "execute": functools.wraps(base.execute)(execute),  # the connection's, not the cursor's
         "executemany": functools.wraps(base.executemany)(executemany),
         "executescript": functools.wraps(base.executescript)(executescript),
         "commit": functools.wraps(base.commit)(commit),
@@ -524,6 +565,7 @@ def _sqlite_cursor(base: Any) -> type:
             "__module__": base.__module__,
             "__qualname__": base.__qualname__,
             "__doc__": base.__doc__,
+            "__slots__": (),  # like sqlite3's own cursor: no per-instance dict to allocate
             "execute": _wrap_sqlite(base.execute, False),
             "executemany": _wrap_sqlite(base.executemany, True),
             # A script is in flight (waits, "database is locked") but not classified: the

@@ -33,7 +33,7 @@ from typing import Any, Literal
 from .. import events as ev
 from ..clock import now
 from ..guard import REAL, exc_text, repr_of
-from . import locking
+from . import locking, portwatch
 from .dbstatements import UNREAD, Lock, classify, result_value, table_of
 from .migrations import MigrationSpan, tool_running
 
@@ -180,6 +180,18 @@ def done(entry: Entry) -> None:
         _guarded(_finished, entry[6], entry)
 
 
+def _done_fast() -> Callable[[Entry], None]:
+    """:func:`done` with the names it reads bound once (a wrapper calls it per statement)."""
+    pop, flights, guarded, finished = _inflight.pop, _flights, _guarded, _finished
+
+    def done_fast(entry: Entry) -> None:
+        pop(entry[6], None)
+        if entry[4] is not None or flights:
+            guarded(finished, entry[6], entry)
+
+    return done_fast
+
+
 def failed(entry: Entry, error: BaseException) -> None:
     """The statement of ``entry`` raised ``error`` (which the caller re-raises)."""
     _inflight.pop(entry[6], None)
@@ -232,6 +244,8 @@ def announce(raw: Any, dialect: str, url: str, backend: int) -> None:
         return
     _backends[id(raw)] = backend
     reporter.emit(ev.DbConnected(ts=now(), dialect=dialect, url=url, backend=backend))
+    if portwatch._sink:  # a connection libpq made in C: no Python socket saw it
+        portwatch.seen_url(url)
 
 
 # ---------------------------------------------------------------- after a statement
@@ -431,6 +445,8 @@ def _schema_change(
     if span is None:
         first = ev.clip(" ".join(flight.statement.split()), 200)
         span = _schema[raw_id] = MigrationSpan(reporter, "ddl", "schema", target.url, None, first)
+        lock = flight.lock
+        span.schema = (lock.key if lock is not None else "") or None
         span.start = now() - waited
         span.steps = []
         span.begin()
@@ -667,3 +683,7 @@ def install(watchdog_checks: list[Callable[[float], None]] | None) -> None:
         _check.append(BlockerCheck())
     if _check[0].check not in watchdog_checks:
         watchdog_checks.append(_check[0].check)
+
+
+done_fast = _done_fast()
+"""The drivers' per-statement :func:`done` (made last: it binds the names it calls)."""

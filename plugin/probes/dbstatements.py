@@ -42,6 +42,23 @@ _LOCK_RE = re.compile(
     """,
     re.IGNORECASE | re.VERBOSE,
 )
+_NAME = r"(?:\"[^\"]+\"|`[^`]+`|[\w$]+)"
+_DDL_TARGET_RE = re.compile(
+    rf"""
+    ^\s*(?:create|alter|drop)\s+(?:or\s+replace\s+)?
+    (?P<temp>(?:global\s+|local\s+)?(?:temp|temporary)\s+)?
+    (?:unique\s+)?(?:unlogged\s+)?
+    (?P<what>schema|table|index|view|materialized\s+view|sequence|type|function|procedure
+        |trigger|extension|domain)?\s*
+    (?:concurrently\s+)?(?:if\s+(?:not\s+)?exists\s+)?(?:only\s+)?(?:authorization\s+)?
+    (?:on\s+(?P<on_unnamed>{_NAME})\s*\.
+      |(?P<name>{_NAME})(?:\s*\.\s*(?P<inner>{_NAME}))?
+       (?:\s+on\s+(?:only\s+)?(?P<on>{_NAME})\s*\.)?)
+    """,
+    re.IGNORECASE | re.VERBOSE,
+)
+"""What a schema change changes: a temporary object (private to its connection), and the
+schema it names, if it names one."""
 _FROM_RE = re.compile(r"\bfrom\s+([\w.\"`]+)", re.IGNORECASE)
 _PARAM_RE = re.compile(r"%\((\w+)\)s|:(\w+)|%s|\?")
 _TABLE_RE = re.compile(
@@ -106,8 +123,36 @@ def classify(statement: str, parameters: Any) -> Lock | None:
     if group("end"):
         return Lock("end", "", "", True)
     if group("ddl"):
-        return Lock("ddl", "", "", False)
+        return _ddl(statement)
     return None
+
+
+def _ddl(statement: str) -> Lock | None:
+    """A schema change, with the schema it names in ``key`` (``""``: none named); ``None``
+    for a temporary object, which only its own connection sees."""
+    target = _DDL_TARGET_RE.match(statement)
+    if target is None:
+        return Lock("ddl", "", "", False)
+    if target.group("temp"):
+        return None
+    # CREATE SCHEMA s, CREATE TABLE s.t: the name or its qualifier; an index: its table's
+    if (target.group("what") or "").lower() == "schema" or target.group("inner") is not None:
+        schema = target.group("name")
+    else:
+        schema = target.group("on") or target.group("on_unnamed") or ""
+    if schema[:1] in ('"', "`"):
+        schema = schema[1:-1]  # a quoted name is as written
+    else:
+        schema = schema.lower()  # an unquoted one is folded (PostgreSQL folds to lower case)
+        if schema == "temp":
+            return None  # SQLite's temp.t: private to its connection, as TEMP is
+        if schema in _DEFAULT_SCHEMAS:
+            schema = ""  # where an unqualified name goes (the default search path)
+    return Lock("ddl", "", schema, False)
+
+
+_DEFAULT_SCHEMAS = frozenset({"public", "main"})
+"""PostgreSQL's and SQLite's default schemas: ``public.t`` and ``t`` are one place."""
 
 
 def _resolve(text: str, statement: str, pos: int, parameters: Any) -> str:

@@ -58,7 +58,16 @@ _runs: dict[str, _Run] = {}
 post_migrate)."""
 
 
-def install() -> None:
+def install(module: ModuleType | None = None) -> None:
+    """Hook Django's modules as they load; a Django whose version the probe does not know
+    (:data:`~.dbapi.KNOWN`) is left alone, with one notice."""
+    if module is not None:
+        from .dbapi import left_alone, version_problem
+
+        problem = version_problem("django", text_of(getattr(module, "__version__", ""), 40))
+        if problem is not None:
+            left_alone("django", problem, "its test databases and migrations are not recorded")
+            return
     when_imported("django.db.models.signals", _connect_signals)
     when_imported("django.db.migrations.executor", _patch_executor)
     when_imported("django.db.backends.base.creation", _patch_creation)

@@ -5,10 +5,16 @@ Per test: ``logstart`` and three ``logreport`` calls update the worker's live ac
 :class:`~testmon_live.plugin.events.TestFinished` carries all phases and the test's
 function-scoped fixtures. Phase durations are pytest's own (perf_counter based).
 
-Per fixture execution: a wrapper around ``pytest_fixture_setup`` times the setup and
-registers two finalizers that bracket the fixture's teardown. Function-scoped fixtures
-ride in their test's record; wider scopes (rare, and the costly ones) get events of their
-own at once, so a worker that dies still leaves its session setups in the log.
+Per fixture execution: pytest's own implementation of ``pytest_fixture_setup`` is swapped
+for a timed one in its place in the hook (no hook wrapper: pluggy's wrapper machinery alone
+cost ~1 µs a fixture; a hook wrapper remains the fallback when another plugin's own setup
+could answer instead). A function-scoped fixture that registered no teardown code during its
+setup (no ``yield``, no ``request.addfinalizer``) has nothing to tear down: it goes into its
+test's record at once with teardown 0, and costs no finalizer at all. One with a single
+teardown finalizer (a yield fixture) gets one finalizer of ours in its place that brackets
+it; otherwise two finalizers bracket its teardown. Function-scoped fixtures ride in their
+test's record; wider scopes (rare, and the costly ones) get events of their own at once, so
+a worker that dies still leaves its session setups in the log.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from collections.abc import Callable, Generator
 from typing import Any
 
 import pytest
+from _pytest import fixtures as _pytest_fixtures
 from _pytest.python import get_direct_param_fixture_func
 
 from .. import events as ev
@@ -63,23 +70,32 @@ class TestAssembler:
     """Builds one :class:`TestFinished` from a test's phase reports as they come in."""
 
     __test__ = False  # not a pytest test class
-    __slots__ = ("fixtures", "note", "phases")
+    __slots__ = ("fail_call", "fixtures", "note", "phases", "subtests")
 
     def __init__(self) -> None:
         self.phases: list[ev.Phase] = []
-        self.fixtures: list[_FixtureSpan] = []
+        self.fixtures: list[ev.FixtureRun | _FixtureSpan] = []
+        """Function-scoped fixtures in setup order: a run as it stands for one without teardown
+        code, a span (its teardown still to come) for one with."""
         self.note: tuple[str, str | None, str | None] | None = None
         """(when, short text, failure text) of the first phase that did not pass."""
+        self.subtests: dict[str, int] | None = None
+        self.fail_call = False
+        """A subtest failed and pytest (9 and later) fails the call around it for that."""
 
     def reset(self) -> None:
         self.phases = []
         self.fixtures = []
         self.note = None
+        self.subtests = None
+        self.fail_call = False
 
     def add(self, report: pytest.TestReport, start: float) -> None:
         """One phase report; ``start`` is when the phase began (this process's clock)."""
         when = report.when
         outcome = report.outcome
+        if "context" in report.__dict__ and self._subtest(report, outcome):
+            return
         if outcome == "passed" and "wasxfail" not in report.__dict__:
             self.phases.append(ev.Phase(when, start, report.duration, "passed"))
             return
@@ -88,6 +104,26 @@ class TestAssembler:
             failure = report.longreprtext if outcome == "failed" else None
             self.note = (when, short_text(report), failure)
         self.phases.append(ev.Phase(when, start, report.duration, category))
+
+    def _subtest(self, report: pytest.TestReport, outcome: str) -> bool:
+        """A subtest's report (pytest's ``SubtestReport``, or pytest-subtests'): counted, not
+        a phase (its time is inside the call's). In pytest 9 a failed one fails the call
+        around it (pytest decides so in its ``pytest_report_teststatus``); pytest-subtests
+        leaves the call as it was. False: not a subtest's report after all."""
+        kind: type = type(report)
+        if kind is pytest.TestReport:
+            return False
+        category = phase_category("call", outcome, "wasxfail" in report.__dict__)
+        counts = self.subtests
+        if counts is None:
+            counts = self.subtests = {}
+        counts[category] = counts.get(category, 0) + 1
+        if outcome == "failed":
+            if kind.__module__ == "_pytest.subtests":
+                self.fail_call = True
+            if self.note is None:
+                self.note = ("call", short_text(report), report.longreprtext)
+        return True
 
     def finish(self, nodeid: str, ts: float) -> ev.TestFinished:
         phases = self.phases
@@ -100,9 +136,26 @@ class TestAssembler:
                 r = _RANK.get(phase.outcome, 0)
                 if r > rank:
                     worst, rank = phase.outcome, r
+        subtests = self.subtests
+        if self.fail_call:
+            phases = [
+                ev.Phase(p.when, p.start, p.dur, "failed")
+                if p.when == "call" and p.outcome == "passed"
+                else p
+                for p in phases
+            ]
+            if rank < _RANK["failed"]:
+                worst = "failed"
+        elif subtests is not None and subtests.get("failed") and rank < _RANK["failed"]:
+            worst = "failed"  # pytest-subtests: the test's own report passed; the run failed
         record = ev.TestFinished(ts=ts, nodeid=nodeid, outcome=worst, phases=phases, duration=total)
+        if subtests is not None:
+            record.subtests = subtests
         if self.fixtures:
-            record.fixtures = [span.as_run() for span in self.fixtures]
+            record.fixtures = [
+                f if type(f) is ev.FixtureRun else f.as_run()  # type: ignore[union-attr]
+                for f in self.fixtures
+            ]
         note = self.note
         if note is not None:
             when, message, longrepr = note
@@ -115,14 +168,16 @@ class TestAssembler:
 
 
 class _FixtureSpan:
-    """One fixture execution: its setup, and two finalizers bracketing its teardown."""
+    """A fixture execution whose teardown is timed: a wider-scoped one (its teardown is an
+    event of its own), or one that registered teardown code of its own during its setup
+    (a ``yield`` fixture, ``request.addfinalizer``). Two finalizers bracket that teardown."""
 
     __slots__ = (
-        "activity",
         "baseid",
-        "emit",
         "error",
         "name",
+        "own",
+        "probe",
         "scope",
         "setup_dur",
         "setup_start",
@@ -130,31 +185,51 @@ class _FixtureSpan:
         "teardown_start",
     )
 
-    def __init__(self, name: str, scope: str, baseid: str, activity: WorkerActivity, emit: Emit):
+    def __init__(
+        self,
+        probe: LifecycleProbe,
+        name: str,
+        scope: str,
+        baseid: str,
+        start: float,
+        dur: float,
+        error: str | None,
+    ) -> None:
+        self.probe = probe
         self.name = name
         self.scope = scope
         self.baseid = baseid
-        self.activity = activity
-        self.emit = emit
-        self.setup_start = 0.0
-        self.setup_dur = 0.0
+        self.setup_start = start
+        self.setup_dur = dur
         self.teardown_start = 0.0
         self.teardown_dur = 0.0
-        self.error: str | None = None
+        self.error = error
+        self.own: Callable[[], object] | None = None
+        """The fixture's one teardown finalizer, when :meth:`teardown` stands in its place."""
+
+    def teardown(self) -> object:
+        """The fixture's own teardown between :meth:`begin` and :meth:`end`; what it raises
+        goes on to pytest as if it had been called directly."""
+        __tracebackhide__ = True
+        self.begin()
+        try:
+            return self.own()  # type: ignore[misc]
+        finally:
+            self.end()
 
     def begin(self) -> None:
         self.teardown_start = now()
-        self.activity.fixture = self.name
+        self.probe.activity.fixture = self.name
 
     def end(self) -> None:
         t = now()
         start = self.teardown_start or t
         self.teardown_dur = t - start
-        activity = self.activity
+        activity = self.probe.activity
         if activity.fixture == self.name:
             activity.fixture = None
         if self.scope != "function":
-            self.emit(
+            self.probe.emit(
                 ev.FixtureTeardown(
                     ts=t,
                     name=self.name,
@@ -178,6 +253,16 @@ class _FixtureSpan:
         )
 
 
+_PYTEST_FIXTURE_SETUP: Callable[..., object] | None = getattr(
+    _pytest_fixtures, "pytest_fixture_setup", None
+)
+"""pytest's own implementation of the hook: it calls the fixture function."""
+
+
+def _no_setup(fixturedef: object, request: object) -> object:
+    raise NotImplementedError
+
+
 _NOT_ERRORS = (pytest.skip.Exception, pytest.xfail.Exception)
 """A fixture that skips or xfails its tests has not failed (the test's outcome says it)."""
 
@@ -189,17 +274,34 @@ class LifecycleProbe:
         self.emit = emit
         self.activity = activity
         self._test = TestAssembler()
+        self.positions: dict[str, int] = {}
+        """Each collected test's position in this process's collection (``TestFinished.index``)."""
         self._offset = 0.0
         """This process's clock minus time.time(), taken as each test starts: pytest's
         reports carry time.time() stamps, the log carries monotonic-corrected ones."""
+        self._config: pytest.Config | None = None
+        self._swapped: Any = None
+        """pytest's own hook implementation of ``pytest_fixture_setup`` (pluggy's
+        ``HookImpl``) while :attr:`_timed` stands in its place."""
+        self._wrapper: _FixtureWrapper | None = None
+        self._timed = self._timed_setup()
 
     def pytest_runtest_logstart(self, nodeid: str, location: object) -> None:
         activity = self.activity
         activity.test = nodeid
         activity.phase = "setup"
         activity.fixture = None
-        activity.since = t = _WALL0 + (REAL.perf_counter() - _MONO0)
-        self._offset = t - REAL.time()
+        # time.time() read between two perf_counter readings; a process preempted in
+        # between would skew every phase of the test by the pause, so read again then.
+        perf, wall = REAL.perf_counter, REAL.time
+        for _ in range(3):
+            before = perf()
+            w = wall()
+            after = perf()
+            if after - before < 2e-5:
+                break
+        activity.since = _WALL0 + (after - _MONO0)
+        self._offset = _WALL0 + ((before + after) / 2 - _MONO0) - w
         self._test.reset()
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
@@ -214,7 +316,9 @@ class LifecycleProbe:
         activity = self.activity
         when = report.when
         if when == "teardown":
-            self.emit(self._test.finish(report.nodeid, end))
+            record = self._test.finish(report.nodeid, end)
+            record.index = self.positions.get(report.nodeid)
+            self.emit(record)
             activity.test = None
             activity.phase = "idle"
             activity.fixture = None
@@ -224,47 +328,213 @@ class LifecycleProbe:
             activity.phase = "teardown"
         activity.since = end
 
+    # ------------------------------------------------------------------ fixtures
+
+    def time_fixtures(self, config: pytest.Config) -> None:
+        """Start timing fixture setups, the cheapest way this run allows (see
+        :meth:`_timed_setup`); called once, after this probe is registered."""
+        self._config = config
+        self._fixture_timing_check()
+
+    def untime_fixtures(self) -> None:
+        """Give pytest's own fixture setup back (the run is over)."""
+        impl = self._swapped
+        if impl is not None:
+            impl.function = _PYTEST_FIXTURE_SETUP
+            self._swapped = None
+        wrapper = self._wrapper
+        if wrapper is not None and self._config is not None:
+            self._config.pluginmanager.unregister(wrapper)
+            self._wrapper = None
+        self._config = None
+
+    def pytest_plugin_registered(self, plugin: object) -> None:
+        # A conftest or plugin registered later may bring a setup of its own.
+        if self._swapped is not None and hasattr(plugin, "pytest_fixture_setup"):
+            self._fixture_timing_check()
+
+    def _fixture_timing_check(self) -> None:
+        """Swap a timed setup in for pytest's own implementation of ``pytest_fixture_setup``
+        when no other plain implementation could answer in its place, or else fall back to a
+        hook wrapper (once in the wrapper, stay there)."""
+        config = self._config
+        if config is None or self._wrapper is not None:
+            return
+        pytests = None
+        for impl in config.pluginmanager.hook.pytest_fixture_setup.get_hookimpls():
+            if impl.wrapper or impl.hookwrapper:
+                continue
+            function = impl.function
+            if function is _PYTEST_FIXTURE_SETUP or function is self._timed:
+                if impl.argnames == ("fixturedef", "request"):
+                    pytests = impl
+                    continue
+            elif (
+                getattr(function, "__module__", None) == "_pytest.setupplan"
+                and not config.option.setupplan
+            ):
+                continue  # answers only under --setup-plan
+            pytests = None
+            break
+        swapped = self._swapped
+        if pytests is not None:
+            if swapped is None:
+                pytests.function = self._timed  # type: ignore[misc]
+                self._swapped = pytests
+            return
+        if swapped is not None:
+            swapped.function = _PYTEST_FIXTURE_SETUP
+            self._swapped = None
+        self._wrapper = _FixtureWrapper(self)
+        config.pluginmanager.register(self._wrapper, "testmon-live-fixtures")
+
+    def _timed_setup(self) -> Callable[[pytest.FixtureDef[Any], pytest.FixtureRequest], object]:
+        """pytest's own ``pytest_fixture_setup``, timed: it takes that implementation's place
+        in the hook (no hook wrapper: a wrapper costs pluggy a generator and its stop per
+        fixture). A fixture that registered no teardown code while it was set up (no
+        ``yield``, no ``request.addfinalizer``) has nothing to tear down: a function-scoped
+        one goes into its test's record as it stands, with no finalizer of ours at all."""
+        # (a pytest without it: never swapped in, the wrapper times)
+        setup: Callable[..., object] = _PYTEST_FIXTURE_SETUP or _no_setup
+        activity = self.activity
+        assembler = self._test
+        perf = REAL.perf_counter
+        param = get_direct_param_fixture_func
+        run = ev.FixtureRun
+        settled = self._settle
+
+        def timed_fixture_setup(
+            fixturedef: pytest.FixtureDef[Any], request: pytest.FixtureRequest
+        ) -> object:
+            __tracebackhide__ = True  # out of the traceback of a fixture that raises
+            if fixturedef.func is param:
+                # @parametrize arguments are fixtures inside pytest, not to its users
+                return setup(fixturedef, request)
+            finalizers = getattr(fixturedef, "_finalizers", None)
+            count = -1 if finalizers is None else len(finalizers)
+            previous = activity.fixture
+            activity.fixture = fixturedef.argname
+            error = None
+            start = perf()
+            try:
+                return setup(fixturedef, request)
+            except BaseException as exc:
+                if not isinstance(exc, _NOT_ERRORS):
+                    error = ev.clip(exc_text(exc), 2000)
+                raise
+            finally:
+                t = perf()
+                activity.fixture = previous
+                if count >= 0 and len(finalizers) == count and fixturedef.scope == "function":  # type: ignore[arg-type]
+                    assembler.fixtures.append(
+                        run(
+                            fixturedef.argname,
+                            _WALL0 + (start - _MONO0),
+                            t - start,
+                            0.0,
+                            0.0,
+                            fixturedef.baseid or "",
+                            error,
+                        )
+                    )
+                else:
+                    settled(fixturedef, start, t, error, count)
+
+        return timed_fixture_setup
+
+    def _settle(
+        self,
+        fixturedef: pytest.FixtureDef[Any],
+        start: float,
+        t: float,
+        error: str | None,
+        count: int,
+    ) -> None:
+        """A fixture set up (perf_counter readings ``start`` and ``t``) that has teardown code
+        of its own, or a wider scope: a span whose finalizers bracket its teardown.
+        ``count``: how many finalizers the fixture had before its setup (-1: not known).
+        Finalizers run last-in first-out: ``end`` goes in under the fixture's own teardown
+        code, ``begin`` on top of it."""
+        activity = self.activity
+        scope = fixturedef.scope
+        start = _WALL0 + (start - _MONO0)
+        t = _WALL0 + (t - _MONO0)
+        span = _FixtureSpan(
+            self, fixturedef.argname, scope, fixturedef.baseid or "", start, t - start, error
+        )
+        finalizers = getattr(fixturedef, "_finalizers", None)
+        if finalizers is None or count < 0:
+            fixturedef.addfinalizer(span.end)  # a pytest without the list: end of all
+            fixturedef.addfinalizer(span.begin)
+        elif len(finalizers) == count + 1:
+            # The usual case, one teardown (a yield fixture's): one finalizer in its place
+            # that brackets it, instead of one on either side of it.
+            span.own = finalizers[count]
+            finalizers[count] = span.teardown
+        elif len(finalizers) > count:
+            finalizers.insert(count, span.end)
+            fixturedef.addfinalizer(span.begin)
+        else:  # nothing to tear down but the record of it
+            fixturedef.addfinalizer(span.end)
+        if scope == "function":
+            self._test.fixtures.append(span)
+        else:
+            self.emit(
+                ev.FixtureSetup(
+                    ts=t,
+                    name=span.name,
+                    scope=scope,
+                    test=activity.test,
+                    start=start,
+                    dur=span.setup_dur,
+                    baseid=span.baseid,
+                    error=error,
+                )
+            )
+
+
+class _FixtureWrapper:
+    """The fallback when pytest's own fixture setup cannot be swapped for a timed one: a
+    hook wrapper, around whatever implementation answers."""
+
+    def __init__(self, probe: LifecycleProbe) -> None:
+        self.probe = probe
+
     @pytest.hookimpl(wrapper=True)
     def pytest_fixture_setup(
         self, fixturedef: pytest.FixtureDef[Any], request: pytest.FixtureRequest
     ) -> Generator[None, object, object]:
-        __tracebackhide__ = True  # out of the traceback of a fixture that raises
+        __tracebackhide__ = True
         if fixturedef.func is get_direct_param_fixture_func:
-            # @parametrize arguments are fixtures inside pytest, not to its users
             return (yield)
-        activity = self.activity
-        span = _FixtureSpan(
-            fixturedef.argname, fixturedef.scope, fixturedef.baseid or "", activity, self.emit
-        )
-        # Finalizers run last-in first-out: this one runs after the fixture's own teardown.
-        fixturedef.addfinalizer(span.end)
+        probe = self.probe
+        activity = probe.activity
+        finalizers = getattr(fixturedef, "_finalizers", None)
+        count = -1 if finalizers is None else len(finalizers)
         previous = activity.fixture
-        activity.fixture = span.name
-        span.setup_start = start = _WALL0 + (REAL.perf_counter() - _MONO0)
+        activity.fixture = fixturedef.argname
+        error = None
+        start = REAL.perf_counter()
         try:
             return (yield)
         except BaseException as exc:
             if not isinstance(exc, _NOT_ERRORS):
-                span.error = ev.clip(exc_text(exc), 2000)
+                error = ev.clip(exc_text(exc), 2000)
             raise
         finally:
-            t = _WALL0 + (REAL.perf_counter() - _MONO0)
-            span.setup_dur = t - start
+            t = REAL.perf_counter()
             activity.fixture = previous
-            # ...and this one before it: the teardown starts here.
-            fixturedef.addfinalizer(span.begin)
-            if span.scope == "function":
-                self._test.fixtures.append(span)
-            else:
-                self.emit(
-                    ev.FixtureSetup(
-                        ts=t,
-                        name=span.name,
-                        scope=span.scope,
-                        test=activity.test,
-                        start=start,
-                        dur=span.setup_dur,
-                        baseid=span.baseid,
-                        error=span.error,
+            if count >= 0 and len(finalizers) == count and fixturedef.scope == "function":  # type: ignore[arg-type]
+                probe._test.fixtures.append(
+                    ev.FixtureRun(
+                        fixturedef.argname,
+                        _WALL0 + (start - _MONO0),
+                        t - start,
+                        0.0,
+                        0.0,
+                        fixturedef.baseid or "",
+                        error,
                     )
                 )
+            else:
+                probe._settle(fixturedef, start, t, error, count)

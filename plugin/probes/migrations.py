@@ -25,8 +25,8 @@ class MigrationSpan:
     """One migration (or test-database creation) of this worker, from begin to end."""
 
     __slots__ = (
-        "act", "begun", "error", "from_rev", "op", "reporter", "start", "steps", "to_rev",
-        "tool", "url",
+        "act", "begun", "error", "from_rev", "op", "reporter", "schema", "start", "steps",
+        "to_rev", "tool", "url",
     )  # fmt: skip
 
     def __init__(
@@ -45,6 +45,8 @@ class MigrationSpan:
         self.from_rev = from_rev
         self.to_rev = to_rev
         self.error: str | None = None
+        self.schema: str | None = None
+        """The schema a hand-written runner changes, where it names one."""
         self.steps: list[ev.MigrationStep] | None = None
         """The migrations applied, with their durations, where the tool says (Django)."""
         self.act = reporter.activity
@@ -65,6 +67,7 @@ class MigrationSpan:
                 tool=self.tool,
                 op=self.op,
                 url=self.url,
+                schema=self.schema,
                 from_rev=self.from_rev,
                 to_rev=self.to_rev,
                 test=act.test,
@@ -85,6 +88,7 @@ class MigrationSpan:
                 tool=self.tool,
                 op=self.op,
                 url=self.url,
+                schema=self.schema,
                 from_rev=self.from_rev,
                 to_rev=self.to_rev,
                 duration=t - self.start,

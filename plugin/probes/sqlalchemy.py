@@ -96,16 +96,17 @@ def _monitor(url: Any) -> Any:
     return monitor
 
 
-def _wrap_execute(original: Callable[..., Any]) -> Callable[..., Any]:
-    """``Dialect.do_execute``: the statement goes through :mod:`.dblocks`. No SQLAlchemy
+def _wrap_execute(original: Callable[..., Any], many: bool = False) -> Callable[..., Any]:
+    """``Dialect.do_execute`` (and ``do_executemany``, ``many``: in flight for the watchdog,
+    never a lock statement): the statement goes through :mod:`.dblocks`. No SQLAlchemy
     event is used: an Engine listener of any kind puts every statement on SQLAlchemy's
     slower dispatching path, which cost more than this whole probe."""
-    begin, done, failed = dblocks.begin, dblocks.done, dblocks.failed
+    begin, done, failed = dblocks.begin, dblocks.done_fast, dblocks.failed
 
     def do_execute(
         self: Any, cursor: Any, statement: str, parameters: Any, context: Any = None
     ) -> Any:
-        entry = begin(statement, parameters, context, cursor, _describe, False)
+        entry = begin(statement, parameters, context, cursor, _describe, many)
         if entry is None:
             return original(self, cursor, statement, parameters, context)
         try:
@@ -117,11 +118,14 @@ def _wrap_execute(original: Callable[..., Any]) -> Callable[..., Any]:
         return result
 
     do_execute.__wrapped__ = original  # type: ignore[attr-defined]
+    do_execute.__name__ = getattr(original, "__name__", do_execute.__name__)
+    do_execute.__qualname__ = getattr(original, "__qualname__", do_execute.__qualname__)
+    do_execute._testmon_live = True  # type: ignore[attr-defined]
     return do_execute
 
 
 def _wrap_execute_no_params(original: Callable[..., Any]) -> Callable[..., Any]:
-    begin, done, failed = dblocks.begin, dblocks.done, dblocks.failed
+    begin, done, failed = dblocks.begin, dblocks.done_fast, dblocks.failed
 
     def do_execute_no_params(self: Any, cursor: Any, statement: str, context: Any = None) -> Any:
         entry = begin(statement, None, context, cursor, _describe, False)
@@ -139,29 +143,6 @@ def _wrap_execute_no_params(original: Callable[..., Any]) -> Callable[..., Any]:
     return do_execute_no_params
 
 
-def _wrap_executemany(original: Callable[..., Any]) -> Callable[..., Any]:
-    """``Dialect.do_executemany``: in flight for the watchdog; never a lock statement."""
-    begin, done, failed = dblocks.begin, dblocks.done, dblocks.failed
-
-    def do_executemany(
-        self: Any, cursor: Any, statement: str, parameters: Any, context: Any = None
-    ) -> Any:
-        entry = begin(statement, parameters, context, cursor, _describe, True)
-        if entry is None:
-            return original(self, cursor, statement, parameters, context)
-        try:
-            result = original(self, cursor, statement, parameters, context)
-        except BaseException as exc:
-            failed(entry, exc)
-            raise
-        done(entry)
-        return result
-
-    do_executemany.__wrapped__ = original  # type: ignore[attr-defined]
-    do_executemany._testmon_live = True  # type: ignore[attr-defined]
-    return do_executemany
-
-
 def _wrap_dialect_initialize(original: Callable[..., Any]) -> Callable[..., Any]:
     """``DefaultDialect.initialize`` (called on each dialect's first connection, before any
     statement): wrap the ``do_executemany`` of the dialect's class (once a class) -- several
@@ -176,7 +157,7 @@ def _wrap_dialect_initialize(original: Callable[..., Any]) -> Callable[..., Any]
         cls = type(self)
         method = cls.do_executemany
         if not getattr(method, "_testmon_live", False):
-            cls.do_executemany = _wrap_executemany(method)
+            cls.do_executemany = _wrap_execute(method, many=True)
         original(self, connection)
 
     initialize.__wrapped__ = original  # type: ignore[attr-defined]
@@ -267,7 +248,7 @@ def _patch_sqlalchemy(module: ModuleType) -> None:
     DefaultDialect.do_execute_no_params = _wrap_execute_no_params(  # type: ignore[method-assign]
         DefaultDialect.do_execute_no_params
     )
-    DefaultDialect.do_executemany = _wrap_executemany(DefaultDialect.do_executemany)  # type: ignore[method-assign]
+    DefaultDialect.do_executemany = _wrap_execute(DefaultDialect.do_executemany, many=True)  # type: ignore[method-assign]
     DefaultDialect.initialize = _wrap_dialect_initialize(DefaultDialect.initialize)  # type: ignore[method-assign]
     DefaultDialect.connect = _wrap_connect(DefaultDialect.connect)  # type: ignore[method-assign]
     DefaultDialect.do_commit = _wrap_tx_end(DefaultDialect.do_commit)  # type: ignore[method-assign]
@@ -339,6 +320,8 @@ def _patch_alembic(module: ModuleType) -> None:
     context.run_migrations = _wrap_run_migrations(context.run_migrations)
     if maintainer is not None:
         maintainer.__init__ = _wrap_head_maintainer(maintainer.__init__)
+        if hasattr(maintainer, "update_to_step"):
+            maintainer.update_to_step = _wrap_update_to_step(maintainer.update_to_step)
 
 
 def _wrap_head_maintainer(original: Callable[..., Any]) -> Callable[..., Any]:
@@ -353,8 +336,40 @@ def _wrap_head_maintainer(original: Callable[..., Any]) -> Callable[..., Any]:
             _alembic_runs[id(context)] = (span, self)
             span.from_rev = _revisions(getattr(self, "heads", ()))
             span.begin()
+            self._testmon_live_step = REAL.perf_counter()
 
     return __init__
+
+
+def _wrap_update_to_step(original: Callable[..., Any]) -> Callable[..., Any]:
+    """``HeadMaintainer.update_to_step(step)``: alembic moves the version table after each
+    revision's ``upgrade()`` / ``downgrade()`` ran; the time since the previous one (or the
+    start) is that revision's step. Stamps run no code and are no step."""
+
+    @functools.wraps(original)
+    def update_to_step(self: Any, step: Any, *args: Any, **kwargs: Any) -> Any:
+        result = original(self, step, *args, **kwargs)
+        started = getattr(self, "_testmon_live_step", None)
+        if started is not None:
+            ended = REAL.perf_counter()
+            self._testmon_live_step = ended
+            run = _alembic_runs.get(id(getattr(self, "context", None)))
+            revision = getattr(step, "revision", None)
+            if run is not None and revision is not None:
+                doc = text_of(getattr(step, "doc", None) or "", 150).split("\n", 1)[0]
+                name = text_of(getattr(revision, "revision", "?"), 40)
+                if run[0].steps is None:
+                    run[0].steps = []
+                run[0].steps.append(
+                    ev.MigrationStep(
+                        name=f"{name} {doc}".strip(),
+                        duration=ended - started,
+                        backwards=not getattr(step, "is_upgrade", True),
+                    )
+                )
+        return result
+
+    return update_to_step
 
 
 def _revisions(heads: Any) -> str | None:

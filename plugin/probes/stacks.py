@@ -191,14 +191,53 @@ def frames_of(frame: FrameType | None, limit: int = MAX_FRAMES) -> list[ev.Frame
     return out
 
 
-def frame_text(frame: ev.Frame, root: str | None = None) -> str:
-    """``file:line in func``, the file relative to ``root`` when it lies below it (``root``
-    with or without its trailing separator). The one text of a frame: stall locations,
-    reports, the dashboard and ``testmon dump`` all show frames through it."""
-    file = frame.file
+_INSTALLED = re.compile(r"^.*?[/\\](?:site|dist)-packages[/\\]")
+"""Up to an installed package: ``/venv/lib/python3.11/site-packages/``."""
+_STDLIB_PATH = re.compile(r"^.*?[/\\](?:lib[/\\]python\d+(?:\.\d+)?t?|Lib)[/\\]")
+"""Up to the interpreter's standard library: ``/usr/lib/python3.11/``, ``C:\\Python311\\Lib\\``
+(read from the path alone: the log may come from another machine's interpreter)."""
+STDLIB = "<stdlib>/"
+"""What a frame's file in the standard library is shown from."""
+_FRAMEWORK = re.compile(
+    r"[/\\](?:site|dist)-packages[/\\](?:pluggy|_pytest|pytest|xdist|execnet|pytest_timeout"
+    r"|pytest_asyncio|anyio[/\\]pytest_plugin)[/\\.]"
+    r"|[/\\](?:lib[/\\]python\d+(?:\.\d+)?t?|Lib)[/\\](?:threading|runpy|selectors)\.py$"
+    r"|[/\\](?:testmon_live[/\\])?plugin[/\\](?:probes[/\\])?\w+\.py$"
+    r"|^<(?:string|frozen [\w.]+)>$"
+)
+"""Frames of the machinery every stack runs through: pytest, pluggy, xdist, execnet, the
+standard library's threading internals, the monitor itself (installed or from its source
+tree: a log only has the path), and code without a file (execnet's bootstrap is run from a
+``<string>``, the interpreter's start-up from ``<frozen runpy>``)."""
+
+
+def short_file(file: str, root: str | None = None) -> str:
+    """A frame's file as read: relative to ``root`` below it, from ``site-packages/`` for
+    an installed package, from :data:`STDLIB` for the standard library, else whole."""
     if root and file.startswith(root.rstrip(os.sep) + os.sep):
-        file = file[len(root.rstrip(os.sep)) + 1 :]
-    return f"{file}:{frame.line} in {frame.func}"
+        return file[len(root.rstrip(os.sep)) + 1 :]
+    installed = _INSTALLED.match(file)
+    if installed is not None:
+        return "site-packages/" + file[installed.end() :].replace("\\", "/")
+    stdlib = _STDLIB_PATH.match(file)
+    if stdlib is not None:
+        return STDLIB + file[stdlib.end() :].replace("\\", "/")
+    return file
+
+
+def framework_frame(frame: ev.Frame) -> bool:
+    """A frame of pytest, pluggy, xdist, execnet, the standard library's threading, or the
+    monitor's own: views fold them by default (they are in every stack and say nothing of
+    why this one is stuck). The user's own code never is."""
+    return not frame.user and _FRAMEWORK.search(frame.file) is not None
+
+
+def frame_text(frame: ev.Frame, root: str | None = None) -> str:
+    """``file:line in func``, the file as :func:`short_file` shows it (relative to ``root``
+    when it lies below it, ``root`` with or without its trailing separator). The one text
+    of a frame: stall locations, reports, the dashboard and ``testmon dump`` all show
+    frames through it."""
+    return f"{short_file(frame.file, root)}:{frame.line} in {frame.func}"
 
 
 def user_frame(frames: Sequence[ev.Frame]) -> ev.Frame | None:

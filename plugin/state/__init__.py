@@ -15,14 +15,31 @@ The names other modules use are importable from here.
 """
 
 from .containers import ContainerView, ImageStats
-from .fold import DUPLICATE_WORTH, SLOWEST_KEPT, FixtureStats, RunState, Tail, fold
-from .locks import CLOCK_SLACK, LockStats, LockWait, lock_label
+from .fold import (
+    DUPLICATE_WORTH,
+    FAILURES_KEPT,
+    SLOWEST_KEPT,
+    FixtureStats,
+    RunState,
+    Tail,
+    fold,
+    gc_paused,
+)
+from .locks import LockStats, LockWait, StepRecord, lock_label
 from .setups import Resource, SetupRace, SetupRecord, SetupStory
-from .workers import WORKER_STATES, Spell, StallRecord, WorkerView, worker_order
+from .workers import (
+    CLOCK_SLACK,
+    WORKER_STATES,
+    Spell,
+    StallRecord,
+    WorkerView,
+    worker_order,
+)
 
 __all__ = [
     "CLOCK_SLACK",
     "DUPLICATE_WORTH",
+    "FAILURES_KEPT",
     "SLOWEST_KEPT",
     "WORKER_STATES",
     "ContainerView",
@@ -37,9 +54,11 @@ __all__ = [
     "SetupStory",
     "Spell",
     "StallRecord",
+    "StepRecord",
     "Tail",
     "WorkerView",
     "fold",
+    "gc_paused",
     "lock_label",
     "worker_order",
 ]

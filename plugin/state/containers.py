@@ -11,7 +11,7 @@ import msgspec
 
 from testmon_live.plugin import events as ev
 
-from .workers import WorkerFold, WorkerView, worker_order
+from .workers import CLOCK_SLACK, WorkerFold, WorkerView, worker_order
 
 
 class ContainerView(msgspec.Struct):
@@ -145,6 +145,18 @@ class ImageStats(msgspec.Struct):
         return len(self.workers) > 1
 
 
+UNMATCHED_KEPT = 20_000
+"""Connects kept waiting for a container's ports, at most (a hostile log cannot grow it)."""
+
+
+def _host_ports(ports: dict[str, str]) -> Iterable[int]:
+    """The host ports of a container's mappings (``"80/tcp": "0.0.0.0:49153"``)."""
+    for address in ports.values():
+        port = address.rpartition(":")[2]
+        if port.isdigit():
+            yield int(port)
+
+
 class ContainerFold(WorkerFold):
     """Containers and their images: a part of :class:`~.fold.RunState`."""
 
@@ -153,6 +165,50 @@ class ContainerFold(WorkerFold):
         self.containers: dict[str, ContainerView] = {}
         self._stops_to_check: list[ContainerView] = []
         """Stopped containers whose ``stopped_while_used`` a late record may still clear."""
+        self._unmatched_reaches: list[tuple[str, ev.PortReached]] = []
+        """Workers' connects to ports no container known yet had mapped (at most
+        :data:`UNMATCHED_KEPT`)."""
+
+    def _ports_reached(self, worker: str, reached: list[ev.PortReached]) -> None:
+        """A worker's connects to ports it was never told were a container's (it ended
+        before the controller told it): one to a container's mapped port, while that
+        container existed, is a use of it in that test. Connects no container known yet
+        explains wait for one whose ports come later (another worker's batch, the engine's
+        scan)."""
+        by_port: dict[int, list[ContainerView]] = {}
+        for view in self.containers.values():
+            for port in _host_ports(view.ports):
+                by_port.setdefault(port, []).append(view)
+        for reach in reached:
+            views = by_port.get(reach.port, ())
+            if any(self._reach(view, worker, reach) for view in views):
+                continue
+            if len(self._unmatched_reaches) < UNMATCHED_KEPT:
+                self._unmatched_reaches.append((worker, reach))
+
+    def _reach(self, view: ContainerView, worker: str, reach: ev.PortReached) -> bool:
+        """Whether ``reach`` fell in ``view``'s lifetime (clocks of two workers: a little
+        slack): then it is a use of it."""
+        if view.created is None or reach.at < view.created - CLOCK_SLACK:
+            return False
+        if view.ended is not None and reach.at > view.ended + CLOCK_SLACK:
+            return False
+        if reach.test:
+            view.user_tests.setdefault(worker, set()).add(reach.test)
+        if worker != view.owner:
+            view.users.add(worker)
+        return True
+
+    def _ports_known(self, view: ContainerView) -> None:
+        """A container's mapped ports are known now: the connects that waited for them."""
+        ports = set(_host_ports(view.ports))
+        if not self._unmatched_reaches or not ports:
+            return
+        self._unmatched_reaches = [
+            (worker, reach)
+            for worker, reach in self._unmatched_reaches
+            if reach.port not in ports or not self._reach(view, worker, reach)
+        ]
 
     def _container(self, e: ev.ContainerEvent) -> None:
         if e.w:
@@ -164,6 +220,7 @@ class ContainerFold(WorkerFold):
         view.name = e.name or view.name
         if e.ports:
             view.ports = dict(e.ports)
+            self._ports_known(view)
         if e.owner and view.owner is None:
             view.owner = e.owner
         elif e.w and view.owner is None and e.action in ("create", "start"):

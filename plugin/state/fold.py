@@ -8,10 +8,12 @@ command replies are folded here; :class:`RunState` inherits the workers
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import heapq
 import sys
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import msgspec
@@ -20,9 +22,9 @@ from testmon_live.plugin import events as ev
 from testmon_live.plugin.runlog import SkippedLines
 
 from .containers import ContainerFold
-from .locks import CLOCK_SLACK, LockFold, lock_label
+from .locks import LockFold, lock_label
 from .setups import SetupFold
-from .workers import Spell, StallRecord, WorkerView, worker_order
+from .workers import CLOCK_SLACK, PHASES, Spell, StallRecord, WorkerView, worker_order
 
 SLOWEST_KEPT = 50
 FAILURES_KEPT = 2000
@@ -194,6 +196,8 @@ class RunState(LockFold, SetupFold, ContainerFold):
     def _worker_finished(self, e: ev.WorkerFinished) -> None:
         view = self._seen(e)
         view.dropped.update(e.dropped)
+        if e.reached:
+            self._ports_reached(e.w, e.reached)
         view.phase = "finishing"
         _no_test(view)
         view.fixture = None
@@ -237,6 +241,11 @@ class RunState(LockFold, SetupFold, ContainerFold):
                 view.teardown_time += phase.dur
         if e.crashed:
             counts["failed"] += 1
+        if e.subtests:
+            for cat, n in e.subtests.items():
+                counted = ev.SUBTEST_CATEGORIES.get(cat)
+                if counted is not None and n > 0:
+                    counts[counted] += n
         if e.fixtures:
             self._function_fixtures(e)
         self.outcomes[e.outcome] += 1
@@ -258,6 +267,8 @@ class RunState(LockFold, SetupFold, ContainerFold):
             view.longest_end = ts
         if not view.first_test_start:
             view.first_test_start = ts - duration
+        if self._erring_tests:
+            self._migrating_test_ended(e)
         if e.outcome in ev.FAILING:
             view.failures += 1
             if self.detail or len(self.failures) < FAILURES_KEPT:
@@ -493,7 +504,7 @@ class RunState(LockFold, SetupFold, ContainerFold):
         0..1. Against the run's wall, not the worker's life: xdist shuts workers down when
         the queue empties, and the time they would have waited on a straggler is idle too."""
         wall = self.wall(now)
-        return min(1.0, view.busy / wall) if wall > 0 else 0.0
+        return min(1.0, view.busy_at(now if self.end is None else None) / wall) if wall > 0 else 0.0
 
     def slots(self) -> int:
         """Worker slots the run had: requested workers, at least 1."""
@@ -503,11 +514,21 @@ class RunState(LockFold, SetupFold, ContainerFold):
         return max(1, len([w for w in self.workers.values() if w.tests or w.pid]))
 
     def efficiency(self, now: float | None = None) -> float:
-        """Sum of test time / (worker slots x wall time), 0..1."""
+        """Sum of test time / (worker slots x wall time), 0..1; with ``now``, while the run
+        goes on, the tests in progress count up to now."""
         wall = self.wall(now)
         if wall <= 0:
             return 0.0
-        return min(1.0, self.test_time / (self.slots() * wall))
+        return min(1.0, self.test_time_at(now) / (self.slots() * wall))
+
+    def test_time_at(self, now: float | None = None) -> float:
+        """Seconds in tests, summed over workers: with ``now`` while the run goes on, the
+        tests in progress so far too."""
+        if now is None or self.end is not None:
+            return self.test_time
+        return self.test_time + sum(
+            w.busy_at(now) - w.busy for w in self.workers.values() if w.test_started is not None
+        )
 
     def tail(self) -> Tail | None:
         """How the finished run ended: below full width while the last workers finished,
@@ -563,12 +584,13 @@ class RunState(LockFold, SetupFold, ContainerFold):
         )
 
     def races_said_as_setup(self) -> set[str]:
-        """URLs of migration races that a racing setup already names (said there)."""
+        """Places of migration races whose database a racing setup already names (said
+        there)."""
         return {
-            url
-            for url in self.migration_races
+            place
+            for place in self.migration_races
             for race in self.setup_races.values()
-            if any(r.names(url) for r in race.resources)
+            if any(r.names(self.race_places.get(place, (place, None))[0]) for r in race.resources)
         }
 
     def slowest(self, n: int = 10) -> list[ev.TestFinished]:
@@ -605,7 +627,7 @@ class RunState(LockFold, SetupFold, ContainerFold):
         return {w.id: dict(w.dropped) for w in self.workers.values() if w.dropped}
 
 
-TEST_PHASES = frozenset({"setup", "call", "teardown"})
+TEST_PHASES = PHASES
 
 
 def _test_seen(view: WorkerView, test: str | None, phase: str, since: float) -> None:
@@ -651,5 +673,22 @@ def _intern(e: ev.TestFinished) -> None:
         phase.outcome = intern(phase.outcome)
 
 
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """The garbage collector paused while a large run is folded or taken apart: a few
+    hundred thousand objects that live to the end, which it would otherwise traverse again
+    and again for nothing."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 def fold(events: Iterable[ev.Event], detail: bool = True) -> RunState:
-    return RunState(detail=detail).apply_all(events)
+    """A whole stream (a log) folded at once, the garbage collector paused meanwhile
+    (:func:`gc_paused`)."""
+    with gc_paused():
+        return RunState(detail=detail).apply_all(events)

@@ -14,17 +14,14 @@ from __future__ import annotations
 
 import heapq
 from collections import Counter, deque
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 
 from testmon_live.plugin import events as ev
-from testmon_live.plugin.dburl import is_private
+from testmon_live.plugin.dburl import display_url, is_private
 
-from .workers import WorkerFold, worker_order
-
-CLOCK_SLACK = 0.02
-"""Seconds two workers' clocks may disagree: back-to-back migrations are not a race."""
+from .workers import CLOCK_SLACK, WorkerFold, worker_order
 
 
 class LockStats(msgspec.Struct):
@@ -114,6 +111,18 @@ class Attributions:
         return len(self._found)
 
 
+class StepRecord(NamedTuple):
+    """One migration step a worker ran, with the migration it was part of."""
+
+    w: str
+    tool: str
+    op: str
+    url: str
+    name: str
+    duration: float
+    backwards: bool
+
+
 class LockFold(WorkerFold):
     """Locks, database waits, migrations and deadlocks: a part of :class:`~.fold.RunState`."""
 
@@ -129,9 +138,18 @@ class LockFold(WorkerFold):
         self.db_backends: dict[tuple[str, int], tuple[str, str]] = {}
         """(dialect, server connection id) -> (worker, redacted URL), from DbConnected."""
         self._migration_spans: dict[str, list[list[Any]]] = {}
-        """URL -> [worker, begin, end or None] of its recent migrations."""
+        """Place (:attr:`ev.Migration.place`) -> [worker, begin, end or None] of its recent
+        migrations."""
         self.migration_races: dict[str, set[str]] = {}
-        """URL -> workers that migrated it at overlapping times."""
+        """Place (a database URL, and its schema where named) -> workers that migrated it at
+        overlapping times."""
+        self.race_places: dict[str, tuple[str, str | None]] = {}
+        """Place of :attr:`migration_races` -> its (URL, schema): what to compare and show."""
+        self._erring_tests: set[tuple[str, str]] = set()
+        """(worker, test) of running tests a migration raised in, until the test ends."""
+        self.caught_errors: set[tuple[str, str]] = set()
+        """(worker, test) of tests that passed though a migration raised in them: the test
+        caught the error (``pytest.raises``), an error the suite provokes on purpose."""
         self.lock_graph_changed = False
         """Set by lock and wait events; the hub clears it when it looks for deadlocks."""
         self._holders = Attributions()
@@ -366,11 +384,16 @@ class LockFold(WorkerFold):
     def _migration(self, e: ev.Migration) -> None:
         self._seen(e)
         self.migrations.append(e)
+        if e.error is not None and e.test is not None:
+            self._erring_tests.add((e.w, e.test))
         if not e.url or is_private(e.url):
             return  # no database known, or one no other worker can reach: nothing to race on
         # Overlap is judged by the workers' own timestamps, not by arrival order: a short
         # migration's begin and end often arrive in one batch, after another worker's begin.
-        spans = self._migration_spans.setdefault(e.url, [])
+        # A named schema is a place of its own: a schema per worker in one database does
+        # not race (:attr:`ev.Migration.place`).
+        where = e.place
+        spans = self._migration_spans.setdefault(where, [])
         if e.action == "begin":
             span: list[Any] = [e.w, e.ts, None]
             spans.append(span)
@@ -394,10 +417,45 @@ class LockFold(WorkerFold):
             and span[1] + CLOCK_SLACK < (other[2] if other[2] is not None else inf)
         }
         if others:
-            racing = self.migration_races.setdefault(e.url, set())
+            self.race_places[where] = (e.url, e.schema)
+            racing = self.migration_races.setdefault(where, set())
             if not (others | {e.w}) <= racing:
                 racing.update(others | {e.w})
                 self.lock_graph_changed = True
+
+    def _migrating_test_ended(self, e: ev.TestFinished) -> None:
+        """A test a migration raised in ended: passed, the error was caught (expected)."""
+        key = (e.w, e.nodeid)
+        if key in self._erring_tests:
+            self._erring_tests.discard(key)
+            # only a pass says the test expected it: a skip, an xfail (a test marked xfail
+            # because the migration fails), a failed subtest do not
+            if e.outcome == "passed" and not e.crashed and not e.subtests.get("failed"):
+                self.caught_errors.add(key)
+
+    def race_where(self, place: str) -> str:
+        """A place of :attr:`migration_races` in words: the URL as shown (decoded, password
+        redacted), and its schema where named."""
+        url, schema = self.race_places.get(place, (place, None))
+        where = display_url(url) or "one database"
+        return where if schema is None else f"{where} (schema {schema})"
+
+    def caught(self, m: ev.Migration) -> bool:
+        """Whether ``m`` raised inside a test that then passed (the test caught it)."""
+        return m.error is not None and m.test is not None and (m.w, m.test) in self.caught_errors
+
+    def costliest_steps(self, top: int) -> tuple[list[StepRecord], int]:
+        """The ``top`` slowest migration steps of the run (an Alembic revision, a Django
+        app's migration), on any worker, slowest first, and how many more there were. A
+        hand-written runner's statements (tool ``ddl``) are no migration steps."""
+        steps = [
+            StepRecord(m.w, m.tool, m.op, m.url, s.name, s.duration, s.backwards)
+            for m in self.migrations
+            if m.action == "end" and m.steps and m.tool != "ddl"
+            for s in m.steps
+        ]
+        steps.sort(key=lambda s: -s.duration)
+        return steps[:top], max(0, len(steps) - top)
 
     def _deadlock(self, e: ev.Deadlock) -> None:
         self.deadlocks.append(e)

@@ -23,7 +23,7 @@ import msgspec
 from testmon_live.plugin import events as ev
 from testmon_live.plugin.dburl import is_private, sqlite_file
 
-from .workers import WorkerFold, worker_order
+from .workers import CLOCK_SLACK, WorkerFold, worker_order
 
 RACE_SCOPES = frozenset({"session", "package"})
 """Scopes set up once per worker: the same fixture on several workers is the same setup."""
@@ -33,8 +33,6 @@ RESOURCES_KEPT = 8
 """What one setup touched, at most (a fixture of any scope may open a file per test)."""
 RECORDS_KEPT = 64
 """Setups kept per fixture (a fixture is set up once per worker; replacements add a few)."""
-CLOCK_SLACK = 0.02
-"""Seconds two workers' clocks may disagree: back-to-back setups are not a race."""
 ONCE_SHARE = 0.1
 """A setup doing at most this share of the longest one's work (or 50 ms) did not redo it."""
 _RACE_WORDS = (

@@ -12,6 +12,10 @@ import msgspec
 
 from testmon_live.plugin import events as ev
 
+CLOCK_SLACK = 0.02
+"""Seconds two workers' clocks may disagree: events of two workers this close are not
+ordered (back-to-back setups or migrations are no race)."""
+
 # The worker states a viewer shows, in the order of precedence used by WorkerView.state.
 WORKER_STATES = (
     "starting",
@@ -28,6 +32,9 @@ WORKER_STATES = (
     "crashed",
     "done",
 )
+
+PHASES = frozenset({"setup", "call", "teardown"})
+"""The phases of a test."""
 
 
 class StallRecord(msgspec.Struct):
@@ -137,6 +144,38 @@ class WorkerView(msgspec.Struct):
     main_thread: int | None = None
     dump_signal: int | None = None
     dump_file: str | None = None
+
+    def open_phases(self, now: float) -> list[tuple[str, float, float]]:
+        """The test in progress, its phases so far as ``(phase, start, end)``, the one it is
+        in open until ``now``: a running test counts up to now wherever time is summed
+        (busy shares, the time breakdown, the timeline). Empty between tests."""
+        begin = self.test_started
+        if begin is None or self.down or self.crash is not None or self.phase not in PHASES:
+            return []
+        since, call = self.since, self.call_started
+        end = max(now, since)
+        if self.phase == "setup":
+            spans = [("setup", begin, end)]
+        elif self.phase == "call":
+            spans = [("setup", begin, since), ("call", since, end)]
+        elif call is not None:
+            spans = [("setup", begin, call), ("call", call, since), ("teardown", since, end)]
+        else:
+            spans = [("setup", begin, since), ("teardown", since, end)]
+        return [(phase, a, b) for phase, a, b in spans if b > a]
+
+    def open_time(self, now: float) -> dict[str, float]:
+        """Seconds of the test in progress so far, by phase (see :meth:`open_phases`)."""
+        out = {"setup": 0.0, "call": 0.0, "teardown": 0.0}
+        for phase, a, b in self.open_phases(now):
+            out[phase] += b - a
+        return out
+
+    def busy_at(self, now: float | None) -> float:
+        """Seconds in tests: the finished ones, and with ``now`` the one in progress so far."""
+        if now is None:
+            return self.busy
+        return self.busy + sum(b - a for _, a, b in self.open_phases(now))
 
     @property
     def state(self) -> str:

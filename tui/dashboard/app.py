@@ -17,14 +17,16 @@ from typing import ClassVar
 from textual import events, work
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding, BindingType
-from textual.command import Hit, Hits, Provider
 from textual.containers import VerticalScroll
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Tab, TabbedContent, TabPane
+from textual.widgets import DataTable, Footer, Input, Tab, TabbedContent, TabPane
 
 from testmon_live.plugin import events as ev
 
+from .find import FindProvider
 from .ingest import Ingest, RunReset, StateChanged, StatusChanged, StreamStateChanged
+from .screens.event_detail import EventDetailScreen
+from .screens.help_screen import HelpScreen, key_sections
 from .screens.test_detail import TestDetailScreen
 from .sources import Source
 from .widgets.containers_panel import ContainersPanel
@@ -33,12 +35,13 @@ from .widgets.failures_panel import FailuresPanel
 from .widgets.locks_panel import LocksPanel
 from .widgets.parallelism import ParallelismPanel
 from .widgets.run_header import RunHeader
-from .widgets.stuck_panel import StuckPanel
+from .widgets.stuck_panel import StuckPanel, StuckScroll
 from .widgets.timeline import Timeline
 from .widgets.workers_table import WorkersTable
+from .widgets.workers_view import WorkersView
 
 Panel = (
-    WorkersTable
+    WorkersView
     | Timeline
     | ParallelismPanel
     | LocksPanel
@@ -49,7 +52,7 @@ Panel = (
 )
 """The view of a tab: each renders the folded state with ``refresh_from(ingest)``."""
 PANELS = (
-    WorkersTable,
+    WorkersView,
     Timeline,
     ParallelismPanel,
     LocksPanel,
@@ -63,7 +66,6 @@ TICK = 0.25
 """Seconds between redraws driven by the clock (elapsed times move without events)."""
 SEEK_STEP = 10.0
 STEP = 1.0
-FIND_LIMIT = 30
 
 TABS: tuple[tuple[str, str, str], ...] = (
     ("workers", "1 Workers", "workers: state, current test, time in phase"),
@@ -73,7 +75,7 @@ TABS: tuple[tuple[str, str, str], ...] = (
     ("containers", "5 Containers", "containers: who started, who waited"),
     ("stuck", "6 Stuck", "stalls with stacks, unresponsive and crashed workers"),
     ("failures", "7 Failures", "failures with their text"),
-    ("events", "8 Events", "raw events, filterable"),
+    ("events", "8 Events", "every event: time, worker, type, what; type to filter"),
 )
 
 
@@ -91,42 +93,10 @@ VIEW_FOCUS: dict[str, str] = {
     "containers": "VerticalScroll",
     "stuck": "VerticalScroll",
     "failures": "#failures-table",
-    "events": "#event-scroll",
+    "events": "#event-table",
 }
 """Tab -> the widget (within its pane) that takes the keys when the tab is shown: a
 number key or a click on a tab goes there, so ←/→ move in the view, not along the tabs."""
-
-
-class FindProvider(Provider):
-    """Command palette: find a worker or a test by typing part of its name."""
-
-    async def search(self, query: str) -> Hits:
-        app = self.app
-        if not isinstance(app, MonitorApp) or not query.strip():
-            return
-        matcher = self.matcher(query)
-        with app.ingest.lock:
-            workers = [w.id for w in app.ingest.state.active_workers()]
-            tests: dict[str, ev.TestFinished] = {}
-            for test in app.ingest.state.tests:
-                tests[test.nodeid] = test
-        for wid in workers:
-            score = matcher.match(wid)
-            if score > 0:
-                yield Hit(
-                    score, matcher.highlight(wid), partial(app.show_worker, wid), help="worker"
-                )
-        found = 0
-        for nodeid, test in tests.items():
-            score = matcher.match(nodeid)
-            if score > 0:
-                help_text = f"test, {test.outcome} on {test.w}"
-                yield Hit(
-                    score, matcher.highlight(nodeid), partial(app.open_test, test), help=help_text
-                )
-                found += 1
-                if found >= FIND_LIMIT:
-                    break
 
 
 class MonitorApp(App[None]):
@@ -137,9 +107,12 @@ class MonitorApp(App[None]):
     COMMANDS = App.COMMANDS | {FindProvider}
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("q", "quit", "quit"),
+        Binding("ctrl+c", "quit", "quit", show=False, priority=True),  # a monitor: ^c quits
         Binding("slash", "command_palette", "find"),
+        Binding("ctrl+p", "command_palette", "find", show=False, priority=True),
+        Binding("question_mark,f1", "help", "keys", key_display="?"),
         *(
-            Binding(label.split()[0], f"show_tab('{tab}')", label.split()[1], show=False)
+            Binding(label.split()[0], f"show_tab('{tab}')", f"show {label.split()[1]}", show=False)
             for tab, label, _ in TABS
         ),
         Binding("space", "play_pause", "play/pause"),
@@ -147,7 +120,8 @@ class MonitorApp(App[None]):
         Binding("comma", f"step({-STEP})", "step back", show=False),
         Binding("right_square_bracket", f"seek({SEEK_STEP})", "seek +10s"),
         Binding("left_square_bracket", f"seek({-SEEK_STEP})", "seek -10s", show=False),
-        Binding("home", "seek_start", "start", show=False),
+        # priority: the views' own home (top of a table) must not hide it in a replay
+        Binding("home", "seek_start", "start", show=False, priority=True),
     ]
 
     def __init__(self, source: Source, clock: Callable[[], float] = time.time) -> None:
@@ -164,7 +138,7 @@ class MonitorApp(App[None]):
         yield RunHeader(id="header")
         with TabbedContent(id="tabs"):
             with TabPane(TABS[0][1], id="workers"):
-                yield WorkersTable(id="workers-table")
+                yield WorkersView(id="workers-view")
             with TabPane(TABS[1][1], id="timeline"):
                 yield Timeline(id="timeline-view")
             with TabPane(TABS[2][1], id="parallelism"), VerticalScroll():
@@ -173,13 +147,13 @@ class MonitorApp(App[None]):
                 yield LocksPanel(id="locks-view")
             with TabPane(TABS[4][1], id="containers"), VerticalScroll():
                 yield ContainersPanel(id="containers-view")
-            with TabPane(TABS[5][1], id="stuck"), VerticalScroll():
+            with TabPane(TABS[5][1], id="stuck"), StuckScroll():
                 yield StuckPanel(id="stuck-view")
             with TabPane(TABS[6][1], id="failures"):
                 yield FailuresPanel(id="failures-view")
             with TabPane(TABS[7][1], id="events"):
                 yield EventLog(id="events-view")
-        yield Footer()
+        yield Footer(show_command_palette=False)  # `/ find` says it, ^p is in the help
 
     @property
     def main(self) -> Screen[object]:
@@ -192,9 +166,10 @@ class MonitorApp(App[None]):
         self.ingest_events()
         self.set_interval(TICK, self._tick)
         self._fit_tabs(self.size.width)
+        self.focus_view()  # arrows move in the view shown from the start, not along the tabs
 
     def _panel(self, tab: str) -> Panel:
-        widget = self.query_one(f"#{tab}-view" if tab != "workers" else "#workers-table")
+        widget = self.query_one(f"#{tab}-view")
         assert isinstance(widget, PANELS), f"the {tab} tab holds a {type(widget).__name__}"
         return widget
 
@@ -289,6 +264,8 @@ class MonitorApp(App[None]):
         self.redraw(force=True)
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "seek_start" and isinstance(self.focused, Input):
+            return False  # home in a text field is its own
         if action in ("play_pause", "step", "seek", "seek_start"):
             return self.source.replay
         return True
@@ -321,6 +298,9 @@ class MonitorApp(App[None]):
         with self.ingest.lock:
             self.push_screen(TestDetailScreen(test, self.ingest.state))
 
+    def on_event_log_event_chosen(self, message: EventLog.EventChosen) -> None:
+        self.push_screen(EventDetailScreen(message.event, self.ingest.state.started))
+
     def on_timeline_test_selected(self, message: Timeline.TestSelected) -> None:
         self.open_test(message.test)
 
@@ -337,8 +317,24 @@ class MonitorApp(App[None]):
             if test is not None:
                 self.open_test(test)
 
+    def action_help(self) -> None:
+        """The keys of the view shown and of the app (what the footer has no room for)."""
+        if isinstance(self.screen, HelpScreen):
+            return
+        active = self.screen.active_bindings.values()
+        if self.screen is self.main:
+            tab = self.main.query_one(TabbedContent).active or "workers"
+            label, about = next((label, about) for t, label, about in TABS if t == tab)
+            title = f"the {label.split()[1]} view"
+        else:
+            title, about = "this screen", "keys"
+        self.push_screen(HelpScreen(key_sections(active, title, self.get_key_display), about))
+
     def get_system_commands(self, screen: Screen[object]) -> Iterable[SystemCommand]:
-        yield from super().get_system_commands(screen)
+        for command in super().get_system_commands(screen):
+            if command.title != "Keys":  # Textual's panel: the help screen says more
+                yield command
+        yield SystemCommand("Keys", "every key of the view shown and of the app", self.action_help)
         for tab, label, help_text in TABS:
             name = label.split()[1]
             yield SystemCommand(f"Show {name}", help_text, partial(self.action_show_tab, tab))

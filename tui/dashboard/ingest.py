@@ -25,6 +25,7 @@ from textual.message import Message
 from testmon_live.plugin import events as ev
 from testmon_live.plugin.state import RunState, WorkerView
 from testmon_live.tui.reports.document import printable
+from testmon_live.tui.reports.logs import INCOMPLETE
 
 from .eta import History, estimate, read_history
 from .sources import StreamState
@@ -253,15 +254,14 @@ class Ingest:
         return self.wall()
 
     def run_status(self) -> str:
-        """running / finished / interrupted / crashed (a run whose hub vanished crashed) /
-        incomplete (a replayed log that ends without the run's end) / waiting (no run yet)."""
+        """The run's status in the words of ``testmon runs`` and ``report``
+        (:data:`~testmon_live.tui.reports.logs.STATUSES`): running / finished / interrupted /
+        crashed (pytest's internal or usage error) / incomplete (no end record, and none will
+        come: the hub vanished, or a replayed log was cut short), or waiting (no run yet)."""
         if self.state.header is None and self.state.end is None and not self.lost:
             return "waiting"
-        if self.state.end is None:
-            if self.lost:
-                return "crashed"
-            if self.cut_short:
-                return "incomplete"
+        if self.state.end is None and (self.lost or self.cut_short):
+            return INCOMPLETE
         return self.state.status
 
     def worker_state(self, view: WorkerView) -> str:

@@ -45,8 +45,14 @@ header lists its environment, and a committed log should not carry the recording
 machine's."""
 
 
+RECORD_PLUGINS = "xdist.plugin,xdist.looponfail,testmon_live.plugin.pytest_plugin"
+"""The only pytest plugins of the recorded run: a user's demo has no pytest-django, syrupy or
+pytest-asyncio, which a development venv would otherwise load into it."""
+
+
 def record_environ(folder: Path) -> dict[str, str]:
     env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": str(folder)}
+    env.update(PYTEST_DISABLE_PLUGIN_AUTOLOAD="1", PYTEST_PLUGINS=RECORD_PLUGINS)
     env.update(
         (name, value)
         for name, value in os.environ.items()
@@ -71,23 +77,43 @@ def _open_failure(app: MonitorApp) -> None:
     app.open_test(app.ingest.state.failures[0])
 
 
+WAITING_AT = 2.5
+"""Seconds into the recorded demo run when workers wait on the migration lock and one starts
+the shared container (the scenes and the tests that show that moment use this)."""
+STALLED_AT = 12.5
+"""... and when two workers are stalled and two are done."""
+SHARED_AT = 9.5
+"""... and when the shared container is up and used by a second worker."""
+
 SCENES: tuple[Scene, ...] = (
-    Scene("workers", "Workers 14.5 s in: two stalled, two done", ("1",), 14.5),
+    Scene("workers", f"Workers {STALLED_AT} s in: two stalled, two done", ("1",), STALLED_AT),
     Scene(
         "lock-contention",
-        "Workers 4.7 s in: two wait on the migration lock, one on its container",
+        f"Workers {WAITING_AT} s in: two wait on the migration lock, one on its container",
         ("1",),
-        4.7,
+        WAITING_AT,
     ),
     Scene("timeline", "Timeline of the finished run", ("2",)),
     Scene("parallelism", "Parallelism: busy workers, efficiency, where time went", ("3",)),
     Scene("locks", "Locks: the migration lock, who held it, who waited", ("4",)),
-    Scene("containers", "Containers 7 s in: the shared web server, up", ("5",), 7.0),
-    Scene("stuck", "Stuck threads 14.5 s in: two stalls with their stacks", ("6",), 14.5),
+    Scene(
+        "containers",
+        f"Containers {SHARED_AT} s in: the shared web server, up, used by two workers",
+        ("5",),
+        SHARED_AT,
+    ),
+    Scene(
+        "stuck",
+        f"Stuck threads {STALLED_AT} s in: two stalls with their stacks",
+        ("6",),
+        STALLED_AT,
+    ),
     Scene("failures", "Failures with their text", ("7",)),
     Scene("test-detail", "A test in detail", ("7",), then=_open_failure),
-    Scene("events", "Raw events, filtered", ("8", "shift+tab", "l", "o", "c", "k", "enter")),
-    Scene("small-terminal", "At 80x24, 4.7 s in", ("1",), 4.7, size=(80, 24)),
+    Scene("events", "Events, filtered by typing", ("8", "l", "o", "c", "k", "enter")),
+    Scene("small-terminal", f"At 80x24, {WAITING_AT} s in", ("1",), WAITING_AT, size=(80, 24)),
+    Scene("help", "? lists the keys of the view and of the app", ("2", "question_mark")),
+    Scene("events-small", "Events at 80x24, one line each", ("8",), size=(80, 24)),
 )
 
 
@@ -124,7 +150,9 @@ def scene_app(scene: Scene, folder: Path) -> MonitorApp:
     path.write_bytes(ev.encode_lines(scene_events(scene)))
     moment = scene_time(scene)
     # a moment of the run is shown as it looked live: the log was still being written
-    source = ReplaySource(path, live=scene.seconds is not None)
+    source = ReplaySource(
+        path, live=scene.seconds is not None, until=moment if scene.seconds is not None else None
+    )
     return make_app(source, clock=lambda: moment)
 
 

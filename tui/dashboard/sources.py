@@ -48,6 +48,18 @@ MAX_RECONNECTS = 3
 then it stops following that run and says so."""
 
 
+def where(path: Path) -> str:
+    """A folder as the user reads it: relative to the working directory when below it,
+    from ``~`` when below the home directory, else whole."""
+    for base, shown in ((Path.cwd(), ""), (Path.home(), "~/")):
+        try:
+            rest = path.resolve().relative_to(base.resolve())
+        except (ValueError, OSError, RuntimeError):
+            continue
+        return f"{shown}{rest}" if str(rest) != "." else (shown.rstrip("/") or ".")
+    return str(path)
+
+
 class StreamState(enum.Enum):
     """What became of a live run's stream."""
 
@@ -169,11 +181,20 @@ class ReplaySource(Source):
 
     replay = True
 
-    def __init__(self, path: Path, speed: float | None = None, live: bool | None = None) -> None:
+    def __init__(
+        self,
+        path: Path,
+        speed: float | None = None,
+        live: bool | None = None,
+        until: float | None = None,
+    ) -> None:
         self.path = path
         self.label = path.stem
         self.speed = speed
         self.live = live
+        self.until = until
+        """Show the end state at this moment (wall clock) rather than at the last event: a
+        log cut at a moment of a run (the screenshots' scenes) is shown as it was then."""
         self.playing = speed is not None
         self._commands: queue.SimpleQueue[tuple[str, float]] = queue.SimpleQueue()
         self.events: list[ev.Event] = []
@@ -290,7 +311,7 @@ class ReplaySource(Source):
             sink.events(batch)
         if problems:
             sink.status(problems_text(problems), "warning")
-        sink.clock(last)
+        sink.clock(last if self.until is None else max(last, self.until))
         self._at_end(sink, finished, problems)
         return True
 
@@ -336,13 +357,15 @@ class LiveSource(Source):
                 else:
                     showing = ""
                     sink.reset("waiting", None)
-                    sink.status(f"waiting for a run to start in {self.mdir.root}")
+                    sink.status(f"waiting for a run to start in {where(self.mdir.root)}")
             stop.wait(POLL_INTERVAL)
 
     def _show_last(self, sink: Sink) -> str:
         """With nothing live: the newest recorded run, and a line saying so."""
         logs = self.mdir.logs()
-        waiting = f"waiting for a run: start `pytest --monitor` (monitor folder {self.mdir.root})"
+        waiting = (
+            f"waiting for a run: start `pytest --monitor` (monitor folder {where(self.mdir.root)})"
+        )
         if not logs:
             sink.reset("no runs yet", None)
             sink.status(f"no live run and none recorded; {waiting}", "warning")

@@ -23,8 +23,9 @@ from testmon_live.plugin.runlog import MonitorDir
 from testmon_live.plugin.state import RunState
 
 REPRO_DIR = "repro"
-ORDER_OFF = ("-p", "no:randomly", "-p", "no:random_order")
-"""The ordering plugins that would shuffle the given order."""
+ORDER_OFF = ("-p", "no:randomly", "-p", "no:random_order", "--monitor-order=collected")
+"""The ordering plugins that would shuffle the given order, and our own ordering (an ini's
+``monitor_order = history`` would sort the replayed ids longest first)."""
 XDIST_OFF = ("-n", "0", "--dist", "no")
 """xdist off, whatever the ini's ``addopts`` say: given last, these override its ``-n 4
 --dist loadgroup`` (``-p no:xdist`` would leave those options unrecognized)."""
@@ -80,6 +81,8 @@ class Suspects:
     """Tests the same worker ran before the target, in order (oldest first)."""
     seed: str | None
     order_plugins: list[str]
+    order: str = ""
+    """``history`` when ``--monitor-order=history`` ordered the run (see ``RunStarted``)."""
 
 
 def suspects(state: RunState, spec: str, worker: str | None = None) -> Suspects:
@@ -94,6 +97,7 @@ def suspects(state: RunState, spec: str, worker: str | None = None) -> Suspects:
         predecessors=order[:index],
         seed=header.seed if header else None,
         order_plugins=list(header.order_plugins) if header else [],
+        order=header.order if header else "",
     )
 
 
@@ -168,6 +172,7 @@ class SuspectsModel(TypedDict):
     outcome: str
     seed: str | None
     order_plugins: list[str]
+    order: str
     predecessors: list[SuspectRow]
     ids_file: str
     command: str
@@ -181,6 +186,7 @@ def suspects_model(found: Suspects, ids_file: Path) -> SuspectsModel:
         "outcome": found.target.outcome,
         "seed": found.seed,
         "order_plugins": found.order_plugins,
+        "order": found.order,
         "predecessors": [
             {"position": n, "nodeid": t.nodeid, "outcome": t.outcome, "duration": t.duration}
             for n, t in enumerate(found.predecessors, start=1)

@@ -49,6 +49,14 @@ def suspects_sections(model: SuspectsModel) -> list[Section]:
     if model["order_plugins"]:
         seed = model["seed"] or "unknown"
         intro.append((f"order shuffled by {', '.join(model['order_plugins'])}, seed {seed}",))
+    if model["order"] == "history":
+        intro.append(
+            (
+                "order changed by ",
+                Code("--monitor-order=history"),
+                " (longest first by earlier runs): the command below replays the order it ran in",
+            )
+        )
     sections = [Section(("Suspects of ", Code(model["test"])), [Prose(intro)])]
     if preds:
         rows = [

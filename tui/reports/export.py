@@ -308,9 +308,9 @@ def _run_findings(state: RunState) -> Findings:
     ]
     found += [("testmon.deadlock", d.text) for d in state.deadlocks]
     found += [("testmon.race", race_line(race)) for race in state.setup_races.values()]
-    for url, workers in state.migration_races.items():
+    for place, workers in state.migration_races.items():
         names = ", ".join(sorted(workers, key=worker_order))
-        found.append(("testmon.race", f"{names} migrated {url or 'one database'} at once"))
+        found.append(("testmon.race", f"{names} migrated {state.race_where(place)} at once"))
     for view in state.dead_containers():
         found.append(("testmon.container_died", _container_words(view)))
     found += [
@@ -352,9 +352,10 @@ def _test_findings(state: RunState) -> dict[tuple[str, str], Findings]:
             found[(worker, nodeid)].append(("testmon.race", race_line(race)))
     racing = state.migration_races
     for migration in state.migrations:
-        if migration.action == "begin" and migration.test and migration.url in racing:
-            names = ", ".join(sorted(racing[migration.url], key=worker_order))
-            text = f"{names} migrated {migration.url or 'one database'} at once"
+        place = migration.place
+        if migration.action == "begin" and migration.test and place in racing:
+            names = ", ".join(sorted(racing[place], key=worker_order))
+            text = f"{names} migrated {state.race_where(place)} at once"
             found[(migration.w, migration.test)].append(("testmon.race", text))
     for view in state.dead_containers():
         died = _container_words(view)

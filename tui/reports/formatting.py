@@ -82,6 +82,18 @@ def shorten_nodeid(nodeid: str, width: int) -> str:
     return "…" + tail
 
 
+def shorten_path(nodeid: str, width: int) -> str:
+    """Cut only the path before the test's own name (``…/test_x.py::test_y[3]``): the name
+    is kept whole however long, so two tests never read the same."""
+    if len(nodeid) <= width:
+        return nodeid
+    path, sep, name = nodeid.rpartition("::")
+    if not sep:
+        return shorten_nodeid(nodeid, width)
+    room = width - len(name) - len(sep)
+    return (shorten_nodeid(path, room) if room >= 8 else "…") + sep + name
+
+
 def cut(text: str, width: int) -> str:
     return text if len(text) <= width else text[: max(0, width - 1)] + "…"
 

@@ -26,7 +26,7 @@ from testmon_live.plugin.runlog import (
     live_runs,
     open_log,
 )
-from testmon_live.plugin.state import RunState
+from testmon_live.plugin.state import RunState, fold
 
 HEADER_LIMIT = 16 * 1024 * 1024
 """Longest header line read (it carries the environment, so it can be long)."""
@@ -195,10 +195,11 @@ class LoadedRun:
 
 
 def load_run(path: Path, mdir: MonitorDir) -> LoadedRun:
-    """Fold a log; the reader's skipped lines land in ``state.problems``."""
+    """Fold a log, read once; the reader's skipped lines land in ``state.problems``. The
+    fold keeps every test (``detail``): the next-run prediction is made from it too."""
     header = read_header(path)
     problems = SkippedLines()
-    state = RunState(detail=False).apply_all(iter_log(path, problems))
+    state = fold(iter_log(path, problems))
     state.problems = problems
     live = header.run_id in live_ids(monitor_dir_of(path, mdir))
     return LoadedRun(path=path, state=state, status=status_of(state, live))

@@ -9,19 +9,24 @@ report is decided. Nothing here renders text: :mod:`.sections` does, from that d
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import TypedDict
+
+import msgspec
 
 from testmon_live.plugin import events as ev
 from testmon_live.plugin.dburl import display_url
 from testmon_live.plugin.probes.stacks import frame_text, user_frame
 from testmon_live.plugin.state import (
     CLOCK_SLACK,
+    FAILURES_KEPT,
     SLOWEST_KEPT,
     LockStats,
     RunState,
     SetupRace,
+    Tail,
     worker_order,
 )
 
@@ -244,20 +249,9 @@ class SetupRaceRow(TypedDict):
 
 class MigrationRaceRow(TypedDict):
     url: str
+    schema: str | None
+    """The schema the racing changes named (``None``: the database as a whole)."""
     workers: list[str]
-
-
-class TailRow(TypedDict):
-    below: float
-    alone: float
-    worker: str
-    test: str | None
-    test_duration: float | None
-    test_began: float | None
-    idle: float
-    idle_workers: list[str]
-    wall: float
-    estimate: float | None
 
 
 class Omitted(TypedDict):
@@ -265,6 +259,8 @@ class Omitted(TypedDict):
     locks: int
     lock_waits: int
     migrations: int
+    migration_steps: int
+    migration_errors: int
     db_waits: int
 
 
@@ -273,6 +269,8 @@ class MigrationRow(TypedDict):
     tool: str
     op: str
     url: str
+    schema: str | None
+    """The schema its statements named (a schema per worker in one database never races)."""
     from_rev: str | None
     to_rev: str | None
     start: float
@@ -283,6 +281,34 @@ class MigrationRow(TypedDict):
     test: str | None
     fixture: str | None
     concurrent_with: list[str]
+    caught: bool
+    """It raised inside a test that passed: the test caught the error (expected)."""
+
+
+class MigrationErrorRow(TypedDict):
+    """Migrations of one tool and operation that failed with the same message."""
+
+    tool: str
+    op: str
+    error: str
+    count: int
+    workers: list[str]
+    tests: list[str]
+    """The tests they ran in (the first few; ``test_count`` says how many)."""
+    test_count: int
+    """How many tests they ran in."""
+    caught: bool
+    """All of them raised inside tests that passed (errors the suite provokes on purpose)."""
+
+
+class MigrationStepRow(TypedDict):
+    worker: str
+    tool: str
+    op: str
+    step: str
+    duration: float
+    backwards: bool
+    url: str
 
 
 class ContainerRow(TypedDict):
@@ -357,6 +383,18 @@ class NoticeRow(TypedDict):
     level: str
     source: str
     message: str
+    workers: list[str]
+    """The workers that said it (a notice every worker gives is one row)."""
+
+
+class NextRunRow(TypedDict):
+    workers: int
+    dist: str
+    order: str
+    """``collected`` or ``longest-first`` (``--monitor-order=history``)."""
+    wall: float
+    """Predicted seconds."""
+    recorded_wall: float
 
 
 class Report(TypedDict):
@@ -376,7 +414,11 @@ class Report(TypedDict):
     lock_waits: list[LockWaitRow]
     setup_races: list[SetupRaceRow]
     migrations: list[MigrationRow]
+    migration_steps: list[MigrationStepRow]
     migration_races: list[MigrationRaceRow]
+    migration_errors: list[MigrationErrorRow]
+    """Every failed migration, one row per message: real failures first, then the errors
+    caught inside tests that passed; most frequent first."""
     containers: list[ContainerRow]
     deadlocks: list[DeadlockRow]
     db_waits: list[DbWaitRow]
@@ -386,7 +428,11 @@ class Report(TypedDict):
     skipped_total: int
     """How many lines it skipped in all."""
     notices: list[NoticeRow]
-    tail: TailRow | None
+    tail: Tail | None
+    """The fold's own :class:`~testmon_live.plugin.state.Tail`, its seconds rounded (JSON
+    prints it as an object of its fields)."""
+    next_run: NextRunRow | None
+    """The settings predicted fastest for the next run (``testmon whatif``)."""
     omitted: Omitted
 
 
@@ -493,11 +539,7 @@ def _slowest(state: RunState, top: int) -> list[SlowTest]:
 
 
 def _fixtures(state: RunState, top: int) -> tuple[list[FixtureRow], int]:
-    shown = [
-        f
-        for f in state.fixtures_by_cost()
-        if f.setup_total >= MIN_SHOWN or f.duplicated or f.errors
-    ]
+    shown = [f for f in state.fixtures_by_cost() if f.setup_total >= MIN_SHOWN or f.errors]
     rows: list[FixtureRow] = []
     for f in shown[:top]:
         story = state.setup_story((f.name, f.scope, f.baseid), f.setup_total)
@@ -534,6 +576,7 @@ def _failed_phase(test: ev.TestFinished) -> str | None:
 
 
 def _failures(state: RunState) -> list[FailureRow]:
+    """The first :data:`FAILURES_KEPT` failures (the title counts them all)."""
     return [
         {
             "nodeid": t.nodeid,
@@ -543,7 +586,7 @@ def _failures(state: RunState) -> list[FailureRow]:
             "message": t.message,
             "crashed": t.crashed,
         }
-        for t in state.failures
+        for t in state.failures[:FAILURES_KEPT]
     ]
 
 
@@ -610,6 +653,25 @@ def _stall_row(s: ev.Stall, root: str, duration: float | None = None, samples: i
 def frame_root(state: RunState) -> str:
     """The run's rootdir: :func:`frame_text` shows frames below it relative to it."""
     return state.header.rootdir if state.header is not None else ""
+
+
+def _notices(state: RunState) -> list[NoticeRow]:
+    """Warnings and errors the monitor logged; one row per message, with every worker that
+    gave it (each worker says so of a driver it leaves alone)."""
+    rows: dict[tuple[str, str, str], NoticeRow] = {}
+    for n in state.notices:
+        if n.level == "info":
+            continue
+        row = rows.get((n.level, n.source, n.msg))
+        if row is None:
+            row = rows[(n.level, n.source, n.msg)] = {
+                "level": n.level, "source": n.source, "message": n.msg, "workers": []
+            }  # fmt: skip
+        if n.w and n.w not in row["workers"]:
+            row["workers"].append(n.w)
+    for row in rows.values():
+        row["workers"].sort(key=worker_order)
+    return list(rows.values())
 
 
 def _stalls(state: RunState) -> list[StallRow]:
@@ -721,27 +783,29 @@ def _setup_race_row(race: SetupRace) -> SetupRaceRow:
 
 def _migration_races(state: RunState) -> list[MigrationRaceRow]:
     return [
-        {"url": display_url(url), "workers": sorted(workers, key=worker_order)}
-        for url, workers in state.migration_races.items()
+        {
+            "url": display_url(state.race_places.get(place, (place, None))[0]),
+            "schema": state.race_places.get(place, (place, None))[1],
+            "workers": sorted(workers, key=worker_order),
+        }
+        for place, workers in state.migration_races.items()
     ]
 
 
-def _tail(state: RunState) -> TailRow | None:
+def _tail(state: RunState) -> Tail | None:
     tail = state.tail()
     if tail is None:
         return None
-    return {
-        "below": seconds(tail.below),
-        "alone": seconds(tail.alone),
-        "worker": tail.worker,
-        "test": tail.test,
-        "test_duration": optional_seconds(tail.test_duration),
-        "test_began": optional_seconds(tail.test_began),
-        "idle": seconds(tail.idle),
-        "idle_workers": list(tail.idle_workers),
-        "wall": seconds(tail.wall),
-        "estimate": optional_seconds(tail.estimate),
-    }
+    return msgspec.structs.replace(
+        tail,
+        below=seconds(tail.below),
+        alone=seconds(tail.alone),
+        test_duration=optional_seconds(tail.test_duration),
+        test_began=optional_seconds(tail.test_began),
+        idle=seconds(tail.idle),
+        wall=seconds(tail.wall),
+        estimate=optional_seconds(tail.estimate),
+    )
 
 
 def _pair_migrations(state: RunState) -> list[MigrationRow]:
@@ -750,13 +814,14 @@ def _pair_migrations(state: RunState) -> list[MigrationRow]:
     open_rows: dict[tuple[str, str, str, str], list[MigrationRow]] = {}
     started = state.started
     for m in state.migrations:
-        key = (m.w, m.tool, m.op, m.url)
+        key = (m.w, m.tool, m.op, m.place)
         pending = open_rows.setdefault(key, [])
         if m.action == "end" and pending:
             row = pending.pop(0)
             row["finished"] = True
             row["duration"] = seconds(m.duration if m.duration is not None else m.ts - row["start"])
             row["error"] = m.error
+            row["caught"] = state.caught(m)
             row["to_rev"] = m.to_rev or row["to_rev"]
             continue
         begin = m.ts if m.action == "begin" else m.ts - (m.duration or 0.0)
@@ -765,6 +830,7 @@ def _pair_migrations(state: RunState) -> list[MigrationRow]:
             "tool": m.tool,
             "op": m.op,
             "url": m.url,
+            "schema": m.schema,
             "from_rev": m.from_rev,
             "to_rev": m.to_rev,
             "start": epoch(begin),
@@ -775,6 +841,7 @@ def _pair_migrations(state: RunState) -> list[MigrationRow]:
             "test": m.test,
             "fixture": m.fixture,
             "concurrent_with": [],
+            "caught": state.caught(m),
         }
         rows.append(row)
         if m.action == "begin":
@@ -794,11 +861,13 @@ def _migrations(state: RunState, top: int) -> tuple[list[MigrationRow], int]:
         duration = row["duration"]
         return row["start"], (row["start"] + duration if duration is not None else stop)
 
-    by_url: dict[str, list[MigrationRow]] = {}
+    by_place: dict[tuple[str, str | None], list[MigrationRow]] = {}
+    racing = set(state.race_places.values())
     for row in rows:
-        if row["url"] in state.migration_races:
-            by_url.setdefault(row["url"], []).append(row)
-    for same in by_url.values():
+        place = (row["url"], row["schema"])
+        if place in racing:
+            by_place.setdefault(place, []).append(row)
+    for same in by_place.values():
         for row in same:
             begin, end = span(row)
             others = {
@@ -811,13 +880,77 @@ def _migrations(state: RunState, top: int) -> tuple[list[MigrationRow], int]:
             row["concurrent_with"] = sorted(others, key=worker_order)
     for row in rows:
         row["url"] = display_url(row["url"])
-    ranked = sorted(
-        rows,
-        key=lambda r: (bool(r["concurrent_with"] or r["error"]), r["duration"] or 0.0),
-        reverse=True,
-    )
+    ranked = sorted(rows, key=_migration_cost, reverse=True)
     shown = sorted(ranked[:top], key=lambda r: r["start"])
     return shown, len(rows) - len(shown)
+
+
+def _migration_cost(row: MigrationRow) -> tuple[bool, float]:
+    """Races and real failures first (an error a passing test caught costs nothing), then
+    the slowest."""
+    trouble = bool(row["concurrent_with"]) or (row["error"] is not None and not row["caught"])
+    return trouble, row["duration"] or 0.0
+
+
+ERROR_TESTS_KEPT = 3
+"""The tests a grouped migration error names (its count says how many more)."""
+
+
+_VARYING = re.compile(r"(?:/[^\s'\"():,]+)+|\d+")
+"""What differs between two runs of one failing migration: paths (each test's tmp_path) and
+numbers (ids, ports, counts)."""
+
+
+def _migration_errors(state: RunState, top: int) -> tuple[list[MigrationErrorRow], int]:
+    """Failed migrations grouped by tool, operation, message (paths and numbers aside: each
+    test's tmp_path differs) and whether a passing test caught them: real failures first,
+    then the most frequent; the ``top`` first, and how many groups more."""
+    groups: dict[tuple[str, str, str, bool], MigrationErrorRow] = {}
+    tests: dict[tuple[str, str, str, bool], set[str]] = {}
+    for m in state.migrations:
+        if m.error is None:
+            continue
+        caught = state.caught(m)
+        key = (m.tool, m.op, _VARYING.sub("#", m.error), caught)
+        row = groups.get(key)
+        if row is None:
+            row = groups[key] = {
+                "tool": m.tool, "op": m.op, "error": m.error, "count": 0,
+                "workers": [], "tests": [], "test_count": 0, "caught": caught,
+            }  # fmt: skip
+            tests[key] = set()
+        row["count"] += 1
+        if m.w not in row["workers"]:
+            row["workers"].append(m.w)
+        if m.test and m.test not in tests[key]:
+            tests[key].add(m.test)
+            row["test_count"] += 1
+            if len(row["tests"]) < ERROR_TESTS_KEPT:
+                row["tests"].append(m.test)
+    rows = list(groups.values())
+    for row in rows:
+        row["workers"].sort(key=worker_order)
+    rows.sort(key=lambda r: (r["caught"], -r["count"]))
+    return rows[:top], max(0, len(rows) - top)
+
+
+def _migration_steps(state: RunState, top: int) -> tuple[list[MigrationStepRow], int]:
+    """The ``top`` slowest migration steps (Alembic revisions, Django migrations) of any
+    worker, slowest first, and how many more there were."""
+    steps, rest = state.costliest_steps(top)
+    rows: list[MigrationStepRow] = [
+        {
+            "worker": s.w,
+            "tool": s.tool,
+            "op": s.op,
+            "step": s.name,
+            "duration": seconds(s.duration),
+            "backwards": s.backwards,
+            "url": display_url(s.url),
+        }
+        for s in steps
+    ]
+    return rows, rest
 
 
 def _startup(phases: dict[str, float], created: float | None, ready: float | None) -> float | None:
@@ -919,6 +1052,31 @@ def _dropped(state: RunState) -> list[DroppedRow]:
     ]
 
 
+def _next_run(run: LoadedRun) -> NextRunRow | None:
+    """What ``testmon whatif`` finds fastest for the next run: a finished run with tests
+    only, from the report's own fold (it keeps every test: :func:`~.logs.load_run`), with
+    start-up and exit over the suite's runs in the log's folder as ``whatif`` takes them."""
+    state = run.state
+    if state.end is None or not state.tests_done:
+        return None
+    from testmon_live.tui.predict import DISTS
+    from testmon_live.tui.predict.overheads import settled
+    from testmon_live.tui.predict.profile import build_profile
+    from testmon_live.tui.predict.whatif import best_next
+
+    profile = settled(build_profile(state), run.path)
+    if not profile.tests:
+        return None
+    best = best_next(profile, profile.dist if profile.dist in DISTS else "load")
+    return {
+        "workers": best["workers"],
+        "dist": best["dist"],
+        "order": best["order"],
+        "wall": best["wall"],
+        "recorded_wall": seconds(profile.wall),
+    }
+
+
 def build_report(run: LoadedRun, top: int = DEFAULT_TOP) -> Report:
     """The report model of a folded run: the one place the report's content is decided."""
     state = run.state
@@ -927,6 +1085,8 @@ def build_report(run: LoadedRun, top: int = DEFAULT_TOP) -> Report:
     locks, locks_left = _locks(state, top)
     lock_waits, waits_left = _lock_waits(state, top)
     migrations, migrations_left = _migrations(state, top)
+    migration_steps, steps_left = _migration_steps(state, top)
+    migration_errors, errors_left = _migration_errors(state, top)
     db_waits, db_waits_left = _db_waits(state, top)
     return {
         "report_version": REPORT_VERSION,
@@ -943,24 +1103,25 @@ def build_report(run: LoadedRun, top: int = DEFAULT_TOP) -> Report:
         "lock_waits": lock_waits,
         "setup_races": [_setup_race_row(r) for r in state.setup_races.values()],
         "migrations": migrations,
+        "migration_steps": migration_steps,
         "migration_races": _migration_races(state),
+        "migration_errors": migration_errors,
         "containers": _containers(state),
         "deadlocks": _deadlocks(state),
         "db_waits": db_waits,
         "dropped": _dropped(state),
         "skipped_lines": [{"line": n, "reason": r} for n, r in state.problems],
         "skipped_total": len(state.problems),
-        "notices": [
-            {"level": n.level, "source": n.source, "message": n.msg}
-            for n in state.notices
-            if n.level != "info"
-        ],
+        "notices": _notices(state),
         "tail": _tail(state),
+        "next_run": _next_run(run),
         "omitted": {
             "fixtures": fixtures_left,
             "locks": locks_left,
             "lock_waits": waits_left,
             "migrations": migrations_left,
+            "migration_steps": steps_left,
+            "migration_errors": errors_left,
             "db_waits": db_waits_left,
         },
     }

@@ -12,6 +12,7 @@ So the three formats cannot disagree.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from testmon_live.plugin.findings import (
@@ -27,10 +28,10 @@ from testmon_live.plugin.state import (
     Resource,
     SetupRace,
     SetupStory,
-    Tail,
     worker_order,
 )
 from testmon_live.plugin.words import death_words, how_it_ended
+from testmon_live.tui.predict.whatif import next_run_words
 
 from .document import Block, Bullets, Code, Column, Line, Prose, Section, Table
 from .formatting import (
@@ -49,6 +50,7 @@ from .model import (
     CrashRow,
     FixtureRow,
     LockRow,
+    MigrationErrorRow,
     MigrationRow,
     Report,
     RunInfo,
@@ -92,6 +94,12 @@ def _overview(report: Report) -> Section:
             f"{plural(totals['slots'], 'worker slot')} × {fmt_duration(run['wall'])} wall",
         ),
     ]
+    nxt = report["next_run"]
+    if nxt is not None:
+        words = next_run_words(
+            nxt["workers"], nxt["dist"], nxt["order"], nxt["wall"], nxt["recorded_wall"]
+        )
+        lines.append((words,))
     where: list[str] = ["rootdir ", Code(run["rootdir"])]
     if run["git_branch"] or run["git_commit"]:
         commit = (run["git_commit"] or "")[:10]
@@ -216,6 +224,13 @@ def _omitted(n: int, what: str) -> list[Block]:
     if n <= 0:
         return []
     return [Prose([(f"{plural(n, what)} more not shown (--top N shows more)",)])]
+
+
+def _top_table(
+    columns: tuple[Column, ...], rows: Sequence[Sequence[str]], left_out: int, what: str
+) -> list[Block]:
+    """The ``--top`` costliest as a table, and the line that counts the rest."""
+    return [Table(columns, rows), *_omitted(left_out, what)]
 
 
 def _failures_section(report: Report) -> Section | None:
@@ -378,8 +393,7 @@ def _locks_section(report: Report) -> Section | None:
         name = Code(f"{lock['kind']}:{lock['key']}")
         at_end += [(name, f" still held by {h['worker']} at the end") for h in lock["held_at_end"]]
         at_end += [(name, f" still awaited by {h['worker']}") for h in lock["waiting_at_end"]]
-    blocks: list[Block] = [Table(columns, rows)]
-    blocks.extend(_omitted(report["omitted"]["locks"], "lock"))
+    blocks = _top_table(columns, rows, report["omitted"]["locks"], "lock")
     if at_end:
         blocks.append(Bullets(at_end, warn=True))
     waits: list[Line] = [
@@ -413,7 +427,9 @@ def _locks_section(report: Report) -> Section | None:
 def _migration_result(row: MigrationRow) -> str:
     if not row["finished"]:
         return "unfinished"
-    return "error" if row["error"] else "ok"
+    if row["error"]:
+        return "caught" if row["caught"] else "error"
+    return "ok"
 
 
 def _migration_races(report: Report) -> list[Line]:
@@ -428,8 +444,18 @@ def _migration_races(report: Report) -> list[Line]:
             continue
         names = race["workers"]
         who = ", ".join(names[:-1]) + " and " + names[-1]
-        lines.append((f"{who} migrated the same database ", Code(race["url"]), " at the same time"))
+        schema = race["schema"]
+        if schema is None:
+            where: Line = ("the same database ", Code(race["url"]))
+        else:
+            where = ("the same schema ", Code(schema), " of ", Code(race["url"]))
+        lines.append((f"{who} migrated ", *where, " at the same time"))
     return lines
+
+
+_WORKER = Column("worker", code=True)
+_TOOK = Column("took", right=True)
+_DATABASE = Column("database", squeeze="start", code=True)
 
 
 def _migrations_section(report: Report) -> Section | None:
@@ -437,13 +463,13 @@ def _migrations_section(report: Report) -> Section | None:
     if not migrations:
         return None
     columns = (
-        Column("worker", code=True),
+        _WORKER,
         Column("migration"),
         Column("revisions", squeeze="start"),
         Column("at", right=True),
-        Column("took", right=True),
+        _TOOK,
         Column("result"),
-        Column("database", squeeze="start", code=True),
+        _DATABASE,
     )
     rows = [
         (
@@ -453,21 +479,58 @@ def _migrations_section(report: Report) -> Section | None:
             "+" + fmt_duration(m["offset"]),
             fmt_duration(m["duration"]),
             _migration_result(m),
-            m["url"],
+            m["url"] if m["schema"] is None else f"{m['url']} (schema {m['schema']})",
         )
         for m in migrations
     ]
     races = _migration_races(report)
-    errors: list[Line] = [
-        (Code(m["worker"]), f" {m['tool']} {m['op']} failed: {first_line(m['error'])}")
-        for m in migrations
-        if m["error"]
-    ]
-    blocks: list[Block] = [Table(columns, rows)]
-    blocks.extend(_omitted(report["omitted"]["migrations"], "migration"))
-    if races or errors:
-        blocks.append(Bullets(races + errors, warn=True))
+    failed = [_error_line(e) for e in report["migration_errors"] if not e["caught"]]
+    caught = [_error_line(e) for e in report["migration_errors"] if e["caught"]]
+    blocks = _top_table(columns, rows, report["omitted"]["migrations"], "migration")
+    if races or failed:
+        blocks.append(Bullets(races + failed, warn=True))
+    if caught:
+        blocks.append(Bullets(caught))
+    blocks += _omitted(report["omitted"]["migration_errors"], "migration error")
     return Section(("Migrations",), blocks)
+
+
+def _error_line(error: MigrationErrorRow) -> Line:
+    """One line for the migrations that failed alike: how many, where, the message."""
+    what, n, message = f"{error['tool']} {error['op']}", error["count"], first_line(error["error"])
+    tests: list[str] = []
+    for i, test in enumerate(error["tests"]):
+        tests += [", " if i else " in ", Code(test)]
+    more = error["test_count"] - len(error["tests"])
+    if more > 0 and tests:
+        tests.append(f" and {more} more")
+    workers = ", ".join(error["workers"])
+    if error["caught"]:
+        times = f" {n}×" if n > 1 else ""
+        said = "inside tests that passed (an error they expect, caught)"
+        return (f"{what} raised{times} {said}: {message} ({workers})", *tests)
+    if n == 1:
+        return (Code(workers), f" {what} failed: {message}", *tests)
+    return (f"{what} failed {n}×: {message} ({workers})", *tests)
+
+
+def _migration_steps_section(report: Report) -> Section | None:
+    steps = report["migration_steps"]
+    if not steps:
+        return None
+    columns = (_WORKER, Column("step"), Column("migration"), _TOOK, _DATABASE)
+    rows = [
+        (
+            m["worker"],
+            f"{m['step']}{' (backwards)' if m['backwards'] else ''}",
+            f"{m['tool']} {m['op']}",
+            fmt_duration(m["duration"]),
+            m["url"],
+        )
+        for m in steps
+    ]
+    blocks = _top_table(columns, rows, report["omitted"]["migration_steps"], "step")
+    return Section(("Migration steps, slowest first",), blocks)
 
 
 def _race_blocks(row: SetupRaceRow) -> list[Block]:
@@ -509,7 +572,7 @@ def _tail_section(report: Report) -> Section | None:
     tail = report["tail"]
     if tail is None:
         return None
-    parts = tail_parts(Tail(**tail), fmt_duration)
+    parts = tail_parts(tail, fmt_duration)
     return Section(("The tail of the run",), [Prose([(part,) for part in parts])])
 
 
@@ -657,7 +720,7 @@ def _db_waits_section(report: Report) -> Section | None:
     ]
     if not rows:
         return None
-    blocks: list[Block] = [Table(columns, rows), *_omitted(report["omitted"]["db_waits"], "wait")]
+    blocks = _top_table(columns, rows, report["omitted"]["db_waits"], "wait")
     return Section(("Database lock waits",), blocks)
 
 
@@ -687,7 +750,12 @@ def _skipped_section(report: Report) -> Section | None:
 
 def _notices_section(report: Report) -> Section | None:
     items: list[Line] = [
-        (f"{n['level']}: ", f"{n['source']}: " if n["source"] else "", n["message"])
+        (
+            f"{n['level']}: ",
+            f"{n['source']}: " if n["source"] else "",
+            n["message"],
+            f" ({', '.join(n['workers'])})" if n["workers"] else "",
+        )
         for n in report["notices"]
     ]
     return Section(("Monitor notices",), [Bullets(items)]) if items else None
@@ -707,6 +775,7 @@ _SECTIONS = (
     _locks_section,
     _db_waits_section,
     _migrations_section,
+    _migration_steps_section,
     _containers_section,
     _dropped_section,
     _skipped_section,

@@ -17,8 +17,6 @@ from testmon_live.plugin.state import RunState
 from testmon_live.plugin.words import exit_words
 from testmon_live.tui.reports.formatting import fmt_duration, plural
 
-BEFORE_SHOWN = 15
-
 
 def describe(test: ev.TestFinished, state: RunState) -> Text:
     text = Text()
@@ -68,7 +66,7 @@ def describe(test: ev.TestFinished, state: RunState) -> Text:
         text.append((test.longrepr or test.message or "") + "\n")
     before = [t for t in state.tests if t.w == test.w and t.ts < test.ts]
     text.append(f"\nran before it on {test.w} ({plural(len(before), 'test')})\n", style="bold")
-    for prior in before[-BEFORE_SHOWN:]:
+    for prior in before:  # all of them: the first are as likely polluters as the last
         text.append(f"  {prior.outcome:<8} {prior.nodeid}\n")
     return text
 
@@ -77,7 +75,10 @@ class TestDetailScreen(ModalScreen[None]):
     """A test in detail, over the dashboard; escape closes it."""
 
     __test__ = False
-    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape,q", "dismiss", "close")]
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape,q", "dismiss", "close"),
+        Binding("question_mark,f1", "app.help", "keys", key_display="?"),
+    ]
 
     def __init__(self, test: ev.TestFinished, state: RunState) -> None:
         super().__init__()

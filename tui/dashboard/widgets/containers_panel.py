@@ -10,9 +10,16 @@ from textual.widgets import Static
 
 from testmon_live.tui.dashboard.ingest import Ingest
 from testmon_live.tui.dashboard.palette import TONE_CLASSES, colour
-from testmon_live.tui.reports.formatting import fmt_duration
+from testmon_live.tui.reports.formatting import first_line, fmt_duration, plural
 
 EMPTY = "no container events in this run (the containers probe records testcontainers, podman)"
+ENGINE_WORDS = ("container engine", "docker", "podman", "testcontainers")
+"""A skip reason with one of these says the test wanted a container engine."""
+GET_ONE = (
+    "to get one: `scripts/podman-setup` in a testmon-live checkout (Podman serving the "
+    'Docker API), then `eval "$(scripts/podman-setup --env)"` before the run; '
+    "or start Docker"
+)
 BAD = frozenset({"exited", "oom-killed", "failed", "leaked"})
 
 
@@ -25,10 +32,12 @@ class ContainersPanel(Static):
     def build(self, ingest: Ingest) -> Text:
         state = ingest.state
         muted = colour(self, "foreground-muted")
-        text = Text(no_wrap=True, overflow="ellipsis")
         if not state.containers:
+            text = Text()  # wrapped: words, not a table
             text.append(EMPTY, style=muted)
+            self._no_engine(ingest, text)
             return text
+        text = Text(no_wrap=True, overflow="ellipsis")
         for view in state.containers.values():
             bad = view.state in BAD
             text.append(f"{view.cid[:12]:<12} ", style="bold")
@@ -56,3 +65,19 @@ class ContainersPanel(Static):
                     style=colour(self, "error"),
                 )
         return text
+
+    def _no_engine(self, ingest: Ingest, text: Text) -> None:
+        """Tests skipped for want of a container engine: say so, and how to get one."""
+        skipped = [
+            t
+            for t in ingest.state.tests
+            if t.outcome == "skipped" and any(w in (t.message or "").lower() for w in ENGINE_WORDS)
+        ]
+        if not skipped:
+            return
+        warn = colour(self, "warning")
+        text.append("\n\nno container engine: ", style=f"bold {warn}")
+        text.append(f"{plural(len(skipped), 'test')} skipped for want of one, e.g. ")
+        text.append(f"{skipped[0].nodeid}\n", style="bold")
+        text.append(f"  {first_line(skipped[0].message)}\n", style=colour(self, "foreground-muted"))
+        text.append(GET_ONE)

@@ -6,15 +6,26 @@ from typing import ClassVar
 
 from rich.text import Text
 from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
 from textual.containers import Vertical, VerticalScroll
 from textual.widgets import DataTable, Static
 
 from testmon_live.plugin import events as ev
 from testmon_live.tui.dashboard.ingest import Ingest
 from testmon_live.tui.dashboard.palette import TONE_CLASSES, outcome_style
-from testmon_live.tui.reports.formatting import first_line, shorten_nodeid
+from testmon_live.tui.reports.formatting import first_line, shorten_path
 
 EMPTY = "no failures"
+TEST_WIDTH = 50
+"""The test column: the path before the test's name is cut to fit, never the name."""
+
+
+class FailuresTable(DataTable[Text | str]):
+    """The failures; enter opens the test (in the footer and the help)."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("enter", "select_cursor", "open test"),
+    ]
 
 
 class FailuresPanel(Vertical):
@@ -35,7 +46,7 @@ class FailuresPanel(Vertical):
         self._generation = -1
 
     def compose(self) -> ComposeResult:
-        table: DataTable[Text | str] = DataTable(cursor_type="row", id="failures-table")
+        table = FailuresTable(cursor_type="row", id="failures-table")
         yield table
         with VerticalScroll(id="failure-text-scroll"):
             yield Static(EMPTY, id="failure-text")
@@ -59,7 +70,8 @@ class FailuresPanel(Vertical):
             table.add_row(
                 test.w,
                 Text(test.outcome, style=outcome_style(self, test.outcome)),
-                Text(shorten_nodeid(test.nodeid, 40)),  # Text: [brackets] are not markup
+                # the test's own name whole, its path cut (Text: [brackets] are not markup)
+                Text(shorten_path(test.nodeid, TEST_WIDTH)),
                 Text(first_line(test.message)[:60]),
                 key=str(len(self.failures)),
             )

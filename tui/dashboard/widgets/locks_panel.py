@@ -7,15 +7,19 @@ from collections import defaultdict
 from typing import ClassVar
 
 from rich.text import Text
+from textual import events
 from textual.widgets import Static
 
 from testmon_live.plugin import events as ev
 from testmon_live.tui.dashboard.ingest import Ingest
 from testmon_live.tui.dashboard.palette import TONE_CLASSES, colour
-from testmon_live.tui.reports.formatting import fmt_duration, shorten_nodeid
+from testmon_live.tui.dashboard.widgets.fit_lines import fit_lines
+from testmon_live.tui.reports.formatting import fmt_duration
 
 WAITS_SHOWN = 8
 """Past waits listed per lock (the latest)."""
+STEPS_SHOWN = 10
+"""Migration steps listed (the slowest of any worker)."""
 EMPTY = "no lock events in this run (lock probes record filelock, advisory locks, monitor.lock)"
 
 
@@ -24,14 +28,24 @@ def holder_words(holder: ev.Holder | None) -> str:
         return "unknown holder"
     who = holder.w or (f"pid {holder.pid}" if holder.pid else "another process")
     where = holder.test or holder.fixture or holder.detail
-    return f"{who} ({shorten_nodeid(where, 40)})" if where else who
+    return f"{who} ({where})" if where else who
 
 
 class LocksPanel(Static):
     COMPONENT_CLASSES: ClassVar[set[str]] = set(TONE_CLASSES)
 
+    _ingest: Ingest | None = None
+    """The ingest last drawn from (a resize draws it again)."""
+
     def refresh_from(self, ingest: Ingest) -> None:
-        self.update(self.build(ingest))
+        self._ingest = ingest
+        self.update(fit_lines(self.build(ingest), self.content_size.width or 80))
+
+    def on_resize(self, event: events.Resize) -> None:
+        """Long lines break in phrases at this width: drawn again when it changes."""
+        if self._ingest is not None:
+            with self._ingest.lock:
+                self.refresh_from(self._ingest)
 
     def build(self, ingest: Ingest) -> Text:
         state = ingest.state
@@ -73,14 +87,14 @@ class LocksPanel(Static):
                 text.append("    HELD now by ", style=warn)
                 text.append(
                     f"{held.w} for {fmt_duration(now - held.ts)}"
-                    f" ({shorten_nodeid(held.test or held.fixture or '', 50)})\n"
+                    f" ({held.test or held.fixture or ''})\n"
                 )
             queue = state.lock_queue(lock.kind, lock.key)
             for place, wait in enumerate(queue, 1):
                 text.append(f"    WAITING #{place} ", style=f"bold {warn}")
                 text.append(
                     f"{wait.w} for {fmt_duration(now - wait.ts)} "
-                    f"({shorten_nodeid(wait.test or wait.fixture or '', 40)}), "
+                    f"({wait.test or wait.fixture or ''}), "
                     f"held by {holder_words(state.holder(wait))}\n"
                 )
             waits = waited[(lock.kind, lock.key)]
@@ -105,14 +119,26 @@ class LocksPanel(Static):
                 extra = f" {fmt_duration(m.duration)}" if m.duration is not None else ""
                 line = f"  {m.w:<6} {m.action:<5} {m.tool} {m.op} {revs}{extra}"
                 text.append(line)
-                if m.error:
+                if m.error and state.caught(m):  # provoked on purpose: no problem
+                    text.append(f"  {m.error} (caught: its test passed)", style=muted)
+                elif m.error:
                     text.append(f"  {m.error}", style=err)
                 text.append("\n")
+        steps, more = state.costliest_steps(STEPS_SHOWN)
+        if steps:
+            text.append("\nslowest migration steps\n", style="bold")
+            for step in steps:
+                text.append(f"  {step.w:<6} {fmt_duration(step.duration):>8}  ")
+                text.append(step.name, style="bold")
+                back = ", backwards" if step.backwards else ""
+                text.append(f"  ({step.tool} {step.op}{back})\n", style=muted)
+            if more:
+                text.append(f"  ... and {more} faster steps\n", style=muted)
         if state.db_waits:
             text.append("\ndatabase statements that waited on a lock\n", style="bold")
             for d in state.db_waits[-20:]:
                 text.append(f"  {d.w:<6} waited {fmt_duration(d.waited)} {d.dialect}: ")
-                text.append(d.statement[:60])
+                text.append(d.statement)
                 blocked_by = state.blocked_by(d)
                 if blocked_by is not None:
                     text.append(f"  blocked by {holder_words(blocked_by)}", style=warn)

@@ -15,7 +15,9 @@ from testmon_live.plugin.findings import tail_parts
 from testmon_live.plugin.state import RunState
 from testmon_live.tui.dashboard.ingest import Ingest
 from testmon_live.tui.dashboard.palette import TONE_CLASSES, colour
+from testmon_live.tui.dashboard.widgets.fit_lines import fit_lines
 from testmon_live.tui.dashboard.widgets.timeline import test_start
+from testmon_live.tui.predict.whatif import next_run_line
 from testmon_live.tui.reports.formatting import fmt_duration, fmt_percent
 
 BLOCKS = " ▁▂▃▄▅▆▇█"
@@ -31,13 +33,20 @@ PARTS = (
 
 
 def busy_over_time(state: RunState, start: float, end: float, buckets: int) -> list[float]:
-    """Average number of workers running a test in each of ``buckets`` slices of the run."""
+    """Average number of workers running a test in each of ``buckets`` slices of the run
+    (the tests in progress up to ``end`` while the run goes on)."""
     span = max(1e-9, end - start)
     width = span / buckets
     busy = [0.0] * buckets
-    for test in state.tests:
-        a = max(start, test_start(test))
-        b = min(end, test.ts)
+    spans = [(test_start(test), test.ts) for test in state.tests]
+    if state.end is None:
+        for view in state.workers.values():
+            going = view.open_phases(end)
+            if going:
+                spans.append((going[0][1], going[-1][2]))
+    for begin, finish in spans:
+        a = max(start, begin)
+        b = min(end, finish)
         if b <= a:
             continue
         first = int((a - start) / width)
@@ -50,9 +59,14 @@ def busy_over_time(state: RunState, start: float, end: float, buckets: int) -> l
     return busy
 
 
-def breakdown(state: RunState, wall: float) -> dict[str, dict[str, float]]:
+def breakdown(
+    state: RunState, wall: float, now: float | None = None
+) -> dict[str, dict[str, float]]:
     """worker -> part -> seconds, the parts of the run's ``wall`` time: a worker's idle
-    time includes the time before it started and after xdist shut it down."""
+    time includes the time before it started and after xdist shut it down. With ``now``,
+    while the run goes on, the test in progress counts up to now (a wait going on, too)."""
+    if state.end is not None:
+        now = None
     waits: dict[str, dict[str, float]] = {}
     for event in state.lock_events:
         if event.action != "wait" and event.waited:  # granted or not, a wait is a wait
@@ -62,18 +76,30 @@ def breakdown(state: RunState, wall: float) -> dict[str, dict[str, float]]:
         if box.owner and box.ready is not None and box.created is not None:
             parts = waits.setdefault(box.owner, {})
             parts["container wait"] = parts.get("container wait", 0.0) + box.ready - box.created
+    if now is not None:
+        for stats in state.locks.values():
+            for wait in stats.waiting.values():
+                parts = waits.setdefault(wait.w, {})
+                parts["lock wait"] = parts.get("lock wait", 0.0) + max(0.0, now - wait.ts)
+        for box in state.containers.values():
+            starting = box.ready is None and box.state in ("created", "running")
+            if box.owner and box.created is not None and starting:
+                parts = waits.setdefault(box.owner, {})
+                waited = max(0.0, now - box.created)
+                parts["container wait"] = parts.get("container wait", 0.0) + waited
     out: dict[str, dict[str, float]] = {}
     for worker in state.active_workers():
         extra = waits.get(worker.id, {})
         locked = extra.get("lock wait", 0.0)
         contained = extra.get("container wait", 0.0)
+        going = worker.open_time(now) if now is not None else {}
         # waits happen inside setup: take them out of it so the parts add up
-        setup = max(0.0, worker.setup_time - locked - contained)
-        idle = max(0.0, wall - worker.busy)
+        setup = max(0.0, worker.setup_time + going.get("setup", 0.0) - locked - contained)
+        idle = max(0.0, wall - worker.busy_at(now))
         out[worker.id] = {
-            "call": worker.call_time,
+            "call": worker.call_time + going.get("call", 0.0),
             "setup": setup,
-            "teardown": worker.teardown_time,
+            "teardown": worker.teardown_time + going.get("teardown", 0.0),
             "lock wait": locked,
             "container wait": contained,
             "idle": idle,
@@ -91,7 +117,8 @@ class ParallelismPanel(Static):
 
     def refresh_from(self, ingest: Ingest) -> None:
         self._ingest = ingest
-        self.update(self.build(ingest, max(40, self.content_size.width or 80)))
+        width = max(40, self.content_size.width or 80)
+        self.update(fit_lines(self.build(ingest, width), width))
 
     def on_resize(self, event: events.Resize) -> None:
         """The chart is as wide as the panel: drawn again once the panel has its size (a tab
@@ -107,14 +134,14 @@ class ParallelismPanel(Static):
         wall = state.wall(now)
         slots = state.slots()
         text = Text(no_wrap=True, overflow="ellipsis")
-        busy_sum = sum(w.busy for w in state.active_workers())
+        busy_sum = state.test_time_at(now)
         utilisation = busy_sum / (slots * wall) if wall > 0 else 0.0
         text.append("utilisation ", style="bold")
         text.append(fmt_percent(min(1.0, utilisation)))
         text.append("   parallel efficiency ", style="bold")
         text.append(fmt_percent(state.efficiency(now)))
         text.append(f"   {slots} worker slots, wall {fmt_duration(wall)}", style=muted)
-        text.append(f", test time {fmt_duration(state.test_time)}\n", style=muted)
+        text.append(f", test time {fmt_duration(busy_sum)}\n", style=muted)
         cols = max(10, width - 8)
         if wall > 0:
             series = busy_over_time(state, state.started, state.started + wall, cols)
@@ -137,7 +164,7 @@ class ParallelismPanel(Static):
         text.append_text(legend)
         text.append("\n")
         bar_cells = max(10, width - 34)
-        for wid, parts in breakdown(state, wall).items():
+        for wid, parts in breakdown(state, wall, now).items():
             view = state.workers[wid]
             total = sum(parts.values()) or 1.0
             text.append(f"{wid:<7} ")
@@ -156,4 +183,7 @@ class ParallelismPanel(Static):
             text.append("\nthe tail: ", style="bold")
             said = tail_parts(tail, fmt_duration)
             text.append(";\n  ".join(said) + "\n", style=colour(self, "warning"))
+        next_run = next_run_line(state, ingest.path)
+        if next_run is not None:
+            text.append(f"\n{next_run}\n", style=muted)
         return text

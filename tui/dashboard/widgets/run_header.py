@@ -16,13 +16,15 @@ from testmon_live.tui.dashboard.palette import (
     colour,
     outcome_style,
 )
+from testmon_live.tui.dashboard.widgets.fit_lines import fit_lines
 from testmon_live.tui.reports.formatting import fmt_duration
 
 COUNTED = ("passed", "failed", "error", "skipped", "xfailed", "xpassed")
 
 
 class RunHeader(Static):
-    """Three lines: what run and how it stands; the progress bar; what the source says."""
+    """Three lines: what run and how it stands; the progress bar; what the source says
+    (on more lines when it needs them: it is never cut)."""
 
     COMPONENT_CLASSES: ClassVar[set[str]] = set(TONE_CLASSES)
 
@@ -59,7 +61,9 @@ class RunHeader(Static):
         text.append_text(self._progress(ingest, width))
         text.append("\n")
         level = ingest.status_level
-        text.append(ingest.status_text, style=colour(self, LEVEL_VARIABLE.get(level, "foreground")))
+        tone = colour(self, LEVEL_VARIABLE.get(level, "foreground"))
+        said = Text(ingest.status_text, style=tone)
+        text.append_text(fit_lines(said, width - 2))  # whole, in phrases: the header grows
         return text
 
     def _progress(self, ingest: Ingest, width: int) -> Text:
@@ -69,8 +73,8 @@ class RunHeader(Static):
         expected = max((w.collected or 0 for w in state.workers.values()), default=0)
         if state.header is not None and state.header.dist == "each":
             expected *= max(1, len(state.active_workers()))
-        if state.end is not None:
-            expected = done
+        if ingest.run_status() == "finished":
+            expected = done  # what ran is the run; an interrupted one shows what it left
         total = max(expected, done, 1)
         counts = Text()
         for name in COUNTED:

@@ -1,19 +1,29 @@
 """Stuck threads: stalls with every thread's stack and verdict, unresponsive workers, and
-crashes with the test that was running."""
+crashes with the test that was running.
+
+The frames of the machinery every stack runs through (pytest, pluggy, xdist, execnet, the
+standard library's threading, the monitor's own: :func:`framework_frame`) are folded; `f`
+shows every frame. Paths read from the rootdir, ``site-packages/`` or ``<stdlib>/``.
+"""
 
 from __future__ import annotations
 
 from typing import ClassVar
 
 from rich.text import Text
+from textual import events
+from textual.binding import Binding, BindingType
+from textual.containers import VerticalScroll
+from textual.reactive import reactive
 from textual.widgets import Static
 
 from testmon_live.plugin import events as ev
-from testmon_live.plugin.probes.stacks import frame_text
+from testmon_live.plugin.probes.stacks import frame_text, framework_frame
 from testmon_live.plugin.state import RunState, StallRecord
 from testmon_live.plugin.words import exit_words
 from testmon_live.tui.dashboard.ingest import Ingest
 from testmon_live.tui.dashboard.palette import TONE_CLASSES, colour
+from testmon_live.tui.dashboard.widgets.fit_lines import fit_lines
 from testmon_live.tui.reports.formatting import fmt_duration
 from testmon_live.tui.reports.model import frame_root
 
@@ -23,14 +33,42 @@ INNER_FRAMES = 3
 """Innermost frames shown whoever's code they are; further out, only the project's own."""
 
 
+class StuckScroll(VerticalScroll):
+    """The Stuck tab's scroller: it has the keys while the tab is shown."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("f", "all_frames", "all frames"),
+    ]
+
+    def action_all_frames(self) -> None:
+        panel = self.query_one(StuckPanel)
+        panel.all_frames = not panel.all_frames
+
+
 class StuckPanel(Static):
     COMPONENT_CLASSES: ClassVar[set[str]] = set(TONE_CLASSES)
 
+    all_frames = reactive(False)
+    """Show every frame, the framework's too, and every frame of a long stack."""
+
     _root = ""
     """The run's rootdir: frames are shown relative to it (never to the viewer's cwd)."""
+    _ingest: Ingest | None = None
 
     def refresh_from(self, ingest: Ingest) -> None:
-        self.update(self.build(ingest))
+        self._ingest = ingest
+        self.update(fit_lines(self.build(ingest), self.content_size.width or 80))
+
+    def on_resize(self, event: events.Resize) -> None:
+        """Long lines break in phrases at this width: drawn again when it changes."""
+        if self._ingest is not None:
+            with self._ingest.lock:
+                self.refresh_from(self._ingest)
+
+    def watch_all_frames(self) -> None:
+        if self._ingest is not None:
+            with self._ingest.lock:
+                self.refresh_from(self._ingest)
 
     def build(self, ingest: Ingest) -> Text:
         state = ingest.state
@@ -113,11 +151,20 @@ class StuckPanel(Static):
             return
         text.append(f"{verdict}\n", style=colour(self, "warning"))
         frames = thread.frames
-        inner = len(frames) - INNER_FRAMES
-        shown = [f for i, f in enumerate(frames) if f.user or i >= inner]
-        for frame in shown[-FRAMES_SHOWN:]:
+        if self.all_frames:
+            shown = list(frames)
+        else:
+            own = [f for f in frames if not framework_frame(f)]
+            inner = len(own) - INNER_FRAMES
+            shown = [f for i, f in enumerate(own) if f.user or i >= inner][-FRAMES_SHOWN:]
+        for frame in shown:
             where = f"      {frame_text(frame, self._root)}\n"
             text.append(where, style="" if frame.user else muted)
+        folded = len(frames) - len(shown)
+        if folded:
+            text.append(f"      ({folded} more frames of pytest, libraries and the monitor: ")
+            text.append("f", style="bold")
+            text.append(" shows them)\n", style=muted)
         for task in thread.tasks:
             text.append(f"    task {task.name} {task.coro}", style=muted)
             if task.awaiting:

@@ -12,7 +12,7 @@ from testmon_live.plugin.state import WorkerView, worker_order
 from testmon_live.plugin.words import exit_words
 from testmon_live.tui.dashboard.ingest import NO_END, Ingest
 from testmon_live.tui.dashboard.palette import TONE_CLASSES, colour, state_style
-from testmon_live.tui.reports.formatting import fmt_duration, shorten_nodeid
+from testmon_live.tui.reports.formatting import fmt_duration, shorten_path
 
 COLUMNS = (
     ("worker", "worker", 6),
@@ -35,6 +35,8 @@ TEST_MIN = 24
 FIXTURE_MIN = 8
 DROPPED_FIRST = ("rss", "cpu", "fixture")
 """Columns left out, in this order, on screens too narrow for all of them."""
+WAIT_ROOM = 10
+"""Cells the test keeps beside what it waits on; with less, the wait gives way."""
 ENDED = frozenset({"done", "crashed", NO_END})
 """States without a time in phase (nothing is going on, or nothing known)."""
 BUSY_STATES = frozenset({"setup", "call", "teardown", "waiting on lock", "waiting on container"})
@@ -184,6 +186,23 @@ class WorkersTable(DataTable[Text | str]):
         }
         return {key: value for key, value in every.items() if key in widths}
 
+    def dropped(self, ingest: Ingest) -> dict[str, str]:
+        """Worker -> the columns the table has no room for, in words (``fixture database
+        CPU 0.6s RSS 59M``): the view shows them beside the worker's recent tests."""
+        widths = self._widths or layout(110)
+        out: dict[str, str] = {}
+        for view in ingest.state.active_workers():
+            parts = []
+            if "fixture" not in widths and view.fixture and view.state not in ENDED:
+                parts.append(f"fixture {view.fixture}")
+            if "cpu" not in widths and view.cpu:
+                parts.append(f"CPU {view.cpu:.1f}s")
+            if "rss" not in widths and view.rss > 0:
+                parts.append(f"RSS {fmt_bytes(view.rss)}")
+            if parts:
+                out[view.id] = "  ".join(parts)
+        return out
+
 
 def short_waiting(waiting: str) -> str:
     """``lock:/tmp/pytest-of-x/pytest-7/migrations.lock`` -> ``migrations.lock``: the state
@@ -193,17 +212,36 @@ def short_waiting(waiting: str) -> str:
     return key.rstrip("/").rsplit("/", 1)[-1] or waiting
 
 
+def short_test(nodeid: str, width: int) -> str:
+    """A test in ``width`` cells, its own name first: the path gives way (``…/x.py::``), then
+    goes, then the name is cut in its middle, keeping its parameters (``[24]`` tells the
+    cases apart)."""
+    shown = shorten_path(nodeid, width)
+    if len(shown) <= width:
+        return shown
+    name = nodeid.rpartition("::")[2]
+    if len(name) <= width:
+        return name
+    base, bracket, params = name.partition("[")
+    params = bracket + params
+    if params and len(params) <= width // 2:
+        return base[: max(0, width - len(params) - 1)] + "…" + params
+    return _cut_end(name, width)
+
+
 def _cut_end(text: str, width: int) -> str:
     return text if len(text) <= width else text[: max(0, width - 1)] + "…"
 
 
 def _cut_test(text: str, width: int) -> str:
-    """Keep a trailing ``[what it waits on]`` whole: what a worker waits on matters most; the test
-    gives up its room first."""
+    """Keep a trailing ``[what it waits on]`` whole where the test's own name keeps
+    :data:`WAIT_ROOM` cells beside it; on a narrower screen the test's name comes first."""
     if not text.endswith("]") or " [" not in text:
-        return shorten_nodeid(text, width)
+        return short_test(text, width)
     test, _, waiting = text.rpartition(" [")
     room = width - len(waiting) - 2
-    if room >= 6:
-        return f"{shorten_nodeid(test, room)} [{waiting}"
+    if room >= WAIT_ROOM or (room >= 6 and len(test) <= room):
+        return f"{short_test(test, room)} [{waiting}"
+    if test:  # the state says it waits, the problems under the table on what: the test first
+        return short_test(test, width)
     return _cut_end(f"[{waiting}", width)

@@ -1,0 +1,84 @@
+"""What ``--monitor`` leaves out of a run that does not need it (issue 18): threads that
+would wake up to look for nothing, modules it would import for nothing."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from .conftest import only_run
+
+# The controller's own conftest hook: what runs in it at the end of the session.
+SPY = """
+import json, os, sys, threading
+
+def pytest_sessionfinish(session):
+    if hasattr(session.config, "workerinput"):
+        return
+    with open(os.environ["SPY_OUT"], "w") as out:
+        json.dump({
+            "threads": sorted(t.name for t in threading.enumerate()),
+            "modules": sorted(m for m in sys.modules if m.startswith("testmon_live")),
+        }, out)
+"""
+
+
+def test_a_run_without_containers_has_no_engine_watch(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("docker")  # without the SDK there never was a watch
+    out = pytester.path / "spy.json"
+    monkeypatch.setenv("SPY_OUT", str(out))
+    pytester.makeconftest(SPY)
+    pytester.makepyfile(test_x="def test_a(): pass\ndef test_b(): pass\n")
+    result = pytester.runpytest_subprocess("--monitor", "-n", "2")
+    result.assert_outcomes(passed=2)
+    seen = json.loads(out.read_text())
+    assert "testmon-live-silence" in seen["threads"]  # the spy sees the monitor's threads
+    assert "testmon-engine" not in seen["threads"]
+    assert "testmon_live.plugin.probes.container_engine" not in seen["modules"]
+    assert only_run(pytester).tests_by_id().keys() == {"test_x.py::test_a", "test_x.py::test_b"}
+
+
+def test_an_idle_sender_sleeps_until_the_next_event() -> None:
+    """A worker in a long test sends nothing: its sender does not wake up every interval
+    to find nothing, and the first event after the quiet spell still goes out."""
+    import threading
+
+    from testmon_live.plugin import events as ev
+    from testmon_live.plugin.sender import Sender
+
+    shipped: list[ev.Event] = []
+    arrived = threading.Event()
+
+    def ship(_data: bytes, batch: list[ev.Event]) -> None:
+        shipped.extend(batch)
+        arrived.set()
+
+    class CountingEvent(threading.Event):
+        waits = 0
+
+        def wait(self, timeout: float | None = None) -> bool:
+            CountingEvent.waits += 1
+            return super().wait(timeout)
+
+    sender = Sender("gw0", ship, interval=0.01)
+    sender._wake = CountingEvent()
+    sender.start()
+    try:
+        sender.emit(ev.Notice(msg="first"))
+        assert arrived.wait(30)
+        settled = CountingEvent.waits
+        # 50 intervals of nothing to send: a polling sender wakes up ~50 times meanwhile
+        assert not threading.Event().wait(0.5)
+        assert CountingEvent.waits - settled <= 3
+        arrived.clear()
+        sender.emit(ev.Notice(msg="after the quiet spell"))
+        assert arrived.wait(30)
+        assert [e.msg for e in shipped if isinstance(e, ev.Notice)] == [
+            "first",
+            "after the quiet spell",
+        ]
+    finally:
+        assert sender.close()

@@ -1,0 +1,433 @@
+"""The dashboard's views use the room they get and show numbers that hold while the run
+goes on (issue 16): App.run_test + pilot on recorded runs, asserting what is drawn."""
+
+from __future__ import annotations
+
+import itertools
+import re
+from pathlib import Path
+
+import pytest
+from rich.text import Text
+
+from testmon_live.plugin import events as ev
+from testmon_live.plugin.probes.stacks import framework_frame, short_file
+from testmon_live.plugin.runlog import MonitorDir
+from testmon_live.tui.dashboard.app import MonitorApp, make_app
+from testmon_live.tui.dashboard.screenshots import (
+    STALLED_AT,
+    WAITING_AT,
+    Scene,
+    scene_app,
+    settle,
+)
+from testmon_live.tui.dashboard.sources import LiveSource, ReplaySource
+from testmon_live.tui.dashboard.widgets.fit_lines import fit_lines
+from testmon_live.tui.dashboard.widgets.locks_panel import LocksPanel
+from testmon_live.tui.dashboard.widgets.parallelism import ParallelismPanel
+from testmon_live.tui.dashboard.widgets.run_header import RunHeader
+from testmon_live.tui.dashboard.widgets.stuck_panel import StuckPanel
+from testmon_live.tui.dashboard.widgets.timeline import (
+    CALL,
+    FAILED,
+    SETUP,
+    TEARDOWN,
+    Timeline,
+)
+from testmon_live.tui.dashboard.widgets.worker_activity import WorkerActivity
+from testmon_live.tui.dashboard.widgets.workers_table import WorkersTable, short_test
+from testmon_live.tui.reports.formatting import fmt_duration
+from testmon_live.tui.testing import sample_runs
+
+from .conftest import shown
+
+BIG = (160, 50)
+SMALL = (80, 24)
+
+
+def log(tmp_path: Path, events: list[ev.Event], name: str = sample_runs.RUN_ID) -> Path:
+    return sample_runs.write_log(tmp_path / ".testmon" / "runs" / f"{name}.jsonl", events)
+
+
+def app_on(path: Path, live: bool | None = None) -> MonitorApp:
+    return make_app(ReplaySource(path, live=live), clock=lambda: sample_runs.T0)
+
+
+def demo_at(tmp_path: Path, seconds: float | None) -> MonitorApp:
+    """The recorded demo run as it looked ``seconds`` in (None: its end)."""
+    return scene_app(Scene("at", "at", (), seconds), tmp_path)
+
+
+def lane_rows(timeline: Timeline) -> dict[str, list[str]]:
+    """Lane -> its rows (the label's row and the unlabelled ones under it), bars only."""
+    rows: dict[str, list[str]] = {}
+    current = ""
+    for line in shown(timeline).splitlines()[1:]:
+        label = line[:7].strip()
+        if label.startswith("gw"):
+            current = label
+        elif label or not current:
+            break
+        rows.setdefault(current, []).append(line[7:])
+    return rows
+
+
+# ------------------------------------------------------------------ parallelism
+
+
+async def test_parallelism_counts_the_running_test_up_to_now(tmp_path: Path) -> None:
+    """STALLED_AT, gw1 has been in the call of test_report_waits_for_renderer for seconds:
+    its call time and busy share count that call up to now, not only finished tests."""
+    app = demo_at(tmp_path, STALLED_AT)
+    async with app.run_test(size=BIG) as pilot:
+        await settle(app, pilot)
+        await pilot.press("3")
+        await pilot.pause()
+        with app.ingest.lock:
+            now = app.ingest.now()
+            gw1 = app.ingest.state.workers["gw1"]
+            assert gw1.phase == "call"
+            assert now - gw1.since > 2.0
+            call = gw1.call_time + (now - gw1.since)
+            share = app.ingest.state.busy_share(gw1, now)
+            finished_only = gw1.busy / app.ingest.state.wall(now)
+        line = next(
+            line
+            for line in shown(app.main.query_one(ParallelismPanel)).splitlines()
+            if line.startswith("gw1")
+        )
+        assert f"call {fmt_duration(call)}" in line
+        assert re.search(rf"busy +{round(share * 100)}%", line), line
+        assert share > finished_only + 0.1
+
+
+# --------------------------------------------------------------------- timeline
+
+
+async def test_timeline_names_the_selected_test_under_the_lanes(tmp_path: Path) -> None:
+    app = app_on(log(tmp_path, sample_runs.demo_run()))
+    async with app.run_test(size=BIG) as pilot:
+        await settle(app, pilot)
+        await pilot.press("2")
+        timeline = app.main.query_one(Timeline)
+        timeline.focus()
+        await pilot.pause()
+        assert "←/→ select a test" in shown(timeline)
+        await pilot.press("down", "down", "down", "right")
+        test = timeline.selected
+        assert test is not None
+        line = shown(timeline).splitlines()[-2]
+        assert test.nodeid in line
+        assert test.w in line
+        assert test.outcome in line
+        for phase in test.phases:
+            assert f"{phase.when} {fmt_duration(phase.dur)}" in line
+
+
+async def test_timeline_axis_labels_are_evenly_spaced(tmp_path: Path) -> None:
+    app = demo_at(tmp_path, None)
+    for size in (BIG, SMALL, (113, 30)):
+        async with app.run_test(size=size) as pilot:
+            await settle(app, pilot)
+            await pilot.press("2")
+            await pilot.pause()
+            axis = shown(app.main.query_one(Timeline)).splitlines()[0]
+            marks = [(m.start(), float(m.group(1))) for m in re.finditer(r"\|([\d.]+)s", axis)]
+            assert len(marks) >= 4, axis
+            steps = {round(b[1] - a[1], 3) for a, b in itertools.pairwise(marks)}
+            assert len(steps) == 1, axis
+            gaps = [b[0] - a[0] for a, b in itertools.pairwise(marks)]
+            assert max(gaps) - min(gaps) <= 1, axis
+            app = demo_at(tmp_path / str(size), None)
+
+
+async def test_timeline_draws_a_failed_test_with_its_own_character(tmp_path: Path) -> None:
+    """Under NO_COLOR only characters tell: the failure is `×`, whatever the zoom."""
+    app = demo_at(tmp_path, None)
+    async with app.run_test(size=SMALL) as pilot:
+        await settle(app, pilot)
+        await pilot.press("2")
+        await pilot.pause()
+        (failure,) = app.ingest.state.failures
+        lanes = lane_rows(app.main.query_one(Timeline))
+        assert FAILED in lanes[failure.w][0]
+        assert all(FAILED not in rows[0] for w, rows in lanes.items() if w != failure.w)
+        assert f"{FAILED} failed" in shown(app.main.query_one(Timeline))
+
+
+async def test_timeline_lanes_grow_with_the_room_and_shrink_for_many_workers(
+    tmp_path: Path,
+) -> None:
+    app = demo_at(tmp_path, None)
+    async with app.run_test(size=BIG) as pilot:
+        await settle(app, pilot)
+        await pilot.press("2")
+        await pilot.pause()
+        timeline = app.main.query_one(Timeline)
+        lanes = lane_rows(timeline)
+        assert list(lanes) == ["gw0", "gw1", "gw2", "gw3"]
+        assert all(len(rows) >= 4 for rows in lanes.values()), lanes
+        bars = [row for row in lanes["gw2"] if CALL in row]
+        assert len(bars) >= 3, "the bar is drawn over several rows"
+        assert any("test_quarterly_report" in row for row in lanes["gw2"]), "tests named"
+    app = app_on(log(tmp_path / "big", list(sample_runs.synthetic_run(6000, workers=64))))
+    async with app.run_test(size=BIG) as pilot:
+        await settle(app, pilot)
+        await pilot.press("2")
+        await pilot.pause()
+        timeline = app.main.query_one(Timeline)
+        _first, shown_lanes, height = timeline.window(64)
+        assert height == 1
+        assert shown_lanes == timeline.size.height - 3
+        assert all(len(rows) == 1 for rows in lane_rows(timeline).values())
+
+
+def _short_tests_run() -> list[ev.Event]:
+    """One worker, 60 tests of 0.02 s setup, 0.3 s call, 0.05 s teardown: call dominates."""
+    t0 = sample_runs.T0
+    events: list[ev.Event] = [
+        ev.RunStarted(ts=t0, schema=ev.SCHEMA_VERSION, run_id="r", rootdir="/p", workers=1),
+        ev.WorkerStarted(w="gw0", ts=t0, schema=ev.SCHEMA_VERSION, pid=1),
+    ]
+    now = t0 + 0.1
+    for k in range(60):
+        phases = [
+            ev.Phase("setup", now, 0.02, "passed"),
+            ev.Phase("call", now + 0.02, 0.3, "passed"),
+            ev.Phase("teardown", now + 0.32, 0.05, "passed"),
+        ]
+        events.append(
+            ev.TestFinished(
+                w="gw0", ts=now + 0.37, nodeid=f"t.py::test_{k}", outcome="passed",
+                phases=phases, duration=0.37,
+            )
+        )  # fmt: skip
+        now += 0.37
+    events.append(ev.RunFinished(ts=now, exitstatus=0, status="passed", duration=now - t0))
+    return events
+
+
+async def test_timeline_cells_show_the_phase_that_filled_most_of_them(tmp_path: Path) -> None:
+    """At fit zoom a cell holds about one test: it is call, not the teardown drawn last."""
+    app = app_on(log(tmp_path, _short_tests_run()))
+    async with app.run_test(size=SMALL) as pilot:
+        await settle(app, pilot)
+        await pilot.press("2")
+        await pilot.pause()
+        timeline = app.main.query_one(Timeline)
+        assert 0.2 < timeline.scale() < 0.6
+        bar = lane_rows(timeline)["gw0"][0]
+        assert bar.count(CALL) > 5 * (bar.count(TEARDOWN) + bar.count(SETUP)), bar
+        await pilot.press("plus", "plus", "plus", "plus", "plus")  # a cell is 1/50 s
+        bar = lane_rows(timeline)["gw0"][0]
+        assert bar.count(CALL) > bar.count(TEARDOWN) > bar.count(SETUP) > 0, bar
+
+
+# ------------------------------------------------------------------------ stuck
+
+
+async def test_stuck_folds_framework_frames_and_shortens_paths(tmp_path: Path) -> None:
+    """pluggy, _pytest, xdist, execnet, threading and the monitor's own frames are folded
+    until `f`; paths read from the rootdir, site-packages/ or <stdlib>/, never whole."""
+    app = demo_at(tmp_path, STALLED_AT)
+    async with app.run_test(size=BIG) as pilot:
+        await settle(app, pilot)
+        await pilot.press("6")
+        await pilot.pause()
+        panel = app.main.query_one(StuckPanel)
+        text = shown(panel)
+        assert "test_reports.py:34 in test_report_waits_for_renderer" in text
+        assert "site-packages/filelock/_core/_lock.py:195 in BaseFileLock.acquire" in text
+        for hidden in ("pluggy", "_pytest", "execnet", "xdist", "threading.py", "plugin/probes"):
+            assert hidden not in text.replace("threading.Event", ""), hidden
+        assert "more frames of pytest, libraries and the monitor: f shows them" in text
+        assert "/.venv/" not in text
+        assert "/lib/python" not in text
+        await pilot.press("f")
+        await pilot.pause()
+        text = shown(panel)
+        assert "site-packages/pluggy/_execution.py:147 in _multicall" in text
+        assert "<stdlib>/threading.py:629 in Event.wait" in text
+        assert "/.venv/" not in text
+        await pilot.press("f")
+        await pilot.pause()
+        assert "pluggy" not in shown(panel)
+
+
+def test_frame_paths_read_from_site_packages_or_the_standard_library() -> None:
+    venv = "/home/me/.venv/lib/python3.12/site-packages"
+    assert short_file(f"{venv}/pluggy/_hooks.py") == "site-packages/pluggy/_hooks.py"
+    assert short_file("/usr/lib/python3.11/threading.py") == "<stdlib>/threading.py"
+    assert short_file("C:\\Python311\\Lib\\queue.py") == "<stdlib>/queue.py"
+    assert short_file("/p/tests/t.py", "/p") == "tests/t.py"
+    assert short_file("/elsewhere/lib/t.py", "/p") == "/elsewhere/lib/t.py"
+    ours = ev.Frame("/src/testmon-live/plugin/probes/filelock.py", 87, "acquire", False)
+    assert framework_frame(ours)
+    assert framework_frame(ev.Frame(f"{venv}/_pytest/runner.py", 1, "f", False))
+    assert not framework_frame(ev.Frame(f"{venv}/filelock/_api.py", 1, "f", False))
+    assert not framework_frame(ev.Frame("/p/plugin/probes/x.py", 1, "f", True)), "user code"
+
+
+# ---------------------------------------------------------------------- workers
+
+
+def activity_of(app: MonitorApp) -> str:
+    return shown(app.main.query_one(WorkerActivity))
+
+
+async def test_workers_view_shows_recent_tests_and_the_problems_now(tmp_path: Path) -> None:
+    """At 160x50 the table's 5 rows are not all: under them each worker's recent tests and
+    what is wrong now, named."""
+    app = demo_at(tmp_path, STALLED_AT)
+    async with app.run_test(size=BIG) as pilot:
+        await settle(app, pilot)
+        room = app.main.query_one("#worker-activity-scroll")
+        assert room.size.height >= 30, "the room under the table is the activity's"
+        text = activity_of(app)
+        strips = {line.split()[0]: line.split()[-1] for line in text.splitlines()[1:5]}
+        with app.ingest.lock:
+            for view in app.ingest.state.active_workers():
+                assert len(strips[view.id]) == view.tests, strips
+                assert strips[view.id].count("F") == view.failures
+        assert (
+            "STALLED      gw1 call of test_reports.py::test_report_waits_for_renderer for 3.53s"
+            in text
+        )
+        assert "STALLED      gw2 call of test_reports.py::test_quarterly_report" in text
+        assert "FAILED       1 so far: test_orders.py::test_refund_rounding" in text
+    app = demo_at(tmp_path / "early", WAITING_AT)
+    async with app.run_test(size=BIG) as pilot:
+        await settle(app, pilot)
+        text = activity_of(app)
+        waits = [line for line in text.splitlines() if line.startswith("WAITING")]
+        assert len(waits) == 3, text
+        assert any("on migrations.lock (#1)" in w and "held by gw3 (" in w for w in waits)
+        assert any("on container" in w for w in waits)
+        assert "…" not in text, "nothing cut at 160 columns"
+
+
+async def test_workers_view_of_a_finished_run_says_what_it_ended_with(tmp_path: Path) -> None:
+    """A finished run (a replay to its end) has no "now" and nothing "so far"."""
+    app = demo_at(tmp_path, None)
+    async with app.run_test(size=BIG) as pilot:
+        await settle(app, pilot)
+        text = activity_of(app)
+        assert "problems of the finished run" in text
+        assert "FAILED       1 in all: test_orders.py::test_refund_rounding" in text
+        assert "so far" not in text
+        assert "problems now" not in text
+
+
+async def test_workers_at_80_columns_keep_the_test_name_and_show_what_does_not_fit(
+    tmp_path: Path,
+) -> None:
+    app = demo_at(tmp_path, WAITING_AT)
+    async with app.run_test(size=SMALL) as pilot:
+        await settle(app, pilot)
+        table = app.main.query_one(WorkersTable)
+        labels = [str(column.label) for column in table.columns.values()]
+        assert "fixture" not in labels
+        assert "CPU s" not in labels
+        tests = [str(table.get_row(row.key)[5]) for row in table.ordered_rows]
+        assert "test_customer_profile[9]" in tests, tests
+        assert not any(test.startswith("…est") for test in tests)
+        text = activity_of(app)
+        assert re.search(r"fixture database  CPU \d+\.\ds  RSS \d+M", text), text
+        assert "fixture shared_web" in text
+        width = app.main.query_one(WorkerActivity).content_size.width
+        assert all(len(line) <= width for line in text.splitlines())
+
+
+def test_a_test_keeps_its_own_name_before_its_path() -> None:
+    nodeid = "tests/integration/test_customers.py::test_customer_profile[24]"
+    assert short_test(nodeid, 80) == nodeid
+    assert short_test(nodeid, 40) == "…customers.py::test_customer_profile[24]"
+    assert short_test(nodeid, 25) == "test_customer_profile[24]"
+    assert short_test(nodeid, 16) == "test_custom…[24]", "the case it is stays readable"
+
+
+# ------------------------------------------------------------- lines that fit
+
+
+async def test_locks_name_holders_whole_and_break_in_phrases_when_narrow(tmp_path: Path) -> None:
+    app = demo_at(tmp_path, WAITING_AT)
+    async with app.run_test(size=BIG) as pilot:
+        await settle(app, pilot)
+        await pilot.press("4")
+        await pilot.pause()
+        text = shown(app.main.query_one(LocksPanel))
+        assert "held by gw3 (test_customers.py::test_customer_profile[9])" in text
+        assert "…" not in text
+    app = demo_at(tmp_path / "small", WAITING_AT)
+    async with app.run_test(size=SMALL) as pilot:
+        await settle(app, pilot)
+        await pilot.press("4")
+        await pilot.pause()
+        panel = app.main.query_one(LocksPanel)
+        lines = shown(panel).splitlines()
+        assert all(len(line) <= panel.content_size.width for line in lines), lines
+        waits = [k for k, line in enumerate(lines) if "WAITING #" in line]
+        assert waits
+        for k in waits:  # the rest of the wait goes on under it, indented, from a phrase
+            assert lines[k].rstrip().endswith(",")
+            assert lines[k + 1].startswith("        held by gw3 (")
+        assert "…" not in shown(panel)
+
+
+def test_fit_lines_breaks_at_phrases_and_leaves_short_lines_alone() -> None:
+    text = Text("  acquired by gw2 x1 held 3.10s, gw0 x1 held 1.5s, gw1 x1 held 1.2s\nshort")
+    assert fit_lines(text, 80) is text
+    lines = fit_lines(text, 40).plain.splitlines()
+    assert lines == [
+        "  acquired by gw2 x1 held 3.10s,",
+        "      gw0 x1 held 1.5s, gw1 x1 held 1.2s",
+        "short",
+    ]
+    labelled = Text("WAITING      gw3 on migrations.lock (#1) for 1.89s, held by gw2 (t.py::t)")
+    assert fit_lines(labelled, 60).plain.splitlines() == [
+        "WAITING      gw3 on migrations.lock (#1) for 1.89s,",
+        "             held by gw2 (t.py::t)",
+    ], "continued under the text after the label"
+
+
+async def test_the_waiting_status_line_is_never_cut(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the last recorded run shown, the line says where it waits; at 160 and at 80
+    columns it is whole (on two lines when it must), the folder as the user reads it."""
+    log(tmp_path, sample_runs.demo_run())
+    monkeypatch.chdir(tmp_path)
+    for size in (BIG, SMALL):
+        app = make_app(LiveSource(MonitorDir(tmp_path / ".testmon")), clock=lambda: 0.0)
+        async with app.run_test(size=size) as pilot:
+            for _ in range(100):
+                await pilot.pause(0.02)
+                if "no live run" in app.ingest.status_text:
+                    break
+            app.redraw(force=True)
+            await pilot.pause()
+            said = app.ingest.status_text
+            assert said.endswith("(monitor folder .testmon)"), said
+            top = shown(app.main.query_one(RunHeader))
+            assert " ".join(top.split()).endswith(" ".join(said.split()))
+            assert "…" not in top
+
+
+async def test_workers_problems_name_a_crash_and_who_replaced_the_worker(tmp_path: Path) -> None:
+    events = sample_runs.cut(sample_runs.demo_run(), 9.0)
+    last = events[-1].ts
+    events += [
+        ev.WorkerCrashed(
+            w="gw1", ts=last + 0.1, error="worker 'gw1' crashed", signal="SIGKILL",
+            test="test_orders.py::test_order_total[3]",
+        ),
+        ev.WorkerReplaced(w="gw4", ts=last + 0.2, replaces="gw1"),
+    ]  # fmt: skip
+    app = app_on(log(tmp_path, events), live=True)
+    async with app.run_test(size=BIG) as pilot:
+        await settle(app, pilot)
+        crashed = [line for line in activity_of(app).splitlines() if line.startswith("CRASHED")]
+        assert crashed == [
+            "CRASHED      gw1 while running test_orders.py::test_order_total[3] "
+            "(signal SIGKILL), gw4 replaced it"
+        ], crashed
