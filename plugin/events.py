@@ -154,6 +154,10 @@ class WorkerStarted(Event, tag="worker_up", kw_only=True):
     dump_signal: Int | None = None
     """Signal on which faulthandler writes all stacks to ``dump_file`` (None: not armed)."""
     dump_file: str | None = None
+    fixture_detail: Float = 0.0
+    """Seconds under which a function or class fixture's execution (setup and teardown
+    each) is counted in a :class:`FixtureTotals` instead of recorded one by one (0: every
+    execution recorded, as logs from before this field were)."""
 
 
 class WorkerCollected(Event, tag="collected", kw_only=True):
@@ -251,7 +255,8 @@ class TestFinished(Event, tag="test", kw_only=True):
     """The failure text as pytest prints it, cut to MAX_TEXT."""
     failed_when: str | None = None
     fixtures: list[FixtureRun] = []
-    """Its function-scoped fixtures, in setup order (wider scopes have events of their own)."""
+    """Its function-scoped fixtures, in setup order (wider scopes have events of their own);
+    quick ones are only counted (:class:`FixtureTotals`)."""
     crashed: bool = False
     """The worker died while running it; reported by the controller."""
     recovered: bool = False
@@ -356,6 +361,30 @@ class FixtureTeardown(Event, tag="fixture_teardown", kw_only=True):
     dur: Float
     baseid: str = ""
     error: str | None = None
+
+
+class FixtureTally(msgspec.Struct, array_like=True, gc=False):
+    """Quick executions of one fixture on one worker since the last tally, in
+    :class:`FixtureTotals`: ``[name, scope, baseid, count, setup_total, setup_max,
+    teardown_total]`` (seconds)."""
+
+    name: str
+    scope: str
+    baseid: str
+    count: Int
+    setup_total: Float
+    setup_max: Float
+    teardown_total: Float = 0.0
+
+
+class FixtureTotals(Event, tag="fixtures", kw_only=True):
+    """Function and class fixture executions too quick to be recorded one by one (setup and
+    teardown each under :attr:`WorkerStarted.fixture_detail`, no error), counted since the
+    worker's previous tally: sent at most once a second, after a test, and at the worker's
+    end. A slow or failing execution is never in a tally (it rides in its test's record,
+    or has events of its own)."""
+
+    fixtures: list[FixtureTally] = []
 
 
 # -------------------------------------------------------------- hangs (watchdog)
@@ -667,6 +696,7 @@ AnyEvent = (
     | Heartbeat
     | FixtureSetup
     | FixtureTeardown
+    | FixtureTotals
     | Stall
     | StallEnded
     | Unresponsive

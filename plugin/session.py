@@ -77,6 +77,7 @@ def _install_worker(config: pytest.Config, settings: Settings, workerinput: dict
         flush_interval=settings.flush,
         stall=settings.stall,
         dump_signal=True,
+        fixture_detail=settings.fixture_detail,
     )
     channel.setcallback(recorder.on_channel_message)
     config.pluginmanager.register(recorder, "testmon-live-worker")
@@ -134,6 +135,7 @@ def _install_controller(config: pytest.Config, settings: Settings) -> None:
         capacity=settings.queue,
         flush_interval=settings.flush,
         stall=settings.stall,
+        fixture_detail=settings.fixture_detail,
     )
     hub.attach_local(LOCAL_WORKER, recorder.handle_command)
     controller.local_worker = recorder

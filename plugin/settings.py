@@ -64,6 +64,11 @@ HELP_ORDER = (
     "order a run really had"
 )
 ORDERS = ("collected", "history")
+HELP_FIXTURE_DETAIL = (
+    "seconds under which a function or class fixture's setup and teardown are counted per "
+    "worker (count, total, longest) instead of recorded one by one in the test's record; a "
+    "slower or failing one is always recorded (0: record every execution; default 0.001)"
+)
 
 WORKERINPUT_KEY = "testmon_live"
 """Key in xdist's ``workerinput`` carrying a worker's channel and spec."""
@@ -72,6 +77,7 @@ DEFAULT_KEEP = 20
 DEFAULT_STALL = 30.0
 DEFAULT_SLOW = 60.0
 DEFAULT_QUIET = 60.0
+DEFAULT_FIXTURE_DETAIL = 0.001
 GITHUB_ENV = "GITHUB_ACTIONS"
 """Set to ``true`` by GitHub Actions: turns the step summary and annotations on by default."""
 QUEUE_ENV = "TESTMON_LIVE_QUEUE"
@@ -133,6 +139,9 @@ def add_options(parser: pytest.Parser) -> None:
         help=HELP_NO_ANNOTATIONS,
     )
     group.addoption("--monitor-order", metavar="ORDER", default=None, help=HELP_ORDER)
+    group.addoption(
+        "--monitor-fixture-detail", metavar="SECONDS", default=None, help=HELP_FIXTURE_DETAIL
+    )
     parser.addini("monitor", HELP_MONITOR, type="bool", default=False)
     parser.addini("monitor_dir", HELP_DIR, default="")
     parser.addini("monitor_keep", HELP_KEEP, default=str(DEFAULT_KEEP))
@@ -147,6 +156,9 @@ def add_options(parser: pytest.Parser) -> None:
     parser.addini("monitor_annotations", HELP_ANNOTATIONS, default="")
     parser.addini("monitor_env_keep", HELP_ENV_KEEP, type="args", default=[])
     parser.addini("monitor_order", HELP_ORDER, default="collected")
+    parser.addini(
+        "monitor_fixture_detail", HELP_FIXTURE_DETAIL, default=str(DEFAULT_FIXTURE_DETAIL)
+    )
 
 
 @dataclass(frozen=True)
@@ -165,6 +177,7 @@ class Settings:
     annotations: bool = False
     env_keep: tuple[str, ...] = ()
     order: str = "collected"
+    fixture_detail: float = DEFAULT_FIXTURE_DETAIL
 
     @classmethod
     def from_config(cls, config: pytest.Config) -> Settings:
@@ -203,6 +216,7 @@ class Settings:
             annotations=_switch(config, "monitor_annotations", on_github),
             env_keep=tuple(str(name) for name in config.getini("monitor_env_keep") or ()),
             order=order_of(config),
+            fixture_detail=_number(config, "monitor_fixture_detail", float, minimum=0.0),
         )
 
 

@@ -47,6 +47,7 @@ class WorkerRecorder:
         flush_interval: float = FLUSH_INTERVAL,
         stall: float = 0.0,
         dump_signal: bool = False,
+        fixture_detail: float = 0.0,
     ) -> None:
         self.worker_id = worker_id
         self.root: str | None = None
@@ -58,7 +59,7 @@ class WorkerRecorder:
         self.started = t
         self.sender = Sender(worker_id, ship, capacity=capacity, interval=flush_interval)
         self.emit = self.sender.emit
-        self.lifecycle = LifecycleProbe(self.emit, self.activity)
+        self.lifecycle = LifecycleProbe(self.emit, self.activity, fixture_detail)
         self.watchdog = Watchdog(
             self.activity,
             self.emit,
@@ -102,6 +103,7 @@ class WorkerRecorder:
                 main_thread=REAL.main_thread().ident,
                 dump_signal=self.dump_signal.signum if self.dump_signal else None,
                 dump_file=self.dump_signal.path if self.dump_signal else None,
+                fixture_detail=self.lifecycle.detail,
             )
         )
         if self.dump_problem is not None:
@@ -229,6 +231,7 @@ class WorkerRecorder:
             locking.activate(None)
         self.containers.uninstall()
         self.lifecycle.untime_fixtures()
+        self.lifecycle.send_tallies(now())
         self.watchdog.stop()
         activity = self.activity
         activity.test = None

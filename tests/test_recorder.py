@@ -133,7 +133,8 @@ def test_fixtures_recorded_with_scope_trigger_and_teardown(
     pytester: pytest.Pytester, mode: list[str]
 ) -> None:
     pytester.makepyfile(**SUITE)
-    result = pytester.runpytest_subprocess("--monitor", *mode)
+    # every execution recorded one by one (quick ones are counted by default: see below)
+    result = pytester.runpytest_subprocess("--monitor", "--monitor-fixture-detail=0", *mode)
     result.assert_outcomes(passed=11)
     run = only_run(pytester)
     setups = run.of(ev.FixtureSetup)
@@ -238,7 +239,9 @@ def fails_to_tear_down():
 def test_teardown_error(outer, fails_to_tear_down): pass
 """
     )
-    result = pytester.runpytest_subprocess("--monitor", "-p", "no:randomly", *mode)
+    result = pytester.runpytest_subprocess(
+        "--monitor", "--monitor-fixture-detail=0", "-p", "no:randomly", *mode
+    )
     result.assert_outcomes(passed=3, errors=1)
     tests = {t.nodeid.split("::")[-1]: t for t in only_run(pytester).of(ev.TestFinished)}
     for name in ("test_nested", "test_dynamic", "test_teardown_error"):
@@ -319,7 +322,9 @@ def test_fixtures_without_teardown_code_are_counted_and_timed(
     pytester.makepyfile(test_x=FIXTURE_PATHS)
     if plain_setup:
         pytester.makeconftest(A_PLAIN_SETUP)
-    result = pytester.runpytest_subprocess("--monitor", "-p", "no:randomly", *mode)
+    result = pytester.runpytest_subprocess(
+        "--monitor", "--monitor-fixture-detail=0", "-p", "no:randomly", *mode
+    )
     result.assert_outcomes(passed=33, errors=1)
     assert "lifecycle.py" not in result.stdout.str()  # our frames hidden in tracebacks
     run = only_run(pytester)
@@ -343,6 +348,130 @@ def test_fixtures_without_teardown_code_are_counted_and_timed(
     assert broken.teardown_start > 0.0
     assert tests["test_breaks"].outcome == "error"
     assert "teardown broke" in (tests["test_breaks"].message or "")
+
+
+QUICK_AND_SLOW = """
+import time
+import pytest
+
+@pytest.fixture
+def quick():
+    return 1
+
+@pytest.fixture
+def quick_yield():
+    yield 4
+
+@pytest.fixture
+def slow():
+    time.sleep(0.3)
+    return 2
+
+@pytest.fixture
+def slow_teardown():
+    yield
+    time.sleep(0.3)
+
+@pytest.fixture
+def breaks_down():
+    yield
+    raise RuntimeError("teardown broke")
+
+@pytest.mark.parametrize("n", range(30))
+def test_quick(n, quick, quick_yield): pass
+
+def test_slow(slow, quick): pass
+
+def test_breaks(breaks_down): pass
+
+def test_fails(quick_yield, quick):
+    assert False
+
+class TestQuickClass:
+    @pytest.fixture(scope="class")
+    def crate(self):
+        yield 5
+
+    def test_c(self, crate, slow_teardown): pass
+    def test_d(self, crate): pass
+
+class TestSlowClass:
+    @pytest.fixture(scope="class")
+    def barrel(self):
+        yield 6
+        time.sleep(0.3)
+
+    def test_e(self, barrel): pass
+"""
+
+
+@pytest.mark.parametrize("mode", [XDIST, SINGLE])
+@pytest.mark.parametrize("plain_setup", [False, True], ids=["swapped", "wrapper"])
+def test_quick_fixtures_are_counted_not_listed(
+    pytester: pytest.Pytester, mode: list[str], plain_setup: bool
+) -> None:
+    # An execution of a function or class fixture quicker than --monitor-fixture-detail
+    # (setup and teardown) that did not fail is counted per worker instead of recorded one
+    # by one: the run's statistics stay exact, slow and failing executions keep their
+    # records. (0.25 s here, so that a loaded machine cannot make a quick one slow.)
+    pytester.makepyfile(test_x=QUICK_AND_SLOW)
+    if plain_setup:
+        pytester.makeconftest(A_PLAIN_SETUP)
+    result = pytester.runpytest_subprocess(
+        "--monitor", "--monitor-fixture-detail=0.25", "-p", "no:randomly", *mode
+    )
+    result.assert_outcomes(passed=35, failed=1, errors=1)
+    run = only_run(pytester)
+    assert not run.problems, list(run.problems)
+    assert {w.fixture_detail for w in run.of(ev.WorkerStarted)} == {0.25}
+    assert run.state.fixture_detail == 0.25
+    tests = {t.nodeid.split("::")[-1]: t for t in run.of(ev.TestFinished)}
+    listed = {name: [f.name for f in t.fixtures] for name, t in tests.items()}
+    # quick ones are not listed in a passing test; slow ones and broken ones are
+    assert all(listed[f"test_quick[{n}]"] == [] for n in range(30))
+    assert listed["test_slow"] == ["slow"]
+    assert listed["test_breaks"] == ["breaks_down"]
+    assert listed["test_c"] == ["slow_teardown"]
+    assert listed["test_d"] == listed["test_e"] == []
+    # a failing test keeps its quick fixtures that have teardown code (those without are
+    # counted at setup, before anyone knows the test will fail)
+    assert listed["test_fails"] == ["quick_yield"]
+    # the counts: every execution exactly once, recorded or counted
+    stats = {f.name: f for f in run.state.fixtures.values()}
+    assert (stats["quick"].scope, stats["quick"].count) == ("function", 32)
+    assert stats["quick_yield"].count == 31
+    assert stats["slow"].count == stats["slow_teardown"].count == 1
+    assert stats["slow"].setup_max >= 0.25
+    assert stats["slow_teardown"].teardown_total >= 0.25
+    tallied = [row for e in run.of(ev.FixtureTotals) for row in e.fixtures]
+    assert sum(r.count for r in tallied if r.name == "quick") == 32
+    assert sum(r.count for r in tallied if r.name == "quick_yield") == 30
+    assert all(0.0 <= r.setup_max < 0.25 for r in tallied)
+    assert all(r.setup_total <= r.count * r.setup_max + 1e-12 for r in tallied)
+    assert {e.w for e in run.of(ev.FixtureTotals)} <= {t.w for t in tests.values()}
+    # a quick class fixture: counted, no events; a slow one: both events, setup first
+    crate_workers = {tests["test_c"].w, tests["test_d"].w}  # once per worker the class ran on
+    assert (stats["crate"].scope, stats["crate"].count) == ("class", len(crate_workers))
+    named = {e.name for e in run.of(ev.FixtureSetup)} | {e.name for e in run.of(ev.FixtureTeardown)}
+    assert "crate" not in named
+    (setup,) = [e for e in run.of(ev.FixtureSetup) if e.name == "barrel"]
+    (teardown,) = [e for e in run.of(ev.FixtureTeardown) if e.name == "barrel"]
+    assert (setup.scope, setup.test, setup.w) == ("class", tests["test_e"].nodeid, teardown.w)
+    assert setup.start + setup.dur <= teardown.start
+    assert teardown.dur >= 0.25
+    assert stats["barrel"].count == 1
+    assert stats["barrel"].teardown_total >= 0.25
+
+
+def test_quick_fixture_threshold_default_and_bad_values(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_x="def test_a(monkeypatch): pass\n")
+    result = pytester.runpytest_subprocess("--monitor", "-p", "no:xdist")
+    result.assert_outcomes(passed=1)
+    (started,) = only_run(pytester).of(ev.WorkerStarted)
+    assert started.fixture_detail == 0.001
+    result = pytester.runpytest_subprocess("--monitor", "--monitor-fixture-detail=soon")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--monitor-fixture-detail: 'soon' is not a number of seconds*"])
 
 
 def test_a_fixture_that_skips_is_not_an_error_one_that_raises_is(

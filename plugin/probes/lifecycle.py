@@ -15,6 +15,13 @@ teardown finalizer (a yield fixture) gets one finalizer of ours in its place tha
 it; otherwise two finalizers bracket its teardown. Function-scoped fixtures ride in their
 test's record; wider scopes (rare, and the costly ones) get events of their own at once, so
 a worker that dies still leaves its session setups in the log.
+
+Quick executions (setup and teardown each under ``fixture_detail``, 1 ms by default, and no
+error) of function and class fixtures are counted per fixture instead (count, total,
+longest) and sent as one :class:`~testmon_live.plugin.events.FixtureTotals` at most once a
+second: pytest-django alone adds nine such fixtures to every test, and recording each one
+cost more than the rest of a test's record. A class fixture's setup is held back until its
+teardown says whether it was quick.
 """
 
 from __future__ import annotations
@@ -34,6 +41,8 @@ from ..guard import REAL, exc_text, text_of
 Emit = Callable[[ev.Event], None]
 
 _RANK = ev.OUTCOME_RANK  # bound once: read for every phase of every test
+TALLY_EVERY = 1.0
+"""Seconds between a worker's tallies of quick fixtures (sent after a test, never within)."""
 
 
 def phase_category(when: str, outcome: str, xfail: bool) -> str:
@@ -152,10 +161,17 @@ class TestAssembler:
         if subtests is not None:
             record.subtests = subtests
         if self.fixtures:
-            record.fixtures = [
-                f if type(f) is ev.FixtureRun else f.as_run()  # type: ignore[union-attr]
-                for f in self.fixtures
-            ]
+            runs: list[ev.FixtureRun] = []
+            keep = worst in ev.FAILING  # a failing test keeps every fixture it had
+            for f in self.fixtures:
+                if isinstance(f, _FixtureSpan):
+                    run = f.settled(keep)
+                    if run is not None:  # None: quick, counted instead
+                        runs.append(run)
+                else:
+                    runs.append(f)
+            if runs:
+                record.fixtures = runs
         note = self.note
         if note is not None:
             when, message, longrepr = note
@@ -167,6 +183,21 @@ class TestAssembler:
         return record
 
 
+class _Tally:
+    """Quick executions of one fixture since the worker's last :class:`ev.FixtureTotals`."""
+
+    __slots__ = ("baseid", "count", "name", "scope", "setup_max", "setup_total", "teardown_total")
+
+    def __init__(self, name: str, scope: str, baseid: str) -> None:
+        self.name = name
+        self.scope = scope
+        self.baseid = baseid
+        self.count = 0
+        self.setup_total = 0.0
+        self.setup_max = 0.0
+        self.teardown_total = 0.0
+
+
 class _FixtureSpan:
     """A fixture execution whose teardown is timed: a wider-scoped one (its teardown is an
     event of its own), or one that registered teardown code of its own during its setup
@@ -175,12 +206,16 @@ class _FixtureSpan:
     __slots__ = (
         "baseid",
         "error",
+        "failed",
+        "held",
+        "key",
         "name",
         "own",
         "probe",
         "scope",
         "setup_dur",
         "setup_start",
+        "setup_test",
         "teardown_dur",
         "teardown_start",
     )
@@ -188,6 +223,7 @@ class _FixtureSpan:
     def __init__(
         self,
         probe: LifecycleProbe,
+        key: object,
         name: str,
         scope: str,
         baseid: str,
@@ -196,6 +232,8 @@ class _FixtureSpan:
         error: str | None,
     ) -> None:
         self.probe = probe
+        self.key = key
+        """The fixture's definition (its tally's key)."""
         self.name = name
         self.scope = scope
         self.baseid = baseid
@@ -206,6 +244,11 @@ class _FixtureSpan:
         self.error = error
         self.own: Callable[[], object] | None = None
         """The fixture's one teardown finalizer, when :meth:`teardown` stands in its place."""
+        self.held = False
+        self.failed = False
+        """A quick class fixture's setup, not sent yet: its teardown decides (tally or events)."""
+        self.setup_test: str | None = None
+        """The test whose setup triggered it (for a held setup)."""
 
     def teardown(self) -> object:
         """The fixture's own teardown between :meth:`begin` and :meth:`end`; what it raises
@@ -214,6 +257,9 @@ class _FixtureSpan:
         self.begin()
         try:
             return self.own()  # type: ignore[misc]
+        except BaseException:
+            self.failed = True  # never counted as quick: its record shows where it broke
+            raise
         finally:
             self.end()
 
@@ -229,7 +275,20 @@ class _FixtureSpan:
         if activity.fixture == self.name:
             activity.fixture = None
         if self.scope != "function":
-            self.probe.emit(
+            probe = self.probe
+            if self.held:
+                if self.teardown_dur < probe.detail and not self.failed:
+                    probe.tally(
+                        self.key,
+                        self.name,
+                        self.scope,
+                        self.baseid,
+                        self.setup_dur,
+                        self.teardown_dur,
+                    )
+                    return
+                probe.emit(self.setup_event())
+            probe.emit(
                 ev.FixtureTeardown(
                     ts=t,
                     name=self.name,
@@ -240,6 +299,36 @@ class _FixtureSpan:
                     baseid=self.baseid,
                 )
             )
+
+    def setup_event(self) -> ev.FixtureSetup:
+        return ev.FixtureSetup(
+            ts=self.setup_start + self.setup_dur,
+            name=self.name,
+            scope=self.scope,
+            test=self.setup_test,
+            start=self.setup_start,
+            dur=self.setup_dur,
+            baseid=self.baseid,
+            error=self.error,
+        )
+
+    def settled(self, keep: bool) -> ev.FixtureRun | None:
+        """A function fixture's record once its teardown ran; None: it was quick, and is
+        counted in its tally instead. ``keep``: record it whatever it took (its test failed)."""
+        probe = self.probe
+        detail = probe.detail
+        if (
+            self.setup_dur < detail
+            and self.teardown_dur < detail
+            and not keep
+            and self.error is None
+            and not self.failed
+        ):
+            probe.tally(
+                self.key, self.name, "function", self.baseid, self.setup_dur, self.teardown_dur
+            )
+            return None
+        return self.as_run()
 
     def as_run(self) -> ev.FixtureRun:
         return ev.FixtureRun(
@@ -270,9 +359,14 @@ _NOT_ERRORS = (pytest.skip.Exception, pytest.xfail.Exception)
 class LifecycleProbe:
     """pytest hooks that record test phases and fixture executions of this process."""
 
-    def __init__(self, emit: Emit, activity: WorkerActivity) -> None:
+    def __init__(self, emit: Emit, activity: WorkerActivity, fixture_detail: float = 0.0) -> None:
         self.emit = emit
         self.activity = activity
+        self.detail = fixture_detail
+        """Seconds under which a fixture execution is counted, not recorded (0: none is)."""
+        self._tallies: dict[object, _Tally] = {}
+        """Fixture definition -> its quick executions since the last tally sent."""
+        self._tallied_at = 0.0
         self._test = TestAssembler()
         self.positions: dict[str, int] = {}
         """Each collected test's position in this process's collection (``TestFinished.index``)."""
@@ -319,6 +413,8 @@ class LifecycleProbe:
             record = self._test.finish(report.nodeid, end)
             record.index = self.positions.get(report.nodeid)
             self.emit(record)
+            if end - self._tallied_at >= TALLY_EVERY:
+                self.send_tallies(end)
             activity.test = None
             activity.phase = "idle"
             activity.fixture = None
@@ -329,6 +425,42 @@ class LifecycleProbe:
         activity.since = end
 
     # ------------------------------------------------------------------ fixtures
+
+    def tally(
+        self, key: object, name: str, scope: str, baseid: str, setup: float, teardown: float
+    ) -> None:
+        """Count one quick execution of a fixture."""
+        tally = self._tallies.get(key)
+        if tally is None:
+            tally = self._tallies[key] = _Tally(name, scope, baseid)
+        tally.count += 1
+        tally.setup_total += setup
+        if setup > tally.setup_max:
+            tally.setup_max = setup
+        tally.teardown_total += teardown
+
+    def send_tallies(self, ts: float) -> None:
+        """Send what was counted since the last tally (nothing when nothing was), and start
+        counting again."""
+        self._tallied_at = ts
+        rows = []
+        for tally in self._tallies.values():
+            if tally.count:
+                rows.append(
+                    ev.FixtureTally(
+                        tally.name,
+                        tally.scope,
+                        tally.baseid,
+                        tally.count,
+                        tally.setup_total,
+                        tally.setup_max,
+                        tally.teardown_total,
+                    )
+                )
+                tally.count = 0
+                tally.setup_total = tally.setup_max = tally.teardown_total = 0.0
+        if rows:
+            self.emit(ev.FixtureTotals(ts=ts, fixtures=rows))
 
     def time_fixtures(self, config: pytest.Config) -> None:
         """Start timing fixture setups, the cheapest way this run allows (see
@@ -397,11 +529,9 @@ class LifecycleProbe:
         # (a pytest without it: never swapped in, the wrapper times)
         setup: Callable[..., object] = _PYTEST_FIXTURE_SETUP or _no_setup
         activity = self.activity
-        assembler = self._test
         perf = REAL.perf_counter
         param = get_direct_param_fixture_func
-        run = ev.FixtureRun
-        settled = self._settle
+        done = self._done
 
         def timed_fixture_setup(
             fixturedef: pytest.FixtureDef[Any], request: pytest.FixtureRequest
@@ -425,22 +555,43 @@ class LifecycleProbe:
             finally:
                 t = perf()
                 activity.fixture = previous
-                if count >= 0 and len(finalizers) == count and fixturedef.scope == "function":  # type: ignore[arg-type]
-                    assembler.fixtures.append(
-                        run(
-                            fixturedef.argname,
-                            _WALL0 + (start - _MONO0),
-                            t - start,
-                            0.0,
-                            0.0,
-                            fixturedef.baseid or "",
-                            error,
-                        )
-                    )
-                else:
-                    settled(fixturedef, start, t, error, count)
+                done(fixturedef, finalizers, count, start, t, error)
 
         return timed_fixture_setup
+
+    def _done(
+        self,
+        fixturedef: pytest.FixtureDef[Any],
+        finalizers: list[Any] | None,
+        count: int,
+        start: float,
+        t: float,
+        error: str | None,
+    ) -> None:
+        """A fixture's setup ended (perf_counter readings ``start`` and ``t``). ``finalizers``:
+        its list of teardown finalizers, ``count`` of them before the setup (-1: not known).
+        A function fixture that registered no teardown code is settled here: counted when
+        quick, else recorded in its test's record."""
+        if count >= 0 and len(finalizers) == count and fixturedef.scope == "function":  # type: ignore[arg-type]
+            dur = t - start
+            if error is None and dur < self.detail:
+                self.tally(
+                    fixturedef, fixturedef.argname, "function", fixturedef.baseid or "", dur, 0.0
+                )
+            else:
+                self._test.fixtures.append(
+                    ev.FixtureRun(
+                        fixturedef.argname,
+                        _WALL0 + (start - _MONO0),
+                        dur,
+                        0.0,
+                        0.0,
+                        fixturedef.baseid or "",
+                        error,
+                    )
+                )
+        else:
+            self._settle(fixturedef, start, t, error, count)
 
     def _settle(
         self,
@@ -460,7 +611,14 @@ class LifecycleProbe:
         start = _WALL0 + (start - _MONO0)
         t = _WALL0 + (t - _MONO0)
         span = _FixtureSpan(
-            self, fixturedef.argname, scope, fixturedef.baseid or "", start, t - start, error
+            self,
+            fixturedef,
+            fixturedef.argname,
+            scope,
+            fixturedef.baseid or "",
+            start,
+            t - start,
+            error,
         )
         finalizers = getattr(fixturedef, "_finalizers", None)
         if finalizers is None or count < 0:
@@ -478,19 +636,12 @@ class LifecycleProbe:
             fixturedef.addfinalizer(span.end)
         if scope == "function":
             self._test.fixtures.append(span)
+            return
+        span.setup_test = activity.test
+        if scope == "class" and error is None and span.setup_dur < self.detail:
+            span.held = True  # its teardown decides: counted, or both events then
         else:
-            self.emit(
-                ev.FixtureSetup(
-                    ts=t,
-                    name=span.name,
-                    scope=scope,
-                    test=activity.test,
-                    start=start,
-                    dur=span.setup_dur,
-                    baseid=span.baseid,
-                    error=error,
-                )
-            )
+            self.emit(span.setup_event())
 
 
 class _FixtureWrapper:
@@ -524,17 +675,4 @@ class _FixtureWrapper:
         finally:
             t = REAL.perf_counter()
             activity.fixture = previous
-            if count >= 0 and len(finalizers) == count and fixturedef.scope == "function":  # type: ignore[arg-type]
-                probe._test.fixtures.append(
-                    ev.FixtureRun(
-                        fixturedef.argname,
-                        _WALL0 + (start - _MONO0),
-                        t - start,
-                        0.0,
-                        0.0,
-                        fixturedef.baseid or "",
-                        error,
-                    )
-                )
-            else:
-                probe._settle(fixturedef, start, t, error, count)
+            probe._done(fixturedef, finalizers, count, start, t, error)

@@ -107,6 +107,9 @@ class RunState(LockFold, SetupFold, ContainerFold):
         self.failures: list[ev.TestFinished] = []
         self.fixtures: dict[tuple[str, str, str], FixtureStats] = {}
         self.fixture_events: list[ev.FixtureSetup | ev.FixtureTeardown] = []
+        self.fixture_detail = 0.0
+        """Seconds under which workers counted fixture executions instead of recording each
+        (the largest any worker used; 0: every execution is in a test's record or an event)."""
         self.crashes: list[ev.WorkerCrashed] = []
         self.replacements: list[ev.WorkerReplaced] = []
         self.notices: list[ev.Notice] = []
@@ -133,6 +136,7 @@ class RunState(LockFold, SetupFold, ContainerFold):
             ev.Heartbeat: self._heartbeat,
             ev.FixtureSetup: self._fixture_setup,
             ev.FixtureTeardown: self._fixture_teardown,
+            ev.FixtureTotals: self._fixture_totals,
             ev.Stall: self._stall,
             ev.StallEnded: self._stall_ended,
             ev.Unresponsive: self._unresponsive,
@@ -186,6 +190,8 @@ class RunState(LockFold, SetupFold, ContainerFold):
         view.started = e.ts
         view.phase = "collecting"
         view.since = e.ts
+        if e.fixture_detail > self.fixture_detail:
+            self.fixture_detail = e.fixture_detail
 
     def _worker_collected(self, e: ev.WorkerCollected) -> None:
         view = self._seen(e)
@@ -349,6 +355,24 @@ class RunState(LockFold, SetupFold, ContainerFold):
         self._setup_done(e)
         if self.detail:
             self.fixture_events.append(e)
+
+    def _fixture_totals(self, e: ev.FixtureTotals) -> None:
+        """Quick executions a worker counted: into the same statistics as recorded ones."""
+        self._seen(e)
+        fixtures = self.fixtures
+        for row in e.fixtures:
+            if row.count <= 0:
+                continue
+            key = (row.name, row.scope, row.baseid)
+            stats = fixtures.get(key)
+            if stats is None:
+                stats = fixtures[key] = FixtureStats(row.name, row.scope, row.baseid)
+            stats.count += row.count
+            stats.setup_total += row.setup_total
+            if row.setup_max > stats.setup_max:
+                stats.setup_max = row.setup_max
+            stats.teardown_total += row.teardown_total
+            stats.workers.add(e.w)
 
     def _lock_event(self, e: ev.LockEvent) -> None:
         holder = self._lock(e)

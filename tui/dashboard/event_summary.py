@@ -13,7 +13,7 @@ from typing import Any
 from testmon_live.plugin import events as ev
 from testmon_live.plugin.words import exit_words
 from testmon_live.tui.reports.document import printable
-from testmon_live.tui.reports.formatting import first_line, fmt_duration
+from testmon_live.tui.reports.formatting import first_line, fmt_duration, plural
 
 MB = 1024 * 1024
 
@@ -75,6 +75,15 @@ def _fixture(verb: str) -> Callable[[ev.FixtureSetup | ev.FixtureTeardown], str]
         return f"{e.scope} fixture {e.name} {verb} in {fmt_duration(e.dur)}{error}"
 
     return words
+
+
+def _totals(e: ev.FixtureTotals) -> str:
+    count = sum(row.count for row in e.fixtures)
+    setup = sum(row.setup_total + row.teardown_total for row in e.fixtures)
+    return (
+        f"quick fixtures counted: {plural(count, 'execution')} of "
+        f"{plural(len(e.fixtures), 'fixture')}, {fmt_duration(setup)} in all"
+    )
 
 
 def _stall(e: ev.Stall) -> str:
@@ -154,6 +163,7 @@ SUMMARIES: dict[type[ev.Event], Callable[[Any], str]] = {
     ev.Heartbeat: _heartbeat,
     ev.FixtureSetup: _fixture("set up"),
     ev.FixtureTeardown: _fixture("torn down"),
+    ev.FixtureTotals: _totals,
     ev.Stall: _stall,
     ev.StallEnded: _stall_end,
     ev.Unresponsive: _unresponsive,

@@ -52,6 +52,12 @@ def describe(test: ev.TestFinished, state: RunState) -> Text:
         )
     if not wide and not test.fixtures:
         text.append("  (none recorded)\n")
+    if state.fixture_detail > 0:
+        text.append(
+            f"  (fixtures quicker than {fmt_duration(state.fixture_detail)} are counted in the "
+            "run's fixture totals, not listed here)\n",
+            style="dim",
+        )
     waits = [
         lock
         for lock in state.lock_events
