@@ -11,6 +11,9 @@ variants:
 ``monitor-lowfreq``  opt-in experiment: ``--monitor`` with fewer background wake-ups
 ``monitor-nostall``  opt-in: ``--monitor --monitor-stall=0``, paired against ``monitor``
                      (what stall detection, on by default, costs)
+``monitor-allfixtures``  opt-in: ``--monitor --monitor-fixture-detail=0`` (every fixture
+                     execution recorded one by one, as before quick ones were counted),
+                     paired against ``base`` like ``monitor``
 
 Variants run interleaved: every round runs each variant of a suite once, in an order
 rotated by one per round (ABCD, BCDA, ...), so slow drift of a shared machine hits all
@@ -77,6 +80,7 @@ EXTRA_VARIANTS = (
     "monitor-nodbapi",
     "monitor-nostall",
     "monitor-nonotices",
+    "monitor-allfixtures",
 )
 """Selectable with --variants, not run by default (experiments)."""
 REFERENCE: dict[str, str] = {
@@ -88,6 +92,7 @@ REFERENCE: dict[str, str] = {
     "monitor-nodbapi": "monitor",
     "monitor-nostall": "monitor",
     "monitor-nonotices": "monitor",
+    "monitor-allfixtures": "base",
 }
 VARIANT_ENV: dict[str, dict[str, str]] = {
     "monitor-lowfreq": {"TESTMON_LIVE_FLUSH": "0.25"},
@@ -557,6 +562,8 @@ def variant_args(variant: str, tmp: Path) -> list[str]:
     if variant == "monitor-nonotices":
         # --monitor without the live notices' thread: against `monitor`, what it costs.
         return [*variant_args("monitor", tmp), "--no-monitor-notices"]
+    if variant == "monitor-allfixtures":
+        return [*variant_args("monitor", tmp), "--monitor-fixture-detail=0"]
     raise ValueError(f"unknown variant {variant!r}")
 
 
