@@ -155,7 +155,8 @@ class WorkerStarted(Event, tag="worker_up", kw_only=True):
     """Signal on which faulthandler writes all stacks to ``dump_file`` (None: not armed)."""
     dump_file: str | None = None
     fixture_detail: Float = 0.0
-    """Seconds under which a function or class fixture's execution (setup and teardown
+    """Seconds under which a function fixture's execution (or a class fixture's set up for
+    a test outside a class; setup and teardown
     each) is counted in a :class:`FixtureTotals` instead of recorded one by one (0: every
     execution recorded, as logs from before this field were)."""
 
@@ -378,9 +379,10 @@ class FixtureTally(msgspec.Struct, array_like=True, gc=False):
 
 
 class FixtureTotals(Event, tag="fixtures", kw_only=True):
-    """Function and class fixture executions too quick to be recorded one by one (setup and
-    teardown each under :attr:`WorkerStarted.fixture_detail`, no error), counted since the
-    worker's previous tally: sent at most once a second, after a test, and at the worker's
+    """Function fixture executions (and class fixture executions within one test outside a
+    class) too quick to be recorded one by one (setup and teardown each under
+    :attr:`WorkerStarted.fixture_detail`, no error), counted since the worker's previous
+    tally: sent at most once a second, after a test, and at the worker's
     end. A slow or failing execution is never in a tally (it rides in its test's record,
     or has events of its own)."""
 

@@ -65,7 +65,8 @@ HELP_ORDER = (
 )
 ORDERS = ("collected", "history")
 HELP_FIXTURE_DETAIL = (
-    "seconds under which a function or class fixture's setup and teardown are counted per "
+    "seconds under which a function fixture's (or a class fixture's of a test outside a "
+    "class) setup and teardown are counted per "
     "worker (count, total, longest) instead of recorded one by one in the test's record; a "
     "slower or failing one is always recorded (0: record every execution; default 0.001)"
 )

@@ -353,6 +353,8 @@ MORE_SHAPES: tuple[ev.Event, ...] = (
     ev.FixtureTeardown(w="gw0", ts=T0 + 2, name="db", scope="session", test=None, start=T0,
                        dur=1.0),
     ev.CommandReply(w="gw0", ts=T0 + 3, request=1, cmd="ping", result={"rss": 1, "x": 0.5}),
+    ev.FixtureTotals(w="gw0", ts=T0 + 4, fixtures=[
+        ev.FixtureTally("db\x1b[2J", "function", "", 3, 0.002, 0.001, 0.0)]),
 )  # fmt: skip
 DEEP = b'{"t":"hb","x":' + b"[" * 100_000 + b"]" * 100_000 + b"}"
 

@@ -364,13 +364,19 @@ def quick_yield():
 
 @pytest.fixture
 def slow():
-    time.sleep(0.3)
+    time.sleep(0.6)
     return 2
 
 @pytest.fixture
 def slow_teardown():
     yield
-    time.sleep(0.3)
+    time.sleep(0.6)
+
+@pytest.fixture(scope="class")
+def per_test():
+    yield 7
+
+def test_outside_a_class(per_test): pass
 
 @pytest.fixture
 def breaks_down():
@@ -399,7 +405,7 @@ class TestSlowClass:
     @pytest.fixture(scope="class")
     def barrel(self):
         yield 6
-        time.sleep(0.3)
+        time.sleep(0.6)
 
     def test_e(self, barrel): pass
 """
@@ -410,21 +416,27 @@ class TestSlowClass:
 def test_quick_fixtures_are_counted_not_listed(
     pytester: pytest.Pytester, mode: list[str], plain_setup: bool
 ) -> None:
-    # An execution of a function or class fixture quicker than --monitor-fixture-detail
+    # An execution of a function fixture (or a class fixture of a test outside a class)
+    # quicker than --monitor-fixture-detail
     # (setup and teardown) that did not fail is counted per worker instead of recorded one
     # by one: the run's statistics stay exact, slow and failing executions keep their
-    # records. (0.25 s here, so that a loaded machine cannot make a quick one slow.)
+    # records. (0.5 s here, so that a loaded machine cannot make a quick one slow.)
     pytester.makepyfile(test_x=QUICK_AND_SLOW)
     if plain_setup:
         pytester.makeconftest(A_PLAIN_SETUP)
     result = pytester.runpytest_subprocess(
-        "--monitor", "--monitor-fixture-detail=0.25", "-p", "no:randomly", *mode
+        "--monitor",
+        "--monitor-fixture-detail=0.5",
+        "-p",
+        "no:randomly",
+        *mode,
+        *(["--dist", "loadscope"] if mode[0] == "-n" else []),
     )
-    result.assert_outcomes(passed=35, failed=1, errors=1)
+    result.assert_outcomes(passed=36, failed=1, errors=1)
     run = only_run(pytester)
     assert not run.problems, list(run.problems)
-    assert {w.fixture_detail for w in run.of(ev.WorkerStarted)} == {0.25}
-    assert run.state.fixture_detail == 0.25
+    assert {w.fixture_detail for w in run.of(ev.WorkerStarted)} == {0.5}
+    assert run.state.fixture_detail == 0.5
     tests = {t.nodeid.split("::")[-1]: t for t in run.of(ev.TestFinished)}
     listed = {name: [f.name for f in t.fixtures] for name, t in tests.items()}
     # quick ones are not listed in a passing test; slow ones and broken ones are
@@ -432,7 +444,7 @@ def test_quick_fixtures_are_counted_not_listed(
     assert listed["test_slow"] == ["slow"]
     assert listed["test_breaks"] == ["breaks_down"]
     assert listed["test_c"] == ["slow_teardown"]
-    assert listed["test_d"] == listed["test_e"] == []
+    assert listed["test_d"] == listed["test_e"] == listed["test_outside_a_class"] == []
     # a failing test keeps its quick fixtures that have teardown code (those without are
     # counted at setup, before anyone knows the test will fail)
     assert listed["test_fails"] == ["quick_yield"]
@@ -441,26 +453,38 @@ def test_quick_fixtures_are_counted_not_listed(
     assert (stats["quick"].scope, stats["quick"].count) == ("function", 32)
     assert stats["quick_yield"].count == 31
     assert stats["slow"].count == stats["slow_teardown"].count == 1
-    assert stats["slow"].setup_max >= 0.25
-    assert stats["slow_teardown"].teardown_total >= 0.25
+    assert stats["slow"].setup_max >= 0.5
+    assert stats["slow_teardown"].teardown_total >= 0.5
     tallied = [row for e in run.of(ev.FixtureTotals) for row in e.fixtures]
     assert sum(r.count for r in tallied if r.name == "quick") == 32
     assert sum(r.count for r in tallied if r.name == "quick_yield") == 30
-    assert all(0.0 <= r.setup_max < 0.25 for r in tallied)
+    assert all(0.0 <= r.setup_max < 0.5 for r in tallied)
     assert all(r.setup_total <= r.count * r.setup_max + 1e-12 for r in tallied)
     assert {e.w for e in run.of(ev.FixtureTotals)} <= {t.w for t in tests.values()}
-    # a quick class fixture: counted, no events; a slow one: both events, setup first
-    crate_workers = {tests["test_c"].w, tests["test_d"].w}  # once per worker the class ran on
-    assert (stats["crate"].scope, stats["crate"].count) == ("class", len(crate_workers))
-    named = {e.name for e in run.of(ev.FixtureSetup)} | {e.name for e in run.of(ev.FixtureTeardown)}
-    assert "crate" not in named
-    (setup,) = [e for e in run.of(ev.FixtureSetup) if e.name == "barrel"]
-    (teardown,) = [e for e in run.of(ev.FixtureTeardown) if e.name == "barrel"]
+    # a class fixture set up for a test outside a class lives within that test: counted
+    # when quick, no events; one of a real class has its events, quick or slow (where
+    # classes begin is what `testmon whatif` reads), sent as they happen
+    setups = {e.name: e for e in run.of(ev.FixtureSetup)}
+    teardowns = {e.name: e for e in run.of(ev.FixtureTeardown)}
+    assert (stats["per_test"].scope, stats["per_test"].count) == ("class", 1)
+    assert "per_test" not in setups
+    assert "per_test" not in teardowns
+    assert [r.count for r in tallied if r.name == "per_test"] == [1]
+    assert tests["test_c"].w == tests["test_d"].w
+    assert (stats["crate"].scope, stats["crate"].count) == ("class", 1)
+    assert not [r for r in tallied if r.name == "crate"]
+    setup, teardown = setups["barrel"], teardowns["barrel"]
     assert (setup.scope, setup.test, setup.w) == ("class", tests["test_e"].nodeid, teardown.w)
     assert setup.start + setup.dur <= teardown.start
-    assert teardown.dur >= 0.25
+    assert teardown.dur >= 0.5
     assert stats["barrel"].count == 1
-    assert stats["barrel"].teardown_total >= 0.25
+    assert stats["barrel"].teardown_total >= 0.5
+    # sent as they happen: a class's setup before its first test's record, its teardown
+    # (in its last test's teardown) after it (loadscope: the class runs on one worker)
+    (crate_setup,) = [e for e in run.of(ev.FixtureSetup) if e.name == "crate"]
+    order = [e for e in run.events if e.w == crate_setup.w]
+    first = next(t for t in order if isinstance(t, ev.TestFinished) and t.nodeid.endswith("test_c"))
+    assert order.index(crate_setup) < order.index(first) < order.index(teardowns["crate"])
 
 
 def test_quick_fixture_threshold_default_and_bad_values(pytester: pytest.Pytester) -> None:

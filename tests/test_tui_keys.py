@@ -206,11 +206,17 @@ def test_every_event_type_has_its_words() -> None:
     types = typing.get_args(ev.AnyEvent)
     assert types
     assert set(types) <= set(SUMMARIES)
-    for event in sample_runs.demo_run():
+    totals = ev.FixtureTotals(
+        w="gw0",
+        ts=sample_runs.T0,
+        fixtures=[ev.FixtureTally("db", "function", "", 3, 0.002, 0.001, 0.0)] * 2,
+    )
+    for event in (*sample_runs.demo_run(), totals):
         line = summary(event)
         assert line
         assert "\n" not in line
         assert "{" not in line
+    assert summary(totals) == "quick fixtures counted: 6 executions of 2 fixtures, 4ms in all"
 
 
 # ---------------------------------------------------------------------- search

@@ -17,11 +17,14 @@ test's record; wider scopes (rare, and the costly ones) get events of their own 
 a worker that dies still leaves its session setups in the log.
 
 Quick executions (setup and teardown each under ``fixture_detail``, 1 ms by default, and no
-error) of function and class fixtures are counted per fixture instead (count, total,
+error) of function fixtures are counted per fixture instead (count, total,
 longest) and sent as one :class:`~testmon_live.plugin.events.FixtureTotals` at most once a
 second: pytest-django alone adds nine such fixtures to every test, and recording each one
-cost more than the rest of a test's record. A class fixture's setup is held back until its
-teardown says whether it was quick.
+cost more than the rest of a test's record. A class fixture set up for a test outside a class
+(pytest then makes the test itself its class) lives within that test like a function fixture:
+its setup is held back until its teardown says whether it was quick. A class fixture of a
+real class keeps its events, sent at once (``testmon whatif`` reads where classes begin).
+A worker that dies loses at most its last second of counts.
 """
 
 from __future__ import annotations
@@ -162,7 +165,7 @@ class TestAssembler:
             record.subtests = subtests
         if self.fixtures:
             runs: list[ev.FixtureRun] = []
-            keep = worst in ev.FAILING  # a failing test keeps every fixture it had
+            keep = worst in ev.FAILING  # a failing test keeps its fixtures with teardown code
             for f in self.fixtures:
                 if isinstance(f, _FixtureSpan):
                     run = f.settled(keep)
@@ -245,8 +248,10 @@ class _FixtureSpan:
         self.own: Callable[[], object] | None = None
         """The fixture's one teardown finalizer, when :meth:`teardown` stands in its place."""
         self.held = False
+        """A quick class fixture's setup within one test, not sent yet: its teardown decides
+        (counted, or both events then)."""
         self.failed = False
-        """A quick class fixture's setup, not sent yet: its teardown decides (tally or events)."""
+        """Its own teardown raised (seen where :meth:`teardown` stands in for it)."""
         self.setup_test: str | None = None
         """The test whose setup triggered it (for a held setup)."""
 
@@ -443,22 +448,19 @@ class LifecycleProbe:
         """Send what was counted since the last tally (nothing when nothing was), and start
         counting again."""
         self._tallied_at = ts
-        rows = []
-        for tally in self._tallies.values():
-            if tally.count:
-                rows.append(
-                    ev.FixtureTally(
-                        tally.name,
-                        tally.scope,
-                        tally.baseid,
-                        tally.count,
-                        tally.setup_total,
-                        tally.setup_max,
-                        tally.teardown_total,
-                    )
-                )
-                tally.count = 0
-                tally.setup_total = tally.setup_max = tally.teardown_total = 0.0
+        rows = [
+            ev.FixtureTally(
+                tally.name,
+                tally.scope,
+                tally.baseid,
+                tally.count,
+                tally.setup_total,
+                tally.setup_max,
+                tally.teardown_total,
+            )
+            for tally in self._tallies.values()
+        ]
+        self._tallies = {}  # afresh: a suite that makes fixture definitions per test stays bounded
         if rows:
             self.emit(ev.FixtureTotals(ts=ts, fixtures=rows))
 
@@ -555,13 +557,14 @@ class LifecycleProbe:
             finally:
                 t = perf()
                 activity.fixture = previous
-                done(fixturedef, finalizers, count, start, t, error)
+                done(fixturedef, request, finalizers, count, start, t, error)
 
         return timed_fixture_setup
 
     def _done(
         self,
         fixturedef: pytest.FixtureDef[Any],
+        request: pytest.FixtureRequest,
         finalizers: list[Any] | None,
         count: int,
         start: float,
@@ -591,11 +594,12 @@ class LifecycleProbe:
                     )
                 )
         else:
-            self._settle(fixturedef, start, t, error, count)
+            self._settle(fixturedef, request, start, t, error, count)
 
     def _settle(
         self,
         fixturedef: pytest.FixtureDef[Any],
+        request: pytest.FixtureRequest,
         start: float,
         t: float,
         error: str | None,
@@ -637,11 +641,26 @@ class LifecycleProbe:
         if scope == "function":
             self._test.fixtures.append(span)
             return
-        span.setup_test = activity.test
-        if scope == "class" and error is None and span.setup_dur < self.detail:
-            span.held = True  # its teardown decides: counted, or both events then
+        span.setup_test = test = activity.test
+        if (
+            scope == "class"
+            and error is None
+            and span.setup_dur < self.detail
+            and span.own is not None  # its teardown's failure would be seen
+            and _scope_node_id(request) == test
+        ):
+            span.held = True  # within its test: its teardown decides, counted or both events
         else:
             self.emit(span.setup_event())
+
+
+def _scope_node_id(request: pytest.FixtureRequest) -> str | None:
+    """The node id of the node a fixture was set up for (for a class fixture requested by a
+    test outside a class, pytest uses the test itself); None: not known."""
+    try:
+        return getattr(request.node, "nodeid", None)
+    except Exception:  # noqa: BLE001  (ours: never the user's problem)
+        return None
 
 
 class _FixtureWrapper:
@@ -675,4 +694,4 @@ class _FixtureWrapper:
         finally:
             t = REAL.perf_counter()
             activity.fixture = previous
-            probe._done(fixturedef, finalizers, count, start, t, error)
+            probe._done(fixturedef, request, finalizers, count, start, t, error)
