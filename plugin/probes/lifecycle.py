@@ -38,10 +38,12 @@ from _pytest.python import get_direct_param_fixture_func
 
 from .. import events as ev
 from ..activity import WorkerActivity
-from ..clock import _MONO0, _WALL0, now
+from ..clock import _MONO0, _WALL0
 from ..guard import REAL, exc_text, text_of
 
 Emit = Callable[[ev.Event], None]
+
+_perf = REAL.perf_counter
 
 _RANK = ev.OUTCOME_RANK  # bound once: read for every phase of every test
 TALLY_EVERY = 1.0
@@ -167,12 +169,21 @@ class TestAssembler:
             runs: list[ev.FixtureRun] = []
             keep = worst in ev.FAILING  # a failing test keeps its fixtures with teardown code
             for f in self.fixtures:
-                if isinstance(f, _FixtureSpan):
-                    run = f.settled(keep)
-                    if run is not None:  # None: quick, counted instead
-                        runs.append(run)
-                else:
+                if not isinstance(f, _FixtureSpan):
                     runs.append(f)
+                    continue
+                # A span once its teardown ran: counted in its tally when quick, else recorded.
+                detail = f.probe.detail
+                if (
+                    keep
+                    or f.failed
+                    or f.error is not None
+                    or f.setup_dur >= detail
+                    or f.teardown_dur >= detail
+                ):
+                    runs.append(f.as_run())
+                else:
+                    f.probe.tally(f.key, f.name, "function", f.baseid, f.setup_dur, f.teardown_dur)
             if runs:
                 record.fixtures = runs
         note = self.note
@@ -204,9 +215,15 @@ class _Tally:
 class _FixtureSpan:
     """A fixture execution whose teardown is timed: a wider-scoped one (its teardown is an
     event of its own), or one that registered teardown code of its own during its setup
-    (a ``yield`` fixture, ``request.addfinalizer``). Two finalizers bracket that teardown."""
+    (a ``yield`` fixture, ``request.addfinalizer``). Two finalizers bracket that teardown,
+    or one stands in for its single teardown finalizer (:meth:`teardown`).
+
+    Times are kept as ``perf_counter`` readings and turned into wall-clock time only for an
+    event: a quick execution, only counted, never needs them (this runs for every yield
+    fixture of every test)."""
 
     __slots__ = (
+        "activity",
         "baseid",
         "error",
         "failed",
@@ -235,6 +252,7 @@ class _FixtureSpan:
         error: str | None,
     ) -> None:
         self.probe = probe
+        self.activity = probe.activity
         self.key = key
         """The fixture's definition (its tally's key)."""
         self.name = name
@@ -259,24 +277,31 @@ class _FixtureSpan:
         """The fixture's own teardown between :meth:`begin` and :meth:`end`; what it raises
         goes on to pytest as if it had been called directly."""
         __tracebackhide__ = True
-        self.begin()
+        activity = self.activity
+        activity.fixture = self.name
+        self.teardown_start = _perf()
         try:
             return self.own()  # type: ignore[misc]
         except BaseException:
             self.failed = True  # never counted as quick: its record shows where it broke
             raise
         finally:
-            self.end()
+            if self.scope == "function":  # the common case: its test's record settles it
+                self.teardown_dur = _perf() - self.teardown_start
+                if activity.fixture == self.name:
+                    activity.fixture = None
+            else:
+                self.end()
 
     def begin(self) -> None:
-        self.teardown_start = now()
-        self.probe.activity.fixture = self.name
+        self.teardown_start = _perf()
+        self.activity.fixture = self.name
 
     def end(self) -> None:
-        t = now()
+        t = _perf()
         start = self.teardown_start or t
         self.teardown_dur = t - start
-        activity = self.probe.activity
+        activity = self.activity
         if activity.fixture == self.name:
             activity.fixture = None
         if self.scope != "function":
@@ -295,52 +320,36 @@ class _FixtureSpan:
                 probe.emit(self.setup_event())
             probe.emit(
                 ev.FixtureTeardown(
-                    ts=t,
+                    ts=_WALL0 + (t - _MONO0),
                     name=self.name,
                     scope=self.scope,
                     test=activity.test,
-                    start=start,
+                    start=_WALL0 + (start - _MONO0),
                     dur=self.teardown_dur,
                     baseid=self.baseid,
                 )
             )
 
     def setup_event(self) -> ev.FixtureSetup:
+        start = _WALL0 + (self.setup_start - _MONO0)
         return ev.FixtureSetup(
-            ts=self.setup_start + self.setup_dur,
+            ts=start + self.setup_dur,
             name=self.name,
             scope=self.scope,
             test=self.setup_test,
-            start=self.setup_start,
+            start=start,
             dur=self.setup_dur,
             baseid=self.baseid,
             error=self.error,
         )
 
-    def settled(self, keep: bool) -> ev.FixtureRun | None:
-        """A function fixture's record once its teardown ran; None: it was quick, and is
-        counted in its tally instead. ``keep``: record it whatever it took (its test failed)."""
-        probe = self.probe
-        detail = probe.detail
-        if (
-            self.setup_dur < detail
-            and self.teardown_dur < detail
-            and not keep
-            and self.error is None
-            and not self.failed
-        ):
-            probe.tally(
-                self.key, self.name, "function", self.baseid, self.setup_dur, self.teardown_dur
-            )
-            return None
-        return self.as_run()
-
     def as_run(self) -> ev.FixtureRun:
+        teardown = self.teardown_start
         return ev.FixtureRun(
             self.name,
-            self.setup_start,
+            _WALL0 + (self.setup_start - _MONO0),
             self.setup_dur,
-            self.teardown_start,
+            _WALL0 + (teardown - _MONO0) if teardown else 0.0,
             self.teardown_dur,
             self.baseid,
             self.error,
@@ -575,12 +584,38 @@ class LifecycleProbe:
         its list of teardown finalizers, ``count`` of them before the setup (-1: not known).
         A function fixture that registered no teardown code is settled here: counted when
         quick, else recorded in its test's record."""
-        if count >= 0 and len(finalizers) == count and fixturedef.scope == "function":  # type: ignore[arg-type]
+        if count < 0 or fixturedef.scope != "function":
+            self._settle(fixturedef, request, finalizers, start, t, error, count)
+            return
+        added = len(finalizers) - count  # type: ignore[arg-type]
+        if added == 1:
+            # A yield fixture's one teardown: the span stands in for it (see _settle).
+            span = _FixtureSpan(
+                self,
+                fixturedef,
+                fixturedef.argname,
+                "function",
+                fixturedef.baseid or "",
+                start,
+                t - start,
+                error,
+            )
+            span.own = finalizers[count]  # type: ignore[index]
+            finalizers[count] = span.teardown  # type: ignore[index]
+            self._test.fixtures.append(span)
+        elif added == 0:
             dur = t - start
             if error is None and dur < self.detail:
-                self.tally(
-                    fixturedef, fixturedef.argname, "function", fixturedef.baseid or "", dur, 0.0
-                )
+                # tally(), inlined: this runs for nearly every fixture of every test
+                tally = self._tallies.get(fixturedef)
+                if tally is None:
+                    tally = self._tallies[fixturedef] = _Tally(
+                        fixturedef.argname, "function", fixturedef.baseid or ""
+                    )
+                tally.count += 1
+                tally.setup_total += dur
+                if dur > tally.setup_max:
+                    tally.setup_max = dur
             else:
                 self._test.fixtures.append(
                     ev.FixtureRun(
@@ -594,12 +629,13 @@ class LifecycleProbe:
                     )
                 )
         else:
-            self._settle(fixturedef, request, start, t, error, count)
+            self._settle(fixturedef, request, finalizers, start, t, error, count)
 
     def _settle(
         self,
         fixturedef: pytest.FixtureDef[Any],
         request: pytest.FixtureRequest,
+        finalizers: list[Any] | None,
         start: float,
         t: float,
         error: str | None,
@@ -607,13 +643,11 @@ class LifecycleProbe:
     ) -> None:
         """A fixture set up (perf_counter readings ``start`` and ``t``) that has teardown code
         of its own, or a wider scope: a span whose finalizers bracket its teardown.
-        ``count``: how many finalizers the fixture had before its setup (-1: not known).
+        ``finalizers``: the fixture's list of them (None: not known); ``count``: how many it
+        had before its setup (-1: not known).
         Finalizers run last-in first-out: ``end`` goes in under the fixture's own teardown
         code, ``begin`` on top of it."""
-        activity = self.activity
         scope = fixturedef.scope
-        start = _WALL0 + (start - _MONO0)
-        t = _WALL0 + (t - _MONO0)
         span = _FixtureSpan(
             self,
             fixturedef,
@@ -624,7 +658,6 @@ class LifecycleProbe:
             t - start,
             error,
         )
-        finalizers = getattr(fixturedef, "_finalizers", None)
         if finalizers is None or count < 0:
             fixturedef.addfinalizer(span.end)  # a pytest without the list: end of all
             fixturedef.addfinalizer(span.begin)
@@ -641,7 +674,7 @@ class LifecycleProbe:
         if scope == "function":
             self._test.fixtures.append(span)
             return
-        span.setup_test = test = activity.test
+        span.setup_test = test = self.activity.test
         if (
             scope == "class"
             and error is None
