@@ -11,7 +11,7 @@ misses, it costs 2-3x this). Prints best-of and median µs per test over the rou
 - ``mixed``: five yield fixtures (a teardown: a span), four without;
 - ``yields``: nine yield fixtures.
 
-    .venv/bin/python benchmarks/_fixture_path.py --against HEAD~1
+    .venv/bin/python benchmarks/_fixture_path.py --against e67f353
 """
 
 from __future__ import annotations

@@ -118,6 +118,87 @@ def test_a_mocked_clock_sees_only_the_tests_own_calls(
     assert len(run.of(ev.TestFinished)) == 3
 
 
+FREEZING_TESTS = '''
+import sys
+import time
+
+import pytest
+
+_sleep = time.sleep
+CLOCKS = (time.time, time.monotonic, time.perf_counter)
+IGNORED = ("_pytest", "threading", "multiprocessing", "queue", "execnet", "xdist")
+"""Left alone, as freezegun leaves pytest's runner and the threading modules."""
+
+
+@pytest.fixture
+def frozen():
+    """What freezegun does: every module attribute that is a real clock function, in every
+    loaded module but a few, becomes a fake that returns one frozen instant (2012)."""
+    swapped = []
+    for key, module in list(sys.modules.items()):
+        if key.startswith(IGNORED):
+            continue
+        for name, value in list(getattr(module, "__dict__", {}).items()):
+            if any(value is clock for clock in CLOCKS):
+                swapped.append((module, name, value))
+                setattr(module, name, lambda: 1326542400.0)
+    yield
+    for module, name, value in swapped:
+        setattr(module, name, value)
+
+
+@pytest.fixture
+def db(frozen):
+    yield "db"
+    _sleep(0.05)  # teardown work done while the clock is frozen
+
+
+def test_frozen(db):
+    assert db == "db"
+'''
+
+
+@MODES
+def test_a_clock_frozen_like_freezegun_does_not_reach_the_monitors_timing(
+    pytester: pytest.Pytester, mode: list[str]
+) -> None:
+    """freezegun replaces module attributes, ours included: a fixture's teardown run under
+    a frozen clock is still timed on the real one."""
+    pytester.makepyfile(test_freezing=FREEZING_TESTS)
+    assert_same_outcome(pytester, *mode, monitor=("--monitor", "--monitor-fixture-detail=0"))
+    run = only_run(pytester)
+    (record,) = run.of(ev.TestFinished)
+    teardown = next(p for p in record.phases if p.when == "teardown")
+    runs = {f.name: f for f in record.fixtures or []}
+    db = runs["db"]
+    assert db.teardown_dur >= 0.04, db
+    assert teardown.start - 1.0 <= db.teardown_start <= teardown.start + teardown.dur + 1.0, db
+    assert runs["frozen"].teardown_dur >= 0.0, runs["frozen"]
+
+
+def test_no_module_of_the_monitor_holds_a_clock_freezegun_would_replace() -> None:
+    """The static side of the test above, for every module (a probe imported later, a
+    statement's clock): none keeps a real clock function as a module attribute."""
+    import importlib
+    import pkgutil
+    import time
+
+    import testmon_live.plugin as plugin
+
+    clocks = {
+        id(getattr(time, name)): name
+        for name in ("time", "monotonic", "perf_counter", "time_ns", "monotonic_ns",
+                     "perf_counter_ns", "localtime", "gmtime", "strftime")
+    }  # fmt: skip
+    found = []
+    for info in pkgutil.walk_packages(plugin.__path__, plugin.__name__ + "."):
+        module = importlib.import_module(info.name)
+        for name, value in vars(module).items():
+            if id(value) in clocks:
+                found.append(f"{info.name}.{name} is time.{clocks[id(value)]}")
+    assert found == []
+
+
 AUDIT_CONFTEST = (
     HEARTBEATS
     + '''

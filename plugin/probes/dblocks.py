@@ -87,7 +87,6 @@ _held: dict[int, list[tuple[str, str, str, bool]]] = {}
 _backends: dict[int, int] = {}
 """id(DB-API connection) -> server connection id (PostgreSQL backend pid, MariaDB id)."""
 _get_ident = REAL.get_ident
-_perf = REAL.perf_counter
 _TX_PREFIXES = frozenset(
     w[:3]
     for word in ("BEGIN", "COMMIT", "ROLLBACK", "END", "CREATE", "ALTER", "DROP")
@@ -153,7 +152,15 @@ def begin(
             maybe = _precheck(statement)
         if maybe:
             lock = classify(statement, parameters)
-    entry = _inflight[ident] = (_perf(), statement, source, cursor, lock, describe, ident)
+    entry = _inflight[ident] = (
+        REAL.perf_counter(),
+        statement,
+        source,
+        cursor,
+        lock,
+        describe,
+        ident,
+    )
     return entry
 
 

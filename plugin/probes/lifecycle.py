@@ -43,8 +43,6 @@ from ..guard import REAL, exc_text, text_of
 
 Emit = Callable[[ev.Event], None]
 
-_perf = REAL.perf_counter
-
 _RANK = ev.OUTCOME_RANK  # bound once: read for every phase of every test
 TALLY_EVERY = 1.0
 """Seconds between a worker's tallies of quick fixtures (sent after a test, never within)."""
@@ -279,7 +277,7 @@ class _FixtureSpan:
         __tracebackhide__ = True
         activity = self.activity
         activity.fixture = self.name
-        self.teardown_start = _perf()
+        self.teardown_start = REAL.perf_counter()
         try:
             return self.own()  # type: ignore[misc]
         except BaseException:
@@ -287,18 +285,18 @@ class _FixtureSpan:
             raise
         finally:
             if self.scope == "function":  # the common case: its test's record settles it
-                self.teardown_dur = _perf() - self.teardown_start
+                self.teardown_dur = REAL.perf_counter() - self.teardown_start
                 if activity.fixture == self.name:
                     activity.fixture = None
             else:
                 self.end()
 
     def begin(self) -> None:
-        self.teardown_start = _perf()
+        self.teardown_start = REAL.perf_counter()
         self.activity.fixture = self.name
 
     def end(self) -> None:
-        t = _perf()
+        t = REAL.perf_counter()
         start = self.teardown_start or t
         self.teardown_dur = t - start
         activity = self.activity
