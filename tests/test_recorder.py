@@ -378,6 +378,13 @@ def per_test():
 
 def test_outside_a_class(per_test): pass
 
+@pytest.fixture(scope="class")
+def per_test_slow():
+    yield 8
+    time.sleep(0.6)
+
+def test_outside_slow(per_test_slow): pass
+
 @pytest.fixture
 def breaks_down():
     yield
@@ -432,7 +439,7 @@ def test_quick_fixtures_are_counted_not_listed(
         *mode,
         *(["--dist", "loadscope"] if mode[0] == "-n" else []),
     )
-    result.assert_outcomes(passed=36, failed=1, errors=1)
+    result.assert_outcomes(passed=37, failed=1, errors=1)
     run = only_run(pytester)
     assert not run.problems, list(run.problems)
     assert {w.fixture_detail for w in run.of(ev.WorkerStarted)} == {0.5}
@@ -470,6 +477,14 @@ def test_quick_fixtures_are_counted_not_listed(
     assert "per_test" not in setups
     assert "per_test" not in teardowns
     assert [r.count for r in tallied if r.name == "per_test"] == [1]
+    # ... and when slow, both its events, in its test
+    setup, teardown = setups["per_test_slow"], teardowns["per_test_slow"]
+    slow_test = tests["test_outside_slow"]
+    assert (setup.scope, setup.test, teardown.test) == ("class", slow_test.nodeid, slow_test.nodeid)
+    assert setup.start + setup.dur <= teardown.start
+    assert teardown.dur >= 0.5
+    assert (stats["per_test_slow"].count, listed["test_outside_slow"]) == (1, [])
+    assert not [r for r in tallied if r.name == "per_test_slow"]
     assert tests["test_c"].w == tests["test_d"].w
     assert (stats["crate"].scope, stats["crate"].count) == ("class", 1)
     assert not [r for r in tallied if r.name == "crate"]

@@ -82,22 +82,32 @@ class TestAssembler:
     """Builds one :class:`TestFinished` from a test's phase reports as they come in."""
 
     __test__ = False  # not a pytest test class
-    __slots__ = ("fail_call", "fixtures", "note", "phases", "subtests")
+    __slots__ = ("fail_call", "fixtures", "note", "outside_class", "phases", "subtests")
 
     def __init__(self) -> None:
         self.phases: list[ev.Phase] = []
-        self.fixtures: list[ev.FixtureRun | _FixtureSpan] = []
+        self.fixtures: list[ev.FixtureRun | _FixtureSpan | _FixtureStats] = []
         """Function-scoped fixtures in setup order: a run as it stands for one without teardown
-        code, a span (its teardown still to come) for one with."""
+        code, a span or its definition's statistics (its teardown still to come) for one with.
+        One list for the probe's life, emptied in place (the timed setup holds it)."""
         self.note: tuple[str, str | None, str | None] | None = None
         """(when, short text, failure text) of the first phase that did not pass."""
         self.subtests: dict[str, int] | None = None
         self.fail_call = False
         """A subtest failed and pytest (9 and later) fails the call around it for that."""
+        self.outside_class: bool | None = None
+        """The test is a function outside any class (:func:`_outside_class`; None: not asked
+        yet)."""
 
     def reset(self) -> None:
         self.phases = []
-        self.fixtures = []
+        fixtures = self.fixtures
+        if fixtures:
+            for f in fixtures:  # a test that never finished: its executions are forgotten
+                if isinstance(f, _FixtureStats):
+                    f.busy = False
+            fixtures.clear()
+        self.outside_class = None
         self.note = None
         self.subtests = None
         self.fail_call = False
@@ -167,21 +177,45 @@ class TestAssembler:
             runs: list[ev.FixtureRun] = []
             keep = worst in ev.FAILING  # a failing test keeps its fixtures with teardown code
             for f in self.fixtures:
-                if not isinstance(f, _FixtureSpan):
-                    runs.append(f)
-                    continue
-                # A span once its teardown ran: counted in its tally when quick, else recorded.
-                detail = f.probe.detail
-                if (
-                    keep
-                    or f.failed
-                    or f.error is not None
-                    or f.setup_dur >= detail
-                    or f.teardown_dur >= detail
-                ):
-                    runs.append(f.as_run())
+                if isinstance(f, _FixtureStats):
+                    # A yield fixture's execution once its teardown ran: counted in its
+                    # definition's statistics when quick, else recorded.
+                    f.busy = False
+                    setup_dur = f.setup_dur
+                    teardown_dur = f.teardown_dur
+                    detail = f.detail
+                    if (
+                        keep
+                        or f.failed
+                        or f.error is not None
+                        or setup_dur >= detail
+                        or teardown_dur >= detail
+                    ):
+                        runs.append(f.as_run())
+                    else:
+                        f.count += 1
+                        f.setup_total += setup_dur
+                        if setup_dur > f.setup_max:
+                            f.setup_max = setup_dur
+                        f.teardown_total += teardown_dur
+                elif isinstance(f, _FixtureSpan):
+                    # A span once its teardown ran: counted in its tally when quick, else
+                    # recorded.
+                    detail = f.probe.detail
+                    if (
+                        keep
+                        or f.failed
+                        or f.error is not None
+                        or f.setup_dur >= detail
+                        or f.teardown_dur >= detail
+                    ):
+                        runs.append(f.as_run())
+                    else:
+                        f.probe.tally(
+                            f.key, f.name, "function", f.baseid, f.setup_dur, f.teardown_dur
+                        )
                 else:
-                    f.probe.tally(f.key, f.name, "function", f.baseid, f.setup_dur, f.teardown_dur)
+                    runs.append(f)
             if runs:
                 record.fixtures = runs
         note = self.note
@@ -208,6 +242,157 @@ class _Tally:
         self.setup_total = 0.0
         self.setup_max = 0.0
         self.teardown_total = 0.0
+
+
+class _FixtureStats:
+    """One function-scoped fixture definition as the timed setup sees it: its quick
+    executions since the worker's last tally (as a :class:`_Tally` counts them), and its
+    execution in flight when that has a single teardown finalizer (a yield fixture's), which
+    :attr:`teardown` stands in for. Made once per definition and tally period, not once per
+    execution: nothing is allocated for a fixture run of a test. A test runs each function
+    fixture once, so a definition has one execution in flight at most (:attr:`busy`; one
+    set up again before the first is settled takes the general path, a span of its own)."""
+
+    __slots__ = (
+        "activity",
+        "baseid",
+        "busy",
+        "count",
+        "detail",
+        "error",
+        "failed",
+        "name",
+        "own",
+        "probe",
+        "scope",
+        "setup_dur",
+        "setup_max",
+        "setup_start",
+        "setup_test",
+        "setup_total",
+        "teardown",
+        "teardown_dur",
+        "teardown_start",
+        "teardown_total",
+    )
+
+    def __init__(self, probe: LifecycleProbe, name: str, scope: str, baseid: str) -> None:
+        self.probe = probe
+        self.activity = probe.activity
+        self.name = name
+        self.scope = scope
+        """"function", or "class" for a class fixture taken here only while a test outside a
+        class is its scope (pytest-django's ``_django_setup_unittest`` in every such test):
+        settled at its teardown, counted when quick, else both its events."""
+        self.baseid = baseid
+        self.detail = probe.detail
+        self.count = 0
+        self.setup_total = 0.0
+        self.setup_max = 0.0
+        self.teardown_total = 0.0
+        self.busy = False
+        self.setup_start = 0.0
+        self.setup_dur = 0.0
+        self.teardown_start = 0.0
+        self.teardown_dur = 0.0
+        self.error: str | None = None
+        self.failed = False
+        self.own: Callable[[], object] | None = None
+        self.setup_test: str | None = None
+        self.teardown: Callable[[], object] = self._teardown
+        """Bound once: what stands in for the execution's own teardown finalizer."""
+
+    def _teardown(self) -> object:
+        """The fixture's own teardown, timed; what it raises goes on to pytest as if it had
+        been called directly."""
+        __tracebackhide__ = True
+        activity = self.activity
+        name = self.name
+        activity.fixture = name
+        start = self.teardown_start = REAL.perf_counter()
+        try:
+            return self.own()  # type: ignore[misc]
+        except BaseException:
+            self.failed = True  # never counted as quick: its record shows where it broke
+            raise
+        finally:
+            t = REAL.perf_counter()
+            self.teardown_dur = t - start
+            self.own = None  # nothing of the test kept alive past its teardown
+            if activity.fixture == name:
+                activity.fixture = None
+            if self.scope != "function":
+                self._settle_class(t)
+
+    def _settle_class(self, t: float) -> None:
+        """A class fixture within its test, torn down (perf_counter reading ``t``): counted
+        when quick, else its setup and teardown events (as a class fixture of a real class
+        has them)."""
+        self.busy = False
+        dur = self.teardown_dur
+        if dur < self.detail and not self.failed:
+            self.count += 1
+            setup = self.setup_dur
+            self.setup_total += setup
+            if setup > self.setup_max:
+                self.setup_max = setup
+            self.teardown_total += dur
+            return
+        start = _WALL0 + (self.setup_start - _MONO0)
+        emit = self.probe.emit
+        emit(
+            ev.FixtureSetup(
+                ts=start + self.setup_dur,
+                name=self.name,
+                scope=self.scope,
+                test=self.setup_test,
+                start=start,
+                dur=self.setup_dur,
+                baseid=self.baseid,
+                error=self.error,
+            )
+        )
+        emit(
+            ev.FixtureTeardown(
+                ts=_WALL0 + (t - _MONO0),
+                name=self.name,
+                scope=self.scope,
+                test=self.activity.test,
+                start=_WALL0 + (self.teardown_start - _MONO0),
+                dur=dur,
+                baseid=self.baseid,
+            )
+        )
+
+    def as_run(self) -> ev.FixtureRun:
+        teardown = self.teardown_start
+        return ev.FixtureRun(
+            self.name,
+            _WALL0 + (self.setup_start - _MONO0),
+            self.setup_dur,
+            _WALL0 + (teardown - _MONO0) if teardown else 0.0,
+            self.teardown_dur,
+            self.baseid,
+            self.error,
+        )
+
+
+def _outside_class(nodeid: str | None) -> bool:
+    """Is this test's node id that of a function outside any class (``path::name``, with
+    any ``[params]``)? Then pytest makes the test itself a class fixture's scope. False
+    whenever in doubt (a ``::`` in the path, other collectors): the general path then asks
+    pytest."""
+    if not nodeid:
+        return False
+    end = nodeid.find("[")
+    return nodeid.count("::", 0, len(nodeid) if end < 0 else end) == 1
+
+
+_PARAM = "param"
+"""A fixture definition the timed setup leaves alone: an ``@parametrize`` argument."""
+_GENERAL = "general"
+"""A fixture definition of a wider scope (or a pytest without ``FixtureDef._finalizers``):
+timed by the general path, a span for each execution."""
 
 
 class _FixtureSpan:
@@ -377,7 +562,12 @@ class LifecycleProbe:
         self.detail = fixture_detail
         """Seconds under which a fixture execution is counted, not recorded (0: none is)."""
         self._tallies: dict[object, _Tally] = {}
-        """Fixture definition -> its quick executions since the last tally sent."""
+        """Fixture definition -> its quick executions since the last tally sent (general
+        path)."""
+        self._stats: dict[object, _FixtureStats | str] = {}
+        """Fixture definition -> how the timed setup takes it: a function-scoped one's
+        :class:`_FixtureStats`, or :data:`_PARAM` / :data:`_GENERAL`. Emptied with each tally
+        sent (a suite that makes fixture definitions per test stays bounded)."""
         self._tallied_at = 0.0
         self._test = TestAssembler()
         self.positions: dict[str, int] = {}
@@ -467,7 +657,23 @@ class LifecycleProbe:
             )
             for tally in self._tallies.values()
         ]
-        self._tallies = {}  # afresh: a suite that makes fixture definitions per test stays bounded
+        rows.extend(
+            ev.FixtureTally(
+                stats.name,
+                stats.scope,
+                stats.baseid,
+                stats.count,
+                stats.setup_total,
+                stats.setup_max,
+                stats.teardown_total,
+            )
+            for stats in self._stats.values()
+            if isinstance(stats, _FixtureStats) and stats.count
+        )
+        # afresh: a suite that makes fixture definitions per test stays bounded (called
+        # between tests: no execution is in flight; the timed setup holds this dict)
+        self._tallies = {}
+        self._stats.clear()
         if rows:
             self.emit(ev.FixtureTotals(ts=ts, fixtures=rows))
 
@@ -534,21 +740,26 @@ class LifecycleProbe:
         in the hook (no hook wrapper: a wrapper costs pluggy a generator and its stop per
         fixture). A fixture that registered no teardown code while it was set up (no
         ``yield``, no ``request.addfinalizer``) has nothing to tear down: a function-scoped
-        one goes into its test's record as it stands, with no finalizer of ours at all."""
+        one goes into its test's record as it stands, with no finalizer of ours at all.
+
+        Function-scoped fixtures (pytest-django alone adds nine to every test) take a path
+        of their own, inline: their definition's :class:`_FixtureStats` counts a quick one
+        and stands in for a yield fixture's teardown, so that no object is made for them."""
         # (a pytest without it: never swapped in, the wrapper times)
         setup: Callable[..., object] = _PYTEST_FIXTURE_SETUP or _no_setup
         activity = self.activity
         perf = REAL.perf_counter
-        param = get_direct_param_fixture_func
         done = self._done
+        settle = self._settle
+        stats_of = self._stats
+        classify = self._classify
+        assembler = self._test
+        fixtures = assembler.fixtures
 
-        def timed_fixture_setup(
+        def general_setup(
             fixturedef: pytest.FixtureDef[Any], request: pytest.FixtureRequest
         ) -> object:
-            __tracebackhide__ = True  # out of the traceback of a fixture that raises
-            if fixturedef.func is param:
-                # @parametrize arguments are fixtures inside pytest, not to its users
-                return setup(fixturedef, request)
+            __tracebackhide__ = True
             finalizers = getattr(fixturedef, "_finalizers", None)
             count = -1 if finalizers is None else len(finalizers)
             previous = activity.fixture
@@ -566,7 +777,104 @@ class LifecycleProbe:
                 activity.fixture = previous
                 done(fixturedef, request, finalizers, count, start, t, error)
 
+        def timed_fixture_setup(
+            fixturedef: pytest.FixtureDef[Any], request: pytest.FixtureRequest
+        ) -> object:
+            __tracebackhide__ = True  # out of the traceback of a fixture that raises
+            stats = stats_of.get(fixturedef)
+            if stats is None:
+                stats = classify(fixturedef)
+            if not isinstance(stats, _FixtureStats) or stats.busy:
+                if stats is _PARAM:
+                    # @parametrize arguments are fixtures inside pytest, not to its users
+                    return setup(fixturedef, request)
+                return general_setup(fixturedef, request)
+            if stats.scope != "function":
+                own = assembler.outside_class
+                if own is None:
+                    own = assembler.outside_class = _outside_class(activity.test)
+                if not own:  # a real class's fixture: the general path, events of its own
+                    return general_setup(fixturedef, request)
+            finalizers: list[Any] = fixturedef._finalizers  # checked by classify
+            count = len(finalizers)
+            previous = activity.fixture
+            activity.fixture = stats.name
+            error = None
+            start = perf()
+            try:
+                return setup(fixturedef, request)
+            except BaseException as exc:
+                if not isinstance(exc, _NOT_ERRORS):
+                    error = ev.clip(exc_text(exc), 2000)
+                raise
+            finally:
+                t = perf()
+                activity.fixture = previous
+                dur = t - start
+                added = len(finalizers) - count
+                if stats.scope != "function":
+                    if added == 1 and error is None and dur < stats.detail:
+                        stats.busy = True  # its teardown settles it (_settle_class)
+                        stats.setup_start = start
+                        stats.setup_dur = dur
+                        stats.error = None
+                        stats.failed = False
+                        stats.setup_test = activity.test
+                        stats.own = finalizers[count]
+                        finalizers[count] = stats.teardown
+                    else:
+                        settle(fixturedef, request, finalizers, start, t, error, count)
+                elif added == 0:
+                    if error is None and dur < stats.detail:
+                        stats.count += 1  # quick, nothing to tear down: counted
+                        stats.setup_total += dur
+                        if dur > stats.setup_max:
+                            stats.setup_max = dur
+                    else:
+                        fixtures.append(
+                            ev.FixtureRun(
+                                stats.name,
+                                _WALL0 + (start - _MONO0),
+                                dur,
+                                0.0,
+                                0.0,
+                                stats.baseid,
+                                error,
+                            )
+                        )
+                elif added == 1:
+                    # A yield fixture's one teardown: its statistics stand in for it; its
+                    # test's record settles it (TestAssembler.finish).
+                    stats.busy = True
+                    stats.setup_start = start
+                    stats.setup_dur = dur
+                    stats.error = error
+                    stats.failed = False
+                    stats.teardown_start = 0.0
+                    stats.teardown_dur = 0.0
+                    stats.own = finalizers[count]
+                    finalizers[count] = stats.teardown
+                    fixtures.append(stats)
+                else:
+                    settle(fixturedef, request, finalizers, start, t, error, count)
+
         return timed_fixture_setup
+
+    def _classify(self, fixturedef: pytest.FixtureDef[Any]) -> _FixtureStats | str:
+        """How the timed setup takes a fixture definition (once per tally period)."""
+        kind: _FixtureStats | str
+        if fixturedef.func is get_direct_param_fixture_func:
+            kind = _PARAM
+        elif fixturedef.scope in ("function", "class") and isinstance(
+            getattr(fixturedef, "_finalizers", None), list
+        ):
+            kind = _FixtureStats(
+                self, fixturedef.argname, fixturedef.scope, fixturedef.baseid or ""
+            )
+        else:
+            kind = _GENERAL
+        self._stats[fixturedef] = kind
+        return kind
 
     def _done(
         self,
