@@ -105,7 +105,7 @@ class TestAssembler:
         if fixtures:
             for f in fixtures:  # a test that never finished: its executions are forgotten
                 if isinstance(f, _FixtureStats):
-                    f.busy = False
+                    f.ready = True
             fixtures.clear()
         self.outside_class = None
         self.note = None
@@ -180,7 +180,7 @@ class TestAssembler:
                 if isinstance(f, _FixtureStats):
                     # A yield fixture's execution once its teardown ran: counted in its
                     # definition's statistics when quick, else recorded.
-                    f.busy = False
+                    f.ready = True
                     setup_dur = f.setup_dur
                     teardown_dur = f.teardown_dur
                     detail = f.detail
@@ -250,8 +250,9 @@ class _FixtureStats:
     execution in flight when that has a single teardown finalizer (a yield fixture's), which
     :attr:`teardown` stands in for. Made once per definition and tally period, not once per
     execution: nothing is allocated for a fixture run of a test. A test runs each function
-    fixture once, so a definition has one execution in flight at most (:attr:`busy`; one
-    set up again before the first is settled takes the general path, a span of its own)."""
+    fixture once, so a definition has one execution in flight at most (not :attr:`ready`;
+    one set up again before the first is settled takes the general path, a span of its
+    own)."""
 
     __slots__ = (
         "activity",
@@ -264,6 +265,7 @@ class _FixtureStats:
         "name",
         "own",
         "probe",
+        "ready",
         "scope",
         "setup_dur",
         "setup_max",
@@ -291,6 +293,9 @@ class _FixtureStats:
         self.setup_max = 0.0
         self.teardown_total = 0.0
         self.busy = False
+        """A class fixture's execution is in flight."""
+        self.ready = scope == "function"
+        """A function fixture's next execution takes the fast path: none is in flight."""
         self.setup_start = 0.0
         self.setup_dur = 0.0
         self.teardown_start = 0.0
@@ -388,11 +393,23 @@ def _outside_class(nodeid: str | None) -> bool:
     return nodeid.count("::", 0, len(nodeid) if end < 0 else end) == 1
 
 
-_PARAM = "param"
-"""A fixture definition the timed setup leaves alone: an ``@parametrize`` argument."""
-_GENERAL = "general"
-"""A fixture definition of a wider scope (or a pytest without ``FixtureDef._finalizers``):
-timed by the general path, a span for each execution."""
+class _Untimed(_FixtureStats):
+    """A fixture definition the timed setup keeps no statistics for (never ready)."""
+
+    __slots__ = ()
+
+    def __init__(self) -> None:  # (no super().__init__: nothing of a definition to hold)
+        self.ready = False
+        self.busy = False
+        self.scope = ""
+        self.count = 0
+
+
+_PARAM = _Untimed()
+"""An ``@parametrize`` argument: left alone."""
+_GENERAL = _Untimed()
+"""A fixture of a wider scope (or a pytest without ``FixtureDef._finalizers``): timed by
+the general path, a span for each execution."""
 
 
 class _FixtureSpan:
@@ -415,6 +432,7 @@ class _FixtureSpan:
         "name",
         "own",
         "probe",
+        "ready",
         "scope",
         "setup_dur",
         "setup_start",
@@ -564,7 +582,7 @@ class LifecycleProbe:
         self._tallies: dict[object, _Tally] = {}
         """Fixture definition -> its quick executions since the last tally sent (general
         path)."""
-        self._stats: dict[object, _FixtureStats | str] = {}
+        self._stats: dict[object, _FixtureStats] = {}
         """Fixture definition -> how the timed setup takes it: a function-scoped one's
         :class:`_FixtureStats`, or :data:`_PARAM` / :data:`_GENERAL`. Emptied with each tally
         sent (a suite that makes fixture definitions per test stays bounded)."""
@@ -668,7 +686,7 @@ class LifecycleProbe:
                 stats.teardown_total,
             )
             for stats in self._stats.values()
-            if isinstance(stats, _FixtureStats) and stats.count
+            if stats.count
         )
         # afresh: a suite that makes fixture definitions per test stays bounded (called
         # between tests: no execution is in flight; the timed setup holds this dict)
@@ -784,12 +802,12 @@ class LifecycleProbe:
             stats = stats_of.get(fixturedef)
             if stats is None:
                 stats = classify(fixturedef)
-            if not isinstance(stats, _FixtureStats) or stats.busy:
+            if not stats.ready:  # one attribute: this runs for nearly every fixture
                 if stats is _PARAM:
                     # @parametrize arguments are fixtures inside pytest, not to its users
                     return setup(fixturedef, request)
-                return general_setup(fixturedef, request)
-            if stats.scope != "function":
+                if stats.scope != "class" or stats.busy:
+                    return general_setup(fixturedef, request)
                 own = assembler.outside_class
                 if own is None:
                     own = assembler.outside_class = _outside_class(activity.test)
@@ -845,7 +863,7 @@ class LifecycleProbe:
                 elif added == 1:
                     # A yield fixture's one teardown: its statistics stand in for it; its
                     # test's record settles it (TestAssembler.finish).
-                    stats.busy = True
+                    stats.ready = False
                     stats.setup_start = start
                     stats.setup_dur = dur
                     stats.error = error
@@ -860,9 +878,9 @@ class LifecycleProbe:
 
         return timed_fixture_setup
 
-    def _classify(self, fixturedef: pytest.FixtureDef[Any]) -> _FixtureStats | str:
+    def _classify(self, fixturedef: pytest.FixtureDef[Any]) -> _FixtureStats:
         """How the timed setup takes a fixture definition (once per tally period)."""
-        kind: _FixtureStats | str
+        kind: _FixtureStats
         if fixturedef.func is get_direct_param_fixture_func:
             kind = _PARAM
         elif fixturedef.scope in ("function", "class") and isinstance(
