@@ -358,6 +358,7 @@ _FRAGMENTS = [
     "--token ", "--db-password ", "--gh-pat ", "-pat ", "_pat ", "Bearer ", "://", "u:",
     "@host", "hooks.slack.com/services/", "T0/B0/xyz", "gh", "p_", "sk_", "live_", "AK", "IA",
     "eyJ", "key", "monkeypatch", "tmp_path", "xox", "b-", "0", "7", "42", "1796558387.42",
+    "--api-key", "--private_key", "', '", '","', "['", "']",
     " ", "=", ":", "'", '"', "\\", ",", "/", "-", "_", "\n", "abcdefghij", "ABCDEFGHIJ",
 ]  # fmt: skip
 
@@ -367,15 +368,40 @@ _FRAGMENTS = [
 def test_redact_bytes_cuts_what_the_full_pattern_cuts(texts: list[list[str]]) -> None:
     """The pre-check and the cache of clean line shapes only ever save work: every line
     comes out as the full pattern alone makes it, whatever lines came before it."""
-    from testmon_live.plugin.redact import _BYTES, _keep_bytes, redact_bytes
+    from testmon_live.plugin.redact import _bytes_pattern, _keep_bytes, redact_bytes
 
+    full = _bytes_pattern()
     for parts in texts:
         event = ev.Notice(level="warning", source="gw0", msg="".join(parts))
         line = ev.encode_line(event)
-        assert redact_bytes(line) == _BYTES.sub(_keep_bytes, line), line
+        assert redact_bytes(line) == full.sub(_keep_bytes, line), line
         # the same text with other digits: a clean shape learnt above must not hide it
         other = ev.encode_line(ev.Notice(level="warning", source="gw1", msg="".join(parts) + "9"))
-        assert redact_bytes(other) == _BYTES.sub(_keep_bytes, other), other
+        assert redact_bytes(other) == full.sub(_keep_bytes, other), other
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(st.sampled_from([*_FRAGMENTS, "paſsword=", "TO\u212aEN=", "é", "\udc80"]), max_size=12)
+)
+def test_redact_text_cuts_what_the_full_pattern_cuts(parts: list[str]) -> None:
+    """redact_text's pre-check only ever saves work, for text that is not ASCII too (the
+    long s and the Kelvin sign match s and k under (?i))."""
+    from testmon_live.plugin.redact import _keep_text, _text_pattern
+
+    text = "".join(parts)
+    assert redact_text(text) == _text_pattern().sub(_keep_text, text), text
+
+
+def test_an_option_and_its_value_in_a_python_list_are_cut_in_the_log() -> None:
+    """``['--api-key', 'VALUE']`` (a list's repr in a message): the pre-check once let it
+    through as clean, while the full pattern cuts it."""
+    from testmon_live.plugin.redact import redact_bytes
+
+    for text in ("ran ['--api-key', 'sekrit123']", 'ran ["--access-key", "sekrit123"]'):
+        line = ev.encode_line(ev.Notice(level="warning", source="gw0", msg=text))
+        assert b"sekrit123" not in redact_bytes(line), line
+        assert "sekrit123" not in redact_text(text)
 
 
 def test_clean_shapes_are_bounded() -> None:
