@@ -19,6 +19,7 @@ say so); renaming or removing a field, or changing its meaning, bumps it.
 # No `from __future__ import annotations`: msgspec would evaluate ~270 string annotations
 # when the structs are defined, which costs every worker ~2 ms at start-up.
 
+import functools
 import re
 from collections.abc import Iterable
 from typing import Annotated, Literal, TypeVar, get_args
@@ -770,11 +771,26 @@ AnyControl = Hello | Welcome | Command | ControlError | Bye
 # ------------------------------------------------------------------ encode/decode
 
 _encoder = msgspec.json.Encoder()
-# Annotated with the base classes: msgspec >= 0.23 infers the union of every struct, which
-# `list` (invariant) would then carry into every caller; older releases infer Any.
-_event_decoder: msgspec.json.Decoder[Event] = msgspec.json.Decoder(AnyEvent)
-_control_decoder: msgspec.json.Decoder[Control] = msgspec.json.Decoder(AnyControl)
-_stream_decoder: msgspec.json.Decoder[Event | Control] = msgspec.json.Decoder(AnyEvent | AnyControl)
+
+
+# The decoders are built on first use: building one makes msgspec read the types of every
+# struct it can meet (~11 M instructions for the events'), which a worker, which decodes
+# nothing but commands, would pay at start-up for nothing. Annotated with the base classes:
+# msgspec >= 0.23 infers the union of every struct, which `list` (invariant) would then
+# carry into every caller; older releases infer Any.
+@functools.cache
+def _event_decoder() -> msgspec.json.Decoder[Event]:
+    return msgspec.json.Decoder(AnyEvent)
+
+
+@functools.cache
+def _control_decoder() -> msgspec.json.Decoder[Control]:
+    return msgspec.json.Decoder(AnyControl)
+
+
+@functools.cache
+def _stream_decoder() -> msgspec.json.Decoder[Event | Control]:
+    return msgspec.json.Decoder(AnyEvent | AnyControl)
 
 
 class DecodeError(ValueError):
@@ -885,7 +901,7 @@ _STEP = re.compile(r"\.([^.\[]+)|\[(\d+)\]")
 def decode_event(line: bytes | str) -> Event:
     """One event. A line whose only fault is a number (beyond :data:`Float` or :data:`Int`,
     ``null`` where the encoder met inf or nan, ``1e999``, ``NaN``) is repaired: clamped, 0."""
-    return _decoded(_event_decoder, line)
+    return _decoded(_event_decoder(), line)
 
 
 _D = TypeVar("_D")
@@ -904,7 +920,7 @@ def _decoded(decoder: "msgspec.json.Decoder[_D]", line: bytes | str) -> _D | Eve
 def decode_events(data: bytes) -> list[Event]:
     """Decode newline-delimited events all at once; raises :class:`DecodeError` on any bad line."""
     try:
-        events = _event_decoder.decode_lines(data)
+        events = _event_decoder().decode_lines(data)
     except _DECODE_ERRORS as exc:
         raise DecodeError(_reason(exc)) from None
     return events
@@ -1008,14 +1024,14 @@ def _clamp_any(value: object) -> object:
 
 def decode_control(line: bytes | str) -> Control:
     try:
-        return _control_decoder.decode(line)
+        return _control_decoder().decode(line)
     except _DECODE_ERRORS as exc:
         raise DecodeError(_reason(exc)) from None
 
 
 def decode_stream_line(line: bytes | str) -> Event | Control:
     """What a viewer reads from the hub: an event of the run or a control message."""
-    return _decoded(_stream_decoder, line)
+    return _decoded(_stream_decoder(), line)
 
 
 def _reason(exc: BaseException) -> str:

@@ -13,6 +13,7 @@ from . import __version__
 from . import events as ev
 from .clock import now
 from .redact import header_env, redact_args
+from .settings import RUN_KEY_ENV
 
 
 def git_info(start: Path) -> tuple[str | None, str | None]:
@@ -171,7 +172,8 @@ def build_header(
         tx=specs,
         git_commit=commit,
         git_branch=branch,
-        env=header_env(os.environ, env_keep),
+        # (the run key the controller sets for monitor.run_once explains nothing of a run)
+        env=header_env({k: v for k, v in os.environ.items() if k != RUN_KEY_ENV}, env_keep),
         stall_after=stall_after,
         order_plugins=order_plugins,
         seed=seed,

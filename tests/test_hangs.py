@@ -259,8 +259,11 @@ def hung(tmp_path_factory: pytest.TempPathFactory) -> HungRun:
         mdir = MonitorDir(root / ".testmon")
         while proc.poll() is None and time.monotonic() < deadline:
             logs = mdir.logs()
-            if logs and _frozen_stacks_taken(read_recorded(logs[0]).events):
-                break
+            try:
+                if logs and _frozen_stacks_taken(read_recorded(logs[0]).events):
+                    break
+            except RunLogError:  # the hub has only just created it
+                pass
             time.sleep(0.1)
         open_gate(gate)  # (also when it never came: the test that checks it says so)
         stdout, _ = proc.communicate(timeout=RUN_TIMEOUT)
