@@ -12,9 +12,12 @@ could answer instead). A function-scoped fixture that registered no teardown cod
 setup (no ``yield``, no ``request.addfinalizer``) has nothing to tear down: it goes into its
 test's record at once with teardown 0, and costs no finalizer at all. One with a single
 teardown finalizer (a yield fixture) gets one finalizer of ours in its place that brackets
-it; otherwise two finalizers bracket its teardown. Function-scoped fixtures ride in their
-test's record; wider scopes (rare, and the costly ones) get events of their own at once, so
-a worker that dies still leaves its session setups in the log.
+it; otherwise two finalizers bracket its teardown. A function fixture's definition keeps
+one statistics object (:class:`_FixtureStats`, per tally period) that counts its quick
+executions and is that finalizer of ours: nothing is allocated per execution.
+Function-scoped fixtures ride in their test's record; wider scopes (rare, and the costly
+ones) get events of their own at once, so a worker that dies still leaves its session
+setups in the log.
 
 Quick executions (setup and teardown each under ``fixture_detail``, 1 ms by default, and no
 error) of function fixtures are counted per fixture instead (count, total,
