@@ -94,9 +94,11 @@ class Hub:
         Raises OSError when the log cannot be started (its header not written): then
         nothing of the run is left behind, neither an empty log nor a socket."""
         self.mdir.ensure()
-        # The header's line made (and redaction's patterns compiled) before the file exists:
-        # a reader that finds the new log finds it empty for a write's time at most.
-        redact_bytes(ev.encode_line(self.header))
+        # The header's line made (and redaction's pattern compiled, when the header needs it)
+        # before the file exists: a reader that finds the new log finds it empty for a
+        # write's time at most. (A header that cannot be encoded: _write_own says so.)
+        with contextlib.suppress(ev.EncodeError):
+            redact_bytes(ev.encode_line(self.header))
         writer = self._writer = LogWriter(self.log_path)
         self._write_own(self.header)
         if writer.failed is not None:

@@ -37,10 +37,10 @@ _KEYWORD = (
 _OPTION_NAME = r"(?:[A-Za-z0-9_-]*?" + _KEYWORD + r"|(?:[A-Za-z0-9_-]*[_-])?(?i:pat))"
 """The name of an option whose next argument is a secret: --token, --db-password, --gh-pat."""
 _QUOTE = r"(?:'|\\\"|\")?"
-_NEXT_ARG = r"""(?:\s+|\\?",\s*\\?"|',\s*')"""
+_NEXT_ARG = r"""(?:(?:\s|\\[tnr])+|\\?",\s*\\?"|',\s*')"""
 """Between an option and its value: blanks, or the end of one string of a list and the start
 of the next (``","`` in JSON, ``", "`` and ``', '`` in a list's text, ``\\", \\"`` once that
-text is in JSON)."""
+text is in JSON); a tab or a line break is ``\\t``, ``\\n`` once in JSON."""
 _VALUE = r"[^\s&;,'\"\\)\]}]+"
 _PATTERN = "|".join(
     (
@@ -52,7 +52,9 @@ _PATTERN = "|".join(
         # Authorization: Bearer <token>
         r"(?P<bearer>\bBearer\s+)[A-Za-z0-9._~+/=-]{8,}",
         # --token VALUE, -password VALUE: the option's next argument (in text or a JSON list)
-        r"(?P<opt>(?<![A-Za-z0-9])--?"
+        # (the look-behind lets a match start only where a run of dashes starts: tried at each
+        # dash of a long run, the lazy name made the search quadratic, 22 s on 15,000 dashes)
+        r"(?P<opt>(?<![A-Za-z0-9_-])--?"
         + _OPTION_NAME
         + r"(?:[_-][A-Za-z0-9_-]*)?"
         + _NEXT_ARG
@@ -104,7 +106,7 @@ def redact_text(text: str) -> str:
     pattern only for a text that holds a trigger, as in :func:`redact_bytes`; any text that
     is not ASCII goes through it: ``(?i)`` matches ``ſ`` as ``s``, which no lowering
     shows)."""
-    if text.isascii() and not _triggered(text.lower().encode()):
+    if text.isascii() and not _triggered(text.lower().translate(_STR_BLANKS).encode()):
         return text
     return _text_pattern().sub(_keep_text, text)
 
@@ -139,6 +141,9 @@ def redact_bytes(data: bytes) -> bytes:
     return b"\n".join(lines) if changed else data
 
 
+_STR_BLANKS = str.maketrans("\x1c\x1d\x1e\x1f", "    ")
+"""What ``\\s`` matches in a str pattern and not in a bytes one (the ASCII separators): made
+blanks before a text's pre-check, which is the bytes one."""
 _LOWER = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ", b"abcdefghijklmnopqrstuvwxyz")
 _DIGITS = b"0123456789"
 
@@ -183,7 +188,9 @@ _TRIGGER_PATTERNS = (
     # api_key=VALUE, "access-key": "VALUE" (the kv branch)
     re.compile(rb"key[a-z0-9_-]*['\"\\]{0,2}\s*[=:]"),
     # --api-key VALUE, ["--api-key","VALUE"], ['--api-key', 'VALUE'] (the opt branch)
-    re.compile(rb"-[a-z0-9_-]*key[a-z0-9_-]*" + _NEXT_ARG.encode()),
+    # (anchored on the keyword, not on the dash: from each dash of a long run of them the
+    # search would scan to the run's end, a quadratic cost on every new line's shape)
+    re.compile(rb"(?:api|access|private)[_-]?key[a-z0-9_-]*" + _NEXT_ARG.encode()),
 )
 """The same for triggers too common as substrings (``key`` in ``monkeypatch``, ``_pat`` in
 ``tmp_path``): each starts with a literal, which the regular expression engine finds as

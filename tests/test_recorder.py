@@ -502,6 +502,42 @@ def test_quick_fixtures_are_counted_not_listed(
     assert order.index(crate_setup) < order.index(first) < order.index(teardowns["crate"])
 
 
+def test_a_class_fixture_of_a_class_whose_node_ids_were_rewritten_keeps_its_events(
+    pytester: pytest.Pytester,
+) -> None:
+    # Whether pytest made the test itself a class fixture's scope is asked of pytest, not
+    # read from the node id: a plugin that rewrites ids (one "::" left) must not turn a real
+    # class's fixture into one held within its test.
+    pytester.makeconftest(
+        """
+def pytest_collection_modifyitems(items):
+    for item in items:
+        item._nodeid = item.nodeid.replace("::TestK::", "::TestK.")
+"""
+    )
+    pytester.makepyfile(
+        test_a="""
+import pytest
+
+class TestK:
+    @pytest.fixture(scope="class")
+    def crate(self):
+        yield 1
+
+    def test_1(self, crate): pass
+    def test_2(self, crate): pass
+"""
+    )
+    result = pytester.runpytest_subprocess("--monitor", "-p", "no:xdist")
+    result.assert_outcomes(passed=2)
+    run = only_run(pytester)
+    (setup,) = [e for e in run.of(ev.FixtureSetup) if e.name == "crate"]
+    assert (setup.scope, setup.test) == ("class", "test_a.py::TestK.test_1")
+    assert [e.name for e in run.of(ev.FixtureTeardown)] == ["crate"]
+    (stats,) = [f for f in run.state.fixtures.values() if f.name == "crate"]
+    assert stats.count == 1
+
+
 def test_quick_fixture_threshold_default_and_bad_values(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_x="def test_a(monkeypatch): pass\n")
     result = pytester.runpytest_subprocess("--monitor", "-p", "no:xdist")

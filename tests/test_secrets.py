@@ -358,7 +358,8 @@ _FRAGMENTS = [
     "--token ", "--db-password ", "--gh-pat ", "-pat ", "_pat ", "Bearer ", "://", "u:",
     "@host", "hooks.slack.com/services/", "T0/B0/xyz", "gh", "p_", "sk_", "live_", "AK", "IA",
     "eyJ", "key", "monkeypatch", "tmp_path", "xox", "b-", "0", "7", "42", "1796558387.42",
-    "--api-key", "--private_key", "', '", '","', "['", "']",
+    "--api-key", "--private_key", "', '", '","', "['", "']", "\x1c", "\x1f", "\t",
+    "-" * 40, "-_" * 8,
     " ", "=", ":", "'", '"', "\\", ",", "/", "-", "_", "\n", "abcdefghij", "ABCDEFGHIJ",
 ]  # fmt: skip
 
@@ -402,6 +403,13 @@ def test_an_option_and_its_value_in_a_python_list_are_cut_in_the_log() -> None:
         line = ev.encode_line(ev.Notice(level="warning", source="gw0", msg=text))
         assert b"sekrit123" not in redact_bytes(line), line
         assert "sekrit123" not in redact_text(text)
+
+
+def test_ascii_separators_do_not_hide_a_secret_from_redact_text() -> None:
+    """``\\s`` of a str pattern matches the separators \\x1c-\\x1f, a bytes pattern's does not:
+    the pre-check (bytes) must not call such a text clean."""
+    for text in ("api_key\x1c=sekrit123", "\x1f--api-key\x1e sekrit123"):
+        assert "sekrit123" not in redact_text(text), repr(text)
 
 
 def test_clean_shapes_are_bounded() -> None:

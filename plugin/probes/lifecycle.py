@@ -99,8 +99,8 @@ class TestAssembler:
         self.fail_call = False
         """A subtest failed and pytest (9 and later) fails the call around it for that."""
         self.outside_class: bool | None = None
-        """The test is a function outside any class (:func:`_outside_class`; None: not asked
-        yet)."""
+        """The test is its class fixtures' scope (a function outside any class, as pytest
+        asked once a test: :func:`_scope_node_id`; None: not asked yet)."""
 
     def reset(self) -> None:
         self.phases = []
@@ -109,6 +109,7 @@ class TestAssembler:
             for f in fixtures:  # a test that never finished: its executions are forgotten
                 if isinstance(f, _FixtureStats):
                     f.ready = True
+                    f.own = None
             fixtures.clear()
         self.outside_class = None
         self.note = None
@@ -385,17 +386,6 @@ class _FixtureStats:
         )
 
 
-def _outside_class(nodeid: str | None) -> bool:
-    """Is this test's node id that of a function outside any class (``path::name``, with
-    any ``[params]``)? Then pytest makes the test itself a class fixture's scope. False
-    whenever in doubt (a ``::`` in the path, other collectors): the general path then asks
-    pytest."""
-    if not nodeid:
-        return False
-    end = nodeid.find("[")
-    return nodeid.count("::", 0, len(nodeid) if end < 0 else end) == 1
-
-
 class _Untimed(_FixtureStats):
     """A fixture definition the timed setup keeps no statistics for (never ready)."""
 
@@ -435,7 +425,6 @@ class _FixtureSpan:
         "name",
         "own",
         "probe",
-        "ready",
         "scope",
         "setup_dur",
         "setup_start",
@@ -813,7 +802,9 @@ class LifecycleProbe:
                     return general_setup(fixturedef, request)
                 own = assembler.outside_class
                 if own is None:
-                    own = assembler.outside_class = _outside_class(activity.test)
+                    test = activity.test
+                    own = test is not None and _scope_node_id(request) == test
+                    assembler.outside_class = own
                 if not own:  # a real class's fixture: the general path, events of its own
                     return general_setup(fixturedef, request)
             finalizers: list[Any] = fixturedef._finalizers  # checked by classify
