@@ -73,7 +73,8 @@ async def test_attach_mid_run_then_follow_to_the_end(
         await until(pilot, lambda: state().tests_done >= EARLY_TESTS, "the backlog")
         assert app.ingest.label == live.run_id
         assert state().end is None
-        assert "running" in header(app)
+        # (the header is drawn on its own refresh, after the fold has the backlog)
+        await until(pilot, lambda: "running" in header(app), "the header")
         await until(pilot, lambda: len(app.main.query_one(WorkersTable).rows) == 2, "2 rows")
         run.open_gate()
         await until(pilot, lambda: state().end is not None, "the end of the run")

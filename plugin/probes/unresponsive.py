@@ -244,11 +244,18 @@ def read_dump(pid: int, signum: int, path: str, wait: float = DUMP_WAIT) -> str 
                 REAL.flock(fd, fcntl.LOCK_UN)
         deadline = REAL.monotonic() + wait
         size = start
+        still = 0
         while REAL.monotonic() < deadline:
             REAL.sleep(0.05)
             grown = REAL.fstat(fd).st_size
             if grown > start and grown == size:
-                break  # it grew and stopped growing: the dump is complete
+                still += 1
+                if still >= 2:
+                    break  # it grew and stopped growing for 0.1 s: the dump is complete
+            else:
+                # (a worker descheduled for 50 ms in the middle of its dump, on a loaded
+                # machine, once left a dump without a single whole thread)
+                still = 0
             size = grown
         text = REAL.pread(fd, 1 << 20, start)
         return text.decode("utf-8", "replace") or None
