@@ -181,47 +181,25 @@ class TestAssembler:
             runs: list[ev.FixtureRun] = []
             keep = worst in ev.FAILING  # a failing test keeps its fixtures with teardown code
             for f in self.fixtures:
-                if isinstance(f, _FixtureStats):
-                    # A yield fixture's execution once its teardown ran: counted in its
-                    # definition's statistics when quick, else recorded.
-                    f.ready = True
-                    setup_dur = f.setup_dur
-                    teardown_dur = f.teardown_dur
-                    detail = f.detail
+                if isinstance(f, _Execution):
+                    # An execution once its teardown ran: counted when quick, else recorded.
+                    if isinstance(f, _FixtureStats):
+                        f.ready = True
                     if (
                         keep
                         or f.failed
                         or f.error is not None
-                        or setup_dur >= detail
-                        or teardown_dur >= detail
+                        or f.setup_dur >= f.detail
+                        or f.teardown_dur >= f.detail
                     ):
                         runs.append(f.as_run())
                     else:
-                        f.count += 1
-                        f.setup_total += setup_dur
-                        if setup_dur > f.setup_max:
-                            f.setup_max = setup_dur
-                        f.teardown_total += teardown_dur
-                elif isinstance(f, _FixtureSpan):
-                    # A span once its teardown ran: counted in its tally when quick, else
-                    # recorded.
-                    detail = f.probe.detail
-                    if (
-                        keep
-                        or f.failed
-                        or f.error is not None
-                        or f.setup_dur >= detail
-                        or f.teardown_dur >= detail
-                    ):
-                        runs.append(f.as_run())
-                    else:
-                        f.probe.tally(
-                            f.key, f.name, "function", f.baseid, f.setup_dur, f.teardown_dur
-                        )
+                        f.count_quick()
                 else:
                     runs.append(f)
             if runs:
                 record.fixtures = runs
+            self.fixtures.clear()  # settled: nothing for reset() to forget
         note = self.note
         if note is not None:
             when, message, longrepr = note
@@ -248,7 +226,103 @@ class _Tally:
         self.teardown_total = 0.0
 
 
-class _FixtureStats:
+def _row(tally: _Tally | _FixtureStats) -> ev.FixtureTally:
+    """One fixture's line of a :class:`ev.FixtureTotals`."""
+    return ev.FixtureTally(
+        tally.name,
+        tally.scope,
+        tally.baseid,
+        tally.count,
+        tally.setup_total,
+        tally.setup_max,
+        tally.teardown_total,
+    )
+
+
+class _Execution:
+    """One fixture execution whose teardown is timed, kept as ``perf_counter`` readings and
+    turned into wall-clock time only for an event or a record: a quick execution, only
+    counted, never needs them (this runs for every yield fixture of every test)."""
+
+    __slots__ = (
+        "activity",
+        "baseid",
+        "detail",
+        "error",
+        "failed",
+        "name",
+        "own",
+        "probe",
+        "scope",
+        "setup_dur",
+        "setup_start",
+        "setup_test",
+        "teardown_dur",
+        "teardown_start",
+    )
+
+    def __init__(self, probe: LifecycleProbe, name: str, scope: str, baseid: str) -> None:
+        self.probe = probe
+        self.activity = probe.activity
+        self.detail = probe.detail
+        self.name = name
+        self.scope = scope
+        self.baseid = baseid
+        self.setup_start = 0.0
+        self.setup_dur = 0.0
+        self.teardown_start = 0.0
+        self.teardown_dur = 0.0
+        self.error: str | None = None
+        self.failed = False
+        """Its own teardown raised: never counted as quick, its record shows where it broke."""
+        self.own: Callable[[], object] | None = None
+        """The fixture's one teardown finalizer, while ours stands in its place."""
+        self.setup_test: str | None = None
+        """The test whose setup triggered it (for a wider scope's setup event)."""
+
+    def count_quick(self) -> None:
+        """Count this execution as a quick one."""
+        raise NotImplementedError
+
+    def setup_event(self) -> ev.FixtureSetup:
+        start = _WALL0 + (self.setup_start - _MONO0)
+        return ev.FixtureSetup(
+            ts=start + self.setup_dur,
+            name=self.name,
+            scope=self.scope,
+            test=self.setup_test,
+            start=start,
+            dur=self.setup_dur,
+            baseid=self.baseid,
+            error=self.error,
+        )
+
+    def teardown_event(self, t: float) -> ev.FixtureTeardown:
+        """Its teardown, ended at perf_counter reading ``t`` in the current test."""
+        return ev.FixtureTeardown(
+            ts=_WALL0 + (t - _MONO0),
+            name=self.name,
+            scope=self.scope,
+            test=self.activity.test,
+            start=_WALL0 + (self.teardown_start - _MONO0),
+            dur=self.teardown_dur,
+            baseid=self.baseid,
+        )
+
+    def as_run(self) -> ev.FixtureRun:
+        teardown = self.teardown_start
+        return ev.FixtureRun(
+            self.name,
+            _WALL0 + (self.setup_start - _MONO0),
+            self.setup_dur,
+            _WALL0 + (teardown - _MONO0) if teardown else 0.0,
+            self.teardown_dur,
+            self.baseid,
+            self.error,
+        )
+
+
+class _FixtureStats(_Execution):
     """One function-scoped fixture definition as the timed setup sees it: its quick
     executions since the worker's last tally (as a :class:`_Tally` counts them), and its
     execution in flight when that has a single teardown finalizer (a yield fixture's), which
@@ -259,39 +333,20 @@ class _FixtureStats:
     own)."""
 
     __slots__ = (
-        "activity",
-        "baseid",
         "busy",
         "count",
-        "detail",
-        "error",
-        "failed",
-        "name",
-        "own",
-        "probe",
         "ready",
-        "scope",
-        "setup_dur",
         "setup_max",
-        "setup_start",
-        "setup_test",
         "setup_total",
         "teardown",
-        "teardown_dur",
-        "teardown_start",
         "teardown_total",
     )
 
     def __init__(self, probe: LifecycleProbe, name: str, scope: str, baseid: str) -> None:
-        self.probe = probe
-        self.activity = probe.activity
-        self.name = name
-        self.scope = scope
-        """"function", or "class" for a class fixture taken here only while a test outside a
-        class is its scope (pytest-django's ``_django_setup_unittest`` in every such test):
-        settled at its teardown, counted when quick, else both its events."""
-        self.baseid = baseid
-        self.detail = probe.detail
+        super().__init__(probe, name, scope, baseid)
+        # scope: "function", or "class" for a class fixture taken here only while a test
+        # outside a class is its scope (pytest-django's ``_django_setup_unittest`` in every
+        # such test): settled at its teardown, counted when quick, else both its events.
         self.count = 0
         self.setup_total = 0.0
         self.setup_max = 0.0
@@ -300,16 +355,16 @@ class _FixtureStats:
         """A class fixture's execution is in flight."""
         self.ready = scope == "function"
         """A function fixture's next execution takes the fast path: none is in flight."""
-        self.setup_start = 0.0
-        self.setup_dur = 0.0
-        self.teardown_start = 0.0
-        self.teardown_dur = 0.0
-        self.error: str | None = None
-        self.failed = False
-        self.own: Callable[[], object] | None = None
-        self.setup_test: str | None = None
         self.teardown: Callable[[], object] = self._teardown
         """Bound once: what stands in for the execution's own teardown finalizer."""
+
+    def count_quick(self) -> None:
+        self.count += 1
+        setup = self.setup_dur
+        self.setup_total += setup
+        if setup > self.setup_max:
+            self.setup_max = setup
+        self.teardown_total += self.teardown_dur
 
     def _teardown(self) -> object:
         """The fixture's own teardown, timed; what it raises goes on to pytest as if it had
@@ -322,7 +377,7 @@ class _FixtureStats:
         try:
             return self.own()  # type: ignore[misc]
         except BaseException:
-            self.failed = True  # never counted as quick: its record shows where it broke
+            self.failed = True
             raise
         finally:
             t = REAL.perf_counter()
@@ -338,52 +393,12 @@ class _FixtureStats:
         when quick, else its setup and teardown events (as a class fixture of a real class
         has them)."""
         self.busy = False
-        dur = self.teardown_dur
-        if dur < self.detail and not self.failed:
-            self.count += 1
-            setup = self.setup_dur
-            self.setup_total += setup
-            if setup > self.setup_max:
-                self.setup_max = setup
-            self.teardown_total += dur
+        if self.teardown_dur < self.detail and not self.failed:
+            self.count_quick()
             return
-        start = _WALL0 + (self.setup_start - _MONO0)
         emit = self.probe.emit
-        emit(
-            ev.FixtureSetup(
-                ts=start + self.setup_dur,
-                name=self.name,
-                scope=self.scope,
-                test=self.setup_test,
-                start=start,
-                dur=self.setup_dur,
-                baseid=self.baseid,
-                error=self.error,
-            )
-        )
-        emit(
-            ev.FixtureTeardown(
-                ts=_WALL0 + (t - _MONO0),
-                name=self.name,
-                scope=self.scope,
-                test=self.activity.test,
-                start=_WALL0 + (self.teardown_start - _MONO0),
-                dur=dur,
-                baseid=self.baseid,
-            )
-        )
-
-    def as_run(self) -> ev.FixtureRun:
-        teardown = self.teardown_start
-        return ev.FixtureRun(
-            self.name,
-            _WALL0 + (self.setup_start - _MONO0),
-            self.setup_dur,
-            _WALL0 + (teardown - _MONO0) if teardown else 0.0,
-            self.teardown_dur,
-            self.baseid,
-            self.error,
-        )
+        emit(self.setup_event())
+        emit(self.teardown_event(t))
 
 
 class _Untimed(_FixtureStats):
@@ -405,33 +420,13 @@ _GENERAL = _Untimed()
 the general path, a span for each execution."""
 
 
-class _FixtureSpan:
-    """A fixture execution whose teardown is timed: a wider-scoped one (its teardown is an
+class _FixtureSpan(_Execution):
+    """A fixture execution timed by the general path: a wider-scoped one (its teardown is an
     event of its own), or one that registered teardown code of its own during its setup
     (a ``yield`` fixture, ``request.addfinalizer``). Two finalizers bracket that teardown,
-    or one stands in for its single teardown finalizer (:meth:`teardown`).
+    or one stands in for its single teardown finalizer (:meth:`teardown`)."""
 
-    Times are kept as ``perf_counter`` readings and turned into wall-clock time only for an
-    event: a quick execution, only counted, never needs them (this runs for every yield
-    fixture of every test)."""
-
-    __slots__ = (
-        "activity",
-        "baseid",
-        "error",
-        "failed",
-        "held",
-        "key",
-        "name",
-        "own",
-        "probe",
-        "scope",
-        "setup_dur",
-        "setup_start",
-        "setup_test",
-        "teardown_dur",
-        "teardown_start",
-    )
+    __slots__ = ("held", "key")
 
     def __init__(
         self,
@@ -444,27 +439,20 @@ class _FixtureSpan:
         dur: float,
         error: str | None,
     ) -> None:
-        self.probe = probe
-        self.activity = probe.activity
+        super().__init__(probe, name, scope, baseid)
         self.key = key
         """The fixture's definition (its tally's key)."""
-        self.name = name
-        self.scope = scope
-        self.baseid = baseid
         self.setup_start = start
         self.setup_dur = dur
-        self.teardown_start = 0.0
-        self.teardown_dur = 0.0
         self.error = error
-        self.own: Callable[[], object] | None = None
-        """The fixture's one teardown finalizer, when :meth:`teardown` stands in its place."""
         self.held = False
         """A quick class fixture's setup within one test, not sent yet: its teardown decides
         (counted, or both events then)."""
-        self.failed = False
-        """Its own teardown raised (seen where :meth:`teardown` stands in for it)."""
-        self.setup_test: str | None = None
-        """The test whose setup triggered it (for a held setup)."""
+
+    def count_quick(self) -> None:
+        self.probe.tally(
+            self.key, self.name, self.scope, self.baseid, self.setup_dur, self.teardown_dur
+        )
 
     def teardown(self) -> object:
         """The fixture's own teardown between :meth:`begin` and :meth:`end`; what it raises
@@ -476,7 +464,7 @@ class _FixtureSpan:
         try:
             return self.own()  # type: ignore[misc]
         except BaseException:
-            self.failed = True  # never counted as quick: its record shows where it broke
+            self.failed = True
             raise
         finally:
             if self.scope == "function":  # the common case: its test's record settles it
@@ -492,61 +480,20 @@ class _FixtureSpan:
 
     def end(self) -> None:
         t = REAL.perf_counter()
-        start = self.teardown_start or t
-        self.teardown_dur = t - start
+        if not self.teardown_start:
+            self.teardown_start = t
+        self.teardown_dur = t - self.teardown_start
         activity = self.activity
         if activity.fixture == self.name:
             activity.fixture = None
         if self.scope != "function":
             probe = self.probe
             if self.held:
-                if self.teardown_dur < probe.detail and not self.failed:
-                    probe.tally(
-                        self.key,
-                        self.name,
-                        self.scope,
-                        self.baseid,
-                        self.setup_dur,
-                        self.teardown_dur,
-                    )
+                if self.teardown_dur < self.detail and not self.failed:
+                    self.count_quick()
                     return
                 probe.emit(self.setup_event())
-            probe.emit(
-                ev.FixtureTeardown(
-                    ts=_WALL0 + (t - _MONO0),
-                    name=self.name,
-                    scope=self.scope,
-                    test=activity.test,
-                    start=_WALL0 + (start - _MONO0),
-                    dur=self.teardown_dur,
-                    baseid=self.baseid,
-                )
-            )
-
-    def setup_event(self) -> ev.FixtureSetup:
-        start = _WALL0 + (self.setup_start - _MONO0)
-        return ev.FixtureSetup(
-            ts=start + self.setup_dur,
-            name=self.name,
-            scope=self.scope,
-            test=self.setup_test,
-            start=start,
-            dur=self.setup_dur,
-            baseid=self.baseid,
-            error=self.error,
-        )
-
-    def as_run(self) -> ev.FixtureRun:
-        teardown = self.teardown_start
-        return ev.FixtureRun(
-            self.name,
-            _WALL0 + (self.setup_start - _MONO0),
-            self.setup_dur,
-            _WALL0 + (teardown - _MONO0) if teardown else 0.0,
-            self.teardown_dur,
-            self.baseid,
-            self.error,
-        )
+            probe.emit(self.teardown_event(t))
 
 
 _PYTEST_FIXTURE_SETUP: Callable[..., object] | None = getattr(
@@ -655,31 +602,8 @@ class LifecycleProbe:
         """Send what was counted since the last tally (nothing when nothing was), and start
         counting again."""
         self._tallied_at = ts
-        rows = [
-            ev.FixtureTally(
-                tally.name,
-                tally.scope,
-                tally.baseid,
-                tally.count,
-                tally.setup_total,
-                tally.setup_max,
-                tally.teardown_total,
-            )
-            for tally in self._tallies.values()
-        ]
-        rows.extend(
-            ev.FixtureTally(
-                stats.name,
-                stats.scope,
-                stats.baseid,
-                stats.count,
-                stats.setup_total,
-                stats.setup_max,
-                stats.teardown_total,
-            )
-            for stats in self._stats.values()
-            if stats.count
-        )
+        rows = [_row(tally) for tally in self._tallies.values()]
+        rows.extend(_row(stats) for stats in self._stats.values() if stats.count)
         # afresh: a suite that makes fixture definitions per test stays bounded (called
         # between tests: no execution is in flight; the timed setup holds this dict)
         self._tallies = {}
