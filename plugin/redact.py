@@ -37,40 +37,74 @@ _KEYWORD = (
 _OPTION_NAME = r"(?:[A-Za-z0-9_-]*?" + _KEYWORD + r"|(?:[A-Za-z0-9_-]*[_-])?(?i:pat))"
 """The name of an option whose next argument is a secret: --token, --db-password, --gh-pat."""
 _QUOTE = r"(?:'|\\\"|\")?"
-_NEXT_ARG = r"""(?:(?:\s|\\[tnr])+|\\?",\s*\\?"|',\s*')"""
-"""Between an option and its value: blanks, or the end of one string of a list and the start
-of the next (``","`` in JSON, ``", "`` and ``', '`` in a list's text, ``\\", \\"`` once that
-text is in JSON); a tab or a line break is ``\\t``, ``\\n`` once in JSON."""
-_VALUE = r"[^\s&;,'\"\\)\]}]+"
-_PATTERN = "|".join(
-    (
-        # scheme://user:password@host (user may be empty: redis://:pw@host)
-        r"(?P<url>://[^\s:/@\"'\\]*:)[^\s@/\"'\\]+(?=@)",
-        # a Sentry DSN's key is its user name
-        r"(?P<dsn>://)[0-9a-f]{32}(?=@)",
-        r"(?P<hook>hooks\.slack\.com/services/)[A-Za-z0-9/_-]+",
-        # Authorization: Bearer <token>
-        r"(?P<bearer>\bBearer\s+)[A-Za-z0-9._~+/=-]{8,}",
-        # --token VALUE, -password VALUE: the option's next argument (in text or a JSON list)
-        # (the look-behind lets a match start only where a run of dashes starts: tried at each
-        # dash of a long run, the lazy name made the search quadratic, 22 s on 15,000 dashes)
-        r"(?P<opt>(?<![A-Za-z0-9_-])--?"
-        + _OPTION_NAME
-        + r"(?:[_-][A-Za-z0-9_-]*)?"
-        + _NEXT_ARG
-        + r")(?!-)"
-        + _VALUE,
-        # password=VALUE, GH_TOKEN=VALUE, token: VALUE, 'secret': 'VALUE', api_key='VALUE'
-        # (the match starts at the keyword: whatever precedes it stays as it is)
-        r"(?P<kv>" + _KEYWORD + r"(?:[_-][A-Za-z0-9_]*)?(?![A-Za-z0-9])" + _QUOTE + r"\s*[=:]\s*"
-        r"(?:\\\"|\")?)(?:'[^'\n\\\"]*'|" + _VALUE + r")",
-        # well-known token shapes: the prefix stays, the rest goes
-        r"(?P<shape>\b(?:gh[pousr]_|github_pat_|xox[abposr]-|(?:sk|rk)_(?:live|test)_))"
-        r"[A-Za-z0-9_-]{10,}",
-        r"(?P<aws>\b(?:AKIA|ASIA))[0-9A-Z]{16}\b",
-        r"(?P<jwt>)\beyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}",
-    )
+_UNICODE_BLANKS_UTF8 = (
+    r"\xc2[\x85\xa0]|\xe1\x9a\x80|\xe2\x80[\x80-\x8a\xa8\xa9\xaf]|\xe2\x81\x9f|\xe3\x80\x80"
 )
+"""What a str pattern's ``\\s`` matches beyond ASCII (NEL, no-break and the other Unicode
+spaces), as the UTF-8 bytes a JSON line carries them in (the encoder leaves them as they are)."""
+_BLANK_TEXT = r"(?:\s|\\[tnrf])"
+"""A blank in text: ``\\s`` (the ASCII separators \\x1c-\\x1f and Unicode spaces included), or
+an escaped one (a text that holds JSON or a repr)."""
+_BLANK_JSON = r"(?:\s|\\[tnrf]|\\u00(?:0[bB]|1[c-fC-F])|" + _UNICODE_BLANKS_UTF8 + ")"
+"""The same as a JSON line holds it: ``\\t`` ``\\n`` ``\\r`` ``\\f``, ``\\u000b`` and
+``\\u001c``-``\\u001f`` escaped, Unicode spaces as UTF-8 bytes (a bytes ``\\s`` is only
+ASCII's six)."""
+_BLANK_SHAPE = r"(?:\s|\\[tnrf]|\\u[bcdef]|" + _UNICODE_BLANKS_UTF8 + ")"
+"""The same in a line's shape (lower case, digits left out: ``\\u001c`` is ``\\uc`` there)."""
+
+
+def _next_arg(blank: str) -> str:
+    """Between an option and its value: blanks, or the end of one string of a list and the
+    start of the next (``","`` in JSON, ``", "`` and ``', '`` in a list's text, ``\\", \\"``
+    once that text is in JSON)."""
+    return rf"""(?:{blank}+|\\?",{blank}*\\?"|',{blank}*')"""
+
+
+_VALUE = r"[^\s&;,'\"\\)\]}]+"
+
+
+def _pattern(blank: str) -> str:
+    """The full pattern, with ``blank`` for what separates a keyword from its value."""
+    return "|".join(
+        (
+            # scheme://user:password@host (user may be empty: redis://:pw@host)
+            r"(?P<url>://[^\s:/@\"'\\]*:)[^\s@/\"'\\]+(?=@)",
+            # a Sentry DSN's key is its user name
+            r"(?P<dsn>://)[0-9a-f]{32}(?=@)",
+            r"(?P<hook>hooks\.slack\.com/services/)[A-Za-z0-9/_-]+",
+            # Authorization: Bearer <token>
+            r"(?P<bearer>\bBearer" + blank + r"+)[A-Za-z0-9._~+/=-]{8,}",
+            # --token VALUE, -password VALUE: the option's next argument (in text or a JSON
+            # list) (the look-behind lets a match start only where a run of dashes starts:
+            # tried at each dash of a long run, the lazy name made the search quadratic, 22 s
+            # on 15,000 dashes)
+            r"(?P<opt>(?<![A-Za-z0-9_-])--?"
+            + _OPTION_NAME
+            + r"(?:[_-][A-Za-z0-9_-]*)?"
+            + _next_arg(blank)
+            + r")(?!-)"
+            + _VALUE,
+            # password=VALUE, GH_TOKEN=VALUE, token: VALUE, 'secret': 'VALUE', api_key='VALUE'
+            # (the match starts at the keyword: whatever precedes it stays as it is)
+            r"(?P<kv>"
+            + _KEYWORD
+            + r"(?:[_-][A-Za-z0-9_]*)?(?![A-Za-z0-9])"
+            + _QUOTE
+            + blank
+            + r"*[=:]"
+            + blank
+            + r"*(?:\\\"|\")?)(?:'[^'\n\\\"]*'|"
+            + _VALUE
+            + r")",
+            # well-known token shapes: the prefix stays, the rest goes
+            r"(?P<shape>\b(?:gh[pousr]_|github_pat_|xox[abposr]-|(?:sk|rk)_(?:live|test)_))"
+            r"[A-Za-z0-9_-]{10,}",
+            r"(?P<aws>\b(?:AKIA|ASIA))[0-9A-Z]{16}\b",
+            r"(?P<jwt>)\beyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}",
+        )
+    )
+
+
 _REDACTED_BYTES = REDACTED.encode()
 
 
@@ -78,12 +112,12 @@ _REDACTED_BYTES = REDACTED.encode()
 # run's controller would pay at start-up while most runs never meet a trigger (below).
 @functools.cache
 def _text_pattern() -> re.Pattern[str]:
-    return re.compile(_PATTERN)
+    return re.compile(_pattern(_BLANK_TEXT))
 
 
 @functools.cache
 def _bytes_pattern() -> re.Pattern[bytes]:
-    return re.compile(_PATTERN.encode())
+    return re.compile(_pattern(_BLANK_JSON).encode())
 
 
 def _keep_text(match: re.Match[str]) -> str:
@@ -186,11 +220,11 @@ _TRIGGER_PATTERNS = (
     re.compile(rb"_pat(?![a-z0-9])"),
     re.compile(rb"-pat(?![a-z0-9])"),
     # api_key=VALUE, "access-key": "VALUE" (the kv branch)
-    re.compile(rb"key[a-z0-9_-]*['\"\\]{0,2}\s*[=:]"),
+    re.compile(rb"key[a-z0-9_-]*['\"\\]{0,2}" + _BLANK_SHAPE.encode() + rb"*[=:]"),
     # --api-key VALUE, ["--api-key","VALUE"], ['--api-key', 'VALUE'] (the opt branch)
     # (anchored on the keyword, not on the dash: from each dash of a long run of them the
     # search would scan to the run's end, a quadratic cost on every new line's shape)
-    re.compile(rb"(?:api|access|private)[_-]?key[a-z0-9_-]*" + _NEXT_ARG.encode()),
+    re.compile(rb"(?:api|access|private)[_-]?key[a-z0-9_-]*" + _next_arg(_BLANK_SHAPE).encode()),
 )
 """The same for triggers too common as substrings (``key`` in ``monkeypatch``, ``_pat`` in
 ``tmp_path``): each starts with a literal, which the regular expression engine finds as

@@ -359,6 +359,7 @@ _FRAGMENTS = [
     "@host", "hooks.slack.com/services/", "T0/B0/xyz", "gh", "p_", "sk_", "live_", "AK", "IA",
     "eyJ", "key", "monkeypatch", "tmp_path", "xox", "b-", "0", "7", "42", "1796558387.42",
     "--api-key", "--private_key", "', '", '","', "['", "']", "\x1c", "\x1f", "\t",
+    "\x0b", "\x0c", "\x85", "\xa0", "\u2028", "\u3000",
     "-" * 40, "-_" * 8,
     " ", "=", ":", "'", '"', "\\", ",", "/", "-", "_", "\n", "abcdefghij", "ABCDEFGHIJ",
 ]  # fmt: skip
@@ -410,6 +411,28 @@ def test_ascii_separators_do_not_hide_a_secret_from_redact_text() -> None:
     the pre-check (bytes) must not call such a text clean."""
     for text in ("api_key\x1c=sekrit123", "\x1f--api-key\x1e sekrit123"):
         assert "sekrit123" not in redact_text(text), repr(text)
+
+
+@pytest.mark.parametrize(
+    "blank", ["\x1c", "\x1f", "\x0b", "\x0c", "\t", "\n", "\x85", "\xa0", "\u2028", "\u3000"]
+)
+def test_a_blank_the_encoder_escapes_does_not_hide_a_secret_in_the_log(blank: str) -> None:
+    """What separates a keyword from its value is a blank to ``\\s`` in text; in the JSON
+    line it is an escape (``\\u001c``, ``\\f``) or UTF-8 bytes (``\\xa0``), which a bytes
+    ``\\s`` does not match: the log's pattern knows them, and so does the pre-check of a
+    line's shape (digits left out: ``\\uc``)."""
+    from testmon_live.plugin.redact import redact_bytes
+
+    for text in (
+        f"password{blank}=sekrit123",
+        f"api_key{blank}: sekrit123",
+        f"--token{blank}sekrit123",
+        f"['--api-key',{blank}'sekrit123']",
+        f"Authorization: Bearer{blank}sekrit123abc",
+    ):
+        assert "sekrit123" not in redact_text(text), repr(text)
+        line = ev.encode_line(ev.Notice(level="warning", source="gw0", msg=text))
+        assert b"sekrit123" not in redact_bytes(line), line
 
 
 def test_clean_shapes_are_bounded() -> None:
