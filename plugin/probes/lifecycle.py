@@ -37,6 +37,7 @@ from typing import Any
 
 import pytest
 from _pytest import fixtures as _pytest_fixtures
+from _pytest.python import Class as _Class
 from _pytest.python import get_direct_param_fixture_func
 
 from .. import events as ev
@@ -99,8 +100,8 @@ class TestAssembler:
         self.fail_call = False
         """A subtest failed and pytest (9 and later) fails the call around it for that."""
         self.outside_class: bool | None = None
-        """The test is its class fixtures' scope (a function outside any class, as pytest
-        asked once a test: :func:`_scope_node_id`; None: not asked yet)."""
+        """The test is its class fixtures' scope (a function outside any class), asked once a
+        test (:meth:`LifecycleProbe._outside_class`; None: not asked yet)."""
 
     def reset(self) -> None:
         self.phases = []
@@ -537,6 +538,8 @@ class LifecycleProbe:
         """pytest's own hook implementation of ``pytest_fixture_setup`` (pluggy's
         ``HookImpl``) while :attr:`_timed` stands in its place."""
         self._wrapper: _FixtureWrapper | None = None
+        self._parents: dict[int, tuple[object, bool]] = {}
+        """id of a test's parent node -> (that node, no class holds it): :meth:`_outside_class`."""
         self._timed = self._timed_setup()
 
     def pytest_runtest_logstart(self, nodeid: str, location: object) -> None:
@@ -619,6 +622,7 @@ class LifecycleProbe:
 
     def untime_fixtures(self) -> None:
         """Give pytest's own fixture setup back (the run is over)."""
+        self._parents.clear()
         impl = self._swapped
         if impl is not None:
             impl.function = _PYTEST_FIXTURE_SETUP
@@ -687,6 +691,7 @@ class LifecycleProbe:
         settle = self._settle
         stats_of = self._stats
         classify = self._classify
+        outside_class = self._outside_class
         assembler = self._test
         fixtures = assembler.fixtures
 
@@ -726,8 +731,7 @@ class LifecycleProbe:
                     return general_setup(fixturedef, request)
                 own = assembler.outside_class
                 if own is None:
-                    test = activity.test
-                    own = test is not None and _scope_node_id(request) == test
+                    own = activity.test is not None and outside_class(request)
                     assembler.outside_class = own
                 if not own:  # a real class's fixture: the general path, events of its own
                     return general_setup(fixturedef, request)
@@ -795,6 +799,22 @@ class LifecycleProbe:
                     settle(fixturedef, request, finalizers, start, t, error, count)
 
         return timed_fixture_setup
+
+    def _outside_class(self, request: pytest.FixtureRequest) -> bool:
+        """The test that requested a class fixture is in no class, so that pytest makes the
+        test itself the fixture's scope (``SubRequest.node``: the nearest ``Class``, else the
+        test). Asked of the test's parent, once per parent (a module's tests share it):
+        ``request.node`` walks the test's ancestors on every call (~3 µs a test)."""
+        try:
+            parent = request._pyfuncitem.parent
+            known = self._parents.get(id(parent))
+            if known is not None and known[0] is parent:
+                return known[1]
+            outside = parent is None or parent.getparent(_Class) is None
+            self._parents[id(parent)] = (parent, outside)
+            return outside
+        except Exception:  # noqa: BLE001  (ours: never the user's problem; not held then)
+            return False
 
     def _classify(self, fixturedef: pytest.FixtureDef[Any]) -> _FixtureStats:
         """How the timed setup takes a fixture definition (once per tally period)."""
@@ -922,20 +942,12 @@ class LifecycleProbe:
             and error is None
             and span.setup_dur < self.detail
             and span.own is not None  # its teardown's failure would be seen
-            and _scope_node_id(request) == test
+            and test is not None
+            and self._outside_class(request)
         ):
             span.held = True  # within its test: its teardown decides, counted or both events
         else:
             self.emit(span.setup_event())
-
-
-def _scope_node_id(request: pytest.FixtureRequest) -> str | None:
-    """The node id of the node a fixture was set up for (for a class fixture requested by a
-    test outside a class, pytest uses the test itself); None: not known."""
-    try:
-        return getattr(request.node, "nodeid", None)
-    except Exception:  # noqa: BLE001  (ours: never the user's problem)
-        return None
 
 
 class _FixtureWrapper:
