@@ -36,6 +36,15 @@ _KEYWORD = (
 )
 _OPTION_NAME = r"(?:[A-Za-z0-9_-]*?" + _KEYWORD + r"|(?:[A-Za-z0-9_-]*[_-])?(?i:pat))"
 """The name of an option whose next argument is a secret: --token, --db-password, --gh-pat."""
+_SECRET_OPTION = (
+    r"(?=[A-Za-z0-9_-]*?(?:"
+    + _KEYWORD
+    + r"|(?<![A-Za-z0-9])(?i:pat))(?![A-Za-z0-9]))[A-Za-z0-9_-]+"
+)
+"""The same name within a longer text, matched in linear time: a run of name characters
+with a keyword in it that ends the run or is followed by ``_`` or ``-`` (``pat`` also only
+at its start or after one). Written as :data:`_OPTION_NAME` plus a suffix, the name let the
+engine try every split of a run such as ``-token-token-...`` (3 s on 20,000 characters)."""
 _QUOTE = r"(?:'|\\\"|\")?"
 _UNICODE_BLANKS_UTF8 = (
     r"\xc2[\x85\xa0]|\xe1\x9a\x80|\xe2\x80[\x80-\x8a\xa8\xa9\xaf]|\xe2\x81\x9f|\xe3\x80\x80"
@@ -45,12 +54,22 @@ spaces), as the UTF-8 bytes a JSON line carries them in (the encoder leaves them
 _BLANK_TEXT = r"(?:\s|\\[tnrf])"
 """A blank in text: ``\\s`` (the ASCII separators \\x1c-\\x1f and Unicode spaces included), or
 an escaped one (a text that holds JSON or a repr)."""
-_BLANK_JSON = r"(?:\s|\\[tnrf]|\\u00(?:0[bB]|1[c-fC-F])|" + _UNICODE_BLANKS_UTF8 + ")"
+_BLANK_JSON = r"(?:\s|\\\\?[tnrf]|\\u00(?:0[bB]|1[c-fC-F])|" + _UNICODE_BLANKS_UTF8 + ")"
 """The same as a JSON line holds it: ``\\t`` ``\\n`` ``\\r`` ``\\f``, ``\\u000b`` and
 ``\\u001c``-``\\u001f`` escaped, Unicode spaces as UTF-8 bytes (a bytes ``\\s`` is only
-ASCII's six)."""
-_BLANK_SHAPE = r"(?:\s|\\[tnrf]|\\u[bcdef]|" + _UNICODE_BLANKS_UTF8 + ")"
+ASCII's six); and a text's own ``\\t``, whose backslash the encoder doubles."""
+_BLANK_SHAPE = r"(?:\s|\\\\?[tnrf]|\\u[bcdef]|" + _UNICODE_BLANKS_UTF8 + ")"
 """The same in a line's shape (lower case, digits left out: ``\\u001c`` is ``\\uc`` there)."""
+
+
+_START_TEXT = r"\b"
+_START_JSON = r"(?:\b|(?<=\\[tnrfb])|(?<=\\u00[0-9a-fA-F]{2}))"
+"""Where a token may start: at a word boundary; in a JSON line also right after an escaped
+control character (``\\ntoken``: the escape's letter leaves no boundary)."""
+_QUOTED_TEXT = r"'[^'\n\\\"]*'"
+_QUOTED_JSON = r"'(?:[^'\\\"]|\\[^\"])*'"
+"""A value in single quotes; in a JSON line it may hold escapes (``'a\\tb'``), never an
+escaped double quote (the end of the JSON string, as ``"`` ends the text's)."""
 
 
 def _next_arg(blank: str) -> str:
@@ -63,8 +82,9 @@ def _next_arg(blank: str) -> str:
 _VALUE = r"[^\s&;,'\"\\)\]}]+"
 
 
-def _pattern(blank: str) -> str:
-    """The full pattern, with ``blank`` for what separates a keyword from its value."""
+def _pattern(blank: str, start: str, quoted: str) -> str:
+    """The full pattern, with ``blank`` for what separates a keyword from its value, ``start``
+    for where a token may begin and ``quoted`` for a value in single quotes."""
     return "|".join(
         (
             # scheme://user:password@host (user may be empty: redis://:pw@host)
@@ -73,14 +93,13 @@ def _pattern(blank: str) -> str:
             r"(?P<dsn>://)[0-9a-f]{32}(?=@)",
             r"(?P<hook>hooks\.slack\.com/services/)[A-Za-z0-9/_-]+",
             # Authorization: Bearer <token>
-            r"(?P<bearer>\bBearer" + blank + r"+)[A-Za-z0-9._~+/=-]{8,}",
+            r"(?P<bearer>" + start + r"Bearer" + blank + r"+)[A-Za-z0-9._~+/=-]{8,}",
             # --token VALUE, -password VALUE: the option's next argument (in text or a JSON
             # list) (the look-behind lets a match start only where a run of dashes starts:
             # tried at each dash of a long run, the lazy name made the search quadratic, 22 s
             # on 15,000 dashes)
             r"(?P<opt>(?<![A-Za-z0-9_-])--?"
-            + _OPTION_NAME
-            + r"(?:[_-][A-Za-z0-9_-]*)?"
+            + _SECRET_OPTION
             + _next_arg(blank)
             + r")(?!-)"
             + _VALUE,
@@ -88,19 +107,26 @@ def _pattern(blank: str) -> str:
             # (the match starts at the keyword: whatever precedes it stays as it is)
             r"(?P<kv>"
             + _KEYWORD
-            + r"(?:[_-][A-Za-z0-9_]*)?(?![A-Za-z0-9])"
+            # the rest of the name, 100 characters at most: tried from every keyword of a run
+            # like "password_password_...", an unbounded rest made the search quadratic
+            # (2.6 s on 80,000 characters)
+            + r"(?:[_-][A-Za-z0-9_]{0,100})?(?![A-Za-z0-9])"
             + _QUOTE
             + blank
             + r"*[=:]"
             + blank
-            + r"*(?:\\\"|\")?)(?:'[^'\n\\\"]*'|"
+            + r"*(?:\\\"|\")?)(?:"
+            + quoted
+            + "|"
             + _VALUE
             + r")",
             # well-known token shapes: the prefix stays, the rest goes
-            r"(?P<shape>\b(?:gh[pousr]_|github_pat_|xox[abposr]-|(?:sk|rk)_(?:live|test)_))"
+            r"(?P<shape>"
+            + start
+            + r"(?:gh[pousr]_|github_pat_|xox[abposr]-|(?:sk|rk)_(?:live|test)_))"
             r"[A-Za-z0-9_-]{10,}",
-            r"(?P<aws>\b(?:AKIA|ASIA))[0-9A-Z]{16}\b",
-            r"(?P<jwt>)\beyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}",
+            r"(?P<aws>" + start + r"(?:AKIA|ASIA))[0-9A-Z]{16}\b",
+            r"(?P<jwt>)" + start + r"eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}",
         )
     )
 
@@ -112,12 +138,12 @@ _REDACTED_BYTES = REDACTED.encode()
 # run's controller would pay at start-up while most runs never meet a trigger (below).
 @functools.cache
 def _text_pattern() -> re.Pattern[str]:
-    return re.compile(_pattern(_BLANK_TEXT))
+    return re.compile(_pattern(_BLANK_TEXT, _START_TEXT, _QUOTED_TEXT))
 
 
 @functools.cache
 def _bytes_pattern() -> re.Pattern[bytes]:
-    return re.compile(_pattern(_BLANK_JSON).encode())
+    return re.compile(_pattern(_BLANK_JSON, _START_JSON, _QUOTED_JSON).encode())
 
 
 def _keep_text(match: re.Match[str]) -> str:
@@ -219,25 +245,54 @@ _TRIGGER_PATTERNS = (
     re.compile(rb"k_(?:live|test)_"),
     re.compile(rb"_pat(?![a-z0-9])"),
     re.compile(rb"-pat(?![a-z0-9])"),
+)
+"""The same for triggers too common as substrings (``_pat`` in ``tmp_path``): each starts
+with a literal, which the regular expression engine finds as fast as ``in``."""
+_NAME_RUN = re.compile(rb"[a-z0-9_-]*")
+_RUN_TRIGGERS = (
     # api_key=VALUE, "access-key": "VALUE" (the kv branch)
-    re.compile(rb"key[a-z0-9_-]*['\"\\]{0,2}" + _BLANK_SHAPE.encode() + rb"*[=:]"),
+    (
+        re.compile(rb"key"),
+        re.compile(rb"[a-z0-9_-]*['\"\\]{0,2}" + _BLANK_SHAPE.encode() + rb"*[=:]"),
+    ),
     # --api-key VALUE, ["--api-key","VALUE"], ['--api-key', 'VALUE'] (the opt branch)
     # (anchored on the keyword, not on the dash: from each dash of a long run of them the
     # search would scan to the run's end, a quadratic cost on every new line's shape)
-    re.compile(rb"(?:api|access|private)[_-]?key[a-z0-9_-]*" + _next_arg(_BLANK_SHAPE).encode()),
+    (
+        re.compile(rb"(?:api|access|private)[_-]?key"),
+        re.compile(rb"[a-z0-9_-]*" + _next_arg(_BLANK_SHAPE).encode()),
+    ),
 )
-"""The same for triggers too common as substrings (``key`` in ``monkeypatch``, ``_pat`` in
-``tmp_path``): each starts with a literal, which the regular expression engine finds as
-fast as ``in``. ``key`` only as the full pattern can match it: before ``=`` or ``:`` (the
-kv branch), or after a dash and before an option's value (the opt branch), so that a
-fixture list with ``"monkeypatch","`` in it is not a trigger."""
+"""``key`` (in ``monkeypatch`` too) only as the full pattern can match it: before ``=`` or
+``:`` (the kv branch), or after a dash and before an option's value (the opt branch), so
+that a fixture list with ``"monkeypatch","`` in it is not a trigger. Each is a keyword and
+what must follow it after the rest of its run of name characters (:func:`_run_triggered`)."""
 
 
 def _triggered(low: bytes) -> bool:
     for trigger in _TRIGGERS:
         if trigger in low:
             return True
-    return any(pattern.search(low) is not None for pattern in _TRIGGER_PATTERNS)
+    for pattern in _TRIGGER_PATTERNS:
+        if pattern.search(low) is not None:
+            return True
+    return any(_run_triggered(low, keyword, tail) for keyword, tail in _RUN_TRIGGERS)
+
+
+def _run_triggered(low: bytes, keyword: re.Pattern[bytes], tail: re.Pattern[bytes]) -> bool:
+    """``keyword`` somewhere in ``low``, followed by ``tail`` (which starts with the rest of
+    the keyword's run of name characters). Tried from the first keyword of each run only:
+    every later one in the same run reaches the same end of it and fails alike, and trying
+    each (a regular expression search does) costs quadratic time on ``keykeykey...``."""
+    at = 0
+    while True:
+        found = keyword.search(low, at)
+        if found is None:
+            return False
+        end = found.end()
+        if tail.match(low, end) is not None:
+            return True
+        at = _NAME_RUN.match(low, end).end()  # type: ignore[union-attr]
 
 
 def redact_url(url: str) -> str:

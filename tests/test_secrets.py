@@ -435,6 +435,54 @@ def test_a_blank_the_encoder_escapes_does_not_hide_a_secret_in_the_log(blank: st
         assert b"sekrit123" not in redact_bytes(line), line
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        "x\tghp_abcdefSEKRIT",  # a token right after an escaped control character
+        "x\nAKIAIOSFODNN7SEKRIT1",
+        "x\neyJabcdefgh.abcdefgh.abcSEKRIT",
+        "x\x1cBearer abcSEKRIT",
+        "x\rsk_live_abcSEKRIT1234",
+        "password='a\tSEKRIT'",  # a quoted value holding an escaped blank
+        "password= 'a\x1cSEKRIT'",
+        "password\\t=SEKRIT",  # a text's own escapes, doubled by the encoder
+        "password=\\tSEKRIT",
+        "Bearer\\tabcSEKRIT",
+        "--token\\tSEKRIT",
+    ],
+)
+def test_what_redact_text_cuts_the_log_cuts(text: str) -> None:
+    """Each of these was cut by redact_text and reached the log as it was: in the JSON line an
+    escape's letter leaves no word boundary before a token, a quoted value holds an escape,
+    a backslash is doubled (found by a review)."""
+    from testmon_live.plugin.redact import redact_bytes
+
+    assert "SEKRIT" not in redact_text(text), repr(text)
+    line = ev.encode_line(ev.Notice(level="warning", source="gw0", msg=text))
+    assert b"SEKRIT" not in redact_bytes(line), line
+
+
+def test_redaction_of_hostile_runs_does_not_hang() -> None:
+    """Runs of keywords (``keykeykey...``, ``-token-token...``, ``password_password_...``)
+    once made the pre-check or the full pattern try every keyword against the rest of the
+    run: quadratic, 10 s on 20,000 characters, hours on these 200,000. In a process of its
+    own with a bound far above the seconds a linear search takes here."""
+    script = """
+from testmon_live.plugin import events as ev
+from testmon_live.plugin.redact import redact_bytes, redact_text
+for part in ("key", "api-key-", "-token", "password_", "token_", "credentials_",
+             "--password", "--api-key\\\\t", "Bearer", "\\\\u001c"):
+    text = part * (200_000 // len(part))
+    redact_text(text)
+    redact_bytes(ev.encode_line(ev.Notice(level="warning", source="gw0", msg=text)))
+print("ok")
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300
+    )
+    assert done.stdout.strip() == "ok", done.stderr
+
+
 def test_clean_shapes_are_bounded() -> None:
     from testmon_live.plugin.redact import _CleanShapes
 
