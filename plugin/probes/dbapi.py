@@ -162,10 +162,6 @@ def _call(
     return original(cursor, query, params, *args, **kwargs)
 
 
-_NOTHING: Any = object()
-"""An argument not given (sqlite3 tells "not given" from ``None``)."""
-
-
 def _wrap_sqlite(
     original: Callable[..., Any],
     many: bool,
@@ -173,31 +169,10 @@ def _wrap_sqlite(
     factory: Any = None,
 ) -> Any:
     """sqlite3's cursor methods take their arguments by position only: a wrapper of that
-    shape calls them without packing (the cheapest wrapper of all, run per statement).
-
-    With ``make``, the wrapper is a connection's: ``Connection.execute`` of the C type
-    makes its cursor without calling ``cursor()``; this one makes a ``factory`` cursor with
-    ``make`` (``Connection.cursor``) and runs ``original`` (the cursor's method) on it, in
-    the same frame: the most common statement call of all pays for one frame of ours."""
-    begin, done, failed = dblocks.begin, dblocks.done_fast, dblocks.failed
-    describe = _describe_sqlite
-
-    @functools.wraps(original)
-    def execute(self: Any, sql: Any, params: Any = _NOTHING, /) -> Any:
-        cur = self if make is None else make(self, factory)
-        given = params is not _NOTHING
-        entry = begin(sql, params if given else None, None, cur, describe, many)
-        if entry is None:
-            return original(cur, sql, params) if given else original(cur, sql)
-        try:
-            result = original(cur, sql, params) if given else original(cur, sql)
-        except BaseException as exc:
-            failed(entry, exc)
-            raise
-        done(entry)
-        return result
-
-    return execute
+    shape (:func:`.dblocks.positional_wrapper`) calls them without packing, the cheapest
+    of all, run per statement. With ``make``, a connection's ``execute``: the C type's makes
+    its cursor without calling ``cursor()``; this one makes a ``factory`` cursor."""
+    return dblocks.positional_wrapper(original, _describe_sqlite, many, make, factory)
 
 
 def _text(query: Any) -> str:
