@@ -481,13 +481,13 @@ class _FixtureSpan(_Execution):
 
     def end(self) -> None:
         t = REAL.perf_counter()
-        if not self.teardown_start:
-            self.teardown_start = t
-        self.teardown_dur = t - self.teardown_start
+        start = self.teardown_start or t  # no begin(): no teardown code of its own ran
+        self.teardown_dur = t - start
         activity = self.activity
         if activity.fixture == self.name:
             activity.fixture = None
         if self.scope != "function":
+            self.teardown_start = start  # its teardown event says when
             probe = self.probe
             if self.held:
                 if self.teardown_dur < self.detail and not self.failed:
