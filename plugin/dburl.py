@@ -10,11 +10,15 @@ from __future__ import annotations
 
 from urllib.parse import unquote
 
-from .redact import redact_url
-
 
 def display_url(url: str) -> str:
     """``url`` percent-decoded (as the user wrote it), its password redacted."""
+    # Imported here, not with this module: the SQLAlchemy probe imports this one into every
+    # worker whose suite imports SQLAlchemy, and :mod:`.redact` compiles its patterns at
+    # import (~15 M instructions), which a worker only needs once it shows a URL (a lock
+    # statement, a migration: never on a statement's hot path).
+    from .redact import redact_url
+
     return redact_url(unquote(url)) if "%" in url else redact_url(url)
 
 

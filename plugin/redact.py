@@ -20,11 +20,20 @@ from collections.abc import Iterable, Mapping
 
 REDACTED = "***"
 
-_SECRET_NAME = re.compile(
-    r"(PASSW|PASSPHRASE|_PASS$|^PASS|PWD$|SECRET|TOKEN|CREDENTIAL|PRIVATE|API_?KEY|ACCESS_?KEY|"
-    r"AUTH(?!OR)|COOKIE|SESSION_?KEY|SIGNATURE|_KEY$|^KEY$|_PAT$|^PAT$|_SK$|DSN$|WEBHOOK)",
-    re.IGNORECASE,
-)
+
+# The patterns a run header needs (:func:`header_env`, :func:`redact_args`) are compiled on
+# first use, like the two full ones below: the controller needs them once, at start-up, and a
+# worker imports this module only to show a database URL.
+@functools.cache
+def _secret_name() -> re.Pattern[str]:
+    return re.compile(
+        r"(PASSW|PASSPHRASE|_PASS$|^PASS|PWD$|SECRET|TOKEN|CREDENTIAL|PRIVATE|API_?KEY|"
+        r"ACCESS_?KEY|AUTH(?!OR)|COOKIE|SESSION_?KEY|SIGNATURE|_KEY$|^KEY$|_PAT$|^PAT$|_SK$|"
+        r"DSN$|WEBHOOK)",
+        re.IGNORECASE,
+    )
+
+
 _NOT_SECRET = frozenset({"PWD", "OLDPWD"})
 
 # One alternation, each branch a named group that is kept (what precedes the secret); the
@@ -158,7 +167,7 @@ def _keep_bytes(match: re.Match[bytes]) -> bytes:
 
 def is_secret_name(name: str) -> bool:
     """Does an environment variable's name suggest its value is a secret?"""
-    return name.upper() not in _NOT_SECRET and bool(_SECRET_NAME.search(name))
+    return name.upper() not in _NOT_SECRET and bool(_secret_name().search(name))
 
 
 def redact_text(text: str) -> str:
@@ -311,12 +320,14 @@ def redact_env(env: Mapping[str, str]) -> dict[str, str]:
     return out
 
 
-_EXPLAINS_A_RUN = re.compile(
-    r"^(?:CI|CI_.*|BUILD_.*|RUNNER_.*|GITHUB_.*|GITLAB_.*|BUILDKITE.*|CIRCLE.*|JENKINS_.*|"
-    r"TRAVIS.*|TF_BUILD|TEAMCITY_.*|PYTEST_.*|PYTHON.*|TESTMON_.*|TOX_.*|NOX_.*|VIRTUAL_ENV|"
-    r"DOCKER_HOST|TESTCONTAINERS_.*|TC_HOST|TZ|LANG|LC_.*|"
-    r".*(?:DATABASE|_DB|POSTGRES|MYSQL|MARIADB|REDIS|MONGO)[A-Z_]*_(?:URL|URI))$"
-)
+@functools.cache
+def _explains_a_run() -> re.Pattern[str]:
+    return re.compile(
+        r"^(?:CI|CI_.*|BUILD_.*|RUNNER_.*|GITHUB_.*|GITLAB_.*|BUILDKITE.*|CIRCLE.*|JENKINS_.*|"
+        r"TRAVIS.*|TF_BUILD|TEAMCITY_.*|PYTEST_.*|PYTHON.*|TESTMON_.*|TOX_.*|NOX_.*|VIRTUAL_ENV|"
+        r"DOCKER_HOST|TESTCONTAINERS_.*|TC_HOST|TZ|LANG|LC_.*|"
+        r".*(?:DATABASE|_DB|POSTGRES|MYSQL|MARIADB|REDIS|MONGO)[A-Z_]*_(?:URL|URI))$"
+    )
 
 
 def header_env(env: Mapping[str, str], keep: Iterable[str] = ()) -> dict[str, str]:
@@ -326,7 +337,7 @@ def header_env(env: Mapping[str, str], keep: Iterable[str] = ()) -> dict[str, st
     chosen = {
         name: value
         for name, value in env.items()
-        if name in wanted or _EXPLAINS_A_RUN.match(name.upper())
+        if name in wanted or _explains_a_run().match(name.upper())
     }
     return redact_env(chosen)
 
@@ -340,9 +351,11 @@ def redact_args(args: list[str]) -> list[str]:
             out.append(REDACTED)
             hide_next = False
             continue
-        hide_next = bool(_OPTION_WITH_SECRET.match(arg))
+        hide_next = bool(_option_with_secret().match(arg))
         out.append(redact_text(arg))
     return out
 
 
-_OPTION_WITH_SECRET = re.compile(r"^--?" + _OPTION_NAME + r"(?:[_-][A-Za-z0-9_-]*)?$")
+@functools.cache
+def _option_with_secret() -> re.Pattern[str]:
+    return re.compile(r"^--?" + _OPTION_NAME + r"(?:[_-][A-Za-z0-9_-]*)?$")

@@ -18,6 +18,7 @@ psycopg2) without consuming it.
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Any
 
@@ -26,44 +27,71 @@ from ..clock import now
 from ..guard import repr_of, text_of
 from . import locking
 
-_LOCK_RE = re.compile(
-    r"""
-    (?P<adv>pg_advisory(?P<xact>_xact)?_lock(?:_shared)?)\s*\((?P<advkey>(?:%\(\w+\)s|[^)])*)\)
-  | pg_try_advisory(?P<tryxact>_xact)?_lock(?:_shared)?\s*\((?P<trykey>(?:%\(\w+\)s|[^)])*)\)
-  | pg_advisory_unlock(?P<all>_all)?(?:_shared)?\s*\((?P<unkey>(?:%\(\w+\)s|[^)])*)\)
-  | \bget_lock\s*\(\s*(?P<glkey>(?:%\(\w+\)s|[^,)])*)
-  | \brelease_lock\s*\(\s*(?P<rlkey>(?:%\(\w+\)s|[^,)])*)\)
-  | \bunlock\s+tables\b(?P<unlocktables>)
-  | \block\s+(?:table\s+|tables\s+)?(?:only\s+)?(?P<table>[\w."`]+)
-  | \bfor\s+(?:no\s+key\s+)?(?:update|share|key\s+share)\b(?P<forupdate>)
-  | ^\s*begin\s+(?P<sqlite>immediate|exclusive)\b
-  | ^\s*(?P<end>commit|rollback|end)\b
-  | ^\s*(?P<ddl>create|alter|drop)\s+(?!database\b)
-    """,
-    re.IGNORECASE | re.VERBOSE,
-)
+
+# Compiled on first use, as in :mod:`..redact`: the five compilations cost ~15 M instructions,
+# which every worker whose suite imports SQLAlchemy or a DB-API driver paid at start-up, while
+# only a statement that passes :func:`~.dblocks.begin`'s pre-check (a lock, the end of a
+# transaction, a schema change) is classified, and many suites run none. Such a statement
+# pays a cached call per pattern (~0.4 k instructions of the ~25 k its classification costs);
+# every other statement never reaches them.
+@functools.cache
+def _lock_re() -> re.Pattern[str]:
+    return re.compile(
+        r"""
+        (?P<adv>pg_advisory(?P<xact>_xact)?_lock(?:_shared)?)\s*\((?P<advkey>(?:%\(\w+\)s|[^)])*)\)
+      | pg_try_advisory(?P<tryxact>_xact)?_lock(?:_shared)?\s*\((?P<trykey>(?:%\(\w+\)s|[^)])*)\)
+      | pg_advisory_unlock(?P<all>_all)?(?:_shared)?\s*\((?P<unkey>(?:%\(\w+\)s|[^)])*)\)
+      | \bget_lock\s*\(\s*(?P<glkey>(?:%\(\w+\)s|[^,)])*)
+      | \brelease_lock\s*\(\s*(?P<rlkey>(?:%\(\w+\)s|[^,)])*)\)
+      | \bunlock\s+tables\b(?P<unlocktables>)
+      | \block\s+(?:table\s+|tables\s+)?(?:only\s+)?(?P<table>[\w."`]+)
+      | \bfor\s+(?:no\s+key\s+)?(?:update|share|key\s+share)\b(?P<forupdate>)
+      | ^\s*begin\s+(?P<sqlite>immediate|exclusive)\b
+      | ^\s*(?P<end>commit|rollback|end)\b
+      | ^\s*(?P<ddl>create|alter|drop)\s+(?!database\b)
+        """,
+        re.IGNORECASE | re.VERBOSE,
+    )
+
+
 _NAME = r"(?:\"[^\"]+\"|`[^`]+`|[\w$]+)"
-_DDL_TARGET_RE = re.compile(
-    rf"""
-    ^\s*(?:create|alter|drop)\s+(?:or\s+replace\s+)?
-    (?P<temp>(?:global\s+|local\s+)?(?:temp|temporary)\s+)?
-    (?:unique\s+)?(?:unlogged\s+)?
-    (?P<what>schema|table|index|view|materialized\s+view|sequence|type|function|procedure
-        |trigger|extension|domain)?\s*
-    (?:concurrently\s+)?(?:if\s+(?:not\s+)?exists\s+)?(?:only\s+)?(?:authorization\s+)?
-    (?:on\s+(?P<on_unnamed>{_NAME})\s*\.
-      |(?P<name>{_NAME})(?:\s*\.\s*(?P<inner>{_NAME}))?
-       (?:\s+on\s+(?:only\s+)?(?P<on>{_NAME})\s*\.)?)
-    """,
-    re.IGNORECASE | re.VERBOSE,
-)
-"""What a schema change changes: a temporary object (private to its connection), and the
-schema it names, if it names one."""
-_FROM_RE = re.compile(r"\bfrom\s+([\w.\"`]+)", re.IGNORECASE)
-_PARAM_RE = re.compile(r"%\((\w+)\)s|:(\w+)|%s|\?")
-_TABLE_RE = re.compile(
-    r"\b(?:table|into|from|update)\s+(?:if\s+\w+\s+exists\s+)?([\w.`\"]+)", re.IGNORECASE
-)
+
+
+@functools.cache
+def _ddl_target_re() -> re.Pattern[str]:
+    """What a schema change changes: a temporary object (private to its connection), and the
+    schema it names, if it names one."""
+    return re.compile(
+        rf"""
+        ^\s*(?:create|alter|drop)\s+(?:or\s+replace\s+)?
+        (?P<temp>(?:global\s+|local\s+)?(?:temp|temporary)\s+)?
+        (?:unique\s+)?(?:unlogged\s+)?
+        (?P<what>schema|table|index|view|materialized\s+view|sequence|type|function|procedure
+            |trigger|extension|domain)?\s*
+        (?:concurrently\s+)?(?:if\s+(?:not\s+)?exists\s+)?(?:only\s+)?(?:authorization\s+)?
+        (?:on\s+(?P<on_unnamed>{_NAME})\s*\.
+          |(?P<name>{_NAME})(?:\s*\.\s*(?P<inner>{_NAME}))?
+           (?:\s+on\s+(?:only\s+)?(?P<on>{_NAME})\s*\.)?)
+        """,
+        re.IGNORECASE | re.VERBOSE,
+    )
+
+
+@functools.cache
+def _from_re() -> re.Pattern[str]:
+    return re.compile(r"\bfrom\s+([\w.\"`]+)", re.IGNORECASE)
+
+
+@functools.cache
+def _param_re() -> re.Pattern[str]:
+    return re.compile(r"%\((\w+)\)s|:(\w+)|%s|\?")
+
+
+@functools.cache
+def _table_re() -> re.Pattern[str]:
+    return re.compile(
+        r"\b(?:table|into|from|update)\s+(?:if\s+\w+\s+exists\s+)?([\w.`\"]+)", re.IGNORECASE
+    )
 
 
 class Lock:
@@ -86,7 +114,7 @@ class Lock:
 
 def classify(statement: str, parameters: Any) -> Lock | None:
     """The lock a statement takes or releases, if any."""
-    match = _LOCK_RE.search(statement)
+    match = _lock_re().search(statement)
     if match is None:
         return None
     group = match.group
@@ -115,7 +143,7 @@ def classify(statement: str, parameters: Any) -> Lock | None:
             return None
         return Lock("acquire", "table", table, True)
     if group("forupdate") is not None:
-        found = _FROM_RE.search(statement)
+        found = _from_re().search(statement)
         table = found.group(1).strip('"`') if found else "?"
         return Lock("acquire", "row", table, True)
     if group("sqlite"):
@@ -130,7 +158,7 @@ def classify(statement: str, parameters: Any) -> Lock | None:
 def _ddl(statement: str) -> Lock | None:
     """A schema change, with the schema it names in ``key`` (``""``: none named); ``None``
     for a temporary object, which only its own connection sees."""
-    target = _DDL_TARGET_RE.match(statement)
+    target = _ddl_target_re().match(statement)
     if target is None:
         return Lock("ddl", "", "", False)
     if target.group("temp"):
@@ -158,7 +186,7 @@ _DEFAULT_SCHEMAS = frozenset({"public", "main"})
 def _resolve(text: str, statement: str, pos: int, parameters: Any) -> str:
     """A lock key as written, with a bound parameter replaced by its value."""
     text = text.strip()
-    found = _PARAM_RE.fullmatch(text)
+    found = _param_re().fullmatch(text)
     if found is None:
         return text.strip("'\"")
     name = found.group(1) or found.group(2)
@@ -166,7 +194,7 @@ def _resolve(text: str, statement: str, pos: int, parameters: Any) -> str:
         if name is not None and isinstance(parameters, dict):
             return text_of(parameters[name], 200)
         if isinstance(parameters, (list, tuple)) and parameters:
-            index = len(_PARAM_RE.findall(statement[:pos]))
+            index = len(_param_re().findall(statement[:pos]))
             value = parameters[index]
             return text_of(value[0] if isinstance(value, (list, tuple)) else value, 200)
     except (KeyError, IndexError, TypeError):
@@ -176,7 +204,7 @@ def _resolve(text: str, statement: str, pos: int, parameters: Any) -> str:
 
 def table_of(statement: str) -> str:
     """The table a statement names first (for a metadata-lock wait's label)."""
-    found = _TABLE_RE.search(statement)
+    found = _table_re().search(statement)
     return found.group(1).strip('`"') if found else "?"
 
 
