@@ -245,10 +245,11 @@ _CLEAN = _CleanShapes()
 
 
 _TRIGGERS = (
-    b"://", b"bearer", b"xox", b"akia", b"asia", b"eyj", b"passw", b"pwd", b"secret",
+    b"bearer", b"xox", b"akia", b"asia", b"eyj", b"passw", b"pwd", b"secret",
     b"token", b"credential", b"hooks.slack",
 )  # fmt: skip
-"""Lower-case substrings one of which every secret the patterns find contains."""
+"""Lower-case substrings one of which every secret the patterns find contains (but a URL's
+password: :func:`_triggered`)."""
 _TRIGGER_PATTERNS = (
     re.compile(rb"gh(?:[pousr]_|ithub_pat_)"),
     re.compile(rb"k_(?:live|test)_"),
@@ -282,6 +283,10 @@ def _triggered(low: bytes) -> bool:
     for trigger in _TRIGGERS:
         if trigger in low:
             return True
+    # A URL's password (or DSN key) is only ever cut before an "@": a line with URLs and no
+    # "@" (a SQLite file's, a server's without credentials) has none, and stays clean.
+    if b"://" in low and b"@" in low:
+        return True
     for pattern in _TRIGGER_PATTERNS:
         if pattern.search(low) is not None:
             return True

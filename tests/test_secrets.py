@@ -483,6 +483,26 @@ print("ok")
     assert done.stdout.strip() == "ok", done.stderr
 
 
+def test_urls_without_credentials_leave_a_line_on_the_fast_path() -> None:
+    """A URL's password is only ever cut before an ``@``: lines of a SQLite suite (a file's
+    URL in every migration and wait) are no trigger, so the full pattern is never compiled
+    (~8 ms at start-up) nor run on them; a URL with credentials still is, and is cut."""
+    script = """
+from testmon_live.plugin import events as ev
+from testmon_live.plugin import redact
+for url in ("sqlite:////tmp/app.db", "postgresql://db.internal:5432/app", "https://x.io/a?b=1"):
+    line = ev.encode_line(ev.DbWait(dialect="sqlite", url=url, statement="SELECT 1", waited=1.0))
+    assert redact.redact_bytes(line) == line
+assert redact._bytes_pattern.cache_info().currsize == 0, "compiled for a URL with no '@'"
+line = ev.encode_line(ev.Notice(msg="postgresql://app:Pw0rdless@db.internal/app"))
+assert b"Pw0rdless" not in redact.redact_bytes(line)
+assert b"postgresql://app:***@db.internal/app" in redact.redact_bytes(line)
+print("ok")
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.stdout.strip() == "ok", done.stderr
+
+
 def test_clean_shapes_are_bounded() -> None:
     from testmon_live.plugin.redact import _CleanShapes
 
