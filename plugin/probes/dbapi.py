@@ -212,6 +212,23 @@ def _pg_url(info: Any) -> str:
     return f"postgresql://{info.host}:{info.port}/{info.dbname}"
 
 
+_psycopg_urls: dict[tuple[bytes, bytes, bytes], str] = {}
+"""A psycopg 3 connection's (host, port, database) as libpq gives them -> its URL: read
+through ``ConnectionInfo`` (which decodes each), the URL cost half of what the probe adds to
+a connection, and a suite connects to the same few databases again and again."""
+
+
+def _psycopg_url(raw: Any) -> str:
+    pgconn = raw.pgconn
+    key = (pgconn.host, pgconn.port, pgconn.db)
+    url = _psycopg_urls.get(key)
+    if url is None:
+        if len(_psycopg_urls) >= 256:
+            _psycopg_urls.clear()
+        url = _psycopg_urls[key] = _pg_url(raw.info)
+    return url
+
+
 def _describe_psycopg(_source: Any, cursor: Any) -> dblocks.Target:
     raw = cursor.connection
     return dblocks.Target("postgresql", _pg_url(raw.info), raw, "", monitor_for(raw))
@@ -239,7 +256,7 @@ def _wrap_psycopg_init(original: Callable[..., Any]) -> Any:
         if locking._current is not None:
             try:
                 backend = int(self.pgconn.backend_pid)
-                url = _pg_url(self.info)
+                url = _psycopg_url(self)
             except Exception:  # noqa: BLE001  (an odd connection: not mapped, still usable)
                 return
             dblocks.announce(self, "postgresql", url, backend)
