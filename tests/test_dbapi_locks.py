@@ -286,11 +286,14 @@ from pathlib import Path
 from barrier import barrier, WORKER
 
 DB = str(Path(__file__).parent / "app.db")
-SCHEMA = "CREATE TABLE IF NOT EXISTS users (id INTEGER PRIMARY KEY)"
+SCHEMA = '''
+    CREATE TABLE IF NOT EXISTS users (id INTEGER PRIMARY KEY)
+'''
 
 @pytest.fixture(scope="session")
 def schema():
-    # A hand-written migration runner, racing: every worker changes the schema of one file.
+    # A hand-written migration runner, racing: every worker changes the schema of one file
+    # (its DDL written as such runners do, in a triple-quoted string: a newline first).
     # gw1 waits long enough for the watchdog to see it wait (1 s), the others give up soon
     conn = sqlite3.connect(DB, timeout=1.0 if WORKER == "gw1" else 0.3)
     if WORKER == "gw0":

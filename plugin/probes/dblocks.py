@@ -154,7 +154,7 @@ def begin(
         # verdict is kept per text, so most statements cost one dict lookup here.
         maybe = _maybe.get(statement)
         if maybe is None:
-            maybe = _precheck(statement)
+            maybe = _precheck(statement, getattr(source, "isddl", False) is True)
         if maybe:
             lock = classify(statement, parameters)
     entry = _inflight[ident] = (
@@ -169,16 +169,23 @@ def begin(
     return entry
 
 
-def _precheck(statement: str) -> bool:
+def _precheck(statement: str, construct: bool = False) -> bool:
     """Whether a statement can take or end a lock or change the schema: it names a lock,
-    says FOR UPDATE/SHARE, or begins with a transaction's or a schema change's word."""
-    maybe = (
-        "ock" in statement
-        or "OCK" in statement
-        or "FOR " in statement
-        or "for " in statement
-        or statement[:3] in _TX_PREFIXES
-    )
+    says FOR UPDATE/SHARE, or begins (after any blanks: DDL in a triple-quoted string) with
+    a transaction's or a schema change's word. A ``construct`` (SQLAlchemy compiled it from
+    one of its schema constructs, ``Table.create()``...) is SQLAlchemy's own schema change,
+    recorded by its layer when it is a migration (``create_all``), never a hand-written
+    runner's: it takes no lock."""
+    if construct:
+        maybe = False
+    else:
+        maybe = (
+            "ock" in statement
+            or "OCK" in statement
+            or "FOR " in statement
+            or "for " in statement
+            or statement.lstrip()[:3] in _TX_PREFIXES
+        )
     if len(_maybe) >= _MAYBE_KEPT:
         _maybe.clear()
     _maybe[statement] = maybe
@@ -441,7 +448,7 @@ def _db_wait(
             ts=now(),
             dialect=target.dialect,
             url=target.url,
-            statement=ev.clip(flight.statement, 2000) or "",
+            statement=ev.clip(" ".join(flight.statement.split()), 2000) or "",  # one line
             waited=waited,
             lock=label,
             blocked_by=flight.blocker,
