@@ -100,7 +100,11 @@ _TX_PREFIXES = frozenset(
 """First three letters of the statements that begin or end a transaction or change the
 schema (either case; :func:`~.dbstatements.classify` decides)."""
 _maybe: dict[str, bool] = {}
-"""Statement text -> whether it passed the pre-check (bounded: cleared when full)."""
+"""A DB-API driver's statement text -> whether it passed the pre-check (bounded: cleared
+when full)."""
+_maybe_outer: dict[str, bool] = {}
+"""The same for an outer layer's (SQLAlchemy's) statements: :func:`_precheck` reads them
+otherwise."""
 _MAYBE_KEPT = 4096
 _schema: dict[int, MigrationSpan] = {}
 """id(DB-API connection) -> its schema changes in progress (a hand-written runner's)."""
@@ -152,9 +156,10 @@ def begin(
     if type(statement) is str and not many:
         # Statements repeat (a suite runs the same few hundred texts): the pre-check's
         # verdict is kept per text, so most statements cost one dict lookup here.
-        maybe = _maybe.get(statement)
+        direct = source is None  # a DB-API driver's statement (an outer layer passes its own)
+        maybe = (_maybe if direct else _maybe_outer).get(statement)
         if maybe is None:
-            maybe = _precheck(statement, getattr(source, "isddl", False) is True)
+            maybe = _precheck(statement, direct)
         if maybe:
             lock = classify(statement, parameters)
     entry = _inflight[ident] = (
@@ -169,26 +174,28 @@ def begin(
     return entry
 
 
-def _precheck(statement: str, construct: bool = False) -> bool:
+def _precheck(statement: str, direct: bool = True) -> bool:
     """Whether a statement can take or end a lock or change the schema: it names a lock,
-    says FOR UPDATE/SHARE, or begins (after any blanks: DDL in a triple-quoted string) with
-    a transaction's or a schema change's word. A ``construct`` (SQLAlchemy compiled it from
-    one of its schema constructs, ``Table.create()``...) is SQLAlchemy's own schema change,
-    recorded by its layer when it is a migration (``create_all``), never a hand-written
-    runner's: it takes no lock."""
-    if construct:
-        maybe = False
-    else:
-        maybe = (
-            "ock" in statement
-            or "OCK" in statement
-            or "FOR " in statement
-            or "for " in statement
-            or statement.lstrip()[:3] in _TX_PREFIXES
-        )
-    if len(_maybe) >= _MAYBE_KEPT:
-        _maybe.clear()
-    _maybe[statement] = maybe
+    says FOR UPDATE/SHARE, or begins with a transaction's or a schema change's word.
+
+    A statement given to a DB-API driver directly (``direct``: hand-written SQL) is read
+    past leading blanks: a runner writes its DDL in a triple-quoted string, a newline first.
+    An outer layer's (SQLAlchemy's) is not: its schema constructs (``Table.create()``)
+    compile to text that starts with a newline, and are SQLAlchemy's own schema changes,
+    recorded as ``create_all`` when they are one, not a hand-written runner's. The two kinds
+    keep their verdicts apart (:data:`_maybe`, :data:`_maybe_outer`), whichever comes first."""
+    head = statement[:200].lstrip()[:3] if direct else statement[:3]
+    maybe = (
+        "ock" in statement
+        or "OCK" in statement
+        or "FOR " in statement
+        or "for " in statement
+        or head in _TX_PREFIXES
+    )
+    cache = _maybe if direct else _maybe_outer
+    if len(cache) >= _MAYBE_KEPT:
+        cache.clear()
+    cache[statement] = maybe
     return maybe
 
 
@@ -448,7 +455,7 @@ def _db_wait(
             ts=now(),
             dialect=target.dialect,
             url=target.url,
-            statement=ev.clip(" ".join(flight.statement.split()), 2000) or "",  # one line
+            statement=ev.clip(flight.statement, 2000) or "",
             waited=waited,
             lock=label,
             blocked_by=flight.blocker,
