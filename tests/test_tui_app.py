@@ -123,6 +123,26 @@ async def test_locks_panel_says_a_migration_error_a_passing_test_caught(tmp_path
         assert "CommandError: real\n" in locks
 
 
+async def test_locks_panel_shows_a_waiting_statement_on_one_line(tmp_path: Path) -> None:
+    """A runner's SQL written in a triple-quoted string reaches the log as the driver got it,
+    newlines and all: the panel shows it on one line (a newline would start a row of its own
+    under the next lock's)."""
+    events = sample_runs.demo_run()
+    test = next(e for e in events if isinstance(e, ev.TestFinished))
+    wait = ev.DbWait(
+        w=test.w, ts=test.ts - 0.001, dialect="sqlite", url="sqlite:///app.db", waited=1.5,
+        statement="\n    CREATE TABLE accounts (\n        id INTEGER PRIMARY KEY\n    )\n",
+        test=test.nodeid,
+    )  # fmt: skip
+    events.insert(events.index(test), wait)
+    app = app_on(log(tmp_path, events))
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        await pilot.press("4")
+        locks = shown(app.main.query_one(LocksPanel))
+        assert "sqlite: CREATE TABLE accounts ( id INTEGER PRIMARY KEY )" in locks
+
+
 async def test_panels_render_locks_containers_stalls_and_failures(tmp_path: Path) -> None:
     app = app_on(log(tmp_path, sample_runs.demo_run()))
     async with app.run_test(size=SIZE) as pilot:

@@ -138,7 +138,7 @@ class LocksPanel(Static):
             text.append("\ndatabase statements that waited on a lock\n", style="bold")
             for d in state.db_waits[-20:]:
                 text.append(f"  {d.w:<6} waited {fmt_duration(d.waited)} {d.dialect}: ")
-                text.append(d.statement)
+                text.append(" ".join(d.statement.split()))  # as the driver got it: one line
                 blocked_by = state.blocked_by(d)
                 if blocked_by is not None:
                     text.append(f"  blocked by {holder_words(blocked_by)}", style=warn)
