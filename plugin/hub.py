@@ -70,7 +70,8 @@ class Hub:
         self._refused: set[str] = set()
         self._lost: dict[str, Counter[str]] = {}
         self._notice_counts: Counter[str] = Counter()
-        self._races_noted: dict[str, set[str]] = {}
+        self._races_noted: set[str] = set()
+        """Places whose migration race the log has a notice of."""
         self._silence: SilenceWatcher | None = None
         self._worker_limits: dict[str, RateLimit] = {}
         self._live_fd: int | None = None
@@ -354,10 +355,12 @@ class Hub:
         for deadlock in state.new_deadlocks():
             deadlock.ts = now()
             self._emit_locked(deadlock)
+        # Once a place: when its race is first seen. Workers that join it later would repeat
+        # the warning (a line per worker on a wide run); the fold keeps them all, and the
+        # summary and the report name every one.
         for place, workers in state.migration_races.items():
-            known = self._races_noted.get(place, set())
-            if workers - known:
-                self._races_noted[place] = set(workers)
+            if place not in self._races_noted:
+                self._races_noted.add(place)
                 names = ", ".join(sorted(workers, key=worker_order))
                 where = state.race_where(place)
                 self.note(

@@ -360,6 +360,12 @@ def test_sqlite3_runner_racing_on_one_file_is_database_is_locked(
     assert (mine.duration or 0) >= 0.7  # from the CREATE to the commit
     assert all("database is locked" in (m.error or "") for m in changes if m.w != "gw0")
     assert state.migration_races == {url: {"gw0", "gw2", "gw3"}}
+    # The live notice says the race once, when two workers are first seen in it (which
+    # two depends on arrival); each worker that joins later is for the summary to name.
+    (notice,) = [n.msg for n in run.of(ev.Notice) if n.msg.startswith("concurrent migrations")]
+    assert re.fullmatch(
+        rf"concurrent migrations: gw\d, gw\d migrate {re.escape(url)} at the same time", notice
+    ), notice
     out = result.stdout.str()
     assert f"concurrent schema changes: gw0, gw2, gw3 on {url} at once (CREATE TABLE" in out
 
