@@ -735,6 +735,14 @@ def test_sqlite_database_is_locked_recorded(pytester: pytest.Pytester) -> None:
         ("DROP TABLE main.items", None, ("ddl", "", "", False)),
         ("CREATE TEMPORARY TABLE scratch (id INT)", None, None),
         ("CREATE TABLE temp.scratch (id INT)", None, None),
+        # leading comments are no part of what a statement does
+        ("-- step 3: add column\nALTER TABLE t ADD COLUMN c int", None, ("ddl", "", "", False)),
+        ("/* 0003 */ CREATE TABLE s1.items (id INT)", None, ("ddl", "", "s1", False)),
+        ("  -- a\n/* b\n c */\n  # d\nCOMMIT", None, ("end", "", "", True)),
+        ("/* 4 */ SELECT pg_advisory_lock(%s)", (4,), ("acquire", "pg_advisory", "4", False)),
+        ("-- lock the table\nSELECT 1", None, None),
+        ("/* unterminated CREATE TABLE t (id INT)", None, None),
+        ("-- CREATE TABLE t (id INT)", None, None),
     ],
 )
 def test_classify_lock_statements(
@@ -778,6 +786,54 @@ def test_create_all_and_drop_all_are_migrations(tmp_path: Path) -> None:
     assert migrations[1].duration is not None
     # a failing statement that is no lock and no busy error leaves no lock events behind
     assert not [e for e in got if isinstance(e, (ev.LockEvent, ev.DbWait))]
+
+
+@pytest.mark.isolated  # the probe patches SQLAlchemy for good
+def test_textual_ddl_through_sqlalchemy_is_a_schema_change(tmp_path: Path) -> None:
+    """A user's textual DDL through SQLAlchemy (``text()``, ``exec_driver_sql``) is a
+    hand-written runner's, whatever blanks or comments come first; SQLAlchemy's schema
+    constructs are its own, as before: ``Table.create()`` (text starting with a newline) is
+    none, ``Index.create()`` and ``DDL(...)`` (text starting with its word) are."""
+    import sqlalchemy as sa
+
+    from testmon_live.plugin.activity import WorkerActivity
+    from testmon_live.plugin.probes import locking
+
+    got: list[ev.Event] = []
+    reporter = locking.LockReporter(got.append, WorkerActivity(0.0))
+    probe.install([])
+    locking.activate(reporter)
+    try:
+        engine = sa.create_engine(f"sqlite:///{tmp_path / 'm.db'}")
+        metadata = sa.MetaData()
+        table = sa.Table("c", metadata, sa.Column("id", sa.Integer))
+        with engine.begin() as conn:
+            # each text twice: a construct's and a user's, either first (one verdict a text)
+            conn.execute(sa.text("\n  CREATE TABLE a (id INTEGER)\n"))
+            table.create(conn)
+            conn.execute(sa.text("\nDROP TABLE c"))
+            conn.execute(sa.text("-- 0002\nCREATE TABLE b (id INTEGER)"))
+            conn.exec_driver_sql("/* 0003 */ ALTER TABLE b ADD COLUMN x INTEGER")
+            table.create(conn)
+            sa.Index("ix", table.c.id).create(conn)
+            conn.execute(sa.DDL("DROP INDEX ix"))  # type: ignore[no-untyped-call]
+        engine.dispose()
+    finally:
+        locking.activate(None)
+    steps = [
+        step.name
+        for m in got
+        if isinstance(m, ev.Migration) and m.tool == "ddl" and m.action == "end"
+        for step in m.steps or []
+    ]
+    assert steps == [
+        "CREATE TABLE a (id INTEGER)",
+        "DROP TABLE c",
+        "CREATE TABLE b (id INTEGER)",
+        "ALTER TABLE b ADD COLUMN x INTEGER",
+        "CREATE INDEX ix ON c (id)",
+        "DROP INDEX ix",
+    ]
 
 
 class _BufferedCursor:

@@ -286,15 +286,13 @@ from pathlib import Path
 from barrier import barrier, WORKER
 
 DB = str(Path(__file__).parent / "app.db")
-SCHEMA = '''
-    CREATE TABLE IF NOT EXISTS users (id INTEGER PRIMARY KEY)
-'''
+SCHEMA = (Path(__file__).parent / "0001_users.sql").read_text()
 
 @pytest.fixture(scope="session")
 def schema():
     # A hand-written migration runner, racing: every worker changes the schema of one file
-    # (its DDL written as such runners do, in a triple-quoted string: a newline first).
-    # gw1 waits long enough for the watchdog to see it wait (1 s), the others give up soon
+    # (its DDL read from a file, as such runners do). gw1 waits long enough for the
+    # watchdog to see it wait (1 s), the others give up soon
     conn = sqlite3.connect(DB, timeout=1.0 if WORKER == "gw1" else 0.3)
     if WORKER == "gw0":
         conn.execute("BEGIN IMMEDIATE")
@@ -321,12 +319,26 @@ def test_app(schema):
 }
 
 
+RUNNER_DDL = {
+    # as in a triple-quoted string: a newline first
+    "blanks": "\n    CREATE TABLE IF NOT EXISTS users (id INTEGER PRIMARY KEY)\n",
+    # a migration file's comments first: one a line, then a block
+    "comments": (
+        "-- 0001: the users table\n/* written by hand,\n   run by every worker */\n"
+        "CREATE TABLE IF NOT EXISTS users (id INTEGER PRIMARY KEY)\n"
+    ),
+}
+
+
+@pytest.mark.parametrize("ddl", list(RUNNER_DDL))
 def test_sqlite3_runner_racing_on_one_file_is_database_is_locked(
-    pytester: pytest.Pytester,
+    pytester: pytest.Pytester, ddl: str
 ) -> None:
     """sqlite3 "database is locked" from a hand-written migration runner racing on one
-    file: lock failures with the holder named, and concurrent schema changes flagged."""
+    file: lock failures with the holder named, and concurrent schema changes flagged,
+    whatever blanks and comments come before the runner's DDL."""
     _suite(pytester, SQLITE_RUNNER)
+    (pytester.path / "0001_users.sql").write_text(RUNNER_DDL[ddl])
     result = _run(pytester, 4)
     result.assert_outcomes(passed=4)
     run = only_run(pytester)
@@ -342,9 +354,7 @@ def test_sqlite3_runner_racing_on_one_file_is_database_is_locked(
     assert {d.w for d in busy} == {"gw1", "gw2", "gw3"}
     assert all(0.2 <= d.waited < 5 and d.url == url for d in busy)
     assert {d.statement for d in busy if d.w == "gw1"} == {"BEGIN IMMEDIATE"}
-    assert {" ".join(d.statement.split()).split(" (")[0] for d in busy if d.w != "gw1"} == {
-        "CREATE TABLE IF NOT EXISTS users"
-    }
+    assert {d.statement for d in busy if d.w != "gw1"} == {RUNNER_DDL[ddl]}  # as run
     # the guarded one waited (the watchdog saw it) on gw0's lock
     (wait,) = [e for e in state.lock_events if e.kind == "sqlite" and e.action == "wait"]
     assert wait.w == "gw1"
@@ -391,9 +401,13 @@ def schema():
     barrier("migrated", 2)
     time.sleep(0.3)
     conn.commit()
-    # ...and both then add a table to one shared schema at once: that is flagged.
+    # ...and both then add a table to one shared schema at once: that is flagged (a
+    # comment before the DDL, as a migration file has it, changes nothing).
     barrier("shared", 2)
-    conn.execute(f"CREATE TABLE shared.t_{WORKER} (id INTEGER)")
+    conn.execute(
+        "/* 0002: a table in the shared schema */\\n"
+        f"CREATE TABLE shared.t_{WORKER} (id INTEGER)"
+    )
     barrier("added", 2)
     time.sleep(0.3)
     conn.commit()
@@ -413,7 +427,8 @@ def test_a_schema_per_worker_in_one_database_is_no_race(
 ) -> None:
     """Schema changes race only on the same schema: a schema per worker in one database
     (a common way to isolate workers) is not flagged; a temporary table is no schema
-    change; two workers changing one shared schema at once still are."""
+    change; two workers changing one shared schema at once still are, also with a comment
+    before their DDL."""
     import psycopg
     import sqlalchemy as sa
 
@@ -797,7 +812,53 @@ def test_a_drivers_and_sqlalchemys_verdicts_on_one_text_stay_apart() -> None:
     from testmon_live.plugin.probes import dblocks
 
     text = "\n    CREATE TABLE t_verdicts (x INTEGER)\n"
-    assert dblocks._precheck(text, direct=False) is False
+    # SQLAlchemy's: a schema change unless compiled from a construct (told per execution)
+    assert dblocks._precheck(text, direct=False) == dblocks.UNLESS_CONSTRUCT
     assert dblocks._precheck(text) is True
-    assert dblocks._maybe_outer[text] is False
+    assert dblocks._maybe_outer[text] == dblocks.UNLESS_CONSTRUCT
     assert dblocks._maybe[text] is True
+
+
+@pytest.mark.parametrize(
+    ("statement", "direct", "outer"),
+    [
+        ("-- step 3: add column\nALTER TABLE t ADD COLUMN c int", True, 2),
+        ("/* 0003 */ CREATE TABLE t (x INTEGER)", True, 2),
+        ("  \n  -- 0004\n  /* a\n b */ # c\n  DROP TABLE t", True, 2),
+        ("\n    CREATE TABLE t (x INTEGER)", True, 2),
+        ("CREATE INDEX ix ON t (x)", True, True),
+        ("COMMIT", True, True),
+        ("LOCK TABLE t IN EXCLUSIVE MODE", True, True),
+        ("\n  LOCK TABLE t IN EXCLUSIVE MODE", True, True),
+        ("-- step 3\nINSERT INTO t VALUES (1)", False, False),
+        ("/* CREATE TABLE t (x INTEGER)", False, False),  # all comment
+        ("-- CREATE TABLE t (x INTEGER)", False, False),
+        ("SELECT x FROM t", False, False),
+        ("  SELECT x FROM t", False, False),
+    ],
+)
+def test_precheck_reads_a_statement_past_its_leading_comments(
+    statement: str, direct: bool, outer: int
+) -> None:
+    """A runner's DDL after ``--``, ``/* */`` or ``#`` comments passes the pre-check. An
+    outer layer's (SQLAlchemy's) statement that passes only past its blanks or comments is
+    :data:`~dblocks.UNLESS_CONSTRUCT` (2); one that starts with its word passes as before."""
+    from testmon_live.plugin.probes import dblocks
+
+    assert dblocks._precheck(statement) is direct
+    assert dblocks._precheck(statement, direct=False) == outer
+    assert type(dblocks._precheck(statement, direct=False)) is type(outer)
+
+
+def test_the_precheck_verdicts_stay_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    from testmon_live.plugin.probes import dblocks
+
+    monkeypatch.setattr(dblocks, "_MAYBE_KEPT", 8)
+    monkeypatch.setattr(dblocks, "_maybe", {})
+    monkeypatch.setattr(dblocks, "_maybe_outer", {})
+    for i in range(50):
+        for text in (f"SELECT {i}", f"-- {i}\nCREATE TABLE t{i} (x INTEGER)"):
+            dblocks._precheck(text)
+            dblocks._precheck(text, direct=False)
+            assert len(dblocks._maybe) <= 8
+            assert len(dblocks._maybe_outer) <= 8

@@ -35,7 +35,16 @@ from .. import events as ev
 from ..clock import now
 from ..guard import REAL, exc_text, repr_of
 from . import locking, portwatch
-from .dbstatements import UNREAD, Lock, classify, result_value, table_of
+from .dbstatements import (
+    COMMENT_STARTS,
+    UNREAD,
+    Lock,
+    body_start,
+    classify,
+    past_comments,
+    result_value,
+    table_of,
+)
 from .migrations import MigrationSpan, tool_running
 
 __tracebackhide__ = True
@@ -99,12 +108,17 @@ _TX_PREFIXES = frozenset(
 )
 """First three letters of the statements that begin or end a transaction or change the
 schema (either case; :func:`~.dbstatements.classify` decides)."""
-_maybe: dict[str, bool] = {}
+_maybe: dict[str, int] = {}
 """A DB-API driver's statement text -> whether it passed the pre-check (bounded: cleared
 when full)."""
-_maybe_outer: dict[str, bool] = {}
+_maybe_outer: dict[str, int] = {}
 """The same for an outer layer's (SQLAlchemy's) statements: :func:`_precheck` reads them
-otherwise."""
+otherwise, and may say :data:`UNLESS_CONSTRUCT`."""
+UNLESS_CONSTRUCT = 2
+"""An outer layer's verdict on a text that passes the pre-check only past its leading
+blanks or comments: classified unless SQLAlchemy compiled it from one of its schema
+constructs (``context.isddl``), which is decided per execution, not per text. A user's
+textual SQL (``text()``, ``exec_driver_sql``) is read as a driver's is."""
 _MAYBE_KEPT = 4096
 _schema: dict[int, MigrationSpan] = {}
 """id(DB-API connection) -> its schema changes in progress (a hand-written runner's)."""
@@ -160,7 +174,9 @@ def begin(
         maybe = (_maybe if direct else _maybe_outer).get(statement)
         if maybe is None:
             maybe = _precheck(statement, direct)
-        if maybe:
+        # (Only a text that passed looks further: SQLAlchemy's execution context says
+        # whether it compiled the text from a schema construct.)
+        if maybe and (maybe is True or getattr(source, "isddl", False) is not True):
             lock = classify(statement, parameters)
     entry = _inflight[ident] = (
         REAL.perf_counter(),
@@ -174,29 +190,42 @@ def begin(
     return entry
 
 
-def _precheck(statement: str, direct: bool = True) -> bool:
+def _precheck(statement: str, direct: bool = True) -> int:
     """Whether a statement can take or end a lock or change the schema: it names a lock,
     says FOR UPDATE/SHARE, or begins with a transaction's or a schema change's word.
 
     A statement given to a DB-API driver directly (``direct``: hand-written SQL) is read
-    past leading blanks: a runner writes its DDL in a triple-quoted string, a newline first.
-    An outer layer's (SQLAlchemy's) is not: its schema constructs (``Table.create()``)
-    compile to text that starts with a newline, and are SQLAlchemy's own schema changes,
-    recorded as ``create_all`` when they are one, not a hand-written runner's. The two kinds
-    keep their verdicts apart (:data:`_maybe`, :data:`_maybe_outer`), whichever comes first."""
-    head = statement[:200].lstrip()[:3] if direct else statement[:3]
-    maybe = (
-        "ock" in statement
-        or "OCK" in statement
-        or "FOR " in statement
-        or "for " in statement
-        or head in _TX_PREFIXES
-    )
+    past leading blanks (a runner writes its DDL in a triple-quoted string, a newline
+    first) and, when it starts with ``-``, ``/`` or ``#``, past leading comments (``-- step
+    3``). An outer layer's (SQLAlchemy's) starting with its word is as before; read past
+    blanks and comments it is :data:`UNLESS_CONSTRUCT`: SQLAlchemy's schema constructs
+    (``Table.create()``) compile to text that starts with a newline, and are its own schema
+    changes, recorded as ``create_all`` when they are one, not a hand-written runner's. The
+    two kinds keep their verdicts apart (:data:`_maybe`, :data:`_maybe_outer`), whichever
+    comes first."""
+    lock = "ock" in statement or "OCK" in statement or "FOR " in statement or "for " in statement
+    maybe: int
+    if direct:
+        maybe = lock or _head(statement) in _TX_PREFIXES
+    elif lock or statement[:3] in _TX_PREFIXES:
+        maybe = True
+    else:
+        maybe = UNLESS_CONSTRUCT if _head(statement) in _TX_PREFIXES else False
     cache = _maybe if direct else _maybe_outer
     if len(cache) >= _MAYBE_KEPT:
         cache.clear()
     cache[statement] = maybe
     return maybe
+
+
+def _head(statement: str) -> str:
+    """A statement's first three letters past leading blanks, and past leading comments
+    when it starts with one (anything else pays nothing more for them)."""
+    head = statement[:200].lstrip()[:3]
+    if head[:1] in COMMENT_STARTS:
+        start = body_start(statement)
+        return statement[start : start + 3]
+    return head
 
 
 def done(entry: Entry) -> None:
@@ -517,7 +546,7 @@ def _schema_change(
     raw_id = id(target.raw)
     span = _schema.get(raw_id)
     if span is None:
-        first = ev.clip(" ".join(flight.statement.split()), 200)
+        first = ev.clip(" ".join(past_comments(flight.statement).split()), 200)
         span = _schema[raw_id] = MigrationSpan(reporter, "ddl", "schema", target.url, None, first)
         lock = flight.lock
         span.schema = (lock.key if lock is not None else "") or None
@@ -527,7 +556,8 @@ def _schema_change(
     assert span.steps is not None
     span.steps.append(
         ev.MigrationStep(
-            name=ev.clip(" ".join(flight.statement.split()), 200) or "", duration=waited
+            name=ev.clip(" ".join(past_comments(flight.statement).split()), 200) or "",
+            duration=waited,
         )
     )
     if error is not None:

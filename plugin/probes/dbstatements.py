@@ -9,7 +9,8 @@ The hot path's only question about a statement is a few substring checks
 ``GET_LOCK`` / ``RELEASE_LOCK`` / ``UNLOCK TABLES``, SQLite ``BEGIN IMMEDIATE|EXCLUSIVE`` and
 the ends of transactions (``COMMIT``, ``ROLLBACK``, ``END``), and schema changes (``CREATE``,
 ``ALTER``, ``DROP`` of anything but a database), which take no lock of their own here but
-tell the probe that a migration is under way.
+tell the probe that a migration is under way. Leading SQL comments (a migration file's
+``-- step 3``) are no part of what a statement does: it is read past them.
 
 Whether ``GET_LOCK`` and a try-lock got the lock is in the result: :func:`result_value`
 reads the one-row result where the driver keeps it buffered (PyMySQL, mysqlclient, psycopg,
@@ -52,6 +53,33 @@ def _lock_re() -> re.Pattern[str]:
         """,
         re.IGNORECASE | re.VERBOSE,
     )
+
+
+COMMENT_STARTS = ("-", "/", "#")
+"""First characters of a leading SQL comment (``--``, ``/* */``, MySQL's ``#``): a statement
+that starts with one (past blanks) is read past its comments."""
+
+
+@functools.cache
+def _lead_re() -> re.Pattern[str]:
+    # Each alternative starts with its own character and none matches empty: matched from
+    # the start with nothing after it, it never backtracks (linear in the comments' length).
+    return re.compile(r"(?:\s+|--[^\n]*|\#[^\n]*|/\*.*?\*/)*", re.DOTALL)
+
+
+def body_start(statement: str) -> int:
+    """Where a statement's own text starts: past leading blanks and SQL comments (``--`` and
+    ``#`` to the end of the line, ``/* */``). An unterminated ``/*`` is where it stops: the
+    rest is all comment."""
+    found = _lead_re().match(statement)
+    return found.end() if found is not None else 0
+
+
+def past_comments(statement: str) -> str:
+    """The statement without its leading comments (a migration runner's ``-- step 3``)."""
+    if statement[:200].lstrip()[:1] in COMMENT_STARTS:
+        return statement[body_start(statement) :]
+    return statement
 
 
 _NAME = r"(?:\"[^\"]+\"|`[^`]+`|[\w$]+)"
@@ -113,7 +141,9 @@ class Lock:
 
 
 def classify(statement: str, parameters: Any) -> Lock | None:
-    """The lock a statement takes or releases, if any."""
+    """The lock a statement takes or releases, if any. Leading comments are no part of it:
+    a schema change after ``-- step 3`` is one, a ``lock`` said in them is none."""
+    statement = past_comments(statement)
     match = _lock_re().search(statement)
     if match is None:
         return None
