@@ -162,19 +162,6 @@ def _call(
     return original(cursor, query, params, *args, **kwargs)
 
 
-def _wrap_sqlite(
-    original: Callable[..., Any],
-    many: bool,
-    make: Callable[[Any, Any], Any] | None = None,
-    factory: Any = None,
-) -> Any:
-    """sqlite3's cursor methods take their arguments by position only: a wrapper of that
-    shape (:func:`.dblocks.positional_wrapper`) calls them without packing, the cheapest
-    of all, run per statement. With ``make``, a connection's ``execute``: the C type's makes
-    its cursor without calling ``cursor()``; this one makes a ``factory`` cursor."""
-    return dblocks.positional_wrapper(original, _describe_sqlite, many, make, factory)
-
-
 def _text(query: Any) -> str:
     """The statement as text: psycopg takes bytes and ``sql.Composed`` too."""
     if type(query) is str:
@@ -505,7 +492,9 @@ def _sqlite_class(base: Any, base_cursor: Any) -> type:
     # do what they do (a new cursor of the default class, its method) with our cursor class.
     default_cursor = _sqlite_cursor(base_cursor)
     make = base.cursor
-    execute = _wrap_sqlite(base_cursor.execute, False, make, default_cursor)
+    execute = dblocks.positional_wrapper(
+        base_cursor.execute, _describe_sqlite, False, make, default_cursor
+    )
 
     def executemany(self: Any, sql: Any, params: Any, /) -> Any:
         return make(self, default_cursor).executemany(sql, params)
@@ -558,11 +547,13 @@ def _sqlite_cursor(base: Any) -> type:
             "__qualname__": base.__qualname__,
             "__doc__": base.__doc__,
             "__slots__": (),  # like sqlite3's own cursor: no per-instance dict to allocate
-            "execute": _wrap_sqlite(base.execute, False),
-            "executemany": _wrap_sqlite(base.executemany, True),
+            # sqlite3's methods take their arguments by position only: a wrapper of that
+            # shape calls them without packing, the cheapest of all, run per statement.
+            "execute": dblocks.positional_wrapper(base.execute, _describe_sqlite, False),
+            "executemany": dblocks.positional_wrapper(base.executemany, _describe_sqlite, True),
             # A script is in flight (waits, "database is locked") but not classified: the
             # transactions it opens and ends are its own.
-            "executescript": _wrap_sqlite(base.executescript, True),
+            "executescript": dblocks.positional_wrapper(base.executescript, _describe_sqlite, True),
         }
         cls = _sqlite_cursors[base] = type(base.__name__, (base,), namespace)
     return cls
