@@ -102,45 +102,55 @@ async def test_workers_mid_run_show_lock_waits_then_a_stall(tmp_path: Path) -> N
         assert sorted(worker_states(app).values()) == ["call", "call", "call", "stalled"]
 
 
-async def test_locks_panel_says_a_migration_error_a_passing_test_caught(tmp_path: Path) -> None:
-    """An error the suite provokes on purpose (pytest.raises) is said as caught, not as a
-    problem; an error in a failing test stays one."""
+async def locks_view(tmp_path: Path, *added: tuple[ev.TestFinished, ev.Event]) -> str:
+    """The Locks view (key 4) of the demo run, each added event logged just before its
+    test's end."""
     events = sample_runs.demo_run()
-    passed = next(e for e in events if isinstance(e, ev.TestFinished) and e.outcome == "passed")
-    failed = next(e for e in events if isinstance(e, ev.TestFinished) and e.outcome == "failed")
-    for test, error in ((passed, "CommandError: expected"), (failed, "CommandError: real")):
-        migration = ev.Migration(
-            w=test.w, ts=test.ts - 0.001, action="end", tool="alembic", op="upgrade",
-            url="sqlite://", duration=0.001, error=error, test=test.nodeid,
-        )  # fmt: skip
-        events.insert(events.index(test), migration)
+    for test, event in added:
+        events.insert(events.index(test), event)
     app = app_on(log(tmp_path, events))
     async with app.run_test(size=SIZE) as pilot:
         await settle(app, pilot)
         await pilot.press("4")
-        locks = shown(app.main.query_one(LocksPanel))
-        assert "CommandError: expected (caught: its test passed)" in locks
-        assert "CommandError: real\n" in locks
+        return shown(app.main.query_one(LocksPanel))
+
+
+def demo_test(outcome: str) -> ev.TestFinished:
+    """The demo run's first test that ended so (the demo run is the same every time)."""
+    events = sample_runs.demo_run()
+    return next(e for e in events if isinstance(e, ev.TestFinished) and e.outcome == outcome)
+
+
+async def test_locks_panel_says_a_migration_error_a_passing_test_caught(tmp_path: Path) -> None:
+    """An error the suite provokes on purpose (pytest.raises) is said as caught, not as a
+    problem; an error in a failing test stays one."""
+    added = [
+        (test, ev.Migration(
+            w=test.w, ts=test.ts - 0.001, action="end", tool="alembic", op="upgrade",
+            url="sqlite://", duration=0.001, error=error, test=test.nodeid,
+        ))
+        for test, error in (
+            (demo_test("passed"), "CommandError: expected"),
+            (demo_test("failed"), "CommandError: real"),
+        )
+    ]  # fmt: skip
+    locks = await locks_view(tmp_path, *added)
+    assert "CommandError: expected (caught: its test passed)" in locks
+    assert "CommandError: real\n" in locks
 
 
 async def test_locks_panel_shows_a_waiting_statement_on_one_line(tmp_path: Path) -> None:
     """A runner's SQL written in a triple-quoted string reaches the log as the driver got it,
     newlines and all: the panel shows it on one line (a newline would start a row of its own
     under the next lock's)."""
-    events = sample_runs.demo_run()
-    test = next(e for e in events if isinstance(e, ev.TestFinished))
+    test = demo_test("passed")
     wait = ev.DbWait(
         w=test.w, ts=test.ts - 0.001, dialect="sqlite", url="sqlite:///app.db", waited=1.5,
         statement="\n    CREATE TABLE accounts (\n        id INTEGER PRIMARY KEY\n    )\n",
         test=test.nodeid,
     )  # fmt: skip
-    events.insert(events.index(test), wait)
-    app = app_on(log(tmp_path, events))
-    async with app.run_test(size=SIZE) as pilot:
-        await settle(app, pilot)
-        await pilot.press("4")
-        locks = shown(app.main.query_one(LocksPanel))
-        assert "sqlite: CREATE TABLE accounts ( id INTEGER PRIMARY KEY )" in locks
+    locks = await locks_view(tmp_path, (test, wait))
+    assert "sqlite: CREATE TABLE accounts ( id INTEGER PRIMARY KEY )" in locks
 
 
 async def test_panels_render_locks_containers_stalls_and_failures(tmp_path: Path) -> None:
