@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
 from testmon_live.plugin import events as ev
@@ -567,6 +568,145 @@ def test_sqlite3_behaves_as_unpatched(recording: list[ev.Event], tmp_path: Path)
     conn.close()
     # a failing statement that is no lock and no busy error leaves no lock events
     assert not [e for e in recording if isinstance(e, (ev.LockEvent, ev.DbWait))]
+
+
+def _sqlite_scenario(db: Path, execute: Any) -> list[dict[str, Any]]:
+    """What the probe records of one scenario on a fresh SQLite file, each statement run
+    through ``execute(conn, sql, *params)``: schema changes alone, after a comment and in a
+    transaction, a lock held and released, failures on it ("database is locked", a DDL's
+    too), a failing plain statement, and a lock wait the watchdog reports before it is
+    granted. Times are left out; lock ids are the reporter's, counted from 1 each run."""
+    import sqlite3
+    import threading
+    import time
+
+    from testmon_live.plugin.activity import WorkerActivity
+    from testmon_live.plugin.clock import now
+    from testmon_live.plugin.probes import dblocks, locking
+
+    got: list[ev.Event] = []
+    dblocks._maybe.clear()  # each path's own verdicts: neither reads the other's
+    locking.activate(locking.LockReporter(got.append, WorkerActivity(0.0)))
+    holder = sqlite3.connect(str(db), timeout=0)
+    waiter = sqlite3.connect(str(db), timeout=0, check_same_thread=False)
+    execute(holder, "CREATE TABLE t (x INTEGER)")
+    execute(holder, "-- 0002\nCREATE INDEX ix ON t (x)")
+    execute(holder, "BEGIN")
+    execute(holder, "\n  CREATE TABLE v (x INTEGER)\n")
+    execute(holder, "ALTER TABLE v ADD COLUMN y INTEGER")
+    execute(holder, "COMMIT")
+    execute(holder, "BEGIN IMMEDIATE")
+    execute(holder, "INSERT INTO t VALUES (?)", (1,))
+    for sql in ("BEGIN IMMEDIATE", "\n  /* 0003 */ CREATE TABLE u (x INTEGER)\n"):
+        with pytest.raises(sqlite3.OperationalError, match="database is locked"):
+            execute(waiter, sql)
+    execute(holder, "COMMIT")
+    with pytest.raises(sqlite3.OperationalError, match="no such table"):
+        execute(waiter, "SELECT * FROM missing")
+    # a wait: the waiter queues behind the holder's lock, the watchdog sees it, then it is
+    # granted when the holder commits
+    waiter.execute("PRAGMA busy_timeout = 60000")  # (a PRAGMA: never recorded)
+    execute(holder, "BEGIN EXCLUSIVE")
+    queued = threading.Thread(target=execute, args=(waiter, "BEGIN IMMEDIATE"))
+    queued.start()
+    deadline = time.monotonic() + 60
+    while not any(
+        e[1] == "BEGIN IMMEDIATE" and time.perf_counter() - e[0] > dblocks.WAIT_REPORT
+        for e in list(dblocks._inflight.values())
+    ):
+        assert time.monotonic() < deadline, "the waiter's statement never was in flight"
+        time.sleep(0.01)
+    watchdog = threading.Thread(target=dblocks.BlockerCheck().check, args=(now(),))
+    watchdog.start()
+    watchdog.join()
+    dblocks._quiet[0] = 0  # (its thread is gone: its id may be reused by the next one)
+    execute(holder, "COMMIT")
+    queued.join(60)
+    execute(waiter, "COMMIT")
+    holder.close()
+    waiter.close()
+    locking.activate(None)
+    volatile = {"ts", "seq", "waited", "held", "duration"}
+    records = []
+    for event in got:
+        fields = msgspec.to_builtins(event).items()
+        record = {"event": type(event).__name__} | {k: v for k, v in fields if k not in volatile}
+        for step in record.get("steps") or []:
+            del step["duration"]
+        records.append(record)
+    return records
+
+
+@pytest.mark.isolated  # the probe patches the drivers for good
+def test_sqlite3_wrapper_records_what_the_generic_path_records(
+    recording: list[ev.Event], tmp_path: Path
+) -> None:
+    """sqlite3's statement wrapper inlines :func:`dblocks.begin` and :func:`dblocks.done`
+    for speed; the same statements through the generic path (what psycopg's and PyMySQL's
+    wrappers call) must record the same locks, waits and schema changes."""
+    import sqlite3
+
+    from testmon_live.plugin.probes import dbapi, dblocks
+
+    def wrapped(conn: Any, sql: str, *params: Any) -> Any:
+        return conn.execute(sql, *params)  # the wrapped connection's: positional_wrapper
+
+    def generic(conn: Any, sql: str, *params: Any) -> Any:
+        cursor = sqlite3.Cursor(conn)  # sqlite3's own cursor: no wrapper of ours
+        entry = dblocks.begin(
+            sql, params[0] if params else None, None, cursor, dbapi._describe_sqlite, False
+        )
+        if entry is None:
+            return sqlite3.Cursor.execute(cursor, sql, *params)
+        try:
+            result = sqlite3.Cursor.execute(cursor, sql, *params)
+        except BaseException as exc:
+            dblocks.failed(entry, exc)
+            raise
+        dblocks.done(entry)
+        return result
+
+    db = tmp_path / "same.db"  # one path for both: the records name it
+    through_wrapper = _sqlite_scenario(db, wrapped)
+    db.unlink()
+    through_generic = _sqlite_scenario(db, generic)
+    assert through_wrapper == through_generic
+    # ...and they are what the scenario makes (an empty or a lost record cannot pass)
+    said = [
+        (r["event"], r.get("action"), r.get("lock_id") or r.get("to_rev") or r.get("statement"))
+        for r in through_wrapper
+    ]
+    assert said == [
+        ("Migration", "begin", "CREATE TABLE t (x INTEGER)"),
+        ("Migration", "end", "CREATE TABLE t (x INTEGER)"),
+        ("Migration", "begin", "CREATE INDEX ix ON t (x)"),
+        ("Migration", "end", "CREATE INDEX ix ON t (x)"),
+        ("Migration", "begin", "CREATE TABLE v (x INTEGER)"),
+        ("Migration", "end", "CREATE TABLE v (x INTEGER)"),
+        ("LockEvent", "acquired", "1"),
+        ("LockEvent", "failed", "2"),
+        ("DbWait", None, "BEGIN IMMEDIATE"),
+        ("Migration", "begin", "CREATE TABLE u (x INTEGER)"),
+        ("Migration", "end", "CREATE TABLE u (x INTEGER)"),
+        ("LockEvent", "failed", "3"),
+        ("DbWait", None, "\n  /* 0003 */ CREATE TABLE u (x INTEGER)\n"),  # as run
+        ("LockEvent", "released", "1"),
+        ("LockEvent", "acquired", "4"),
+        ("LockEvent", "wait", "5"),
+        ("LockEvent", "released", "4"),
+        ("LockEvent", "acquired", "5"),
+        ("DbWait", None, "BEGIN IMMEDIATE"),
+        ("LockEvent", "released", "5"),
+    ]
+    (steps,) = [
+        r["steps"]
+        for r in through_wrapper
+        if r.get("to_rev") == "CREATE TABLE v (x INTEGER)" and r["action"] == "end"
+    ]
+    assert steps == [
+        {"name": "CREATE TABLE v (x INTEGER)"},
+        {"name": "ALTER TABLE v ADD COLUMN y INTEGER"},
+    ]
 
 
 @pytest.mark.isolated
