@@ -82,3 +82,46 @@ def test_an_idle_sender_sleeps_until_the_next_event() -> None:
         ]
     finally:
         assert sender.close()
+
+
+# Where each process stands on the collector's frozen generation, as tests run and after.
+FREEZE_SPY = """
+import gc, json, os
+
+seen = {"controller": [], "tests": []}
+
+def pytest_runtest_logreport(report):
+    if not hasattr(report, "node"):  # the controller sees xdist's copy of each report
+        return
+    seen["controller"].append(gc.get_freeze_count())
+
+def pytest_unconfigure(config):
+    if hasattr(config, "workerinput"):
+        return
+    seen["after"] = gc.get_freeze_count()
+    with open(os.environ["SPY_OUT"], "w") as out:
+        json.dump(seen, out)
+"""
+
+
+@pytest.mark.parametrize("workers", [["-n", "2"], ["-p", "no:xdist"]])
+def test_an_xdist_controller_is_frozen_for_the_collector_and_no_test_process_is(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, workers: list[str]
+) -> None:
+    out = pytester.path / "spy.json"
+    monkeypatch.setenv("SPY_OUT", str(out))
+    pytester.makeconftest(FREEZE_SPY)
+    # Each test says whether its own process froze anything: it must not have.
+    pytester.makepyfile(
+        test_x="import gc\n"
+        + "".join(f"def test_{i}():\n    assert gc.get_freeze_count() == 0\n" for i in range(4))
+    )
+    result = pytester.runpytest_subprocess("--monitor", *workers)
+    result.assert_outcomes(passed=4)
+    seen = json.loads(out.read_text())
+    if workers[0] == "-n":
+        assert len(seen["controller"]) == 12  # three phases of four tests
+        assert all(count > 0 for count in seen["controller"])
+    else:
+        assert seen["controller"] == []  # no xdist: the one process runs the tests
+    assert seen["after"] == 0  # undone as the session ends
