@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from . import events as ev
+from . import pytest_plugin
 from .clock import now
 from .guard import repr_of, text_of
 from .hub import Hub
@@ -65,8 +66,6 @@ class ControllerRecorder:
         self.engine: EngineWatch | None = None
         """The watch of the container engine, when the docker SDK is installed."""
         self.summary_done = False
-        self._froze = False
-        """This session froze the collector's view of the controller (pytest_sessionstart)."""
         self._last_report: dict[Any, pytest.TestReport] = {}
         """xdist node -> the last phase report it sent. xdist's own reports leave a worker
         from its main thread as each phase ends: right even when the worker went silent
@@ -250,17 +249,29 @@ class ControllerRecorder:
 
     # ------------------------------------------------------------------ session
 
-    @pytest.hookimpl(trylast=True)
-    def pytest_sessionstart(self, session: pytest.Session) -> None:
-        # An xdist controller runs no test: what it holds once started (pytest, its plugins,
-        # the hub) lives to the end. Frozen, the collector no longer walks it again for each
-        # full collection: the hub's allocations per event pushed a 3,000-test run's
-        # controller into one more full collection (~80 ms, 2-3 % of its CPU). Not where
-        # tests run (a test may count on gc.collect() freeing what it made), not when the
-        # process froze objects of its own; undone as the session ends.
-        if self.local_worker is None and gc.isenabled() and gc.get_freeze_count() == 0:
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtestloop(self, session: pytest.Session) -> Generator[None, None, object]:
+        # An xdist controller runs no test: what it holds when its loop starts (pytest, its
+        # plugins, the hub) lives to the end. Frozen, the collector no longer walks it again
+        # in each full collection while the loop takes the workers' reports: the hub's
+        # allocations per event pushed a 3,000-test run's controller into one more full
+        # collection (~80 ms on a slow day). Only for the loop: every sessionfinish hook
+        # (a user's cleanup may count on gc.collect()) runs unfrozen. Never where tests run
+        # (no xdist; a pytest run inside a test's process), nor when the process froze
+        # objects of its own.
+        froze = (
+            self.local_worker is None
+            and len(pytest_plugin.CONFIGURED) == 1
+            and gc.isenabled()
+            and gc.get_freeze_count() == 0
+        )
+        if froze:
             gc.freeze()
-            self._froze = True
+        try:
+            return (yield)
+        finally:
+            if froze:
+                gc.unfreeze()
 
     @pytest.hookimpl(wrapper=True, trylast=True)
     def pytest_sessionfinish(
@@ -274,9 +285,6 @@ class ControllerRecorder:
             self.finish(int(session.exitstatus))
 
     def finish(self, exitstatus: int | None) -> None:
-        if self._froze:
-            self._froze = False
-            gc.unfreeze()
         self._flush_crashes()
         if self.local_worker is not None:
             self.local_worker.finish(exitstatus)

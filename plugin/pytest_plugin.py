@@ -16,13 +16,22 @@ import pytest
 from . import guard  # noqa: F401
 from .settings import RUN_KEY_ENV, Settings, add_options
 
+CONFIGURED: set[int] = set()
+"""ids of the pytest configurations alive in this process: more than one while a test runs
+pytest in its own process (pytester's ``runpytest_inprocess``, ``inline_run``)."""
+
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     add_options(parser)
 
 
+def pytest_unconfigure(config: pytest.Config) -> None:
+    CONFIGURED.discard(id(config))
+
+
 @pytest.hookimpl(trylast=True)
 def pytest_configure(config: pytest.Config) -> None:
+    CONFIGURED.add(id(config))
     if not hasattr(config, "workerinput"):
         # This run's key for monitor.lock()/run_once(), inherited by its xdist workers. Set
         # afresh here because a pytest started from inside a test inherits the outer run's

@@ -792,8 +792,9 @@ def test_create_all_and_drop_all_are_migrations(tmp_path: Path) -> None:
 def test_textual_ddl_through_sqlalchemy_is_a_schema_change(tmp_path: Path) -> None:
     """A user's textual DDL through SQLAlchemy (``text()``, ``exec_driver_sql``) is a
     hand-written runner's, whatever blanks or comments come first; SQLAlchemy's schema
-    constructs are its own, as before: ``Table.create()`` (text starting with a newline) is
-    none, ``Index.create()`` and ``DDL(...)`` (text starting with its word) are."""
+    constructs are its own: ``Table.create()`` (text starting with a newline) is none, even
+    of a table whose name says "lock"; ``Index.create()`` and ``DDL(...)`` (text starting
+    with its word) are."""
     import sqlalchemy as sa
 
     from testmon_live.plugin.activity import WorkerActivity
@@ -807,7 +808,10 @@ def test_textual_ddl_through_sqlalchemy_is_a_schema_change(tmp_path: Path) -> No
         engine = sa.create_engine(f"sqlite:///{tmp_path / 'm.db'}")
         metadata = sa.MetaData()
         table = sa.Table("c", metadata, sa.Column("id", sa.Integer))
+        # a construct's text naming a lock word ("stock", "locked") is still its own
+        stock = sa.Table("stock", metadata, sa.Column("locked", sa.Integer))
         with engine.begin() as conn:
+            stock.create(conn)
             # each text twice: a construct's and a user's, either first (one verdict a text)
             conn.execute(sa.text("\n  CREATE TABLE a (id INTEGER)\n"))
             table.create(conn)

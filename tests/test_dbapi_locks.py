@@ -589,43 +589,48 @@ def _sqlite_scenario(db: Path, execute: Any) -> list[dict[str, Any]]:
     locking.activate(locking.LockReporter(got.append, WorkerActivity(0.0)))
     holder = sqlite3.connect(str(db), timeout=0)
     waiter = sqlite3.connect(str(db), timeout=0, check_same_thread=False)
-    execute(holder, "CREATE TABLE t (x INTEGER)")
-    execute(holder, "-- 0002\nCREATE INDEX ix ON t (x)")
-    execute(holder, "BEGIN")
-    execute(holder, "\n  CREATE TABLE v (x INTEGER)\n")
-    execute(holder, "ALTER TABLE v ADD COLUMN y INTEGER")
-    execute(holder, "COMMIT")
-    execute(holder, "BEGIN IMMEDIATE")
-    execute(holder, "INSERT INTO t VALUES (?)", (1,))
-    for sql in ("BEGIN IMMEDIATE", "\n  /* 0003 */ CREATE TABLE u (x INTEGER)\n"):
-        with pytest.raises(sqlite3.OperationalError, match="database is locked"):
-            execute(waiter, sql)
-    execute(holder, "COMMIT")
-    with pytest.raises(sqlite3.OperationalError, match="no such table"):
-        execute(waiter, "SELECT * FROM missing")
-    # a wait: the waiter queues behind the holder's lock, the watchdog sees it, then it is
-    # granted when the holder commits
-    waiter.execute("PRAGMA busy_timeout = 60000")  # (a PRAGMA: never recorded)
-    execute(holder, "BEGIN EXCLUSIVE")
-    queued = threading.Thread(target=execute, args=(waiter, "BEGIN IMMEDIATE"))
-    queued.start()
-    deadline = time.monotonic() + 60
-    while not any(
-        e[1] == "BEGIN IMMEDIATE" and time.perf_counter() - e[0] > dblocks.WAIT_REPORT
-        for e in list(dblocks._inflight.values())
-    ):
-        assert time.monotonic() < deadline, "the waiter's statement never was in flight"
-        time.sleep(0.01)
-    watchdog = threading.Thread(target=dblocks.BlockerCheck().check, args=(now(),))
-    watchdog.start()
-    watchdog.join()
-    dblocks._quiet[0] = 0  # (its thread is gone: its id may be reused by the next one)
-    execute(holder, "COMMIT")
-    queued.join(60)
-    execute(waiter, "COMMIT")
-    holder.close()
-    waiter.close()
-    locking.activate(None)
+    queued: threading.Thread | None = None
+    try:
+        execute(holder, "CREATE TABLE t (x INTEGER)")
+        execute(holder, "-- 0002\nCREATE INDEX ix ON t (x)")
+        execute(holder, "BEGIN")
+        execute(holder, "\n  CREATE TABLE v (x INTEGER)\n")
+        execute(holder, "ALTER TABLE v ADD COLUMN y INTEGER")
+        execute(holder, "COMMIT")
+        execute(holder, "BEGIN IMMEDIATE")
+        execute(holder, "INSERT INTO t VALUES (?)", (1,))
+        for sql in ("BEGIN IMMEDIATE", "\n  /* 0003 */ CREATE TABLE u (x INTEGER)\n"):
+            with pytest.raises(sqlite3.OperationalError, match="database is locked"):
+                execute(waiter, sql)
+        execute(holder, "COMMIT")
+        with pytest.raises(sqlite3.OperationalError, match="no such table"):
+            execute(waiter, "SELECT * FROM missing")
+        # a wait: the waiter queues behind the holder's lock, the watchdog sees it, then it is
+        # granted when the holder commits
+        waiter.execute("PRAGMA busy_timeout = 60000")  # (a PRAGMA: never recorded)
+        execute(holder, "BEGIN EXCLUSIVE")
+        queued = threading.Thread(target=execute, args=(waiter, "BEGIN IMMEDIATE"), daemon=True)
+        queued.start()
+        deadline = time.monotonic() + 60
+        while not any(
+            e[1] == "BEGIN IMMEDIATE" and time.perf_counter() - e[0] > dblocks.WAIT_REPORT
+            for e in list(dblocks._inflight.values())
+        ):
+            assert time.monotonic() < deadline, "the waiter's statement never was in flight"
+            time.sleep(0.01)
+        watchdog = threading.Thread(target=dblocks.BlockerCheck().check, args=(now(),))
+        watchdog.start()
+        watchdog.join()
+        dblocks._quiet[0] = 0  # (its thread is gone: its id may be reused by the next one)
+        execute(holder, "COMMIT")
+        queued.join(60)
+        execute(waiter, "COMMIT")
+    finally:  # a failure part-way leaves no lock held and no thread waiting on one
+        holder.close()
+        if queued is not None:
+            queued.join(60)
+        waiter.close()
+        locking.activate(None)
     volatile = {"ts", "seq", "waited", "held", "duration"}
     records = []
     for event in got:

@@ -90,38 +90,68 @@ import gc, json, os
 
 seen = {"controller": [], "tests": []}
 
+def pytest_configure(config):
+    if os.environ.get("SPY_FREEZE") and not hasattr(config, "workerinput"):
+        gc.freeze()  # the process's own, which the monitor must leave as it is
+        seen["configure"] = gc.get_freeze_count()
+
 def pytest_runtest_logreport(report):
     if not hasattr(report, "node"):  # the controller sees xdist's copy of each report
         return
     seen["controller"].append(gc.get_freeze_count())
 
+def pytest_sessionfinish(session):
+    if not hasattr(session.config, "workerinput"):
+        seen["sessionfinish"] = gc.get_freeze_count()
+
 def pytest_unconfigure(config):
     if hasattr(config, "workerinput"):
         return
     seen["after"] = gc.get_freeze_count()
+    if os.environ.get("SPY_FREEZE"):
+        gc.unfreeze()
     with open(os.environ["SPY_OUT"], "w") as out:
         json.dump(seen, out)
 """
 
 
-@pytest.mark.parametrize("workers", [["-n", "2"], ["-p", "no:xdist"]])
+@pytest.mark.parametrize("case", ["xdist", "no xdist", "process froze", "in process"])
 def test_an_xdist_controller_is_frozen_for_the_collector_and_no_test_process_is(
-    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, workers: list[str]
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, case: str
 ) -> None:
     out = pytester.path / "spy.json"
     monkeypatch.setenv("SPY_OUT", str(out))
+    if case == "process froze":
+        monkeypatch.setenv("SPY_FREEZE", "1")
     pytester.makeconftest(FREEZE_SPY)
     # Each test says whether its own process froze anything: it must not have.
     pytester.makepyfile(
         test_x="import gc\n"
         + "".join(f"def test_{i}():\n    assert gc.get_freeze_count() == 0\n" for i in range(4))
     )
-    result = pytester.runpytest_subprocess("--monitor", *workers)
-    result.assert_outcomes(passed=4)
+    if case == "no xdist":
+        result = pytester.runpytest_subprocess("--monitor", "-p", "no:xdist")
+    elif case == "in process":
+        # pytest run inside this test's process: this process runs tests, never frozen
+        result = pytester.runpytest_inprocess("--monitor", "-n", "2")
+    else:
+        result = pytester.runpytest_subprocess("--monitor", "-n", "2")
     seen = json.loads(out.read_text())
-    if workers[0] == "-n":
+    if case == "process froze":
+        # Its own freeze stays exactly as it made it (its tests run in the workers)
+        result.assert_outcomes(passed=4)
+        # (objects freed leave the frozen generation: the count can only fall)
+        counts = [*seen["controller"], seen["sessionfinish"], seen["after"]]
+        assert len(counts) == 14
+        assert all(0 < count <= seen["configure"] for count in counts)
+        return
+    result.assert_outcomes(passed=4)
+    if case == "xdist":
         assert len(seen["controller"]) == 12  # three phases of four tests
         assert all(count > 0 for count in seen["controller"])
-    else:
-        assert seen["controller"] == []  # no xdist: the one process runs the tests
-    assert seen["after"] == 0  # undone as the session ends
+    elif case == "in process":
+        assert seen["controller"] == [0] * 12
+    else:  # no xdist: the spy's check is each test's own assertion (no report has .node)
+        assert seen["controller"] == []
+    assert seen["sessionfinish"] == 0  # a user's session cleanup runs unfrozen
+    assert seen["after"] == 0

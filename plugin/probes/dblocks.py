@@ -37,6 +37,7 @@ from ..guard import REAL, exc_text, repr_of
 from . import locking, portwatch
 from .dbstatements import (
     COMMENT_STARTS,
+    LEAD_CHARS,
     UNREAD,
     Lock,
     body_start,
@@ -207,10 +208,14 @@ def _precheck(statement: str, direct: bool = True) -> int:
     maybe: int
     if direct:
         maybe = lock or _head(statement) in _TX_PREFIXES
-    elif lock or statement[:3] in _TX_PREFIXES:
+    elif statement[:3] in _TX_PREFIXES:
         maybe = True
+    elif statement[:1] in LEAD_CHARS and _head(statement) in _TX_PREFIXES:
+        # (before the lock words: a construct's CREATE TABLE of a table named "stock" is
+        # still SQLAlchemy's own)
+        maybe = UNLESS_CONSTRUCT
     else:
-        maybe = UNLESS_CONSTRUCT if _head(statement) in _TX_PREFIXES else False
+        maybe = lock
     cache = _maybe if direct else _maybe_outer
     if len(cache) >= _MAYBE_KEPT:
         cache.clear()
@@ -221,6 +226,8 @@ def _precheck(statement: str, direct: bool = True) -> int:
 def _head(statement: str) -> str:
     """A statement's first three letters past leading blanks, and past leading comments
     when it starts with one (anything else pays nothing more for them)."""
+    if statement[:1] not in LEAD_CHARS:
+        return statement[:3]
     head = statement[:200].lstrip()[:3]
     if head[:1] in COMMENT_STARTS:
         start = body_start(statement)

@@ -70,14 +70,21 @@ def _lead_re() -> re.Pattern[str]:
 def body_start(statement: str) -> int:
     """Where a statement's own text starts: past leading blanks and SQL comments (``--`` and
     ``#`` to the end of the line, ``/* */``). An unterminated ``/*`` is where it stops: the
-    rest is all comment."""
+    rest is all comment. Read alike for every database, so not quite any one's: ``#`` is
+    MySQL's alone (elsewhere such a statement fails), MySQL wants a blank after ``--``,
+    PostgreSQL nests ``/* /* */ */`` (read here as ending at the first ``*/``)."""
     found = _lead_re().match(statement)
     return found.end() if found is not None else 0
 
 
+LEAD_CHARS = frozenset(" \t\r\n\f\v-/#")
+"""First characters of a statement that may have blanks or a comment before its own text:
+any other statement is read as it stands, at the cost of one look-up."""
+
+
 def past_comments(statement: str) -> str:
     """The statement without its leading comments (a migration runner's ``-- step 3``)."""
-    if statement[:200].lstrip()[:1] in COMMENT_STARTS:
+    if statement[:1] in LEAD_CHARS and statement[:200].lstrip()[:1] in COMMENT_STARTS:
         return statement[body_start(statement) :]
     return statement
 
