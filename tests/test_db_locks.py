@@ -740,6 +740,12 @@ def test_sqlite_database_is_locked_recorded(pytester: pytest.Pytester) -> None:
         ("/* 0003 */ CREATE TABLE s1.items (id INT)", None, ("ddl", "", "s1", False)),
         ("  -- a\n/* b\n c */\n  # d\nCOMMIT", None, ("end", "", "", True)),
         ("/* 4 */ SELECT pg_advisory_lock(%s)", (4,), ("acquire", "pg_advisory", "4", False)),
+        # psycopg and PyMySQL bind a %s in a comment too: the lock's is the second
+        (
+            "-- locks user %s\nSELECT pg_advisory_lock(%s)",
+            (1, 2),
+            ("acquire", "pg_advisory", "2", False),
+        ),
         ("-- lock the table\nSELECT 1", None, None),
         ("/* unterminated CREATE TABLE t (id INT)", None, None),
         ("-- CREATE TABLE t (id INT)", None, None),

@@ -149,28 +149,31 @@ class Lock:
 
 def classify(statement: str, parameters: Any) -> Lock | None:
     """The lock a statement takes or releases, if any. Leading comments are no part of it:
-    a schema change after ``-- step 3`` is one, a ``lock`` said in them is none."""
+    a schema change after ``-- step 3`` is one, a ``lock`` said in them is none (but a
+    ``%s`` in them is a placeholder still: psycopg and PyMySQL bind those too)."""
+    whole = statement
     statement = past_comments(statement)
+    skipped = len(whole) - len(statement)
     match = _lock_re().search(statement)
     if match is None:
         return None
     group = match.group
     if group("adv"):
-        key = _resolve(group("advkey"), statement, match.start("advkey"), parameters)
+        key = _resolve(group("advkey"), whole, match.start("advkey") + skipped, parameters)
         return Lock("acquire", "pg_advisory", key, bool(group("xact")))
     if group("trykey") is not None:
-        key = _resolve(group("trykey"), statement, match.start("trykey"), parameters)
+        key = _resolve(group("trykey"), whole, match.start("trykey") + skipped, parameters)
         return Lock("acquire", "pg_advisory", key, bool(group("tryxact")), "try")
     if group("unkey") is not None:
         if group("all"):
             return Lock("release_all", "pg_advisory", "", False)
-        key = _resolve(group("unkey"), statement, match.start("unkey"), parameters)
+        key = _resolve(group("unkey"), whole, match.start("unkey") + skipped, parameters)
         return Lock("release", "pg_advisory", key, False)
     if group("glkey") is not None:
-        key = _resolve(group("glkey"), statement, match.start("glkey"), parameters)
+        key = _resolve(group("glkey"), whole, match.start("glkey") + skipped, parameters)
         return Lock("acquire", "mysql_get_lock", key, False, "get_lock")
     if group("rlkey") is not None:
-        key = _resolve(group("rlkey"), statement, match.start("rlkey"), parameters)
+        key = _resolve(group("rlkey"), whole, match.start("rlkey") + skipped, parameters)
         return Lock("release", "mysql_get_lock", key, False)
     if group("unlocktables") is not None:
         return Lock("release_all", "table", "", False)
