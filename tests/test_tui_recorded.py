@@ -105,12 +105,18 @@ async def test_lock_wait_and_stall_of_a_real_run(pytester: pytest.Pytester) -> N
     assert waiter != holder
 
     # Live, while the second worker waits: its row says so, with the lock's file name.
+    # The two workers' batches interleave in the log: the holder's "acquired" may be
+    # logged after the waiter's "waiting" (both before the waiter's own "acquired"), so
+    # the moment shown is the later of the two.
     waiting = next(
         e
         for e in recorded.of(ev.Activity)
         if e.w == waiter and (e.waiting or "").startswith("lock:")
     )
-    app = app_on(pytester.path / "waiting", until(events, waiting))
+    held = next(e for e in locks if e.action == "acquired" and not e.waited)
+    moment = max(waiting, held, key=events.index)
+    assert events.index(moment) < events.index(contended[0])
+    app = app_on(pytester.path / "waiting", until(events, moment))
     async with app.run_test(size=SIZE) as pilot:
         await settle(app, pilot)
         row = rows(app)[waiter]
