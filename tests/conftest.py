@@ -306,6 +306,13 @@ def mariadb_url(request: pytest.FixtureRequest) -> Iterator[str]:
 _ISOLATED_ENV = "TESTMON_TEST_ISOLATED"
 
 
+def in_own_process() -> bool:
+    """Inside the pytest process an ``isolated`` test runs in. Its fixtures also run in the
+    outer process first (only the call moves): a fixture that patches for good must patch
+    only here."""
+    return bool(os.environ.get(_ISOLATED_ENV))
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
     """A test marked ``isolated`` changes what the whole process shares (it patches a

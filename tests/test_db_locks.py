@@ -9,7 +9,9 @@ Placement: ``--dist each`` (every worker runs every test; a barrier makes them m
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -759,18 +761,28 @@ def test_classify_lock_statements(
     assert got == expected
 
 
-@pytest.mark.isolated  # the probe patches SQLAlchemy for good
-def test_create_all_and_drop_all_are_migrations(tmp_path: Path) -> None:
-    import sqlalchemy as sa
-
+@contextlib.contextmanager
+def sqlalchemy_events() -> Iterator[list[ev.Event]]:
+    """What the SQLAlchemy probe reports in this process meanwhile. The probe patches
+    SQLAlchemy for good: only in the body of an ``isolated`` test (a fixture would run in
+    the outer process too)."""
     from testmon_live.plugin.activity import WorkerActivity
     from testmon_live.plugin.probes import locking
 
     got: list[ev.Event] = []
-    reporter = locking.LockReporter(got.append, WorkerActivity(0.0))
     probe.install([])
-    locking.activate(reporter)
+    locking.activate(locking.LockReporter(got.append, WorkerActivity(0.0)))
     try:
+        yield got
+    finally:
+        locking.activate(None)
+
+
+@pytest.mark.isolated  # the probe patches SQLAlchemy for good
+def test_create_all_and_drop_all_are_migrations(tmp_path: Path) -> None:
+    import sqlalchemy as sa
+
+    with sqlalchemy_events() as got:
         engine = sa.create_engine(f"sqlite:///{tmp_path / 'm.db'}")
         metadata = sa.MetaData()
         sa.Table("t", metadata, sa.Column("id", sa.Integer, primary_key=True))
@@ -779,8 +791,6 @@ def test_create_all_and_drop_all_are_migrations(tmp_path: Path) -> None:
         with pytest.raises(sa.exc.OperationalError), engine.connect() as conn:
             conn.exec_driver_sql("SELECT * FROM t")
         engine.dispose()
-    finally:
-        locking.activate(None)
     migrations = [e for e in got if isinstance(e, ev.Migration)]
     assert [(m.tool, m.op, m.action) for m in migrations] == [
         ("sqlalchemy", "create_all", "begin"),
@@ -803,14 +813,7 @@ def test_textual_ddl_through_sqlalchemy_is_a_schema_change(tmp_path: Path) -> No
     with its word) are."""
     import sqlalchemy as sa
 
-    from testmon_live.plugin.activity import WorkerActivity
-    from testmon_live.plugin.probes import locking
-
-    got: list[ev.Event] = []
-    reporter = locking.LockReporter(got.append, WorkerActivity(0.0))
-    probe.install([])
-    locking.activate(reporter)
-    try:
+    with sqlalchemy_events() as got:
         engine = sa.create_engine(f"sqlite:///{tmp_path / 'm.db'}")
         metadata = sa.MetaData()
         table = sa.Table("c", metadata, sa.Column("id", sa.Integer))
@@ -828,8 +831,6 @@ def test_textual_ddl_through_sqlalchemy_is_a_schema_change(tmp_path: Path) -> No
             sa.Index("ix", table.c.id).create(conn)
             conn.execute(sa.DDL("DROP INDEX ix"))  # type: ignore[no-untyped-call]
         engine.dispose()
-    finally:
-        locking.activate(None)
     steps = [
         step.name
         for m in got

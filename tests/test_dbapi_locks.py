@@ -20,7 +20,7 @@ import pytest
 
 from testmon_live.plugin import events as ev
 
-from .conftest import only_run
+from .conftest import in_own_process, only_run
 from .test_locks import BARRIER, TIMEOUT
 
 WORKERS4 = {"gw0", "gw1", "gw2", "gw3"}
@@ -512,7 +512,11 @@ def test_dbapi_probe_loads_only_with_a_driver(pytester: pytest.Pytester) -> None
 
 @pytest.fixture
 def recording() -> Iterator[list[ev.Event]]:
-    """The DB-API probe installed on every driver and a reporter recording (in process)."""
+    """The DB-API probe installed on every driver and a reporter recording (in process):
+    for ``isolated`` tests, in their own process only."""
+    if not in_own_process():
+        yield []
+        return
     from testmon_live.plugin.activity import WorkerActivity
     from testmon_live.plugin.probes import dbapi, locking
     from testmon_live.plugin.probes.imports import when_imported
