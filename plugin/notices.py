@@ -501,12 +501,18 @@ class Limiter:
             return None
         total = sum(self._held.values())
         kinds = ", ".join(f"{n} {kind}" for kind, n in sorted(self._held.items()))
+        slow = "SLOW" in self._held  # the one kind the summary does not list
         self._held.clear()
         self._last_fold = t
         self._printed.append(t)
+        listed = (
+            "every one but the slow tests (`testmon report` lists the slowest)"
+            if slow
+            else "every one"
+        )
         return (
             f"{PREFIX} {total} more notice{'s' if total != 1 else ''} held back (repeats or "
-            f"too many at once): {kinds}; the summary at the end lists every one"
+            f"too many at once): {kinds}; the summary at the end lists {listed}"
         )
 
 

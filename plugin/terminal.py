@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import sys
 from collections import deque
 from collections.abc import Callable
@@ -34,6 +35,10 @@ import pytest
 from .guard import REAL
 
 Markup = dict[str, bool]
+
+_PROGRESS_END = re.compile(r" \[ *\d+(?:%|/\d+)\] *$")
+"""How pytest ends a progress line: `` [ 41%]``, or `` [12/30]`` with ``console_output_style =
+count``."""
 Lines = list[tuple[str, Markup]]
 
 WAKE_EVENT = "testmon_live_notices"
@@ -99,7 +104,12 @@ class TerminalOut:
         if not tw.width_of_current_line:
             return
         # Letters of the progress line (xdist at the default verbosity): end the line with
-        # its percentage, as pytest ends it at the right edge, else with a newline.
+        # its percentage, as pytest ends it at the right edge, else with a newline. After
+        # the last test pytest has ended it with its percentage already and left it open:
+        # a newline then.
+        if _PROGRESS_END.search(str(getattr(tw, "_current_line", ""))):
+            tw.line()
+            return
         fill: Callable[[], None] | None = getattr(
             reporter, "_write_progress_information_filling_space", None
         )

@@ -833,8 +833,16 @@ def test_limiter_folds_repeats_and_overflow_into_one_line_a_minute() -> None:
     assert held is not None
     assert held.startswith(f"{PREFIX} 2 more notices held back")
     assert "2 STALL" in held
+    assert held.endswith("; the summary at the end lists every one")
     assert limiter.held_line(62.0) is None
     assert limiter.admit(alert("a"), 62.0)  # a minute later it is news again
+    # slow tests are not in the summary: the line does not say they are
+    for key in "efgh":
+        limiter.admit(Alert("SLOW", key, f"SLOW {key}"), 63.0)
+    held = limiter.held_line(200.0, force=True)
+    assert held is not None
+    assert "SLOW" in held
+    assert held.endswith("lists every one but the slow tests (`testmon report` lists the slowest)")
 
 
 def test_status_block_lists_every_worker_with_test_phase_and_time() -> None:
@@ -1033,3 +1041,27 @@ def test_junit_findings_of_locks_races_and_containers(
         "testmon suspects 20270115-080000-abcd t.py::test_b"
     ]
     assert "testmon.looks_polluted" not in cases["test_a"]
+
+
+# In the controller: a notice written after pytest ended its progress line with the last
+# percentage and left it open (the "held back" line at the end comes there).
+AFTER_LAST = """
+import pytest
+from testmon_live.plugin.terminal import TerminalOut
+
+def pytest_sessionfinish(session):
+    if not hasattr(session.config, "workerinput"):
+        TerminalOut(session.config).write([("NOTICE after the last test", {})])
+"""
+
+
+def test_a_line_after_the_last_test_does_not_repeat_the_percentage(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makeconftest(AFTER_LAST)
+    pytester.makepyfile(test_x="def test_a(): pass\ndef test_b(): pass\ndef test_c(): pass\n")
+    result = pytester.runpytest_subprocess("-n", "2", "--monitor")
+    result.assert_outcomes(passed=3)
+    lines = result.stdout.lines
+    (at,) = [i for i, line in enumerate(lines) if line.startswith("NOTICE after")]
+    assert re.fullmatch(r"\.\.\. +\[100%\]", lines[at - 1].rstrip()), lines
