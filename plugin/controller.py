@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import inspect
 import signal
 import subprocess
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -54,6 +55,23 @@ def describe_spec(spec: Any) -> str:
         via = getattr(spec, "via", None)
         return f"popen//via={via}" if via else "popen"
     return str(spec)
+
+
+_ABSENT = object()
+_REPORT_WATCH = "testmon-live-reports"
+
+
+class _ReportWatch:
+    """The fallback of :meth:`ControllerRecorder._watch_reports`: each xdist node's last
+    report, as a hook implementation."""
+
+    def __init__(self, last: dict[Any, pytest.TestReport]) -> None:
+        self.last = last
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        node = getattr(report, "node", None)
+        if node is not None:  # from an xdist worker
+            self.last[node] = report
 
 
 class ControllerRecorder:
@@ -103,10 +121,40 @@ class ControllerRecorder:
             "run_id": self.hub.run_id,
         }
 
-    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        node = getattr(report, "node", None)
-        if node is not None:  # from an xdist worker
-            self._last_report[node] = report
+    def _watch_reports(self) -> Callable[[], None] | None:
+        """Keep each xdist worker's last phase report (for :meth:`running`) as xdist's loop
+        takes it: on xdist's own ``worker_testreport``, wrapped for the loop, instead of a
+        ``pytest_runtest_logreport`` implementation of ours (pluggy's dispatch of one more
+        implementation, three times a test, costs more than the wrapper). An xdist whose
+        ``worker_testreport`` takes other arguments gets the hook implementation instead.
+        Returns what undoes the wrapping (None: nothing to undo)."""
+        last = self._last_report
+        dsession: Any = self.config.pluginmanager.get_plugin("dsession")
+        original: Any = getattr(dsession, "worker_testreport", None)
+        try:
+            params = list(inspect.signature(original).parameters)
+        except (TypeError, ValueError):
+            params = []
+        if params != ["node", "rep"]:
+            if not self.config.pluginmanager.has_plugin(_REPORT_WATCH):
+                self.config.pluginmanager.register(_ReportWatch(last), _REPORT_WATCH)
+            return None
+        own = vars(dsession).get("worker_testreport", _ABSENT)
+
+        def worker_testreport(node: Any, rep: pytest.TestReport) -> object:
+            last[node] = rep
+            return original(node=node, rep=rep)
+
+        dsession.worker_testreport = worker_testreport
+
+        def undo() -> None:
+            if vars(dsession).get("worker_testreport") is worker_testreport:
+                if own is _ABSENT:
+                    del dsession.worker_testreport
+                else:
+                    dsession.worker_testreport = own
+
+        return undo
 
     def running(self, worker: str) -> tuple[str, str, float] | None:
         """(test, phase, since) of ``worker`` from xdist's reports; past a test's teardown
@@ -265,6 +313,8 @@ class ControllerRecorder:
             and gc.isenabled()
             and gc.get_freeze_count() == 0
         )
+        # Reports are taken in the loop: watched for its length only (not without xdist).
+        unwatch = self._watch_reports() if self.local_worker is None else None
         if froze:
             gc.freeze()
         try:
@@ -272,6 +322,8 @@ class ControllerRecorder:
         finally:
             if froze:
                 gc.unfreeze()
+            if unwatch is not None:
+                unwatch()
 
     @pytest.hookimpl(wrapper=True, trylast=True)
     def pytest_sessionfinish(

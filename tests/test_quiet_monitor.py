@@ -159,3 +159,94 @@ def test_an_xdist_controller_is_frozen_for_the_collector_and_no_test_process_is(
         assert seen["controller"] == []
     assert seen["sessionfinish"] == 0  # a user's session cleanup runs unfrozen
     assert seen["after"] == 0
+
+
+# The controller's conftest: after each report xdist hands to the hooks, what the
+# controller says that worker is running, and who else implements the report hook.
+REPORT_SPY = """
+import json, os
+
+from testmon_live.plugin.session import controller_key
+
+seen = {"running": [], "implementers": set()}
+
+def pytest_runtest_logreport(report):
+    node = getattr(report, "node", None)
+    if node is None:
+        return
+    config = node.config
+    controller = config.stash[controller_key]
+    seen["running"].append(
+        [report.nodeid, report.when, list(controller.running(node.gateway.id) or [])]
+    )
+    seen["implementers"].update(
+        config.pluginmanager.get_name(impl.plugin) or "?"
+        for impl in config.hook.pytest_runtest_logreport.get_hookimpls()
+    )
+
+def pytest_unconfigure(config):
+    if hasattr(config, "workerinput"):
+        return
+    dsession = config.pluginmanager.get_plugin("dsession")
+    seen["wrapped after"] = "worker_testreport" in vars(dsession)
+    seen["implementers"] = sorted(seen["implementers"])
+    with open(os.environ["SPY_OUT"], "w") as out:
+        json.dump(seen, out)
+"""
+
+
+def test_the_controller_keeps_each_workers_last_report_without_a_hook_of_its_own(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What :meth:`ControllerRecorder.running` answers comes from xdist's reports, taken
+    on xdist's ``worker_testreport`` for the loop only: no ``pytest_runtest_logreport`` of
+    the monitor is dispatched three times a test."""
+    out = pytester.path / "spy.json"
+    monkeypatch.setenv("SPY_OUT", str(out))
+    pytester.makeconftest(REPORT_SPY)
+    pytester.makepyfile(test_x="def test_a(): pass\ndef test_b(): pass\ndef test_c(): pass\n")
+    result = pytester.runpytest_subprocess("--monitor", "-n", "2", "--monitor-stall=30")
+    result.assert_outcomes(passed=3)
+    seen = json.loads(out.read_text())
+    assert not any("testmon" in name for name in seen["implementers"]), seen["implementers"]
+    assert seen["wrapped after"] is False
+    said = {(nodeid, when): tuple(running[:2]) for nodeid, when, running in seen["running"]}
+    assert len(said) == 9
+    for test in ("test_x.py::test_a", "test_x.py::test_b", "test_x.py::test_c"):
+        # past its setup a worker is in the test's call; past its call, in its teardown
+        assert said[test, "setup"] == (test, "call")
+        assert said[test, "call"] == (test, "teardown")
+
+
+def test_an_xdist_without_the_expected_report_method_gets_the_hook_instead() -> None:
+    from types import SimpleNamespace
+    from typing import Any
+
+    from testmon_live.plugin.controller import ControllerRecorder
+
+    class OtherDSession:
+        def worker_testreport(self, node: Any, report: Any) -> None:  # another signature
+            pass
+
+    registered: dict[str, Any] = {}
+    dsession = OtherDSession()
+    config: Any = SimpleNamespace(
+        pluginmanager=SimpleNamespace(
+            get_plugin=lambda name: dsession if name == "dsession" else None,
+            has_plugin=lambda name: name in registered,
+            register=lambda plugin, name: registered.setdefault(name, plugin),
+        )
+    )
+    recorder = ControllerRecorder(None, config)  # type: ignore[arg-type]
+    assert recorder._watch_reports() is None
+    assert "worker_testreport" not in vars(dsession)  # left alone
+    (watch,) = registered.values()
+
+    class Node:  # xdist's WorkerController: hashed by identity
+        gateway = SimpleNamespace(id="gw3")
+
+    node = Node()
+    report = pytest.TestReport("t.py::test_a", ("t.py", 0, "test_a"), {}, "passed", None, "setup")
+    report.node = node  # type: ignore[attr-defined]
+    watch.pytest_runtest_logreport(report)
+    assert recorder.running("gw3") == ("t.py::test_a", "call", report.stop)
