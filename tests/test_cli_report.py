@@ -585,6 +585,21 @@ def test_migration_errors_caught_by_passing_tests_come_last_and_once(
 
 
 @pytest.mark.usefixtures("terminal_100")
+def test_a_dump_on_demand_is_not_counted_as_a_stall(
+    monitor: MonitorDir, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The summary and the runs list count one stall; the report's heading must too, with
+    the stacks a user asked for (``testmon dump``) said apart."""
+    *events, end = synthetic_events()
+    dump = ev.Stall(w="gw0", ts=end.ts - 0.5, reason="dump", request=7, phase="call")
+    log = write_log(monitor.log_path("20260101-120000-abcd"), [*events, dump, end])
+    text = run_cli(capsys, "report", str(log)).out
+    assert "\nStalls (1), and stacks of 1 dump\n" in text
+    assert "  gw0 stacks (dump) after " in text
+    assert "Stalls (2" not in text
+
+
+@pytest.mark.usefixtures("terminal_100")
 def test_trouble_sections(synthetic: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = run_cli(capsys, "report", str(synthetic))
     assert out.code == 0, out.err

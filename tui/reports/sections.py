@@ -12,6 +12,7 @@ So the three formats cannot disagree.
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -327,7 +328,23 @@ def _stalls_section(report: Report) -> Section | None:
         ]
         if rows:
             blocks.append(Table(_THREAD_COLUMNS, rows))
-    return Section((f"Stalls ({len(stalls)})",), blocks)
+    return Section((_stalls_title(stalls),), blocks)
+
+
+def _stalls_title(stalls: list[StallRow]) -> str:
+    """``Stalls (24)``: the count the summary and the runs list give; stacks taken for
+    another reason (an unresponsive spell, a dump on demand) are said apart."""
+    reasons = Counter(stall["reason"] for stall in stalls)
+    title = f"Stalls ({reasons.pop('stall', 0)})"
+    if reasons:
+        title += ", and stacks of " + ", ".join(
+            f"{n} {_OTHER_STACKS.get(reason, reason)}{'s' if n != 1 else ''}"
+            for reason, n in sorted(reasons.items())
+        )
+    return title
+
+
+_OTHER_STACKS = {"unresponsive": "unresponsive spell", "dump": "dump"}
 
 
 def _unresponsive_section(report: Report) -> Section | None:
