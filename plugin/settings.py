@@ -183,7 +183,7 @@ class Settings:
     @classmethod
     def from_config(cls, config: pytest.Config) -> Settings:
         flag = config.getoption("monitor")
-        enabled = bool(config.getini("monitor")) if flag is None else bool(flag)
+        enabled = _ini_flag(config, "monitor") if flag is None else bool(flag)
         raw_dir = config.getoption("monitor_dir")
         if raw_dir:
             directory = Path(config.invocation_params.dir, raw_dir)
@@ -200,7 +200,7 @@ class Settings:
         flush = _env_number(FLUSH_ENV, "0.1", float, 0.001)
         notices = config.getoption("monitor_notices")
         if notices is None:
-            notices = bool(config.getini("monitor_notices"))
+            notices = _ini_flag(config, "monitor_notices")
         on_github = os.environ.get(GITHUB_ENV) == "true"
         return cls(
             enabled,
@@ -256,6 +256,15 @@ def _number(
     if value < minimum:
         raise pytest.UsageError(f"{source}: {raw!r} must be {minimum} or more")
     return value
+
+
+def _ini_flag(config: pytest.Config, name: str) -> bool:
+    """A true/false ini option: a value pytest cannot read is a usage error naming it (pytest
+    8 raises a bare ValueError from ``getini``: an INTERNALERROR)."""
+    try:
+        return bool(config.getini(name))
+    except ValueError as exc:
+        raise pytest.UsageError(f"ini option {name}: {exc} (give true or false)") from None
 
 
 _TRUE = frozenset({"1", "true", "yes", "on", "y", "t"})

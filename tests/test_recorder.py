@@ -733,6 +733,7 @@ monitor_stall = 7.5
         (["--monitor-stall", "nan"], "--monitor-stall: 'nan' is not a finite number"),
         (["--monitor-stall", "inf"], "--monitor-stall: 'inf' is not a finite number"),
         (["--monitor-listen", "localhost"], "--monitor-listen: 'localhost' is not HOST:PORT*"),
+        (["-o", "monitor_notices=perhaps"], "ini option monitor_notices: invalid truth value*"),
     ],
 )
 def test_bad_option_values_are_usage_errors(
@@ -743,6 +744,16 @@ def test_bad_option_values_are_usage_errors(
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines([f"*{message}*"])
     assert "Traceback" not in result.stderr.str()
+
+
+def test_a_bad_monitor_ini_value_is_a_usage_error(pytester: pytest.Pytester) -> None:
+    """pytest 8 raises a bare ValueError for a bool ini value it cannot read: the plugin
+    reads it at configure, where that was an INTERNALERROR."""
+    pytester.makepyfile(test_x="def test_x(): pass")
+    result = pytester.runpytest_subprocess("-o", "monitor=maybe")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*ini option monitor: invalid truth value 'maybe' (give*"])
+    assert "INTERNALERROR" not in result.stdout.str() + result.stderr.str()
 
 
 def test_help_explains_every_option(pytester: pytest.Pytester) -> None:
