@@ -438,7 +438,7 @@ def positive_number(text: str) -> float:
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
     if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r}: give a number above 0")
+        raise argparse.ArgumentTypeError(f"{text!r}: give a finite number above 0")
     return value
 
 
