@@ -314,6 +314,16 @@ async def test_workers_view_of_a_finished_run_says_what_it_ended_with(tmp_path: 
         text = activity_of(app)
         assert "problems of the finished run" in text
         assert "FAILED       1 in all: test_orders.py::test_refund_rounding" in text
+        # the stalls it had, though none is one now (the Stuck view lists them)
+        (stalled,) = [line for line in text.splitlines() if line.startswith("STALLED")]
+        with app.ingest.lock:
+            count = app.ingest.state.stall_count()
+        assert count > 0
+        assert stalled.startswith(
+            f"STALLED      {count} in all, the longest gw2 call of "
+            "test_reports.py::test_quarterly_report "
+        )
+        assert stalled.endswith("s (6 shows them)")
         assert "so far" not in text
         assert "problems now" not in text
 

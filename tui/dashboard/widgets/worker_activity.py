@@ -12,7 +12,7 @@ from textual import events
 from textual.widgets import Static
 
 from testmon_live.plugin import events as ev
-from testmon_live.plugin.state import RunState, WorkerView, lock_label
+from testmon_live.plugin.state import RunState, StallRecord, WorkerView, lock_label
 from testmon_live.plugin.words import exit_words
 from testmon_live.tui.dashboard.ingest import Ingest
 from testmon_live.tui.dashboard.palette import TONE_CLASSES, colour, outcome_style
@@ -147,6 +147,11 @@ class WorkerActivity(Static):
             replaced = _replaced(state.workers.get(crash.w))
             lines.append(("CRASHED", err, f"{what} ({exit_words(crash)}){replaced}"))
         finished = state.end is not None
+        if finished:  # those that ended are the run's problems too (those now are above)
+            for reason, word in (("stall", "STALLED"), ("unresponsive", "UNRESPONSIVE")):
+                records = [r for r in state.stall_records if r.reason == reason]
+                if records:
+                    lines.append((word, warn, _stalls_in_all(records)))
         failures = state.failures
         if failures:
             named = ", ".join(_name(t.nodeid, 40) for t in failures[-FAILURES_NAMED:])
@@ -161,6 +166,16 @@ class WorkerActivity(Static):
         for word, style, what in lines:
             text.append(f"{word:<13}", style=f"bold {style}")
             text.append(f"{what}\n")
+
+
+def _stalls_in_all(records: list[StallRecord]) -> str:
+    """``5 in all, the longest gw2 call of test_x 12.0s (6 shows them)``."""
+    r = max(records, key=lambda r: r.duration or r.elapsed)
+    longest = f"{r.w} {r.first.phase} of {_name(r.test or '?', 60)}"
+    return (
+        f"{len(records)} in all, the longest {longest} {fmt_duration(r.duration or r.elapsed)}"
+        " (6 shows them)"
+    )
 
 
 def _name(nodeid: str, width: int) -> str:
