@@ -22,10 +22,16 @@ from testmon_live.plugin import events as ev
 from testmon_live.plugin.runlog import RUNS_DIR, RunLogError, iter_log
 from testmon_live.plugin.state import RunState
 
+from ..suite import older_logs, read_header
+
 HISTORY_RUNS = 3
-"""Earlier recorded runs read for the ETA."""
+"""Newest earlier runs of the same suite read for the ETA (besides its fullest one)."""
+SCANNED = 20
+"""Earlier logs looked at, newest first (only their header, unless of the same suite)."""
 HISTORY_MAX_BYTES = 64 * 1024 * 1024
 """Logs larger than this are not read for the ETA (it would delay the first screen)."""
+HISTORY_BYTES = 2 * HISTORY_MAX_BYTES
+"""Bytes of earlier logs read at most for the ETA (the first screen waits for them)."""
 
 
 @dataclass
@@ -33,9 +39,12 @@ class History:
     durations: dict[str, float] = field(default_factory=dict)
     """Node id -> duration in the newest earlier run that ran it."""
     order: list[str] = field(default_factory=list)
-    """Node ids in the order they started in the newest earlier run (then older ones)."""
+    """Node ids in the order they started in the fullest earlier run (then the others)."""
+    typical: float | None = None
+    """Mean duration of a test in the fullest earlier run: what a test not in any takes
+    (None: the mean of :attr:`durations`)."""
     gap: float = 0.0
-    """Mean seconds a worker spent between two of its tests in the newest complete run."""
+    """Mean seconds a worker spent between two of its tests in the fullest complete run."""
     tail: float = 0.0
     """Seconds from that run's last test to its end."""
 
@@ -43,35 +52,90 @@ class History:
         return bool(self.durations)
 
 
+@dataclass
+class _Run:
+    tests: list[ev.TestFinished]
+    """In the order they started."""
+    end: ev.RunFinished | None
+    distinct: int
+
+
 def read_history(path: Path) -> History:
-    """What up to :data:`HISTORY_RUNS` runs recorded before ``path`` say."""
+    """What earlier runs of the same suite as the run logged at ``path`` say.
+
+    Of the same suite: the same rootdir (:mod:`testmon_live.tui.suite`); a run of a subset
+    (one file, ``-k``) still says what its tests took, a run of another project nothing.
+    Read: the :data:`HISTORY_RUNS` newest such runs among the :data:`SCANNED` newest logs,
+    and the largest such log if it is not among them, so that three quick runs of one file
+    do not hide the full run before them. The fullest run read (most distinct tests) gives
+    the order, the typical duration of a test none ran, and the gaps and tail.
+    """
     history = History()
     if path.parent.name != RUNS_DIR:
         return history
-    earlier = sorted(p for p in path.parent.glob("*.jsonl") if p.name < path.name)
-    timed = False
-    for log in reversed(earlier[-HISTORY_RUNS:]):
+    own = read_header(path)
+    if own is None:
+        return history
+    same: list[tuple[Path, int]] = []  # newest first
+    for log in older_logs(path, SCANNED):
         try:
-            if log.stat().st_size > HISTORY_MAX_BYTES:
-                continue
-            tests: list[ev.TestFinished] = []
-            end: ev.RunFinished | None = None
-            for event in iter_log(log):
-                if type(event) is ev.TestFinished:
-                    tests.append(event)
-                elif type(event) is ev.RunFinished:
-                    end = event
-        except (RunLogError, OSError):
+            size = log.stat().st_size
+        except OSError:
             continue
-        tests.sort(key=_start)
-        for test in tests:
-            if test.nodeid not in history.durations:
-                history.durations[test.nodeid] = test.duration
+        if size > HISTORY_MAX_BYTES:
+            continue
+        header = read_header(log)
+        if header is not None and header.rootdir == own.rootdir:
+            same.append((log, size))
+    if not same:
+        return history
+    largest = max(same, key=lambda found: found[1])  # of equals, the newest
+    chosen = [largest] + [found for found in same[:HISTORY_RUNS] if found != largest]
+    runs: dict[int, _Run] = {}  # by position in `same`: 0 is the newest
+    budget = HISTORY_BYTES
+    for log, size in chosen:  # the largest first: the budget must not leave it out
+        if size > budget:
+            continue
+        budget -= size
+        run = _read_run(log)
+        if run is not None:
+            runs[same.index((log, size))] = run
+    newest_first = [runs[i] for i in sorted(runs)]
+    if not newest_first:
+        return history
+    seen: set[str] = set()
+    fullest = max(newest_first, key=lambda run: run.distinct)  # of equals, the newest
+    for run in newest_first:
+        for test in run.tests:
+            history.durations.setdefault(test.nodeid, test.duration)
+    for run in [fullest, *newest_first]:
+        for test in run.tests:
+            if test.nodeid not in seen:
+                seen.add(test.nodeid)
                 history.order.append(test.nodeid)
-        if not timed and end is not None and tests:
-            history.gap, history.tail = _overheads(tests, end)
-            timed = True
+    if fullest.tests:
+        history.typical = sum(t.duration for t in fullest.tests) / len(fullest.tests)
+    timed = [run for run in [fullest, *newest_first] if run.end is not None and run.tests]
+    if timed:
+        run = timed[0]
+        assert run.end is not None
+        history.gap, history.tail = _overheads(run.tests, run.end)
     return history
+
+
+def _read_run(log: Path) -> _Run | None:
+    try:
+        tests: list[ev.TestFinished] = []
+        end: ev.RunFinished | None = None
+        for event in iter_log(log):
+            if type(event) is ev.TestFinished:
+                tests.append(event)
+            elif type(event) is ev.RunFinished:
+                end = event
+    except (RunLogError, OSError):
+        return None
+    tests.sort(key=_start)
+    return _Run(tests, end, len({test.nodeid for test in tests}))
 
 
 def _start(test: ev.TestFinished) -> float:
@@ -100,7 +164,7 @@ def estimate(history: History, state: RunState, done: set[str], now: float) -> f
     if not history:
         return None
     known = history.durations
-    typical = sum(known.values()) / len(known)
+    typical = history.typical if history.typical is not None else sum(known.values()) / len(known)
     free: list[float] = []
     running: set[str] = set()
     for view in state.workers.values():

@@ -12,9 +12,10 @@ Which runs count (from each log's header and its own records):
 
 - older than the recording (its id sorts before the recording's): a prediction of a run
   stays what it was when later runs come;
-- the same suite on the same machine: the same rootdir, Python (version and
-  implementation), host name and CPU count, and as many distinct tests (a run of one file,
-  or ``-k``, starts up differently; so does another machine);
+- the same suite on the same machine (:class:`~testmon_live.tui.suite.Suite`): the same
+  rootdir, Python (version and implementation), host name and CPU count, and as many
+  distinct tests (a run of one file, or ``-k``, starts up differently; so does another
+  machine);
 - run under xdist (a run without it starts no workers), finished normally (``ok`` or
   ``tests_failed``: an interrupted run's exit is not an exit), no worker crashed;
 - figures that make sense: finite, not negative, start-up and exit within the run's wall.
@@ -42,8 +43,9 @@ from typing import TYPE_CHECKING
 import msgspec
 
 from testmon_live.plugin import events as ev
-from testmon_live.plugin.runlog import LOG_SUFFIX, RunLogError, open_log
+from testmon_live.plugin.runlog import RunLogError, open_log
 
+from ..suite import Suite, older_logs, read_header, suite_of
 from .exits import exit_work
 
 if TYPE_CHECKING:
@@ -58,8 +60,6 @@ HISTORY_BYTES = 48 * 1024 * 1024
 LOG_BYTES = HISTORY_BYTES // 2
 """An older log larger than this is not read (two must fit in the budget: the median of
 the recording and one older run is only their mean)."""
-HEADER_BYTES = 1024 * 1024
-"""A header line longer than this is not a header this build wrote."""
 FINISHED = frozenset({"ok", "tests_failed"})
 
 _TEST = b'{"t":"test"'
@@ -100,25 +100,6 @@ def costs_of(
     return Costs(boot, exit_work(ends, max(0.0, end_ts - last_end), cpus))
 
 
-@dataclass(frozen=True)
-class Suite:
-    """What makes two runs' start-up and exit comparable."""
-
-    rootdir: str
-    python: str
-    implementation: str
-    hostname: str
-    cpus: int
-    tests: int
-    """Distinct tests run."""
-
-
-def suite_of(header: ev.RunStarted, tests: int) -> Suite:
-    return Suite(
-        header.rootdir, header.python, header.implementation, header.hostname, header.cpus, tests
-    )
-
-
 class _Timing(msgspec.Struct):
     """What a test line holds that the costs need (the rest is skipped unread)."""
 
@@ -141,22 +122,6 @@ _DECODE_ERRORS = (msgspec.DecodeError, msgspec.ValidationError, RecursionError, 
 
 def _finite(*values: float) -> bool:
     return all(math.isfinite(v) for v in values)
-
-
-def read_header(path: Path) -> ev.RunStarted | None:
-    """A log's header, or None when it has none this build reads."""
-    try:
-        with open_log(path) as handle:
-            line = handle.readline(HEADER_BYTES)
-    except (RunLogError, OSError):
-        return None
-    try:
-        header = ev.decode_event(line.rstrip(b"\n"))
-    except ev.DecodeError:
-        return None
-    if not isinstance(header, ev.RunStarted) or header.schema > ev.SCHEMA_VERSION:
-        return None
-    return header
 
 
 def run_costs(path: Path, suite: Suite, budget: int) -> tuple[Costs | None, int]:
@@ -223,17 +188,9 @@ def run_costs(path: Path, suite: Suite, budget: int) -> tuple[Costs | None, int]
 def older_costs(path: Path, suite: Suite) -> list[Costs]:
     """The costs of the newest older runs of ``suite`` in the folder of ``path``, newest
     first (see the module's rules)."""
-    name = path.name
-    try:
-        siblings = sorted(
-            (p for p in path.parent.iterdir() if p.name.endswith(LOG_SUFFIX) and p.name < name),
-            reverse=True,
-        )
-    except OSError:
-        return []
     found: list[Costs] = []
     budget = HISTORY_BYTES
-    for sibling in siblings[:SCANNED]:
+    for sibling in older_logs(path, SCANNED):
         if len(found) >= OLDER_RUNS or budget <= 0:
             break
         costs, read = run_costs(sibling, suite, budget)

@@ -1,0 +1,129 @@
+"""The dashboard's ETA reads earlier runs of the same suite only (:mod:`.dashboard.eta`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from testmon_live.plugin import events as ev
+from testmon_live.tui.dashboard import eta
+from testmon_live.tui.dashboard.ingest import Ingest
+from testmon_live.tui.testing import sample_runs
+
+T0 = sample_runs.T0
+ROOT = "/home/dev/project"
+TINY = [f"tests/test_version_info.py::test_{k}" for k in range(7)]
+SUITE = TINY + [f"tests/test_mod{i // 20}.py::test_{i}" for i in range(193)]
+
+
+def run(
+    run_id: str, nodeids: list[str], took: float, rootdir: str = ROOT, workers: int = 2
+) -> list[ev.Event]:
+    """A finished run of ``nodeids``, each taking ``took``, handed out in turn."""
+    events: list[ev.Event] = [
+        ev.RunStarted(
+            ts=T0, schema=ev.SCHEMA_VERSION, run_id=run_id, rootdir=rootdir, workers=workers
+        )
+    ]
+    wids = [f"gw{k}" for k in range(workers)] or ["main"]  # 0: no xdist
+    now = {}
+    for k, wid in enumerate(wids):
+        events.append(ev.WorkerStarted(w=wid, ts=T0 + 0.1, schema=ev.SCHEMA_VERSION, pid=k))
+        events.append(ev.WorkerCollected(w=wid, ts=T0 + 0.2, count=len(nodeids)))
+        now[wid] = T0 + 0.3
+    tests = []
+    for i, nodeid in enumerate(nodeids):
+        wid = wids[i % len(wids)]
+        start = now[wid]
+        tests.append(
+            ev.TestFinished(
+                w=wid,
+                ts=start + took,
+                nodeid=nodeid,
+                outcome="passed",
+                phases=[ev.Phase("call", start, took, "passed")],
+                duration=took,
+            )
+        )
+        now[wid] = start + took
+    events += sorted(tests, key=lambda t: t.ts)
+    end = max(now.values()) + 0.1
+    events.append(
+        ev.RunFinished(ts=end, exitstatus=0, status="ok", duration=end - T0, tests=len(nodeids))
+    )
+    return events
+
+
+def log(folder: Path, run_id: str, events: list[ev.Event]) -> Path:
+    return sample_runs.write_log(folder / ".testmon" / "runs" / f"{run_id}.jsonl", events)
+
+
+def eta_at(path: Path, events: list[ev.Event], seconds: float) -> float | None:
+    """The ETA the dashboard shows ``seconds`` into the run logged at ``path``."""
+    cut = sample_runs.cut(events, seconds)
+    sample_runs.write_log(path, cut)
+    ingest = Ingest(lambda message: None, clock=lambda: T0 + seconds)
+    ingest.reset("live", path)
+    ingest.events(cut)
+    return ingest.eta()
+
+
+def test_eta_of_a_full_run_after_quick_runs_of_one_file(tmp_path: Path) -> None:
+    """The reported case: a full run of the suite, then another project's, then three runs
+    of one file of 7 tiny tests; halfway through the next full run, the ETA is what the
+    full run took for the other half, not 100 tests at the tiny tests' mean."""
+    log(tmp_path, "20261207-100000-full", run("full", SUITE, 0.4))
+    log(tmp_path, "20261207-100500-other", run("other", SUITE, 5.0, rootdir="/elsewhere"))
+    for k in range(3):
+        log(tmp_path, f"20261207-10100{k}-tiny", run("tiny", TINY, 0.001, workers=0))
+    now = tmp_path / ".testmon" / "runs" / "20261207-103000-now.jsonl"
+    events = run("now", SUITE, 0.4)
+    left = eta_at(now, events, 20.2)  # 100 of 200 tests done, 20 s of them left
+    assert left is not None
+    assert left == pytest.approx(20.0, abs=1.0)
+
+
+def test_eta_ignores_a_newer_run_of_another_rootdir(tmp_path: Path) -> None:
+    log(tmp_path, "20261207-100000-full", run("full", SUITE, 0.4))
+    log(tmp_path, "20261207-100500-other", run("other", SUITE, 5.0, rootdir="/elsewhere"))
+    now = tmp_path / ".testmon" / "runs" / "20261207-103000-now.jsonl"
+    left = eta_at(now, run("now", SUITE, 0.4), 20.2)
+    assert left is not None
+    assert left == pytest.approx(20.0, abs=1.0)
+    log(tmp_path, "20261207-090000-older", run("older", SUITE, 5.0, rootdir="/elsewhere"))
+    (tmp_path / ".testmon" / "runs" / "20261207-100000-full.jsonl").unlink()
+    assert eta_at(now, run("now", SUITE, 0.4), 20.2) is None  # another project's only
+
+
+def test_history_of_a_subset_run_and_a_fuller_one(tmp_path: Path) -> None:
+    """A newer run of a subset gives its tests' durations; the fuller run gives the rest,
+    the mean a test none ran takes, and the order."""
+    log(tmp_path, "20261207-100000-full", run("full", SUITE, 0.4))
+    log(tmp_path, "20261207-101000-tiny", run("tiny", TINY, 0.001, workers=0))
+    now = log(tmp_path, "20261207-103000-now", run("now", SUITE, 0.4)[:1])
+    history = eta.read_history(now)
+    assert history.durations[TINY[0]] == pytest.approx(0.001)
+    assert history.durations[SUITE[-1]] == pytest.approx(0.4)
+    assert len(history.durations) == len(SUITE)
+    assert history.typical == pytest.approx(0.4)
+    assert history.order == SUITE
+
+
+def test_the_full_run_is_found_beyond_the_newest_few(tmp_path: Path) -> None:
+    """More quick runs than :data:`HISTORY_RUNS` since the full one: it is still read (it
+    is the largest log of the suite), within :data:`SCANNED` logs."""
+    log(tmp_path, "20261207-100000-full", run("full", SUITE, 0.4))
+    for k in range(eta.HISTORY_RUNS + 3):
+        log(tmp_path, f"20261207-10100{k}-tiny", run("tiny", TINY, 0.001, workers=0))
+    now = log(tmp_path, "20261207-103000-now", run("now", SUITE, 0.4)[:1])
+    history = eta.read_history(now)
+    assert history.typical == pytest.approx(0.4)
+    assert len(history.durations) == len(SUITE)
+
+
+def test_an_unreadable_current_header_gives_no_history(tmp_path: Path) -> None:
+    log(tmp_path, "20261207-100000-full", run("full", SUITE, 0.4))
+    now = tmp_path / ".testmon" / "runs" / "20261207-103000-now.jsonl"
+    now.write_text("not a header\n")
+    assert not eta.read_history(now)
