@@ -441,3 +441,30 @@ async def test_workers_problems_name_a_crash_and_who_replaced_the_worker(tmp_pat
             "CRASHED      gw1 while running test_orders.py::test_order_total[3] "
             "(signal SIGKILL), gw4 replaced it"
         ], crashed
+
+
+async def test_the_failures_table_gives_the_test_column_the_room_it_has(tmp_path: Path) -> None:
+    """At 160 columns a long test id is shown whole; at 80 its path is cut, never its
+    name (the panel is sized only once shown: its rows are made again then)."""
+    import msgspec
+    from textual.widgets import DataTable
+
+    from testmon_live.tui.dashboard.widgets.failures_panel import FailuresPanel
+
+    long_id = "tests/test_converters_and_more.py::TestPipeline::test_wrapped_annotation"
+    events = [
+        msgspec.structs.replace(e, nodeid=long_id)
+        if isinstance(e, ev.TestFinished) and e.outcome == "failed"
+        else e
+        for e in sample_runs.demo_run()
+    ]
+    path = log(tmp_path, events)
+    for size, whole in ((BIG, True), (SMALL, False)):
+        app = app_on(path, live=False)
+        async with app.run_test(size=size) as pilot:
+            await pilot.press("7")
+            await pilot.pause()
+            table = app.main.query_one(FailuresPanel).query_one(DataTable)
+            cells = [str(table.get_row_at(i)[2]) for i in range(table.row_count)]
+            (cell,) = [c for c in cells if c.endswith("::test_wrapped_annotation")]
+            assert (cell == long_id) is whole, (size, cell)

@@ -17,7 +17,11 @@ from testmon_live.tui.reports.formatting import first_line, shorten_path
 
 EMPTY = "no failures"
 TEST_WIDTH = 50
-"""The test column: the path before the test's name is cut to fit, never the name."""
+"""The test column at least: the path before the test's name is cut to fit, never the
+name; a wider panel gives the room the other columns leave."""
+MESSAGE_WIDTH = 60
+OTHER_COLUMNS = 6 + 7 + MESSAGE_WIDTH + 4 * 2 + 2
+"""Worker, outcome and message columns, each column's padding, the scroll bar."""
 
 
 class FailuresTable(DataTable[Text | str]):
@@ -44,6 +48,7 @@ class FailuresPanel(Vertical):
         super().__init__(name=name, id=id, classes=classes, disabled=disabled)
         self.failures: list[ev.TestFinished] = []
         self._generation = -1
+        self._test_width = TEST_WIDTH
 
     def compose(self) -> ComposeResult:
         table = FailuresTable(cursor_type="row", id="failures-table")
@@ -67,17 +72,35 @@ class FailuresPanel(Vertical):
             self.query_one("#failure-text", Static).update(EMPTY)
         fresh = ingest.state.failures[len(self.failures) :]
         for test in fresh:
-            table.add_row(
-                test.w,
-                Text(test.outcome, style=outcome_style(self, test.outcome)),
-                # the test's own name whole, its path cut (Text: [brackets] are not markup)
-                Text(shorten_path(test.nodeid, TEST_WIDTH)),
-                Text(first_line(test.message)[:60]),
-                key=str(len(self.failures)),
-            )
+            self._add_row(table, test, len(self.failures))
             self.failures.append(test)
         if fresh and len(self.failures) == len(fresh):
             self.show(0)
+
+    def _add_row(self, table: DataTable[Text | str], test: ev.TestFinished, index: int) -> None:
+        table.add_row(
+            test.w,
+            Text(test.outcome, style=outcome_style(self, test.outcome)),
+            # the test's own name whole, its path cut (Text: [brackets] are not markup)
+            Text(shorten_path(test.nodeid, self._test_width)),
+            Text(first_line(test.message)[:MESSAGE_WIDTH]),
+            key=str(index),
+        )
+
+    def on_resize(self) -> None:
+        """The test column takes the room the panel has (rows made before, anew)."""
+        width = max(TEST_WIDTH, self.size.width - OTHER_COLUMNS)
+        if width == self._test_width:
+            return
+        self._test_width = width
+        if not self.failures:
+            return
+        table: DataTable[Text | str] = self.query_one(DataTable)
+        row = table.cursor_row
+        table.clear()
+        for index, test in enumerate(self.failures):
+            self._add_row(table, test, index)
+        table.move_cursor(row=row, animate=False)
 
     def show(self, index: int) -> None:
         if not 0 <= index < len(self.failures):
