@@ -770,6 +770,34 @@ def test_a_worker_collecting_in_pytest_code_is_not_idle() -> None:
     assert classify(waiting, busy=True) == ("idle", "Condition.wait (test-runner thread)")
 
 
+def test_a_stall_in_collection_reads_the_same_in_summary_and_report() -> None:
+    """The terminal summary and `testmon report` name the same busy main thread; execnet's
+    reader is idle in both (the summary leaves idle threads out)."""
+    from execnet.gateway_base import Popen2IO
+
+    from testmon_live.plugin.state.workers import StallRecord
+    from testmon_live.plugin.summary import stall_lines
+
+    collecting = _worker_main_frames(("_pytest.python", "Function.__init__"))
+    reader_file = Popen2IO.read.__code__.co_filename
+    reader = [ev.Frame(reader_file, 1, f, False) for f in ("Reply.run", "Popen2IO.read")]
+    threads = []
+    for ident, name, frames in ((1, "MainThread", collecting), (2, "thread 0x2", reader)):
+        verdict, detail = classify(frames, busy=True)
+        threads.append(ev.ThreadStack(name, ident, verdict=verdict, detail=detail, frames=frames))
+    stall = ev.Stall(w="gw0", test=None, phase="collect", threads=threads)
+    record = StallRecord(w="gw0", reason="stall", first=stall)
+    assert stall_lines(record)[1] == "    threads: MainThread busy"
+    state = RunState().apply_all(
+        [ev.RunStarted(schema=ev.SCHEMA_VERSION, run_id="r", rootdir="/project"), stall]
+    )
+    (row,) = build_report(LoadedRun(Path("r.jsonl"), state, "finished"))["stalls"]
+    assert [(t["name"], t["verdict"], t["detail"]) for t in row["threads"]] == [
+        ("MainThread", "busy", "Function.__init__"),
+        ("thread 0x2", "idle", "Popen2IO.read (execnet thread)"),
+    ]
+
+
 @pytest.fixture
 def execnet_pool() -> Iterator[Callable[..., object]]:
     """Spawns functions on execnet's own (unnamed) threads, as a worker's gateway does."""
