@@ -17,6 +17,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ from pathlib import Path
 import pytest
 
 from testmon_live.plugin import events as ev
-from testmon_live.plugin.probes.stacks import classify, frame_text, parse_faulthandler
+from testmon_live.plugin.probes.stacks import Sample, classify, frame_text, parse_faulthandler
 from testmon_live.plugin.probes.unresponsive import read_dump
 from testmon_live.plugin.runlog import MonitorDir, RunLogError, live_runs
 from testmon_live.plugin.state import RunState
@@ -723,6 +724,141 @@ def test_verdicts_from_frames() -> None:
     assert classify([test], busy=True)[0] == "busy"
     assert classify([test], moved=True)[0] == "busy"
     assert classify([test])[0] == "unknown"
+
+
+def _worker_main_frames(*inner: tuple[str, str]) -> list[ev.Frame]:
+    """An xdist worker's main thread as recorded (execnet runs xdist's remote module, which
+    runs pytest), with ``inner`` (module, function) frames below pytest's main loop."""
+    import importlib
+
+    def frame(module: str, func: str) -> ev.Frame:
+        file = importlib.import_module(module).__file__
+        assert file is not None
+        return ev.Frame(file, 1, func, False)
+
+    return [
+        ev.Frame("<string>", 8, "<module>", False),
+        frame("execnet.gateway_base", "WorkerGateway.serve"),
+        frame("execnet.gateway_base", "WorkerPool.integrate_as_primary_thread"),
+        frame("execnet.gateway_base", "Reply.run"),
+        frame("execnet.gateway_base", "WorkerGateway.executetask"),
+        frame("xdist.remote", "<module>"),
+        frame("pluggy._callers", "_multicall"),
+        frame("_pytest.main", "pytest_cmdline_main"),
+        frame("_pytest.main", "_main"),
+        *(frame(module, func) for module, func in inner),
+    ]
+
+
+def test_a_worker_collecting_in_pytest_code_is_not_idle() -> None:
+    """A stall during collection: the worker's main thread builds test items in pytest's
+    own code (no user frame, execnet and xdist further out). That is work, not a wait."""
+    collecting = _worker_main_frames(
+        ("_pytest.main", "Session.perform_collect"),
+        ("_pytest.python", "Class.collect"),
+        ("_pytest.python", "Function.__init__"),
+    )
+    assert classify(collecting, busy=True) == ("busy", "Function.__init__")
+    assert classify(collecting)[0] == "unknown"
+    # Waiting in xdist for the controller's next test: that is the runner being idle.
+    waiting = _worker_main_frames(
+        ("xdist.remote", "WorkerInteractor.pytest_runtestloop"),
+        ("xdist.remote", "TestQueue.get"),
+        ("queue", "Queue.get"),
+        ("threading", "Condition.wait"),
+    )
+    assert classify(waiting, busy=True) == ("idle", "Condition.wait (test-runner thread)")
+
+
+def test_a_stall_in_collection_reads_the_same_in_summary_and_report() -> None:
+    """The terminal summary and `testmon report` name the same busy main thread; execnet's
+    reader is idle in both (the summary leaves idle threads out)."""
+    from execnet.gateway_base import Popen2IO
+
+    from testmon_live.plugin.state.workers import StallRecord
+    from testmon_live.plugin.summary import stall_lines
+
+    collecting = _worker_main_frames(("_pytest.python", "Function.__init__"))
+    reader_file = Popen2IO.read.__code__.co_filename
+    reader = [ev.Frame(reader_file, 1, f, False) for f in ("Reply.run", "Popen2IO.read")]
+    threads = []
+    for ident, name, frames in ((1, "MainThread", collecting), (2, "thread 0x2", reader)):
+        verdict, detail = classify(frames, busy=True)
+        threads.append(ev.ThreadStack(name, ident, verdict=verdict, detail=detail, frames=frames))
+    stall = ev.Stall(w="gw0", test=None, phase="collect", threads=threads)
+    record = StallRecord(w="gw0", reason="stall", first=stall)
+    assert stall_lines(record)[1] == "    threads: MainThread busy"
+    state = RunState().apply_all(
+        [ev.RunStarted(schema=ev.SCHEMA_VERSION, run_id="r", rootdir="/project"), stall]
+    )
+    (row,) = build_report(LoadedRun(Path("r.jsonl"), state, "finished"))["stalls"]
+    assert [(t["name"], t["verdict"], t["detail"]) for t in row["threads"]] == [
+        ("MainThread", "busy", "Function.__init__"),
+        ("thread 0x2", "idle", "Popen2IO.read (execnet thread)"),
+    ]
+
+
+@pytest.fixture
+def execnet_pool() -> Iterator[Callable[..., object]]:
+    """Spawns functions on execnet's own (unnamed) threads, as a worker's gateway does."""
+    from execnet.gateway_base import WorkerPool, get_execmodel
+
+    pool = WorkerPool(get_execmodel("thread"))
+    yield pool.spawn
+    pool.waitall(timeout=10)
+
+
+def _sampled(pred: Callable[[ev.ThreadStack], bool]) -> ev.ThreadStack:
+    """The one thread of this process ``pred`` picks, once it is there (a real sample)."""
+    deadline = time.monotonic() + 10
+    while True:
+        found = [t for t in Sample(time.perf_counter()).stacks() if pred(t)]
+        if found or time.monotonic() > deadline:
+            (thread,) = found
+            return thread
+        time.sleep(0.01)
+
+
+def test_pytest_code_on_an_execnet_thread_is_judged_by_what_it_waits_on(
+    execnet_pool: Callable[..., object],
+) -> None:
+    """Real frames: pytest's code run on an execnet thread (as xdist's worker runs it),
+    waiting on an event. Its wait is the verdict, not idle machinery of the runner."""
+    from _pytest.runner import CallInfo
+
+    gate = threading.Event()
+    execnet_pool(CallInfo.from_call, gate.wait, "collect")
+    try:
+        thread = _sampled(
+            lambda t: (
+                t.frames[0].func == "WorkerPool._perform_spawn"
+                and any(f.func == "CallInfo.from_call" for f in t.frames)
+            )
+        )
+    finally:
+        gate.set()
+    assert not any(f.user for f in thread.frames)
+    assert (thread.verdict, thread.detail) == ("event", "threading.Event.wait")
+
+
+def test_execnet_channel_reader_is_idle_and_not_the_test_runner(
+    execnet_pool: Callable[..., object],
+) -> None:
+    """Real frames: execnet's reader (``Popen2IO.read`` on a pipe, on one of execnet's
+    threads) waits for the controller. Idle, and named for execnet, not the test runner."""
+    from execnet.gateway_base import Popen2IO, get_execmodel
+
+    readable, writable = os.pipe()
+    with os.fdopen(readable, "rb") as infile, open(os.devnull, "wb") as outfile:
+        io = Popen2IO(outfile, infile, get_execmodel("thread"))
+        execnet_pool(io.read, 1)
+        try:
+            thread = _sampled(lambda t: bool(t.frames) and t.frames[-1].func == "Popen2IO.read")
+        finally:
+            os.write(writable, b"x")
+            os.close(writable)
+    assert thread.name.startswith("thread 0x")  # execnet starts raw threads, unnamed
+    assert (thread.verdict, thread.detail) == ("idle", "Popen2IO.read (execnet thread)")
 
 
 def test_one_frame_text_for_the_plugin_the_report_and_dump() -> None:

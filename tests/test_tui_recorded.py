@@ -143,11 +143,11 @@ async def test_lock_wait_and_stall_of_a_real_run(pytester: pytest.Pytester) -> N
         await pilot.press("6")
         stuck = text(app.main.query_one(StuckPanel))
         assert f"STALLED NOW {stall.w} call of test_stuck.py::test_missed_wakeup for" in stuck
-        assert "thread MainThread event: threading.Event.wait" in stuck
+        assert "  MainThread event: threading.Event.wait" in stuck
         assert "test_stuck.py:" in stuck
         assert " in test_missed_wakeup\n" in stuck
         # the worker that migrated slept under the lock (before 3.11 a select: still a sleep)
-        assert f"thread MainThread sleep: time.sleep({MIGRATION})" in stuck
+        assert f"  MainThread sleep: time.sleep({MIGRATION})" in stuck
 
     # The test ended: its worker is no longer stalled, even before the stall's end arrives.
     finished = next(

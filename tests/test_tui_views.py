@@ -254,6 +254,21 @@ async def test_stuck_folds_framework_frames_and_shortens_paths(tmp_path: Path) -
         assert "pluggy" not in shown(panel)
 
 
+async def test_stuck_names_an_unnamed_thread_once(tmp_path: Path) -> None:
+    """execnet's reader has no Python name: its recorded name (``thread 0x...``) already says
+    it is a thread, so its row does not say so twice; a named thread reads as the summary,
+    the report and `testmon dump` write it."""
+    app = demo_at(tmp_path, STALLED_AT)
+    async with app.run_test(size=BIG) as pilot:
+        await settle(app, pilot)
+        await pilot.press("6")
+        await pilot.pause()
+        text = shown(app.main.query_one(StuckPanel))
+        assert "  thread 0x7f99667f26c0 idle: Popen2IO.read" in text
+        assert "thread thread" not in text
+        assert "  MainThread event: threading.Event.wait" in text
+
+
 def test_frame_paths_read_from_site_packages_or_the_standard_library() -> None:
     venv = "/home/me/.venv/lib/python3.12/site-packages"
     assert short_file(f"{venv}/pluggy/_hooks.py") == "site-packages/pluggy/_hooks.py"

@@ -3,14 +3,16 @@
 Used by the stall detector (stacks sampled inside the worker), by on-demand dumps, and by
 the hub for stacks a frozen worker's faulthandler wrote (:func:`parse_faulthandler`).
 
-A verdict comes from, in this order: the thread being one of the monitor's or execnet's
-own (``idle``); a database driver anywhere below the user's code (``database``); a
-file-lock package below it (``lock``: filelock polls, sleeping between attempts); the
-outermost known blocking call below the user's code (``Condition.wait`` -> ``condition``,
-``Queue.get`` -> ``queue``...); the thread's CPU time rising between samples (``busy``);
-the system call the thread sits in (Linux ``/proc``: futex -> ``lock``, nanosleep ->
-``sleep``, poll/recv -> ``socket``, wait4 -> ``subprocess``); its stack moving (``busy``);
-else ``unknown``.
+A verdict comes from, in this order: the thread being one of the monitor's own, or one
+with no user frame waiting in execnet's, xdist's or pytest-timeout's code (``idle``: a
+channel's reader, the test runner waiting for its next test; a thread in pytest's own code
+is not idle, it collects or runs hooks); a database driver anywhere below the user's code
+(``database``); a file-lock package below it (``lock``: filelock polls, sleeping between
+attempts); the outermost known blocking call below the user's code (``Condition.wait`` ->
+``condition``, ``Queue.get`` -> ``queue``...); the thread's CPU time rising between samples
+(``busy``); the system call the thread sits in (Linux ``/proc``: futex -> ``lock``,
+nanosleep -> ``sleep``, poll/recv -> ``socket``, wait4 -> ``subprocess``); its stack moving
+(``busy``); else ``unknown``.
 """
 
 from __future__ import annotations
@@ -50,11 +52,10 @@ _STDLIB_DIRS = tuple(
     }
 )
 _THIRD_PARTY = ("site-packages", "dist-packages")
-_INFRA = (
-    os.sep + "execnet" + os.sep,
-    os.sep + "xdist" + os.sep,
-    os.sep + "pytest_timeout.py",
-)
+_INFRA = re.compile(r"[/\\](execnet|xdist)[/\\]|[/\\](pytest_timeout)\.py$")
+"""The test runner's machinery: a thread that waits in it waits for the runner's work."""
+_PYTEST = re.compile(r"[/\\]_pytest[/\\]")
+"""pytest's own code: a thread with a frame of it is the test-runner thread."""
 _DATABASE = re.compile(
     r"[/\\](psycopg2?|pymysql|MySQLdb|mysql[/\\]connector|asyncpg|aiomysql|aiosqlite|sqlite3"
     r"|sqlalchemy|pyodbc|oracledb|cx_Oracle|pymssql|redis|pymongo|motor)[/\\]"
@@ -300,8 +301,11 @@ def classify(
         return "unknown", None
     users = [i for i, f in enumerate(frames) if f.user]
     below = list(frames[users[-1] + 1 :]) if users else list(frames)
-    if not users and any(any(mark in f.file for mark in _INFRA) for f in frames):
-        return "idle", f"{frames[-1].func} (test-runner thread)"
+    if not users:
+        infra = _waits_in_infra(frames)
+        if infra is not None:
+            runner = any(_PYTEST.search(f.file) for f in frames)
+            return "idle", f"{frames[-1].func} ({'test-runner' if runner else infra} thread)"
     if not users and any(f.file.startswith(_PACKAGE_DIR + os.sep) for f in frames):
         return "idle", "testmon-live thread"
     for frame in below:
@@ -327,6 +331,17 @@ def classify(
     if moved:
         return "busy", line or innermost.func
     return "unknown", line or innermost.func
+
+
+def _waits_in_infra(frames: Sequence[ev.Frame]) -> str | None:
+    """execnet, xdist or pytest_timeout when the thread's innermost frame outside the
+    standard library is theirs (a channel's reader, the runner waiting for its next test),
+    else None: a thread in pytest's own code (collecting, running hooks) is not idle."""
+    for frame in reversed(frames):
+        if _stdlib_name(frame.file) is None:
+            match = _INFRA.search(frame.file)
+            return (match.group(1) or match.group(2)).replace("_", "-") if match else None
+    return None
 
 
 def _module_of(file: str) -> str:

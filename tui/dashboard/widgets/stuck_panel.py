@@ -145,7 +145,8 @@ class StuckPanel(Static):
 
     def _thread(self, text: Text, thread: ev.ThreadStack, muted: str) -> None:
         verdict = thread.verdict + (f": {thread.detail}" if thread.detail else "")
-        text.append(f"  thread {thread.name} ", style="bold")
+        # the name as every view shows it: an unnamed one already reads "thread 0x..."
+        text.append(f"  {thread.name} ", style="bold")
         if thread.verdict == "idle":  # a pool or reader thread waiting for work
             text.append(f"{verdict}\n", style=muted)
             return
