@@ -351,6 +351,8 @@ def test_text_report_matches_pytest(real_run: RealRun, capsys: pytest.CaptureFix
     assert [line.split()[0] for line in workers[1:3]] == ["gw0", "gw1"]
     fixtures = "\n".join(section(text, "Fixtures by setup time"))
     assert "session fixture 'shared_db' set up 2x on 2 workers" in fixtures
+    # cheap_settings (and any plugin's quick fixtures) is not listed, but said to be left out
+    assert re.search(r"\n  \d+ fixtures? under 5ms of setup in all not shown$", fixtures)
     failures = section(text, "Failures (2)")
     assert failures[0].split() == ["outcome", "test", "worker", "phase"]
     failed = next(i for i, line in enumerate(failures) if "::test_fail " in line)
@@ -387,6 +389,7 @@ def test_json_and_markdown_say_the_same(
     assert shared["count"] == 2
     # set up on both workers too, but in microseconds: not worth a row
     assert "cheap_settings" not in {f["name"] for f in model["fixtures"]}
+    assert model["omitted"]["quick_fixtures"] >= 1
     failed = {f["nodeid"]: f for f in model["failures"]}
     assert failed["test_suite.py::test_fail"]["message"].startswith(
         "AssertionError: expected the answer"

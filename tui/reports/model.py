@@ -256,6 +256,7 @@ class MigrationRaceRow(TypedDict):
 
 class Omitted(TypedDict):
     fixtures: int
+    quick_fixtures: int
     locks: int
     lock_waits: int
     migrations: int
@@ -538,8 +539,11 @@ def _slowest(state: RunState, top: int) -> list[SlowTest]:
     ]
 
 
-def _fixtures(state: RunState, top: int) -> tuple[list[FixtureRow], int]:
-    shown = [f for f in state.fixtures_by_cost() if f.setup_total >= MIN_SHOWN or f.errors]
+def _fixtures(state: RunState, top: int) -> tuple[list[FixtureRow], int, int]:
+    """The ``top`` costliest fixtures, how many more cost as much as :data:`MIN_SHOWN`,
+    and how many cost less (never shown)."""
+    every = state.fixtures_by_cost()
+    shown = [f for f in every if f.setup_total >= MIN_SHOWN or f.errors]
     rows: list[FixtureRow] = []
     for f in shown[:top]:
         story = state.setup_story((f.name, f.scope, f.baseid), f.setup_total)
@@ -563,7 +567,7 @@ def _fixtures(state: RunState, top: int) -> tuple[list[FixtureRow], int]:
                 "waiters": list(story.waiters),
             }
         )
-    return rows, len(shown) - len(rows)
+    return rows, len(shown) - len(rows), len(every) - len(shown)
 
 
 def _failed_phase(test: ev.TestFinished) -> str | None:
@@ -1081,7 +1085,7 @@ def build_report(run: LoadedRun, top: int = DEFAULT_TOP) -> Report:
     """The report model of a folded run: the one place the report's content is decided."""
     state = run.state
     top = max(1, min(top, MAX_TOP))
-    fixtures, fixtures_left = _fixtures(state, top)
+    fixtures, fixtures_left, quick_fixtures = _fixtures(state, top)
     locks, locks_left = _locks(state, top)
     lock_waits, waits_left = _lock_waits(state, top)
     migrations, migrations_left = _migrations(state, top)
@@ -1117,6 +1121,7 @@ def build_report(run: LoadedRun, top: int = DEFAULT_TOP) -> Report:
         "next_run": _next_run(run),
         "omitted": {
             "fixtures": fixtures_left,
+            "quick_fixtures": quick_fixtures,
             "locks": locks_left,
             "lock_waits": waits_left,
             "migrations": migrations_left,

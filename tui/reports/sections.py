@@ -47,6 +47,7 @@ from .formatting import (
 )
 from .logs import INCOMPLETE
 from .model import (
+    MIN_SHOWN,
     ContainerRow,
     CrashRow,
     FixtureRow,
@@ -205,6 +206,12 @@ def _fixtures_section(report: Report) -> Section | None:
     if duplicated:
         blocks.append(Bullets(duplicated, warn=True))
     blocks.extend(_omitted(report["omitted"]["fixtures"], "fixture"))
+    quick = report["omitted"]["quick_fixtures"]
+    if quick:
+        under = fmt_duration(MIN_SHOWN)
+        blocks.append(
+            Prose([(f"{plural(quick, 'fixture')} under {under} of setup in all not shown",)])
+        )
     return Section(("Fixtures by setup time",), blocks)
 
 
