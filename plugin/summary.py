@@ -74,7 +74,7 @@ def _test_database_lines(state: RunState) -> list[str]:
     if migrated:
         most = max(steps.values(), key=len, default=[])
         apps = {step.name.split(".", 1)[0] for step in most}
-        line += f", {_dur(sum(migrated.values()) / len(migrated))} of it migrations"
+        line += f", of which {_dur(sum(migrated.values()) / len(migrated))} each migrating"
         if most:
             line += f" ({_count(len(most), 'migration')} of {_count(len(apps), 'app')})"
     return [line + "; remedies: --reuse-db, --nomigrations, a template database"]

@@ -5,6 +5,7 @@ apps, five migrations of which one takes 0.3 s) against SQLite and PostgreSQL.""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -68,6 +69,10 @@ def _check_per_worker(
     (line,) = [x for x in out.splitlines() if x.startswith("test databases:")]
     assert f"created on each of {len(workers)} workers" in line
     assert "of 3 apps" in line  # catalog, orders, contenttypes
+    # the migrations' time is said per worker, as the creation's is
+    assert re.search(
+        r"\d\.\d\ds each \(\d+\.\d\ds in all\), of which \d\.\d\ds each migrating", line
+    )
     assert "--reuse-db" in line
 
 
