@@ -97,8 +97,8 @@ def test_eta_ignores_a_newer_run_of_another_rootdir(tmp_path: Path) -> None:
 
 
 def test_history_of_a_subset_run_and_a_fuller_one(tmp_path: Path) -> None:
-    """A newer run of a subset gives its tests' durations; the fuller run gives the rest,
-    the mean a test none ran takes, and the order."""
+    """A newer run of a subset gives its tests' durations; the fuller run gives the rest
+    and the mean a test none ran takes."""
     log(tmp_path, "20261207-100000-full", run("full", SUITE, 0.4))
     log(tmp_path, "20261207-101000-tiny", run("tiny", TINY, 0.001, workers=0))
     now = log(tmp_path, "20261207-103000-now", run("now", SUITE, 0.4)[:1])
@@ -127,3 +127,28 @@ def test_an_unreadable_current_header_gives_no_history(tmp_path: Path) -> None:
     now = tmp_path / ".testmon" / "runs" / "20261207-103000-now.jsonl"
     now.write_text("not a header\n")
     assert not eta.read_history(now)
+
+
+def test_a_subset_run_again_counts_its_own_tests_left(tmp_path: Path) -> None:
+    """A run of one file after runs of that file: what is left is that file's quick tests,
+    not the first (slow) tests of the fullest run the history also read."""
+    slow = [f"tests/test_slow.py::test_{i}" for i in range(40)]
+    fast = [f"tests/test_fast.py::test_{i}" for i in range(40)]
+    full = run("full", slow, 5.0)
+    end = full.pop()
+    assert isinstance(end, ev.RunFinished)
+    after = end.ts - T0
+    for event in run("x", fast, 0.01)[1:-1]:  # the fast file, after the slow one
+        if isinstance(event, ev.TestFinished):
+            event.ts += after
+            event.phases[0].start += after
+            full.append(event)
+    last = full[-1].ts + 0.1
+    full.append(ev.RunFinished(ts=last, exitstatus=0, status="ok", duration=last - T0, tests=80))
+    log(tmp_path, "20261207-100000-full", full)
+    for k in range(2):
+        log(tmp_path, f"20261207-10100{k}-fast", run("fast", fast, 0.01))
+    now = tmp_path / ".testmon" / "runs" / "20261207-103000-now.jsonl"
+    left = eta_at(now, run("now", fast, 0.01), 0.305)  # the first test has begun
+    assert left is not None
+    assert left < 1.0  # 40 tests of 0.01 s on 2 workers, not 5 s ones

@@ -39,7 +39,7 @@ class History:
     durations: dict[str, float] = field(default_factory=dict)
     """Node id -> duration in the newest earlier run that ran it."""
     order: list[str] = field(default_factory=list)
-    """Node ids in the order they started in the fullest earlier run (then the others)."""
+    """Node ids in the order they started in the newest earlier run (then older ones)."""
     typical: float | None = None
     """Mean duration of a test in the fullest earlier run: what a test not in any takes
     (None: the mean of :attr:`durations`)."""
@@ -103,15 +103,13 @@ def read_history(path: Path) -> History:
     newest_first = [runs[i] for i in sorted(runs)]
     if not newest_first:
         return history
-    seen: set[str] = set()
     fullest = max(newest_first, key=lambda run: run.distinct)  # of equals, the newest
     for run in newest_first:
         for test in run.tests:
-            history.durations.setdefault(test.nodeid, test.duration)
-    for run in [fullest, *newest_first]:
-        for test in run.tests:
-            if test.nodeid not in seen:
-                seen.add(test.nodeid)
+            if test.nodeid not in history.durations:
+                history.durations[test.nodeid] = test.duration
+                # the newest run's order first: a run of a subset again (-k, one file) is
+                # to run its own tests next, not the fullest run's first ones
                 history.order.append(test.nodeid)
     if fullest.tests:
         history.typical = sum(t.duration for t in fullest.tests) / len(fullest.tests)
