@@ -474,12 +474,39 @@ async def test_the_failures_table_gives_the_test_column_the_room_it_has(tmp_path
         for e in sample_runs.demo_run()
     ]
     path = log(tmp_path, events)
+
+    def test_cell(table: DataTable[object]) -> str:
+        cells = [str(table.get_row_at(i)[2]) for i in range(table.row_count)]
+        (cell,) = [c for c in cells if c.endswith("::test_wrapped_annotation")]
+        return cell
+
     for size, whole in ((BIG, True), (SMALL, False)):
         app = app_on(path, live=False)
         async with app.run_test(size=size) as pilot:
             await pilot.press("7")
             await pilot.pause()
             table = app.main.query_one(FailuresPanel).query_one(DataTable)
-            cells = [str(table.get_row_at(i)[2]) for i in range(table.row_count)]
-            (cell,) = [c for c in cells if c.endswith("::test_wrapped_annotation")]
-            assert (cell == long_id) is whole, (size, cell)
+            assert (test_cell(table) == long_id) is whole, (size, test_cell(table))
+            if whole:  # made narrower: the column narrows with its cells
+                await pilot.resize_terminal(*SMALL)
+                await pilot.pause()
+                assert test_cell(table) != long_id
+                (column,) = [c for c in table.columns.values() if c.key.value == "test"]
+                assert column.content_width <= len(test_cell(table)) + 1
+
+
+async def test_a_finished_runs_unresponsive_spells_are_counted_stacks_or_not(
+    tmp_path: Path,
+) -> None:
+    """A spell whose stacks could not be taken (a remote worker) is a spell all the same."""
+    *events, end = sample_runs.demo_run()
+    spell = ev.Unresponsive(w="gw1", ts=end.ts - 1.0, silent=5.0, test="test_x.py::test_frozen")
+    app = app_on(log(tmp_path, [*events, spell, end]), live=False)
+    async with app.run_test(size=BIG) as pilot:
+        await settle(app, pilot)
+        text = activity_of(app)
+        (line,) = [x for x in text.splitlines() if x.startswith("UNRESPONSIVE")]
+        assert line == (
+            "UNRESPONSIVE 1 in all, the longest gw1 silent 5.00s in test_x.py::test_frozen "
+            "(6 shows them)"
+        )

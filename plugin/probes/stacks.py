@@ -4,9 +4,11 @@ Used by the stall detector (stacks sampled inside the worker), by on-demand dump
 the hub for stacks a frozen worker's faulthandler wrote (:func:`parse_faulthandler`).
 
 A verdict comes from, in this order: the thread being one of the monitor's own, or one
-with no user frame waiting in execnet's, xdist's or pytest-timeout's code (``idle``: a
-channel's reader, the test runner waiting for its next test; a thread in pytest's own code
-is not idle, it collects or runs hooks); a database driver anywhere below the user's code
+with no user frame whose innermost frame outside the standard library is execnet's,
+xdist's or pytest-timeout's (``idle``: a channel's reader, the test runner waiting for its
+next test; a thread in pytest's own code is not idle, it collects or runs hooks;
+pytest-timeout's timer thread waits in the standard library's ``Timer`` alone and reads as
+an ``event`` wait); a database driver anywhere below the user's code
 (``database``); a file-lock package below it (``lock``: filelock polls, sleeping between
 attempts); the outermost known blocking call below the user's code (``Condition.wait`` ->
 ``condition``, ``Queue.get`` -> ``queue``...); the thread's CPU time rising between samples

@@ -57,11 +57,7 @@ class FailuresPanel(Vertical):
             yield Static(EMPTY, id="failure-text")
 
     def on_mount(self) -> None:
-        table = self.query_one(DataTable)
-        table.add_column("worker", key="worker")
-        table.add_column("outcome", key="outcome")
-        table.add_column("test", key="test")
-        table.add_column("message", key="message")
+        _add_columns(self.query_one(DataTable))
 
     def refresh_from(self, ingest: Ingest) -> None:
         table: DataTable[Text | str] = self.query_one(DataTable)
@@ -97,7 +93,8 @@ class FailuresPanel(Vertical):
             return
         table: DataTable[Text | str] = self.query_one(DataTable)
         row = table.cursor_row
-        table.clear()
+        table.clear(columns=True)  # a column keeps the widest content it had otherwise
+        _add_columns(table)
         for index, test in enumerate(self.failures):
             self._add_row(table, test, index)
         table.move_cursor(row=row, animate=False)
@@ -121,3 +118,8 @@ class FailuresPanel(Vertical):
         if 0 <= table.cursor_row < len(self.failures):
             return self.failures[table.cursor_row]
         return None
+
+
+def _add_columns(table: DataTable[Text | str]) -> None:
+    for key in ("worker", "outcome", "test", "message"):
+        table.add_column(key, key=key)

@@ -12,7 +12,7 @@ from textual import events
 from textual.widgets import Static
 
 from testmon_live.plugin import events as ev
-from testmon_live.plugin.state import RunState, StallRecord, WorkerView, lock_label
+from testmon_live.plugin.state import RunState, Spell, StallRecord, WorkerView, lock_label
 from testmon_live.plugin.words import exit_words
 from testmon_live.tui.dashboard.ingest import Ingest
 from testmon_live.tui.dashboard.palette import TONE_CLASSES, colour, outcome_style
@@ -148,10 +148,11 @@ class WorkerActivity(Static):
             lines.append(("CRASHED", err, f"{what} ({exit_words(crash)}){replaced}"))
         finished = state.end is not None
         if finished:  # those that ended are the run's problems too (those now are above)
-            for reason, word in (("stall", "STALLED"), ("unresponsive", "UNRESPONSIVE")):
-                records = [r for r in state.stall_records if r.reason == reason]
-                if records:
-                    lines.append((word, warn, _stalls_in_all(records)))
+            stalls = [r for r in state.stall_records if r.reason == "stall"]
+            if stalls:
+                lines.append(("STALLED", warn, _stalls_in_all(stalls)))
+            if state.spells:  # every spell, stacks taken or not
+                lines.append(("UNRESPONSIVE", warn, _spells_in_all(state.spells)))
         failures = state.failures
         if failures:
             named = ", ".join(_name(t.nodeid, 40) for t in failures[-FAILURES_NAMED:])
@@ -175,6 +176,16 @@ def _stalls_in_all(records: list[StallRecord]) -> str:
     return (
         f"{len(records)} in all, the longest {longest} {fmt_duration(r.duration or r.elapsed)}"
         " (6 shows them)"
+    )
+
+
+def _spells_in_all(spells: list[Spell]) -> str:
+    """``2 in all, the longest gw1 silent 5.00s in test_x (6 shows them)``."""
+    spell = max(spells, key=lambda s: s.silent)
+    where = f" in {_name(spell.test, 60)}" if spell.test else ""
+    return (
+        f"{len(spells)} in all, the longest {spell.w} silent {fmt_duration(spell.silent)}"
+        f"{where} (6 shows them)"
     )
 
 
