@@ -12,13 +12,19 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pytest
 
 from testmon_live.plugin import events as ev
 from testmon_live.plugin.runlog import MonitorDir, SkippedLines, iter_log
 from testmon_live.plugin.state import RunState
+
+if TYPE_CHECKING:  # types only: like `shown`, this module loads no Textual until used
+    from textual.pilot import Pilot
+    from textual.widget import Widget
+
+    from testmon_live.tui.dashboard.app import MonitorApp
 
 E = TypeVar("E", bound=ev.Event)
 
@@ -122,6 +128,14 @@ def shown(widget: Any) -> str:
     if given is None:
         given = widget.render()
     return given.plain if isinstance(given, Text) else str(given)
+
+
+async def panel_text(app: MonitorApp, pilot: Pilot[Any], key: str, panel: type[Widget]) -> str:
+    """The text of the view ``key`` opens, read from its ``panel`` once the screen drew
+    it."""
+    await pilot.press(key)
+    await pilot.pause()
+    return shown(app.main.query_one(panel))
 
 
 # ------------------------------------------------------------ what a test needs

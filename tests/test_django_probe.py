@@ -19,7 +19,7 @@ from testmon_live.tui.dashboard.screenshots import settle
 from testmon_live.tui.dashboard.sources import ReplaySource
 from testmon_live.tui.dashboard.widgets.locks_panel import STEPS_SHOWN, LocksPanel
 
-from .conftest import INNER_ADDOPTS, Recorded, only_run, shown
+from .conftest import INNER_ADDOPTS, Recorded, only_run, panel_text
 from .test_locks import TIMEOUT
 
 PROJECT = Path(__file__).parent / "data" / "django_project"
@@ -99,8 +99,7 @@ async def test_django_test_databases_per_worker_on_sqlite(
     app = make_app(ReplaySource(run.path), clock=lambda: run.events[-1].ts)
     async with app.run_test(size=(160, 60)) as pilot:
         await settle(app, pilot)
-        await pilot.press("4")
-        panel = shown(app.main.query_one(LocksPanel))
+        panel = await panel_text(app, pilot, "4", LocksPanel)
     listed = panel.split("slowest migration steps\n", 1)[1].split("\n\n", 1)[0].splitlines()
     assert len(listed) == STEPS_SHOWN + 1
     assert all("catalog.0003_seed  (django migrate)" in line for line in listed[:4])

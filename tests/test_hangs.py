@@ -40,6 +40,7 @@ from .conftest import (
     Recorded,
     only_run,
     open_gate,
+    panel_text,
     read_recorded,
     write_gate_module,
 )
@@ -1090,7 +1091,7 @@ def test_a_gil_held_is_one_episode_with_its_test_and_its_length(
     summary, the reports and the dashboard, with its test and how long it lasted."""
     from testmon_live.tui.dashboard.widgets.stuck_panel import StuckPanel
 
-    from .test_tui_recorded import SIZE, app_on, rows, text, until
+    from .test_tui_recorded import SIZE, app_on, rows, until
 
     run = background(GIL_EPISODE, f"--monitor-stall={STALL}")
     name = "test_gated.py::test_holds_the_gil"
@@ -1181,8 +1182,7 @@ def test_a_gil_held_is_one_episode_with_its_test_and_its_length(
         app = app_on(tmp_path / "end", recorded.events)
         async with app.run_test(size=SIZE) as pilot:
             await settle(app, pilot)
-            await pilot.press("6")
-            stuck = text(app.main.query_one(StuckPanel))
+            stuck = await panel_text(app, pilot, "6", StuckPanel)
             assert f"unresponsive {w} call of {name} ran " in stuck
             assert "never ended" not in stuck
             assert stuck.count(f"recovered {w}: no heartbeat for ") == 1

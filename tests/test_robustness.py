@@ -16,7 +16,7 @@ import pytest
 from testmon_live.plugin import events as ev
 from testmon_live.plugin.runlog import SkippedLines, iter_log
 
-from .conftest import only_run, run_logs
+from .conftest import only_run, panel_text, run_logs
 
 MIXED = """
 import os
@@ -334,7 +334,7 @@ async def test_a_crashed_worker_and_its_replacement_are_named_everywhere(
     from testmon_live.tui.dashboard.screenshots import settle
     from testmon_live.tui.dashboard.widgets.stuck_panel import StuckPanel
 
-    from .test_tui_recorded import SIZE, app_on, rows, text
+    from .test_tui_recorded import SIZE, app_on, rows
 
     pytester.makepyfile(test_r=REPLACED)
     result = pytester.runpytest_subprocess("--monitor", "-n", "2", "-p", "no:randomly")
@@ -373,7 +373,6 @@ async def test_a_crashed_worker_and_its_replacement_are_named_everywhere(
         assert f"{new} replaced it" in cells[5]
         detail = describe(next(t for t in run.of(ev.TestFinished) if t.crashed), state).plain
         assert f"(the worker crashed while running it: exit code 3; {new} replaced it)" in detail
-        await pilot.press("6")
-        stuck = text(app.main.query_one(StuckPanel))
+        stuck = await panel_text(app, pilot, "6", StuckPanel)
         assert f"CRASHED {dead}: " in stuck
         assert f"while running test_r.py::test_dies (exit code 3); {new} replaced it" in stuck

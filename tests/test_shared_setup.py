@@ -26,7 +26,7 @@ from testmon_live.tui.dashboard.screenshots import settle
 from testmon_live.tui.dashboard.sources import ReplaySource
 from testmon_live.tui.dashboard.widgets.parallelism import ParallelismPanel
 
-from .conftest import Recorded, only_run, shown
+from .conftest import Recorded, only_run, panel_text
 from .test_alembic_probe import alembic_project
 from .test_locks import BARRIER
 
@@ -427,9 +427,7 @@ async def test_a_straggler_collected_last_is_said_with_its_cost_and_an_estimate(
     app = make_app(ReplaySource(recorded.path))
     async with app.run_test(size=(160, 50)) as pilot:
         await settle(app, pilot)
-        await pilot.press("3")
-        await pilot.pause()
-        panel = shown(app.main.query_one(ParallelismPanel))
+        panel = await panel_text(app, pilot, "3", ParallelismPanel)
     assert "the tail: the run ran below full width for its last " in panel
     assert f"{straggler.w} ran alone for the last " in panel
     assert "test_z.py::test_straggler" in panel

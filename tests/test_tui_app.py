@@ -34,7 +34,7 @@ from testmon_live.tui.reports.model import build_report
 from testmon_live.tui.reports.run_list import build_runs, list_runs
 from testmon_live.tui.testing import sample_runs
 
-from .conftest import shown
+from .conftest import panel_text, shown
 
 SIZE = (120, 36)
 
@@ -111,8 +111,7 @@ async def locks_view(tmp_path: Path, *added: tuple[ev.TestFinished, ev.Event]) -
     app = app_on(log(tmp_path, events))
     async with app.run_test(size=SIZE) as pilot:
         await settle(app, pilot)
-        await pilot.press("4")
-        return shown(app.main.query_one(LocksPanel))
+        return await panel_text(app, pilot, "4", LocksPanel)
 
 
 def demo_test(outcome: str) -> ev.TestFinished:
@@ -157,19 +156,16 @@ async def test_panels_render_locks_containers_stalls_and_failures(tmp_path: Path
     app = app_on(log(tmp_path, sample_runs.demo_run()))
     async with app.run_test(size=SIZE) as pilot:
         await settle(app, pilot)
-        await pilot.press("4")
-        locks = shown(app.main.query_one(LocksPanel))
+        locks = await panel_text(app, pilot, "4", LocksPanel)
         assert "migrations.lock" in locks
         assert "4 acquired, 3 contended" in locks
         assert "alembic upgrade" in locks
         assert "blocked by gw0" in locks
-        await pilot.press("5")
-        containers = shown(app.main.query_one(ContainersPanel))
+        containers = await panel_text(app, pilot, "5", ContainersPanel)
         assert "postgres:16" in containers
         assert "started by gw0" in containers
         assert "used by gw1, gw2, gw3" in containers
-        await pilot.press("6")
-        stuck = shown(app.main.query_one(StuckPanel))
+        stuck = await panel_text(app, pilot, "6", StuckPanel)
         assert "test_report_waits_for_renderer" in stuck
         assert "event: threading.Event.wait" in stuck
         assert "test_reports.py:29 in test_report_waits_for_renderer" in stuck
@@ -178,8 +174,7 @@ async def test_panels_render_locks_containers_stalls_and_failures(tmp_path: Path
         text = shown(app.main.query_one("#failure-text", Static))
         assert "refunds lose a cent" in text
         assert "assert 100.0 == 100.01" in text
-        await pilot.press("3")
-        parallel = shown(app.main.query_one(ParallelismPanel))
+        parallel = await panel_text(app, pilot, "3", ParallelismPanel)
         assert "parallel efficiency 70%" in parallel
         assert "gw3" in parallel
         assert "lock wait" in parallel
@@ -220,10 +215,7 @@ async def test_parallelism_shares_are_of_the_run_wall_and_the_chart_fills_the_wi
     app = app_on(path)
     async with app.run_test(size=size) as pilot:
         await settle(app, pilot)
-        await pilot.press("3")
-        await pilot.pause()
-        panel = app.main.query_one(ParallelismPanel)
-        lines = shown(panel).splitlines()
+        lines = (await panel_text(app, pilot, "3", ParallelismPanel)).splitlines()
         busy = {
             line.split()[0]: line.split(" busy ")[1].split()[0]
             for line in lines
@@ -236,7 +228,8 @@ async def test_parallelism_shares_are_of_the_run_wall_and_the_chart_fills_the_wi
             line for line in lines if "█" in line and not line.startswith(("gw", " " * 8 + "█"))
         ]
         assert chart
-        assert max(len(line.rstrip()) for line in chart) >= panel.content_size.width - 4
+        width = app.main.query_one(ParallelismPanel).content_size.width
+        assert max(len(line.rstrip()) for line in chart) >= width - 4
 
 
 @pytest.mark.compat

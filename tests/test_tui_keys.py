@@ -27,7 +27,7 @@ from testmon_live.tui.dashboard.widgets.workers_table import WorkersTable
 from testmon_live.tui.reports.logs import STATUSES
 from testmon_live.tui.testing import sample_runs
 
-from .conftest import shown
+from .conftest import panel_text, shown
 
 SIZE = (120, 36)
 
@@ -336,9 +336,7 @@ async def test_containers_without_an_engine_say_so_and_how_to_get_one(tmp_path: 
     app = app_on(log(tmp_path, events))
     async with app.run_test(size=SIZE) as pilot:
         await settle(app, pilot)
-        await pilot.press("5")
-        await pilot.pause()
-        text = shown(app.main.query_one(ContainersPanel))
+        text = await panel_text(app, pilot, "5", ContainersPanel)
         assert "no container engine" in text
         assert "1 test skipped" in text
         assert "scripts/podman-setup" in text

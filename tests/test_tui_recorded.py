@@ -8,7 +8,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-from textual.widgets import Static
 
 from testmon_live.plugin import events as ev
 from testmon_live.tui.dashboard.app import MonitorApp, make_app
@@ -21,7 +20,7 @@ from testmon_live.tui.dashboard.widgets.timeline import Timeline
 from testmon_live.tui.dashboard.widgets.workers_table import WorkersTable
 from testmon_live.tui.testing import sample_runs
 
-from .conftest import Recorded, only_run, read_recorded, shown
+from .conftest import Recorded, only_run, panel_text, read_recorded, shown
 from .test_containers import IMAGE, WEB, _cleanup
 
 pytestmark = pytest.mark.slow
@@ -78,10 +77,6 @@ def app_on(folder: Path, events: list[ev.Event]) -> MonitorApp:
     return make_app(ReplaySource(path, live=True), clock=lambda: events[-1].ts)
 
 
-def text(widget: Static | Timeline) -> str:
-    return shown(widget)
-
-
 def rows(app: MonitorApp) -> dict[str, list[str]]:
     table = app.main.query_one(WorkersTable)
     return {
@@ -122,8 +117,7 @@ async def test_lock_wait_and_stall_of_a_real_run(pytester: pytest.Pytester) -> N
         row = rows(app)[waiter]
         assert row[1] == "waiting on lock"
         assert "[migrations.lock]" in row[5]
-        await pilot.press("4")
-        panel = text(app.main.query_one(LocksPanel))
+        panel = await panel_text(app, pilot, "4", LocksPanel)
         assert "WAITING #1 " + waiter in panel
         assert f"held by {holder} (" in panel
         assert "HELD now by " + holder in panel
@@ -140,8 +134,7 @@ async def test_lock_wait_and_stall_of_a_real_run(pytester: pytest.Pytester) -> N
         row = rows(app)[stall.w]
         assert row[1] == "stalled"
         assert "test_missed_wakeup" in row[5]
-        await pilot.press("6")
-        stuck = text(app.main.query_one(StuckPanel))
+        stuck = await panel_text(app, pilot, "6", StuckPanel)
         assert f"STALLED NOW {stall.w} call of test_stuck.py::test_missed_wakeup for" in stuck
         assert "  MainThread event: threading.Event.wait" in stuck
         assert "test_stuck.py:" in stuck
@@ -163,8 +156,7 @@ async def test_lock_wait_and_stall_of_a_real_run(pytester: pytest.Pytester) -> N
     async with app.run_test(size=SIZE) as pilot:
         await settle(app, pilot)
         assert {row[1] for row in rows(app).values()} == {"done"}
-        await pilot.press("4")
-        panel = text(app.main.query_one(LocksPanel))
+        panel = await panel_text(app, pilot, "4", LocksPanel)
         assert "filelock" in panel
         assert "migrations.lock  2 acquired, 1 contended" in panel
         assert f"waited for {holder} x1" in panel
@@ -172,12 +164,10 @@ async def test_lock_wait_and_stall_of_a_real_run(pytester: pytest.Pytester) -> N
         assert f"for {holder} (test_stuck.py::" in panel
         assert "WAITING" not in panel
         assert "HELD now" not in panel
-        await pilot.press("6")
-        stuck = text(app.main.query_one(StuckPanel))
+        stuck = await panel_text(app, pilot, "6", StuckPanel)
         assert "STALLED NOW" not in stuck
         assert f"stalled {stall.w} call of test_stuck.py::test_missed_wakeup ran 2.5" in stuck
-        await pilot.press("2")
-        lanes = text(app.main.query_one(Timeline))
+        lanes = await panel_text(app, pilot, "2", Timeline)
         assert "≈" in lanes, "the lock wait is drawn"
         assert "!" in lanes.split("█ call")[0], "the stall is marked"
 
@@ -216,14 +206,12 @@ async def test_container_of_a_real_run(pytester: pytest.Pytester) -> None:
         app = app_on(pytester.path / "end", events)
         async with app.run_test(size=SIZE) as pilot:
             await settle(app, pilot)
-            await pilot.press("5")
-            panel = text(app.main.query_one(ContainersPanel))
+            panel = await panel_text(app, pilot, "5", ContainersPanel)
             assert IMAGE in panel
             assert f"started by {wait.w} (fixture web" in panel
             assert "ready after" in panel
             assert "LogMessageWaitStrategy('serving'" in panel
-            await pilot.press("2")
-            assert "▚" in text(app.main.query_one(Timeline)), "the container wait is drawn"
+            assert "▚" in await panel_text(app, pilot, "2", Timeline), "the container wait is drawn"
     finally:
         _cleanup(recorded)
 
@@ -288,8 +276,8 @@ async def test_eta_follows_the_run_with_history_and_says_nothing_without(
     app = app_on(pytester.path / "eta", until(events, middle))
     async with app.run_test(size=SIZE) as pilot:
         await settle(app, pilot)
-        assert "ETA ~" in text(app.query_one(RunHeader))
+        assert "ETA ~" in shown(app.query_one(RunHeader))
     app = app_on(pytester.path / "no-history", until(events, middle))
     async with app.run_test(size=SIZE) as pilot:
         await settle(app, pilot)
-        assert "ETA" not in text(app.query_one(RunHeader))
+        assert "ETA" not in shown(app.query_one(RunHeader))

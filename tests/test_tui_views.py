@@ -39,7 +39,7 @@ from testmon_live.tui.dashboard.widgets.workers_table import WorkersTable, short
 from testmon_live.tui.reports.formatting import fmt_duration
 from testmon_live.tui.testing import sample_runs
 
-from .conftest import shown
+from .conftest import panel_text, shown
 
 BIG = (160, 50)
 SMALL = (80, 24)
@@ -129,9 +129,7 @@ async def test_timeline_axis_labels_are_evenly_spaced(tmp_path: Path) -> None:
     for size in (BIG, SMALL, (113, 30)):
         async with app.run_test(size=size) as pilot:
             await settle(app, pilot)
-            await pilot.press("2")
-            await pilot.pause()
-            axis = shown(app.main.query_one(Timeline)).splitlines()[0]
+            axis = (await panel_text(app, pilot, "2", Timeline)).splitlines()[0]
             marks = [(m.start(), float(m.group(1))) for m in re.finditer(r"\|([\d.]+)s", axis)]
             assert len(marks) >= 4, axis
             steps = {round(b[1] - a[1], 3) for a, b in itertools.pairwise(marks)}
@@ -232,10 +230,8 @@ async def test_stuck_folds_framework_frames_and_shortens_paths(tmp_path: Path) -
     app = demo_at(tmp_path, STALLED_AT)
     async with app.run_test(size=BIG) as pilot:
         await settle(app, pilot)
-        await pilot.press("6")
-        await pilot.pause()
+        text = await panel_text(app, pilot, "6", StuckPanel)
         panel = app.main.query_one(StuckPanel)
-        text = shown(panel)
         assert "test_reports.py:34 in test_report_waits_for_renderer" in text
         assert "site-packages/filelock/_core/_lock.py:195 in BaseFileLock.acquire" in text
         for hidden in ("pluggy", "_pytest", "execnet", "xdist", "threading.py", "plugin/probes"):
@@ -261,9 +257,7 @@ async def test_stuck_names_an_unnamed_thread_once(tmp_path: Path) -> None:
     app = demo_at(tmp_path, STALLED_AT)
     async with app.run_test(size=BIG) as pilot:
         await settle(app, pilot)
-        await pilot.press("6")
-        await pilot.pause()
-        text = shown(app.main.query_one(StuckPanel))
+        text = await panel_text(app, pilot, "6", StuckPanel)
         assert "  thread 0x7f99667f26c0 idle: Popen2IO.read" in text
         assert "thread thread" not in text
         assert "  MainThread event: threading.Event.wait" in text
@@ -378,25 +372,22 @@ async def test_locks_name_holders_whole_and_break_in_phrases_when_narrow(tmp_pat
     app = demo_at(tmp_path, WAITING_AT)
     async with app.run_test(size=BIG) as pilot:
         await settle(app, pilot)
-        await pilot.press("4")
-        await pilot.pause()
-        text = shown(app.main.query_one(LocksPanel))
+        text = await panel_text(app, pilot, "4", LocksPanel)
         assert "held by gw3 (test_customers.py::test_customer_profile[9])" in text
         assert "…" not in text
     app = demo_at(tmp_path / "small", WAITING_AT)
     async with app.run_test(size=SMALL) as pilot:
         await settle(app, pilot)
-        await pilot.press("4")
-        await pilot.pause()
-        panel = app.main.query_one(LocksPanel)
-        lines = shown(panel).splitlines()
-        assert all(len(line) <= panel.content_size.width for line in lines), lines
+        text = await panel_text(app, pilot, "4", LocksPanel)
+        lines = text.splitlines()
+        width = app.main.query_one(LocksPanel).content_size.width
+        assert all(len(line) <= width for line in lines), lines
         waits = [k for k, line in enumerate(lines) if "WAITING #" in line]
         assert waits
         for k in waits:  # the rest of the wait goes on under it, indented, from a phrase
             assert lines[k].rstrip().endswith(",")
             assert lines[k + 1].startswith("        held by gw3 (")
-        assert "…" not in shown(panel)
+        assert "…" not in text
 
 
 def test_fit_lines_breaks_at_phrases_and_leaves_short_lines_alone() -> None:
