@@ -29,6 +29,7 @@ from testmon_live.tui.reports.formatting import shorten_nodeid
 from testmon_live.tui.reports.logs import INCOMPLETE, RUNNING
 from testmon_live.tui.reports.render import RENDERERS, render
 from testmon_live.tui.reports.render_text import WIDTH, text_width
+from testmon_live.tui.testing import sample_runs
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "report-json.md"
 
@@ -316,12 +317,6 @@ def synthetic_events(run_id: str = "20260101-120000-abcd", start: float = T0) ->
     return [msgspec.structs.replace(e, ts=e.ts - T0 + start) for e in events]
 
 
-def write_log(path: Path, events: list[ev.Event]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(b"".join(ev.encode_line(e) for e in events))
-    return path
-
-
 @pytest.fixture
 def monitor(tmp_path: Path) -> MonitorDir:
     mdir = MonitorDir(tmp_path / ".testmon")
@@ -331,7 +326,7 @@ def monitor(tmp_path: Path) -> MonitorDir:
 
 @pytest.fixture
 def synthetic(monitor: MonitorDir) -> Path:
-    return write_log(monitor.log_path("20260101-120000-abcd"), synthetic_events())
+    return sample_runs.write_log(monitor.log_path("20260101-120000-abcd"), synthetic_events())
 
 
 # ---------------------------------------------------------- reports of real runs
@@ -444,13 +439,13 @@ def test_runs_lists_newest_first(real_run: RealRun, capsys: pytest.CaptureFixtur
     mdir = MonitorDir(real_run.monitor)
     started = json.loads(real_run.log.read_text().splitlines()[0])["ts"]
     killed = synthetic_events("20990101-000000-dead", started + 3600)[:-1]  # no end record
-    write_log(mdir.log_path("20990101-000000-dead"), killed)
+    sample_runs.write_log(mdir.log_path("20990101-000000-dead"), killed)
     live = synthetic_events("20000101-000000-1111", started + 7200)[:-1]  # newest; id sorts first
-    write_log(mdir.log_path("20000101-000000-1111"), live)
+    sample_runs.write_log(mdir.log_path("20000101-000000-1111"), live)
     info = {"run_id": "20000101-000000-1111", "pid": os.getpid(), "token": "t", "address": {}}
     write_live_file(mdir.live_path("20000101-000000-1111"), info)
     older = synthetic_events("20000101-000000-0000", started - 3600)
-    write_log(mdir.log_path("20000101-000000-0000"), older)
+    sample_runs.write_log(mdir.log_path("20000101-000000-0000"), older)
 
     out = run_cli(capsys, "runs", "--dir", str(real_run.monitor))
     assert out.code == 0, out.err
@@ -480,7 +475,7 @@ def test_runs_lists_newest_first(real_run: RealRun, capsys: pytest.CaptureFixtur
 def test_runs_reads_only_head_and_tail_of_finished_logs(
     monitor: MonitorDir, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    write_log(monitor.log_path("20260101-120000-abcd"), synthetic_events())
+    sample_runs.write_log(monitor.log_path("20260101-120000-abcd"), synthetic_events())
 
     def no_fold(*args: object) -> Iterator[ev.Event]:
         raise AssertionError("a finished log was folded")
@@ -595,7 +590,7 @@ def test_a_dump_on_demand_is_not_counted_as_a_stall(
     the stacks a user asked for (``testmon dump``) said apart."""
     *events, end = synthetic_events()
     dump = ev.Stall(w="gw0", ts=end.ts - 0.5, reason="dump", request=7, phase="call")
-    log = write_log(monitor.log_path("20260101-120000-abcd"), [*events, dump, end])
+    log = sample_runs.write_log(monitor.log_path("20260101-120000-abcd"), [*events, dump, end])
     text = run_cli(capsys, "report", str(log)).out
     assert "\nStalls (1), and stacks of 1 dump\n" in text
     assert "  gw0 stacks (dump) after " in text
@@ -702,7 +697,9 @@ def test_failures_listed_are_the_first_two_thousand(
         for i in range(FAILURES_KEPT + 1)
     ]
     end = ev.RunFinished(ts=T0 + 5, exitstatus=1, status="tests_failed", duration=5.0)
-    path = write_log(monitor.log_path("20260101-120000-many"), [header("many"), *failing, end])
+    path = sample_runs.write_log(
+        monitor.log_path("20260101-120000-many"), [header("many"), *failing, end]
+    )
     model = json.loads(run_cli(capsys, "report", str(path), "-f", "json").out)
     assert model["totals"]["failing"] == FAILURES_KEPT + 1
     assert len(model["failures"]) == FAILURES_KEPT
@@ -763,7 +760,7 @@ def test_errors_are_one_line_with_exit_codes(
         assert out.err.count("\n") == 1
         assert "pytest --monitor" in out.err
 
-    foreign = write_log(monitor.runs / "notes.jsonl", [])
+    foreign = sample_runs.write_log(monitor.runs / "notes.jsonl", [])
     foreign.write_text('{"hello": "world"}\n')
     out = run_cli(capsys, "report", str(foreign))
     assert (out.code, out.out) == (cli.EXIT_ERROR, "")

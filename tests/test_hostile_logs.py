@@ -31,7 +31,7 @@ from testmon_live.tui.reports.run_list import build_runs, list_runs
 from testmon_live.tui.reports.sections import runs_sections, sections
 from testmon_live.tui.testing import sample_runs
 
-from .test_cli_report import synthetic_events, write_log
+from .test_cli_report import synthetic_events
 
 RAW_CONTROL = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f]")
 """What a terminal acts on instead of showing (tab included: it moves the cursor)."""
@@ -176,7 +176,7 @@ def _report_rss(log: Path, out: Path, *args: str) -> tuple[int, int]:
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads VmHWM from /proc")
 def test_a_flood_of_garbage_lines_is_counted_in_bounded_memory(tmp_path: Path) -> None:
     mdir = MonitorDir(tmp_path / ".testmon")
-    clean = write_log(mdir.log_path("20260101-120000-abcd"), synthetic_events())
+    clean = sample_runs.write_log(mdir.log_path("20260101-120000-abcd"), synthetic_events())
     lines = [ev.encode_line(e) for e in synthetic_events("20260101-120001-abcd")]
     flood = lines[:3] + [b"x\n"] * GARBAGE_LINES + lines[3:]
     dirty = mdir.log_path("20260101-120001-abcd")
@@ -247,7 +247,9 @@ def test_extreme_numbers_are_clamped_and_every_command_survives(
 ) -> None:
     mdir = MonitorDir(tmp_path / ".testmon")
     mdir.ensure()
-    reference = write_log(mdir.log_path("20251231-120000-abcd"), synthetic_events("reference"))
+    reference = sample_runs.write_log(
+        mdir.log_path("20251231-120000-abcd"), synthetic_events("reference")
+    )
     paths = []
     for n, text in enumerate(_extreme_logs(value)):
         path = mdir.log_path(f"20260101-12000{n}-abcd")
@@ -312,7 +314,7 @@ def test_what_the_writer_makes_of_inf_and_nan_reads_back() -> None:
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
 def test_a_fifo_named_like_a_log_is_not_read(tmp_path: Path) -> None:
     mdir = MonitorDir(tmp_path / ".testmon")
-    write_log(mdir.log_path("20260101-120000-abcd"), synthetic_events())
+    sample_runs.write_log(mdir.log_path("20260101-120000-abcd"), synthetic_events())
     fifo = mdir.log_path("20990101-000000-fifo")
     os.mkfifo(fifo)
     (mdir.runs / "20990101-000001-link.jsonl").symlink_to("/dev/zero")
