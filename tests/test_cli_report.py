@@ -21,15 +21,18 @@ import pytest
 
 from testmon_live.plugin import events as ev
 from testmon_live.plugin.runlog import MonitorDir, write_live_file
-from testmon_live.plugin.state import RunState, StallRecord
+from testmon_live.plugin.state import RunState, StallRecord, own_times
 from testmon_live.plugin.summary import stall_lines
 from testmon_live.tui import cli
+from testmon_live.tui.predict.profile import build_profile
 from testmon_live.tui.reports.document import Code, Format, Prose, Section
 from testmon_live.tui.reports.formatting import shorten_nodeid
 from testmon_live.tui.reports.logs import INCOMPLETE, RUNNING
 from testmon_live.tui.reports.render import RENDERERS, render
 from testmon_live.tui.reports.render_text import WIDTH, text_width
 from testmon_live.tui.testing import sample_runs
+
+from .conftest import read_recorded
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "report-json.md"
 
@@ -400,6 +403,105 @@ def test_json_and_markdown_say_the_same(
     assert "| `gw1` |" in markdown
     assert model["totals"]["summary"] in markdown
     assert "session fixture 'shared\\_db' set up 2x on 2 workers" in markdown
+
+
+NESTED_SLEEP = 0.3
+"""Seconds each inner (session) fixture of :data:`NESTED` sleeps."""
+
+NESTED = f"""
+import time
+import pytest
+
+@pytest.fixture(scope="session")
+def migrated():  # pytest-django's django_db_setup: the migrations
+    time.sleep({NESTED_SLEEP})
+
+@pytest.fixture(scope="class", autouse=True)
+def _setup_unittest(request):  # pytest-django's _django_setup_unittest
+    request.getfixturevalue("migrated")
+
+@pytest.fixture(scope="session")
+def warehouse():
+    time.sleep({NESTED_SLEEP})
+
+@pytest.fixture(scope="module")
+def shelf(request):
+    request.getfixturevalue("warehouse")
+
+@pytest.fixture
+def box(request):
+    request.getfixturevalue("shelf")
+    yield
+
+def test_box(box): pass
+
+def test_plain(): pass
+"""
+
+
+@pytest.mark.parametrize("mode", [["-n", "2"], ["-p", "no:xdist"]], ids=["xdist", "single"])
+def test_a_fixture_is_charged_its_own_setup_not_the_setups_it_requested(
+    pytester: pytest.Pytester, capsys: pytest.CaptureFixture[str], mode: list[str]
+) -> None:
+    # A fixture that requests another from its body has the other's setup inside its own:
+    # the recorded intervals say so (timelines draw them), the sums charge it once.
+    pytester.makepyfile(test_nested=NESTED)
+    result = pytester.runpytest_subprocess("--monitor", "-p", "no:randomly", *mode)
+    result.assert_outcomes(passed=2)
+    (log,) = MonitorDir(pytester.path / ".testmon").logs()
+    recorded = read_recorded(log)
+    inner, outer = {"migrated", "warehouse"}, {"_setup_unittest", "shelf", "box"}
+    longest: dict[str, float] = {}
+    for e in recorded.of(ev.FixtureSetup):
+        longest[e.name] = max(e.dur, longest.get(e.name, 0.0))
+    (box,) = [f for t in recorded.of(ev.TestFinished) for f in t.fixtures if f.name == "box"]
+    for name in ("_setup_unittest", "shelf", "migrated", "warehouse"):
+        assert longest[name] >= NESTED_SLEEP, name  # as it ran, the inner one inside
+    assert box.setup_dur >= NESTED_SLEEP
+
+    state = recorded.state
+    stats = {f.name: f for f in state.fixtures.values() if f.name in inner | outer}
+    for name in inner:
+        assert stats[name].setup_max >= NESTED_SLEEP, name
+        assert stats[name].setup_total >= NESTED_SLEEP * stats[name].count, name
+    for name in outer:  # on every worker together, less than one inner setup
+        assert stats[name].setup_total < NESTED_SLEEP, (name, stats[name])
+
+    capsys.readouterr()  # what the recorded run printed
+    out = run_cli(capsys, "report", str(log), "--format", "json", "--top", "50")
+    assert out.code == 0, out.err
+    rows = {f["name"]: f for f in json.loads(out.out)["fixtures"]}
+    assert inner <= set(rows)
+    for name in outer & set(rows):
+        assert rows[name]["setup_total"] < NESTED_SLEEP, rows[name]
+        assert rows[name]["work_total"] < NESTED_SLEEP, rows[name]
+    text = run_cli(capsys, "report", str(log)).out
+    ranked = section(text, "Fixtures by setup time")[1:3]
+    assert {line.split()[0] for line in ranked} == inner, ranked
+
+    profile = build_profile(state)  # what whatif replays: each setup paid once
+    paid = {f.name: f.first for f in profile.fixtures}
+    assert paid["migrated"] >= NESTED_SLEEP
+    assert paid["warehouse"] >= NESTED_SLEEP
+    assert paid["_setup_unittest"] < NESTED_SLEEP
+    assert paid["shelf"] < NESTED_SLEEP
+
+
+def test_own_times_take_each_inner_setup_out_of_the_innermost_it_ran_in() -> None:
+    spans = [
+        (10.0, 1.0),  # outer: 0.5 s of it in middle, then 0.25 s in sibling
+        (10.1, 0.5),  # middle: 0.25 s of it in inner
+        (10.2, 0.25),  # inner
+        (10.6, 0.25),  # sibling, after middle ended
+        (12.0, 0.5),  # alone, later
+        (12.0, 0.5),  # the same interval again (a hand-made log): no parent of the other
+        (12.4, 0.4),  # sticks out of the one before it: not inside it
+    ]
+    assert own_times(spans) == pytest.approx([0.25, 0.25, 0.25, 0.25, 0.5, 0.5, 0.4])
+    assert own_times([]) == []
+    assert own_times([(1.0, -2.0)]) == [0.0]
+    # An inner setup read off the same clock may end a rounding error past the outer.
+    assert own_times([(5.0, 1.0), (5.5, 0.5 + 1e-7)]) == pytest.approx([0.5, 0.5])
 
 
 # ------------------------------------------------------------------ resolving

@@ -10,7 +10,8 @@ reports fold a log, the dashboard folds live or replayed streams: all through
 :class:`RunState` (:mod:`.fold`: the run, its tests, fixtures, stalls and notices) is made
 of parts that fold one kind of event each: :mod:`.workers` (the workers, the base of the
 others), :mod:`.locks` (locks, database waits, migrations, deadlocks), :mod:`.setups` (what
-each worker's setup of a wide fixture did, and races between them) and :mod:`.containers`.
+each worker's setup of a wide fixture did, and races between them) and :mod:`.containers`;
+:mod:`.nesting` tells a fixture's own setup time from the setups it requested from its body.
 The names other modules use are importable from here.
 """
 
@@ -26,6 +27,7 @@ from .fold import (
     gc_paused,
 )
 from .locks import LockStats, LockWait, StepRecord, lock_label
+from .nesting import own_times
 from .setups import Resource, SetupRace, SetupRecord, SetupStory
 from .workers import (
     CLOCK_SLACK,
@@ -60,5 +62,6 @@ __all__ = [
     "fold",
     "gc_paused",
     "lock_label",
+    "own_times",
     "worker_order",
 ]

@@ -23,12 +23,15 @@ from testmon_live.plugin.runlog import SkippedLines
 
 from .containers import ContainerFold
 from .locks import LockFold, lock_label
+from .nesting import Span, own_times
 from .setups import SetupFold
 from .workers import CLOCK_SLACK, PHASES, Spell, StallRecord, WorkerView, worker_order
 
 SLOWEST_KEPT = 50
 FAILURES_KEPT = 2000
 NOTICES_KEPT = 500
+RECENT_SETUPS_KEPT = 64
+"""Setups of one worker kept until its next test record (see ``RunState._recent``)."""
 
 DUPLICATE_WORTH = 0.05
 """Seconds of setup in all from which a fixture set up once per worker is worth a warning."""
@@ -40,7 +43,10 @@ class FixtureStats(msgspec.Struct):
     baseid: str
     count: int = 0
     setup_total: float = 0.0
+    """Seconds of its own setup in all: less the setups of the fixtures it requested from
+    its body (``request.getfixturevalue``), which are theirs (:mod:`.nesting`)."""
     setup_max: float = 0.0
+    """Its longest own setup."""
     teardown_total: float = 0.0
     errors: int = 0
     workers: set[str] = msgspec.field(default_factory=set)
@@ -110,6 +116,10 @@ class RunState(LockFold, SetupFold, ContainerFold):
         self.fixture_detail = 0.0
         """Seconds under which workers counted fixture executions instead of recording each
         (the largest any worker used; 0: every execution is in a test's record or an event)."""
+        self._recent: dict[str, list[Span]] = {}
+        """worker -> the fixture setups it sent as events since its latest test record: one
+        set up from another's body is sent first (at the end of its own setup), so the
+        outer one, sent later in an event or its test's record, finds it here."""
         self.crashes: list[ev.WorkerCrashed] = []
         self.replacements: list[ev.WorkerReplaced] = []
         self.notices: list[ev.Notice] = []
@@ -252,8 +262,9 @@ class RunState(LockFold, SetupFold, ContainerFold):
                 counted = ev.SUBTEST_CATEGORIES.get(cat)
                 if counted is not None and n > 0:
                     counts[counted] += n
+        recent = self._recent.pop(e.w, None)
         if e.fixtures:
-            self._function_fixtures(e)
+            self._function_fixtures(e, recent)
         self.outcomes[e.outcome] += 1
         self.tests_done += 1
         self.test_time += e.duration
@@ -296,19 +307,26 @@ class RunState(LockFold, SetupFold, ContainerFold):
             elif e.duration > self._slowest[0][0]:
                 heapq.heapreplace(self._slowest, item)
 
-    def _function_fixtures(self, e: ev.TestFinished) -> None:
+    def _function_fixtures(self, e: ev.TestFinished, recent: list[Span] | None) -> None:
         fixtures = self.fixtures
-        for fx in e.fixtures:
+        runs = e.fixtures
+        owns: list[float] | None = None
+        if recent or len(runs) > 1:  # one might have run inside another
+            before = recent or []
+            owns = own_times([*before, *((fx.setup_start, fx.setup_dur) for fx in runs)])
+            del owns[: len(before)]
+        for i, fx in enumerate(runs):
             key = (fx.name, "function", fx.baseid)
             stats = fixtures.get(key)
             if stats is None:
                 stats = fixtures[key] = FixtureStats(
                     fx.name, "function", fx.baseid, first_test=e.nodeid
                 )
+            own = fx.setup_dur if owns is None else owns[i]
             stats.count += 1
-            stats.setup_total += fx.setup_dur
-            if fx.setup_dur > stats.setup_max:
-                stats.setup_max = fx.setup_dur
+            stats.setup_total += own
+            if own > stats.setup_max:
+                stats.setup_max = own
             stats.teardown_total += fx.teardown_dur
             stats.workers.add(e.w)
             if fx.error:
@@ -345,14 +363,24 @@ class RunState(LockFold, SetupFold, ContainerFold):
         stats = self.fixtures.get(key)
         if stats is None:
             stats = self.fixtures[key] = FixtureStats(e.name, e.scope, e.baseid, first_test=e.test)
+        span = (e.start, e.dur)
+        recent = self._recent.get(e.w)
+        if recent is None:
+            own = e.dur
+            self._recent[e.w] = [span]
+        else:
+            own = own_times([*recent, span])[-1]
+            recent.append(span)
+            if len(recent) > RECENT_SETUPS_KEPT:
+                del recent[0]
         stats.count += 1
-        stats.setup_total += e.dur
-        if e.dur > stats.setup_max:
-            stats.setup_max = e.dur
+        stats.setup_total += own
+        if own > stats.setup_max:
+            stats.setup_max = own
         stats.workers.add(view.id)
         if e.error:
             stats.errors += 1
-        self._setup_done(e)
+        self._setup_done(e, own)
         if self.detail:
             self.fixture_events.append(e)
 

@@ -77,6 +77,8 @@ class SetupRecord(msgspec.Struct):
     error: str | None = None
     waited: float = 0.0
     """Seconds of it spent waiting on locks (granted or not)."""
+    nested: float = 0.0
+    """Seconds of it spent setting up fixtures it requested from its body (theirs)."""
     lock: str | None = None
     """The lock it waited on longest."""
     holder: str | None = None
@@ -93,7 +95,7 @@ class SetupRecord(msgspec.Struct):
 
     @property
     def work(self) -> float:
-        return max(0.0, self.dur - self.waited)
+        return max(0.0, self.dur - self.nested - self.waited)
 
     @property
     def work_start(self) -> float:
@@ -237,8 +239,10 @@ class SetupFold(WorkerFold):
         path = sqlite_file(url)  # a file: the same one the lock probe names
         _note(pending, Resource("sqlite", path) if path else Resource("database", url))
 
-    def _setup_done(self, e: ev.FixtureSetup) -> SetupRecord | None:
-        """A wide fixture's setup ended: its record, and whether it raced others."""
+    def _setup_done(self, e: ev.FixtureSetup, own: float) -> SetupRecord | None:
+        """A wide fixture's setup ended (``own``: seconds of it that were its own, not the
+        setups of fixtures it requested from its body): its record, and whether it raced
+        others."""
         pending = self._pending.pop((e.w, e.name), None)
         key = (e.name, e.scope, e.baseid)
         if pending is not None and pending.waited:
@@ -246,8 +250,9 @@ class SetupFold(WorkerFold):
         if e.scope not in RACE_SCOPES:
             return None
         record = SetupRecord(w=e.w, start=e.start, dur=e.dur, test=e.test, error=e.error)
+        record.nested = max(0.0, e.dur - own)
         if pending is not None:
-            record.waited = min(pending.waited, e.dur)
+            record.waited = min(pending.waited, own)
             record.guard_at = pending.guard_at
             record.guard_failed = pending.guard_failed
             record.resources = pending.resources

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from testmon_live.plugin import events as ev
 from testmon_live.plugin.runlog import iter_log
-from testmon_live.plugin.state import RunState, fold, gc_paused, lock_label
+from testmon_live.plugin.state import RunState, fold, gc_paused, lock_label, own_times
 
 from .overheads import costs_of
 
@@ -164,6 +164,8 @@ class _Span:
     dur: float
     test: str | None
     waited: float = 0.0
+    nested: float = 0.0
+    """Seconds of it spent setting up wide fixtures it requested from its body (theirs)."""
     holds: list[tuple[str, float, float, str]] = field(default_factory=list)
     """(lock label, acquired at, held, kind)."""
 
@@ -187,6 +189,9 @@ def build_profile(state: RunState) -> Profile:
             teardowns[(fx.w, fx.test)] += max(0.0, fx.dur)
     for worker_spans in spans.values():
         worker_spans.sort(key=lambda span: span.start)
+        owns = own_times([(s.start, s.dur) for s in worker_spans])
+        for setup, own in zip(worker_spans, owns, strict=True):
+            setup.nested = max(0.0, setup.dur - own)
 
     def span_at(worker: str, ts: float) -> _Span | None:
         found = None
@@ -228,10 +233,12 @@ def build_profile(state: RunState) -> Profile:
     fixtures: list[Fixture] = []
     for key, rows in by_key.items():
         rows.sort(key=lambda r: r[1].start)
-        free = [max(0.0, s.dur - s.waited - sum(h[2] for h in s.holds)) for _w, s in rows]
+        free = [
+            max(0.0, s.dur - s.nested - s.waited - sum(h[2] for h in s.holds)) for _w, s in rows
+        ]
         for worker, span in rows:
-            if span.test is not None:
-                setup_in[(worker, span.test)] += max(0.0, span.dur)
+            if span.test is not None:  # an inner setup counts once, as its own
+                setup_in[(worker, span.test)] += max(0.0, span.dur - span.nested)
         holds = _fixture_holds([s for _w, s in rows])
         name, scope, baseid = key
         triggers = {s.test for _w, s in rows if s.test is not None}
