@@ -42,9 +42,11 @@ from .dbstatements import (
     Lock,
     body_start,
     classify,
+    more_statements,
     past_comments,
     result_value,
     table_of,
+    text_ddl,
 )
 from .migrations import MigrationSpan, tool_running
 
@@ -193,7 +195,8 @@ def begin(
 
 def _precheck(statement: str, direct: bool = True) -> int:
     """Whether a statement can take or end a lock or change the schema: it names a lock,
-    says FOR UPDATE/SHARE, or begins with a transaction's or a schema change's word.
+    says FOR UPDATE/SHARE, begins with a transaction's or a schema change's word, or holds
+    a schema change in a later statement of its text.
 
     A statement given to a DB-API driver directly (``direct``: hand-written SQL) is read
     past leading blanks (a runner writes its DDL in a triple-quoted string, a newline
@@ -207,7 +210,7 @@ def _precheck(statement: str, direct: bool = True) -> int:
     lock = "ock" in statement or "OCK" in statement or "FOR " in statement or "for " in statement
     maybe: int
     if direct:
-        maybe = lock or _head(statement) in _TX_PREFIXES
+        maybe = lock or _head(statement) in _TX_PREFIXES or _later_ddl(statement)
     elif statement[:3] in _TX_PREFIXES:
         maybe = True
     elif statement[:1] in LEAD_CHARS and _head(statement) in _TX_PREFIXES:
@@ -215,12 +218,18 @@ def _precheck(statement: str, direct: bool = True) -> int:
         # still SQLAlchemy's own)
         maybe = UNLESS_CONSTRUCT
     else:
-        maybe = lock
+        maybe = lock or _later_ddl(statement)
     cache = _maybe if direct else _maybe_outer
     if len(cache) >= _MAYBE_KEPT:
         cache.clear()
     cache[statement] = maybe
     return maybe
+
+
+def _later_ddl(statement: str) -> bool:
+    """Whether a statement after a text's first changes the schema (``SET search_path TO
+    s; CREATE TABLE t ...``): a text with a ``;`` before more text is split, once a text."""
+    return more_statements(statement) and text_ddl(past_comments(statement)) is not None
 
 
 def _head(statement: str) -> str:
