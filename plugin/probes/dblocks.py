@@ -273,6 +273,7 @@ def positional_wrapper(
     many: bool,
     make: Callable[[Any, Any], Any] | None = None,
     factory: Any = None,
+    script: bool = False,
 ) -> Callable[..., Any]:
     """A statement method that takes ``(sql[, params])`` by position only (sqlite3's), with
     :func:`begin` and :func:`done` inlined: where a statement costs a few microseconds, two
@@ -281,7 +282,10 @@ def positional_wrapper(
 
     With ``make``, the wrapper is a connection's: it makes a ``factory`` cursor with
     ``make`` (the connection's ``cursor``) and runs ``original`` (the cursor's method) on it
-    in the same frame, as the C type's ``Connection.execute`` does with its own cursor."""
+    in the same frame, as the C type's ``Connection.execute`` does with its own cursor.
+
+    With ``script`` (sqlite3's ``executescript``, ``many`` too), a text is classified for
+    its schema changes only (:func:`script_ddl`)."""
     inflight, quiet, flights, maybe_get = _inflight, _quiet, _flights, _maybe.get
     pop, clock, get_ident, cheap = _inflight.pop, REAL.perf_counter, _get_ident, not many
 
@@ -297,6 +301,8 @@ def positional_wrapper(
                 maybe = _precheck(sql)
             if maybe:
                 lock = classify(sql, None if params is NOT_GIVEN else params)
+        elif script and type(sql) is str:
+            lock = script_ddl(sql)
         entry = inflight[ident] = (clock(), sql, None, cur, lock, describe, ident)
         try:
             result = original(cur, sql) if params is NOT_GIVEN else original(cur, sql, params)
@@ -309,6 +315,13 @@ def positional_wrapper(
         return result
 
     return functools.wraps(original)(execute)
+
+
+def script_ddl(script: str) -> Lock | None:
+    """A script's schema change (sqlite3's ``executescript``: a migration runner's file), by
+    its statements as :func:`~.dbstatements.text_ddl` reads them. Nothing else of it is: the
+    transactions and locks it opens and ends are its own."""
+    return text_ddl(past_comments(script))
 
 
 def failed(entry: Entry, error: BaseException) -> None:
