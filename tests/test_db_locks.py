@@ -761,6 +761,79 @@ def test_classify_lock_statements(
     assert got == expected
 
 
+JOIN_TEMP = """
+    DROP TABLE IF EXISTS temp_stuff;
+    DROP INDEX IF EXISTS temp_stuff_id;
+    CREATE TEMPORARY TABLE temp_stuff AS SELECT id FROM items WHERE name <> 'a;b';
+    CREATE INDEX temp_stuff_id ON temp_stuff (id);
+"""
+"""django-model-utils' ``JoinManager``: one text that (re)makes its connection's own table."""
+
+
+@pytest.mark.parametrize(
+    ("statement", "expected"),
+    [
+        # a temporary table's statements, and those of a table the text creates as one
+        ("DROP TABLE IF EXISTS temp_stuff; CREATE TEMPORARY TABLE temp_stuff AS SELECT 1", None),
+        (JOIN_TEMP, None),
+        ("-- join\nDROP TABLE IF EXISTS t;\nCREATE TEMP TABLE t (id INT);", None),
+        ("CREATE TEMP TABLE a (x INT); CREATE TEMP TABLE b (x INT); DROP TABLE a, b", None),
+        (
+            "CREATE TEMP TABLE a (x INT); ALTER TABLE a ADD COLUMN y INT; CREATE INDEX ON a (x)",
+            None,
+        ),
+        ("CREATE TABLE temp.a (x INT); DROP TABLE a; CREATE TABLE pg_temp.b (x INT)", None),
+        ("DROP TEMPORARY TABLE IF EXISTS t; CREATE TEMPORARY TABLE t (x INT)", None),  # MySQL
+        ('DROP TABLE IF EXISTS "T"; CREATE TEMP TABLE "T" (x INT)', None),
+        # one real schema change among them is a schema change
+        ("CREATE TEMP TABLE scratch (x INT); CREATE TABLE items (x INT)", ("ddl", "")),
+        ("CREATE TEMP TABLE scratch (x INT); CREATE TABLE s1.items (x INT)", ("ddl", "s1")),
+        ("DROP TABLE IF EXISTS t; CREATE TABLE t AS SELECT 1", ("ddl", "")),  # not temporary
+        ("CREATE TEMP TABLE t (x INT); DROP TABLE public.t", ("ddl", "")),  # the permanent one
+        ("CREATE TEMP TABLE t (x INT); DROP TABLE t, items", ("ddl", "")),
+        ('DROP TABLE IF EXISTS "T"; CREATE TEMP TABLE t (x INT)', ("ddl", "")),  # not one name
+        ("DROP INDEX IF EXISTS ix; CREATE TEMP TABLE t (x INT)", ("ddl", "")),  # whose index?
+        ("SET search_path TO s1; CREATE TABLE items (x INT)", ("ddl", "")),
+        (
+            "BEGIN; CREATE TEMP TABLE t_backup (a); INSERT INTO t_backup SELECT a FROM t; "
+            "DROP TABLE t; CREATE TABLE t (a); DROP TABLE t_backup; COMMIT;",
+            ("ddl", ""),
+        ),
+        # a ";" in a string, a quoted name, a comment or a dollar-quoted body separates nothing
+        ("SELECT 'x; CREATE TABLE t (id INT)'", None),
+        ('SELECT 1 AS "a;b", `c;d`; -- e; CREATE TABLE t (x INT)\n/* ; DROP TABLE u */', None),
+        (
+            "CREATE FUNCTION f() RETURNS void AS $body$ BEGIN CREATE TEMP TABLE x (y INT); "
+            "END $body$ LANGUAGE plpgsql; CREATE TEMP TABLE y (z INT)",
+            ("ddl", ""),
+        ),
+        ("CREATE TEMP TABLE t (x INT); SELECT $$; DROP TABLE items$$", None),
+        ("CREATE TABLE items (x INT);\n", ("ddl", "")),
+        ("SELECT 1; SELECT 2", None),
+        # a lock still comes first, as it did
+        ("SELECT pg_advisory_lock(5); CREATE TABLE t (x INT)", ("acquire", "5")),
+    ],
+)
+def test_classify_texts_of_several_statements(
+    statement: str, expected: tuple[str, str] | None
+) -> None:
+    """A text of several statements is read by its statements: a temporary table's (and a
+    table's or an index's the text creates as temporary) are no schema change, one real
+    schema change among them is one."""
+    found = dbstatements.classify(statement, None)
+    assert (None if found is None else (found.action, found.key)) == expected
+
+
+def test_a_text_is_split_at_its_separators_only() -> None:
+    assert dbstatements.statements(
+        "SELECT 'it''s; ok'; SELECT $$a;b$$ -- c;\n; /* d; */ ; SELECT $1; SELECT a$b$c;"
+    ) == ["SELECT 'it''s; ok'", " SELECT $$a;b$$ -- c;\n", " SELECT $1", " SELECT a$b$c"]
+    # the common text is not split: one statement, or one ";" at its end
+    assert not dbstatements.more_statements("CREATE TABLE t (x INT)")
+    assert not dbstatements.more_statements("CREATE TABLE t (x INT);\n  ")
+    assert dbstatements.more_statements("DROP TABLE t; CREATE TABLE t (x INT)")
+
+
 @contextlib.contextmanager
 def sqlalchemy_events() -> Iterator[list[ev.Event]]:
     """What the SQLAlchemy probe reports in this process meanwhile. The probe patches

@@ -474,6 +474,92 @@ def test_a_schema_per_worker_in_one_database_is_no_race(
     assert racing == {"shared": ["gw1"], "w_gw0": []}
 
 
+JOIN_SQL = """
+# django-model-utils' JoinManager: one text that (re)makes its connection's own table
+JOIN = '''
+    DROP TABLE IF EXISTS temp_stuff;
+    DROP INDEX IF EXISTS temp_stuff_id;
+    CREATE TEMPORARY TABLE temp_stuff AS SELECT id FROM items WHERE name <> 'a;b';
+    CREATE INDEX temp_stuff_id ON temp_stuff (id);
+'''
+"""
+
+TEMP_TABLE_TEXTS = {
+    "join_sql.py": JOIN_SQL,
+    "test_join.py": """
+import psycopg
+from dbparams import PG
+from join_sql import JOIN
+
+def test_join():
+    conn = psycopg.connect(**PG, autocommit=True)
+    conn.execute("CREATE TABLE items (id INTEGER, name TEXT)")
+    conn.execute("INSERT INTO items VALUES (1, 'x')")
+    for _ in range(2):
+        conn.execute(JOIN)
+        assert conn.execute("SELECT count(*) FROM temp_stuff").fetchone() == (1,)
+    # a real table after a temporary one in one text is a schema change still
+    conn.execute("CREATE TEMP TABLE scratch (id INTEGER); CREATE TABLE audit (id INTEGER)")
+    conn.close()
+""",
+}
+
+
+@pytest.mark.postgres
+def test_a_temporary_tables_text_of_several_statements_is_no_migration(
+    pytester: pytest.Pytester, pg_url: str
+) -> None:
+    """The text django-model-utils' ``JoinManager`` runs (``DROP TABLE IF EXISTS t; ...
+    CREATE TEMPORARY TABLE t AS ...; CREATE INDEX ... ON t``) through psycopg is its
+    connection's own business, not a schema change of the run; a real ``CREATE TABLE`` in
+    a text of several statements still is one."""
+    _suite(pytester, TEMP_TABLE_TEXTS, pg_url)
+    result = pytester.runpytest_subprocess("--monitor", timeout=TIMEOUT)
+    result.assert_outcomes(passed=1)
+    state = only_run(pytester).state
+    changes = [m for m in state.migrations if m.tool == "ddl" and m.action == "end"]
+    assert [(m.to_rev, m.error) for m in changes] == [
+        ("CREATE TABLE items (id INTEGER, name TEXT)", None),
+        ("CREATE TEMP TABLE scratch (id INTEGER); CREATE TABLE audit (id INTEGER)", None),
+    ]
+    assert not any("temp_stuff" in s.name for m in changes for s in m.steps or [])
+
+
+SQLITE_SCRIPTS = {
+    "join_sql.py": JOIN_SQL,
+    "test_scripts.py": """
+import sqlite3
+from join_sql import JOIN
+
+def test_scripts(tmp_path):
+    conn = sqlite3.connect(tmp_path / "app.db")
+    # a runner's migration file, run as a script (sqlite3 runs one statement an execute)
+    conn.executescript("CREATE TABLE items (id INT, name TEXT); INSERT INTO items VALUES (1, 'x')")
+    for _ in range(2):
+        conn.executescript(JOIN)
+        assert conn.execute("SELECT count(*) FROM temp_stuff").fetchone() == (1,)
+    conn.executescript("BEGIN; CREATE TEMP TABLE scratch (id INTEGER); COMMIT;")
+    conn.close()
+""",
+}
+
+
+def test_sqlite3_scripts_are_read_for_their_schema_changes(pytester: pytest.Pytester) -> None:
+    """sqlite3 runs a text of several statements only as a script: a runner's migration file
+    run with ``executescript`` is a schema change, the ``JoinManager``'s temporary table's
+    text is none."""
+    _suite(pytester, SQLITE_SCRIPTS)
+    result = pytester.runpytest_subprocess("--monitor", timeout=TIMEOUT)
+    result.assert_outcomes(passed=1)
+    state = only_run(pytester).state
+    changes = [m for m in state.migrations if m.tool == "ddl" and m.action == "end"]
+    assert [(m.to_rev, m.error) for m in changes] == [
+        ("CREATE TABLE items (id INT, name TEXT); INSERT INTO items VALUES (1, 'x')", None)
+    ]
+    assert changes[0].url.endswith("app.db")
+    assert not state.lock_events  # a script's transactions are its own
+
+
 LATE_DRIVER = {
     "test_late.py": """
 import sys
@@ -984,6 +1070,10 @@ def test_a_drivers_and_sqlalchemys_verdicts_on_one_text_stay_apart() -> None:
         ("-- CREATE TABLE t (x INTEGER)", False, False),
         ("SELECT x FROM t", False, False),
         ("  SELECT x FROM t", False, False),
+        # a schema change in a later statement of the text, not a temporary table's
+        ("SET search_path TO s1; CREATE TABLE t (x INTEGER)", True, True),
+        ("SELECT 1; CREATE TEMP TABLE t (x INTEGER)", False, False),
+        ("SELECT 'a; CREATE TABLE t (x INTEGER)'", False, False),
     ],
 )
 def test_precheck_reads_a_statement_past_its_leading_comments(

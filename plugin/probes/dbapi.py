@@ -551,9 +551,11 @@ def _sqlite_cursor(base: Any) -> type:
             # shape calls them without packing, the cheapest of all, run per statement.
             "execute": dblocks.positional_wrapper(base.execute, _describe_sqlite, False),
             "executemany": dblocks.positional_wrapper(base.executemany, _describe_sqlite, True),
-            # A script is in flight (waits, "database is locked") but not classified: the
-            # transactions it opens and ends are its own.
-            "executescript": dblocks.positional_wrapper(base.executescript, _describe_sqlite, True),
+            # A script is in flight (waits, "database is locked") and read for its schema
+            # changes only: the transactions it opens and ends are its own.
+            "executescript": dblocks.positional_wrapper(
+                base.executescript, _describe_sqlite, True, script=True
+            ),
         }
         cls = _sqlite_cursors[base] = type(base.__name__, (base,), namespace)
     return cls

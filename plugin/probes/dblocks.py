@@ -42,9 +42,11 @@ from .dbstatements import (
     Lock,
     body_start,
     classify,
+    more_statements,
     past_comments,
     result_value,
     table_of,
+    text_ddl,
 )
 from .migrations import MigrationSpan, tool_running
 
@@ -193,7 +195,8 @@ def begin(
 
 def _precheck(statement: str, direct: bool = True) -> int:
     """Whether a statement can take or end a lock or change the schema: it names a lock,
-    says FOR UPDATE/SHARE, or begins with a transaction's or a schema change's word.
+    says FOR UPDATE/SHARE, begins with a transaction's or a schema change's word, or holds
+    a schema change in a later statement of its text.
 
     A statement given to a DB-API driver directly (``direct``: hand-written SQL) is read
     past leading blanks (a runner writes its DDL in a triple-quoted string, a newline
@@ -207,7 +210,7 @@ def _precheck(statement: str, direct: bool = True) -> int:
     lock = "ock" in statement or "OCK" in statement or "FOR " in statement or "for " in statement
     maybe: int
     if direct:
-        maybe = lock or _head(statement) in _TX_PREFIXES
+        maybe = lock or _head(statement) in _TX_PREFIXES or _later_ddl(statement)
     elif statement[:3] in _TX_PREFIXES:
         maybe = True
     elif statement[:1] in LEAD_CHARS and _head(statement) in _TX_PREFIXES:
@@ -215,12 +218,18 @@ def _precheck(statement: str, direct: bool = True) -> int:
         # still SQLAlchemy's own)
         maybe = UNLESS_CONSTRUCT
     else:
-        maybe = lock
+        maybe = lock or _later_ddl(statement)
     cache = _maybe if direct else _maybe_outer
     if len(cache) >= _MAYBE_KEPT:
         cache.clear()
     cache[statement] = maybe
     return maybe
+
+
+def _later_ddl(statement: str) -> bool:
+    """Whether a statement after a text's first changes the schema (``SET search_path TO
+    s; CREATE TABLE t ...``): a text with a ``;`` before more text is split, once a text."""
+    return more_statements(statement) and text_ddl(past_comments(statement)) is not None
 
 
 def _head(statement: str) -> str:
@@ -264,6 +273,7 @@ def positional_wrapper(
     many: bool,
     make: Callable[[Any, Any], Any] | None = None,
     factory: Any = None,
+    script: bool = False,
 ) -> Callable[..., Any]:
     """A statement method that takes ``(sql[, params])`` by position only (sqlite3's), with
     :func:`begin` and :func:`done` inlined: where a statement costs a few microseconds, two
@@ -272,7 +282,10 @@ def positional_wrapper(
 
     With ``make``, the wrapper is a connection's: it makes a ``factory`` cursor with
     ``make`` (the connection's ``cursor``) and runs ``original`` (the cursor's method) on it
-    in the same frame, as the C type's ``Connection.execute`` does with its own cursor."""
+    in the same frame, as the C type's ``Connection.execute`` does with its own cursor.
+
+    With ``script`` (sqlite3's ``executescript``, ``many`` too), a text is classified for
+    its schema changes only (:func:`script_ddl`)."""
     inflight, quiet, flights, maybe_get = _inflight, _quiet, _flights, _maybe.get
     pop, clock, get_ident, cheap = _inflight.pop, REAL.perf_counter, _get_ident, not many
 
@@ -288,6 +301,8 @@ def positional_wrapper(
                 maybe = _precheck(sql)
             if maybe:
                 lock = classify(sql, None if params is NOT_GIVEN else params)
+        elif script and type(sql) is str:
+            lock = script_ddl(sql)
         entry = inflight[ident] = (clock(), sql, None, cur, lock, describe, ident)
         try:
             result = original(cur, sql) if params is NOT_GIVEN else original(cur, sql, params)
@@ -300,6 +315,13 @@ def positional_wrapper(
         return result
 
     return functools.wraps(original)(execute)
+
+
+def script_ddl(script: str) -> Lock | None:
+    """A script's schema change (sqlite3's ``executescript``: a migration runner's file), by
+    its statements as :func:`~.dbstatements.text_ddl` reads them. Nothing else of it is: the
+    transactions and locks it opens and ends are its own."""
+    return text_ddl(past_comments(script))
 
 
 def failed(entry: Entry, error: BaseException) -> None:

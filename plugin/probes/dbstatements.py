@@ -10,7 +10,10 @@ The hot path's only question about a statement is a few substring checks
 the ends of transactions (``COMMIT``, ``ROLLBACK``, ``END``), and schema changes (``CREATE``,
 ``ALTER``, ``DROP`` of anything but a database), which take no lock of their own here but
 tell the probe that a migration is under way. Leading SQL comments (a migration file's
-``-- step 3``) are no part of what a statement does: it is read past them.
+``-- step 3``) are no part of what a statement does: it is read past them. A text of several
+statements (``DROP TABLE IF EXISTS t; CREATE TEMPORARY TABLE t AS ...``) is a schema change
+when one of its statements is one, and a temporary table's statements are none (see
+:func:`text_ddl`).
 
 Whether ``GET_LOCK`` and a try-lock got the lock is in the result: :func:`result_value`
 reads the one-row result where the driver keeps it buffered (PyMySQL, mysqlclient, psycopg,
@@ -156,7 +159,8 @@ def classify(statement: str, parameters: Any) -> Lock | None:
     skipped = len(whole) - len(statement)
     match = _lock_re().search(statement)
     if match is None:
-        return None
+        # a schema change after the first statement (``SET ...; CREATE TABLE ...``)
+        return text_ddl(statement) if more_statements(statement) else None
     group = match.group
     if group("adv"):
         key = _resolve(group("advkey"), whole, match.start("advkey") + skipped, parameters)
@@ -191,7 +195,7 @@ def classify(statement: str, parameters: Any) -> Lock | None:
     if group("end"):
         return Lock("end", "", "", True)
     if group("ddl"):
-        return _ddl(statement)
+        return text_ddl(statement) if more_statements(statement) else _ddl(statement)
     return None
 
 
@@ -212,7 +216,7 @@ def _ddl(statement: str) -> Lock | None:
         schema = schema[1:-1]  # a quoted name is as written
     else:
         schema = schema.lower()  # an unquoted one is folded (PostgreSQL folds to lower case)
-        if schema == "temp":
+        if schema in _TEMP_SCHEMAS:
             return None  # SQLite's temp.t: private to its connection, as TEMP is
         if schema in _DEFAULT_SCHEMAS:
             schema = ""  # where an unqualified name goes (the default search path)
@@ -221,6 +225,138 @@ def _ddl(statement: str) -> Lock | None:
 
 _DEFAULT_SCHEMAS = frozenset({"public", "main"})
 """PostgreSQL's and SQLite's default schemas: ``public.t`` and ``t`` are one place."""
+_TEMP_SCHEMAS = frozenset({"temp", "pg_temp"})
+"""SQLite's ``temp.t`` and PostgreSQL's ``pg_temp.t``: a connection's own, as TEMP is."""
+
+
+# ---------------------------------------------------------------- texts of several statements
+
+
+def more_statements(statement: str) -> bool:
+    """Whether a text may hold more than one statement: a ``;`` with more than blanks after
+    it. One look for the common text (none, or one at its end); only such a text is split."""
+    end = statement.find(";")
+    if end < 0:
+        return False
+    rest = statement[end + 1 :]
+    return rest != "" and not rest.isspace()
+
+
+@functools.cache
+def _scan_re() -> re.Pattern[str]:
+    # What may hide a ";": a string, a quoted name, a comment, a dollar-quoted body (a
+    # PostgreSQL function's), each to its end or to the end of the text; else a separator.
+    return re.compile(
+        r"""'[^']*'?|"[^"]*"?|`[^`]*`?|--[^\n]*|/\*.*?(?:\*/|\Z)
+          |(?<![\w$])\$(?P<tag>(?:[A-Za-z_]\w*)?)\$.*?(?:\$(?P=tag)\$|\Z)|;""",
+        re.DOTALL | re.VERBOSE,
+    )
+
+
+def statements(text: str) -> list[str]:
+    """The statements of a text, each past its leading comments, the empty ones left out. A
+    ``;`` in a string (``'...'``), a quoted name (``"..."``, ```...```), a comment (``--``,
+    ``/* */``) or a dollar-quoted body (``$$...$$``) separates nothing. (Read alike for
+    every database: MySQL's backslash escapes and ``#`` comments are not.)"""
+    parts: list[str] = []
+    start = 0
+    for found in _scan_re().finditer(text):
+        if found.end() - found.start() == 1 and text[found.start()] == ";":
+            parts.append(text[start : found.start()])
+            start = found.end()
+    parts.append(text[start:])
+    bodies = (past_comments(part) for part in parts)
+    return [body for body in bodies if body and not body.isspace()]
+
+
+_QNAME = rf"{_NAME}(?:\s*\.\s*{_NAME})?"
+
+
+@functools.cache
+def _object_re() -> re.Pattern[str]:
+    """A table's or an index's schema change: the names it changes (a ``DROP`` lists several)
+    and, for an index, its table."""
+    return re.compile(
+        rf"""
+        ^\s*(?P<verb>create|alter|drop)\s+
+        (?P<temp>(?:global\s+|local\s+)?(?:temp|temporary)\s+)?(?:unique\s+)?
+        (?P<what>table|index)\s+
+        (?:concurrently\s+)?(?:if\s+(?:not\s+)?exists\s+)?(?:only\s+)?
+        (?P<names>(?!on\s){_QNAME}(?:\s*,\s*{_QNAME})*)?
+        (?:\s*\bon\s+(?:only\s+)?(?P<table>{_QNAME}))?
+        """,
+        re.IGNORECASE | re.VERBOSE,
+    )
+
+
+@functools.cache
+def _qname_re() -> re.Pattern[str]:
+    return re.compile(rf"({_NAME})(?:\s*\.\s*({_NAME}))?")
+
+
+Name = tuple[str, str]
+"""(schema, name) as the database reads them: unquoted folded, quoted as written."""
+
+
+def _names(text: str | None) -> list[Name]:
+    return [
+        (_fold(found.group(1)), _fold(found.group(2)))
+        if found.group(2)
+        else ("", _fold(found.group(1)))
+        for found in _qname_re().finditer(text or "")
+    ]
+
+
+def _fold(name: str) -> str:
+    return name[1:-1] if name[:1] in ('"', "`") else name.lower()
+
+
+@functools.lru_cache(maxsize=256)
+def text_ddl(text: str) -> Lock | None:
+    """A text of several statements as a schema change: its first statement that changes a
+    schema other connections see, ``None`` when none does (kept per text: a suite runs its
+    texts again and again).
+
+    A temporary table is its connection's: creating one is no schema change, and neither is
+    dropping, altering or indexing a table the same text creates as temporary, nor dropping
+    an index it creates on one (``DROP TABLE IF EXISTS t; DROP INDEX IF EXISTS t_id; CREATE
+    TEMPORARY TABLE t AS ...; CREATE INDEX t_id ON t (id)``). Read by name: the text's
+    ``DROP TABLE IF EXISTS t`` of a permanent ``t`` (no temporary one yet) is not told apart."""
+    changes: list[tuple[str, re.Match[str] | None]] = []
+    for part in statements(text):
+        found = _lock_re().match(part)
+        if found is not None and found.group("ddl"):
+            changes.append((part, _object_re().match(part)))
+    tables: set[Name] = set()
+    indexes: set[Name] = set()
+    for _part, obj in changes:  # what the text creates as its connection's own
+        if obj is None or obj.group("verb").lower() != "create":
+            continue
+        names = _names(obj.group("names"))
+        if obj.group("what").lower() == "table":
+            if names and (obj.group("temp") or names[0][0] in _TEMP_SCHEMAS):
+                tables.add(("", names[0][1]))
+        elif obj.group("table") and set(_names(obj.group("table"))) <= tables:
+            indexes.update(names)  # an index on one of them
+    for part, obj in changes:
+        if obj is not None and _temporary(obj, tables, indexes):
+            continue
+        lock = _ddl(part)
+        if lock is not None:
+            return lock
+    return None
+
+
+def _temporary(obj: re.Match[str], tables: set[Name], indexes: set[Name]) -> bool:
+    """Whether a table's or an index's change concerns the text's temporary tables only."""
+    verb = obj.group("verb").lower()
+    names = _names(obj.group("names"))
+    if obj.group("what").lower() == "table":
+        return verb != "create" and bool(names) and set(names) <= tables
+    table = _names(obj.group("table"))
+    if table:
+        return set(table) <= tables
+    return verb != "create" and bool(names) and set(names) <= indexes
 
 
 def _resolve(text: str, statement: str, pos: int, parameters: Any) -> str:
