@@ -764,8 +764,8 @@ def test_classify_lock_statements(
 JOIN_TEMP = """
     DROP TABLE IF EXISTS temp_stuff;
     DROP INDEX IF EXISTS temp_stuff_id;
-    CREATE TEMPORARY TABLE temp_stuff AS SELECT id FROM items WHERE name <> 'a;b';
-    CREATE INDEX temp_stuff_id ON temp_stuff (id);
+    CREATE TEMPORARY TABLE temp_stuff AS SELECT id AS belonging_id FROM items WHERE name <> 'a;b';
+    CREATE INDEX temp_stuff_belonging_id ON temp_stuff (belonging_id);
 """
 """django-model-utils' ``JoinManager``: one text that (re)makes its connection's own table."""
 
@@ -793,6 +793,8 @@ JOIN_TEMP = """
         ("CREATE TEMP TABLE t (x INT); DROP TABLE t, items", ("ddl", "")),
         ('DROP TABLE IF EXISTS "T"; CREATE TEMP TABLE t (x INT)', ("ddl", "")),  # not one name
         ("DROP INDEX IF EXISTS ix; CREATE TEMP TABLE t (x INT)", ("ddl", "")),  # whose index?
+        ("DROP INDEX IF EXISTS tx; CREATE TEMP TABLE t (x INT)", ("ddl", "")),
+        ("DROP INDEX IF EXISTS t_old; CREATE TEMP TABLE t (x INT)", None),  # named after t
         ("SET search_path TO s1; CREATE TABLE items (x INT)", ("ddl", "")),
         (
             "BEGIN; CREATE TEMP TABLE t_backup (a); INSERT INTO t_backup SELECT a FROM t; "

@@ -479,8 +479,8 @@ JOIN_SQL = """
 JOIN = '''
     DROP TABLE IF EXISTS temp_stuff;
     DROP INDEX IF EXISTS temp_stuff_id;
-    CREATE TEMPORARY TABLE temp_stuff AS SELECT id FROM items WHERE name <> 'a;b';
-    CREATE INDEX temp_stuff_id ON temp_stuff (id);
+    CREATE TEMPORARY TABLE temp_stuff AS SELECT id AS belonging_id FROM items WHERE name <> 'a;b';
+    CREATE INDEX temp_stuff_belonging_id ON temp_stuff (belonging_id);
 '''
 """
 

@@ -319,9 +319,10 @@ def text_ddl(text: str) -> Lock | None:
 
     A temporary table is its connection's: creating one is no schema change, and neither is
     dropping, altering or indexing a table the same text creates as temporary, nor dropping
-    an index it creates on one (``DROP TABLE IF EXISTS t; DROP INDEX IF EXISTS t_id; CREATE
-    TEMPORARY TABLE t AS ...; CREATE INDEX t_id ON t (id)``). Read by name: the text's
-    ``DROP TABLE IF EXISTS t`` of a permanent ``t`` (no temporary one yet) is not told apart."""
+    an index it creates on one or one named after one (``DROP TABLE IF EXISTS t; DROP INDEX
+    IF EXISTS t_id; CREATE TEMPORARY TABLE t AS ...; CREATE INDEX t_id ON t (id)``). Read by
+    name: the text's ``DROP TABLE IF EXISTS t`` of a permanent ``t`` (no temporary one yet)
+    is not told apart."""
     changes: list[tuple[str, re.Match[str] | None]] = []
     for part in statements(text):
         found = _lock_re().match(part)
@@ -356,7 +357,17 @@ def _temporary(obj: re.Match[str], tables: set[Name], indexes: set[Name]) -> boo
     table = _names(obj.group("table"))
     if table:
         return set(table) <= tables
-    return verb != "create" and bool(names) and set(names) <= indexes
+    return verb != "create" and bool(names) and all(_index_of(n, tables, indexes) for n in names)
+
+
+def _index_of(name: Name, tables: set[Name], indexes: set[Name]) -> bool:
+    """Whether an index the text drops or alters is one of its temporary tables': one it
+    creates on one, or one named after one (``t_id`` for ``t``, as the text's own ``CREATE
+    INDEX t_<column> ON t`` names them; django-model-utils' ``JoinManager`` drops
+    ``temp_stuff_id`` and creates ``temp_stuff_belonging_id``)."""
+    if name in indexes:
+        return True
+    return any(name[1].startswith(f"{table}_") for _schema, table in tables)
 
 
 def _resolve(text: str, statement: str, pos: int, parameters: Any) -> str:
