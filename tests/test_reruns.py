@@ -14,6 +14,7 @@ import pytest
 
 from testmon_live.plugin import events as ev
 from testmon_live.plugin.probes.lifecycle import RERUN, TestAssembler
+from testmon_live.plugin.summary import PASSED_ON_RERUN
 from testmon_live.tui import cli
 
 from .conftest import only_run
@@ -93,6 +94,10 @@ def test_reruns_are_counted_as_pytest_counts_them(
     summary = next(line for line in output.splitlines() if line.startswith("run "))
     assert " 4 tests on " in summary
     assert "(1 failed, 3 passed, 4 rerun)" in summary
+    flaky = next(line for line in output.splitlines() if line.startswith(PASSED_ON_RERUN))
+    assert "test_fails_once" in flaky
+    assert "test_setup_fails_once" in flaky
+    assert "test_always_fails" not in flaky
 
     recorded = only_run(pytester)
     tests = recorded.tests_by_id()
