@@ -74,6 +74,13 @@ class _ReportWatch:
             self.last[node] = report
 
 
+def _attempt(report: pytest.TestReport) -> int:
+    """Which attempt of its test a report is of: pytest-rerunfailures numbers them from 0
+    (``report.rerun``); 0 without it."""
+    attempt = getattr(report, "rerun", 0)
+    return attempt if isinstance(attempt, int) else 0
+
+
 class ControllerRecorder:
     """pytest plugin object of the process that owns the hub."""
 
@@ -272,13 +279,20 @@ class ControllerRecorder:
                 by_test.setdefault(rep.nodeid, []).append(rep)
         order = {"setup": 0, "call": 1, "teardown": 2}
         for nodeid, reports in sorted(by_test.items(), key=lambda kv: min(r.start for r in kv[1])):
-            reports.sort(key=lambda r: order[r.when])
+            # attempt by attempt (pytest-rerunfailures numbers them ``rerun``), phase by phase
+            reports.sort(key=lambda r: (_attempt(r), order[r.when]))
             if reports[-1].when != "teardown":
                 continue  # the test the worker died in: handle_crashitem reports it
             assembler = TestAssembler()
+            attempt = _attempt(reports[0])
             for rep in reports:
+                if _attempt(rep) != attempt:  # a new attempt starts as its logstart would
+                    attempt = _attempt(rep)
+                    assembler.reset()
                 assembler.add(rep, rep.start)
             record = assembler.finish(nodeid, reports[-1].stop)
+            if record is None:  # its last attempt was to run again: the worker died first
+                continue
             record.w = worker
             record.recovered = True
             self.hub.emit(record)

@@ -269,6 +269,18 @@ class TestFinished(Event, tag="test", kw_only=True):
     index: Int | None = None
     """Its position in the worker's collection, the order xdist schedules by (None: unknown,
     or a log from before it was recorded)."""
+    reruns: Int = 0
+    """Attempts before this one that failed and that pytest-rerunfailures ran again
+    (``--reruns``, ``@pytest.mark.flaky``): this record is the last attempt's (its phases,
+    outcome and failure text), the earlier attempts are folded into it. pytest counts
+    each as ``rerun``; none is a test or a failure of its own."""
+    rerun_when: str | None = None
+    """The phase in which the first of those attempts failed (``setup``, ``call``...)."""
+    rerun_message: str | None = None
+    """Why the first of those attempts failed: its short failure text."""
+    rerun_time: Float = 0.0
+    """Seconds those attempts took in all (setup + call + teardown each; ``duration`` is
+    the last attempt's alone)."""
 
 
 SUBTEST_CATEGORIES = {

@@ -80,6 +80,13 @@ def _test_database_lines(state: RunState) -> list[str]:
     return [line + "; remedies: --reuse-db, --nomigrations, a template database"]
 
 
+PASSED_ON_RERUN = "passed on a rerun"
+"""The summary line naming the tests that failed and then passed when pytest-rerunfailures
+ran them again: the flaky ones."""
+FLAKY_NAMED = 3
+"""At most this many of them named (the report lists them all)."""
+
+
 def summary_lines(state: RunState, log: Path, problems: list[str], verbosity: int = 0) -> list[str]:
     """A few lines; the last one is the command that opens the run (or says there is no
     log to open: it was deleted while the run wrote it)."""
@@ -99,6 +106,10 @@ def summary_lines(state: RunState, log: Path, problems: list[str], verbosity: in
         for test in slowest
         if test.duration >= 0.1
     )
+    flaky = [test.nodeid for test in state.rerun if test.outcome == "passed"]
+    if flaky:  # pytest-rerunfailures: failed, then passed on a rerun
+        more = f" and {len(flaky) - FLAKY_NAMED} more" if len(flaky) > FLAKY_NAMED else ""
+        lines.append(f"{PASSED_ON_RERUN}: {', '.join(flaky[:FLAKY_NAMED])}{more}")
     for fx in state.fixtures_by_cost()[:3]:
         if not fx.costly_duplicate or (fx.name, fx.scope, fx.baseid) in state.setup_races:
             continue  # a racing setup is said below

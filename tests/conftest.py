@@ -49,9 +49,11 @@ _ENV_TO_CLEAR = (
 
 
 # Plugins this suite needs (the dashboard's async and snapshot tests, pytest-django for the
-# Django probe's) stay out of the
-# pytest runs the tests start: they would add fixtures and options to what those record.
-INNER_ADDOPTS = "-p no:asyncio -p no:textual-snapshot -p no:syrupy -p no:django"
+# Django probe's, pytest-rerunfailures for the reruns') stay out of the
+# pytest runs the tests start: they would add fixtures and options to what those record
+# (pytest-rerunfailures also opens a socket and a thread wherever xdist is installed).
+# A test that wants one names it (``-p rerunfailures``).
+INNER_ADDOPTS = "-p no:asyncio -p no:textual-snapshot -p no:syrupy -p no:django -p no:rerunfailures"
 
 
 @pytest.fixture(autouse=True)

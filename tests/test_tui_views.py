@@ -486,6 +486,34 @@ async def test_the_failures_table_gives_the_test_column_the_room_it_has(tmp_path
                 assert column.content_width <= len(test_cell(table)) + 1
 
 
+async def test_the_failures_view_says_how_often_a_failure_was_rerun(tmp_path: Path) -> None:
+    """A test pytest-rerunfailures ran again before its last attempt failed too: the
+    failure text under the table and the test's detail say so, and why it first failed."""
+    import msgspec
+
+    from testmon_live.tui.dashboard.screens.test_detail import describe
+    from testmon_live.tui.dashboard.widgets.failures_panel import FailuresPanel
+
+    events = [
+        msgspec.structs.replace(
+            e, reruns=2, rerun_when="setup", rerun_message="OperationalError: no database yet"
+        )
+        if isinstance(e, ev.TestFinished) and e.outcome == "failed"
+        else e
+        for e in sample_runs.demo_run()
+    ]
+    app = app_on(log(tmp_path, events), live=False)
+    async with app.run_test(size=BIG) as pilot:
+        await pilot.press("7")
+        await pilot.pause()
+        text = shown(app.main.query_one(FailuresPanel).query_one("#failure-text"))
+        assert "rerun twice: the first attempt failed in setup" in text
+        (failure,) = app.ingest.state.failures
+        detail = describe(failure, app.ingest.state).plain
+        assert "rerun twice: the first attempt failed in setup" in detail
+        assert "OperationalError: no database yet" in detail
+
+
 async def test_a_finished_runs_unresponsive_spells_are_counted_stacks_or_not(
     tmp_path: Path,
 ) -> None:

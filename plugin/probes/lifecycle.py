@@ -3,7 +3,10 @@
 Per test: ``logstart`` and three ``logreport`` calls update the worker's live activity
 (plain attribute stores) and collect the phases; at the end of teardown one
 :class:`~testmon_live.plugin.events.TestFinished` carries all phases and the test's
-function-scoped fixtures. Phase durations are pytest's own (perf_counter based).
+function-scoped fixtures. Phase durations are pytest's own (perf_counter based). A test
+that pytest-rerunfailures runs again (reports of outcome ``rerun``) is still one record, its
+last attempt's, with the attempts before it counted in (:class:`TestAssembler`); that costs
+a test that is not rerun nothing but two ``is None`` checks.
 
 Per fixture execution: pytest's own implementation of ``pytest_fixture_setup`` is swapped
 for a timed one in its place in the hook (no hook wrapper: pluggy's wrapper machinery alone
@@ -82,11 +85,49 @@ def short_text(report: pytest.TestReport) -> str | None:
     return text[-1] if text else None
 
 
+RERUN = "rerun"
+"""The outcome pytest-rerunfailures gives the report of a failed phase of an attempt that
+it runs again (its summary counts it as ``rerun``)."""
+
+
+class _Reruns:
+    """A test's attempts that pytest-rerunfailures ran again, carried to its last attempt's
+    record. Made only when a test is rerun: a test that is not costs nothing of this."""
+
+    __slots__ = ("attempt", "count", "fixtures", "message", "nodeid", "time", "when")
+
+    def __init__(self, nodeid: str) -> None:
+        self.nodeid = nodeid
+        self.count = 0
+        self.when: str | None = None
+        self.message: str | None = None
+        self.time = 0.0
+        """Seconds of the attempts closed so far."""
+        self.attempt: list[ev.Phase] | None = None
+        """The phases of the latest attempt that is run again (the assembler's list while
+        that attempt goes on); its time is added when the next attempt ends."""
+        self.fixtures: list[ev.FixtureRun] = []
+        """What those attempts recorded of their fixtures (those whose teardown was
+        reported: pytest-rerunfailures before 15 reports no teardown of a rerun attempt)."""
+
+    def close(self) -> None:
+        """The latest rerun attempt has ended: its time is counted."""
+        attempt = self.attempt
+        if attempt is not None:
+            self.time += sum(p.dur for p in attempt)
+            self.attempt = None
+
+
 class TestAssembler:
-    """Builds one :class:`TestFinished` from a test's phase reports as they come in."""
+    """Builds one :class:`TestFinished` from a test's phase reports as they come in.
+
+    A test that pytest-rerunfailures runs again is one record, its last attempt's: the
+    attempts before it (their reports say ``rerun``, and their teardown may never be
+    reported) are counted into it (:class:`_Reruns`), never recorded as tests of their own.
+    """
 
     __test__ = False  # not a pytest test class
-    __slots__ = ("fail_call", "fixtures", "note", "outside_class", "phases", "subtests")
+    __slots__ = ("fail_call", "fixtures", "note", "outside_class", "phases", "reruns", "subtests")
 
     def __init__(self) -> None:
         self.phases: list[ev.Phase] = []
@@ -102,6 +143,10 @@ class TestAssembler:
         self.outside_class: bool | None = None
         """The test is its class fixtures' scope (a function outside any class), asked once a
         test (:meth:`LifecycleProbe._outside_class`; None: not asked yet)."""
+        self.reruns: _Reruns | None = None
+        """The earlier attempts of the test in progress that pytest-rerunfailures ran again;
+        :meth:`reset` keeps them (a new attempt starts with ``logstart``), :meth:`finish`
+        takes them."""
 
     def reset(self) -> None:
         self.phases = []
@@ -126,11 +171,30 @@ class TestAssembler:
         if outcome == "passed" and "wasxfail" not in report.__dict__:
             self.phases.append(ev.Phase(when, start, report.duration, "passed"))
             return
+        if outcome == RERUN:
+            self._rerun(report, start)
+            return
         category = phase_category(when, outcome, "wasxfail" in report.__dict__)
         if self.note is None:
             failure = report.longreprtext if outcome == "failed" else None
             self.note = (when, short_text(report), failure)
         self.phases.append(ev.Phase(when, start, report.duration, category))
+
+    def _rerun(self, report: pytest.TestReport, start: float) -> None:
+        """A failed phase of an attempt that pytest-rerunfailures runs again: the attempt
+        is counted once (a later phase of it may fail too), its first failure kept."""
+        phases = self.phases
+        reruns = self.reruns
+        if reruns is None or reruns.nodeid != report.nodeid:
+            reruns = self.reruns = _Reruns(report.nodeid)
+        if reruns.attempt is not phases:
+            reruns.close()
+            reruns.attempt = phases
+            reruns.count += 1
+            if reruns.message is None:
+                reruns.when = report.when
+                reruns.message = ev.clip(short_text(report), 2000)
+        phases.append(ev.Phase(report.when, start, report.duration, RERUN))
 
     def _subtest(self, report: pytest.TestReport, outcome: str) -> bool:
         """A subtest's report (pytest's ``SubtestReport``, or pytest-subtests'): counted, not
@@ -152,7 +216,9 @@ class TestAssembler:
                 self.note = ("call", short_text(report), report.longreprtext)
         return True
 
-    def finish(self, nodeid: str, ts: float) -> ev.TestFinished:
+    def finish(self, nodeid: str, ts: float) -> ev.TestFinished | None:
+        """The test's record, at the end of its teardown; None when this attempt is one
+        that pytest-rerunfailures runs again (its record is the last attempt's)."""
         phases = self.phases
         worst = "passed"
         rank = 0
@@ -208,7 +274,30 @@ class TestAssembler:
                 record.failed_when = when
             record.message = ev.clip(message)
             record.longrepr = ev.clip(longrepr)
+        reruns = self.reruns
+        if reruns is not None:
+            return self._after_reruns(record, reruns)
         self.reset()
+        return record
+
+    def _after_reruns(self, record: ev.TestFinished, reruns: _Reruns) -> ev.TestFinished | None:
+        """The end of an attempt of a test that pytest-rerunfailures ran again: nothing yet
+        if this attempt runs again, else the last attempt's record with the others in it."""
+        if reruns.attempt is self.phases:  # (the list reset() replaces, attempt by attempt)
+            reruns.fixtures.extend(record.fixtures)
+            self.reset()
+            return None
+        self.reruns = None
+        self.reset()
+        if reruns.nodeid != record.nodeid:  # an attempt that never ended; another test
+            return record
+        reruns.close()
+        record.reruns = reruns.count
+        record.rerun_when = reruns.when
+        record.rerun_message = reruns.message
+        record.rerun_time = reruns.time
+        if reruns.fixtures:
+            record.fixtures = [*reruns.fixtures, *record.fixtures]
         return record
 
 
@@ -573,8 +662,9 @@ class LifecycleProbe:
         when = report.when
         if when == "teardown":
             record = self._test.finish(report.nodeid, end)
-            record.index = self.positions.get(report.nodeid)
-            self.emit(record)
+            if record is not None:  # None: an attempt pytest-rerunfailures runs again
+                record.index = self.positions.get(report.nodeid)
+                self.emit(record)
             if end - self._tallied_at >= TALLY_EVERY:
                 self.send_tallies(end)
             activity.test = None

@@ -111,6 +111,9 @@ class RunState(LockFold, SetupFold, ContainerFold):
         self.tests: list[ev.TestFinished] = []
         self._slowest: list[tuple[float, int, ev.TestFinished]] = []
         self.failures: list[ev.TestFinished] = []
+        self.rerun: list[ev.TestFinished] = []
+        """Tests that pytest-rerunfailures ran again (:attr:`ev.TestFinished.reruns`), in the
+        order they finished, whatever their last attempt's outcome: the flaky ones passed."""
         self.fixtures: dict[tuple[str, str, str], FixtureStats] = {}
         self.fixture_events: list[ev.FixtureSetup | ev.FixtureTeardown] = []
         self.fixture_detail = 0.0
@@ -267,9 +270,16 @@ class RunState(LockFold, SetupFold, ContainerFold):
             self._function_fixtures(e, recent)
         self.outcomes[e.outcome] += 1
         self.tests_done += 1
-        self.test_time += e.duration
+        busy = e.duration
+        if e.reruns > 0:  # attempts run again: pytest counts each as a rerun, not as a test
+            counts["rerun"] += e.reruns
+            if e.rerun_time > 0:
+                busy += e.rerun_time
+            if self.detail or len(self.rerun) < FAILURES_KEPT:
+                self.rerun.append(e)
+        self.test_time += busy
         view.tests += 1
-        view.busy += e.duration
+        view.busy += busy
         if not e.crashed:
             view.last_test = e.nodeid
         # For the tail (a few comparisons: this runs for every test in the controller).

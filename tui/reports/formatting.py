@@ -102,3 +102,12 @@ def squeeze_cell(text: str, column: Column, width: int) -> str:
     if column.squeeze == "end":
         return shorten_nodeid(text, width)
     return cut(text, width)
+
+
+def rerun_words(reruns: int, when: str | None, seconds: float) -> str:
+    """How often pytest-rerunfailures ran a test again: ``rerun twice: the first attempt
+    failed in call (12ms in attempts before the last)``."""
+    times = {1: "once", 2: "twice"}.get(reruns, f"{reruns} times")
+    where = f" in {when}" if when else ""
+    spent = fmt_duration(seconds)
+    return f"rerun {times}: the first attempt failed{where} ({spent} in attempts before the last)"

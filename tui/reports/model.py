@@ -133,6 +133,24 @@ class FailureRow(TypedDict):
     phase: str | None
     message: str | None
     crashed: bool
+    reruns: int
+    """Attempts pytest-rerunfailures ran again before this last one failed too."""
+
+
+class RerunRow(TypedDict):
+    """A test pytest-rerunfailures ran again: ``passed`` in the end, it is flaky."""
+
+    nodeid: str
+    worker: str
+    outcome: str
+    """Its last attempt's outcome."""
+    reruns: int
+    phase: str | None
+    """Where its first attempt failed."""
+    message: str | None
+    """Why its first attempt failed."""
+    rerun_time: float
+    """Seconds its attempts before the last took."""
 
 
 class CrashRow(TypedDict):
@@ -408,6 +426,7 @@ class Report(TypedDict):
     slowest: list[SlowTest]
     fixtures: list[FixtureRow]
     failures: list[FailureRow]
+    reruns: list[RerunRow]
     crashes: list[CrashRow]
     stalls: list[StallRow]
     unresponsive: list[UnresponsiveRow]
@@ -589,8 +608,25 @@ def _failures(state: RunState) -> list[FailureRow]:
             "phase": _failed_phase(t),
             "message": t.message,
             "crashed": t.crashed,
+            "reruns": t.reruns,
         }
         for t in state.failures[:FAILURES_KEPT]
+    ]
+
+
+def _reruns(state: RunState) -> list[RerunRow]:
+    """The first :data:`FAILURES_KEPT` tests that were run again."""
+    return [
+        {
+            "nodeid": t.nodeid,
+            "worker": t.w,
+            "outcome": t.outcome,
+            "reruns": t.reruns,
+            "phase": t.rerun_when,
+            "message": t.rerun_message,
+            "rerun_time": seconds(t.rerun_time),
+        }
+        for t in state.rerun[:FAILURES_KEPT]
     ]
 
 
@@ -1100,6 +1136,7 @@ def build_report(run: LoadedRun, top: int = DEFAULT_TOP) -> Report:
         "slowest": _slowest(state, top),
         "fixtures": fixtures,
         "failures": _failures(state),
+        "reruns": _reruns(state),
         "crashes": _crashes(state),
         "stalls": _stalls(state),
         "unresponsive": _unresponsive(state),

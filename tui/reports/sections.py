@@ -257,7 +257,7 @@ def _failures_section(report: Report) -> Section | None:
             "CRASHED" if f["crashed"] else f["outcome"].upper(),
             f["nodeid"],
             f["worker"],
-            f["phase"] or "",
+            _phase_words(f["phase"], f["reruns"]),
             first_line(f["message"]),
         )
         for f in failures
@@ -265,6 +265,44 @@ def _failures_section(report: Report) -> Section | None:
     failing = report["totals"]["failing"]
     count = f"{len(failures)} of {failing}" if failing > len(failures) else str(len(failures))
     return Section((f"Failures ({count})",), [Table(columns, rows)])
+
+
+def _phase_words(phase: str | None, reruns: int) -> str:
+    """A failure's phase, and how many attempts before it were run again (``call, 2 reruns``)."""
+    if not reruns:
+        return phase or ""
+    again = f"{reruns} rerun" + ("s" if reruns != 1 else "")
+    return f"{phase}, {again}" if phase else again
+
+
+def _reruns_section(report: Report) -> Section | None:
+    """Tests pytest-rerunfailures ran again; those that then passed first (flaky)."""
+    reruns = report["reruns"]
+    if not reruns:
+        return None
+    columns = (
+        Column("result"),
+        Column("test", squeeze="end", code=True),
+        Column("worker", code=True),
+        Column("reruns", right=True),
+        Column("first failure"),
+        Column("message", below=True),
+    )
+    ordered = sorted(reruns, key=lambda r: r["outcome"] != "passed")  # stable: finish order
+    rows = [
+        (
+            "PASSED on rerun" if r["outcome"] == "passed" else r["outcome"].upper(),
+            r["nodeid"],
+            r["worker"],
+            str(r["reruns"]),
+            r["phase"] or "",
+            first_line(r["message"]),
+        )
+        for r in ordered
+    ]
+    flaky = sum(1 for r in reruns if r["outcome"] == "passed")
+    title = f"Rerun ({len(reruns)}: {flaky} passed on a rerun)"
+    return Section((title,), [Table(columns, rows)])
 
 
 def _exit_words(crash: CrashRow) -> str:
@@ -788,6 +826,7 @@ def _notices_section(report: Report) -> Section | None:
 _SECTIONS = (
     _workers_section,
     _failures_section,
+    _reruns_section,
     _crashes_section,
     _stalls_section,
     _unresponsive_section,

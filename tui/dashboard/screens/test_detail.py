@@ -15,7 +15,7 @@ from textual.widgets import Footer, Static
 from testmon_live.plugin import events as ev
 from testmon_live.plugin.state import RunState
 from testmon_live.plugin.words import exit_words
-from testmon_live.tui.reports.formatting import fmt_duration, plural
+from testmon_live.tui.reports.formatting import fmt_duration, plural, rerun_words
 
 
 def describe(test: ev.TestFinished, state: RunState) -> Text:
@@ -70,6 +70,11 @@ def describe(test: ev.TestFinished, state: RunState) -> Text:
     if test.longrepr or test.message:
         text.append("\nfailure\n", style="bold")
         text.append((test.longrepr or test.message or "") + "\n")
+    if test.reruns:
+        text.append("\nrerun\n", style="bold")
+        text.append(rerun_words(test.reruns, test.rerun_when, test.rerun_time) + "\n")
+        if test.rerun_message:
+            text.append(test.rerun_message + "\n")
     before = [t for t in state.tests if t.w == test.w and t.ts < test.ts]
     text.append(f"\nran before it on {test.w} ({plural(len(before), 'test')})\n", style="bold")
     for prior in before:  # all of them: the first are as likely polluters as the last

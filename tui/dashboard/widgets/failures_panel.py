@@ -13,7 +13,7 @@ from textual.widgets import DataTable, Static
 from testmon_live.plugin import events as ev
 from testmon_live.tui.dashboard.ingest import Ingest
 from testmon_live.tui.dashboard.palette import TONE_CLASSES, outcome_style
-from testmon_live.tui.reports.formatting import first_line, shorten_path
+from testmon_live.tui.reports.formatting import first_line, rerun_words, shorten_path
 
 EMPTY = "no failures"
 TEST_WIDTH = 50
@@ -105,7 +105,10 @@ class FailuresPanel(Vertical):
         test = self.failures[index]
         body = Text()
         body.append(f"{test.nodeid}\n", style="bold")
-        body.append(f"{test.outcome} in {test.failed_when or '?'} on {test.w}\n\n")
+        body.append(f"{test.outcome} in {test.failed_when or '?'} on {test.w}\n")
+        if test.reruns:
+            body.append(rerun_words(test.reruns, test.rerun_when, test.rerun_time) + "\n")
+        body.append("\n")
         body.append(test.longrepr or test.message or "(no failure text recorded)")
         self.query_one("#failure-text", Static).update(body)
 

@@ -1,0 +1,258 @@
+"""Tests that pytest-rerunfailures runs again (``--reruns``, ``@pytest.mark.flaky``) are
+recorded as pytest counts them: one test each, its attempts before the last counted as
+``rerun`` (never as tests or failures of their own), and the record says it was rerun, how
+often and why the first attempt failed, so that the report lists the tests that passed on a
+rerun. Real runs, with and without xdist, checked against pytest's own final line."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from typing import Literal
+
+import pytest
+
+from testmon_live.plugin import events as ev
+from testmon_live.plugin.probes.lifecycle import RERUN, TestAssembler
+from testmon_live.plugin.summary import PASSED_ON_RERUN
+from testmon_live.tui import cli
+
+from .conftest import only_run
+
+SUITE = """
+import pathlib
+
+import pytest
+
+
+def first_time(name):
+    mark = pathlib.Path(__file__).parent / f".{name}-ran"
+    if mark.exists():
+        return False
+    mark.write_text("")
+    return True
+
+
+@pytest.fixture
+def database():
+    if first_time("setup"):
+        raise RuntimeError("database not ready yet")
+    yield
+
+
+def test_fails_once():
+    assert not first_time("call"), "first attempt broke"
+
+
+def test_always_fails():
+    assert False, "broken every time"
+
+
+def test_setup_fails_once(database):
+    pass
+
+
+def test_plain():
+    pass
+"""
+
+PYTEST_COUNTS = {"failed": 1, "passed": 3, "rerun": 4}
+"""pytest's own line for SUITE at ``--reruns 2``: ``1 failed, 3 passed, 4 rerun``."""
+
+pytestmark = pytest.mark.compat
+
+needs_rerunfailures = pytest.mark.skipif(
+    importlib.util.find_spec("pytest_rerunfailures") is None,
+    reason="pytest-rerunfailures is not installed",
+)
+
+
+def pytest_counts(text: str) -> dict[str, int]:
+    """The counts of pytest's own final line (``1 failed, 3 passed, 4 rerun in 0.5s``)."""
+    last = [line for line in text.splitlines() if " in " in line and "passed" in line][-1]
+    counts = {}
+    for part in last.strip("= ").rsplit(" in ", 1)[0].split(", "):
+        n, category = part.split(" ", 1)
+        counts[category] = int(n)
+    return counts
+
+
+@needs_rerunfailures
+@pytest.mark.parametrize("xdist", [["-n", "2"], ["-p", "no:xdist"]], ids=["n2", "no-xdist"])
+def test_reruns_are_counted_as_pytest_counts_them(
+    pytester: pytest.Pytester, capsys: pytest.CaptureFixture[str], xdist: list[str]
+) -> None:
+    pytester.makepyfile(test_flaky=SUITE)
+    result = pytester.runpytest_subprocess(
+        *xdist, "-p", "rerunfailures", "--reruns", "2", "--monitor"
+    )
+    output = result.stdout.str()
+    assert pytest_counts(output) == PYTEST_COUNTS
+
+    # the monitor's summary line says what pytest says, of 4 tests
+    assert "run " in output
+    summary = next(line for line in output.splitlines() if line.startswith("run "))
+    assert " 4 tests on " in summary
+    assert "(1 failed, 3 passed, 4 rerun)" in summary
+    flaky = next(line for line in output.splitlines() if line.startswith(PASSED_ON_RERUN))
+    assert "test_fails_once" in flaky
+    assert "test_setup_fails_once" in flaky
+    assert "test_always_fails" not in flaky
+
+    recorded = only_run(pytester)
+    tests = recorded.tests_by_id()
+    assert {nodeid.split("::")[-1]: len(runs) for nodeid, runs in tests.items()} == {
+        "test_fails_once": 1,
+        "test_always_fails": 1,
+        "test_setup_fails_once": 1,
+        "test_plain": 1,
+    }
+    by_name = {nodeid.split("::")[-1]: runs[0] for nodeid, runs in tests.items()}
+    once = by_name["test_fails_once"]
+    assert once.outcome == "passed"
+    assert (once.reruns, once.rerun_when) == (1, "call")
+    assert once.rerun_message is not None
+    assert "first attempt broke" in once.rerun_message
+    assert once.message is None
+    assert once.failed_when is None
+    assert once.rerun_time > 0
+    always = by_name["test_always_fails"]
+    assert (always.outcome, always.failed_when, always.reruns) == ("failed", "call", 2)
+    assert always.message is not None
+    assert "broken every time" in always.message
+    setup = by_name["test_setup_fails_once"]
+    assert (setup.outcome, setup.reruns, setup.rerun_when) == ("passed", 1, "setup")
+    assert setup.rerun_message is not None
+    assert "database not ready yet" in setup.rerun_message
+    assert [p.when for p in setup.phases] == ["setup", "call", "teardown"]
+    assert by_name["test_plain"].reruns == 0
+    # no attempt is a phase of its own: each record is its last attempt's
+    assert all(p.outcome != "rerun" for t in by_name.values() for p in t.phases)
+
+    state = recorded.state
+    assert state.tests_done == 4
+    assert {k: n for k, n in state.counts.items() if n} == PYTEST_COUNTS
+    assert {k: n for k, n in state.outcomes.items() if n} == {"passed": 3, "failed": 1}
+    assert [t.nodeid.split("::")[-1] for t in state.failures] == ["test_always_fails"]
+    assert sorted(t.nodeid.split("::")[-1] for t in state.rerun) == [
+        "test_always_fails",
+        "test_fails_once",
+        "test_setup_fails_once",
+    ]
+    assert recorded.of(ev.RunFinished)[0].tests == 4
+    assert recorded.of(ev.RunFinished)[0].counts == PYTEST_COUNTS
+
+    # the report: pytest's counts, one failure, the tests that passed on a rerun
+    capsys.readouterr()  # (what pytester echoed of the run)
+    assert cli.main(["report", str(recorded.path), "--format", "json"]) == 0
+    model = json.loads(capsys.readouterr().out)
+    totals = model["totals"]
+    assert (totals["tests"], totals["failing"]) == (4, 1)
+    assert totals["summary"] == "1 failed, 3 passed, 4 rerun"
+    assert [(f["nodeid"].split("::")[-1], f["reruns"]) for f in model["failures"]] == [
+        ("test_always_fails", 2)
+    ]
+    reruns = {r["nodeid"].split("::")[-1]: r for r in model["reruns"]}
+    assert {name: (r["outcome"], r["reruns"], r["phase"]) for name, r in reruns.items()} == {
+        "test_fails_once": ("passed", 1, "call"),
+        "test_always_fails": ("failed", 2, "call"),
+        "test_setup_fails_once": ("passed", 1, "setup"),
+    }
+    assert "database not ready yet" in reruns["test_setup_fails_once"]["message"]
+    assert cli.main(["report", str(recorded.path)]) == 0
+    text = capsys.readouterr().out
+    assert "4 tests: 1 failed, 3 passed, 4 rerun" in text
+    assert "Rerun (3: 2 passed on a rerun)" in text
+    assert "PASSED on rerun" in text
+
+
+def test_an_old_log_of_rerun_attempts_still_reads(pytester: pytest.Pytester) -> None:
+    """A log written before reruns were folded (each attempt a record of its own, its failed
+    phase ``rerun``) reads as it was written: counts from its phases, no field missing."""
+    line = (
+        '{"t":"test","w":"main","ts":2.0,"nodeid":"t.py::test_a","outcome":"passed",'
+        '"phases":[["setup",1.0,0.1,"passed"],["call",1.1,0.1,"rerun"]],"duration":0.2}'
+    )
+    old = ev.decode_event(line)
+    assert isinstance(old, ev.TestFinished)
+    assert (old.reruns, old.rerun_when, old.rerun_message, old.rerun_time) == (0, None, None, 0.0)
+    assert b"rerun_time" not in ev.encode(old)  # defaults stay out of the line
+
+
+When = Literal["setup", "call", "teardown"]
+PHASES: tuple[When, ...] = ("setup", "call", "teardown")
+
+
+def report(
+    when: When,
+    outcome: str,
+    attempt: int,
+    start: float,
+    name: str = "test_a",
+) -> pytest.TestReport:
+    """A phase report as pytest-rerunfailures logs it (``rerun``: its attempt's number)."""
+    passed = outcome == "passed"
+    rep = pytest.TestReport(
+        f"t.py::{name}",
+        ("t.py", 0, name),
+        {},
+        "passed" if passed else "failed",
+        None if passed else "E   RuntimeError: flaked",
+        when,
+        duration=0.5,
+        start=start,
+        stop=start + 0.5,
+        rerun=attempt,
+    )
+    rep.outcome = outcome  # type: ignore[assignment]  # as pytest-rerunfailures does
+    return rep
+
+
+@pytest.mark.parametrize("teardown_reported", [True, False], ids=["16.x", "before-15"])
+def test_attempts_fold_into_the_last_attempts_record(teardown_reported: bool) -> None:
+    """Attempt by attempt, as the probe (a ``logstart``, a ``reset``, before each) and the
+    controller's recovery of a dead worker's tests feed them; pytest-rerunfailures before 15
+    reports no teardown of an attempt it runs again."""
+    assembler = TestAssembler()
+    t = 100.0
+    for attempt in (0, 1):
+        assembler.reset()
+        assembler.add(report("setup", "passed", attempt, t), t)
+        assembler.add(report("call", RERUN, attempt, t + 1), t + 1)
+        if teardown_reported:
+            assembler.add(report("teardown", "passed", attempt, t + 2), t + 2)
+            assert assembler.finish("t.py::test_a", t + 2.5) is None  # it runs again
+        t += 10
+    assembler.reset()
+    for when in PHASES:
+        assembler.add(report(when, "passed", 2, t), t)
+        t += 1
+    record = assembler.finish("t.py::test_a", t)
+    assert record is not None
+    assert (record.outcome, record.reruns, record.rerun_when) == ("passed", 2, "call")
+    assert record.rerun_message == "E   RuntimeError: flaked"
+    assert record.message is None
+    assert [p.outcome for p in record.phases] == ["passed"] * 3
+    assert record.duration == pytest.approx(1.5)
+    assert record.rerun_time == pytest.approx(3.0 if teardown_reported else 2.0)
+    # the next test starts clean
+    assembler.reset()
+    for when in PHASES:
+        assembler.add(report(when, "passed", 0, t, "test_b"), t)
+    nxt = assembler.finish("t.py::test_b", t)
+    assert nxt is not None
+    assert nxt.reruns == 0
+
+
+def test_a_last_attempt_that_never_ended_leaves_nothing_behind() -> None:
+    """An attempt to be run again whose test never came back (the worker died, the run was
+    interrupted) is no part of the next test's record."""
+    assembler = TestAssembler()
+    assembler.reset()
+    assembler.add(report("setup", RERUN, 0, 1.0), 1.0)
+    assembler.reset()  # the next logstart: another test
+    for when in PHASES:
+        assembler.add(report(when, "passed", 0, 2.0, "test_b"), 2.0)
+    record = assembler.finish("t.py::test_b", 3.0)
+    assert record is not None
+    assert (record.nodeid, record.reruns, record.rerun_message) == ("t.py::test_b", 0, None)
