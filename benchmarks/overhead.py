@@ -419,7 +419,10 @@ def build_django(root: Path, count: int) -> int:
     """``count`` tests of 20 ORM statements each (pytest-django, ``django_db``: each test in
     a transaction rolled back after it) on SQLite: the test database each worker creates and
     migrates, then the statements through Django's ORM and the sqlite3 probe."""
-    _write(root / "pytest.ini", "[pytest]\nDJANGO_SETTINGS_MODULE = bench_settings\n")
+    _write(
+        root / "pytest.ini",
+        f"[pytest]\naddopts = {NOT_MEASURED}\nDJANGO_SETTINGS_MODULE = bench_settings\n",
+    )
     _write(root / "bench_settings.py", DJANGO_SETTINGS)
     _write(root / "benchapp" / "__init__.py", "")
     _write(root / "benchapp" / "models.py", DJANGO_MODELS)
@@ -721,11 +724,17 @@ def read_probes(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+NOT_MEASURED = "-p no:rerunfailures"
+"""Installed plugins the suites leave out (``addopts`` of each suite's ini file)."""
+
+
 def generate(suite: Suite, folder: Path, scale: float) -> int:
     """Write one suite into a new folder; returns its number of tests."""
     folder.mkdir(parents=True)
-    # An ini file makes the suite folder the rootdir: no project config leaks in.
-    _write(folder / "pytest.ini", "[pytest]\n")
+    # An ini file makes the suite folder the rootdir: no project config leaks in; nor does
+    # pytest-rerunfailures, a test dependency (with xdist installed it starts a socket and a
+    # thread in every process, as no suite measured before it did).
+    _write(folder / "pytest.ini", f"[pytest]\naddopts = {NOT_MEASURED}\n")
     return suite.build(folder, max(10, round(suite.size * scale)))
 
 
