@@ -795,6 +795,10 @@ JOIN_TEMP = """
         ("DROP INDEX IF EXISTS ix; CREATE TEMP TABLE t (x INT)", ("ddl", "")),  # whose index?
         ("DROP INDEX IF EXISTS tx; CREATE TEMP TABLE t (x INT)", ("ddl", "")),
         ("DROP INDEX IF EXISTS t_old; CREATE TEMP TABLE t (x INT)", None),  # named after t
+        ("CREATE TEMP TABLE t (x INT); DROP INDEX t_users_email_idx", ("ddl", "")),  # no IF
+        ("CREATE TEMP TABLE t (x INT); INSERT INTO t VALUES ('a;b'); DROP TABLE u", ("ddl", "")),
+        ("CREATE TEMP TABLE t (x INT); INSERT INTO t VALUES ('a;b')", None),
+        ("DROP TABLE IF EXISTS t; INSERT INTO t VALUES ('a;b')", ("ddl", "")),
         ("SET search_path TO s1; CREATE TABLE items (x INT)", ("ddl", "")),
         (
             "BEGIN; CREATE TEMP TABLE t_backup (a); INSERT INTO t_backup SELECT a FROM t; "
@@ -993,3 +997,19 @@ def test_sqlalchemy_probe_loaded_only_once_the_suite_imports_sqlalchemy(
     assert {e.w for e in sqlite} == {"gw0", "gw1"}
     assert {e.test for e in sqlite} == {"test_late.py::test_2_probe_follows_the_import"}
     assert {e.action for e in sqlite} >= {"acquired", "released"}
+
+
+def test_long_texts_of_several_statements_are_read_but_not_kept() -> None:
+    """A bulk ``INSERT`` whose literals hold ``;`` is read without being kept (hundreds of
+    such megabyte texts would otherwise stay in the verdicts' cache), and a text whose later
+    statements name no schema change is not split at all."""
+    dbstatements._text_ddl.cache_clear()
+    rows = ",".join(f"({i}, 'a;b {i}')" for i in range(2000))
+    bulk = f"CREATE TEMP TABLE t (x INT, y TEXT); INSERT INTO t VALUES {rows}; DROP TABLE u"
+    assert len(bulk) > dbstatements.CACHED_TEXT
+    assert dbstatements.classify(bulk, None) is not None  # DROP TABLE u: a schema change
+    assert dbstatements._text_ddl.cache_info().currsize == 0
+    assert dbstatements.classify(f"INSERT INTO t VALUES {rows}; SELECT 1", None) is None
+    assert dbstatements._text_ddl.cache_info().misses == 0
+    assert dbstatements.classify("CREATE TEMP TABLE t (x INT); DROP TABLE t", None) is None
+    assert dbstatements._text_ddl.cache_info().currsize == 1

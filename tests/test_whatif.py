@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Literal
 
 import pytest
 
@@ -755,3 +756,33 @@ def test_older_logs_are_read_within_a_byte_budget(
     answer = _answer(capsys, tmp_path)
     assert answer["model"]["runs"] == 1
     assert answer["model"]["boot"] == pytest.approx(5.0)
+
+
+def test_a_lock_held_across_a_nested_setup_is_not_the_outer_fixtures_work_twice() -> None:
+    """A session fixture that holds a lock around ``request.getfixturevalue`` of another:
+    the other's setup is its own, so it is taken out of the outer's free work once, not
+    once as nested time and again as the lock's hold."""
+    t = 1.7e9
+    state = RunState(detail=True)
+
+    def lock(ts: float, action: Literal["acquired", "released"], took: float) -> ev.LockEvent:
+        acquired = action == "acquired"
+        return ev.LockEvent(
+            w="gw0", ts=ts, action=action, kind="filelock", key="/tmp/x.lock", lock_id="1",
+            test="t1", fixture="db", waited=took if acquired else None,
+            held=None if acquired else took,
+        )  # fmt: skip
+
+    for event in [
+        lock(t + 0.5, "acquired", 0.0),
+        ev.FixtureSetup(
+            w="gw0", ts=t + 9, name="migrated", scope="session", test="t1", start=t + 1, dur=8.0
+        ),
+        lock(t + 9.5, "released", 9.0),
+        ev.FixtureSetup(w="gw0", ts=t + 10, name="db", scope="session", test="t1", start=t, dur=10),
+        ev.TestFinished(w="gw0", ts=t + 11, nodeid="t1", outcome="passed", duration=11.0),
+    ]:
+        state.apply(event)
+    free = {f.name: f.first for f in build_profile(state).fixtures}
+    # db's own work: 10 s less 8 s of migrated less the 1 s it held the lock outside it
+    assert free == pytest.approx({"db": 1.0, "migrated": 8.0})

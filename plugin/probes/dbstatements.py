@@ -106,7 +106,7 @@ def _ddl_target_re() -> re.Pattern[str]:
         (?:unique\s+)?(?:unlogged\s+)?
         (?P<what>schema|table|index|view|materialized\s+view|sequence|type|function|procedure
             |trigger|extension|domain)?\s*
-        (?:concurrently\s+)?(?:if\s+(?:not\s+)?exists\s+)?(?:only\s+)?(?:authorization\s+)?
+        (?:concurrently\s+)?(?:if\s+not\s+exists\s+|(?P<gone>if\s+exists\s+))?(?:only\s+)?(?:authorization\s+)?
         (?:on\s+(?P<on_unnamed>{_NAME})\s*\.
           |(?P<name>{_NAME})(?:\s*\.\s*(?P<inner>{_NAME}))?
            (?:\s+on\s+(?:only\s+)?(?P<on>{_NAME})\s*\.)?)
@@ -281,7 +281,7 @@ def _object_re() -> re.Pattern[str]:
         ^\s*(?P<verb>create|alter|drop)\s+
         (?P<temp>(?:global\s+|local\s+)?(?:temp|temporary)\s+)?(?:unique\s+)?
         (?P<what>table|index)\s+
-        (?:concurrently\s+)?(?:if\s+(?:not\s+)?exists\s+)?(?:only\s+)?
+        (?:concurrently\s+)?(?:if\s+not\s+exists\s+|(?P<gone>if\s+exists\s+))?(?:only\s+)?
         (?P<names>(?!on\s){_QNAME}(?:\s*,\s*{_QNAME})*)?
         (?:\s*\bon\s+(?:only\s+)?(?P<table>{_QNAME}))?
         """,
@@ -311,8 +311,31 @@ def _fold(name: str) -> str:
     return name[1:-1] if name[:1] in ('"', "`") else name.lower()
 
 
-@functools.lru_cache(maxsize=256)
+CACHED_TEXT = 4096
+"""Characters of a text up to which :func:`text_ddl` keeps its verdict (a bulk ``INSERT``
+of a megabyte is not kept: 256 of them would hold their copies, hundreds of MB)."""
+
+
 def text_ddl(text: str) -> Lock | None:
+    """A text of several statements as a schema change (:func:`_text_ddl`); none when no
+    statement after its first so much as names ``CREATE``, ``ALTER`` or ``DROP`` (read
+    without splitting it)."""
+    first = text.find(";")
+    if first < 0 or _ddl_word_re().search(text, first) is None:
+        found = _lock_re().match(text)  # then its first statement says it all
+        return _ddl(text) if found is not None and found.group("ddl") else None
+    if len(text) > CACHED_TEXT:
+        return _text_ddl.__wrapped__(text)
+    return _text_ddl(text)
+
+
+@functools.cache
+def _ddl_word_re() -> re.Pattern[str]:
+    return re.compile(r"\b(?:create|alter|drop)\b", re.IGNORECASE)
+
+
+@functools.lru_cache(maxsize=256)
+def _text_ddl(text: str) -> Lock | None:
     """A text of several statements as a schema change: its first statement that changes a
     schema other connections see, ``None`` when none does (kept per text: a suite runs its
     texts again and again).
@@ -357,17 +380,18 @@ def _temporary(obj: re.Match[str], tables: set[Name], indexes: set[Name]) -> boo
     table = _names(obj.group("table"))
     if table:
         return set(table) <= tables
-    return verb != "create" and bool(names) and all(_index_of(n, tables, indexes) for n in names)
-
-
-def _index_of(name: Name, tables: set[Name], indexes: set[Name]) -> bool:
-    """Whether an index the text drops or alters is one of its temporary tables': one it
-    creates on one, or one named after one (``t_id`` for ``t``, as the text's own ``CREATE
-    INDEX t_<column> ON t`` names them; django-model-utils' ``JoinManager`` drops
-    ``temp_stuff_id`` and creates ``temp_stuff_belonging_id``)."""
-    if name in indexes:
+    if verb == "create" or not names:
+        return False
+    if set(names) <= indexes:
         return True
-    return any(name[1].startswith(f"{table}_") for _schema, table in tables)
+    # ``DROP INDEX IF EXISTS t_id`` of an index named after one of them, as a text that
+    # remakes its temporary table clears the last one's (django-model-utils' JoinManager
+    # drops ``temp_stuff_id`` and creates ``temp_stuff_<column>``)
+    return (
+        bool(obj.group("gone"))
+        and verb == "drop"
+        and all(any(n[1].startswith(f"{table}_") for _schema, table in tables) for n in names)
+    )
 
 
 def _resolve(text: str, statement: str, pos: int, parameters: Any) -> str:

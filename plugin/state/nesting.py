@@ -33,6 +33,13 @@ def own_times(spans: Sequence[Span]) -> list[float]:
     own = [max(0.0, dur) for _start, dur in spans]
     if n < 2:
         return own
+    end = -1.0  # the common case, one pass: in start order, each ended before the next began
+    for start, dur in spans:
+        if start < end - NEST_SLACK:
+            break
+        end = start + dur
+    else:
+        return own
     order = sorted(range(n), key=lambda i: (spans[i][0], -spans[i][1]))
     stack: list[int] = []
     """Setups still open at the current start, outermost first."""

@@ -166,8 +166,36 @@ class _Span:
     waited: float = 0.0
     nested: float = 0.0
     """Seconds of it spent setting up wide fixtures it requested from its body (theirs)."""
+    inner: list[tuple[float, float]] = field(default_factory=list)
+    """(start, end) of those setups, merged: a lock it held across them is not its own work
+    for that while either."""
     holds: list[tuple[str, float, float, str]] = field(default_factory=list)
     """(lock label, acquired at, held, kind)."""
+
+
+def _within(outer: _Span, spans: list[_Span]) -> list[tuple[float, float]]:
+    """The setups of one worker inside ``outer``'s (``spans`` in start order), merged."""
+    end = outer.start + outer.dur
+    merged: list[tuple[float, float]] = []
+    for span in spans:
+        if span is outer or span.start < outer.start or span.start + span.dur > end + 1e-5:
+            continue
+        if span.start > end:
+            break
+        if merged and span.start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], span.start + span.dur))
+        else:
+            merged.append((span.start, span.start + span.dur))
+    return merged
+
+
+def _own_hold(span: _Span, hold: tuple[str, float, float, str]) -> float:
+    """Seconds a lock was held within ``span``'s setup outside the setups nested in it
+    (those are theirs: their own time already counts them)."""
+    _label, began, held, _kind = hold
+    ended = began + held
+    inside = sum(max(0.0, min(ended, b) - max(began, a)) for a, b in span.inner)
+    return max(0.0, held - inside)
 
 
 def build_profile(state: RunState) -> Profile:
@@ -192,6 +220,8 @@ def build_profile(state: RunState) -> Profile:
         owns = own_times([(s.start, s.dur) for s in worker_spans])
         for setup, own in zip(worker_spans, owns, strict=True):
             setup.nested = max(0.0, setup.dur - own)
+            if setup.nested:
+                setup.inner = _within(setup, worker_spans)
 
     def span_at(worker: str, ts: float) -> _Span | None:
         found = None
@@ -234,7 +264,8 @@ def build_profile(state: RunState) -> Profile:
     for key, rows in by_key.items():
         rows.sort(key=lambda r: r[1].start)
         free = [
-            max(0.0, s.dur - s.nested - s.waited - sum(h[2] for h in s.holds)) for _w, s in rows
+            max(0.0, s.dur - s.nested - s.waited - sum(_own_hold(s, h) for h in s.holds))
+            for _w, s in rows
         ]
         for worker, span in rows:
             if span.test is not None:  # an inner setup counts once, as its own
