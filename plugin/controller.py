@@ -22,7 +22,7 @@ from . import pytest_plugin
 from .clock import now
 from .guard import repr_of, text_of
 from .hub import Hub
-from .probes.lifecycle import TestAssembler
+from .probes.lifecycle import RERUN, TestAssembler
 from .settings import WORKERINPUT_KEY
 from .summary import summary_lines
 
@@ -234,24 +234,45 @@ class ControllerRecorder:
             _, crash = self._crashes.popitem()
             self.hub.emit(crash)
 
-    @pytest.hookimpl(optionalhook=True)
+    # after pytest-rerunfailures' own, which may put the test back to run again ("rerun")
+    @pytest.hookimpl(optionalhook=True, trylast=True)
     def pytest_handlecrashitem(self, crashitem: str, report: Any, sched: Any) -> None:
         node = getattr(report, "node", None)
         worker = str(node.gateway.id) if node is not None else ""
+        # its attempts run again before the crash, on that worker: never shipped
+        earlier = self._reruns_of(crashitem, node)
+        again = getattr(report, "outcome", None) == RERUN
         crash = self._crashes.pop(worker, None)
         if crash is not None:
             crash.test = crashitem
+            if again:  # the test runs again elsewhere: this attempt is a rerun, no failure
+                crash.reruns = earlier + 1
             self.hub.emit(crash)
-        self.hub.emit(
-            ev.TestFinished(
-                w=worker,
-                ts=now(),
-                nodeid=crashitem,
-                outcome="failed",
-                message=text_of(report.longrepr),
-                failed_when="call",
-                crashed=True,
-            )
+        if again:
+            return
+        record = ev.TestFinished(
+            w=worker,
+            ts=now(),
+            nodeid=crashitem,
+            outcome="failed",
+            message=text_of(report.longrepr),
+            failed_when="call",
+            crashed=True,
+        )
+        if earlier:
+            record.reruns = earlier
+        self.hub.emit(record)
+
+    def _reruns_of(self, nodeid: str, node: Any) -> int:
+        """pytest-rerunfailures' ``rerun`` reports of a test on one worker (pytest's count)."""
+        if node is None:
+            return 0
+        reporter = self.config.pluginmanager.get_plugin("terminalreporter")
+        stats: dict[str, list[Any]] = getattr(reporter, "stats", None) or {}
+        return sum(
+            1
+            for rep in stats.get(RERUN, ())
+            if getattr(rep, "node", None) is node and getattr(rep, "nodeid", None) == nodeid
         )
 
     def _recover_lost_tests(self, node: Any, worker: str) -> None:

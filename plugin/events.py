@@ -202,6 +202,10 @@ class WorkerCrashed(Event, tag="worker_crash", kw_only=True):
     signal: str | None = None
     note: str | None = None
     """What could not be known (a remote worker's exit code, say)."""
+    reruns: Int = 0
+    """pytest-rerunfailures runs :attr:`test` again on another worker: pytest's count of
+    ``rerun`` that no record of the test will carry (this attempt, and the reports of those
+    before it on the dead worker). The test's next record is its own; 0: not run again."""
 
 
 class WorkerReplaced(Event, tag="worker_replaced", kw_only=True):
@@ -281,6 +285,10 @@ class TestFinished(Event, tag="test", kw_only=True):
     rerun_time: Float = 0.0
     """Seconds those attempts took in all (setup + call + teardown each; ``duration`` is
     the last attempt's alone)."""
+    rerun_reports: Int = 0
+    """pytest's count of ``rerun`` for those attempts, when it is not :attr:`reruns` (0):
+    pytest-rerunfailures 15 and later report every failed phase of an attempt it runs
+    again as a rerun (a failed call and a failed teardown: two)."""
 
 
 SUBTEST_CATEGORIES = {

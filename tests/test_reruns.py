@@ -256,3 +256,72 @@ def test_a_last_attempt_that_never_ended_leaves_nothing_behind() -> None:
     record = assembler.finish("t.py::test_b", 3.0)
     assert record is not None
     assert (record.nodeid, record.reruns, record.rerun_message) == ("t.py::test_b", 0, None)
+
+
+CRASHES = """
+import os
+import pathlib
+
+import pytest
+
+
+def first_time(name):
+    mark = pathlib.Path(__file__).parent / f".{name}-ran"
+    if mark.exists():
+        return False
+    mark.write_text("")
+    return True
+
+
+@pytest.fixture
+def breaks_on_teardown():
+    yield
+    if first_time("teardown"):
+        raise RuntimeError("teardown broke")
+
+
+def test_call_and_teardown_fail_once(breaks_on_teardown):
+    assert not first_time("call")
+
+
+def test_worker_dies_once():
+    if first_time("crash"):
+        os._exit(3)
+
+
+def test_fails_then_worker_dies():
+    if first_time("fail"):
+        assert False, "first attempt failed"
+    if first_time("die"):
+        os._exit(3)
+
+
+def test_plain():
+    pass
+"""
+
+
+@needs_rerunfailures
+def test_crashed_attempts_and_failed_phases_are_counted_as_pytest_counts_them(
+    pytester: pytest.Pytester,
+) -> None:
+    """An attempt whose call and teardown both fail is two reruns to pytest (15 and later);
+    a worker that dies in a test pytest-rerunfailures runs again is a rerun, not a failure,
+    and the attempts it ran before dying count too."""
+    pytester.makepyfile(test_crashes=CRASHES)
+    result = pytester.runpytest_subprocess(
+        "-n", "2", "-p", "rerunfailures", "--reruns", "2", "--monitor"
+    )
+    expected = pytest_counts(result.stdout.str())
+    assert expected["passed"] == 4
+    assert "failed" not in expected
+
+    recorded = only_run(pytester)
+    state = recorded.state
+    assert {k: n for k, n in state.counts.items() if n} == expected
+    assert state.failures == []
+    assert state.tests_done == 4
+    rerun = {t.nodeid.split("::")[-1]: t.reruns for t in state.rerun}
+    assert rerun["test_worker_dies_once"] == 1
+    assert rerun["test_fails_then_worker_dies"] == 2
+    assert sorted(c.reruns for c in state.crashes) == [1, 2]

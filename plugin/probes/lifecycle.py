@@ -94,11 +94,13 @@ class _Reruns:
     """A test's attempts that pytest-rerunfailures ran again, carried to its last attempt's
     record. Made only when a test is rerun: a test that is not costs nothing of this."""
 
-    __slots__ = ("attempt", "count", "fixtures", "message", "nodeid", "time", "when")
+    __slots__ = ("attempt", "count", "fixtures", "message", "nodeid", "reports", "time", "when")
 
     def __init__(self, nodeid: str) -> None:
         self.nodeid = nodeid
         self.count = 0
+        self.reports = 0
+        """Their reports of outcome ``rerun`` (pytest's count: one per failed phase)."""
         self.when: str | None = None
         self.message: str | None = None
         self.time = 0.0
@@ -187,6 +189,7 @@ class TestAssembler:
         reruns = self.reruns
         if reruns is None or reruns.nodeid != report.nodeid:
             reruns = self.reruns = _Reruns(report.nodeid)
+        reruns.reports += 1
         if reruns.attempt is not phases:
             reruns.close()
             reruns.attempt = phases
@@ -296,6 +299,8 @@ class TestAssembler:
         record.rerun_when = reruns.when
         record.rerun_message = reruns.message
         record.rerun_time = reruns.time
+        if reruns.reports != reruns.count:
+            record.rerun_reports = reruns.reports
         if reruns.fixtures:
             record.fixtures = [*reruns.fixtures, *record.fixtures]
         return record

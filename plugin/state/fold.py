@@ -92,6 +92,17 @@ class Tail(msgspec.Struct, frozen=True):
     time outside tests); None when it would not have been shorter."""
 
 
+def _with_crashed_attempts(e: ev.TestFinished, crashed: int) -> ev.TestFinished:
+    """A test's record with ``crashed`` more attempts run again: those its workers died in
+    (and the ones before them there), which no record of it carries."""
+    return msgspec.structs.replace(
+        e,
+        reruns=max(0, e.reruns) + crashed,
+        rerun_when=e.rerun_when or "call",
+        rerun_message=e.rerun_message or "the worker running it crashed",
+    )
+
+
 class RunState(LockFold, SetupFold, ContainerFold):
     """Everything known of one run, folded event by event."""
 
@@ -124,6 +135,9 @@ class RunState(LockFold, SetupFold, ContainerFold):
         set up from another's body is sent first (at the end of its own setup), so the
         outer one, sent later in an event or its test's record, finds it here."""
         self.crashes: list[ev.WorkerCrashed] = []
+        self._crash_reruns: dict[str, int] = {}
+        """nodeid -> attempts that died with a worker and that pytest-rerunfailures runs
+        again (:attr:`ev.WorkerCrashed.reruns`), counted already, for its next record."""
         self.replacements: list[ev.WorkerReplaced] = []
         self.notices: list[ev.Notice] = []
         self.stalls: list[ev.Stall] = []
@@ -238,6 +252,9 @@ class RunState(LockFold, SetupFold, ContainerFold):
         view.crash = e
         view.ended = e.ts
         self.crashes.append(e)
+        if e.reruns > 0 and e.test is not None:  # counted now, carried to its next record
+            self.counts["rerun"] += e.reruns
+            self._crash_reruns[e.test] = self._crash_reruns.get(e.test, 0) + e.reruns
 
     def _worker_replaced(self, e: ev.WorkerReplaced) -> None:
         view = self.worker(e.w)
@@ -272,11 +289,15 @@ class RunState(LockFold, SetupFold, ContainerFold):
         self.tests_done += 1
         busy = e.duration
         if e.reruns > 0:  # attempts run again: pytest counts each as a rerun, not as a test
-            counts["rerun"] += e.reruns
+            counts["rerun"] += e.rerun_reports if e.rerun_reports > 0 else e.reruns
+        crashed = self._crash_reruns.pop(e.nodeid, 0) if self._crash_reruns else 0
+        if e.reruns > 0 or crashed:
             if e.rerun_time > 0:
                 busy += e.rerun_time
             if self.detail or len(self.rerun) < FAILURES_KEPT:
-                self.rerun.append(e)
+                # attempts that died with their workers (counted at the crash) are this
+                # test's too: its entry says so (a copy: the event stays as it was read)
+                self.rerun.append(e if not crashed else _with_crashed_attempts(e, crashed))
         self.test_time += busy
         view.tests += 1
         view.busy += busy

@@ -608,7 +608,7 @@ def _failures(state: RunState) -> list[FailureRow]:
             "phase": _failed_phase(t),
             "message": t.message,
             "crashed": t.crashed,
-            "reruns": t.reruns,
+            "reruns": max(0, t.reruns),
         }
         for t in state.failures[:FAILURES_KEPT]
     ]
@@ -621,7 +621,7 @@ def _reruns(state: RunState) -> list[RerunRow]:
             "nodeid": t.nodeid,
             "worker": t.w,
             "outcome": t.outcome,
-            "reruns": t.reruns,
+            "reruns": max(0, t.reruns),
             "phase": t.rerun_when,
             "message": t.rerun_message,
             "rerun_time": seconds(t.rerun_time),

@@ -70,7 +70,7 @@ def describe(test: ev.TestFinished, state: RunState) -> Text:
     if test.longrepr or test.message:
         text.append("\nfailure\n", style="bold")
         text.append((test.longrepr or test.message or "") + "\n")
-    if test.reruns:
+    if test.reruns > 0:
         text.append("\nrerun\n", style="bold")
         text.append(rerun_words(test.reruns, test.rerun_when, test.rerun_time) + "\n")
         if test.rerun_message:

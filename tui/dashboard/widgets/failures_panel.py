@@ -106,7 +106,7 @@ class FailuresPanel(Vertical):
         body = Text()
         body.append(f"{test.nodeid}\n", style="bold")
         body.append(f"{test.outcome} in {test.failed_when or '?'} on {test.w}\n")
-        if test.reruns:
+        if test.reruns > 0:
             body.append(rerun_words(test.reruns, test.rerun_when, test.rerun_time) + "\n")
         body.append("\n")
         body.append(test.longrepr or test.message or "(no failure text recorded)")
