@@ -21,7 +21,7 @@ from .clock import now
 from .guard import REAL
 from .probes import locking
 from .probes.containers import ContainerProbe
-from .probes.lifecycle import LifecycleProbe
+from .probes.lifecycle import LifecycleProbe, RerunPhases, may_rerun
 from .probes.stalls import StallDetector, dump
 from .probes.unresponsive import DumpSignal, arm_dump_signal
 from .probes.watchdog import Watchdog
@@ -211,6 +211,11 @@ class WorkerRecorder:
         activity = self.activity
         activity.phase = "idle"
         activity.since = t
+        if may_rerun(session):
+            self.lifecycle.reports_tell_phases = False
+            session.config.pluginmanager.register(
+                RerunPhases(activity), "testmon-live-rerun-phases"
+            )
 
     @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:

@@ -325,3 +325,44 @@ def test_crashed_attempts_and_failed_phases_are_counted_as_pytest_counts_them(
     assert rerun["test_worker_dies_once"] == 1
     assert rerun["test_fails_then_worker_dies"] == 2
     assert sorted(c.reruns for c in state.crashes) == [1, 2]
+
+
+HANGS = """
+import pathlib
+import time
+
+
+def first_time(name):
+    mark = pathlib.Path(__file__).parent / f".{name}-ran"
+    if mark.exists():
+        return False
+    mark.write_text("")
+    return True
+
+
+def test_waits_out_the_delay():
+    assert not first_time("delay")
+
+
+def test_hangs_in_its_call():
+    time.sleep(3)
+"""
+
+
+@needs_rerunfailures
+def test_a_rerun_run_tells_the_phase_a_test_hangs_in_and_no_stall_of_the_delay(
+    pytester: pytest.Pytester,
+) -> None:
+    """pytest-rerunfailures reports an attempt's phases only after its teardown and then
+    sleeps ``--reruns-delay``: the hang in a call is still said to be in the call (it was
+    "setup" for the whole attempt), and the delay is no stall."""
+    pytester.makepyfile(test_hangs=HANGS)
+    result = pytester.runpytest_subprocess(
+        "-p", "no:xdist", "-p", "rerunfailures", "--reruns", "1", "--reruns-delay", "3",
+        "--monitor", "--monitor-stall", "1",
+    )  # fmt: skip
+    assert pytest_counts(result.stdout.str()) == {"passed": 2, "rerun": 1}
+    stalls = [e for e in only_run(pytester).events if isinstance(e, ev.Stall)]
+    assert [(e.test.split("::")[-1] if e.test else None, e.phase) for e in stalls] == [
+        ("test_hangs_in_its_call", "call")
+    ]

@@ -635,6 +635,9 @@ class LifecycleProbe:
         self._parents: dict[int, tuple[object, bool]] = {}
         """id of a test's parent node -> (that node, no class holds it): :meth:`_outside_class`."""
         self._timed = self._timed_setup()
+        self.reports_tell_phases = True
+        """A setup or call report marks the next phase; not in a run that may rerun, whose
+        reports come after their attempt (:class:`RerunPhases` marks them instead)."""
 
     def pytest_runtest_logstart(self, nodeid: str, location: object) -> None:
         activity = self.activity
@@ -675,10 +678,13 @@ class LifecycleProbe:
             activity.test = None
             activity.phase = "idle"
             activity.fixture = None
-        elif when == "setup" and report.outcome == "passed":
-            activity.phase = "call"
-        else:
-            activity.phase = "teardown"
+        elif self.reports_tell_phases:
+            if when == "setup" and report.outcome == "passed":
+                activity.phase = "call"
+            else:
+                activity.phase = "teardown"
+        else:  # (told as they end: RerunPhases; these reports may come after the attempt)
+            return
         activity.since = end
 
     # ------------------------------------------------------------------ fixtures
@@ -1043,6 +1049,46 @@ class LifecycleProbe:
             span.held = True  # within its test: its teardown decides, counted or both events
         else:
             self.emit(span.setup_event())
+
+
+class RerunPhases:
+    """The phases of a test that pytest-rerunfailures runs, told as they end.
+
+    With ``--reruns`` (or a ``flaky`` mark) pytest-rerunfailures runs each attempt whole
+    (``runtestprotocol(log=False)``) and reports its three phases only after its teardown,
+    then sleeps ``--reruns-delay`` before the next attempt: from reports alone the whole
+    attempt reads as ``setup`` (a hanging call was a stall "in setup") and the delay as a
+    stall. pytest makes each phase's report right after the phase ran, whoever holds it
+    back: that marks the next phase here (and ``idle`` after the teardown, through the
+    delay). Registered only in a run that may rerun (:func:`may_rerun`): three dispatches a
+    test, paid by no other run."""
+
+    def __init__(self, activity: WorkerActivity) -> None:
+        self.activity = activity
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[None]) -> None:
+        activity = self.activity
+        when = call.when
+        if when == "setup" and call.excinfo is None:
+            activity.phase = "call"
+        elif when == "teardown":
+            activity.phase = "idle"
+            activity.fixture = None
+        else:
+            activity.phase = "teardown"
+        activity.since = _WALL0 + (REAL.perf_counter() - _MONO0)
+
+
+def may_rerun(session: pytest.Session) -> bool:
+    """pytest-rerunfailures is active and may run a test again: ``--reruns``, or a collected
+    test marked ``flaky``."""
+    config = session.config
+    if not config.pluginmanager.has_plugin("rerunfailures"):
+        return False
+    if getattr(config.option, "reruns", None):
+        return True
+    return any(item.get_closest_marker("flaky") is not None for item in session.items)
 
 
 class _FixtureWrapper:
