@@ -395,3 +395,13 @@ def write_gate_module(root: Path) -> None:
 
 def open_gate(gate: Path) -> None:
     gate.write_text("open")
+
+
+def line_counts(text: str) -> dict[str, int]:
+    """The counts of pytest's own final line (``1 failed, 3 passed, 4 rerun in 0.5s``)."""
+    last = [line for line in text.splitlines() if " in " in line and "passed" in line][-1]
+    counts = {}
+    for part in last.strip("= ").rsplit(" in ", 1)[0].split(", "):
+        n, category = part.split(" ", 1)
+        counts[category] = int(n)
+    return counts

@@ -17,21 +17,25 @@ from testmon_live.plugin.probes.lifecycle import RERUN, TestAssembler
 from testmon_live.plugin.summary import PASSED_ON_RERUN
 from testmon_live.tui import cli
 
-from .conftest import only_run
+from .conftest import line_counts, only_run
 
-SUITE = """
-import pathlib
-
-import pytest
-
-
+FIRST_TIME = """
 def first_time(name):
     mark = pathlib.Path(__file__).parent / f".{name}-ran"
     if mark.exists():
         return False
     mark.write_text("")
     return True
+"""
+"""Inner suites' helper: True the first time a test asks for ``name`` (a file marks it)."""
 
+
+SUITE = """
+import pathlib
+
+import pytest
+
+{FIRST_TIME}
 
 @pytest.fixture
 def database():
@@ -54,7 +58,7 @@ def test_setup_fails_once(database):
 
 def test_plain():
     pass
-"""
+""".replace("{FIRST_TIME}", FIRST_TIME)
 
 PYTEST_COUNTS = {"failed": 1, "passed": 3, "rerun": 4}
 """pytest's own line for SUITE at ``--reruns 2``: ``1 failed, 3 passed, 4 rerun``."""
@@ -67,16 +71,6 @@ needs_rerunfailures = pytest.mark.skipif(
 )
 
 
-def pytest_counts(text: str) -> dict[str, int]:
-    """The counts of pytest's own final line (``1 failed, 3 passed, 4 rerun in 0.5s``)."""
-    last = [line for line in text.splitlines() if " in " in line and "passed" in line][-1]
-    counts = {}
-    for part in last.strip("= ").rsplit(" in ", 1)[0].split(", "):
-        n, category = part.split(" ", 1)
-        counts[category] = int(n)
-    return counts
-
-
 @needs_rerunfailures
 @pytest.mark.parametrize("xdist", [["-n", "2"], ["-p", "no:xdist"]], ids=["n2", "no-xdist"])
 def test_reruns_are_counted_as_pytest_counts_them(
@@ -87,7 +81,7 @@ def test_reruns_are_counted_as_pytest_counts_them(
         *xdist, "-p", "rerunfailures", "--reruns", "2", "--monitor"
     )
     output = result.stdout.str()
-    assert pytest_counts(output) == PYTEST_COUNTS
+    assert line_counts(output) == PYTEST_COUNTS
 
     # the monitor's summary line says what pytest says, of 4 tests
     assert "run " in output
@@ -264,14 +258,7 @@ import pathlib
 
 import pytest
 
-
-def first_time(name):
-    mark = pathlib.Path(__file__).parent / f".{name}-ran"
-    if mark.exists():
-        return False
-    mark.write_text("")
-    return True
-
+{FIRST_TIME}
 
 @pytest.fixture
 def breaks_on_teardown():
@@ -298,7 +285,7 @@ def test_fails_then_worker_dies():
 
 def test_plain():
     pass
-"""
+""".replace("{FIRST_TIME}", FIRST_TIME)
 
 
 @needs_rerunfailures
@@ -312,7 +299,7 @@ def test_crashed_attempts_and_failed_phases_are_counted_as_pytest_counts_them(
     result = pytester.runpytest_subprocess(
         "-n", "2", "-p", "rerunfailures", "--reruns", "2", "--monitor"
     )
-    expected = pytest_counts(result.stdout.str())
+    expected = line_counts(result.stdout.str())
     assert expected["passed"] == 4
     assert "failed" not in expected
 
@@ -331,14 +318,7 @@ HANGS = """
 import pathlib
 import time
 
-
-def first_time(name):
-    mark = pathlib.Path(__file__).parent / f".{name}-ran"
-    if mark.exists():
-        return False
-    mark.write_text("")
-    return True
-
+{FIRST_TIME}
 
 def test_waits_out_the_delay():
     assert not first_time("delay")
@@ -346,7 +326,7 @@ def test_waits_out_the_delay():
 
 def test_hangs_in_its_call():
     time.sleep(3)
-"""
+""".replace("{FIRST_TIME}", FIRST_TIME)
 
 
 @needs_rerunfailures
@@ -361,7 +341,7 @@ def test_a_rerun_run_tells_the_phase_a_test_hangs_in_and_no_stall_of_the_delay(
         "-p", "no:xdist", "-p", "rerunfailures", "--reruns", "1", "--reruns-delay", "3",
         "--monitor", "--monitor-stall", "1",
     )  # fmt: skip
-    assert pytest_counts(result.stdout.str()) == {"passed": 2, "rerun": 1}
+    assert line_counts(result.stdout.str()) == {"passed": 2, "rerun": 1}
     stalls = [e for e in only_run(pytester).events if isinstance(e, ev.Stall)]
     assert [(e.test.split("::")[-1] if e.test else None, e.phase) for e in stalls] == [
         ("test_hangs_in_its_call", "call")

@@ -12,7 +12,7 @@ import pytest
 
 from testmon_live.plugin import events as ev
 
-from .conftest import only_run
+from .conftest import line_counts, only_run
 
 SUITE = """
 def test_all_pass(subtests):
@@ -42,16 +42,6 @@ pytestmark = [
 ]
 
 
-def pytest_counts(text: str) -> dict[str, int]:
-    """The counts of pytest's own final line (``2 failed, 2 passed, 5 subtests passed``)."""
-    last = [line for line in text.splitlines() if " in " in line and "passed" in line][-1]
-    counts = {}
-    for part in last.strip("= ").rsplit(" in ", 1)[0].split(", "):
-        n, category = part.split(" ", 1)
-        counts[category] = int(n)
-    return counts
-
-
 @pytest.mark.parametrize("xdist", [["-n", "2"], ["-p", "no:xdist"]], ids=["n2", "no-xdist"])
 def test_subtests_are_counted_as_pytest_counts_them(
     pytester: pytest.Pytester, xdist: list[str]
@@ -59,7 +49,7 @@ def test_subtests_are_counted_as_pytest_counts_them(
     pytester.makepyfile(test_sub=SUITE)
     result = pytester.runpytest_subprocess(*xdist, "--monitor")
     output = result.stdout.str()
-    counts = pytest_counts(output)
+    counts = line_counts(output)
     # pytest 9 leaves "N subtests passed" out of its line at the default verbosity
     counts.pop("subtests passed", None)
     assert counts == ({"failed": 2, "passed": 2} if BUILT_IN else {"failed": 1, "passed": 3})
