@@ -263,12 +263,17 @@ class ControllerRecorder:
             record.reruns = earlier
         self.hub.emit(record)
 
+    def _reports(self) -> dict[str, list[Any]]:
+        """The reports pytest's terminal reporter kept, by category (xdist's from every
+        worker among them)."""
+        reporter = self.config.pluginmanager.get_plugin("terminalreporter")
+        return getattr(reporter, "stats", None) or {}
+
     def _reruns_of(self, nodeid: str, node: Any) -> int:
         """pytest-rerunfailures' ``rerun`` reports of a test on one worker (pytest's count)."""
         if node is None:
             return 0
-        reporter = self.config.pluginmanager.get_plugin("terminalreporter")
-        stats: dict[str, list[Any]] = getattr(reporter, "stats", None) or {}
+        stats = self._reports()
         return sum(
             1
             for rep in stats.get(RERUN, ())
@@ -278,8 +283,7 @@ class ControllerRecorder:
     def _recover_lost_tests(self, node: Any, worker: str) -> None:
         """A dead worker's last batch (up to one flush interval) never arrived; xdist's own
         reports of those tests did. Rebuild them, marked ``recovered``."""
-        reporter = self.config.pluginmanager.get_plugin("terminalreporter")
-        stats: dict[str, list[Any]] = getattr(reporter, "stats", None) or {}
+        stats = self._reports()
         mine = [
             rep
             for reports in stats.values()
