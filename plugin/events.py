@@ -289,6 +289,10 @@ class TestFinished(Event, tag="test", kw_only=True):
     """pytest's count of ``rerun`` for those attempts, when it is not :attr:`reruns` (0):
     pytest-rerunfailures 15 and later report every failed phase of an attempt it runs
     again as a rerun (a failed call and a failed teardown: two)."""
+    rerun_counts: dict[str, Int] = {}
+    """What else pytest counted of those attempts, by category: the phases that did not
+    fail (a call that passed before its teardown failed: ``passed``; a skipped call:
+    ``skipped``). Empty for most: an attempt whose call failed counts only as a rerun."""
 
 
 SUBTEST_CATEGORIES = {
@@ -306,6 +310,13 @@ OUTCOME_RANK = {"failed": 5, "error": 4, "xpassed": 3, "xfailed": 2, "skipped": 
 """How bad a phase's outcome is: a test's :attr:`TestFinished.outcome` is its worst phase's."""
 FAILING = frozenset({"failed", "error"})
 """The outcomes of a test that failed (a failing phase, or an error in setup or teardown)."""
+
+
+def counted(when: str, outcome: str) -> bool:
+    """Does pytest's final line count a phase of this outcome? A call always; a setup or
+    teardown only when it did not pass (pytest gives a passed one no category). The fold
+    checks the same inline, per phase of every test."""
+    return when == "call" or outcome != "passed"
 
 
 def worst_outcome(categories: Iterable[str]) -> str:

@@ -267,7 +267,7 @@ class RunState(LockFold, SetupFold, ContainerFold):
         counts = self.counts
         for phase in e.phases:
             cat = phase.outcome
-            if phase.when == "call" or cat != "passed":
+            if phase.when == "call" or cat != "passed":  # ev.counted, inline
                 counts[cat] += 1
             if phase.when == "setup":
                 view.setup_time += phase.dur
@@ -290,6 +290,10 @@ class RunState(LockFold, SetupFold, ContainerFold):
         busy = e.duration
         if e.reruns > 0:  # attempts run again: pytest counts each as a rerun, not as a test
             counts["rerun"] += e.rerun_reports if e.rerun_reports > 0 else e.reruns
+            if e.rerun_counts:  # and what of them did not fail (a call before its teardown)
+                for cat, n in e.rerun_counts.items():
+                    if n > 0 and cat in ev.OUTCOME_RANK:
+                        counts[cat] += n
         crashed = self._crash_reruns.pop(e.nodeid, 0) if self._crash_reruns else 0
         if e.reruns > 0 or crashed:
             if e.rerun_time > 0:
