@@ -165,7 +165,25 @@ class WorkerStarted(Event, tag="worker_up", kw_only=True):
 class WorkerCollected(Event, tag="collected", kw_only=True):
     count: Int
     errors: Int = 0
+    """This worker's collection errors (pytest's ``session.testsfailed``): its own view.
+    What pytest counts is in :class:`CollectionReport` (xdist reports a failure several
+    workers share once)."""
     duration: Float = 0.0
+
+
+class CollectionReport(Event, tag="collect_report", kw_only=True):
+    """A collector that did not collect cleanly, as pytest's final line counts it: a test
+    module that failed to import (``error``), one that skipped itself
+    (``pytest.skip(allow_module_level=True)``: ``skipped``). Recorded by the controller from
+    the reports that reach its ``pytest_collectreport``: under xdist, what xdist passes on
+    (the same failure on several workers once; its own error when workers collected
+    different tests, named by that worker's id), so the count is pytest's."""
+
+    nodeid: str
+    outcome: str
+    """pytest's category for it: ``error`` or ``skipped``."""
+    message: str | None = None
+    """Short text: the exception line, the skip reason."""
 
 
 class PortReached(msgspec.Struct, array_like=True, gc=False):
@@ -721,6 +739,7 @@ AnyEvent = (
     | RunFinished
     | WorkerStarted
     | WorkerCollected
+    | CollectionReport
     | WorkerFinished
     | WorkerDown
     | WorkerCrashed

@@ -67,8 +67,8 @@ def phase_category(when: str, outcome: str, xfail: bool) -> str:
     return outcome
 
 
-def short_text(report: pytest.TestReport) -> str | None:
-    """One line that says why a phase did not pass."""
+def short_text(report: pytest.TestReport | pytest.CollectReport) -> str | None:
+    """One line that says why a phase (or a collector) did not pass."""
     wasxfail = report.__dict__.get("wasxfail")
     longrepr = report.longrepr
     if report.outcome == "skipped" and isinstance(longrepr, tuple) and len(longrepr) == 3:

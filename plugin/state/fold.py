@@ -122,6 +122,9 @@ class RunState(LockFold, SetupFold, ContainerFold):
         self.tests: list[ev.TestFinished] = []
         self._slowest: list[tuple[float, int, ev.TestFinished]] = []
         self.failures: list[ev.TestFinished] = []
+        self.collection_errors: list[ev.CollectionReport] = []
+        """Collectors that failed (a test module that did not import), in the order pytest
+        reported them; each counted as an ``error``, as pytest counts it."""
         self.rerun: list[ev.TestFinished] = []
         """Tests that pytest-rerunfailures ran again (:attr:`ev.TestFinished.reruns`), in the
         order they finished, whatever their last attempt's outcome: the flaky ones passed."""
@@ -154,6 +157,7 @@ class RunState(LockFold, SetupFold, ContainerFold):
             ev.RunFinished: self._run_finished,
             ev.WorkerStarted: self._worker_started,
             ev.WorkerCollected: self._worker_collected,
+            ev.CollectionReport: self._collection_report,
             ev.WorkerFinished: self._worker_finished,
             ev.WorkerDown: self._worker_down,
             ev.WorkerCrashed: self._worker_crashed,
@@ -225,6 +229,14 @@ class RunState(LockFold, SetupFold, ContainerFold):
         view.collected = e.count
         view.phase = "idle"
         view.since = e.ts
+
+    def _collection_report(self, e: ev.CollectionReport) -> None:
+        if e.outcome == "error":
+            self.counts["error"] += 1
+            if self.detail or len(self.collection_errors) < FAILURES_KEPT:
+                self.collection_errors.append(e)
+        elif e.outcome == "skipped":
+            self.counts["skipped"] += 1
 
     def _worker_finished(self, e: ev.WorkerFinished) -> None:
         view = self._seen(e)
