@@ -307,10 +307,11 @@ class TestFinished(Event, tag="test", kw_only=True):
     """pytest's count of ``rerun`` for those attempts, when it is not :attr:`reruns` (0):
     pytest-rerunfailures 15 and later report every failed phase of an attempt it runs
     again as a rerun (a failed call and a failed teardown: two)."""
-    rerun_counts: dict[str, Int] = {}
+    rerun_counts: dict[str, Int] | None = None
     """What else pytest counted of those attempts, by category: the phases that did not
     fail (a call that passed before its teardown failed: ``passed``; a skipped call:
-    ``skipped``). Empty for most: an attempt whose call failed counts only as a rerun."""
+    ``skipped``). None for most: an attempt whose call failed counts only as a rerun. (None,
+    not ``{}``: an empty dict default is a dict made for every record, in every worker.)"""
 
 
 SUBTEST_CATEGORIES = {
