@@ -22,7 +22,7 @@ from . import pytest_plugin
 from .clock import now
 from .guard import repr_of, text_of
 from .hub import Hub
-from .probes.lifecycle import RERUN, TestAssembler
+from .probes.lifecycle import RERUN, TestAssembler, short_text
 from .settings import WORKERINPUT_KEY
 from .summary import summary_lines
 
@@ -72,6 +72,23 @@ class _ReportWatch:
         node = getattr(report, "node", None)
         if node is not None:  # from an xdist worker
             self.last[node] = report
+
+
+def _collect_message(report: pytest.CollectReport) -> str | None:
+    """Why a collector failed or skipped, in a line. pytest's text of a module that failed
+    to import (a ``CollectErrorRepr`` around it; plain text once xdist sent it, as is xdist's
+    own of workers that collected different tests) has no exception to read: its exception
+    line (``E   ModuleNotFoundError: ...``), else its first line. Any other as a test's
+    (:func:`short_text`)."""
+    longrepr = report.longrepr
+    text = longrepr if isinstance(longrepr, str) else getattr(longrepr, "longrepr", None)
+    if not isinstance(text, str):
+        return short_text(report)
+    lines = [line for line in text.splitlines() if line.strip()]
+    raised = [line for line in lines if line.startswith("E ")]
+    if raised:
+        return raised[-1][1:].strip()
+    return lines[0].strip() if lines else None
 
 
 def _attempt(report: pytest.TestReport) -> int:
@@ -262,6 +279,26 @@ class ControllerRecorder:
         if earlier:
             record.reruns = earlier
         self.hub.emit(record)
+
+    # ------------------------------------------------------------------ collection
+
+    def pytest_collectreport(self, report: pytest.CollectReport) -> None:
+        """A collector that failed or skipped: counted as pytest's terminal reporter counts
+        it, from the same reports (under xdist, those xdist passes on to this process's
+        hooks: a failure shared by several workers once). Every collector of a run without
+        xdist comes here, one per module or class: the passed ones cost a check."""
+        if report.passed:
+            return
+        local = self.local_worker
+        self.hub.emit(
+            ev.CollectionReport(
+                w=local.worker_id if local is not None else "",
+                ts=now(),
+                nodeid=report.nodeid,
+                outcome="error" if report.failed else "skipped",
+                message=ev.clip(_collect_message(report), 2000),
+            )
+        )
 
     def _reports(self) -> dict[str, list[Any]]:
         """The reports pytest's terminal reporter kept, by category (xdist's from every

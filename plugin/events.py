@@ -165,7 +165,25 @@ class WorkerStarted(Event, tag="worker_up", kw_only=True):
 class WorkerCollected(Event, tag="collected", kw_only=True):
     count: Int
     errors: Int = 0
+    """This worker's collection errors (pytest's ``session.testsfailed``): its own view.
+    What pytest counts is in :class:`CollectionReport` (xdist reports a failure several
+    workers share once)."""
     duration: Float = 0.0
+
+
+class CollectionReport(Event, tag="collect_report", kw_only=True):
+    """A collector that did not collect cleanly, as pytest's final line counts it: a test
+    module that failed to import (``error``), one that skipped itself
+    (``pytest.skip(allow_module_level=True)``: ``skipped``). Recorded by the controller from
+    the reports that reach its ``pytest_collectreport``: under xdist, what xdist passes on
+    (the same failure on several workers once; its own error when workers collected
+    different tests, named by that worker's id), so the count is pytest's."""
+
+    nodeid: str
+    outcome: str
+    """pytest's category for it: ``error`` or ``skipped``."""
+    message: str | None = None
+    """Short text: the exception line, the skip reason."""
 
 
 class PortReached(msgspec.Struct, array_like=True, gc=False):
@@ -289,6 +307,11 @@ class TestFinished(Event, tag="test", kw_only=True):
     """pytest's count of ``rerun`` for those attempts, when it is not :attr:`reruns` (0):
     pytest-rerunfailures 15 and later report every failed phase of an attempt it runs
     again as a rerun (a failed call and a failed teardown: two)."""
+    rerun_counts: dict[str, Int] | None = None
+    """What else pytest counted of those attempts, by category: the phases that did not
+    fail (a call that passed before its teardown failed: ``passed``; a skipped call:
+    ``skipped``). None for most: an attempt whose call failed counts only as a rerun. (None,
+    not ``{}``: an empty dict default is a dict made for every record, in every worker.)"""
 
 
 SUBTEST_CATEGORIES = {
@@ -306,6 +329,13 @@ OUTCOME_RANK = {"failed": 5, "error": 4, "xpassed": 3, "xfailed": 2, "skipped": 
 """How bad a phase's outcome is: a test's :attr:`TestFinished.outcome` is its worst phase's."""
 FAILING = frozenset({"failed", "error"})
 """The outcomes of a test that failed (a failing phase, or an error in setup or teardown)."""
+
+
+def counted(when: str, outcome: str) -> bool:
+    """Does pytest's final line count a phase of this outcome? A call always; a setup or
+    teardown only when it did not pass (pytest gives a passed one no category). The fold
+    checks the same inline, per phase of every test."""
+    return when == "call" or outcome != "passed"
 
 
 def worst_outcome(categories: Iterable[str]) -> str:
@@ -710,6 +740,7 @@ AnyEvent = (
     | RunFinished
     | WorkerStarted
     | WorkerCollected
+    | CollectionReport
     | WorkerFinished
     | WorkerDown
     | WorkerCrashed

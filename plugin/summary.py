@@ -80,6 +80,11 @@ def _test_database_lines(state: RunState) -> list[str]:
     return [line + "; remedies: --reuse-db, --nomigrations, a template database"]
 
 
+COLLECTION_ERROR = "collection error"
+"""The summary line naming a module that failed to collect (pytest counts it an error)."""
+COLLECTION_ERRORS_NAMED = 3
+"""At most this many of them named (the report lists them all)."""
+
 PASSED_ON_RERUN = "passed on a rerun"
 """The summary line naming the tests that failed and then passed when pytest-rerunfailures
 ran them again: the flaky ones."""
@@ -100,6 +105,13 @@ def summary_lines(state: RunState, log: Path, problems: list[str], verbosity: in
         + (f" ({counts})" if counts else "")
         + (f", parallel efficiency {state.efficiency():.0%}" if state.slots() > 1 else "")
     )
+    errors = state.collection_errors
+    for error in errors[:COLLECTION_ERRORS_NAMED]:
+        said = (error.message or "").strip().split("\n", 1)[0]
+        lines.append(f"{COLLECTION_ERROR}: {error.nodeid}" + (f": {said}" if said else ""))
+    if len(errors) > COLLECTION_ERRORS_NAMED:
+        left = len(errors) - COLLECTION_ERRORS_NAMED
+        lines.append(f"{COLLECTION_ERROR}s: {left} more (see `testmon report {state.run_id}`)")
     slowest = state.slowest(3 if verbosity > 0 else 1)
     lines.extend(
         f"slowest: {test.nodeid} {_dur(test.duration)} ({test.w})"

@@ -5,6 +5,7 @@ their own (``isolated``)."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -397,11 +398,16 @@ def open_gate(gate: Path) -> None:
     gate.write_text("open")
 
 
+_FINAL_LINE = re.compile(r"(\d+ [a-z][a-z ]*(?:, \d+ [a-z][a-z ]*)*) in [\d.]+s(?: \(.*\))?")
+"""pytest's final line within its ``=``: ``1 failed, 3 passed, 4 rerun in 0.5s``."""
+
+
 def line_counts(text: str) -> dict[str, int]:
-    """The counts of pytest's own final line (``1 failed, 3 passed, 4 rerun in 0.5s``)."""
-    last = [line for line in text.splitlines() if " in " in line and "passed" in line][-1]
+    """The counts of pytest's own final line (``1 failed, 3 passed, 4 rerun in 0.5s``), by
+    category as the monitor keys them (``errors``: ``error``)."""
+    last = [m for line in text.splitlines() if (m := _FINAL_LINE.fullmatch(line.strip("= ")))][-1]
     counts = {}
-    for part in last.strip("= ").rsplit(" in ", 1)[0].split(", "):
+    for part in last[1].split(", "):
         n, category = part.split(" ", 1)
-        counts[category] = int(n)
+        counts["error" if category == "errors" else category] = int(n)
     return counts

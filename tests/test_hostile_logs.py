@@ -352,6 +352,8 @@ def test_a_fifo_named_like_a_log_is_not_read(tmp_path: Path) -> None:
 T0 = sample_runs.T0
 MORE_SHAPES: tuple[ev.Event, ...] = (
     ev.DbConnected(w="gw0", ts=T0 + 1, dialect="postgresql", url="postgresql://db", backend=7),
+    ev.CollectionReport(ts=T0 + 0.5, nodeid="test_x.py", outcome="error",
+                        message="ModuleNotFoundError: \x1b[2Jno module"),
     ev.FixtureTeardown(w="gw0", ts=T0 + 2, name="db", scope="session", test=None, start=T0,
                        dur=1.0),
     ev.CommandReply(w="gw0", ts=T0 + 3, request=1, cmd="ping", result={"rss": 1, "x": 0.5}),

@@ -7,6 +7,7 @@ import json
 import re
 import subprocess
 import sys
+from collections import Counter
 
 import pytest
 
@@ -14,8 +15,10 @@ from testmon_live.plugin import events as ev
 from testmon_live.plugin.runlog import GITIGNORE_TEXT, new_run_id
 from testmon_live.plugin.session import LOCAL_WORKER
 from testmon_live.plugin.settings import HELP_MONITOR
+from testmon_live.plugin.summary import COLLECTION_ERROR
+from testmon_live.tui import cli
 
-from .conftest import only_run, read_recorded, run_logs
+from .conftest import line_counts, only_run, read_recorded, run_logs
 
 XDIST = pytest.param(["-n", "2"], id="xdist")
 SINGLE = pytest.param(["-p", "no:xdist"], id="single")
@@ -667,6 +670,136 @@ def test_summary_names_the_run_and_how_to_open_it(pytester: pytest.Pytester) -> 
         ]
     )
     assert result.ret == 1
+
+
+BROKEN_MODULES = {
+    "test_ok": "def test_a(): pass\ndef test_b(): pass\n",
+    "test_broken": "import no_such_module_of_testmon\n\ndef test_c(): pass\n",
+    "test_raises": 'raise RuntimeError("this module cannot load")\n',
+    "test_skipped": 'import pytest\npytest.skip("not here", allow_module_level=True)\n',
+}
+"""Modules that fail to collect: an import error (xdist reports its text, the same on every
+worker, once), another exception (its report, an object, once per worker) and one that
+skips itself; pytest counts each as an error or a skip, and no test of theirs runs."""
+
+
+def summary_counts_said(summary: str, counts: dict[str, int]) -> bool:
+    """Does the monitor's summary line say each of pytest's counts (``3 errors``)?"""
+    words = {"error": "errors"}
+    return all(
+        f"{n} {words.get(category, category) if n != 1 else category}" in summary
+        for category, n in counts.items()
+    )
+
+
+def pytest_errors(output: str) -> Counter[str]:
+    """The collectors pytest's short summary lists as errors (``ERROR test_x.py - ...``),
+    each as often as it counts it."""
+    return Counter(
+        line.split()[1] for line in output.splitlines() if re.match(r"ERROR \S+\.py\b", line)
+    )
+
+
+@pytest.mark.compat
+@pytest.mark.parametrize("mode", [XDIST, SINGLE])
+def test_collection_errors_are_counted_as_pytest_counts_them(
+    pytester: pytest.Pytester, capsys: pytest.CaptureFixture[str], mode: list[str]
+) -> None:
+    """A module that fails to collect is one of pytest's errors (under xdist as often as
+    xdist reports it), one that skips itself a skip: the summary, the end record and the
+    report count them as pytest's final line does and name the modules. Without xdist
+    pytest stops after collecting ("Interrupted: 2 errors during collection")."""
+    pytester.makepyfile(**BROKEN_MODULES)
+    result = pytester.runpytest_subprocess("--monitor", "-ra", *mode)
+    output = result.stdout.str()
+    expected = line_counts(output)
+    assert expected["error"] >= 2
+    assert expected["skipped"] == 1
+    if mode == SINGLE.values[0]:
+        assert "Interrupted: 2 errors during collection" in output
+        assert "passed" not in expected
+    else:
+        assert expected["passed"] == 2
+
+    run = only_run(pytester)
+    state = run.state
+    assert {k: n for k, n in state.counts.items() if n} == expected
+    end = run.events[-1]
+    assert isinstance(end, ev.RunFinished)
+    assert end.counts == expected
+    # the modules pytest names, each as often
+    assert Counter(e.nodeid for e in state.collection_errors) == pytest_errors(output)
+    said = {e.nodeid: e.message for e in state.collection_errors}
+    assert said == {
+        "test_broken.py": "ModuleNotFoundError: No module named 'no_such_module_of_testmon'",
+        "test_raises.py": "RuntimeError: this module cannot load",
+    }
+
+    lines = output.splitlines()
+    summary = next(line for line in lines if line.startswith("run "))
+    assert summary_counts_said(summary, expected), summary
+    assert (
+        f"{COLLECTION_ERROR}: test_broken.py: ModuleNotFoundError: "
+        "No module named 'no_such_module_of_testmon'"
+    ) in lines
+    assert f"{COLLECTION_ERROR}: test_raises.py: RuntimeError: this module cannot load" in lines
+
+    capsys.readouterr()  # (what pytester echoed of the run)
+    assert cli.main(["report", str(run.path), "--format", "json"]) == 0
+    model = json.loads(capsys.readouterr().out)
+    assert {k: n for k, n in model["totals"]["counts"].items() if n} == expected
+    assert [(r["nodeid"], r["message"]) for r in model["collection_errors"]] == [
+        (e.nodeid, e.message) for e in state.collection_errors
+    ]
+    assert cli.main(["report", str(run.path)]) == 0
+    text = capsys.readouterr().out
+    assert f"Collection errors ({expected['error']})" in text
+    assert "No module named 'no_such_module_of_testmon'" in text
+
+
+@pytest.mark.compat
+def test_a_module_failing_to_collect_on_one_worker_only_is_counted_as_pytest_counts_it(
+    pytester: pytest.Pytester,
+) -> None:
+    """A module that fails on one worker alone: its error, and xdist's own that the workers
+    collected different tests (no test runs then), named by a worker's id."""
+    pytester.makepyfile(
+        test_ok="def test_a(): pass\n",
+        test_gw1="""
+import os
+
+if os.environ.get("PYTEST_XDIST_WORKER") == "gw1":
+    raise RuntimeError("only on gw1")
+
+def test_b(): pass
+""",
+    )
+    result = pytester.runpytest_subprocess("--monitor", "-n", "2")
+    output = result.stdout.str()
+    expected = line_counts(output)
+    assert expected == {"error": 2}
+
+    state = only_run(pytester).state
+    assert {k: n for k, n in state.counts.items() if n} == expected
+    said = {e.nodeid: e.message for e in state.collection_errors}
+    assert said.pop("test_gw1.py") == "RuntimeError: only on gw1"
+    ((worker, message),) = said.items()
+    assert worker in ("gw0", "gw1")
+    assert message is not None
+    assert message.startswith("Different tests were collected between")
+    assert f"{COLLECTION_ERROR}: test_gw1.py: RuntimeError: only on gw1" in output.splitlines()
+
+
+def test_a_logs_collect_reports_count_only_as_pytest_categories() -> None:
+    """The fold never trusts a log: a collect report of any other outcome counts nothing."""
+    from testmon_live.plugin.state import RunState
+
+    state = RunState().apply_all(
+        ev.CollectionReport(nodeid=f"test_{outcome}.py", outcome=outcome, message="m")
+        for outcome in ("error", "skipped", "failed", "")
+    )
+    assert {k: n for k, n in state.counts.items() if n} == {"error": 1, "skipped": 1}
+    assert [e.nodeid for e in state.collection_errors] == ["test_error.py"]
 
 
 def test_summary_warns_of_costly_per_worker_fixtures_only(pytester: pytest.Pytester) -> None:

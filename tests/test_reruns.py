@@ -229,6 +229,7 @@ def test_attempts_fold_into_the_last_attempts_record(teardown_reported: bool) ->
     assert [p.outcome for p in record.phases] == ["passed"] * 3
     assert record.duration == pytest.approx(1.5)
     assert record.rerun_time == pytest.approx(3.0 if teardown_reported else 2.0)
+    assert record.rerun_counts is None  # its attempts' calls failed: each a rerun alone
     # the next test starts clean
     assembler.reset()
     for when in PHASES:
@@ -236,6 +237,23 @@ def test_attempts_fold_into_the_last_attempts_record(teardown_reported: bool) ->
     nxt = assembler.finish("t.py::test_b", t)
     assert nxt is not None
     assert nxt.reruns == 0
+
+
+def test_an_attempt_whose_teardown_failed_carries_its_passed_call() -> None:
+    """pytest counts the call of an attempt run again for its teardown as ``passed``: the
+    last attempt's record says so."""
+    assembler = TestAssembler()
+    assembler.reset()
+    assembler.add(report("setup", "passed", 0, 1.0), 1.0)
+    assembler.add(report("call", "passed", 0, 2.0), 2.0)
+    assembler.add(report("teardown", RERUN, 0, 3.0), 3.0)
+    assert assembler.finish("t.py::test_a", 3.5) is None
+    assembler.reset()
+    for t, when in enumerate(PHASES, start=10):
+        assembler.add(report(when, "passed", 1, t), t)
+    record = assembler.finish("t.py::test_a", 13.0)
+    assert record is not None
+    assert (record.reruns, record.rerun_when, record.rerun_counts) == (1, "teardown", {"passed": 1})
 
 
 def test_a_last_attempt_that_never_ended_leaves_nothing_behind() -> None:
@@ -312,6 +330,104 @@ def test_crashed_attempts_and_failed_phases_are_counted_as_pytest_counts_them(
     assert rerun["test_worker_dies_once"] == 1
     assert rerun["test_fails_then_worker_dies"] == 2
     assert sorted(c.reruns for c in state.crashes) == [1, 2]
+
+
+PASSES_IN_ATTEMPTS = """
+import pathlib
+
+import pytest
+
+{FIRST_TIME}
+
+@pytest.fixture
+def breaks_on_teardown():
+    yield
+    if first_time("teardown"):
+        raise RuntimeError("teardown broke")
+
+
+@pytest.fixture
+def breaks_on_skip_teardown():
+    yield
+    if first_time("skip-teardown"):
+        raise RuntimeError("teardown broke after a skip")
+
+
+def test_teardown_fails_once(breaks_on_teardown):
+    pass
+
+
+def test_call_fails_once():
+    assert not first_time("call")
+
+
+def test_skips_teardown_fails_once(breaks_on_skip_teardown):
+    pytest.skip("not here")
+
+
+def test_plain():
+    pass
+""".replace("{FIRST_TIME}", FIRST_TIME)
+
+
+@needs_rerunfailures
+@pytest.mark.parametrize("xdist", [["-n", "2"], ["-p", "no:xdist"]], ids=["n2", "no-xdist"])
+def test_what_pytest_counts_of_an_attempt_run_again_is_counted(
+    pytester: pytest.Pytester, capsys: pytest.CaptureFixture[str], xdist: list[str]
+) -> None:
+    """An attempt whose call passed (or skipped) and whose teardown failed is run again:
+    pytest counts its call as ``passed`` (``skipped``) as well as its teardown as a rerun,
+    so ``4 passed, 2 skipped, 3 rerun`` for 4 tests; the monitor's counts say the same."""
+    pytester.makepyfile(test_attempts=PASSES_IN_ATTEMPTS)
+    result = pytester.runpytest_subprocess(
+        *xdist, "-p", "rerunfailures", "--reruns", "1", "--monitor"
+    )
+    output = result.stdout.str()
+    expected = line_counts(output)
+    assert expected == {"passed": 4, "skipped": 2, "rerun": 3}
+
+    recorded = only_run(pytester)
+    state = recorded.state
+    assert state.tests_done == 4
+    assert {k: n for k, n in state.counts.items() if n} == expected
+    assert recorded.of(ev.RunFinished)[0].counts == expected
+    summary = next(line for line in output.splitlines() if line.startswith("run "))
+    assert "(4 passed, 3 rerun, 2 skipped)" in summary
+    by_name = {t.nodeid.split("::")[-1]: t for t in recorded.of(ev.TestFinished)}
+    teardown = by_name["test_teardown_fails_once"]
+    assert (teardown.outcome, teardown.reruns, teardown.rerun_when) == ("passed", 1, "teardown")
+    assert teardown.rerun_counts == {"passed": 1}
+    assert by_name["test_skips_teardown_fails_once"].rerun_counts == {"skipped": 1}
+    assert by_name["test_call_fails_once"].rerun_counts is None  # its call failed: a rerun alone
+    assert b"rerun_counts" not in ev.encode(by_name["test_plain"])
+
+    capsys.readouterr()  # (what pytester echoed of the run)
+    assert cli.main(["report", str(recorded.path), "--format", "json"]) == 0
+    totals = json.loads(capsys.readouterr().out)["totals"]
+    assert {k: n for k, n in totals["counts"].items() if n} == expected
+    assert totals["summary"] == "4 passed, 2 skipped, 3 rerun"
+
+
+def test_what_an_attempt_counted_is_read_only_as_pytest_categories() -> None:
+    """A log's ``rerun_counts`` is counted for pytest's categories and positive numbers only
+    (the fold never trusts a log); a record without reruns counts none of it."""
+    from testmon_live.plugin.state import RunState
+
+    state = RunState()
+    state.apply(
+        ev.TestFinished(
+            w="gw0", ts=2.0, nodeid="t.py::test_a", outcome="passed", reruns=1,
+            phases=[ev.Phase("call", 1.0, 0.1, "passed")],
+            rerun_counts={"passed": 1, "skipped": -4, "everything": 7},
+        )
+    )  # fmt: skip
+    state.apply(
+        ev.TestFinished(
+            w="gw0", ts=3.0, nodeid="t.py::test_b", outcome="passed",
+            phases=[ev.Phase("call", 2.0, 0.1, "passed")], rerun_counts={"passed": 5},
+        )
+    )  # fmt: skip
+    assert {k: n for k, n in state.counts.items() if n} == {"passed": 3, "rerun": 1}
 
 
 HANGS = """

@@ -67,8 +67,8 @@ def phase_category(when: str, outcome: str, xfail: bool) -> str:
     return outcome
 
 
-def short_text(report: pytest.TestReport) -> str | None:
-    """One line that says why a phase did not pass."""
+def short_text(report: pytest.TestReport | pytest.CollectReport) -> str | None:
+    """One line that says why a phase (or a collector) did not pass."""
     wasxfail = report.__dict__.get("wasxfail")
     longrepr = report.longrepr
     if report.outcome == "skipped" and isinstance(longrepr, tuple) and len(longrepr) == 3:
@@ -94,13 +94,26 @@ class _Reruns:
     """A test's attempts that pytest-rerunfailures ran again, carried to its last attempt's
     record. Made only when a test is rerun: a test that is not costs nothing of this."""
 
-    __slots__ = ("attempt", "count", "fixtures", "message", "nodeid", "reports", "time", "when")
+    __slots__ = (
+        "attempt",
+        "count",
+        "counted",
+        "fixtures",
+        "message",
+        "nodeid",
+        "reports",
+        "time",
+        "when",
+    )
 
     def __init__(self, nodeid: str) -> None:
         self.nodeid = nodeid
         self.count = 0
         self.reports = 0
         """Their reports of outcome ``rerun`` (pytest's count: one per failed phase)."""
+        self.counted: dict[str, int] = {}
+        """What pytest counted of the attempts closed so far besides those reports (a call
+        that passed before its teardown failed: ``passed``)."""
         self.when: str | None = None
         self.message: str | None = None
         self.time = 0.0
@@ -116,7 +129,11 @@ class _Reruns:
         """The latest rerun attempt has ended: its time is counted."""
         attempt = self.attempt
         if attempt is not None:
-            self.time += sum(p.dur for p in attempt)
+            counted = self.counted
+            for p in attempt:
+                self.time += p.dur
+                if p.outcome != RERUN and ev.counted(p.when, p.outcome):
+                    counted[p.outcome] = counted.get(p.outcome, 0) + 1
             self.attempt = None
 
 
@@ -301,6 +318,8 @@ class TestAssembler:
         record.rerun_time = reruns.time
         if reruns.reports != reruns.count:
             record.rerun_reports = reruns.reports
+        if reruns.counted:
+            record.rerun_counts = reruns.counted
         if reruns.fixtures:
             record.fixtures = [*reruns.fixtures, *record.fixtures]
         return record

@@ -122,6 +122,9 @@ class RunState(LockFold, SetupFold, ContainerFold):
         self.tests: list[ev.TestFinished] = []
         self._slowest: list[tuple[float, int, ev.TestFinished]] = []
         self.failures: list[ev.TestFinished] = []
+        self.collection_errors: list[ev.CollectionReport] = []
+        """Collectors that failed (a test module that did not import), in the order pytest
+        reported them; each counted as an ``error``, as pytest counts it."""
         self.rerun: list[ev.TestFinished] = []
         """Tests that pytest-rerunfailures ran again (:attr:`ev.TestFinished.reruns`), in the
         order they finished, whatever their last attempt's outcome: the flaky ones passed."""
@@ -154,6 +157,7 @@ class RunState(LockFold, SetupFold, ContainerFold):
             ev.RunFinished: self._run_finished,
             ev.WorkerStarted: self._worker_started,
             ev.WorkerCollected: self._worker_collected,
+            ev.CollectionReport: self._collection_report,
             ev.WorkerFinished: self._worker_finished,
             ev.WorkerDown: self._worker_down,
             ev.WorkerCrashed: self._worker_crashed,
@@ -226,6 +230,14 @@ class RunState(LockFold, SetupFold, ContainerFold):
         view.phase = "idle"
         view.since = e.ts
 
+    def _collection_report(self, e: ev.CollectionReport) -> None:
+        if e.outcome == "error":
+            self.counts["error"] += 1
+            if self.detail or len(self.collection_errors) < FAILURES_KEPT:
+                self.collection_errors.append(e)
+        elif e.outcome == "skipped":
+            self.counts["skipped"] += 1
+
     def _worker_finished(self, e: ev.WorkerFinished) -> None:
         view = self._seen(e)
         view.dropped.update(e.dropped)
@@ -267,7 +279,7 @@ class RunState(LockFold, SetupFold, ContainerFold):
         counts = self.counts
         for phase in e.phases:
             cat = phase.outcome
-            if phase.when == "call" or cat != "passed":
+            if phase.when == "call" or cat != "passed":  # ev.counted, inline
                 counts[cat] += 1
             if phase.when == "setup":
                 view.setup_time += phase.dur
@@ -290,6 +302,10 @@ class RunState(LockFold, SetupFold, ContainerFold):
         busy = e.duration
         if e.reruns > 0:  # attempts run again: pytest counts each as a rerun, not as a test
             counts["rerun"] += e.rerun_reports if e.rerun_reports > 0 else e.reruns
+            if e.rerun_counts:  # and what of them did not fail (a call before its teardown)
+                for cat, n in e.rerun_counts.items():
+                    if n > 0 and cat in ev.OUTCOME_RANK:
+                        counts[cat] += n
         crashed = self._crash_reruns.pop(e.nodeid, 0) if self._crash_reruns else 0
         if e.reruns > 0 or crashed:
             if e.rerun_time > 0:

@@ -40,6 +40,12 @@ def _collected(e: ev.WorkerCollected) -> str:
     return f"collected {e.count} tests in {fmt_duration(e.duration)}{errors}"
 
 
+def _collect_report(e: ev.CollectionReport) -> str:
+    said = first_line(e.message)
+    what = "failed to collect" if e.outcome == "error" else e.outcome
+    return f"{e.nodeid} {what}" + (f": {said}" if said else "")
+
+
 def _crash(e: ev.WorkerCrashed) -> str:
     running = f" running {e.test}" if e.test else ""
     return f"worker crashed ({exit_words(e)}){running}"
@@ -154,6 +160,7 @@ SUMMARIES: dict[type[ev.Event], Callable[[Any], str]] = {
     ev.RunFinished: _end,
     ev.WorkerStarted: _worker_up,
     ev.WorkerCollected: _collected,
+    ev.CollectionReport: _collect_report,
     ev.WorkerFinished: lambda e: f"worker finished, {e.sent} events sent",
     ev.WorkerDown: lambda e: "worker down",
     ev.WorkerCrashed: _crash,

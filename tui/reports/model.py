@@ -126,6 +126,17 @@ class FixtureRow(TypedDict):
     waiters: list[str]
 
 
+class CollectionErrorRow(TypedDict):
+    """A collector that failed (a test module that did not import): pytest counts it as an
+    ``error`` and runs none of its tests."""
+
+    nodeid: str
+    worker: str
+    """Where it was seen (``main`` without xdist; ``""`` under xdist, which reports a
+    failure several workers share once)."""
+    message: str | None
+
+
 class FailureRow(TypedDict):
     nodeid: str
     worker: str
@@ -425,6 +436,7 @@ class Report(TypedDict):
     workers: list[WorkerRow]
     slowest: list[SlowTest]
     fixtures: list[FixtureRow]
+    collection_errors: list[CollectionErrorRow]
     failures: list[FailureRow]
     reruns: list[RerunRow]
     crashes: list[CrashRow]
@@ -596,6 +608,13 @@ def _failed_phase(test: ev.TestFinished) -> str | None:
         if phase.outcome in ev.FAILING:
             return phase.when
     return None
+
+
+def _collection_errors(state: RunState) -> list[CollectionErrorRow]:
+    return [
+        {"nodeid": e.nodeid, "worker": e.w, "message": e.message}
+        for e in state.collection_errors[:FAILURES_KEPT]
+    ]
 
 
 def _failures(state: RunState) -> list[FailureRow]:
@@ -1135,6 +1154,7 @@ def build_report(run: LoadedRun, top: int = DEFAULT_TOP) -> Report:
         "workers": _workers(state),
         "slowest": _slowest(state, top),
         "fixtures": fixtures,
+        "collection_errors": _collection_errors(state),
         "failures": _failures(state),
         "reruns": _reruns(state),
         "crashes": _crashes(state),

@@ -241,6 +241,17 @@ def _top_table(
     return [Table(columns, rows), *_omitted(left_out, what)]
 
 
+def _collection_errors_section(report: Report) -> Section | None:
+    """Modules that failed to collect: pytest counts each as an error, runs none of its
+    tests, and (without ``--continue-on-collection-errors``) stops before any test."""
+    errors = report["collection_errors"]
+    if not errors:
+        return None
+    columns = (Column("collector", squeeze="end", code=True), Column("message", below=True))
+    rows = [(e["nodeid"] or "(the session)", first_line(e["message"])) for e in errors]
+    return Section((f"Collection errors ({len(errors)})",), [Table(columns, rows)])
+
+
 def _failures_section(report: Report) -> Section | None:
     failures = report["failures"]
     if not failures:
@@ -825,6 +836,7 @@ def _notices_section(report: Report) -> Section | None:
 
 _SECTIONS = (
     _workers_section,
+    _collection_errors_section,
     _failures_section,
     _reruns_section,
     _crashes_section,
