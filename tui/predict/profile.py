@@ -96,12 +96,14 @@ class Test:
     __test__ = False  # not a pytest test class
     nodeid: str
     cost: float
-    """Its own seconds: its duration less wide fixtures, lock waits and holds."""
+    """Its own seconds: its span (:func:`~testmon_live.plugin.events.test_span`: its phases
+    and the time between them, where pytest makes their reports) less wide fixtures, lock
+    waits and holds."""
     holds: list[Hold] = field(default_factory=list)
     scope: str = ""
     """Its module (or class, for class-scoped fixtures); see :func:`scope_of`."""
     duration: float = 0.0
-    """As recorded (what ``--monitor-order=history`` orders by)."""
+    """pytest's, as recorded (what ``--monitor-order=history`` orders by)."""
     needs: tuple[Fixture, ...] = ()
     """The wide fixtures with :attr:`Fixture.needers` it is one of."""
 
@@ -290,6 +292,7 @@ def build_profile(state: RunState) -> Profile:
 
     # ---- tests, in collection order
     started_of = ev.test_started
+    span_of = ev.test_span
     runs = [(started_of(t), t) for t in state.tests]
     runs.sort(key=_first)
     indexed = bool(runs) and all(t.index is not None for _s, t in runs)
@@ -304,7 +307,7 @@ def build_profile(state: RunState) -> Profile:
     for _start, run in runs:
         nodeid = run.nodeid
         where = (run.w, nodeid)
-        own = run.duration
+        own = span_of(run)  # the time between its phases is its own too (its reports)
         if where in setup_in:
             own -= setup_in[where]
         if where in teardowns:

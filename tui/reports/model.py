@@ -94,6 +94,9 @@ class WorkerRow(TypedDict):
     setup: float
     call: float
     teardown: float
+    reports: float
+    """Seconds between its tests' phases (in ``busy``, in no phase): pytest making a phase's
+    report, a failure's text."""
     state: str
 
 
@@ -532,6 +535,7 @@ def _workers(state: RunState) -> list[WorkerRow]:
             "setup": seconds(w.setup_time),
             "call": seconds(w.call_time),
             "teardown": seconds(w.teardown_time),
+            "reports": seconds(w.reporting_time),
             "state": w.state,
         }
         for w in state.active_workers()
