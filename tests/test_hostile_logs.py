@@ -437,6 +437,7 @@ def test_odd_phases_never_make_a_negative_time_and_every_view_survives(
         if args[0] == "whatif":
             answer = json.loads(out)
             assert answer["prediction"]["wall"] >= 0.0
+            assert answer["check"]["accounted"] is None or answer["check"]["accounted"] >= 0.0
 
 
 async def test_odd_phases_are_drawn_without_error(tmp_path: Path) -> None:

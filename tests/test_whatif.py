@@ -5,6 +5,7 @@ command line."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -31,8 +32,10 @@ from testmon_live.tui.predict.profile import (
 )
 from testmon_live.tui.predict.schedule import replay, units_of
 from testmon_live.tui.predict.whatif import (
+    ACCOUNTED,
     Question,
     WhatIf,
+    check,
     next_run_line,
     next_run_words,
     render_text,
@@ -669,6 +672,9 @@ def test_a_slow_start_of_the_recording_is_outvoted_by_older_runs_of_its_suite(
     assert answer["model"]["finish"] == pytest.approx(normal["model"]["finish"])
     assert answer["prediction"]["wall"] == pytest.approx(normal["prediction"]["wall"])
     assert answer["recorded"]["wall"] == pytest.approx(5.0 + 1.2 + 3.0)  # as it was
+    # replayed as it ran, with its own slow start-up and exit, the model accounts for it
+    assert answer["check"]["accounted"] == pytest.approx(1.0, abs=0.05)
+    assert answer["check"]["reliable"]
     alone = whatif(load_profile(slow), Question(4))
     assert alone["model"]["boot"] == pytest.approx(5.0)
     assert alone["prediction"]["wall"] > answer["prediction"]["wall"] + 5.0
@@ -817,7 +823,70 @@ def test_the_time_between_a_tests_phases_is_its_own_busy_and_modelled_time() -> 
     assert profile.gap == pytest.approx(0.002, abs=1e-5)
     answer = whatif(profile, Question(2))
     assert answer["prediction"]["wall"] == pytest.approx(wall, rel=0.05)
-    assert "nothing stands out" in render_text(answer)
+    assert answer["check"] == {
+        "workers": 2,
+        "dist": "load",
+        "wall": answer["prediction"]["wall"],
+        "accounted": pytest.approx(1.0, abs=0.05),
+        "reliable": True,
+    }
+    text = render_text(answer)
+    assert "replayed as it ran, -n 2 --dist load, the model takes 2.8 s of its 2.8 s" in text
+    assert "unreliable" not in text
+
+
+def test_whatif_says_when_the_model_cannot_account_for_the_runs_wall_time(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Workers that sat 1.5 s between tests (past the gap the model takes for xdist's own,
+    waits for work it does not replay): replayed as it ran, the model takes 2.8 s of the
+    run's 7.3 s. whatif says so, gives no "nothing stands out" and recommends no -n; the
+    report and the dashboard give no next-run line."""
+    events = sample_runs.slow_reports_run(tests=8, workers=2, report=0.5, between=1.5)
+    path = sample_runs.write_log(tmp_path / "runs" / "20261201-000001-000aa.jsonl", events)
+    state = RunState(detail=True).apply_all(events)
+    checked = check(build_profile(state))
+    assert checked["accounted"] is not None
+    assert checked["accounted"] < ACCOUNTED
+    assert checked["accounted"] == pytest.approx(2.8 / 7.3, abs=0.03)
+    assert not checked["reliable"]
+
+    code, out, err = run_cli(capsys, "whatif", "--dir", str(tmp_path))
+    assert code == 0, err
+    said = " ".join(out.split())
+    assert "the model accounts for only 38% of this run's 7.3 s" in said
+    assert "replayed as it ran (-n 2 --dist load), it takes 2.8 s" in said
+    assert "its predictions for other settings are unreliable" in said
+    assert "nothing stands out" not in said
+    assert "fastest for the next run: none recommended" in said
+    answer = _answer(capsys, tmp_path)
+    assert answer["check"]["reliable"] is False
+    assert answer["check"]["accounted"] == pytest.approx(checked["accounted"])
+
+    line = next_run_line(state, path)
+    assert line is not None
+    assert line.startswith("next run: no prediction: the model accounts for only 38%")
+    code, out, _ = run_cli(capsys, "report", "--dir", str(tmp_path), "--format", "json")
+    nxt = json.loads(out)["next_run"]
+    assert (nxt["reliable"], nxt["accounted"]) == (False, pytest.approx(checked["accounted"]))
+    code, out, _ = run_cli(capsys, "report", "--dir", str(tmp_path))
+    assert "next run: no prediction: the model accounts for only 38%" in out
+    assert "predicted fastest" not in out
+
+
+def test_a_model_that_takes_longer_than_the_run_is_no_recommendation_either() -> None:
+    p = dataclasses.replace(profile([2.0] * 4), wall=2.0)  # 4 s of tests in 2 s on -n 2
+    answer = whatif(p, Question(2, table=(1, 2, 4)))
+    assert answer["check"]["accounted"] == pytest.approx(2.0)
+    assert not answer["check"]["reliable"]
+    text = " ".join(render_text(answer).split())
+    assert "the model takes 200% of this run's 2.0 s to replay it" in text
+    assert "It sees time the run did not spend" in text
+    assert "none recommended" in text
+    fine = whatif(dataclasses.replace(p, wall=4.0), Question(2, table=(1, 2, 4)))
+    assert fine["check"]["reliable"]
+    assert dataclasses.replace(p, wall=0.0).wall == 0.0
+    assert check(dataclasses.replace(p, wall=0.0))["accounted"] is None  # nothing to go by
 
 
 SLOW_REPORTS_CONFTEST = """
@@ -873,3 +942,7 @@ def test_a_real_run_whose_failure_reports_are_slow_is_busy_and_modelled(
     first = min(ev.test_started(t) for t in tests)
     last = max(t.ts for t in tests)
     assert replay(profile, 2).makespan >= 0.7 * (last - first)
+    answer = whatif(profile, Question(2))
+    assert answer["check"]["accounted"] is not None
+    assert answer["check"]["accounted"] >= ACCOUNTED
+    assert answer["check"]["reliable"]

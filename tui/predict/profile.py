@@ -18,6 +18,7 @@ to set up first on its worker, the time it waited on a lock another worker held.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import os
 import statistics
@@ -137,6 +138,16 @@ class Profile:
     cost_runs: int = 1
     """Runs :attr:`boot` and :attr:`finish` are the median of: this one alone, or it and
     older runs of the same suite (:func:`~.overheads.settled`)."""
+    own_costs: tuple[float, float] | None = None
+    """This run's own :attr:`boot` and :attr:`finish` when those are the median over
+    several runs (None: they are its own): what replaying the run as it was takes."""
+
+    def as_recorded(self) -> Profile:
+        """The profile with this run's own start-up and exit (see :attr:`own_costs`)."""
+        if self.own_costs is None:
+            return self
+        boot, finish = self.own_costs
+        return dataclasses.replace(self, boot=boot, finish=finish, cost_runs=1, own_costs=None)
 
     def module_fixtures(self) -> list[Fixture]:
         return [f for f in self.fixtures if f.scope not in PER_WORKER_SCOPES]

@@ -417,6 +417,11 @@ class NextRunRow(TypedDict):
     wall: float
     """Predicted seconds."""
     recorded_wall: float
+    accounted: float | None
+    """The model's replay of this run as it ran over its wall time (None: no wall)."""
+    reliable: bool
+    """The model accounts for this run (:func:`~testmon_live.tui.predict.whatif.trusted`):
+    only then is the setting a recommendation."""
 
 
 class Report(TypedDict):
@@ -1111,13 +1116,15 @@ def _next_run(run: LoadedRun) -> NextRunRow | None:
     profile = settled(build_profile(state), run.path)
     if not profile.tests:
         return None
-    best = best_next(profile, profile.dist if profile.dist in DISTS else "load")
+    best, checked = best_next(profile, profile.dist if profile.dist in DISTS else "load")
     return {
         "workers": best["workers"],
         "dist": best["dist"],
         "order": best["order"],
         "wall": best["wall"],
         "recorded_wall": seconds(profile.wall),
+        "accounted": checked["accounted"],
+        "reliable": checked["reliable"],
     }
 
 

@@ -108,6 +108,7 @@ def _overview(report: Report) -> Section:
             nxt["order"],
             nxt["wall"],
             nxt["recorded_wall"],
+            nxt["accounted"],
         )
         lines.append((words,))
     where: list[str] = ["rootdir ", Code(run["rootdir"])]
