@@ -132,7 +132,9 @@ class RunFinished(Event, tag="end", kw_only=True):
     crashes: Int = 0
     stalls: Int = 0
     test_time: Float = 0.0
-    """Sum of all test durations (for parallel efficiency)."""
+    """Seconds in tests, summed over workers (for parallel efficiency): each test from its
+    first phase's start to its last one's end (:func:`test_span`), and the attempts before
+    a rerun."""
 
 
 # ------------------------------------------------------------------------ workers
@@ -352,6 +354,24 @@ def worst_outcome(categories: Iterable[str]) -> str:
 def test_started(test: TestFinished) -> float:
     """When the test began: its first phase's start (its end record's time without one)."""
     return test.phases[0].start if test.phases else test.ts
+
+
+def test_span(test: TestFinished) -> float:
+    """Seconds the test held its worker: its first phase's start to its last phase's end
+    (the record's time: it is made as the teardown ends).
+
+    pytest times each phase alone (:attr:`TestFinished.duration` is the sum): between one
+    phase's end and the next one's start it makes the phase's report (a failure's text:
+    0.2 s and more for a long traceback) and hands it to every plugin's ``logreport``
+    (xdist sends it). That time is the test's too: whatever counts a worker busy counts
+    this. A log is untrusted input: phases out of order or overlapping never make it less
+    than ``duration``, nor negative; without phases (a crashed test), ``duration``."""
+    duration = test.duration if test.duration > 0.0 else 0.0
+    phases = test.phases
+    if not phases:
+        return duration
+    span = test.ts - phases[0].start
+    return span if span > duration else duration  # (a NaN: the duration)
 
 
 class Activity(Event, tag="activity", kw_only=True):

@@ -1070,3 +1070,33 @@ def test_only_a_passing_test_catches_a_migration_error(
         ]
     )
     assert state.caught(migration) is caught
+
+
+def test_a_workers_reports_between_phases_are_in_its_busy_time_and_said(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Failing tests of 3 ms by pytest's count whose failure reports took 0.5 s each: the
+    report counts their workers busy, gives the time between phases per worker, and its
+    Workers section says where busy time beyond the phase columns went."""
+    events = sample_runs.slow_reports_run(tests=8, workers=2, report=0.5)
+    log = sample_runs.write_log(tmp_path / "runs" / "20261117-070640-reports.jsonl", events)
+    out = run_cli(capsys, "report", str(log), "--format", "json")
+    assert out.code == 0, out.err
+    model = json.loads(out.out)
+    for worker in model["workers"]:
+        assert worker["busy"] == pytest.approx(4 * 0.503, abs=0.001)
+        assert worker["reports"] == pytest.approx(4 * 0.5, abs=0.001)
+        assert worker["call"] == pytest.approx(0.004, abs=0.001)
+    assert model["totals"]["test_time"] == pytest.approx(8 * 0.503, abs=0.001)
+    assert model["totals"]["efficiency"] == pytest.approx(0.714, abs=0.001)
+    out = run_cli(capsys, "report", str(log))
+    said = " ".join(out.out.split())
+    assert "4.00s of it (99%) was between phases, in none: pytest making a phase's report" in said
+    assert "parallel efficiency 71%" in said
+    quick = run_cli(capsys, "report", str(_quick_log(tmp_path)))
+    assert "between phases" not in quick.out  # a run without such gaps: not a word
+
+
+def _quick_log(folder: Path) -> Path:
+    events = sample_runs.slow_reports_run(tests=8, workers=2, report=0.0)
+    return sample_runs.write_log(folder / "runs" / "20261117-070641-quick.jsonl", events)

@@ -152,3 +152,18 @@ def test_a_subset_run_again_counts_its_own_tests_left(tmp_path: Path) -> None:
     left = eta_at(now, run("now", fast, 0.01), 0.305)  # the first test has begun
     assert left is not None
     assert left < 1.0  # 40 tests of 0.01 s on 2 workers, not 5 s ones
+
+
+def test_a_test_takes_its_span_the_time_between_its_phases_included(tmp_path: Path) -> None:
+    """An earlier run whose failing tests took 3 ms by pytest's count and 0.5 s more making
+    their failure reports: the ETA takes each as long as it held its worker, and the gap
+    between two tests stays what it was (2 ms), not those reports spread over every test."""
+    before = sample_runs.slow_reports_run(tests=8, workers=2, report=0.5)
+    log(tmp_path, "20261207-100000-before", before)
+    header = before[0]
+    assert isinstance(header, ev.RunStarted)
+    now = log(tmp_path, "20261207-110000-now", [header])
+    history = eta.read_history(now)
+    assert list(history.durations.values()) == [pytest.approx(0.503)] * 8
+    assert history.typical == pytest.approx(0.503)
+    assert history.gap == pytest.approx(0.002, abs=1e-5)

@@ -347,6 +347,113 @@ def test_a_fifo_named_like_a_log_is_not_read(tmp_path: Path) -> None:
             assert "not a regular file" in done.stderr
 
 
+# ------------------------------------ a test's phases: out of order, overlapping, none
+
+
+def _odd_phases() -> list[ev.Event]:
+    """Two workers' tests whose phases no pytest writes: out of order, overlapping, none,
+    negative, starting after the record's end or long before the run."""
+    t = sample_runs.T0 + 1.0
+
+    def test(w: str, n: int, ts: float, duration: float, *phases: ev.Phase) -> ev.TestFinished:
+        return ev.TestFinished(
+            w=w,
+            ts=ts,
+            nodeid=f"test_odd.py::test_{n}",
+            outcome="failed",
+            duration=duration,
+            phases=list(phases),
+            failed_when="call",
+            message="odd",
+        )
+
+    return [
+        ev.RunStarted(
+            ts=sample_runs.T0,
+            schema=ev.SCHEMA_VERSION,
+            run_id="20260101-120000-odd",
+            rootdir="/odd",
+            workers=2,
+            dist="load",
+            cpus=2,
+        ),
+        ev.WorkerStarted(w="gw0", ts=t - 0.5, schema=ev.SCHEMA_VERSION, pid=1),
+        ev.WorkerStarted(w="gw1", ts=t - 0.5, schema=ev.SCHEMA_VERSION, pid=2),
+        # out of order: the teardown first
+        test(
+            "gw0",
+            0,
+            t + 1.0,
+            0.3,
+            ev.Phase("teardown", t + 0.9, 0.1, "passed"),
+            ev.Phase("setup", t, 0.1, "passed"),
+            ev.Phase("call", t + 0.1, 0.1, "failed"),
+        ),
+        # overlapping phases: longer in all than from the first's start to the last's end
+        test(
+            "gw0",
+            1,
+            t + 2.0,
+            1.5,
+            ev.Phase("setup", t + 1.0, 1.0, "passed"),
+            ev.Phase("call", t + 1.2, 0.5, "failed"),
+        ),
+        test("gw1", 2, t + 0.2, 0.2),  # no phases (a crashed test's note)
+        test("gw1", 3, t + 0.4, -5.0, ev.Phase("call", t + 10.0, -3.0, "failed")),
+        test("gw1", 4, t + 0.6, 0.1, ev.Phase("call", t + 0.7, 0.1, "failed")),  # after its end
+        test("gw1", 5, t + 0.8, 0.1, ev.Phase("call", -ev.MAX_SECONDS, 0.1, "failed")),
+        ev.RunFinished(ts=t + 3.0, exitstatus=1, status="tests_failed", duration=4.0, tests=6),
+    ]
+
+
+def test_odd_phases_never_make_a_negative_time_and_every_view_survives(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    events = _odd_phases()
+    tests = [e for e in events if isinstance(e, ev.TestFinished)]
+    spans = [ev.test_span(t) for t in tests]
+    # a test began with the first phase listed: listed out of order, never less than its
+    # duration; overlapping, its duration; none, its duration; negative, 0
+    assert spans[:5] == pytest.approx([0.3, 1.5, 0.2, 0.0, 0.1])
+    assert spans[5] > 1e10  # from a phase long before the run: large, never negative
+    assert all(span >= max(0.0, t.duration) for span, t in zip(spans, tests, strict=True))
+    state = RunState(detail=True).apply_all(events)
+    for view in state.active_workers():
+        assert view.busy >= 0.0
+        assert view.reporting_time >= 0.0
+        assert 0.0 <= state.busy_share(view) <= 1.0
+    assert 0.0 <= state.efficiency() <= 1.0
+    path = sample_runs.write_log(
+        tmp_path / ".testmon" / "runs" / "20260101-120000-odd.jsonl", events
+    )
+    for args in (
+        ("report", str(path)),
+        ("report", str(path), "-f", "json"),
+        ("whatif", str(path), "--dir", str(tmp_path / ".testmon"), "-f", "json"),
+    ):
+        code, out, err = run_cli(capsys, *args)
+        assert code == 0, (args, err)
+        assert "Traceback" not in err
+        if args[0] == "whatif":
+            answer = json.loads(out)
+            assert answer["prediction"]["wall"] >= 0.0
+            assert answer["check"]["accounted"] is None or answer["check"]["accounted"] >= 0.0
+
+
+async def test_odd_phases_are_drawn_without_error(tmp_path: Path) -> None:
+    path = sample_runs.write_log(tmp_path / ".testmon" / "runs" / "odd.jsonl", _odd_phases())
+    app = make_app(ReplaySource(path), clock=lambda: sample_runs.T0)
+    async with app.run_test(size=(140, 40)) as pilot:
+        await settle(app, pilot)
+        for number in range(1, len(TABS) + 1):
+            await pilot.press(str(number))
+            await pilot.pause()
+        for test in app.ingest.state.tests:
+            app.open_test(test)
+            await pilot.pause()
+            await pilot.press("escape")
+
+
 # ------------------------------------------- fuzz: the reader, the fold, the reports
 
 T0 = sample_runs.T0

@@ -101,6 +101,36 @@ async def test_parallelism_counts_the_running_test_up_to_now(tmp_path: Path) -> 
         assert share > finished_only + 0.1
 
 
+async def test_the_time_between_a_tests_phases_is_busy_and_drawn(tmp_path: Path) -> None:
+    """Failing tests whose phases take 1 ms and whose failure reports 0.5 s: the Parallelism
+    view counts the workers busy, shows that time as reports, and the timeline draws it as
+    the failed call it reports (not as an idle gap inside the test)."""
+    events = sample_runs.slow_reports_run(tests=8, workers=2, report=0.5)
+    app = app_on(log(tmp_path, events, name="20261117-070640-reports"))
+    async with app.run_test(size=BIG) as pilot:
+        await settle(app, pilot)
+        await pilot.press("3")
+        await pilot.pause()
+        panel = shown(app.main.query_one(ParallelismPanel))
+        assert "parallel efficiency 71%" in panel
+        assert "▓ reports" in panel
+        for line in panel.splitlines():
+            if line.startswith("gw"):
+                assert "busy  71%" in line, line
+                bar = line[8:].split(" busy")[0]
+                assert bar.count("▓") > bar.count("·") > 0, line
+        await pilot.press("2")
+        await pilot.pause()
+        for wid, rows in lane_rows(app.main.query_one(Timeline)).items():
+            drawn = rows[0].strip()  # from its first test's start to its last one's end
+            assert " " not in drawn, (wid, drawn)
+            assert drawn.count(FAILED) > 0.9 * len(drawn), (wid, drawn)
+        timeline = app.main.query_one(Timeline)
+        timeline.focus()
+        await pilot.press("right")
+        assert "500ms between phases" in shown(timeline).splitlines()[-2]
+
+
 # --------------------------------------------------------------------- timeline
 
 

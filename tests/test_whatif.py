@@ -5,6 +5,7 @@ command line."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -31,10 +32,13 @@ from testmon_live.tui.predict.profile import (
 )
 from testmon_live.tui.predict.schedule import replay, units_of
 from testmon_live.tui.predict.whatif import (
+    ACCOUNTED,
     Question,
     WhatIf,
+    check,
     next_run_line,
     next_run_words,
+    render_text,
     whatif,
 )
 from testmon_live.tui.testing import sample_runs
@@ -668,6 +672,9 @@ def test_a_slow_start_of_the_recording_is_outvoted_by_older_runs_of_its_suite(
     assert answer["model"]["finish"] == pytest.approx(normal["model"]["finish"])
     assert answer["prediction"]["wall"] == pytest.approx(normal["prediction"]["wall"])
     assert answer["recorded"]["wall"] == pytest.approx(5.0 + 1.2 + 3.0)  # as it was
+    # replayed as it ran, with its own slow start-up and exit, the model accounts for it
+    assert answer["check"]["accounted"] == pytest.approx(1.0, abs=0.05)
+    assert answer["check"]["reliable"]
     alone = whatif(load_profile(slow), Question(4))
     assert alone["model"]["boot"] == pytest.approx(5.0)
     assert alone["prediction"]["wall"] > answer["prediction"]["wall"] + 5.0
@@ -786,3 +793,156 @@ def test_a_lock_held_across_a_nested_setup_is_not_the_outer_fixtures_work_twice(
     free = {f.name: f.first for f in build_profile(state).fixtures}
     # db's own work: 10 s less 8 s of migrated less the 1 s it held the lock outside it
     assert free == pytest.approx({"db": 1.0, "migrated": 8.0})
+
+
+# ------------------------------------------ the time between a test's phases is its own
+
+
+def test_the_time_between_a_tests_phases_is_its_own_busy_and_modelled_time() -> None:
+    """pytest makes a phase's report (a failure's text) after the phase's timing stops and
+    before the next phase starts: 8 failing tests on 2 workers whose phases take 1 ms and
+    whose failure reports take 0.5 s each. Their workers were busy, not idle: busy share,
+    efficiency, the tail and the model all count the time between phases."""
+    events = sample_runs.slow_reports_run(tests=8, workers=2, report=0.5)
+    state = RunState(detail=True).apply_all(events)
+    wall = state.wall()
+    assert wall == pytest.approx(0.5 + 4 * 0.503 + 3 * 0.002 + 0.3)
+    for view in state.active_workers():
+        assert view.busy == pytest.approx(4 * 0.503)  # 4 tests of 3 ms by pytest's count
+        assert view.reporting_time == pytest.approx(4 * 0.5)
+        assert state.busy_share(view) == pytest.approx(4 * 0.503 / wall)
+        assert view.longest_duration == pytest.approx(0.503)
+    assert state.test_time == pytest.approx(8 * 0.503)
+    assert state.efficiency() == pytest.approx(8 * 0.503 / (2 * wall))
+    assert state.tail() is None  # both workers ran to the end: no straggler
+    assert [t.duration for t in state.slowest(1)] == [pytest.approx(0.003)]  # pytest's own
+
+    profile = build_profile(state)
+    assert [t.cost for t in profile.tests] == [pytest.approx(0.503)] * 8
+    assert [t.duration for t in profile.tests] == [pytest.approx(0.003)] * 8
+    assert profile.gap == pytest.approx(0.002, abs=1e-5)
+    answer = whatif(profile, Question(2))
+    assert answer["prediction"]["wall"] == pytest.approx(wall, rel=0.05)
+    assert answer["check"] == {
+        "workers": 2,
+        "dist": "load",
+        "wall": answer["prediction"]["wall"],
+        "accounted": pytest.approx(1.0, abs=0.05),
+        "reliable": True,
+    }
+    text = render_text(answer)
+    assert "replayed as it ran, -n 2 --dist load, the model takes 2.8 s of its 2.8 s" in text
+    assert "unreliable" not in text
+
+
+def test_whatif_says_when_the_model_cannot_account_for_the_runs_wall_time(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Workers that sat 1.5 s between tests (past the gap the model takes for xdist's own,
+    waits for work it does not replay): replayed as it ran, the model takes 2.8 s of the
+    run's 7.3 s. whatif says so, gives no "nothing stands out" and recommends no -n; the
+    report and the dashboard give no next-run line."""
+    events = sample_runs.slow_reports_run(tests=8, workers=2, report=0.5, between=1.5)
+    path = sample_runs.write_log(tmp_path / "runs" / "20261201-000001-000aa.jsonl", events)
+    state = RunState(detail=True).apply_all(events)
+    checked = check(build_profile(state))
+    assert checked["accounted"] is not None
+    assert checked["accounted"] < ACCOUNTED
+    assert checked["accounted"] == pytest.approx(2.8 / 7.3, abs=0.03)
+    assert not checked["reliable"]
+
+    code, out, err = run_cli(capsys, "whatif", "--dir", str(tmp_path))
+    assert code == 0, err
+    said = " ".join(out.split())
+    assert "the model accounts for only 38% of this run's 7.3 s" in said
+    assert "replayed as it ran (-n 2 --dist load), it takes 2.8 s" in said
+    assert "its predictions for other settings are unreliable" in said
+    assert "nothing stands out" not in said
+    assert "fastest for the next run: none recommended" in said
+    answer = _answer(capsys, tmp_path)
+    assert answer["check"]["reliable"] is False
+    assert answer["check"]["accounted"] == pytest.approx(checked["accounted"])
+
+    line = next_run_line(state, path)
+    assert line is not None
+    assert line.startswith("next run: no prediction: the model accounts for only 38%")
+    code, out, _ = run_cli(capsys, "report", "--dir", str(tmp_path), "--format", "json")
+    nxt = json.loads(out)["next_run"]
+    assert (nxt["reliable"], nxt["accounted"]) == (False, pytest.approx(checked["accounted"]))
+    code, out, _ = run_cli(capsys, "report", "--dir", str(tmp_path))
+    assert "next run: no prediction: the model accounts for only 38%" in out
+    assert "predicted fastest" not in out
+
+
+def test_a_model_that_takes_longer_than_the_run_is_no_recommendation_either() -> None:
+    p = dataclasses.replace(profile([2.0] * 4), wall=2.0)  # 4 s of tests in 2 s on -n 2
+    answer = whatif(p, Question(2, table=(1, 2, 4)))
+    assert answer["check"]["accounted"] == pytest.approx(2.0)
+    assert not answer["check"]["reliable"]
+    text = " ".join(render_text(answer).split())
+    assert "the model takes 200% of this run's 2.0 s to replay it" in text
+    assert "It sees time the run did not spend" in text
+    assert "none recommended" in text
+    fine = whatif(dataclasses.replace(p, wall=4.0), Question(2, table=(1, 2, 4)))
+    assert fine["check"]["reliable"]
+    assert dataclasses.replace(p, wall=0.0).wall == 0.0
+    assert check(dataclasses.replace(p, wall=0.0))["accounted"] is None  # nothing to go by
+
+
+SLOW_REPORTS_CONFTEST = """
+import time
+import pytest
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    yield  # the report is made: the time the test asks for goes by before the next phase
+    if call.when == "call":
+        time.sleep(getattr(item, "report_takes", 0.0))
+"""
+
+SLOW_REPORTS_SUITE = """
+import pytest
+
+@pytest.mark.parametrize("n", range(6))
+def test_slow_report(request, n):
+    request.node.report_takes = 0.5
+    assert n < 0
+"""
+
+
+def test_a_real_run_whose_failure_reports_are_slow_is_busy_and_modelled(
+    pytester: pytest.Pytester,
+) -> None:
+    """The case a real suite showed (long SQLAlchemy failure reports): pytest spends time
+    making each failing test's report between its call and its teardown. Here 6 failing
+    tests whose phases take milliseconds and whose reports take at least 0.5 s each, on
+    2 workers: the workers' busy time, the run's test time and the model's replay of the
+    tests count those seconds (the sleep is a floor: no assumption on the machine's speed)."""
+    pytester.makeconftest(SLOW_REPORTS_CONFTEST)
+    pytester.makepyfile(test_reports=SLOW_REPORTS_SUITE)
+    result = pytester.runpytest_subprocess("--monitor", "-n", "2", "-p", "no:randomly")
+    result.assert_outcomes(failed=6)
+    recorded = only_run(pytester)
+    state = RunState(detail=True).apply_all(recorded.events)
+    tests = state.tests
+    assert len(tests) == 6
+    assert all(t.duration < 0.5 for t in tests)  # pytest's durations leave the reports out
+    for view in state.active_workers():
+        ran = sum(1 for t in tests if t.w == view.id)
+        assert view.busy >= 0.5 * ran
+        assert view.reporting_time >= 0.5 * ran
+        assert state.busy_share(view) * state.wall() >= 0.5 * ran
+    assert state.test_time >= 3.0
+    (end,) = recorded.of(ev.RunFinished)
+    assert end.test_time >= 3.0  # the controller's own fold counted them as it went
+    profile = build_profile(state)
+    assert sum(t.cost for t in profile.tests) >= 3.0
+    # the tests' part of the run (first test's start to last test's end), replayed at -n 2:
+    # the reports are in it (xdist may hand one worker a test more than the model does)
+    first = min(ev.test_started(t) for t in tests)
+    last = max(t.ts for t in tests)
+    assert replay(profile, 2).makespan >= 0.7 * (last - first)
+    answer = whatif(profile, Question(2))
+    assert answer["check"]["accounted"] is not None
+    assert answer["check"]["accounted"] >= ACCOUNTED
+    assert answer["check"]["reliable"]

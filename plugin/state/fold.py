@@ -80,6 +80,7 @@ class Tail(msgspec.Struct, frozen=True):
     test: str | None
     """The test it ran alone (None: several short ones)."""
     test_duration: float | None
+    """Its span: from its first phase's start to its last one's end."""
     test_began: float | None
     """Seconds after the run's start that test began."""
     idle: float
@@ -117,6 +118,8 @@ class RunState(LockFold, SetupFold, ContainerFold):
         """Overall outcome per test run."""
         self.tests_done = 0
         self.test_time = 0.0
+        """Seconds in tests, summed over workers: each test's span (see
+        :attr:`WorkerView.busy`)."""
         self.first_ts: float | None = None
         self.last_ts = 0.0
         self.tests: list[ev.TestFinished] = []
@@ -299,7 +302,11 @@ class RunState(LockFold, SetupFold, ContainerFold):
             self._function_fixtures(e, recent)
         self.outcomes[e.outcome] += 1
         self.tests_done += 1
-        busy = e.duration
+        # The worker was busy its whole span: its phases and the gaps between them, where
+        # pytest makes a phase's report (a failure's text). Worked out once, here.
+        span = busy = ev.test_span(e)
+        if span > e.duration:
+            view.reporting_time += span - e.duration if e.duration > 0.0 else span
         if e.reruns > 0:  # attempts run again: pytest counts each as a rerun, not as a test
             counts["rerun"] += e.rerun_reports if e.rerun_reports > 0 else e.reruns
             if e.rerun_counts:  # and what of them did not fail (a call before its teardown)
@@ -321,16 +328,15 @@ class RunState(LockFold, SetupFold, ContainerFold):
             view.last_test = e.nodeid
         # For the tail (a few comparisons: this runs for every test in the controller).
         ts = e.ts
-        duration = e.duration
         if ts >= view.last_test_end:
             view.last_test_end = ts
-            view.last_test_duration = duration
-        if duration > view.longest_duration:
-            view.longest_duration = duration
+            view.last_test_duration = span
+        if span > view.longest_duration:
+            view.longest_duration = span
             view.longest_test = e.nodeid
             view.longest_end = ts
         if not view.first_test_start:
-            view.first_test_start = ts - duration
+            view.first_test_start = ts - span
         if self._erring_tests:
             self._migrating_test_ended(e)
         if e.outcome in ev.FAILING:

@@ -112,9 +112,14 @@ class WorkerView(msgspec.Struct):
     tests: int = 0
     failures: int = 0
     busy: float = 0.0
+    """Seconds in its finished tests, each test's span (:func:`~..events.test_span`: its
+    phases and the time between them), and the attempts before a rerun."""
     setup_time: float = 0.0
     call_time: float = 0.0
     teardown_time: float = 0.0
+    reporting_time: float = 0.0
+    """Seconds of its finished tests between their phases, in none: pytest making a
+    phase's report (a failure's text) and handing it on (see :func:`~..events.test_span`)."""
     cpu: float = 0.0
     rss: int = 0
     threads: int = 0
@@ -133,11 +138,12 @@ class WorkerView(msgspec.Struct):
     last_test_end: float = 0.0
     """When its latest finished test ended (0: none yet)."""
     last_test_duration: float = 0.0
+    """Its latest finished test's span (:func:`~..events.test_span`)."""
     first_test_start: float = 0.0
     """When its first finished test began (0: none yet)."""
     longest_duration: float = 0.0
     longest_test: str | None = None
-    """Its longest test so far (it took ``longest_duration``, ending at ``longest_end``)."""
+    """Its longest test so far (its span ``longest_duration``, ending at ``longest_end``)."""
     longest_end: float = 0.0
     current_stall: StallRecord | None = None
     """The stall (or unresponsive spell) going on now, for a stuck-threads panel."""

@@ -37,11 +37,12 @@ HISTORY_BYTES = 2 * HISTORY_MAX_BYTES
 @dataclass
 class History:
     durations: dict[str, float] = field(default_factory=dict)
-    """Node id -> duration in the newest earlier run that ran it."""
+    """Node id -> its span in the newest earlier run that ran it (:func:`ev.test_span`: its
+    phases and the time between them, as long as it held its worker)."""
     order: list[str] = field(default_factory=list)
     """Node ids in the order they started in the newest earlier run (then older ones)."""
     typical: float | None = None
-    """Mean duration of a test in the fullest earlier run: what a test not in any takes
+    """Mean span of a test in the fullest earlier run: what a test not in any takes
     (None: the mean of :attr:`durations`)."""
     gap: float = 0.0
     """Mean seconds a worker spent between two of its tests in the fullest complete run."""
@@ -104,15 +105,16 @@ def read_history(path: Path) -> History:
     if not newest_first:
         return history
     fullest = max(newest_first, key=lambda run: run.distinct)  # of equals, the newest
+    span = ev.test_span
     for run in newest_first:
         for test in run.tests:
             if test.nodeid not in history.durations:
-                history.durations[test.nodeid] = test.duration
+                history.durations[test.nodeid] = span(test)
                 # the newest run's order first: a run of a subset again (-k, one file) is
                 # to run its own tests next, not the fullest run's first ones
                 history.order.append(test.nodeid)
     if fullest.tests:
-        history.typical = sum(t.duration for t in fullest.tests) / len(fullest.tests)
+        history.typical = sum(span(t) for t in fullest.tests) / len(fullest.tests)
     timed = [run for run in [fullest, *newest_first] if run.end is not None and run.tests]
     if timed:
         run = timed[0]
@@ -147,7 +149,7 @@ def _overheads(tests: list[ev.TestFinished], end: ev.RunFinished) -> tuple[float
     finish = 0.0
     for test in tests:
         start = _start(test)
-        stop = start + test.duration
+        stop = start + ev.test_span(test)  # (the time between its phases is the test's)
         before = last.get(test.w)
         if before is not None:
             gaps.append(max(0.0, start - before))

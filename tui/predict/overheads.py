@@ -227,4 +227,5 @@ def settled(profile: Profile, path: Path) -> Profile:
     if found is None or found[2] <= 1:
         return profile
     boot, finish, runs = found
-    return dataclasses.replace(profile, boot=boot, finish=finish, cost_runs=runs)
+    mine = profile.own_costs or (profile.boot, profile.finish)
+    return dataclasses.replace(profile, boot=boot, finish=finish, cost_runs=runs, own_costs=mine)

@@ -18,6 +18,7 @@ to set up first on its worker, the time it waited on a lock another worker held.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import os
 import statistics
@@ -96,12 +97,14 @@ class Test:
     __test__ = False  # not a pytest test class
     nodeid: str
     cost: float
-    """Its own seconds: its duration less wide fixtures, lock waits and holds."""
+    """Its own seconds: its span (:func:`~testmon_live.plugin.events.test_span`: its phases
+    and the time between them, where pytest makes their reports) less wide fixtures, lock
+    waits and holds."""
     holds: list[Hold] = field(default_factory=list)
     scope: str = ""
     """Its module (or class, for class-scoped fixtures); see :func:`scope_of`."""
     duration: float = 0.0
-    """As recorded (what ``--monitor-order=history`` orders by)."""
+    """pytest's, as recorded (what ``--monitor-order=history`` orders by)."""
     needs: tuple[Fixture, ...] = ()
     """The wide fixtures with :attr:`Fixture.needers` it is one of."""
 
@@ -135,6 +138,16 @@ class Profile:
     cost_runs: int = 1
     """Runs :attr:`boot` and :attr:`finish` are the median of: this one alone, or it and
     older runs of the same suite (:func:`~.overheads.settled`)."""
+    own_costs: tuple[float, float] | None = None
+    """This run's own :attr:`boot` and :attr:`finish` when those are the median over
+    several runs (None: they are its own): what replaying the run as it was takes."""
+
+    def as_recorded(self) -> Profile:
+        """The profile with this run's own start-up and exit (see :attr:`own_costs`)."""
+        if self.own_costs is None:
+            return self
+        boot, finish = self.own_costs
+        return dataclasses.replace(self, boot=boot, finish=finish, cost_runs=1, own_costs=None)
 
     def module_fixtures(self) -> list[Fixture]:
         return [f for f in self.fixtures if f.scope not in PER_WORKER_SCOPES]
@@ -290,6 +303,7 @@ def build_profile(state: RunState) -> Profile:
 
     # ---- tests, in collection order
     started_of = ev.test_started
+    span_of = ev.test_span
     runs = [(started_of(t), t) for t in state.tests]
     runs.sort(key=_first)
     indexed = bool(runs) and all(t.index is not None for _s, t in runs)
@@ -304,7 +318,7 @@ def build_profile(state: RunState) -> Profile:
     for _start, run in runs:
         nodeid = run.nodeid
         where = (run.w, nodeid)
-        own = run.duration
+        own = span_of(run)  # the time between its phases is its own too (its reports)
         if where in setup_in:
             own -= setup_in[where]
         if where in teardowns:

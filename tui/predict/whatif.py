@@ -30,6 +30,14 @@ SAVING_WORTH = 1.0
 """Worker-seconds from which duplicated setup is worth a line."""
 FEW_TESTS = 4
 """Fewer tests (or scopes) than this per worker is too few to balance."""
+ACCOUNTED = 0.8
+"""Replaying the recorded run as it ran (its own ``-n`` and ``--dist``, its tests in the
+order they ran, its own start-up and exit), the model must take at least this share of the
+measured wall time for its predictions to be trusted: below, the run spent time the model
+does not see, and every prediction lacks it (a prediction of 8 s for a run of 23 s, and
+``-n 4`` recommended, which took longer still)."""
+OVERSHOOT = 1.25
+"""... and at most this share: above, it sees time the run did not spend."""
 
 
 class Row(TypedDict):
@@ -54,6 +62,20 @@ class Setting(TypedDict):
     wall: float
 
 
+class Check(TypedDict):
+    """The model replaying the recorded run as it ran: how much of its wall it accounts for."""
+
+    workers: int
+    dist: str
+    wall: float
+    """The model's wall time for the run's own settings, start-up and exit."""
+    accounted: float | None
+    """That over the recorded wall time (None: no recorded wall to compare with)."""
+    reliable: bool
+    """Within :data:`ACCOUNTED` and :data:`OVERSHOOT`: predictions for other settings stand
+    on what the run really spent."""
+
+
 class WhatIf(TypedDict):
     run: str
     recorded: Setting
@@ -63,6 +85,9 @@ class WhatIf(TypedDict):
     table: list[Row]
     limits: list[Limit]
     best: Setting
+    """The fastest settings by the model: a recommendation only when ``check`` is
+    reliable."""
+    check: Check
     tests: int
     order_recorded: bool
     """False: the log does not say the collection order (an older log); the order is
@@ -156,6 +181,41 @@ class Question:
                 raise ValueError(f"--table: {n} workers: give numbers from 1 to {MAX_WORKERS}")
 
 
+def trusted(accounted: float | None) -> bool:
+    """The model's replay of a run took ``accounted`` of its wall time: close enough (None:
+    nothing to compare with)."""
+    return accounted is None or ACCOUNTED <= accounted <= OVERSHOOT
+
+
+def check(profile: Profile, grid: Grid | None = None) -> Check:
+    """Replay the recorded run as it ran and compare with its measured wall time (``grid``:
+    replays already made, reused when they are of the same profile and ``--dist``)."""
+    workers = max(1, profile.workers)
+    dist = profile.dist if profile.dist in DISTS else "load"
+    own = profile.as_recorded()  # its own start-up and exit, not the suite's median
+    if grid is None or grid.profile is not own or grid.dist != dist:
+        grid = Grid(own, dist)
+    # "collected": the tests in the order of their positions, which are those the run had
+    # (after --monitor-order=history reordered them), or the order they started in
+    wall = grid.get("collected", workers).wall
+    recorded = profile.wall
+    accounted = round(wall / recorded, 4) if recorded > 0 else None
+    return {
+        "workers": workers,
+        "dist": dist,
+        "wall": round(wall, 3),
+        "accounted": accounted,
+        "reliable": trusted(accounted),
+    }
+
+
+def untrusted_words(accounted: float, recorded: float) -> str:
+    """How far the model's replay of a run is from its wall time (:func:`trusted` false)."""
+    if accounted < 1.0:
+        return f"the model accounts for only {accounted:.0%} of this run's {recorded:.1f} s"
+    return f"the model takes {accounted:.0%} of this run's {recorded:.1f} s to replay it"
+
+
 def whatif(profile: Profile, question: Question) -> WhatIf:
     question.check()
     grid = Grid(profile, question.dist)
@@ -180,6 +240,7 @@ def whatif(profile: Profile, question: Question) -> WhatIf:
         "table": table,
         "limits": limits(profile, schedule, question.workers),
         "best": grid.best(question.table),
+        "check": check(profile, grid),
         "tests": len(profile.tests),
         "order_recorded": profile.indexed,
         "cpus_recorded": profile.cpus_recorded,
@@ -195,9 +256,12 @@ def whatif(profile: Profile, question: Question) -> WhatIf:
 
 def best_next(
     profile: Profile, dist: str = "load", table: tuple[int, ...] = DEFAULT_TABLE
-) -> Setting:
-    """The fastest ``-n`` and order for the next run (see :meth:`Grid.best`)."""
-    return Grid(profile, dist if dist in DISTS else "load").best(table)
+) -> tuple[Setting, Check]:
+    """The fastest ``-n`` and order for the next run (see :meth:`Grid.best`), and how much
+    of the recorded run the model accounts for (:func:`check`: a recommendation only when
+    it is reliable)."""
+    grid = Grid(profile, dist if dist in DISTS else "load")
+    return grid.best(table), check(profile, grid)
 
 
 def limits(profile: Profile, schedule: Schedule, workers: int) -> list[Limit]:
@@ -295,8 +359,21 @@ def options_text(workers: int, dist: str, order: str) -> str:
     return f"-n {workers} --dist {dist}{reorder}"
 
 
-def next_run_words(workers: int, dist: str, order: str, wall: float, recorded: float) -> str:
-    """The one line the report and the dashboard give the prediction."""
+def next_run_words(
+    workers: int,
+    dist: str,
+    order: str,
+    wall: float,
+    recorded: float,
+    accounted: float | None = None,
+) -> str:
+    """The one line the report and the dashboard give the prediction; none when the model
+    does not account for the run (``accounted``: :attr:`Check.accounted`)."""
+    if accounted is not None and not trusted(accounted):
+        return (
+            f"next run: no prediction: {untrusted_words(accounted, recorded)} "
+            "(testmon whatif says more)"
+        )
     return (
         f"next run: {options_text(workers, dist, order)} predicted fastest, {wall:.1f} s "
         f"(this run {recorded:.1f} s)"
@@ -307,10 +384,28 @@ def render_text(answer: WhatIf) -> str:
     q = answer["question"]
     rec = answer["recorded"]
     p = answer["prediction"]
+    checked = answer["check"]
+    accounted = checked["accounted"]
     lines = [
         f"run {answer['run']}: {answer['tests']} tests, recorded with -n {rec['workers']} "
         f"--dist {rec['dist']} ({rec['order']} order) in {rec['wall']:.1f} s",
         "",
+    ]
+    if accounted is not None and not checked["reliable"]:
+        why = (
+            "The rest is time the model does not see (it replays each test from its first "
+            "phase's start to its last one's end, the typical gap between two tests, worker "
+            "start-up and exit, as recorded)"
+            if accounted < 1.0
+            else "It sees time the run did not spend"
+        )
+        lines += [
+            f"{untrusted_words(accounted, rec['wall'])}: replayed as it ran (-n "
+            f"{checked['workers']} --dist {checked['dist']}), it takes {checked['wall']:.1f} s.",
+            f"{why}: its predictions for other settings are unreliable.",
+            "",
+        ]
+    lines += [
         f"predicted with -n {q['workers']} --dist {q['dist']} ({q['order']} order): "
         f"{p['wall']:.1f} s wall, parallel efficiency {p['efficiency']:.0%}, "
         f"tail {p['tail']:.1f} s, start-up {p['startup']:.1f} s",
@@ -325,10 +420,19 @@ def render_text(answer: WhatIf) -> str:
     if answer["limits"]:
         lines.append("what limits it:")
         lines.extend(f"  - {limit['text']}" for limit in answer["limits"])
-    else:
+    elif checked["reliable"]:
         lines.append("nothing stands out: the tests spread evenly")
     best = answer["best"]
-    lines += ["", f"fastest for the next run: {setting_text(best)} ({best['wall']:.1f} s)"]
+    if lines[-1]:
+        lines.append("")
+    if checked["reliable"]:
+        lines.append(f"fastest for the next run: {setting_text(best)} ({best['wall']:.1f} s)")
+    else:
+        lines.append(
+            "fastest for the next run: none recommended: the model does not account for "
+            f"this run's wall time (by the model alone: {setting_text(best)}, "
+            f"{best['wall']:.1f} s)"
+        )
     model = answer["model"]
     cpus = f"{int(model['cpus'])} CPUs" + ("" if answer["cpus_recorded"] else ", this machine's")
     runs = int(model.get("runs", 1))
@@ -338,6 +442,11 @@ def render_text(answer: WhatIf) -> str:
         f"{model['gap'] * 1000:.1f} ms between tests, {model['finish']:.2f} s after the last; "
         f"{cpus}{over})"
     )
+    if accounted is not None and checked["reliable"]:
+        lines.append(
+            f"(replayed as it ran, -n {checked['workers']} --dist {checked['dist']}, the model "
+            f"takes {checked['wall']:.1f} s of its {rec['wall']:.1f} s)"
+        )
     if not answer["order_recorded"]:
         lines.append(
             "(this log does not record the collection order: it is taken from when the tests "
@@ -363,7 +472,14 @@ def next_run_line(state: RunState, path: Path | None = None) -> str | None:
     profile = build_profile(state)
     if path is not None:
         profile = settled(profile, path)
-    best = best_next(profile, profile.dist if profile.dist in DISTS else "load")
-    line = next_run_words(best["workers"], best["dist"], best["order"], best["wall"], profile.wall)
+    best, checked = best_next(profile, profile.dist)
+    line = next_run_words(
+        best["workers"],
+        best["dist"],
+        best["order"],
+        best["wall"],
+        profile.wall,
+        checked["accounted"],
+    )
     _NEXT_RUN[state] = (state.events, line)
     return line

@@ -111,3 +111,17 @@ def rerun_words(reruns: int, when: str | None, seconds: float) -> str:
     where = f" in {when}" if when else ""
     spent = fmt_duration(seconds)
     return f"rerun {times}: the first attempt failed{where} ({spent} in attempts before the last)"
+
+
+BETWEEN_PHASES_SHOWN = 0.01
+"""Seconds between a test's phases from which its line says so."""
+
+
+def between_phases_words(span: float, duration: float) -> str | None:
+    """A test's time between its phases, in none of them (its ``span`` less pytest's
+    ``duration``: pytest making a phase's report, a failure's text), when worth a word:
+    ``500ms between phases``."""
+    between = span - duration
+    if not between >= BETWEEN_PHASES_SHOWN:
+        return None
+    return f"{fmt_duration(between)} between phases"

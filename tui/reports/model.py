@@ -94,6 +94,9 @@ class WorkerRow(TypedDict):
     setup: float
     call: float
     teardown: float
+    reports: float
+    """Seconds between its tests' phases (in ``busy``, in no phase): pytest making a phase's
+    report, a failure's text."""
     state: str
 
 
@@ -425,6 +428,11 @@ class NextRunRow(TypedDict):
     wall: float
     """Predicted seconds."""
     recorded_wall: float
+    accounted: float | None
+    """The model's replay of this run as it ran over its wall time (None: no wall)."""
+    reliable: bool
+    """The model accounts for this run (:func:`~testmon_live.tui.predict.whatif.trusted`):
+    only then is the setting a recommendation."""
 
 
 class Report(TypedDict):
@@ -544,6 +552,7 @@ def _workers(state: RunState) -> list[WorkerRow]:
             "setup": seconds(w.setup_time),
             "call": seconds(w.call_time),
             "teardown": seconds(w.teardown_time),
+            "reports": seconds(w.reporting_time),
             "state": w.state,
         }
         for w in state.active_workers()
@@ -1126,13 +1135,15 @@ def _next_run(run: LoadedRun) -> NextRunRow | None:
     profile = settled(build_profile(state), run.path)
     if not profile.tests:
         return None
-    best = best_next(profile, profile.dist if profile.dist in DISTS else "load")
+    best, checked = best_next(profile, profile.dist if profile.dist in DISTS else "load")
     return {
         "workers": best["workers"],
         "dist": best["dist"],
         "order": best["order"],
         "wall": best["wall"],
         "recorded_wall": seconds(profile.wall),
+        "accounted": checked["accounted"],
+        "reliable": checked["reliable"],
     }
 
 

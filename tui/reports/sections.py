@@ -62,6 +62,10 @@ from .model import (
 )
 from .run_list import PROBLEMS_FIRST, RunRow, RunsModel
 
+REPORTS_WORTH = 0.05
+"""Share of the workers' busy time between test phases from which the Workers section says
+so (busy counts it; the phase columns do not)."""
+
 # ------------------------------------------------------------ report sections
 
 
@@ -99,7 +103,12 @@ def _overview(report: Report) -> Section:
     nxt = report["next_run"]
     if nxt is not None:
         words = next_run_words(
-            nxt["workers"], nxt["dist"], nxt["order"], nxt["wall"], nxt["recorded_wall"]
+            nxt["workers"],
+            nxt["dist"],
+            nxt["order"],
+            nxt["wall"],
+            nxt["recorded_wall"],
+            nxt["accounted"],
         )
         lines.append((words,))
     where: list[str] = ["rootdir ", Code(run["rootdir"])]
@@ -143,7 +152,18 @@ def _workers_section(report: Report) -> Section | None:
     if not rows:
         return None
     note: Line = ("busy share: seconds in tests / wall time of the run",)
-    return Section(("Workers",), [Table(_WORKER_COLUMNS, rows), Prose([note])])
+    notes = [note]
+    busy = sum(w["busy"] for w in report["workers"])
+    reports = sum(w["reports"] for w in report["workers"])
+    if busy > 0 and reports >= REPORTS_WORTH * busy:
+        notes.append(
+            (
+                f"busy counts each test from its first phase's start to its last one's end: "
+                f"{fmt_duration(reports)} of it ({fmt_percent(reports / busy)}) was between "
+                "phases, in none: pytest making a phase's report (a failure's text)",
+            )
+        )
+    return Section(("Workers",), [Table(_WORKER_COLUMNS, rows), Prose(notes)])
 
 
 def _slowest_section(report: Report) -> Section | None:

@@ -4,8 +4,10 @@
 workers contending on the migration lock, the ``database`` session fixture set up on every
 worker, a straggler, a failure, a stall with its stacks, a shared container. Every timestamp
 derives from :data:`T0`, so the same call gives the same log and the same screen.
-:func:`synthetic_run` makes logs of any size for the benchmarks. (The screenshots and
-snapshot tests show a real recorded run instead: :mod:`testmon_live.tui.dashboard.screenshots`.)
+:func:`slow_reports_run` is a run whose time goes between its tests' phases (pytest making
+failure reports). :func:`synthetic_run` makes logs of any size for the benchmarks. (The
+screenshots and snapshot tests show a real recorded run instead:
+:mod:`testmon_live.tui.dashboard.screenshots`.)
 """
 
 from __future__ import annotations
@@ -440,6 +442,76 @@ def write_log(path: Path, events: list[ev.Event]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(ev.encode_lines(events))
     return path
+
+
+def slow_reports_run(
+    tests: int = 8,
+    workers: int = 2,
+    report: float = 0.5,
+    between: float = 0.002,
+    boot: float = 0.5,
+    finish: float = 0.3,
+) -> list[ev.Event]:
+    """A ``-n workers`` run of failing ``tests`` whose phases take a millisecond each and
+    whose call's failure report takes ``report`` seconds to make: between the call's end
+    and the teardown's start, in no phase (pytest's durations leave it out). Each worker
+    runs its share back to back, ``between`` seconds apart; the first tests start ``boot``
+    seconds after the header, the end record comes ``finish`` seconds after the last."""
+    header = ev.RunStarted(
+        ts=T0,
+        schema=ev.SCHEMA_VERSION,
+        run_id="20261117-070640-reports",
+        rootdir="/reports",
+        workers=workers,
+        dist="load",
+        cpus=workers,
+    )
+    wids = [f"gw{k}" for k in range(workers)]
+    out: list[ev.Event] = [header]
+    for k, wid in enumerate(wids):
+        out.append(ev.WorkerStarted(w=wid, ts=T0 + boot / 2, schema=ev.SCHEMA_VERSION, pid=k))
+        out.append(ev.WorkerCollected(w=wid, ts=T0 + boot * 0.9, count=tests))
+    now = dict.fromkeys(wids, T0 + boot)
+    phase = 0.001
+    records: list[ev.Event] = []
+    for i in range(tests):
+        wid = wids[i % workers]
+        start = now[wid]
+        teardown = start + 2 * phase + report
+        end = teardown + phase
+        records.append(
+            ev.TestFinished(
+                w=wid,
+                ts=end,
+                nodeid=f"test_reports.py::test_fails[{i}]",
+                outcome="failed",
+                phases=[
+                    ev.Phase("setup", start, phase, "passed"),
+                    ev.Phase("call", start + phase, phase, "failed"),
+                    ev.Phase("teardown", teardown, phase, "passed"),
+                ],
+                duration=3 * phase,
+                message="AssertionError",
+                failed_when="call",
+                index=i,
+            )
+        )
+        now[wid] = end + between
+    out += sorted(records, key=lambda e: e.ts)
+    last = max(e.ts for e in records) if records else T0 + boot
+    stop = last + finish
+    out.append(
+        ev.RunFinished(
+            ts=stop,
+            exitstatus=1,
+            status="tests_failed",
+            duration=stop - T0,
+            tests=tests,
+            counts={"failed": tests},
+            workers=wids,
+        )
+    )
+    return out
 
 
 def synthetic_run(n_events: int, workers: int = 8) -> Iterator[ev.Event]:

@@ -15,13 +15,21 @@ from textual.widgets import Footer, Static
 from testmon_live.plugin import events as ev
 from testmon_live.plugin.state import RunState
 from testmon_live.plugin.words import exit_words
-from testmon_live.tui.reports.formatting import fmt_duration, plural, rerun_words
+from testmon_live.tui.reports.formatting import (
+    between_phases_words,
+    fmt_duration,
+    plural,
+    rerun_words,
+)
 
 
 def describe(test: ev.TestFinished, state: RunState) -> Text:
     text = Text()
     text.append(f"{test.nodeid}\n", style="bold")
     text.append(f"outcome {test.outcome}  on {test.w}  took {fmt_duration(test.duration)}")
+    between = between_phases_words(ev.test_span(test), test.duration)
+    if between is not None:  # its worker was busy with it that much longer
+        text.append(f", and {between} (pytest making their reports)")
     if test.crashed:
         view = state.workers.get(test.w)
         crash = view.crash if view is not None else None

@@ -1,5 +1,6 @@
 """How parallel the run was: busy workers over time, utilisation, parallel efficiency, and
-per worker where the time went (call, setup, teardown, lock wait, container wait, idle),
+per worker where the time went (call, setup, teardown, reports, lock wait, container wait,
+idle),
 and, once the run is over, its tail in words (below full width, who held it, the idle
 worker-seconds, the wall time had the straggler started first)."""
 
@@ -26,10 +27,14 @@ PARTS = (
     ("call", "█", "success"),
     ("setup", "▒", "primary"),
     ("teardown", "░", "primary"),
+    ("reports", "▓", "secondary"),
     ("lock wait", "≈", "warning"),
     ("container wait", "▚", "accent"),
     ("idle", "·", "foreground-muted"),
 )
+REPORTS_SHOWN = 0.005
+"""Share of the workers' time from which the time between a test's phases (pytest making a
+phase's report: a failure's text) is a part of its own in the breakdown."""
 
 
 def busy_over_time(state: RunState, start: float, end: float, buckets: int) -> list[float]:
@@ -63,8 +68,10 @@ def breakdown(
     state: RunState, wall: float, now: float | None = None
 ) -> dict[str, dict[str, float]]:
     """worker -> part -> seconds, the parts of the run's ``wall`` time: a worker's idle
-    time includes the time before it started and after xdist shut it down. With ``now``,
-    while the run goes on, the test in progress counts up to now (a wait going on, too)."""
+    time includes the time before it started and after xdist shut it down; ``reports``
+    the time between its finished tests' phases (pytest making a phase's report). With
+    ``now``, while the run goes on, the test in progress counts up to now (a wait going on,
+    too)."""
     if state.end is not None:
         now = None
     waits: dict[str, dict[str, float]] = {}
@@ -100,6 +107,7 @@ def breakdown(
             "call": worker.call_time + going.get("call", 0.0),
             "setup": setup,
             "teardown": worker.teardown_time + going.get("teardown", 0.0),
+            "reports": worker.reporting_time,
             "lock wait": locked,
             "container wait": contained,
             "idle": idle,
@@ -158,18 +166,23 @@ class ParallelismPanel(Static):
             text.append(" " * 6 + "0" + " " * (cols - 1 - len(fmt_duration(wall))))
             text.append(fmt_duration(wall) + "\n", style=muted)
         text.append("\nwhere each worker's time went\n", style="bold")
+        split = breakdown(state, wall, now)
+        # the time between phases as a part of its own only where it is worth a glance
+        reports = sum(parts["reports"] for parts in split.values())
+        worth = reports >= REPORTS_SHOWN * slots * wall
+        shown = [part for part in PARTS if part[0] != "reports" or worth]
         legend = Text("        ")
-        for name, ch, variable in PARTS:
+        for name, ch, variable in shown:
             legend.append(f"{ch} {name}  ", style=colour(self, variable))
         text.append_text(legend)
         text.append("\n")
         bar_cells = max(10, width - 34)
-        for wid, parts in breakdown(state, wall, now).items():
+        for wid, parts in split.items():
             view = state.workers[wid]
-            total = sum(parts.values()) or 1.0
+            total = sum(parts[name] for name, _ch, _variable in shown) or 1.0
             text.append(f"{wid:<7} ")
             used = 0
-            for name, ch, variable in PARTS:
+            for name, ch, variable in shown:
                 cells = round(bar_cells * parts[name] / total)
                 cells = min(cells, bar_cells - used)
                 text.append(ch * cells, style=colour(self, variable))

@@ -24,7 +24,7 @@ from testmon_live.tui.dashboard.ingest import Ingest
 from testmon_live.tui.dashboard.keys import grouped
 from testmon_live.tui.dashboard.palette import TONE_CLASSES, colour, outcome_style, state_style
 from testmon_live.tui.dashboard.widgets.workers_table import short_test
-from testmon_live.tui.reports.formatting import fmt_duration
+from testmon_live.tui.reports.formatting import between_phases_words, fmt_duration
 
 LABEL = 7
 CALL, SETUP, TEARDOWN, LOCK, CONTAINER, STALL, FAILED = "█", "▒", "░", "≈", "▚", "!", "×"
@@ -426,6 +426,9 @@ class Timeline(Widget, can_focus=True):
         line.append(test.outcome, style=f"bold {outcome_style(self, test.outcome)}")
         line.append(f"  {test.w}  at {_fmt_offset(test_start(test) - start, 1)}  ")
         phases = "  ".join(f"{p.when} {fmt_duration(p.dur)}" for p in test.phases)
+        between = between_phases_words(ev.test_span(test), test.duration)
+        if between is not None:
+            phases += f"  {between}"
         tail = f"  {phases}" if phases else f"  {fmt_duration(test.duration)}"
         room = width - len(line.plain) - len(tail)
         line.append(Text(short_test(test.nodeid, max(10, room)), style="bold"))
@@ -494,6 +497,8 @@ class Timeline(Widget, can_focus=True):
                     if sums is None:
                         sums = quick[outcome] = [0.0] * (3 * cols)
                     c *= 3
+                    # (the time between its phases left out: a passing test's reports take
+                    # microseconds; a failing one's, which may take long, is drawn below)
                     for phase in phases:
                         sums[c + index.get(phase.when, 1)] += phase.dur + 1e-9
                     continue
@@ -503,10 +508,15 @@ class Timeline(Widget, can_focus=True):
             selected = test is chosen
             if selected:
                 style = SELECTED + style
-            if not test.phases:
+            if not phases:
                 cells.add(begin, test.ts, (CALL, style))
-            for phase in test.phases:
+            last = len(phases) - 1
+            for p, phase in enumerate(phases):
                 end = phase.start + phase.dur
+                if p < last and phases[p + 1].start > end:
+                    # until the next phase: pytest making this one's report (a failure's
+                    # text) is the test's time, drawn as the phase it reports
+                    end = phases[p + 1].start
                 if phase.outcome in ev.FAILING:
                     key = (FAILED, SELECTED + failed_style if selected else failed_style)
                     cells.add(phase.start, end, key)
