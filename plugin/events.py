@@ -593,10 +593,12 @@ class LockEvent(Event, tag="lock", kw_only=True):
     held: Float | None = None
     holder: Holder | None = None
     error: str | None = None
-    reason: Literal["timeout", "refused"] | None = None
+    reason: Literal["timeout", "refused", "deadlock"] | None = None
     """Why a ``failed`` acquisition failed when it was no error: ``timeout`` (a wait that
     gave up, e.g. ``GET_LOCK`` returned 0), ``refused`` (a try-lock that was not granted,
-    e.g. ``pg_try_advisory_lock`` returned false). Neither leaves a holder."""
+    e.g. ``pg_try_advisory_lock`` returned false). Neither leaves a holder. ``deadlock``: the
+    server found a deadlock and failed this wait to break it (MariaDB/MySQL error 1213,
+    PostgreSQL 40P01); the fold turns it into a :class:`Deadlock`."""
 
 
 class DbWait(Event, tag="db_wait", kw_only=True):
@@ -664,10 +666,14 @@ class WaitEdge(msgspec.Struct, omit_defaults=True, gc=False):
 
 
 class Deadlock(Event, tag="deadlock", kw_only=True):
-    """A cycle in the wait-for graph across workers."""
+    """A cycle in the wait-for graph across workers, or one the database server found and
+    broke by failing a worker's wait (``broken``)."""
 
     cycle: list[WaitEdge]
     text: str = ""
+    broken: bool = False
+    """The server broke it: the first edge's worker had its wait failed (error 1213,
+    40P01)."""
 
 
 class DbConnected(Event, tag="db_conn", kw_only=True):

@@ -82,7 +82,11 @@ def wait_words(
     where = f" in {fixture}" if fixture else ""
     if test:
         where += f" ({test})" if fixture else f" in {test}"
-    end = {"timeout": ", then timed out", "failed": ", then failed"}.get(outcome, "")
+    end = {
+        "timeout": ", then timed out",
+        "failed": ", then failed",
+        "deadlock": ", then failed: a deadlock the server broke",
+    }.get(outcome, "")
     return f"{worker} waited {fmt(waited)}{whom}{where}{end}"
 
 

@@ -433,7 +433,11 @@ def test_mariadb_get_lock_and_metadata_lock_waits(
     metadata = [d for d in state.db_waits if (d.lock or "").startswith("metadata:")]
     assert len(metadata) == 1, state.db_waits
     assert metadata[0].w == "gw1"
-    assert metadata[0].lock == "metadata:items"
+    # qualified with the connection's database, as the holder's side would name it
+    assert metadata[0].lock == f"metadata:{mariadb_url.rsplit('/', 1)[1]}.items"
+    holder = state.blocked_by(metadata[0])
+    assert holder is not None
+    assert holder.w == "gw0"  # the one open transaction in that database
     assert metadata[0].waited >= 0.5
     assert "ALTER TABLE items" in metadata[0].statement
 
@@ -554,7 +558,7 @@ def test_mariadb_executemany_that_waits_is_recorded_with_its_blocker(
     assert len(waits) == 1, state.db_waits
     (bulk,) = waits
     assert bulk.w == "gw1"
-    assert bulk.lock == "metadata:items"
+    assert bulk.lock == f"metadata:{mariadb_url.rsplit('/', 1)[1]}.items"
     assert 0.5 <= bulk.waited < 5
     assert bulk.error is None
 

@@ -18,7 +18,13 @@ one PyMySQL's ``executemany`` runs through ``execute``, is seen once (an inner
 While a statement runs longer than :data:`WAIT_REPORT` the watchdog thread emits a
 ``wait``; past :data:`BLOCKER_LOOKUP` it asks the server who blocks it through a
 short-lived connection of its own, with connect and statement timeouts (PostgreSQL
-``pg_locks`` + ``pg_blocking_pids``, MariaDB ``IS_USED_LOCK`` and the processlist state).
+``pg_locks`` + ``pg_blocking_pids``; MariaDB/MySQL ``IS_USED_LOCK``, the processlist state,
+InnoDB's lock waits and, for a metadata lock, ``performance_schema.metadata_locks`` where
+enabled, else the one open transaction in the table's database).
+A wait the server fails to break a deadlock (MariaDB/MySQL error 1213, PostgreSQL 40P01) is
+recorded as such (``reason="deadlock"``): the fold names the cycle.
+Table names in MariaDB/MySQL lock keys are qualified with the connection's database when the
+statement left them unqualified, so that ``t`` and ``db.t`` are one lock.
 Server connection ids of the workers' connections are announced with
 :class:`~testmon_live.plugin.events.DbConnected`, so the hub can name the blocking worker.
 No other connection is ever opened to the user's database.
@@ -30,6 +36,7 @@ import contextlib
 import functools
 from collections.abc import Callable
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from .. import events as ev
 from ..clock import now
@@ -407,7 +414,34 @@ def _finished(ident: int, entry: Entry) -> None:
 def _db_key(target: Target, lock: Lock) -> str:
     if lock.kind == "sqlite":
         return target.database or ":memory:"
+    if lock.kind in _TABLE_KINDS and target.dialect in _MYSQL:
+        return qualified(lock.key, _mysql_schema(target))
     return lock.key
+
+
+_MYSQL = ("mysql", "mariadb")
+_TABLE_KINDS = ("row", "table", "metadata")
+"""Lock kinds whose key is a table name."""
+
+
+def qualified(table: str, schema: str) -> str:
+    """A MariaDB/MySQL table name as ``schema.table`` (quotes dropped): a name the
+    statement left unqualified is in the connection's database (``schema``)."""
+    name = table.replace("`", "").replace('"', "")
+    if "." in name or not schema or name == "?":
+        return name
+    return f"{schema}.{name}"
+
+
+def _mysql_schema(target: Target) -> str:
+    """The database a MariaDB/MySQL connection uses: PyMySQL's ``db``, else the URL's."""
+    database = getattr(target.raw, "db", None)
+    if isinstance(database, bytes):
+        database = database.decode(errors="replace")
+    if isinstance(database, str) and database:
+        return database
+    path = urlsplit(target.url).path if "://" in target.url else ""
+    return path.strip("/").partition("/")[0]
 
 
 def _autocommit(raw: Any) -> bool:
@@ -487,6 +521,8 @@ def _close_wait(
     if error is None:
         reporter.acquired(kind, key, flight.lock_id, waited=waited, holder=flight.blocker)
         _held.setdefault(id(flight.target.raw), []).append((kind, key, flight.lock_id, True))
+    elif is_deadlock(error):
+        reporter.failed(kind, key, flight.lock_id, waited, error, "deadlock", flight.blocker)
     else:
         reporter.failed(kind, key, flight.lock_id, waited, error)
     _db_wait(reporter, flight, waited, error)
@@ -640,11 +676,22 @@ def _failed(ident: int, entry: Entry, error: BaseException) -> None:
         return
     if lock is not None and lock.action == "acquire":
         lock_id = flight.lock_id or reporter.new_id()
-        reporter.failed(lock.kind, _db_key(flight.target, lock), lock_id, waited, text)
+        key = _db_key(flight.target, lock)
+        if is_deadlock(text):
+            reporter.failed(lock.kind, key, lock_id, waited, text, "deadlock", flight.blocker)
+        else:
+            reporter.failed(lock.kind, key, lock_id, waited, text)
         if flight.reported:
             _db_wait(reporter, flight, waited, text)
     elif flight.reported:
         _close_wait(reporter, flight, waited, text)
+
+
+def is_deadlock(text: str) -> bool:
+    """The server failed the statement to break a deadlock: MariaDB/MySQL error 1213
+    ("Deadlock found when trying to get lock"), PostgreSQL 40P01 ("deadlock detected")."""
+    lowered = text.lower()
+    return "deadlock found" in lowered or "deadlock detected" in lowered
 
 
 def busy_commit(raw: Any, database: str, started: float, error: BaseException) -> None:
@@ -743,7 +790,7 @@ class BlockerCheck:
         try:
             if target.dialect == "postgresql":
                 return _pg_blocker(conn, backend)
-            return _mysql_blocker(conn, backend, flight)
+            return _mysql_blocker(conn, backend, flight, _mysql_schema(target))
         except Exception as exc:  # noqa: BLE001
             reporter.emit(ev.Notice(ts=now(), source="db", msg=f"blocker lookup: {repr_of(exc)}"))
             return None
@@ -785,7 +832,7 @@ def _pg_blocker(conn: Any, backend: int) -> ev.Holder | None:
     return holder
 
 
-def _mysql_blocker(conn: Any, backend: int, flight: _InFlight) -> ev.Holder | None:
+def _mysql_blocker(conn: Any, backend: int, flight: _InFlight, schema: str) -> ev.Holder | None:
     lock = flight.lock
     if lock is not None and lock.kind == "mysql_get_lock":
         rows = _query(conn, "SELECT IS_USED_LOCK(%s)", (lock.key,))
@@ -795,14 +842,89 @@ def _mysql_blocker(conn: Any, backend: int, flight: _InFlight) -> ev.Holder | No
     rows = _query(
         conn, "SELECT state, info FROM information_schema.processlist WHERE id = %s", (backend,)
     )
-    if not rows or not rows[0][0]:
-        return None
-    state = str(rows[0][0])
+    state = str(rows[0][0] or "") if rows else ""
     if "metadata lock" in state:
-        return ev.Holder(detail=f"metadata:{table_of(str(rows[0][1] or ''))}")
+        table = qualified(table_of(str(rows[0][1] or "")), schema)
+        return ev.Holder(detail=f"metadata:{table}", backend=_mdl_holder(conn, backend, table))
+    row_wait = _innodb_wait(conn, backend)
+    if row_wait is not None:
+        holder, table = row_wait
+        return ev.Holder(backend=holder, detail=f"row:{table}")
     if "lock" in state.lower():
         return ev.Holder(detail=f"table:{state}")
     return None
+
+
+_INNODB_WAITS = (
+    # MariaDB, MySQL 5.7
+    "SELECT b.trx_mysql_thread_id, l.lock_table"
+    " FROM information_schema.INNODB_LOCK_WAITS w"
+    " JOIN information_schema.INNODB_TRX r ON r.trx_id = w.requesting_trx_id"
+    " JOIN information_schema.INNODB_TRX b ON b.trx_id = w.blocking_trx_id"
+    " LEFT JOIN information_schema.INNODB_LOCKS l ON l.lock_id = w.requested_lock_id"
+    " WHERE r.trx_mysql_thread_id = %s",
+    # MySQL 8
+    "SELECT bt.PROCESSLIST_ID, CONCAT(l.OBJECT_SCHEMA, '.', l.OBJECT_NAME)"
+    " FROM performance_schema.data_lock_waits w"
+    " JOIN performance_schema.threads rt ON rt.THREAD_ID = w.REQUESTING_THREAD_ID"
+    " JOIN performance_schema.threads bt ON bt.THREAD_ID = w.BLOCKING_THREAD_ID"
+    " LEFT JOIN performance_schema.data_locks l"
+    " ON l.ENGINE_LOCK_ID = w.REQUESTING_ENGINE_LOCK_ID"
+    " WHERE rt.PROCESSLIST_ID = %s",
+)
+"""Who holds the InnoDB row lock a connection waits for, and on which table: whichever
+the server offers (an absent table is an error, and the next is tried)."""
+
+
+def _innodb_wait(conn: Any, backend: int) -> tuple[int, str] | None:
+    for sql in _INNODB_WAITS:
+        try:
+            rows = _query(conn, sql, (backend,))
+        except Exception:  # noqa: BLE001  (not this server's table: try the next)
+            continue
+        for holder, table in rows:
+            if holder is not None:
+                return int(holder), qualified(str(table or "?"), "")
+        return None
+    return None
+
+
+def _mdl_holder(conn: Any, backend: int, table: str) -> int | None:
+    """The connection that holds the metadata lock on ``table`` (``schema.table``) that
+    ``backend`` waits for: from ``performance_schema.metadata_locks`` when the server keeps
+    it (MySQL 8 by default; MariaDB with ``performance_schema`` on), else the one other
+    open transaction whose connection uses the table's database (a transaction that read
+    the table keeps its metadata lock to its end). Several such transactions, or none: not
+    known (``None``), never a guess between them."""
+    schema, _, name = table.rpartition(".")
+    if not schema or name == "?":
+        return None
+    with contextlib.suppress(Exception):  # no performance_schema here: the next way
+        rows = _query(
+            conn,
+            "SELECT t.PROCESSLIST_ID FROM performance_schema.metadata_locks m"
+            " JOIN performance_schema.threads t ON t.THREAD_ID = m.OWNER_THREAD_ID"
+            " WHERE m.OBJECT_TYPE = 'TABLE' AND m.OBJECT_SCHEMA = %s AND m.OBJECT_NAME = %s"
+            " AND m.LOCK_STATUS = 'GRANTED' AND t.PROCESSLIST_ID <> %s",
+            (schema, name, backend),
+        )
+        holders = {int(r[0]) for r in rows if r[0] is not None}
+        if len(holders) == 1:
+            return holders.pop()
+        if holders:
+            return None
+    try:
+        rows = _query(
+            conn,
+            "SELECT t.trx_mysql_thread_id FROM information_schema.INNODB_TRX t"
+            " JOIN information_schema.processlist p ON p.id = t.trx_mysql_thread_id"
+            " WHERE p.db = %s AND t.trx_mysql_thread_id <> %s",
+            (schema, backend),
+        )
+    except Exception:  # noqa: BLE001  (not readable here: the holder stays unknown)
+        return None
+    holders = {int(r[0]) for r in rows if r[0] is not None}
+    return holders.pop() if len(holders) == 1 else None
 
 
 _check: list[BlockerCheck] = []

@@ -99,12 +99,13 @@ class LockReporter:
         lock_id: str,
         waited: float | None,
         error: str | None,
-        reason: Literal["timeout", "refused"] | None = None,
+        reason: Literal["timeout", "refused", "deadlock"] | None = None,
+        holder: ev.Holder | None = None,
     ) -> None:
         self.activity.waiting = None
         self._emit(
             now(), "failed", kind, key, lock_id,
-            waited=waited, error=ev.clip(error, 2000), reason=reason,
+            waited=waited, error=ev.clip(error, 2000), reason=reason, holder=holder,
         )  # fmt: skip
 
     def release_all(self, kind: str, prefix: str = "") -> None:

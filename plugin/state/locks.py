@@ -67,7 +67,8 @@ class LockWait(msgspec.Struct, frozen=True):
     """The lock's label (:func:`lock_label`)."""
     waited: float
     outcome: str
-    """``acquired``, ``timeout`` or ``failed``."""
+    """``acquired``, ``timeout``, ``deadlock`` (failed by the server to break one) or
+    ``failed``."""
     ts: float
     test: str | None = None
     fixture: str | None = None
@@ -157,6 +158,9 @@ class LockFold(WorkerFold):
         """The :data:`WAITS_KEPT` longest waits (a heap: (waited, order, wait))."""
         self.lock_wait_count = 0
         """Every wait that ended, on any lock."""
+        self._broken: list[tuple[ev.LockEvent, list[str]]] = []
+        """Waits the server failed to break a deadlock, not reported as a :class:`Deadlock`
+        yet, with the locks their worker held then (labels)."""
 
     def holder(self, e: ev.LockEvent) -> ev.Holder | None:
         """Who held the lock ``e`` (a wait or a contended acquisition) waited for: as the
@@ -183,7 +187,7 @@ class LockFold(WorkerFold):
         if e.action == "acquired":
             outcome = "acquired"
         else:
-            outcome = "timeout" if e.reason == "timeout" else "failed"
+            outcome = e.reason if e.reason in ("timeout", "deadlock") else "failed"
         known = holder is not None and holder.w and holder.w != e.w
         wait = LockWait(
             w=e.w,
@@ -262,6 +266,8 @@ class LockFold(WorkerFold):
         else:
             wait = stats.waiting.pop(lid, None)
             stats.failures += 1
+            if e.reason == "deadlock":
+                self._deadlock_broken(stats, e, wait)
             if e.reason == "refused":
                 stats.refused += 1
             else:
@@ -294,6 +300,75 @@ class LockFold(WorkerFold):
             current = [a for a, end in stats.recent if a.w != e.w and a.ts <= e.ts <= end]
         if current:
             self._holders.set(e, _holder_of(max(current, key=lambda a: a.ts), holder))
+
+    def _deadlock_broken(
+        self, stats: LockStats, e: ev.LockEvent, wait: ev.LockEvent | None
+    ) -> None:
+        """The server failed ``e``'s wait to break a deadlock: name who held the lock (as
+        for a wait), and keep the locks its worker holds now (it may release them in the
+        same batch) for :meth:`new_deadlocks`."""
+        if wait is not None:
+            named = self.holder(wait)
+            if named is not None and named.w:
+                self._holders.set(e, named)
+        if wait is None or self._holders.get(e) is None:
+            self._attribute_wait(stats, e)
+        holds = [
+            lock_label(other.kind, other.key)
+            for other in self.locks.values()
+            if any(a.w == e.w for a in other.held_by.values())
+        ]
+        self._broken.append((e, holds))
+        self.lock_graph_changed = True
+
+    def _broken_deadlocks(self) -> list[ev.Deadlock]:
+        """Deadlocks the server broke: the failed worker waited for a lock another held, and
+        that one waited (its wait folded, else: for one of the locks the failed worker
+        held; with one held, that one) - a cycle the server saw whole."""
+        found: list[ev.Deadlock] = []
+        for e, holds in self._broken:
+            label = lock_label(e.kind, e.key)
+            holder = self.holder(e)
+            other = holder.w if holder is not None and holder.w != e.w else None
+            first = ev.WaitEdge(
+                w=e.w, holds=" and ".join(holds) or "?", waits_for=label, test=e.test
+            )
+            if other is None:
+                text = f"{e.w} waits for {label} (holder unknown)"
+                found.append(ev.Deadlock(cycle=[first], text=_broken_text(text, e.w), broken=True))
+                continue
+            waits_for, test = self._waits_of(other, holds, e.ts)
+            if waits_for is None:
+                waits_for = holds[0] if len(holds) == 1 else "a lock " + e.w + " held"
+            edges = [
+                first,
+                ev.WaitEdge(w=other, holds=label, waits_for=waits_for, test=test),
+            ]
+            text = "; ".join(f"{d.w} holds {d.holds}, waits for {d.waits_for}" for d in edges)
+            deadlock = ev.Deadlock(cycle=edges, text=_broken_text(text, e.w), broken=True)
+            if _sig(deadlock) not in self.deadlock_keys and all(
+                _sig(d) != _sig(deadlock) for d in found
+            ):
+                found.append(deadlock)
+        self._broken.clear()
+        return found
+
+    def _waits_of(
+        self, worker: str, labels: list[str], since: float
+    ) -> tuple[str | None, str | None]:
+        """The lock of ``labels`` that ``worker`` waits for now (or waited for around
+        ``since``, the wait ended by then), and its test."""
+        for stats in self.locks.values():
+            label = lock_label(stats.kind, stats.key)
+            if label not in labels:
+                continue
+            for wait in stats.waiting.values():
+                if wait.w == worker:
+                    return label, wait.test
+            last = stats.last_contended.get(worker)
+            if last is not None and last.ts + CLOCK_SLACK >= since:
+                return label, last.test
+        return None, None
 
     def _backend_worker(self, backend: int) -> str | None:
         for (_dialect, conn_id), (worker, _url) in self.db_backends.items():
@@ -335,9 +410,10 @@ class LockFold(WorkerFold):
     def new_deadlocks(self) -> list[ev.Deadlock]:
         """Cycles in the wait-for graph not reported yet (the hub emits them as events)."""
         self.lock_graph_changed = False
+        broken = self._broken_deadlocks() if self._broken else []
         edges = self.wait_edges()
         if len(edges) < 2:
-            return []
+            return broken
         out: dict[str, list[tuple[str, str, str | None]]] = {}
         for waiter, label, holder, test in edges:
             out.setdefault(waiter, []).append((label, holder, test))
@@ -350,7 +426,7 @@ class LockFold(WorkerFold):
             if sig in self.deadlock_keys or any(_sig(d) == sig for d in found):
                 continue
             found.append(_deadlock_event(cycle))
-        return found
+        return broken + [d for d in found if all(_sig(d) != _sig(b) for b in broken)]
 
     def _db_wait(self, e: ev.DbWait) -> None:
         self._seen(e)
@@ -490,6 +566,10 @@ def _find_cycle(
         return False
 
     return list(path) if visit(start) else None
+
+
+def _broken_text(text: str, victim: str) -> str:
+    return f"{text} (the server broke it: {victim}'s wait failed)"
 
 
 def _sig(d: ev.Deadlock) -> tuple[tuple[str, str], ...]:
