@@ -105,7 +105,10 @@ def left_alone(name: str, problem: str, lost: str = "its lock waits are not reco
 
 
 def not_wrapped(module: ModuleType) -> None:
-    """A driver the probes do not wrap was imported: said once in this worker."""
+    """A driver the probes do not wrap was imported: said once in this worker (a module of
+    the suite's own that only shares the name, with no ``connect``, is no driver)."""
+    if not hasattr(module, "connect"):
+        return
     name = UNRECORDED.get(module.__name__, module.__name__)
     left_alone(
         name,
