@@ -155,7 +155,7 @@ class WorkerRecorder:
         )
 
     def _install_lock_probes(self) -> None:
-        from .probes import filelock
+        from .probes import drivers, filelock
         from .probes.imports import when_imported
 
         off = {p.strip() for p in os.environ.get(PROBES_OFF_ENV, "").split(",")}
@@ -191,8 +191,15 @@ class WorkerRecorder:
                 dbapi.install_driver(module.__name__, module)
                 dblocks.install(checks)
 
-            for driver in ("sqlite3", "psycopg", "psycopg2", "pymysql"):
+            def driver_not_wrapped(module: ModuleType) -> None:
+                from .probes import dbapi
+
+                dbapi.not_wrapped(module)
+
+            for driver in drivers.RECORDED:
                 when_imported(driver, driver_loaded)
+            for driver in drivers.UNRECORDED:
+                when_imported(driver, driver_not_wrapped)
 
     # -------------------------------------------------------------- pytest hooks
 

@@ -143,7 +143,8 @@ async def panel_text(app: MonitorApp, pilot: Pilot[Any], key: str, panel: type[W
 
 # ------------------------------------------------------------ what a test needs
 #
-# A test marked `postgres`, `mariadb`, `engine` or `terminal` needs that service; the
+# A test marked `postgres`, `mariadb`, `engine`, `terminal` or `mysqlclient` needs that
+# service (or, for `mysqlclient`, the driver that builds against system packages); the
 # check below runs once per session, before the test's fixtures. Missing, the test skips
 # with a reason that names it, or fails under CI=true (.ci/run starts every service).
 # `scripts/test -m "not engine"` (or "not postgres and not mariadb") is a fast local loop.
@@ -234,11 +235,23 @@ def _terminal() -> str | None:
     return None if shutil.which("tmux") else "no terminal to drive: tmux is not installed"
 
 
+def _mysqlclient() -> str | None:
+    try:
+        import MySQLdb  # noqa: F401
+    except ImportError as exc:
+        return (
+            f"mysqlclient is not installed ({_first_line(exc)}): it builds from source, with "
+            "the apt packages default-libmysqlclient-dev and pkg-config (scripts/setup)"
+        )
+    return None
+
+
 SERVICES: dict[str, Callable[[], str | None]] = {
     "postgres": _postgres,
     "mariadb": _mariadb,
     "engine": _engine,
     "terminal": _terminal,
+    "mysqlclient": _mysqlclient,
 }
 """marker -> a check that returns why the service is missing, or None."""
 _missing: dict[str, str | None] = {}

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -274,6 +275,304 @@ def test_pymysql_get_lock_wait_and_timeout(pytester: pytest.Pytester, mariadb_ur
     assert (timeout.w, timeout.key, timeout.reason) == ("gw1", "seed", "timeout")
     assert not seed.held_by
     assert not wait.held_by
+
+
+# ------------------------------------------------------------------- mysqlclient
+
+MYSQLDB_GET_LOCK = {
+    "test_get_lock.py": """
+import time
+import MySQLdb
+import MySQLdb.cursors
+from barrier import barrier, WORKER
+from dbparams import MY
+
+def test_get_lock():
+    conn = MySQLdb.connect(**MY)
+    cur = conn.cursor()
+    if WORKER == "gw0":
+        cur.execute("SELECT GET_LOCK('seed', 10)")
+        cur.execute("SELECT GET_LOCK(%s, 10)", ("wait",))
+        barrier("holding", 2)
+        time.sleep(0.8)
+        cur.execute("SELECT RELEASE_LOCK('wait')")
+        barrier("gave-up", 2)
+        cur.execute("SELECT RELEASE_LOCK('seed')")
+    else:
+        barrier("holding", 2)
+        cur.execute("SELECT GET_LOCK(%s, 10)", ("wait",))
+        assert cur.fetchone() == (1,)  # the probe read it; the test still does
+        cur.execute("SELECT RELEASE_LOCK('wait')")
+        # a dict cursor's row: the probe reads the refusal by position
+        rows = conn.cursor(MySQLdb.cursors.DictCursor)
+        rows.execute("SELECT GET_LOCK('seed', 1) AS got")
+        assert rows.fetchone() == {"got": 0}
+        barrier("gave-up", 2)
+    conn.close()
+""",
+}
+
+
+@pytest.mark.mariadb
+@pytest.mark.mysqlclient
+def test_mysqlclient_get_lock_wait_and_timeout(
+    pytester: pytest.Pytester, mariadb_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Django's default MySQL driver is recorded as PyMySQL is: the wait, who it waited
+    for (``IS_USED_LOCK``'s connection id, announced from ``thread_id()``), the timeout."""
+    from testmon_live.tui import cli
+
+    _suite(pytester, MYSQLDB_GET_LOCK, mariadb_url)
+    result = _run(pytester, 2)
+    result.assert_outcomes(passed=2)
+    run = only_run(pytester)
+    state = run.state
+    wait = state.locks[("mysql_get_lock", "wait")]
+    assert (wait.acquisitions, wait.contended, wait.waited_on) == (2, 1, {"gw0": 1})
+    assert wait.max_wait >= 0.5
+    (d,) = [d for d in state.db_waits if d.lock == "mysql_get_lock:wait"]
+    assert d.w == "gw1"
+    blocked_by = state.blocked_by(d)
+    assert blocked_by is not None
+    assert blocked_by.w == "gw0"
+    assert d.url.startswith("mysql://127.0.0.1:")
+    seed = state.locks[("mysql_get_lock", "seed")]
+    assert seed.holders == {"gw0": 1}
+    assert (seed.failures, seed.timeouts) == (1, 1)
+    (timeout,) = [e for e in state.lock_events if e.action == "failed"]
+    assert (timeout.w, timeout.key, timeout.reason) == ("gw1", "seed", "timeout")
+    assert not seed.held_by
+    assert not wait.held_by
+    assert not [n for n in state.notices if n.level != "info"], state.notices
+    # the report names them, as it does PyMySQL's (the trial's report had no Locks section)
+    capsys.readouterr()
+    assert cli.main(["report", str(run.path)]) == 0
+    text = capsys.readouterr().out
+    assert re.search(
+        r"gw1 waited \S+ for gw0 in test_get_lock\.py::test_get_lock; lock mysql_get_lock:wait",
+        text,
+    ), text
+    assert cli.main(["report", str(run.path), "--format", "json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert {row["key"] for row in report["locks"]} == {"seed", "wait"}
+    assert [(r["worker"], r["blocked_by"]) for r in report["db_waits"] if r["lock"] == d.lock] == [
+        ("gw1", "gw0, mysql_get_lock:wait")
+    ]
+
+
+MYSQLDB_ROW_LOCK = {
+    "test_rows.py": """
+import time
+import MySQLdb
+from barrier import barrier, WORKER
+from dbparams import MY
+
+def test_row_lock():
+    conn = MySQLdb.connect(**MY)
+    cur = conn.cursor()
+    if WORKER == "gw0":
+        cur.execute("CREATE TABLE items (id INT PRIMARY KEY, n INT) ENGINE=InnoDB")
+        cur.execute("INSERT INTO items VALUES (1, 0)")
+        conn.commit()
+        cur.execute("SELECT n FROM items WHERE id = 1 FOR UPDATE")
+        barrier("holding", 2)
+        time.sleep(1.0)
+        conn.commit()
+    else:
+        barrier("holding", 2)
+        cur.execute("SELECT n FROM items WHERE id = %s FOR UPDATE", (1,))
+        assert cur.fetchall() == ((0,),)
+        conn.rollback()
+    conn.close()
+""",
+}
+
+
+@pytest.mark.mariadb
+@pytest.mark.mysqlclient
+def test_mysqlclient_row_lock_waits_and_ends_with_the_transaction(
+    pytester: pytest.Pytester, mariadb_url: str
+) -> None:
+    _suite(pytester, MYSQLDB_ROW_LOCK, mariadb_url)
+    result = _run(pytester, 2)
+    result.assert_outcomes(passed=2)
+    state = only_run(pytester).state
+    rows = state.locks[("row", "items")]
+    assert rows.acquisitions == 2
+    assert rows.contended == 1
+    assert 0.5 <= rows.max_wait < 10
+    waits = [e for e in state.lock_events if e.action == "wait" and e.kind == "row"]
+    assert [w.w for w in waits] == ["gw1"]
+    assert not rows.held_by  # commit and rollback ended both transactions' locks
+    schema = [m for m in state.migrations if m.w == "gw0"]
+    assert schema, "the CREATE TABLE is a schema change, as with the other drivers"
+
+
+MYSQLDB_FAILING = {
+    "store.py": """
+import MySQLdb
+from dbparams import MY
+
+def query(sql):
+    conn = MySQLdb.connect(**MY)
+    conn.cursor().execute(sql)
+
+def bulk(sql, rows):
+    conn = MySQLdb.connect(**MY)
+    conn.cursor().executemany(sql, rows)
+
+def call(name):
+    conn = MySQLdb.connect(**MY)
+    conn.cursor().callproc(name, (1,))
+""",
+    "test_fail.py": """
+from store import bulk, call, query
+
+def test_missing_table():
+    query("SELECT * FROM missing")
+
+def test_missing_table_many():
+    bulk("INSERT INTO missing VALUES (%s)", [(1,), (2,)])
+
+def test_missing_procedure():
+    call("missing")
+""",
+}
+
+
+@pytest.mark.mariadb
+@pytest.mark.mysqlclient
+def test_a_failing_mysqlclient_statement_keeps_its_outcome_and_failure_text(
+    pytester: pytest.Pytester, mariadb_url: str
+) -> None:
+    _suite(pytester, MYSQLDB_FAILING, mariadb_url)
+
+    def failures(*extra: str) -> list[str]:
+        result = pytester.runpytest_subprocess("-p", "no:randomly", *extra, timeout=TIMEOUT)
+        result.assert_outcomes(failed=3)
+        lines = result.stdout.lines
+        start = next(i for i, line in enumerate(lines) if "FAILURES" in line)
+        end = next(
+            i
+            for i, line in enumerate(lines)
+            if i > start and ("short test summary" in line or "- testmon-live -" in line)
+        )
+        assert end > start + 10
+        # (the test databases' names and the connections' addresses differ run to run)
+        return [re.sub(r"runpytest-\d+|0x[0-9a-f]+", "N", line) for line in lines[start:end]]
+
+    plain = failures()
+    monitored = failures("--monitor")
+    assert plain == monitored
+    assert not [line for line in monitored if "testmon_live" in line or "dbapi.py" in line]
+    assert any("doesn't exist" in line for line in monitored)
+
+
+@pytest.mark.isolated  # the probe patches the driver for good
+@pytest.mark.mariadb
+@pytest.mark.mysqlclient
+def test_mysqlclient_classes_keep_their_identity(recording: list[ev.Event]) -> None:
+    """Every cursor class (server-side too) through one wrapper on ``BaseCursor``; a
+    statement ``executemany`` runs through ``execute`` is seen once."""
+    import inspect
+
+    import MySQLdb
+    import MySQLdb.cursors
+    import sqlalchemy as sa
+
+    from testmon_live.plugin.probes import dblocks
+
+    from .conftest import MARIADB_URL
+
+    base = MySQLdb.cursors.BaseCursor
+    assert base.execute.__name__ == "execute"
+    assert inspect.signature(base.execute) == inspect.signature(base.execute.__wrapped__)
+    assert MySQLdb.connections.Connection.commit.__name__ == "commit"
+    u = sa.make_url(MARIADB_URL)
+
+    class Mine(MySQLdb.connections.Connection):  # type: ignore[misc]
+        mine = True
+
+    # What is in flight when each query reaches the server: one entry per statement the
+    # suite made, whatever the driver runs for it.
+    seen: list[Any] = []
+    query = MySQLdb.connections.Connection.query
+
+    def spy(self: Any, q: Any) -> Any:
+        seen.append(dblocks._inflight.get(threading.get_ident()))
+        return query(self, q)
+
+    MySQLdb.connections.Connection.query = spy
+    try:
+        conn = Mine(host=u.host, port=u.port or 3306, user=u.username, database=u.database)
+        assert isinstance(conn, MySQLdb.connections.Connection)
+        cur = conn.cursor(MySQLdb.cursors.SSCursor)
+        cur.execute("SELECT GET_LOCK('ss', 1)")
+        assert cur.fetchall() == ((1,),)
+        cur.execute("SELECT RELEASE_LOCK('ss')")
+        cur.fetchall()
+        cur = conn.cursor()
+        cur.execute("CREATE TEMPORARY TABLE t (x INT)")
+        cur.executemany("INSERT INTO t VALUES (%s)", [(1,), (2,)])
+        cur.executemany("UPDATE t SET x = x + %s", [(1,), (2,)])  # a loop of execute
+        cur.execute("SELECT sum(x) FROM t")
+        assert cur.fetchone() == (9,)
+        cur.execute("CREATE PROCEDURE IF NOT EXISTS tm_echo(IN a INT) SELECT a")
+        assert cur.callproc("tm_echo", (7,)) == (7,)
+        assert cur.fetchall() == ((7,),)
+        cur.nextset()
+        cur.execute("DROP PROCEDURE tm_echo")
+        conn.commit()
+        conn.close()
+    finally:
+        MySQLdb.connections.Connection.query = query
+    assert None not in seen
+    updates = [e for e in seen if e[1] == "UPDATE t SET x = x + %s"]
+    assert len(updates) == 2  # executemany's loop of execute, seen as one statement
+    assert updates[0] is updates[1]
+    calls = [e for e in seen if e[1] == "CALL tm_echo"]
+    assert len(calls) == 2  # callproc's SET of the arguments, then its CALL
+    assert calls[0] is calls[1]
+    locks = [(e.action, e.key) for e in recording if isinstance(e, ev.LockEvent)]
+    assert locks == [("acquired", "ss"), ("released", "ss")]
+    (connected,) = [e for e in recording if isinstance(e, ev.DbConnected)]
+    assert connected.backend > 0
+    assert connected.url == f"mysql://{u.host}:{u.port or 3306}/{u.database}"
+
+
+UNWRAPPED_DRIVER = {
+    # Named as a driver the probes do not wrap: what the worker hooks is the import name.
+    "pg8000.py": "def connect(**kwargs):\n    raise NotImplementedError\n",
+    "test_unwrapped.py": """
+def test_uses_it():
+    import pg8000
+    assert pg8000.connect
+
+def test_again():
+    import pg8000
+    assert pg8000.connect
+""",
+}
+
+
+def test_a_driver_the_probes_do_not_wrap_is_named_once(
+    pytester: pytest.Pytester, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from testmon_live.tui import cli
+
+    _suite(pytester, UNWRAPPED_DRIVER)
+    result = _run(pytester, 2)
+    result.assert_outcomes(passed=4)
+    run = only_run(pytester)
+    said = [(n.w, n.msg) for n in run.state.notices if "pg8000" in n.msg]
+    assert sorted(w for w, _msg in said) == ["gw0", "gw1"]  # once per worker, not per test
+    assert {msg for _w, msg in said} == {
+        "pg8000 is a driver the DB probes do not wrap: left unmonitored, lock waits through "
+        "it are not recorded (unless SQLAlchemy runs its statements)"
+    }
+    capsys.readouterr()
+    assert cli.main(["report", str(run.path)]) == 0
+    assert capsys.readouterr().out.count("pg8000 is a driver the DB probes do not wrap") == 1
 
 
 # ------------------------------------------------------------------- sqlite3

@@ -1,4 +1,4 @@
-"""DB-API drivers used directly: psycopg 3, psycopg2, PyMySQL and sqlite3.
+"""DB-API drivers used directly: psycopg 3, psycopg2, PyMySQL, mysqlclient and sqlite3.
 
 Each driver is patched right after its first import (:func:`install_driver`, through the
 post-import hook of :mod:`.imports`), so a driver the suite never imports costs nothing.
@@ -11,6 +11,18 @@ lock events, held locks, waits and server lookups, whichever way a statement arr
   (client-side, dict, buffered...) is seen. A new connection announces its server
   connection id, read from the connection itself (no query): psycopg's ``backend_pid``,
   PyMySQL's ``thread_id()``.
+- **mysqlclient** (``MySQLdb``, Django's MySQL driver): its cursors are Python classes, its
+  ``Connection`` a Python subclass of the C ``_mysql.connection``. ``BaseCursor.execute`` /
+  ``executemany`` / ``callproc`` are wrapped, and on the Python ``Connection`` the C type's
+  ``commit`` / ``rollback`` / ``close`` and its own ``__init__``, which announces
+  ``thread_id()`` and keeps where the connection goes, for the URL and the blocker lookup
+  (older releases keep no host or database on the connection, none keeps the password).
+  ``Connection.query``, which ``execute`` calls, is not wrapped: a statement is seen once,
+  at the cursor (one the suite sends through ``Connection.query`` itself is not seen). A
+  connection ``ping(True)`` reconnects keeps the server id it had.
+- Drivers the probes do not wrap (:data:`.drivers.UNRECORDED`: pg8000, asyncpg, aiomysql,
+  MariaDB's and MySQL's connectors) are named in one notice when imported
+  (:func:`not_wrapped`): their lock waits are not recorded, unless SQLAlchemy runs them.
 - **sqlite3** and **psycopg2** are C types that cannot be patched: their ``connect`` is
   wrapped to hand the driver a subclass of the connection class asked for (the default or
   the caller's ``factory`` / ``connection_factory``), whose ``cursor()`` returns a subclass
@@ -37,19 +49,21 @@ from .. import events as ev
 from ..clock import now
 from ..guard import REAL, repr_of, text_of
 from . import dblocks, locking
+from .drivers import RECORDED, UNRECORDED
 
 __tracebackhide__ = True
 """pytest leaves this module's frames out of the traceback of a failure: its wrappers sit
 between the user's code and the library it called, and a failure reads as without the
 monitor."""
 
-DRIVERS = ("sqlite3", "psycopg", "psycopg2", "pymysql")
-"""Import names of the drivers this module patches."""
+DRIVERS = RECORDED
+"""Import names of the drivers this module patches (:data:`.drivers.RECORDED`)."""
 
 KNOWN: dict[str, tuple[tuple[int, int], tuple[int, int]]] = {
     "psycopg": ((3, 1), (4, 0)),
     "psycopg2": ((2, 8), (3, 0)),
     "pymysql": ((1, 0), (2, 0)),
+    "MySQLdb": ((2, 2), (3, 0)),
     "sqlite3": ((3, 10), (3, 14)),
     "django": ((4, 2), (6, 1)),
 }
@@ -90,12 +104,28 @@ def left_alone(name: str, problem: str, lost: str = "its lock waits are not reco
         )
 
 
+def not_wrapped(module: ModuleType) -> None:
+    """A driver the probes do not wrap was imported: said once in this worker (a module of
+    the suite's own that only shares the name, with no ``connect``, is no driver)."""
+    if not hasattr(module, "connect"):
+        return
+    name = UNRECORDED.get(module.__name__, module.__name__)
+    left_alone(
+        name,
+        "is a driver the DB probes do not wrap",
+        "lock waits through it are not recorded (unless SQLAlchemy runs its statements)",
+    )
+
+
 def driver_version(name: str, module: ModuleType) -> str:
     """The version of a driver as its module says it (PyMySQL's ``__version__`` is the
-    mysqlclient version it poses as for Django: its own is ``VERSION_STRING``; sqlite3's is
-    Python's)."""
+    mysqlclient version it poses as for Django: its own is ``VERSION_STRING``; mysqlclient
+    says its own in ``version_info`` only; sqlite3's is Python's)."""
     if name == "sqlite3":
         return "{}.{}.{}".format(*sys.version_info[:3])
+    if name == "MySQLdb":
+        info = getattr(module, "version_info", ())
+        return ".".join(str(part) for part in info[:3]) if isinstance(info, tuple) else ""
     attribute = "VERSION_STRING" if name == "pymysql" else "__version__"
     return text_of(getattr(module, attribute, ""), 40)
 
@@ -374,13 +404,17 @@ def _psycopg2_monitor(params: dict[str, Any]) -> Any:
 
 
 def _mysql_url(raw: Any) -> str:
+    kept = getattr(raw, "_testmon_live_mysqldb", None)
+    if kept is not None:  # mysqlclient: what its connection was made with
+        return kept[0]  # type: ignore[no-any-return]
     database = getattr(raw, "db", b"") or b""
     if isinstance(database, bytes):
         database = database.decode(errors="replace")
     return f"mysql://{raw.host}:{raw.port}/{database}"
 
 
-def _describe_pymysql(_source: Any, cursor: Any) -> dblocks.Target:
+def _describe_mysql(_source: Any, cursor: Any) -> dblocks.Target:
+    """PyMySQL's and mysqlclient's: a cursor's connection, as the connection says it."""
     raw = cursor.connection
     return dblocks.Target("mysql", _mysql_url(raw), raw, "", monitor_for(raw))
 
@@ -389,8 +423,8 @@ def _patch_pymysql(module: ModuleType) -> None:
     from pymysql import connections, cursors
 
     cursor, connection = cursors.Cursor, connections.Connection
-    cursor.execute = _wrap_execute(cursor.execute, _describe_pymysql, False)
-    cursor.executemany = _wrap_execute(cursor.executemany, _describe_pymysql, True)
+    cursor.execute = _wrap_execute(cursor.execute, _describe_mysql, False)
+    cursor.executemany = _wrap_execute(cursor.executemany, _describe_mysql, True)
     connection.commit = _wrap_tx_end(connection.commit)
     connection.rollback = _wrap_tx_end(connection.rollback)
     connection.close = _wrap_close(connection.close)
@@ -418,6 +452,99 @@ def _wrap_pymysql_connect(original: Callable[..., Any]) -> Any:
 def _pymysql_monitor(params: dict[str, Any]) -> Any:
     from pymysql import connections
 
+    return connections.Connection(
+        **params,
+        autocommit=True,
+        connect_timeout=dblocks.LOOKUP_TIMEOUT,
+        read_timeout=dblocks.LOOKUP_TIMEOUT,
+        write_timeout=dblocks.LOOKUP_TIMEOUT,
+    )
+
+
+# ------------------------------------------------------------------- mysqlclient
+
+_MYSQLDB_POSITIONAL = ("host", "user", "password", "database", "port", "unix_socket")
+"""``MySQLdb.connect``'s arguments by position (its C type's order)."""
+_MYSQLDB_LOOKUP = frozenset(
+    (
+        "host", "user", "password", "port", "unix_socket", "read_default_file",
+        "read_default_group", "ssl", "ssl_mode", "auth_plugin", "server_public_key_path",
+        "named_pipe", "compress",
+    )
+)  # fmt: skip
+"""What of a connection's arguments the blocker lookup connects with: where to and as
+whom, no session settings (``init_command``, ``sql_mode``, ``conv``...)."""
+
+
+def _patch_mysqldb(module: ModuleType) -> None:
+    connections: Any = importlib.import_module("MySQLdb.connections")  # no stubs installed
+    cursors: Any = importlib.import_module("MySQLdb.cursors")
+    # BaseCursor: every cursor class (buffered, dict, server-side SSCursor) is built on it;
+    # its executemany runs through execute, seen once (the outermost wins).
+    cursor, connection = cursors.BaseCursor, connections.Connection
+    cursor.execute = _wrap_execute(cursor.execute, _describe_mysql, False)
+    cursor.executemany = _wrap_execute(cursor.executemany, _describe_mysql, True)
+    cursor.callproc = _wrap_callproc(cursor.callproc)
+    # The C type's methods, set on the Python subclass every connection is made of.
+    connection.commit = _wrap_tx_end(connection.commit)
+    connection.rollback = _wrap_tx_end(connection.rollback)
+    connection.close = _wrap_close(connection.close)
+    connection.__init__ = _wrap_mysqldb_init(connection.__init__)
+
+
+def _wrap_callproc(original: Callable[..., Any]) -> Any:
+    """``callproc`` runs ``CALL`` without ``execute``: in flight (a procedure may wait on a
+    lock), not classified (what it locks is inside the procedure)."""
+
+    @functools.wraps(original)
+    def callproc(self: Any, procname: Any, *args: Any, **kwargs: Any) -> Any:
+        entry = dblocks.begin(f"CALL {_text(procname)}", None, None, self, _describe_mysql, True)
+        if entry is None:
+            return original(self, procname, *args, **kwargs)
+        try:
+            result = original(self, procname, *args, **kwargs)
+        except BaseException as exc:
+            dblocks.failed(entry, exc)
+            raise
+        dblocks.done_fast(entry)
+        return result
+
+    return callproc
+
+
+def _wrap_mysqldb_init(original: Callable[..., Any]) -> Any:
+    """``Connection.__init__`` (every connection, ``connect`` or a subclass): keep its URL
+    and the lookup's arguments, announce the server's id."""
+
+    @functools.wraps(original)
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        if locking._current is not None:
+            try:
+                given = dict(zip(_MYSQLDB_POSITIONAL, args, strict=False))
+                given.update(kwargs)
+                for alias, name in (("passwd", "password"), ("db", "database")):
+                    if alias in given:
+                        given.setdefault(name, given.pop(alias))
+                lookup = {k: v for k, v in given.items() if k in _MYSQLDB_LOOKUP}
+                port = int(self.port)
+                lookup["port"] = port
+                database = given.get("database") or ""
+                if isinstance(database, bytes):
+                    database = database.decode(errors="replace")
+                host = given.get("host") or "localhost"
+                url = f"mysql://{host}:{port}/{database}"
+                self._testmon_live_mysqldb = (url, lookup)
+                backend = int(self.thread_id())
+            except Exception:  # noqa: BLE001  (an odd connection: not mapped, still usable)
+                return
+            dblocks.announce(self, "mysql", url, backend)
+
+    return __init__
+
+
+def _mysqldb_monitor(params: dict[str, Any]) -> Any:
+    connections: Any = importlib.import_module("MySQLdb.connections")
     return connections.Connection(
         **params,
         autocommit=True,
@@ -569,6 +696,7 @@ _PATCHES: dict[str, Callable[[ModuleType], None]] = {
     "psycopg": _patch_psycopg,
     "psycopg2": _patch_psycopg2,
     "pymysql": _patch_pymysql,
+    "MySQLdb": _patch_mysqldb,
 }
 
 
@@ -594,6 +722,9 @@ def monitor_for(raw: Any) -> Callable[[], Any] | None:
             if raw.unix_socket:
                 params["unix_socket"] = raw.unix_socket
             return functools.partial(_pymysql_monitor, params)
+        kept = getattr(raw, "_testmon_live_mysqldb", None)  # mysqlclient, even subclassed
+        if kept is not None:
+            return functools.partial(_mysqldb_monitor, kept[1])
     except AttributeError:
         return None
     return None

@@ -1,7 +1,7 @@
 """Database lock waits, whatever runs the statement: one mechanism for every driver.
 
-The driver layers (:mod:`.dbapi` for psycopg 3, psycopg2, PyMySQL and sqlite3 used
-directly; :mod:`.sqlalchemy` for SQLAlchemy's dialects, whatever their driver) call
+The driver layers (:mod:`.dbapi` for psycopg 3, psycopg2, PyMySQL, mysqlclient and sqlite3
+used directly; :mod:`.sqlalchemy` for SQLAlchemy's dialects, whatever their driver) call
 :func:`begin` before a statement runs and :func:`done` or :func:`failed` after it, and
 tell this module when a transaction ends (:func:`tx_end`), a connection closes
 (:func:`closed`) and which server connection id a connection has (:func:`announce`).
@@ -449,6 +449,8 @@ def _autocommit(raw: Any) -> bool:
     mode = getattr(raw, "autocommit_mode", None)  # PyMySQL
     if mode is None:
         mode = getattr(raw, "autocommit", None)  # psycopg, psycopg2, sqlite3 (3.12+)
+        if callable(mode):  # mysqlclient: a setter; the client's status flag says it
+            mode = bool(raw.get_autocommit())
     return mode is True
 
 

@@ -443,7 +443,10 @@ def result_value(reporter: locking.LockReporter, cursor: Any, check: str) -> Any
         if isinstance(rows, (list, tuple)):  # PyMySQL, mysqlclient (buffered cursors)
             if len(rows) != 1 or cursor.rownumber:
                 return UNREAD
-            return rows[0][column]
+            row = rows[0]
+            if isinstance(row, dict):  # a dict cursor's row: its columns in their order
+                row = tuple(row.values())
+            return row[column]
         driver = type(cursor).__module__.split(".", 1)[0]
         if driver in ("psycopg", "psycopg2") and getattr(cursor, "name", None) is None:
             if cursor.rowcount != 1 or cursor.rownumber not in (0, None):
