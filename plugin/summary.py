@@ -7,7 +7,7 @@ from pathlib import Path
 
 from . import events as ev
 from . import findings
-from .findings import FIX, dur, race_parts, setup_words, tail_parts
+from .findings import FIX, dur, first_at_words, race_parts, setup_words, tail_parts
 from .state import RunState, SetupRace, StallRecord, lock_label, worker_order
 from .words import death_words, exit_words
 
@@ -228,8 +228,9 @@ def container_lines(state: RunState) -> list[str]:
 
 
 def stall_lines(record: StallRecord) -> list[str]:
-    """Two lines per stall: where it was and how long; each thread's verdict."""
+    """Two lines per stall: where it spent its time and how long; each thread's verdict."""
     first = record.first
+    place = record.at_place
     what = "stall" if record.reason == "stall" else "unresponsive"
     took = (
         _dur(record.duration)
@@ -238,15 +239,22 @@ def stall_lines(record: StallRecord) -> list[str]:
     )
     phase = first.phase + (f", fixture {first.fixture}" if first.fixture else "")
     head = f"  {what}: {record.w} {first.test or '(no test)'} ({phase}) {took}"
-    if first.location:
-        head += f" at {first.location}"
-    # Verdicts of the first sample, the moment the location was taken; a thread that did
-    # something else by the last sample says so.
+    if place.location:
+        head += f" at {place.location}"
+        left = record.left_from
+        if left:
+            head += f" ({first_at_words(left, place.location)})"
+    # Verdicts of the sample that found it there, the moment the location was taken; a
+    # thread that did something else at the first sample or by the last one says so.
+    began = {thread.ident: thread for thread in first.threads}
     verdicts = []
-    for thread in first.threads:
+    for thread in place.threads:
         if thread.verdict == "idle":
             continue
         text = f"{thread.name} {thread.verdict}"
+        before = began.get(thread.ident)
+        if place is not first and before is not None and before.verdict != thread.verdict:
+            text += f" (first {before.verdict})"
         last = record.threads.get(thread.ident)
         if last is not None and last.verdict != thread.verdict:
             text += f" (later {last.verdict})"

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from testmon_live.plugin.findings import (
     FIX,
+    first_at_words,
     holder_words,
     race_parts,
     setup_words,
@@ -344,7 +345,10 @@ def _stall_lines(stall: StallRow) -> list[Line]:
     if stall["test"]:
         lines.append(("test ", Code(stall["test"])))
     if stall["location"]:
-        lines.append(("at ", Code(stall["location"])))
+        at: list[str] = ["at ", Code(stall["location"])]
+        if stall["first_location"]:  # a later sample found it where it spent its time
+            at.append(f" ({first_at_words(stall['first_location'], stall['location'])})")
+        lines.append(tuple(at))
     return lines
 
 
