@@ -19,6 +19,7 @@ from .containers import ContainerView, ImageStats
 from .fold import (
     DUPLICATE_WORTH,
     FAILURES_KEPT,
+    PER_WORKER_BY_DESIGN,
     SLOWEST_KEPT,
     FixtureStats,
     RunState,
@@ -43,6 +44,7 @@ __all__ = [
     "CLOCK_SLACK",
     "DUPLICATE_WORTH",
     "FAILURES_KEPT",
+    "PER_WORKER_BY_DESIGN",
     "SLOWEST_KEPT",
     "WORKER_STATES",
     "ContainerView",

@@ -27,6 +27,7 @@ from testmon_live.plugin.findings import (
 )
 from testmon_live.plugin.state import (
     DUPLICATE_WORTH,
+    PER_WORKER_BY_DESIGN,
     Resource,
     SetupRace,
     SetupStory,
@@ -202,6 +203,7 @@ def _fixtures_section(report: Report) -> Section | None:
         for f in fixtures
         if f["duplicated"]
         and f["setup_total"] >= DUPLICATE_WORTH
+        and f["name"] not in PER_WORKER_BY_DESIGN  # each worker's own: no duplicate
         and (f["name"], f["scope"], f["baseid"]) not in raced  # said under racing setup
     ]
     if duplicated:
