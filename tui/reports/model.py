@@ -868,10 +868,11 @@ def _pair_migrations(state: RunState) -> list[MigrationRow]:
     open_rows: dict[tuple[str, str, str, str], list[MigrationRow]] = {}
     started = state.started
     for m in state.migrations:
-        key = (m.w, m.tool, m.op, m.place)
+        key = (m.w, m.tool, m.span_op, m.place)
         pending = open_rows.setdefault(key, [])
         if m.action == "end" and pending:
             row = pending.pop(0)
+            row["op"] = m.op  # what it did (a reuse that had to create the database)
             row["finished"] = True
             row["duration"] = seconds(m.duration if m.duration is not None else m.ts - row["start"])
             row["error"] = m.error
