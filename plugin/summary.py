@@ -52,32 +52,61 @@ def _race_line(state: RunState, place: str, racing: set[str], names: str) -> str
 
 
 def _test_database_lines(state: RunState) -> list[str]:
-    """Django's test databases, created and migrated on every worker: one line for all."""
+    """Django's test databases, created and migrated on every worker: one line for all.
+    Each worker's databases (one per alias) and the migrations of each database; a
+    ``--reuse-db`` that found nothing to keep counts as the creation it was."""
     created: dict[str, float] = {}
+    databases: dict[str, int] = {}
     migrated: dict[str, float] = {}
-    steps: dict[str, list[ev.MigrationStep]] = {}
+    most: list[ev.MigrationStep] = []
+    reuses = {(m.w, m.url) for m in state.migrations if m.op == "reuse_test_db"}
+    reused_made = False
     for m in state.migrations:
         if m.action != "end" or m.tool != "django" or m.error:
             continue
         if m.op == "create_test_db":
             created[m.w] = created.get(m.w, 0.0) + (m.duration or 0.0)
+            databases[m.w] = databases.get(m.w, 0) + 1
+            reused_made = reused_made or (m.w, m.url) in reuses
         elif m.op == "migrate":
             migrated[m.w] = migrated.get(m.w, 0.0) + (m.duration or 0.0)
-            steps.setdefault(m.w, []).extend(m.steps or ())
+            if len(m.steps or ()) > len(most):  # one database's migrations, not summed
+                most = list(m.steps or ())
     if len(created) < 2:
         return []
     workers = len(created)
-    line = (
-        f"test databases: created on each of {workers} workers, "
-        f"{_dur(sum(created.values()) / workers)} each ({_dur(sum(created.values()))} in all)"
-    )
+    each = max(databases.values())
+    total = sum(created.values())
+    if each == 1:
+        line = f"test databases: created on each of {workers} workers, {_dur(total / workers)} each"
+    else:
+        line = (
+            f"test databases: {each} created on each of {workers} workers, "
+            f"{_dur(total / workers)} per worker"
+        )
+    line += f" ({_dur(total)} in all)"
     if migrated:
-        most = max(steps.values(), key=len, default=[])
         apps = {step.name.split(".", 1)[0] for step in most}
-        line += f", of which {_dur(sum(migrated.values()) / len(migrated))} each migrating"
+        per = "each" if each == 1 else "per worker"
+        line += f", of which {_dur(sum(migrated.values()) / len(migrated))} {per} migrating"
         if most:
-            line += f" ({_count(len(most), 'migration')} of {_count(len(apps), 'app')})"
-    return [line + "; remedies: --reuse-db, --nomigrations, a template database"]
+            line += f" ({_count(len(most), 'migration')} of {_count(len(apps), 'app')}"
+            line += ")" if each == 1 else " per database)"
+    return [line + "; " + _test_database_remedies(state, reused_made)]
+
+
+def _test_database_remedies(state: RunState, reused_made: bool) -> str:
+    """What makes them cheaper: --reuse-db, unless the run used it; then why it created."""
+    rest = "--nomigrations, a template database"
+    if reused_made:
+        return f"--reuse-db found none to keep (kept now for the next run); remedies: {rest}"
+    header = state.header
+    words = list(header.args) if header is not None else []
+    if header is not None:
+        words += header.env.get("PYTEST_ADDOPTS", "").split()
+    if "--reuse-db" in words and "--create-db" in words:
+        return f"--create-db made --reuse-db recreate them (without it kept); remedies: {rest}"
+    return f"remedies: --reuse-db, {rest}"
 
 
 PASSED_ON_RERUN = "passed on a rerun"
