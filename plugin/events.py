@@ -634,7 +634,9 @@ class Migration(Event, tag="migration", kw_only=True):
     op: str
     """``upgrade``, ``downgrade``, ``stamp``, ``create_all``, ``drop_all``; Django's
     ``migrate``, ``create_test_db`` (a test database created, its migrations included) and
-    ``reuse_test_db`` (the same under ``--reuse-db``)."""
+    ``reuse_test_db`` (the same under ``--reuse-db``, the database kept). A reuse that had
+    to create (or migrate) the database begins as ``reuse_test_db`` and ends as
+    ``create_test_db``: see :attr:`span_op`."""
     url: str = ""
     schema: str | None = None
     """The schema a hand-written runner's changes went into, where its first statement
@@ -650,6 +652,11 @@ class Migration(Event, tag="migration", kw_only=True):
     Alembic's revisions; a hand-written runner's schema changes)."""
     test: str | None = None
     fixture: str | None = None
+
+    @property
+    def span_op(self) -> str:
+        """The operation a begin and its end share (a reuse may end as a creation)."""
+        return "create_test_db" if self.op == "reuse_test_db" else self.op
 
     @property
     def place(self) -> str:

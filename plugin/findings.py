@@ -114,3 +114,14 @@ def tail_parts(tail: Tail, fmt: Fmt = dur) -> list[str]:
             f"{fmt(tail.wall)} (an estimate from the recorded durations)"
         )
     return parts
+
+
+def first_at_words(first: str, place: str) -> str:
+    """Where a stall was first sampled, told after the place it spent its time at:
+    ``first at line 10`` in the same function, else ``first at file:line in func``."""
+    path, _, func = first.rpartition(" in ")
+    where, _, line = path.rpartition(":")
+    now_path, _, now_func = place.rpartition(" in ")
+    if func == now_func and where == now_path.rpartition(":")[0]:
+        return f"first at line {line}"
+    return f"first at {first}"

@@ -554,8 +554,8 @@ def _worker_row(view: WorkerView, t: float, widths: tuple[int, int]) -> str:
     if view.waiting:
         text += f", on {view.waiting}"
     record = view.current_stall
-    if record is not None and record.first.location:
-        text += _at(record.first)
+    if record is not None and record.at_place.location:
+        text += _at(record.at_place)  # where its latest sample found it
     return text
 
 

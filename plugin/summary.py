@@ -7,7 +7,7 @@ from pathlib import Path
 
 from . import events as ev
 from . import findings
-from .findings import FIX, dur, race_parts, setup_words, tail_parts
+from .findings import FIX, dur, first_at_words, race_parts, setup_words, tail_parts
 from .state import RunState, SetupRace, StallRecord, lock_label, worker_order
 from .words import death_words, exit_words
 
@@ -52,32 +52,61 @@ def _race_line(state: RunState, place: str, racing: set[str], names: str) -> str
 
 
 def _test_database_lines(state: RunState) -> list[str]:
-    """Django's test databases, created and migrated on every worker: one line for all."""
+    """Django's test databases, created and migrated on every worker: one line for all.
+    Each worker's databases (one per alias) and the migrations of each database; a
+    ``--reuse-db`` that found nothing to keep counts as the creation it was."""
     created: dict[str, float] = {}
+    databases: dict[str, int] = {}
     migrated: dict[str, float] = {}
-    steps: dict[str, list[ev.MigrationStep]] = {}
+    most: list[ev.MigrationStep] = []
+    reuses = {(m.w, m.url) for m in state.migrations if m.op == "reuse_test_db"}
+    reused_made = False
     for m in state.migrations:
         if m.action != "end" or m.tool != "django" or m.error:
             continue
         if m.op == "create_test_db":
             created[m.w] = created.get(m.w, 0.0) + (m.duration or 0.0)
+            databases[m.w] = databases.get(m.w, 0) + 1
+            reused_made = reused_made or (m.w, m.url) in reuses
         elif m.op == "migrate":
             migrated[m.w] = migrated.get(m.w, 0.0) + (m.duration or 0.0)
-            steps.setdefault(m.w, []).extend(m.steps or ())
+            if len(m.steps or ()) > len(most):  # one database's migrations, not summed
+                most = list(m.steps or ())
     if len(created) < 2:
         return []
     workers = len(created)
-    line = (
-        f"test databases: created on each of {workers} workers, "
-        f"{_dur(sum(created.values()) / workers)} each ({_dur(sum(created.values()))} in all)"
-    )
+    each = max(databases.values())
+    total = sum(created.values())
+    if each == 1:
+        line = f"test databases: created on each of {workers} workers, {_dur(total / workers)} each"
+    else:
+        line = (
+            f"test databases: {each} created on each of {workers} workers, "
+            f"{_dur(total / workers)} per worker"
+        )
+    line += f" ({_dur(total)} in all)"
     if migrated:
-        most = max(steps.values(), key=len, default=[])
         apps = {step.name.split(".", 1)[0] for step in most}
-        line += f", of which {_dur(sum(migrated.values()) / len(migrated))} each migrating"
+        per = "each" if each == 1 else "per worker"
+        line += f", of which {_dur(sum(migrated.values()) / len(migrated))} {per} migrating"
         if most:
-            line += f" ({_count(len(most), 'migration')} of {_count(len(apps), 'app')})"
-    return [line + "; remedies: --reuse-db, --nomigrations, a template database"]
+            line += f" ({_count(len(most), 'migration')} of {_count(len(apps), 'app')}"
+            line += ")" if each == 1 else " per database)"
+    return [line + "; " + _test_database_remedies(state, reused_made)]
+
+
+def _test_database_remedies(state: RunState, reused_made: bool) -> str:
+    """What makes them cheaper: --reuse-db, unless the run used it; then why it created."""
+    rest = "--nomigrations, a template database"
+    if reused_made:
+        return f"--reuse-db found none to keep (kept now for the next run); remedies: {rest}"
+    header = state.header
+    words = list(header.args) if header is not None else []
+    if header is not None:
+        words += header.env.get("PYTEST_ADDOPTS", "").split()
+    if "--reuse-db" in words and "--create-db" in words:
+        return f"--create-db made --reuse-db recreate them (without it kept); remedies: {rest}"
+    return f"remedies: --reuse-db, {rest}"
 
 
 COLLECTION_ERROR = "collection error"
@@ -240,8 +269,9 @@ def container_lines(state: RunState) -> list[str]:
 
 
 def stall_lines(record: StallRecord) -> list[str]:
-    """Two lines per stall: where it was and how long; each thread's verdict."""
+    """Two lines per stall: where it spent its time and how long; each thread's verdict."""
     first = record.first
+    place = record.at_place
     what = "stall" if record.reason == "stall" else "unresponsive"
     took = (
         _dur(record.duration)
@@ -250,15 +280,22 @@ def stall_lines(record: StallRecord) -> list[str]:
     )
     phase = first.phase + (f", fixture {first.fixture}" if first.fixture else "")
     head = f"  {what}: {record.w} {first.test or '(no test)'} ({phase}) {took}"
-    if first.location:
-        head += f" at {first.location}"
-    # Verdicts of the first sample, the moment the location was taken; a thread that did
-    # something else by the last sample says so.
+    if place.location:
+        head += f" at {place.location}"
+        left = record.left_from
+        if left:
+            head += f" ({first_at_words(left, place.location)})"
+    # Verdicts of the sample that found it there, the moment the location was taken; a
+    # thread that did something else at the first sample or by the last one says so.
+    began = {thread.ident: thread for thread in first.threads}
     verdicts = []
-    for thread in first.threads:
+    for thread in place.threads:
         if thread.verdict == "idle":
             continue
         text = f"{thread.name} {thread.verdict}"
+        before = began.get(thread.ident)
+        if place is not first and before is not None and before.verdict != thread.verdict:
+            text += f" (first {before.verdict})"
         last = record.threads.get(thread.ident)
         if last is not None and last.verdict != thread.verdict:
             text += f" (later {last.verdict})"

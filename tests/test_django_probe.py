@@ -19,7 +19,7 @@ from testmon_live.tui.dashboard.screenshots import settle
 from testmon_live.tui.dashboard.sources import ReplaySource
 from testmon_live.tui.dashboard.widgets.locks_panel import STEPS_SHOWN, LocksPanel
 
-from .conftest import INNER_ADDOPTS, Recorded, only_run, panel_text
+from .conftest import INNER_ADDOPTS, Recorded, only_run, panel_text, read_recorded, run_logs
 from .test_locks import TIMEOUT
 
 PROJECT = Path(__file__).parent / "data" / "django_project"
@@ -165,3 +165,65 @@ def test_django_test_databases_per_worker_on_postgresql(
     connected = run.of(ev.DbConnected)
     assert {c.w for c in connected} == {"gw0", "gw1"}
     assert any(f"test_{u.database}_gw0" in c.url for c in connected)
+
+
+TWO_DATABASES = """
+import pytest
+from catalog.models import Product
+
+
+@pytest.mark.django_db(databases=["default", "other"])
+def test_both():
+    assert Product.objects.using("other").count() == Product.objects.count() == 3
+"""
+
+
+def _line(out: str, start: str) -> str | None:
+    return next((x for x in out.splitlines() if x.startswith(start)), None)
+
+
+def test_django_reuse_db_that_creates_is_a_creation_per_database_per_worker(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--reuse-db with no test databases yet creates them: said as creations (two databases
+    on each worker, the migrations of one), with what --reuse-db did; django_db_setup on
+    every worker is how pytest-django works, no duplicate to remove. Run again, it keeps
+    them and says nothing; --create-db with it is said as the reason they were made."""
+    _project(pytester, monkeypatch)
+    monkeypatch.setenv("TM_DJANGO_SECOND", "1")
+    pytester.makepyfile(test_two=TWO_DATABASES)
+    args = ("--monitor", "-n", "2", "--dist", "each", "--reuse-db", "-p", "no:randomly")
+    result = pytester.runpytest_subprocess(*args, timeout=TIMEOUT)
+    result.assert_outcomes(passed=10)
+    out = result.stdout.str()
+    line = _line(out, "test databases:")
+    assert line is not None, out
+    assert line.startswith("test databases: 2 created on each of 2 workers, ")
+    assert "(7 migrations of 3 apps per database)" in line  # contenttypes 2, ours 5
+    assert "--reuse-db found none to keep (kept now for the next run)" in line
+    assert "remedies: --nomigrations, a template database" in line
+    assert "django_db_setup" not in out  # no duplicate to remove
+    (log,) = run_logs(pytester.path)
+    run = read_recorded(log)
+    created = [m for m in run.of(ev.Migration) if m.op == "create_test_db"]
+    assert {(m.w, m.action) for m in created} == {("gw0", "end"), ("gw1", "end")}
+    assert len(created) == 4  # begun as reuses, ended as the creations they were
+    assert run.state.fixtures_by_cost()  # it was set up on each worker all the same
+    capsys.readouterr()
+    assert cli.main(["report", str(log), "--format", "json"]) == 0
+    rows = [r for r in json.loads(capsys.readouterr().out)["migrations"] if r["op"] != "migrate"]
+    assert [(r["op"], r["finished"]) for r in rows] == [("create_test_db", True)] * 4
+
+    # (A kept database lost its seeded rows to the transactional test's flush: tests that
+    # read them fail in this run, which is no matter here.)
+    again = pytester.runpytest_subprocess(*args, timeout=TIMEOUT)
+    assert _line(again.stdout.str(), "test databases:") is None  # kept: nothing made
+    kept = [p for p in run_logs(pytester.path) if p != log]
+    assert {m.op for m in read_recorded(kept[0]).of(ev.Migration)} >= {"reuse_test_db"}
+
+    recreated = pytester.runpytest_subprocess(*args, "--create-db", timeout=TIMEOUT)
+    recreated.assert_outcomes(passed=10)
+    line = _line(recreated.stdout.str(), "test databases:")
+    assert line is not None
+    assert "--create-db made --reuse-db recreate them" in line
+    assert "--reuse-db," not in line

@@ -26,6 +26,7 @@ from pathlib import Path
 import pytest
 
 from testmon_live.plugin import events as ev
+from testmon_live.plugin.notices import status_lines
 from testmon_live.plugin.probes.stacks import Sample, classify, frame_text, parse_faulthandler
 from testmon_live.plugin.probes.unresponsive import read_dump
 from testmon_live.plugin.runlog import MonitorDir, RunLogError, live_runs
@@ -1260,3 +1261,74 @@ def test_a_worker_frozen_in_a_setup_is_named_with_its_test(
     state = read_recorded(run.mdir.logs()[0]).state
     (spell,) = state.spells
     assert (spell.test, spell.recovered is not None) == (name, True)
+
+
+MOVING_STALL = """
+import glob, json, threading, time
+
+def watch(moved, done):
+    # The run's own log: the stall's first sample moves the test on; once a later sample
+    # found it at its second place, it stays there longer than it can have been at its first.
+    while True:
+        samples = []
+        for path in glob.glob(".testmon/runs/*.jsonl"):
+            with open(path) as log:
+                for line in log:
+                    event = json.loads(line)
+                    if event.get("t") == "stall" and event.get("test", "").endswith("waiter"):
+                        samples.append(event["elapsed"])
+        if samples:
+            moved.set()
+        if len(samples) >= 2:
+            time.sleep(samples[1] + 1.0)
+            done.set()
+            return
+        time.sleep(0.05)
+
+def test_waiter():
+    moved, done = threading.Event(), threading.Event()
+    threading.Thread(target=watch, args=(moved, done), daemon=True).start()
+    while not moved.is_set():
+        time.sleep(0.05)  # FIRST
+    assert done.wait(60)  # SPENT
+"""
+
+
+def _line_of(source: str, mark: str) -> int:
+    return next(i for i, line in enumerate(source.splitlines(), 1) if line.endswith(mark))
+
+
+@pytest.mark.compat
+def test_a_stall_is_told_where_the_test_spent_it(
+    pytester: pytest.Pytester, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A test that sleeps past the threshold, then blocks: its stall is told at the block
+    (summary, report, the status of a quiet run), the sleep mentioned as its first place."""
+    source = pytester.makepyfile(test_moving=MOVING_STALL).read_text()
+    result = pytester.runpytest_subprocess(
+        "-n", "2", "--monitor", "--monitor-stall=1", "-p", "no:randomly", timeout=RUN_TIMEOUT
+    )
+    result.assert_outcomes(passed=1)
+    first, spent = _line_of(source, "# FIRST"), _line_of(source, "# SPENT")
+    place = f"test_moving.py:{spent} in test_waiter"
+    out = result.stdout.str()
+    assert f"at {place} (first at line {first})\n" in out
+    assert "    threads: MainThread event (first sleep), " in out  # and the watching thread
+
+    run = only_run(pytester)
+    capsys.readouterr()
+    assert main(["report", str(run.path), "-f", "json"]) == 0
+    (stall,) = json.loads(capsys.readouterr().out)["stalls"]
+    assert (stall["location"], stall["first_location"]) == (
+        place,
+        f"test_moving.py:{first} in test_waiter",
+    )
+    assert stall["threads"][0]["verdict"] == "event"
+    assert main(["report", str(run.path)]) == 0
+    assert f"at {place} (first at line {first})" in capsys.readouterr().out
+
+    # While it went on, the status block named where the latest sample found it.
+    last = max(i for i, e in enumerate(run.events) if isinstance(e, ev.Stall))
+    state = RunState().apply_all(run.events[: last + 1])
+    status = "\n".join(status_lines(state, run.events[last].ts, "quiet"))
+    assert f"at {place} (MainThread waiting on" in status

@@ -182,6 +182,20 @@ def test_a_session_fixture_is_paid_once_per_worker_and_flagged() -> None:
     assert any("run_once on `database` would save 9 s of worker time" in t for t in texts)
 
 
+def test_django_test_databases_are_each_workers_own_and_no_run_once() -> None:
+    """pytest-django's django_db_setup creates each worker's own test databases: run_once
+    cannot share them; the Django remedies are named instead."""
+    databases = Fixture("django_db_setup", "session", "", 3.0, 3.0, workers=2)
+    p = profile([0.5] * 16, fixtures=[databases])
+    texts = [limit["text"] for limit in whatif(p, Question(4, table=(1, 4)))["limits"]]
+    assert not any("run_once" in t for t in texts)
+    assert any(
+        t.startswith("`django_db_setup` creates each worker's own test databases (4 workers, ")
+        and "--reuse-db keeps them for the next run" in t
+        for t in texts
+    )
+
+
 def test_a_module_fixture_is_paid_by_each_worker_entering_the_module() -> None:
     names = [f"test_a.py::test_{i}" for i in range(4)] + [f"test_b.py::test_{i}" for i in range(4)]
     table = Fixture("table", "module", "", 1.0, 1.0, scopes=frozenset({"test_a.py"}))

@@ -12,7 +12,9 @@ Under pytest-django with xdist every worker creates a test database of its own
   of the executor).
 - ``create_test_db`` (``reuse_test_db`` under ``--reuse-db``):
   ``BaseDatabaseCreation.create_test_db`` (creating the database, its migrations,
-  serialising it), the one place that has no signal.
+  serialising it), the one place that has no signal. A ``--reuse-db`` that found no
+  database to keep (its ``CREATE DATABASE`` went through, ``_execute_create_test_db``
+  wrapped) or applied migrations to it ends as ``create_test_db``: that is what it did.
 
 Installed when Django's modules are first imported; a suite without Django pays nothing.
 Statements Django runs go through the DB-API drivers, where :mod:`.dbapi` sees their locks.
@@ -56,6 +58,9 @@ class _Run:
 _runs: dict[str, _Run] = {}
 """Database alias -> its migrate in progress (between the first pre_migrate and the last
 post_migrate)."""
+_made = [0]
+"""Test databases created and migrations applied in this process so far: a reuse during
+which it grows created (or migrated) its database after all."""
 
 
 def install(module: ModuleType | None = None) -> None:
@@ -185,6 +190,7 @@ def _progress(alias: str, chained: Any, action: str, *args: Any, **kwargs: Any) 
         if action in ("apply_start", "unapply_start"):
             run.pending[name] = REAL.perf_counter()
         elif action in ("apply_success", "unapply_success"):
+            _made[0] += 1
             started = run.pending.pop(name, None)
             if started is not None:
                 run.started.append(
@@ -206,6 +212,22 @@ def _patch_creation(module: ModuleType) -> None:
         return
     creation._testmon_live_patched = True
     creation.create_test_db = _wrap_create_test_db(creation.create_test_db)
+    execute = getattr(creation, "_execute_create_test_db", None)
+    if execute is not None:
+        creation._execute_create_test_db = _wrap_execute_create(execute)
+
+
+def _wrap_execute_create(original: Callable[..., Any]) -> Callable[..., Any]:
+    """``CREATE DATABASE`` (the backends' own versions call it when there is none to keep):
+    returning, it made one."""
+
+    @functools.wraps(original)
+    def _execute_create_test_db(self: Any, *args: Any, **kwargs: Any) -> Any:
+        result = original(self, *args, **kwargs)
+        _made[0] += 1
+        return result
+
+    return _execute_create_test_db
 
 
 def _wrap_create_test_db(original: Callable[..., Any]) -> Callable[..., Any]:
@@ -223,6 +245,7 @@ def _wrap_create_test_db(original: Callable[..., Any]) -> Callable[..., Any]:
         keepdb = bool(kwargs.get("keepdb", args[3] if len(args) > 3 else False))
         op = "reuse_test_db" if keepdb else "create_test_db"
         span = MigrationSpan(reporter, "django", op, url, None, None)
+        made = _made[0]
         span.begin()
         try:
             return original(self, *args, **kwargs)
@@ -231,6 +254,8 @@ def _wrap_create_test_db(original: Callable[..., Any]) -> Callable[..., Any]:
             _end(alias, span.error)  # a migrate it interrupted sends no post_migrate
             raise
         finally:
+            if keepdb and _made[0] > made:  # asked to reuse, it had to create or migrate
+                span.op = "create_test_db"
             span.end()
 
     return create_test_db

@@ -585,10 +585,16 @@ def waits_on_threads(frames: Sequence[ev.Frame]) -> bool:
 
 
 def location(threads: Sequence[ev.ThreadStack], root: str | None = None) -> str | None:
-    """Where the stall is: the innermost user frame of the main thread (of its pending
-    asyncio tasks when it runs an idle loop), else of the first thread that has one. A
-    thread that only joins others (``t.join()``, ``future.result()``) is passed over for
-    one it waits for that is stuck in the user's code (the consumer waiting on its
+    """Where the stall is, as :func:`frame_text` shows :func:`location_frame`."""
+    frame = location_frame(threads)
+    return frame_text(frame, root) if frame is not None else None
+
+
+def location_frame(threads: Sequence[ev.ThreadStack]) -> ev.Frame | None:
+    """The frame the stall is at: the innermost user frame of the main thread (of its
+    pending asyncio tasks when it runs an idle loop), else of the first thread that has
+    one. A thread that only joins others (``t.join()``, ``future.result()``) is passed over
+    for one it waits for that is stuck in the user's code (the consumer waiting on its
     condition): that is where the stall is."""
     ordered = sorted(threads, key=lambda t: t.name != "MainThread")
     stuck = [t for t in ordered if t.verdict != "idle" and not waits_on_threads(t.frames)]
@@ -596,10 +602,10 @@ def location(threads: Sequence[ev.ThreadStack], root: str | None = None) -> str 
         for task in thread.tasks:
             frame = user_frame(task.frames)
             if frame is not None:
-                return frame_text(frame, root)
+                return frame
         frame = user_frame(thread.frames)
         if frame is not None:
-            return frame_text(frame, root)
+            return frame
     return None
 
 

@@ -35,6 +35,25 @@ RECENT_SETUPS_KEPT = 64
 
 DUPLICATE_WORTH = 0.05
 """Seconds of setup in all from which a fixture set up once per worker is worth a warning."""
+PER_WORKER_BY_DESIGN = frozenset(
+    {
+        "django_db_setup",
+        "django_db_modify_db_settings",
+        "django_db_modify_db_settings_parallel_suffix",
+        "django_db_modify_db_settings_tox_suffix",
+        "django_db_modify_db_settings_xdist_suffix",
+        "django_db_createdb",
+        "django_db_keepdb",
+        "django_db_use_migrations",
+        "django_db_blocker",
+        "django_test_environment",
+        "live_server",
+    }
+)
+"""pytest-django's session fixtures that each worker must set up for itself: its own test
+databases (``test_<name>_gwN``), its settings and connections, a live server on its own
+database. Set up on every worker, they are no duplicate to remove (the summary's test
+databases line says what makes them cheaper)."""
 
 
 class FixtureStats(msgspec.Struct):
@@ -59,8 +78,13 @@ class FixtureStats(msgspec.Struct):
 
     @property
     def costly_duplicate(self) -> bool:
-        """Duplicated, and at a cost worth a warning (not pytest's own cheap fixtures)."""
-        return self.duplicated and self.setup_total >= DUPLICATE_WORTH
+        """Duplicated, and at a cost worth a warning (not pytest's own cheap fixtures, not
+        one every worker must set up for itself)."""
+        return (
+            self.duplicated
+            and self.setup_total >= DUPLICATE_WORTH
+            and self.name not in PER_WORKER_BY_DESIGN
+        )
 
 
 TAIL_WORTH = 1.0

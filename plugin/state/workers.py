@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 
 import msgspec
@@ -37,8 +38,20 @@ PHASES = frozenset({"setup", "call", "teardown"})
 """The phases of a test."""
 
 
+class StallPlace(msgspec.Struct):
+    """A place a stall moved to, found by a later sample: the stall as that sample saw it."""
+
+    elapsed: float
+    """Seconds the phase had run at the sample that found it there."""
+    frame: ev.Frame | None
+    """The user's frame it was at (the key: a place is left when it changes)."""
+    stall: ev.Stall
+    """The first sample with this place's location and every thread as sampled then."""
+
+
 class StallRecord(msgspec.Struct):
-    """One stall of one worker: its first sample, every thread as last sampled, its end."""
+    """One stall of one worker: its first sample, every thread as last sampled, its end,
+    and the places later samples found it at (where the first sample's had been left)."""
 
     w: str
     reason: str
@@ -56,6 +69,9 @@ class StallRecord(msgspec.Struct):
     watched: bool = False
     """An unresponsive spell that the worker's own watchdog sampled once the worker came
     back, the phase still running: it ends with the phase, as a stall does."""
+    moves: list[StallPlace] = msgspec.field(default_factory=list)
+    """Where later samples found the stall once it had left the first sample's place, in
+    order (each only when the place changed)."""
 
     @property
     def test(self) -> str | None:
@@ -70,6 +86,60 @@ class StallRecord(msgspec.Struct):
             self.threads[thread.ident] = thread
         self.elapsed = max(self.elapsed, e.elapsed)
         self.samples += 1
+        self._moved(e)
+
+    def _moved(self, e: ev.Stall) -> None:
+        """Note a new place if the threads as now sampled are at another user frame."""
+        from testmon_live.plugin.probes.stacks import frame_text, location_frame
+
+        frame = location_frame(e.threads if e.sample == 1 else self.thread_list)
+        was = self.moves[-1].frame if self.moves else location_frame(self.first.threads)
+        if frame is None or frame == was:
+            return
+        text = e.location if e.location and e.sample == 1 else frame_text(frame, self._root())
+        stall = msgspec.structs.replace(self.first, location=text, threads=self.thread_list)
+        self.moves.append(StallPlace(elapsed=e.elapsed, frame=frame, stall=stall))
+
+    def _root(self) -> str | None:
+        """The folder the first sample's location is relative to (the worker's), so that
+        later places read as it does."""
+        from testmon_live.plugin.probes.stacks import location_frame
+
+        frame = location_frame(self.first.threads)
+        text = self.first.location
+        if frame is None or not text:
+            return None
+        path = text.rsplit(f":{frame.line} in ", 1)[0]
+        if path == frame.file or not frame.file.endswith(path):
+            return None
+        return frame.file[: -len(path)]
+
+    @property
+    def at_place(self) -> ev.Stall:
+        """The stall as sampled where it spent its time. Once it ended, the place that held
+        it longest: the first from the phase's start (it was there before the threshold,
+        as far as anyone knows), each place until halfway to the sample that found the
+        next (when it moved between them is unknown), the last until the end. While it
+        goes on (or if it never ended), where the latest sample found it. The first
+        sample itself when it never moved, or spent longest there."""
+        if not self.moves:
+            return self.first
+        if self.duration is None:
+            return self.moves[-1].stall
+        found = [self.first.elapsed, *(m.elapsed for m in self.moves)]
+        bounds = [0.0, *((a + b) / 2 for a, b in itertools.pairwise(found))]
+        bounds.append(max(self.duration, self.elapsed))
+        spans = [end - start for start, end in itertools.pairwise(bounds)]
+        longest = max(range(len(spans)), key=lambda i: (spans[i], i))
+        return self.first if longest == 0 else self.moves[longest - 1].stall
+
+    @property
+    def left_from(self) -> str | None:
+        """The first sample's location when the stall is told at another place."""
+        place = self.at_place
+        if place is self.first or place.location == self.first.location:
+            return None
+        return self.first.location
 
 
 class Spell(msgspec.Struct):

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TypedDict
 
 from testmon_live.plugin.longest_first import history_order
-from testmon_live.plugin.state import RunState
+from testmon_live.plugin.state import PER_WORKER_BY_DESIGN, RunState
 
 from . import DISTS, ORDERS
 from .overheads import settled
@@ -50,7 +50,7 @@ class Row(TypedDict):
 
 class Limit(TypedDict):
     kind: str
-    """longest-test, lock, duplicated-setup, few-tests, startup, tail."""
+    """longest-test, lock, duplicated-setup, test-databases, few-tests, startup, tail."""
     text: str
     seconds: float
 
@@ -306,6 +306,10 @@ def limits(profile: Profile, schedule: Schedule, workers: int) -> list[Limit]:
         if fixture.once or fixture.shared or paid_by < 2:
             continue
         saved = fixture.per_worker() * (paid_by - 1)
+        if fixture.name in PER_WORKER_BY_DESIGN:  # each worker's own, run_once cannot share it
+            if fixture.name == "django_db_setup" and saved >= SAVING_WORTH:
+                found.append(_test_databases(fixture.per_worker(), paid_by))
+            continue
         if saved >= SAVING_WORTH:
             found.append(
                 {
@@ -347,6 +351,17 @@ def limits(profile: Profile, schedule: Schedule, workers: int) -> list[Limit]:
         )
     found.sort(key=lambda limit: -limit["seconds"])
     return found
+
+
+def _test_databases(each: float, workers: int) -> Limit:
+    """pytest-django's test databases, which every worker creates for itself."""
+    return {
+        "kind": "test-databases",
+        "text": f"`django_db_setup` creates each worker's own test databases ({workers} workers, "
+        f"{each:.1f} s each): --reuse-db keeps them for the next run, --nomigrations or a "
+        "template database makes creating them cheaper",
+        "seconds": round(each * workers, 3),
+    }
 
 
 def setting_text(setting: Setting) -> str:

@@ -369,7 +369,7 @@ def _test_findings(state: RunState) -> dict[tuple[str, str], Findings]:
 
 
 def _stall_finding(record: StallRecord) -> tuple[str, str]:
-    first = record.first
+    first = record.at_place
     took = record.duration if record.duration is not None else record.elapsed
     text = f"{took:.2f}s in {first.phase}" + (f" at {first.location}" if first.location else "")
     threads = [f"{t.name} {verdict_words(t)}" for t in first.threads if t.verdict != "idle"]

@@ -203,6 +203,10 @@ class StallRow(TypedDict):
     fixture: str | None
     elapsed: float
     location: str | None
+    """Where it spent its time (its first sample's place unless a later one held it
+    longer)."""
+    first_location: str | None
+    """Where its first sample found it, when that is not ``location``."""
     at: float
     threads: list[ThreadRow]
     duration: float | None
@@ -702,7 +706,13 @@ def _threads(stall: ev.Stall, root: str) -> list[ThreadRow]:
     ]
 
 
-def _stall_row(s: ev.Stall, root: str, duration: float | None = None, samples: int = 1) -> StallRow:
+def _stall_row(
+    s: ev.Stall,
+    root: str,
+    duration: float | None = None,
+    samples: int = 1,
+    first_location: str | None = None,
+) -> StallRow:
     return {
         "worker": s.w,
         "reason": s.reason,
@@ -711,6 +721,7 @@ def _stall_row(s: ev.Stall, root: str, duration: float | None = None, samples: i
         "fixture": s.fixture,
         "elapsed": seconds(s.elapsed),
         "location": s.location,
+        "first_location": first_location,
         "at": epoch(s.ts),
         "threads": _threads(s, root),
         "duration": optional_seconds(duration),
@@ -745,7 +756,10 @@ def _notices(state: RunState) -> list[NoticeRow]:
 def _stalls(state: RunState) -> list[StallRow]:
     """Stalls and unresponsive spells (first sample, how long in all), and dumps."""
     root = frame_root(state)
-    rows = [_stall_row(r.first, root, r.duration, r.samples) for r in state.stall_records]
+    rows = [
+        _stall_row(r.at_place, root, r.duration, r.samples, r.left_from)
+        for r in state.stall_records
+    ]
     rows += [_stall_row(s, root) for s in state.stalls if s.reason == "dump"]
     rows.sort(key=lambda row: row["at"])
     return rows
@@ -882,10 +896,11 @@ def _pair_migrations(state: RunState) -> list[MigrationRow]:
     open_rows: dict[tuple[str, str, str, str], list[MigrationRow]] = {}
     started = state.started
     for m in state.migrations:
-        key = (m.w, m.tool, m.op, m.place)
+        key = (m.w, m.tool, m.span_op, m.place)
         pending = open_rows.setdefault(key, [])
         if m.action == "end" and pending:
             row = pending.pop(0)
+            row["op"] = m.op  # what it did (a reuse that had to create the database)
             row["finished"] = True
             row["duration"] = seconds(m.duration if m.duration is not None else m.ts - row["start"])
             row["error"] = m.error

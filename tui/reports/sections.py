@@ -18,6 +18,7 @@ from pathlib import Path
 
 from testmon_live.plugin.findings import (
     FIX,
+    first_at_words,
     holder_words,
     race_parts,
     setup_words,
@@ -26,6 +27,7 @@ from testmon_live.plugin.findings import (
 )
 from testmon_live.plugin.state import (
     DUPLICATE_WORTH,
+    PER_WORKER_BY_DESIGN,
     Resource,
     SetupRace,
     SetupStory,
@@ -221,6 +223,7 @@ def _fixtures_section(report: Report) -> Section | None:
         for f in fixtures
         if f["duplicated"]
         and f["setup_total"] >= DUPLICATE_WORTH
+        and f["name"] not in PER_WORKER_BY_DESIGN  # each worker's own: no duplicate
         and (f["name"], f["scope"], f["baseid"]) not in raced  # said under racing setup
     ]
     if duplicated:
@@ -375,7 +378,10 @@ def _stall_lines(stall: StallRow) -> list[Line]:
     if stall["test"]:
         lines.append(("test ", Code(stall["test"])))
     if stall["location"]:
-        lines.append(("at ", Code(stall["location"])))
+        at: list[str] = ["at ", Code(stall["location"])]
+        if stall["first_location"]:  # a later sample found it where it spent its time
+            at.append(f" ({first_at_words(stall['first_location'], stall['location'])})")
+        lines.append(tuple(at))
     return lines
 
 

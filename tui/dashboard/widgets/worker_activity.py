@@ -115,7 +115,8 @@ class WorkerActivity(Static):
             first = record.first
             word = "UNRESPONSIVE" if record.reason == "unresponsive" else "STALLED"
             since = max(record.elapsed, now - (first.ts - first.elapsed))
-            where = f" at {first.location}" if first.location else ""
+            at = record.at_place.location  # where its latest sample found it
+            where = f" at {at}" if at else ""
             test = first.test or "?"
             lines.append(
                 (word, err, f"{view.id} {first.phase} of {test} for {fmt_duration(since)}{where}")

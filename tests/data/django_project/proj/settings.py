@@ -27,3 +27,10 @@ else:
             "TEST": {"NAME": str(BASE / "test_app.sqlite3")},
         }
     }
+
+if os.environ.get("TM_DJANGO_SECOND"):  # a second database, for tests that name it
+    DATABASES["other"] = {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": str(BASE / "other.sqlite3"),
+        "TEST": {"NAME": str(BASE / "test_other.sqlite3")},
+    }
