@@ -1073,7 +1073,7 @@ def test_only_a_passing_test_catches_a_migration_error(
 
 
 def test_a_workers_reports_between_phases_are_in_its_busy_time_and_said(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Failing tests of 3 ms by pytest's count whose failure reports took 0.5 s each: the
     report counts their workers busy, gives the time between phases per worker, and its
@@ -1089,6 +1089,7 @@ def test_a_workers_reports_between_phases_are_in_its_busy_time_and_said(
         assert worker["call"] == pytest.approx(0.004, abs=0.001)
     assert model["totals"]["test_time"] == pytest.approx(8 * 0.503, abs=0.001)
     assert model["totals"]["efficiency"] == pytest.approx(0.714, abs=0.001)
+    monkeypatch.setenv("COLUMNS", "400")  # whole lines, whatever width the runner has
     out = run_cli(capsys, "report", str(log))
     said = " ".join(out.out.split())
     assert "4.00s of it (99%) was between phases, in none: pytest making a phase's report" in said
