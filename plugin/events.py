@@ -371,7 +371,15 @@ def test_span(test: TestFinished) -> float:
     if not phases:
         return duration
     span = test.ts - phases[0].start
+    if span > duration + SPAN_GAPS_MAX:  # a clock that moved (a log of before it was caught)
+        return duration
     return span if span > duration else duration  # (a NaN: the duration)
+
+
+SPAN_GAPS_MAX = 3600.0
+"""Seconds between a test's phases past which :func:`test_span` takes them for a wall clock
+that moved during the test (recorded before the worker checked its clock against a
+monotonic one), not for time the test held its worker: then its ``duration``."""
 
 
 class Activity(Event, tag="activity", kw_only=True):

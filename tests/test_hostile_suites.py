@@ -176,6 +176,66 @@ def test_a_clock_frozen_like_freezegun_does_not_reach_the_monitors_timing(
     assert runs["frozen"].teardown_dur >= 0.0, runs["frozen"]
 
 
+TRAVELLING_TESTS = '''
+import time
+
+import _pytest.timing
+import pytest
+
+_real = _pytest.timing.time
+YEARS = 850_000_000.0
+
+
+def _travel(monkeypatch):
+    """What time-machine's travel does to pytest's own clock: time.time() in the past."""
+    monkeypatch.setattr(_pytest.timing, "time", lambda: _real() - YEARS)
+
+
+@pytest.fixture(scope="module")
+def module_travel():
+    mp = pytest.MonkeyPatch()
+    _travel(mp)
+    yield
+    mp.undo()
+
+
+@pytest.fixture
+def travel(monkeypatch):
+    _travel(monkeypatch)
+    yield
+
+
+@pytest.mark.parametrize("i", range(3))
+def test_in_a_travelling_module(module_travel, i):
+    time.sleep(0.01)
+
+
+def test_travels_in_its_own_fixture(travel):
+    time.sleep(0.01)
+'''
+
+
+@MODES
+def test_a_wall_clock_that_travels_does_not_move_the_tests(
+    pytester: pytest.Pytester, mode: list[str]
+) -> None:
+    """pytest times each phase's start and stop by time.time(), which time-machine moves
+    (years back here, in a module fixture and in a function fixture): every phase of the
+    record stays within the run, each test's span near its duration."""
+    pytester.makepyfile(test_travel=TRAVELLING_TESTS)
+    assert_same_outcome(pytester, *mode)
+    run = only_run(pytester)
+    records = run.of(ev.TestFinished)
+    assert len(records) == 4
+    first = min(e.ts for e in run.events)
+    last = max(e.ts for e in run.events)
+    for record in records:
+        for phase in record.phases:
+            assert first - 1.0 <= phase.start <= last + 1.0, (record.nodeid, phase)
+        assert first - 1.0 <= record.ts <= last + 1.0, record
+        assert ev.test_span(record) < record.duration + 5.0, record
+
+
 def test_no_module_of_the_monitor_holds_a_clock_freezegun_would_replace() -> None:
     """The static side of the test above, for every module (a probe imported later, a
     statement's clock): none keeps a real clock function as a module attribute."""

@@ -90,6 +90,12 @@ RERUN = "rerun"
 it runs again (its summary counts it as ``rerun``)."""
 
 
+CLOCK_SLACK = 2.0
+"""Seconds by which a phase's end by pytest's wall-clock times may differ from this
+process's monotonic clock when its report reaches the monitor (the report is made in
+between: a long failure text takes a while) before the wall clock is taken to have moved."""
+
+
 class _Reruns:
     """A test's attempts that pytest-rerunfailures ran again, carried to its last attempt's
     record. Made only when a test is rerun: a test that is not costs nothing of this."""
@@ -680,7 +686,16 @@ class LifecycleProbe:
         stop = report.stop
         if stop:
             end = stop + self._offset
-            start = report.start + self._offset
+            # pytest's start and stop are time.time(): a wall clock moved since logstart (a
+            # suite's time-machine or freezegun travel, a clock step) would put the phase
+            # years away. This hook runs as the phase's report is made: this process's
+            # monotonic clock must agree within CLOCK_SLACK, else it is the phase's end. The
+            # start is the end less pytest's duration (perf_counter, never moved): the same
+            # as stop less start, unless the clock moved within the phase.
+            mono = _WALL0 + (REAL.perf_counter() - _MONO0)
+            if not -CLOCK_SLACK < mono - end < CLOCK_SLACK:
+                end = mono
+            start = end - report.duration
         else:  # a report made by hand, without times
             end = _WALL0 + (REAL.perf_counter() - _MONO0)
             start = end - report.duration
