@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
+import msgspec
 import pytest
 
 from testmon_live.plugin import events as ev
@@ -905,6 +906,7 @@ def test_a_model_that_takes_longer_than_the_run_is_no_recommendation_either() ->
 
 SLOW_REPORTS_CONFTEST = """
 import time
+import msgspec
 import pytest
 
 @pytest.hookimpl(hookwrapper=True)
@@ -915,6 +917,7 @@ def pytest_runtest_makereport(item, call):
 """
 
 SLOW_REPORTS_SUITE = """
+import msgspec
 import pytest
 
 @pytest.mark.parametrize("n", range(6))
@@ -960,3 +963,38 @@ def test_a_real_run_whose_failure_reports_are_slow_is_busy_and_modelled(
     assert answer["check"]["accounted"] is not None
     assert answer["check"]["accounted"] >= ACCOUNTED
     assert answer["check"]["reliable"]
+
+
+def test_a_distribution_the_model_does_not_replay_is_not_checked_as_load() -> None:
+    """--dist each runs every test on every worker: replayed as load, the model would find
+    half the run's time unseen and blame time it does not see. It says the distribution is
+    not one it replays instead, and keeps its recommendation."""
+    events = sample_runs.slow_reports_run(tests=8, workers=2, report=0.5)
+    header = events[0]
+    assert isinstance(header, ev.RunStarted)
+    events[0] = msgspec.structs.replace(header, dist="each")
+    answer = whatif(build_profile(RunState(detail=True).apply_all(events)), Question(2))
+    assert answer["check"]["accounted"] is None
+    assert answer["check"]["dist"] == "each"
+    assert answer["check"]["reliable"]
+    text = " ".join(render_text(answer).split())
+    assert "--dist each is not a distribution the model replays" in text
+    assert "unreliable" not in text
+
+
+def test_a_tests_rerun_attempts_are_its_cost_in_the_model() -> None:
+    """A test pytest-rerunfailures ran again held its worker for every attempt: the fold
+    counts them busy, the model's replay of the run counts them too (else a healthy run with
+    a rerun reads as one the model cannot account for)."""
+    events = sample_runs.slow_reports_run(tests=8, workers=2, report=0.5)
+    plain = build_profile(RunState(detail=True).apply_all(events))
+    k = next(i for i, e in enumerate(events) if isinstance(e, ev.TestFinished))
+    record = events[k]
+    assert isinstance(record, ev.TestFinished)
+    events[k] = msgspec.structs.replace(record, reruns=1, rerun_time=2.0)
+    rerun = build_profile(RunState(detail=True).apply_all(events))
+    costs = {t.nodeid: t.cost for t in plain.tests}
+    assert {t.nodeid: t.cost for t in rerun.tests} == {
+        nodeid: pytest.approx(cost + (2.0 if nodeid == record.nodeid else 0.0))
+        for nodeid, cost in costs.items()
+    }

@@ -319,6 +319,8 @@ def build_profile(state: RunState) -> Profile:
         nodeid = run.nodeid
         where = (run.w, nodeid)
         own = span_of(run)  # the time between its phases is its own too (its reports)
+        if run.rerun_time > 0.0:  # attempts pytest-rerunfailures ran again: its time too
+            own += run.rerun_time
         if where in setup_in:
             own -= setup_in[where]
         if where in teardowns:

@@ -192,6 +192,16 @@ def check(profile: Profile, grid: Grid | None = None) -> Check:
     replays already made, reused when they are of the same profile and ``--dist``)."""
     workers = max(1, profile.workers)
     dist = profile.dist if profile.dist in DISTS else "load"
+    if profile.dist and profile.dist not in DISTS and profile.dist != "no":
+        # --dist each, loadgroup: a distribution the model does not replay; its replay as
+        # load would say nothing of what the run spent
+        return {
+            "workers": workers,
+            "dist": profile.dist,
+            "wall": 0.0,
+            "accounted": None,
+            "reliable": True,
+        }
     own = profile.as_recorded()  # its own start-up and exit, not the suite's median
     if grid is None or grid.profile is not own or grid.dist != dist:
         grid = Grid(own, dist)
@@ -461,6 +471,11 @@ def render_text(answer: WhatIf) -> str:
         lines.append(
             f"(replayed as it ran, -n {checked['workers']} --dist {checked['dist']}, the model "
             f"takes {checked['wall']:.1f} s of its {rec['wall']:.1f} s)"
+        )
+    if accounted is None and checked["dist"] not in DISTS and checked["dist"] != "no":
+        lines.append(
+            f"(--dist {checked['dist']} is not a distribution the model replays: predictions "
+            "take the run's tests as --dist load would, not checked against its wall time)"
         )
     if not answer["order_recorded"]:
         lines.append(
