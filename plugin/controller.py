@@ -289,6 +289,8 @@ class ControllerRecorder:
         xdist comes here, one per module or class: the passed ones cost a check."""
         if report.passed:
             return
+        if report.skipped and self.config.option.collectonly:
+            return  # pytest's line after --collect-only counts no skipped
         local = self.local_worker
         self.hub.emit(
             ev.CollectionReport(

@@ -968,3 +968,18 @@ def test_run_ids_sort_in_start_order_within_one_second() -> None:
         ids = [new_run_id(t) for t in starts]
         assert ids == sorted(ids)
         assert len(set(ids)) == len(ids)
+
+
+@pytest.mark.parametrize("mode", [XDIST, SINGLE])
+def test_collect_only_counts_what_its_line_counts(
+    pytester: pytest.Pytester, mode: list[str]
+) -> None:
+    """``--collect-only`` says ``2 tests collected, 2 errors``: a module that skipped
+    itself is no count of that line, so not of the monitor's either."""
+    pytester.makepyfile(**BROKEN_MODULES)
+    result = pytester.runpytest_subprocess("--monitor", "--collect-only", *mode)
+    output = result.stdout.str()
+    assert re.search(r"\d+ errors? in", output), output
+    errors = int(re.findall(r"(\d+) errors? in", output)[-1])
+    state = only_run(pytester).state
+    assert {k: n for k, n in state.counts.items() if n} == {"error": errors}
