@@ -124,6 +124,9 @@ class FixtureRow(TypedDict):
     ran_once_on: str | None
     once_work: float
     waiters: list[str]
+    namesakes: int
+    """Other fixtures of the run with the same name (defined elsewhere: ``baseid`` tells
+    which is which)."""
 
 
 class FailureRow(TypedDict):
@@ -563,6 +566,7 @@ def _fixtures(state: RunState, top: int) -> tuple[list[FixtureRow], int, int]:
     and how many cost less (never shown)."""
     every = state.fixtures_by_cost()
     shown = [f for f in every if f.setup_total >= MIN_SHOWN or f.errors]
+    names = Counter(f.name for f in every)
     rows: list[FixtureRow] = []
     for f in shown[:top]:
         story = state.setup_story((f.name, f.scope, f.baseid), f.setup_total)
@@ -584,6 +588,7 @@ def _fixtures(state: RunState, top: int) -> tuple[list[FixtureRow], int, int]:
                 "ran_once_on": story.ran_once_on,
                 "once_work": seconds(story.once_work),
                 "waiters": list(story.waiters),
+                "namesakes": names[f.name] - 1,
             }
         )
     return rows, len(shown) - len(rows), len(every) - len(shown)

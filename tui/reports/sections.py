@@ -167,11 +167,21 @@ def _fixture_note(fixture: FixtureRow) -> str:
     return ", ".join(notes)
 
 
+def defined_in(baseid: str) -> str:
+    """Where a fixture is defined, from pytest's ``baseid``: a module or a class as it is,
+    a folder's ``conftest.py``; none is the rootdir's ``conftest.py`` or a plugin."""
+    if not baseid:
+        return "conftest.py or a plugin"
+    if "::" in baseid or baseid.endswith(".py"):
+        return baseid
+    return f"{baseid}/conftest.py"
+
+
 def _fixtures_section(report: Report) -> Section | None:
     fixtures = report["fixtures"]
     if not fixtures:
         return None
-    columns = (
+    columns: tuple[Column, ...] = (
         Column("fixture", squeeze="start", code=True),
         Column("scope"),
         Column("runs", right=True),
@@ -181,7 +191,7 @@ def _fixtures_section(report: Report) -> Section | None:
         Column("teardown", right=True),
         Column("note"),
     )
-    rows = [
+    rows: list[tuple[str, ...]] = [
         (
             f["name"],
             f["scope"],
@@ -194,6 +204,12 @@ def _fixtures_section(report: Report) -> Section | None:
         )
         for f in fixtures
     ]
+    if any(f["namesakes"] for f in fixtures):  # two fixtures of one name: which is which
+        columns += (Column("defined in", squeeze="end", code=True),)
+        rows = [
+            (*row, defined_in(f["baseid"]) if f["namesakes"] else "")
+            for row, f in zip(rows, fixtures, strict=True)
+        ]
     blocks: list[Block] = [Table(columns, rows)]
     raced = {(r["fixture"], r["scope"], r["baseid"]) for r in report["setup_races"]}
     duplicated: list[Line] = [
