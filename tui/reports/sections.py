@@ -503,6 +503,17 @@ def _locks_section(report: Report) -> Section | None:
 
 
 def _migration_result(row: MigrationRow) -> str:
+    if row["count"] > 1:
+        said = [
+            plural(n, what)
+            for n, what in (
+                (row["errors"], "error"),
+                (row["caught_errors"], "caught error"),
+                (row["unfinished"], "unfinished"),
+            )
+            if n
+        ]
+        return ", ".join(said) or "ok"
     if not row["finished"]:
         return "unfinished"
     if row["error"]:
@@ -546,25 +557,33 @@ def _migrations_section(report: Report) -> Section | None:
         Column("revisions", squeeze="start"),
         Column("at", right=True),
         _TOOK,
+        Column("max", right=True),
         Column("result"),
         _DATABASE,
     )
     rows = [
         (
             m["worker"],
-            f"{m['tool']} {m['op']}",
+            f"{m['tool']} {m['op']}" + (f" ×{m['count']}" if m["count"] > 1 else ""),
             " → ".join(r for r in (m["from_rev"], m["to_rev"]) if r),
             "+" + fmt_duration(m["offset"]),
             fmt_duration(m["duration"]),
+            fmt_duration(m["longest"]) if m["count"] > 1 else "",
             _migration_result(m),
             m["url"] if m["schema"] is None else f"{m['url']} (schema {m['schema']})",
         )
         for m in migrations
     ]
+    blocks = _top_table(columns, rows, report["omitted"]["migrations"], "migration")
+    if any(m["count"] > 1 for m in migrations):
+        note: Line = (
+            "×N: the same migration run N times by one worker (a schema built per test); "
+            "at: the first began, took: their time in all, max: the longest",
+        )
+        blocks.append(Prose([note]))
     races = _migration_races(report)
     failed = [_error_line(e) for e in report["migration_errors"] if not e["caught"]]
     caught = [_error_line(e) for e in report["migration_errors"] if e["caught"]]
-    blocks = _top_table(columns, rows, report["omitted"]["migrations"], "migration")
     if races or failed:
         blocks.append(Bullets(races + failed, warn=True))
     if caught:
