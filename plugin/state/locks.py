@@ -212,6 +212,10 @@ class LockFold(WorkerFold):
         overlapping times."""
         self.race_places: dict[str, tuple[str, str | None]] = {}
         """Place of :attr:`migration_races` -> its (URL, schema): what to compare and show."""
+        self.race_windows: dict[str, tuple[float, float]] = {}
+        """Place of :attr:`migration_races` -> how long the race lasted: from the start of
+        the first migration that overlapped another worker's there to the end of the last
+        one (workers' clocks)."""
         self._erring_tests: set[tuple[str, str]] = set()
         """(worker, test) of running tests a migration raised in, until the test ends."""
         self.caught_errors: set[tuple[str, str]] = set()
@@ -476,15 +480,23 @@ class LockFold(WorkerFold):
                 span = [e.w, start, e.ts]
                 spans.append(span)
         inf = float("inf")
-        others = {
-            other[0]
+        overlapping = [
+            other
             for other in spans
             if other[0] != span[0]
             and other[1] + CLOCK_SLACK < (span[2] if span[2] is not None else inf)
             and span[1] + CLOCK_SLACK < (other[2] if other[2] is not None else inf)
-        }
-        if others:
+        ]
+        if overlapping:
+            others = {other[0] for other in overlapping}
             self.race_places[where] = (e.url, e.schema)
+            both = [span, *overlapping]  # an open one lasts until now, as far as is known
+            begin = min(s[1] for s in both)
+            end = max(s[2] if s[2] is not None else e.ts for s in both)
+            window = self.race_windows.get(where)
+            if window is not None:
+                begin, end = min(begin, window[0]), max(end, window[1])
+            self.race_windows[where] = (begin, end)
             racing = self.migration_races.setdefault(where, set())
             if not (others | {e.w}) <= racing:
                 racing.update(others | {e.w})
@@ -506,6 +518,21 @@ class LockFold(WorkerFold):
         url, schema = self.race_places.get(place, (place, None))
         where = display_url(url) or "one database"
         return where if schema is None else f"{where} (schema {schema})"
+
+    def race_of(self, m: ev.Migration) -> str | None:
+        """The place of the migration race ``m`` came during: its database (and schema) is
+        one of :attr:`migration_races` and it ran while that race lasted
+        (:attr:`race_windows`). ``None`` for any other migration: on another database (a
+        private in-memory one never races), or before or after the race. The one answer to
+        "is this migration part of that race" (its errors are the race's likely doing)."""
+        place = m.place
+        window = self.race_windows.get(place)
+        if window is None:
+            return None
+        begin = m.ts - (m.duration or 0.0) if m.action == "end" else m.ts
+        if begin <= window[1] + CLOCK_SLACK and window[0] - CLOCK_SLACK <= m.ts:
+            return place
+        return None
 
     def migration_runs(self) -> list[MigrationRun]:
         """Every migration, its begin paired with its end (per worker, tool, operation and

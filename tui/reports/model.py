@@ -275,6 +275,10 @@ class MigrationRaceRow(TypedDict):
     schema: str | None
     """The schema the racing changes named (``None``: the database as a whole)."""
     workers: list[str]
+    start: float
+    end: float
+    """How long the race lasted: from the start of the first migration that overlapped
+    another worker's to the end of the last one."""
 
 
 class Omitted(TypedDict):
@@ -327,7 +331,8 @@ class MigrationRow(TypedDict):
 
 
 class MigrationErrorRow(TypedDict):
-    """Migrations of one tool and operation that failed with the same message."""
+    """Migrations of one tool and operation that failed with the same message, on one
+    database, during one race or outside any."""
 
     tool: str
     op: str
@@ -340,6 +345,12 @@ class MigrationErrorRow(TypedDict):
     """How many tests they ran in."""
     caught: bool
     """All of them raised inside tests that passed (errors the suite provokes on purpose)."""
+    url: str
+    """The database (the first one's, where they differ only in paths and numbers)."""
+    schema: str | None
+    during_race: bool
+    """They ran while several workers migrated that database (and schema) at once
+    (:data:`Report.migration_races`): likely the race's doing."""
 
 
 class MigrationStepRow(TypedDict):
@@ -846,14 +857,20 @@ def _setup_race_row(race: SetupRace) -> SetupRaceRow:
 
 
 def _migration_races(state: RunState) -> list[MigrationRaceRow]:
-    return [
-        {
-            "url": display_url(state.race_places.get(place, (place, None))[0]),
-            "schema": state.race_places.get(place, (place, None))[1],
-            "workers": sorted(workers, key=worker_order),
-        }
-        for place, workers in state.migration_races.items()
-    ]
+    rows: list[MigrationRaceRow] = []
+    for place, workers in state.migration_races.items():
+        url, schema = state.race_places.get(place, (place, None))
+        start, end = state.race_windows.get(place, (0.0, 0.0))
+        rows.append(
+            {
+                "url": display_url(url),
+                "schema": schema,
+                "workers": sorted(workers, key=worker_order),
+                "start": epoch(start),
+                "end": epoch(end),
+            }
+        )
+    return rows
 
 
 def _tail(state: RunState) -> Tail | None:
@@ -961,21 +978,31 @@ numbers (ids, ports, counts)."""
 
 
 def _migration_errors(state: RunState, top: int) -> tuple[list[MigrationErrorRow], int]:
-    """Failed migrations grouped by tool, operation, message (paths and numbers aside: each
-    test's tmp_path differs) and whether a passing test caught them: real failures first,
-    then the most frequent; the ``top`` first, and how many groups more."""
-    groups: dict[tuple[str, str, str, bool], MigrationErrorRow] = {}
-    tests: dict[tuple[str, str, str, bool], set[str]] = {}
+    """Failed migrations grouped by tool, operation, message and database (paths and
+    numbers aside: each test's tmp_path differs), whether they came during a race (its
+    likely doing) and whether a passing test caught them: real failures first, then the
+    most frequent; the ``top`` first, and how many groups more."""
+    groups: dict[tuple[str, str, str, bool, str, bool], MigrationErrorRow] = {}
+    tests: dict[tuple[str, str, str, bool, str, bool], set[str]] = {}
     for m in state.migrations:
         if m.error is None:
             continue
         caught = state.caught(m)
-        key = (m.tool, m.op, _VARYING.sub("#", m.error), caught)
+        race = state.race_of(m)
+        key = (
+            m.tool,
+            m.op,
+            _VARYING.sub("#", m.error),
+            caught,
+            _VARYING.sub("#", m.place),
+            race is not None,
+        )
         row = groups.get(key)
         if row is None:
             row = groups[key] = {
                 "tool": m.tool, "op": m.op, "error": m.error, "count": 0,
                 "workers": [], "tests": [], "test_count": 0, "caught": caught,
+                "url": display_url(m.url), "schema": m.schema, "during_race": race is not None,
             }  # fmt: skip
             tests[key] = set()
         row["count"] += 1
