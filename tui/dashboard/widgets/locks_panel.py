@@ -15,7 +15,7 @@ from testmon_live.plugin.dburl import display_url
 from testmon_live.tui.dashboard.ingest import Ingest
 from testmon_live.tui.dashboard.palette import TONE_CLASSES, colour
 from testmon_live.tui.dashboard.widgets.fit_lines import fit_lines
-from testmon_live.tui.reports.formatting import fmt_duration, plural
+from testmon_live.tui.reports.formatting import first_line, fmt_duration, plural
 
 WAITS_SHOWN = 8
 """Past waits listed per lock (the latest)."""
@@ -127,6 +127,8 @@ class LocksPanel(Static):
                 elif m.duration is not None:
                     text.append(f" {fmt_duration(m.duration)}")
             else:  # the same one again and again: a schema built per test
+                if m.from_rev or m.to_rev:
+                    text.append(f" {m.from_rev or '∅'} → {m.to_rev or '∅'}")
                 text.append(
                     f" ×{group.count} {fmt_duration(group.total)} in all, "
                     f"max {fmt_duration(group.longest)}"
@@ -140,10 +142,13 @@ class LocksPanel(Static):
             if m.url:
                 schema = f" (schema {m.schema})" if m.schema is not None else ""
                 text.append(f"  {display_url(m.url)}{schema}", style=muted)
-            # its first error (a group's on lines of their own, under it)
+            # its first error (a group's on lines of their own, under it, their first lines)
             failed = next((r.error for r in group.runs if r.error and not r.caught), None)
             caught = next((r.error for r in group.runs if r.error and r.caught), None)
             gap = "  " if group.count == 1 else "\n" + " " * 9
+            if group.count > 1:
+                failed = first_line(failed) if failed is not None else None
+                caught = first_line(caught) if caught is not None else None
             if failed is not None:
                 text.append(gap)
                 text.append(failed, style=err)
