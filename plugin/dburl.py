@@ -2,8 +2,9 @@
 
 Shown decoded (``sqlite:///:memory:``, not SQLAlchemy's ``%3Amemory%3A``) with the password
 redacted; and :func:`is_private` says when a URL names a database no other worker can
-reach, whatever the URL: SQLite's in-memory databases live inside one process (shared
-cache or not), so two workers "migrating" ``:memory:`` at once never share anything.
+reach, whatever the URL: SQLite's (and DuckDB's) in-memory databases live inside one
+process (shared cache or not), so two workers "migrating" ``:memory:`` at once never share
+anything.
 """
 
 from __future__ import annotations
@@ -23,9 +24,10 @@ def display_url(url: str) -> str:
 
 
 def is_private(url: str) -> bool:
-    """An in-memory SQLite database: private to the process that opened it."""
+    """An in-memory SQLite (or DuckDB) database: private to the process that opened it,
+    though every worker's has the same URL."""
     scheme, sep, rest = url.partition("://")
-    if not sep or not scheme.lower().startswith("sqlite"):
+    if not sep or not scheme.lower().startswith(("sqlite", "duckdb")):
         return False
     rest = unquote(rest)
     path, _, query = rest.partition("?")

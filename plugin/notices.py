@@ -261,7 +261,12 @@ class Watch:
             self._races[place] = len(workers)
             names = ", ".join(sorted(workers, key=worker_order))
             test = next(
-                (m.test for m in reversed(state.migrations) if m.place == place and m.test), None
+                (
+                    m.test
+                    for m in reversed(state.migrations)
+                    if m.test and state.race_of(m) == place
+                ),
+                None,
             )
             out.append(
                 Alert(

@@ -40,15 +40,20 @@ def _rel(path: Path) -> str:
 
 
 def _race_line(state: RunState, place: str, racing: set[str], names: str) -> str:
-    """Racing migrations; schema changes of hand-written runners with their statements."""
-    spans = [
-        m for m in state.migrations if m.place == place and m.w in racing and m.action == "end"
-    ]
+    """Racing migrations; schema changes of hand-written runners with their statements;
+    and how many migrations failed while the race lasted (likely its doing)."""
+    during = [m for m in state.migrations if m.action == "end" and state.race_of(m) == place]
+    spans = [m for m in during if m.w in racing]
+    failed = sum(1 for m in during if m.error is not None and not state.caught(m))
+    meanwhile = f"; {_count(failed, 'migration')} failed meanwhile" if failed else ""
     where = state.race_where(place)
     if not spans or any(m.tool != "ddl" for m in spans):
-        return f"concurrent migrations: {names} migrated {where} at once"
+        return f"concurrent migrations: {names} migrated {where} at once{meanwhile}"
     statements = sorted({m.to_rev for m in spans if m.to_rev})
-    return f"concurrent schema changes: {names} on {where} at once ({'; '.join(statements[:3])})"
+    return (
+        f"concurrent schema changes: {names} on {where} at once "
+        f"({'; '.join(statements[:3])}){meanwhile}"
+    )
 
 
 def _test_database_lines(state: RunState) -> list[str]:

@@ -27,7 +27,7 @@ from .fold import (
     fold,
     gc_paused,
 )
-from .locks import LockStats, LockWait, StepRecord, lock_label
+from .locks import LockStats, LockWait, MigrationGroup, MigrationRun, StepRecord, lock_label
 from .nesting import own_times
 from .setups import Resource, SetupRace, SetupRecord, SetupStory
 from .workers import (
@@ -52,6 +52,8 @@ __all__ = [
     "ImageStats",
     "LockStats",
     "LockWait",
+    "MigrationGroup",
+    "MigrationRun",
     "Resource",
     "RunState",
     "SetupRace",

@@ -112,6 +112,73 @@ class Attributions:
         return len(self._found)
 
 
+class MigrationRun(msgspec.Struct):
+    """One migration as it ran: its begin paired with its end. A short migration may log
+    its end alone; one still running, or cut short by a crash, has no end yet."""
+
+    w: str
+    tool: str
+    op: str
+    url: str
+    schema: str | None
+    from_rev: str | None
+    to_rev: str | None
+    start: float
+    """When it began, by its worker's clock."""
+    duration: float | None
+    """Seconds it took; ``None`` while it has no end (or its end says no duration)."""
+    finished: bool
+    error: str | None
+    test: str | None
+    fixture: str | None
+    caught: bool
+    """It raised inside a test that passed: the test caught the error (expected)."""
+
+    @property
+    def place(self) -> str:
+        return self.url if self.schema is None else f"{self.url} (schema {self.schema})"
+
+
+class MigrationGroup(msgspec.Struct):
+    """The migrations one worker ran with one tool and operation on one database (and
+    schema), between the same revisions: a suite that builds its schema per test
+    (``create_all`` in a fixture) repeats one many times; a one-off is a group of one."""
+
+    runs: list[MigrationRun]
+    """In the order they began."""
+
+    @property
+    def first(self) -> MigrationRun:
+        return self.runs[0]
+
+    @property
+    def count(self) -> int:
+        return len(self.runs)
+
+    @property
+    def total(self) -> float | None:
+        """Seconds of the finished ones in all (``None``: none finished with a duration)."""
+        took = [r.duration for r in self.runs if r.duration is not None]
+        return sum(took) if took else None
+
+    @property
+    def longest(self) -> float | None:
+        return max((r.duration for r in self.runs if r.duration is not None), default=None)
+
+    @property
+    def errors(self) -> int:
+        """Runs that failed (not the errors passing tests caught)."""
+        return sum(1 for r in self.runs if r.error is not None and not r.caught)
+
+    @property
+    def caught_errors(self) -> int:
+        return sum(1 for r in self.runs if r.error is not None and r.caught)
+
+    @property
+    def unfinished(self) -> int:
+        return sum(1 for r in self.runs if not r.finished)
+
+
 class StepRecord(NamedTuple):
     """One migration step a worker ran, with the migration it was part of."""
 
@@ -146,6 +213,10 @@ class LockFold(WorkerFold):
         overlapping times."""
         self.race_places: dict[str, tuple[str, str | None]] = {}
         """Place of :attr:`migration_races` -> its (URL, schema): what to compare and show."""
+        self.race_windows: dict[str, tuple[float, float]] = {}
+        """Place of :attr:`migration_races` -> how long the race lasted: from the start of
+        the first migration that overlapped another worker's there to the end of the last
+        one (workers' clocks)."""
         self._erring_tests: set[tuple[str, str]] = set()
         """(worker, test) of running tests a migration raised in, until the test ends."""
         self.caught_errors: set[tuple[str, str]] = set()
@@ -485,15 +556,23 @@ class LockFold(WorkerFold):
                 span = [e.w, start, e.ts]
                 spans.append(span)
         inf = float("inf")
-        others = {
-            other[0]
+        overlapping = [
+            other
             for other in spans
             if other[0] != span[0]
             and other[1] + CLOCK_SLACK < (span[2] if span[2] is not None else inf)
             and span[1] + CLOCK_SLACK < (other[2] if other[2] is not None else inf)
-        }
-        if others:
+        ]
+        if overlapping:
+            others = {other[0] for other in overlapping}
             self.race_places[where] = (e.url, e.schema)
+            both = [span, *overlapping]  # an open one lasts until now, as far as is known
+            begin = min(s[1] for s in both)
+            end = max(s[2] if s[2] is not None else e.ts for s in both)
+            window = self.race_windows.get(where)
+            if window is not None:
+                begin, end = min(begin, window[0]), max(end, window[1])
+            self.race_windows[where] = (begin, end)
             racing = self.migration_races.setdefault(where, set())
             if not (others | {e.w}) <= racing:
                 racing.update(others | {e.w})
@@ -515,6 +594,78 @@ class LockFold(WorkerFold):
         url, schema = self.race_places.get(place, (place, None))
         where = display_url(url) or "one database"
         return where if schema is None else f"{where} (schema {schema})"
+
+    def race_of(self, m: ev.Migration) -> str | None:
+        """The place of the migration race ``m`` came during: its database (and schema) is
+        one of :attr:`migration_races` and it ran while that race lasted
+        (:attr:`race_windows`). ``None`` for any other migration: on another database (a
+        private in-memory one never races), or before or after the race. The one answer to
+        "is this migration part of that race" (its errors are the race's likely doing)."""
+        place = m.place
+        window = self.race_windows.get(place)
+        if window is None:
+            return None
+        begin = m.ts - (m.duration or 0.0) if m.action == "end" else m.ts
+        if begin <= window[1] + CLOCK_SLACK and window[0] - CLOCK_SLACK <= m.ts:
+            return place
+        return None
+
+    def migration_runs(self) -> list[MigrationRun]:
+        """Every migration, its begin paired with its end (per worker, tool, operation and
+        place), in the order of their first event."""
+        runs: list[MigrationRun] = []
+        open_runs: dict[tuple[str, str, str, str], list[int]] = {}
+        for m in self.migrations:
+            key = (m.w, m.tool, m.span_op, m.place)
+            pending = open_runs.setdefault(key, [])
+            if m.action == "end" and pending:
+                at = pending.pop(0)
+                run = runs[at]
+                runs[at] = msgspec.structs.replace(
+                    run,
+                    op=m.op,  # what it did (a reuse that had to create the database)
+                    duration=m.duration if m.duration is not None else m.ts - run.start,
+                    finished=True,
+                    error=m.error,
+                    caught=self.caught(m),
+                    to_rev=m.to_rev or run.to_rev,
+                )
+                continue
+            if m.action == "begin":
+                pending.append(len(runs))
+            runs.append(
+                MigrationRun(
+                    w=m.w,
+                    tool=m.tool,
+                    op=m.op,
+                    url=m.url,
+                    schema=m.schema,
+                    from_rev=m.from_rev,
+                    to_rev=m.to_rev,
+                    start=m.ts if m.action == "begin" else m.ts - (m.duration or 0.0),
+                    duration=m.duration if m.action == "end" else None,
+                    finished=m.action == "end",
+                    error=m.error,
+                    test=m.test,
+                    fixture=m.fixture,
+                    caught=self.caught(m),
+                )
+            )
+        return runs
+
+    def migration_groups(self) -> list[MigrationGroup]:
+        """:meth:`migration_runs` grouped (:class:`MigrationGroup`): per-test schema setup
+        is one group with a count, one-off migrations a group each; in the order they
+        began."""
+        groups: dict[tuple[str, str, str, str, str | None, str | None], MigrationGroup] = {}
+        for run in sorted(self.migration_runs(), key=lambda r: r.start):
+            key = (run.w, run.tool, run.op, run.place, run.from_rev, run.to_rev)
+            group = groups.get(key)
+            if group is None:
+                groups[key] = MigrationGroup([run])
+            else:
+                group.runs.append(run)
+        return list(groups.values())
 
     def caught(self, m: ev.Migration) -> bool:
         """Whether ``m`` raised inside a test that then passed (the test caught it)."""

@@ -350,13 +350,15 @@ def _test_findings(state: RunState) -> dict[tuple[str, str], Findings]:
     for race in state.setup_races.values():
         for worker, nodeid in race.tests.items():
             found[(worker, nodeid)].append(("testmon.race", race_line(race)))
-    racing = state.migration_races
     for migration in state.migrations:
-        place = migration.place
-        if migration.action == "begin" and migration.test and place in racing:
-            names = ", ".join(sorted(racing[place], key=worker_order))
-            text = f"{names} migrated {state.race_where(place)} at once"
-            found[(migration.w, migration.test)].append(("testmon.race", text))
+        place = state.race_of(migration)
+        if place is None or not migration.test:
+            continue
+        names = ", ".join(sorted(state.migration_races[place], key=worker_order))
+        finding = ("testmon.race", f"{names} migrated {state.race_where(place)} at once")
+        said = found[(migration.w, migration.test)]
+        if finding not in said:  # a test's create_all and drop_all: one race
+            said.append(finding)
     for view in state.dead_containers():
         died = _container_words(view)
         for worker, nodeid in view.during.items():

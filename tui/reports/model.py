@@ -24,6 +24,8 @@ from testmon_live.plugin.state import (
     FAILURES_KEPT,
     SLOWEST_KEPT,
     LockStats,
+    MigrationGroup,
+    MigrationRun,
     RunState,
     SetupRace,
     Tail,
@@ -127,6 +129,9 @@ class FixtureRow(TypedDict):
     ran_once_on: str | None
     once_work: float
     waiters: list[str]
+    namesakes: int
+    """Other fixtures of the run with the same name (defined elsewhere: ``baseid`` tells
+    which is which)."""
 
 
 class CollectionErrorRow(TypedDict):
@@ -288,6 +293,10 @@ class MigrationRaceRow(TypedDict):
     schema: str | None
     """The schema the racing changes named (``None``: the database as a whole)."""
     workers: list[str]
+    start: float
+    end: float
+    """How long the race lasted: from the start of the first migration that overlapped
+    another worker's to the end of the last one."""
 
 
 class Omitted(TypedDict):
@@ -302,6 +311,10 @@ class Omitted(TypedDict):
 
 
 class MigrationRow(TypedDict):
+    """A migration, or the same migration repeated (``count``): one worker running one tool
+    and operation on one database between the same revisions, as a suite that builds its
+    schema per test does (``create_all`` in a function fixture)."""
+
     worker: str
     tool: str
     op: str
@@ -311,19 +324,33 @@ class MigrationRow(TypedDict):
     from_rev: str | None
     to_rev: str | None
     start: float
+    """When the first of them began."""
     offset: float
+    count: int
+    """How many times it ran (1: a one-off)."""
     duration: float | None
+    """Seconds in all (of those that finished; ``None``: none did)."""
+    longest: float | None
+    """The longest of them."""
     finished: bool
+    """Every one of them finished."""
+    unfinished: int
     error: str | None
+    """The first error (one that failed a test before one a passing test caught)."""
+    errors: int
+    """How many failed (errors passing tests caught aside)."""
+    caught_errors: int
     test: str | None
+    """The first one's test and fixture."""
     fixture: str | None
     concurrent_with: list[str]
     caught: bool
-    """It raised inside a test that passed: the test caught the error (expected)."""
+    """It raised, and every error inside a test that passed: caught (expected)."""
 
 
 class MigrationErrorRow(TypedDict):
-    """Migrations of one tool and operation that failed with the same message."""
+    """Migrations of one tool and operation that failed with the same message, on one
+    database, during one race or outside any."""
 
     tool: str
     op: str
@@ -336,6 +363,12 @@ class MigrationErrorRow(TypedDict):
     """How many tests they ran in."""
     caught: bool
     """All of them raised inside tests that passed (errors the suite provokes on purpose)."""
+    url: str
+    """The database (the first one's, where they differ only in paths and numbers)."""
+    schema: str | None
+    during_race: bool
+    """They ran while several workers migrated that database (and schema) at once
+    (:data:`Report.migration_races`): likely the race's doing."""
 
 
 class MigrationStepRow(TypedDict):
@@ -588,6 +621,7 @@ def _fixtures(state: RunState, top: int) -> tuple[list[FixtureRow], int, int]:
     and how many cost less (never shown)."""
     every = state.fixtures_by_cost()
     shown = [f for f in every if f.setup_total >= MIN_SHOWN or f.errors]
+    names = Counter(f.name for f in every)
     rows: list[FixtureRow] = []
     for f in shown[:top]:
         story = state.setup_story((f.name, f.scope, f.baseid), f.setup_total)
@@ -609,6 +643,7 @@ def _fixtures(state: RunState, top: int) -> tuple[list[FixtureRow], int, int]:
                 "ran_once_on": story.ran_once_on,
                 "once_work": seconds(story.once_work),
                 "waiters": list(story.waiters),
+                "namesakes": names[f.name] - 1,
             }
         )
     return rows, len(shown) - len(rows), len(every) - len(shown)
@@ -864,14 +899,20 @@ def _setup_race_row(race: SetupRace) -> SetupRaceRow:
 
 
 def _migration_races(state: RunState) -> list[MigrationRaceRow]:
-    return [
-        {
-            "url": display_url(state.race_places.get(place, (place, None))[0]),
-            "schema": state.race_places.get(place, (place, None))[1],
-            "workers": sorted(workers, key=worker_order),
-        }
-        for place, workers in state.migration_races.items()
-    ]
+    rows: list[MigrationRaceRow] = []
+    for place, workers in state.migration_races.items():
+        url, schema = state.race_places.get(place, (place, None))
+        start, end = state.race_windows.get(place, (0.0, 0.0))
+        rows.append(
+            {
+                "url": display_url(url),
+                "schema": schema,
+                "workers": sorted(workers, key=worker_order),
+                "start": epoch(start),
+                "end": epoch(end),
+            }
+        )
+    return rows
 
 
 def _tail(state: RunState) -> Tail | None:
@@ -890,79 +931,73 @@ def _tail(state: RunState) -> Tail | None:
     )
 
 
-def _pair_migrations(state: RunState) -> list[MigrationRow]:
-    """Begin and end events paired per worker, tool, operation and database."""
-    rows: list[MigrationRow] = []
-    open_rows: dict[tuple[str, str, str, str], list[MigrationRow]] = {}
-    started = state.started
-    for m in state.migrations:
-        key = (m.w, m.tool, m.span_op, m.place)
-        pending = open_rows.setdefault(key, [])
-        if m.action == "end" and pending:
-            row = pending.pop(0)
-            row["op"] = m.op  # what it did (a reuse that had to create the database)
-            row["finished"] = True
-            row["duration"] = seconds(m.duration if m.duration is not None else m.ts - row["start"])
-            row["error"] = m.error
-            row["caught"] = state.caught(m)
-            row["to_rev"] = m.to_rev or row["to_rev"]
-            continue
-        begin = m.ts if m.action == "begin" else m.ts - (m.duration or 0.0)
-        row = {
-            "worker": m.w,
-            "tool": m.tool,
-            "op": m.op,
-            "url": m.url,
-            "schema": m.schema,
-            "from_rev": m.from_rev,
-            "to_rev": m.to_rev,
-            "start": epoch(begin),
-            "offset": seconds(begin - started),
-            "duration": optional_seconds(m.duration) if m.action == "end" else None,
-            "finished": m.action == "end",
-            "error": m.error,
-            "test": m.test,
-            "fixture": m.fixture,
-            "concurrent_with": [],
-            "caught": state.caught(m),
-        }
-        rows.append(row)
-        if m.action == "begin":
-            pending.append(row)
-    return rows
-
-
-def _migrations(state: RunState, top: int) -> tuple[list[MigrationRow], int]:
-    """Migrations, each marked with the other workers that migrated the same database
-    meanwhile (the fold's verdict: a private in-memory database is never shared); the
-    ``top`` costliest (races and errors first), in the order they began, and how many were
-    left out."""
-    rows = _pair_migrations(state)
+def _concurrent(state: RunState, runs: list[MigrationRun]) -> dict[int, set[str]]:
+    """id of a run -> the other workers that migrated its database (and schema) meanwhile,
+    for the runs on a raced one (the fold's verdict: a private in-memory database is never
+    shared)."""
     stop = state.end.ts if state.end is not None else state.last_ts
 
-    def span(row: MigrationRow) -> tuple[float, float]:
-        duration = row["duration"]
-        return row["start"], (row["start"] + duration if duration is not None else stop)
+    def span(run: MigrationRun) -> tuple[float, float]:
+        return run.start, (run.start + run.duration if run.duration is not None else stop)
 
-    by_place: dict[tuple[str, str | None], list[MigrationRow]] = {}
-    racing = set(state.race_places.values())
-    for row in rows:
-        place = (row["url"], row["schema"])
-        if place in racing:
-            by_place.setdefault(place, []).append(row)
+    by_place: dict[str, list[MigrationRun]] = {}
+    for run in runs:
+        if run.place in state.migration_races:
+            by_place.setdefault(run.place, []).append(run)
+    found: dict[int, set[str]] = {}
     for same in by_place.values():
-        for row in same:
-            begin, end = span(row)
-            others = {
-                other["worker"]
+        for run in same:
+            begin, end = span(run)
+            found[id(run)] = {
+                other.w
                 for other in same
-                if other["worker"] != row["worker"]
+                if other.w != run.w
                 and span(other)[0] + CLOCK_SLACK < end
                 and begin + CLOCK_SLACK < span(other)[1]
             }
-            row["concurrent_with"] = sorted(others, key=worker_order)
-    for row in rows:
-        row["url"] = display_url(row["url"])
+    return found
+
+
+def _migration_row(
+    state: RunState, group: MigrationGroup, concurrent: dict[int, set[str]]
+) -> MigrationRow:
+    first = group.first
+    errors = [r for r in group.runs if r.error is not None]
+    failed = [r for r in errors if not r.caught]
+    others = {w for r in group.runs for w in concurrent.get(id(r), ())}
+    return {
+        "worker": first.w,
+        "tool": first.tool,
+        "op": first.op,
+        "url": display_url(first.url),
+        "schema": first.schema,
+        "from_rev": first.from_rev,
+        "to_rev": first.to_rev,
+        "start": epoch(first.start),
+        "offset": seconds(first.start - state.started),
+        "count": group.count,
+        "duration": optional_seconds(group.total),
+        "longest": optional_seconds(group.longest),
+        "finished": group.unfinished == 0,
+        "unfinished": group.unfinished,
+        "error": (failed or errors)[0].error if errors else None,
+        "errors": len(failed),
+        "caught_errors": len(errors) - len(failed),
+        "test": first.test,
+        "fixture": first.fixture,
+        "concurrent_with": sorted(others, key=worker_order),
+        "caught": bool(errors) and not failed,
+    }
+
+
+def _migrations(state: RunState, top: int) -> tuple[list[MigrationRow], int]:
+    """Migrations, the same one repeated as one row (:meth:`RunState.migration_groups`),
+    each marked with the other workers that migrated the same database meanwhile; the
+    ``top`` costliest (races and errors first), in the order they began, and how many
+    rows were left out."""
+    groups = state.migration_groups()
+    concurrent = _concurrent(state, [r for g in groups for r in g.runs])
+    rows = [_migration_row(state, g, concurrent) for g in groups]
     ranked = sorted(rows, key=_migration_cost, reverse=True)
     shown = sorted(ranked[:top], key=lambda r: r["start"])
     return shown, len(rows) - len(shown)
@@ -971,7 +1006,7 @@ def _migrations(state: RunState, top: int) -> tuple[list[MigrationRow], int]:
 def _migration_cost(row: MigrationRow) -> tuple[bool, float]:
     """Races and real failures first (an error a passing test caught costs nothing), then
     the slowest."""
-    trouble = bool(row["concurrent_with"]) or (row["error"] is not None and not row["caught"])
+    trouble = bool(row["concurrent_with"]) or row["errors"] > 0
     return trouble, row["duration"] or 0.0
 
 
@@ -985,21 +1020,31 @@ numbers (ids, ports, counts)."""
 
 
 def _migration_errors(state: RunState, top: int) -> tuple[list[MigrationErrorRow], int]:
-    """Failed migrations grouped by tool, operation, message (paths and numbers aside: each
-    test's tmp_path differs) and whether a passing test caught them: real failures first,
-    then the most frequent; the ``top`` first, and how many groups more."""
-    groups: dict[tuple[str, str, str, bool], MigrationErrorRow] = {}
-    tests: dict[tuple[str, str, str, bool], set[str]] = {}
+    """Failed migrations grouped by tool, operation, message and database (paths and
+    numbers aside: each test's tmp_path differs), whether they came during a race (its
+    likely doing) and whether a passing test caught them: real failures first, then the
+    most frequent; the ``top`` first, and how many groups more."""
+    groups: dict[tuple[str, str, str, bool, str, bool], MigrationErrorRow] = {}
+    tests: dict[tuple[str, str, str, bool, str, bool], set[str]] = {}
     for m in state.migrations:
         if m.error is None:
             continue
         caught = state.caught(m)
-        key = (m.tool, m.op, _VARYING.sub("#", m.error), caught)
+        race = state.race_of(m)
+        key = (
+            m.tool,
+            m.op,
+            _VARYING.sub("#", m.error),
+            caught,
+            _VARYING.sub("#", m.place),
+            race is not None,
+        )
         row = groups.get(key)
         if row is None:
             row = groups[key] = {
                 "tool": m.tool, "op": m.op, "error": m.error, "count": 0,
                 "workers": [], "tests": [], "test_count": 0, "caught": caught,
+                "url": display_url(m.url), "schema": m.schema, "during_race": race is not None,
             }  # fmt: skip
             tests[key] = set()
         row["count"] += 1

@@ -189,11 +189,21 @@ def _fixture_note(fixture: FixtureRow) -> str:
     return ", ".join(notes)
 
 
+def defined_in(baseid: str) -> str:
+    """Where a fixture is defined, from pytest's ``baseid``: a module or a class as it is,
+    a folder's ``conftest.py``; none is the rootdir's ``conftest.py`` or a plugin."""
+    if not baseid:
+        return "conftest.py or a plugin"
+    if "::" in baseid or baseid.endswith(".py"):
+        return baseid
+    return f"{baseid}/conftest.py"
+
+
 def _fixtures_section(report: Report) -> Section | None:
     fixtures = report["fixtures"]
     if not fixtures:
         return None
-    columns = (
+    columns: tuple[Column, ...] = (
         Column("fixture", squeeze="start", code=True),
         Column("scope"),
         Column("runs", right=True),
@@ -203,7 +213,7 @@ def _fixtures_section(report: Report) -> Section | None:
         Column("teardown", right=True),
         Column("note"),
     )
-    rows = [
+    rows: list[tuple[str, ...]] = [
         (
             f["name"],
             f["scope"],
@@ -216,6 +226,12 @@ def _fixtures_section(report: Report) -> Section | None:
         )
         for f in fixtures
     ]
+    if any(f["namesakes"] for f in fixtures):  # two fixtures of one name: which is which
+        columns += (Column("defined in", squeeze="end", code=True),)
+        rows = [
+            (*row, defined_in(f["baseid"]) if f["namesakes"] else "")
+            for row, f in zip(rows, fixtures, strict=True)
+        ]
     blocks: list[Block] = [Table(columns, rows)]
     raced = {(r["fixture"], r["scope"], r["baseid"]) for r in report["setup_races"]}
     duplicated: list[Line] = [
@@ -524,6 +540,17 @@ def _locks_section(report: Report) -> Section | None:
 
 
 def _migration_result(row: MigrationRow) -> str:
+    if row["count"] > 1:
+        said = [
+            plural(n, what)
+            for n, what in (
+                (row["errors"], "error"),
+                (row["caught_errors"], "caught error"),
+                (row["unfinished"], "unfinished"),
+            )
+            if n
+        ]
+        return ", ".join(said) or "ok"
     if not row["finished"]:
         return "unfinished"
     if row["error"]:
@@ -531,13 +558,13 @@ def _migration_result(row: MigrationRow) -> str:
     return "ok"
 
 
-def _migration_races(report: Report) -> list[Line]:
+def _migration_races(report: Report) -> list[tuple[Line, tuple[str, str | None]]]:
     """One line per database that several workers migrated at overlapping times (a
-    database already named by a racing setup is said there)."""
+    database already named by a racing setup is said there), with its (URL, schema)."""
     said = [
         Resource(r["kind"], r["name"]) for race in report["setup_races"] for r in race["resources"]
     ]
-    lines: list[Line] = []
+    lines: list[tuple[Line, tuple[str, str | None]]] = []
     for race in report["migration_races"]:
         if any(resource.names(race["url"]) for resource in said):
             continue
@@ -548,7 +575,8 @@ def _migration_races(report: Report) -> list[Line]:
             where: Line = ("the same database ", Code(race["url"]))
         else:
             where = ("the same schema ", Code(schema), " of ", Code(race["url"]))
-        lines.append((f"{who} migrated ", *where, " at the same time"))
+        line = (f"{who} migrated ", *where, " at the same time")
+        lines.append((line, (race["url"], schema)))
     return lines
 
 
@@ -567,35 +595,61 @@ def _migrations_section(report: Report) -> Section | None:
         Column("revisions", squeeze="start"),
         Column("at", right=True),
         _TOOK,
+        Column("max", right=True),
         Column("result"),
         _DATABASE,
     )
     rows = [
         (
             m["worker"],
-            f"{m['tool']} {m['op']}",
+            f"{m['tool']} {m['op']}" + (f" ×{m['count']}" if m["count"] > 1 else ""),
             " → ".join(r for r in (m["from_rev"], m["to_rev"]) if r),
             "+" + fmt_duration(m["offset"]),
             fmt_duration(m["duration"]),
+            fmt_duration(m["longest"]) if m["count"] > 1 else "",
             _migration_result(m),
             m["url"] if m["schema"] is None else f"{m['url']} (schema {m['schema']})",
         )
         for m in migrations
     ]
-    races = _migration_races(report)
-    failed = [_error_line(e) for e in report["migration_errors"] if not e["caught"]]
-    caught = [_error_line(e) for e in report["migration_errors"] if e["caught"]]
     blocks = _top_table(columns, rows, report["omitted"]["migrations"], "migration")
-    if races or failed:
-        blocks.append(Bullets(races + failed, warn=True))
+    if any(m["count"] > 1 for m in migrations):
+        note: Line = (
+            "×N: the same migration run N times by one worker (a schema built per test); "
+            "at: the first began, took: their time in all, max: the longest",
+        )
+        blocks.append(Prose([note]))
+    errors = report["migration_errors"]
+    warned: list[Line] = []
+    races = _migration_races(report)
+    for line, place in races:  # each race, and the failures that came while it lasted
+        warned.append(line)
+        warned += [
+            ("during the race: ", *_error_line(e))
+            for e in errors
+            if e["during_race"] and not e["caught"] and (e["url"], e["schema"]) == place
+        ]
+    shown = {place for _line, place in races}
+    apart = "outside the race: " if len(races) == 1 else "outside any race: "
+    for e in errors:
+        if e["caught"] or (e["during_race"] and (e["url"], e["schema"]) in shown):
+            continue  # caught: below; during a race: said under it
+        if races and not e["during_race"]:
+            warned.append((apart, *_error_line(e, on=True)))
+        else:  # no race; or one said under racing shared setup
+            warned.append(_error_line(e))
+    caught = [_error_line(e) for e in errors if e["caught"]]
+    if warned:
+        blocks.append(Bullets(warned, warn=True))
     if caught:
         blocks.append(Bullets(caught))
     blocks += _omitted(report["omitted"]["migration_errors"], "migration error")
     return Section(("Migrations",), blocks)
 
 
-def _error_line(error: MigrationErrorRow) -> Line:
-    """One line for the migrations that failed alike: how many, where, the message."""
+def _error_line(error: MigrationErrorRow, on: bool = False) -> Line:
+    """One line for the migrations that failed alike: how many, where, the message; with
+    ``on``, the database they failed on."""
     what, n, message = f"{error['tool']} {error['op']}", error["count"], first_line(error["error"])
     tests: list[str] = []
     for i, test in enumerate(error["tests"]):
@@ -604,13 +658,14 @@ def _error_line(error: MigrationErrorRow) -> Line:
     if more > 0 and tests:
         tests.append(f" and {more} more")
     workers = ", ".join(error["workers"])
+    where: Line = (" on ", Code(error["url"])) if on else ()
     if error["caught"]:
         times = f" {n}×" if n > 1 else ""
         said = "inside tests that passed (an error they expect, caught)"
         return (f"{what} raised{times} {said}: {message} ({workers})", *tests)
     if n == 1:
-        return (Code(workers), f" {what} failed: {message}", *tests)
-    return (f"{what} failed {n}×: {message} ({workers})", *tests)
+        return (Code(workers), f" {what} failed", *where, f": {message}", *tests)
+    return (f"{what} failed {n}×", *where, f": {message} ({workers})", *tests)
 
 
 def _migration_steps_section(report: Report) -> Section | None:

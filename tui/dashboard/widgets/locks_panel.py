@@ -11,10 +11,11 @@ from textual import events
 from textual.widgets import Static
 
 from testmon_live.plugin import events as ev
+from testmon_live.plugin.dburl import display_url
 from testmon_live.tui.dashboard.ingest import Ingest
 from testmon_live.tui.dashboard.palette import TONE_CLASSES, colour
 from testmon_live.tui.dashboard.widgets.fit_lines import fit_lines
-from testmon_live.tui.reports.formatting import fmt_duration
+from testmon_live.tui.reports.formatting import first_line, fmt_duration, plural
 
 WAITS_SHOWN = 8
 """Past waits listed per lock (the latest)."""
@@ -112,18 +113,49 @@ class LocksPanel(Static):
                 text.append("\n")
             if len(waits) > WAITS_SHOWN:
                 text.append(f"    ... and {len(waits) - WAITS_SHOWN} earlier waits\n", style=muted)
-        if state.migrations:
+        groups = state.migration_groups()
+        if groups:
             text.append("\nmigrations\n", style="bold")
-            for m in state.migrations:
-                revs = f"{m.from_rev or '∅'} → {m.to_rev or '∅'}"
-                extra = f" {fmt_duration(m.duration)}" if m.duration is not None else ""
-                line = f"  {m.w:<6} {m.action:<5} {m.tool} {m.op} {revs}{extra}"
-                text.append(line)
-                if m.error and state.caught(m):  # provoked on purpose: no problem
-                    text.append(f"  {m.error} (caught: its test passed)", style=muted)
-                elif m.error:
-                    text.append(f"  {m.error}", style=err)
-                text.append("\n")
+        unfinished = "running" if state.end is None else "unfinished"
+        for group in groups:
+            m = group.first
+            text.append(f"  {m.w:<6} {m.tool} {m.op}")
+            if group.count == 1:
+                text.append(f" {m.from_rev or '∅'} → {m.to_rev or '∅'}")
+                if not m.finished:
+                    text.append(f" {unfinished}")
+                elif m.duration is not None:
+                    text.append(f" {fmt_duration(m.duration)}")
+            else:  # the same one again and again: a schema built per test
+                if m.from_rev or m.to_rev:
+                    text.append(f" {m.from_rev or '∅'} → {m.to_rev or '∅'}")
+                text.append(
+                    f" ×{group.count} {fmt_duration(group.total)} in all, "
+                    f"max {fmt_duration(group.longest)}"
+                )
+                if group.errors:
+                    text.append(f", {plural(group.errors, 'error')}", style=err)
+                if group.caught_errors:
+                    text.append(f", {group.caught_errors} caught", style=muted)
+                if group.unfinished:
+                    text.append(f", {group.unfinished} {unfinished}")
+            if m.url:
+                schema = f" (schema {m.schema})" if m.schema is not None else ""
+                text.append(f"  {display_url(m.url)}{schema}", style=muted)
+            # its first error (a group's on lines of their own, under it, their first lines)
+            failed = next((r.error for r in group.runs if r.error and not r.caught), None)
+            caught = next((r.error for r in group.runs if r.error and r.caught), None)
+            gap = "  " if group.count == 1 else "\n" + " " * 9
+            if group.count > 1:
+                failed = first_line(failed) if failed is not None else None
+                caught = first_line(caught) if caught is not None else None
+            if failed is not None:
+                text.append(gap)
+                text.append(failed, style=err)
+            if caught is not None and (group.count > 1 or failed is None):
+                text.append(gap)  # provoked on purpose: no problem
+                text.append(f"{caught} (caught: its test passed)", style=muted)
+            text.append("\n")
         steps, more = state.costliest_steps(STEPS_SHOWN)
         if steps:
             text.append("\nslowest migration steps\n", style="bold")
