@@ -23,6 +23,7 @@ from testmon_live.tui import cli
 
 from .conftest import only_run
 from .test_locks import BARRIER, TIMEOUT
+from .test_mysql_holders import performance_schema
 
 # ---------------------------------------------------------------- migrations
 
@@ -436,8 +437,11 @@ def test_mariadb_get_lock_and_metadata_lock_waits(
     # qualified with the connection's database, as the holder's side would name it
     assert metadata[0].lock == f"metadata:{mariadb_url.rsplit('/', 1)[1]}.items"
     holder = state.blocked_by(metadata[0])
-    assert holder is not None
-    assert holder.w == "gw0"  # the one open transaction in that database
+    if performance_schema(mariadb_url):
+        assert holder is not None
+        assert holder.w == "gw0"
+    else:  # nothing says who holds a metadata lock for sure: none named
+        assert holder is None or not holder.w, holder
     assert metadata[0].waited >= 0.5
     assert "ALTER TABLE items" in metadata[0].statement
 

@@ -143,8 +143,21 @@ def test_metadata_lock():
 }
 
 
+def performance_schema(url: str) -> bool:
+    """The server keeps ``performance_schema`` (the one source that names who holds a
+    metadata lock)."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return bool(conn.exec_driver_sql("SELECT @@performance_schema").scalar())
+    finally:
+        engine.dispose()
+
+
 @pytest.mark.mariadb
-def test_metadata_lock_wait_names_its_holder(
+def test_metadata_lock_wait_names_its_holder_only_when_certain(
     pytester: pytest.Pytester, mariadb_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     _suite(pytester, METADATA_LOCK, mariadb_url)
@@ -156,12 +169,17 @@ def test_metadata_lock_wait_names_its_holder(
     assert alter.w == "gw1"
     assert alter.lock == f"metadata:{db}.t"
     blocked_by = state.blocked_by(alter)
-    assert blocked_by is not None
-    assert blocked_by.w == "gw0"
+    certain = performance_schema(mariadb_url)
+    if certain:
+        assert blocked_by is not None
+        assert blocked_by.w == "gw0"
+    else:  # nothing says who holds it for sure: no holder named, not a likely one
+        assert blocked_by is None or not blocked_by.w, blocked_by
     capsys.readouterr()
     assert cli.main(["report", str(run.path)]) == 0
     out = capsys.readouterr().out
-    assert f"gw0, metadata:{db}.t" in out
+    assert f"metadata:{db}.t" in out
+    assert (f"gw0, metadata:{db}.t" in out) == certain, out
 
 
 GET_LOCK_DEADLOCK = {

@@ -893,15 +893,15 @@ def _innodb_wait(conn: Any, backend: int) -> tuple[int, str] | None:
 
 def _mdl_holder(conn: Any, backend: int, table: str) -> int | None:
     """The connection that holds the metadata lock on ``table`` (``schema.table``) that
-    ``backend`` waits for: from ``performance_schema.metadata_locks`` when the server keeps
-    it (MySQL 8 by default; MariaDB with ``performance_schema`` on), else the one other
-    open transaction whose connection uses the table's database (a transaction that read
-    the table keeps its metadata lock to its end). Several such transactions, or none: not
-    known (``None``), never a guess between them."""
+    ``backend`` waits for, from ``performance_schema.metadata_locks`` when the server keeps
+    it (MySQL 8 by default; MariaDB with ``performance_schema`` on). Without it, or with
+    several holders, not known (``None``): no other table says who holds a metadata lock
+    (a transaction's default database, say, is not where it holds its locks), and a guess
+    is never named as the holder."""
     schema, _, name = table.rpartition(".")
     if not schema or name == "?":
         return None
-    with contextlib.suppress(Exception):  # no performance_schema here: the next way
+    try:
         rows = _query(
             conn,
             "SELECT t.PROCESSLIST_ID FROM performance_schema.metadata_locks m"
@@ -910,20 +910,7 @@ def _mdl_holder(conn: Any, backend: int, table: str) -> int | None:
             " AND m.LOCK_STATUS = 'GRANTED' AND t.PROCESSLIST_ID <> %s",
             (schema, name, backend),
         )
-        holders = {int(r[0]) for r in rows if r[0] is not None}
-        if len(holders) == 1:
-            return holders.pop()
-        if holders:
-            return None
-    try:
-        rows = _query(
-            conn,
-            "SELECT t.trx_mysql_thread_id FROM information_schema.INNODB_TRX t"
-            " JOIN information_schema.processlist p ON p.id = t.trx_mysql_thread_id"
-            " WHERE p.db = %s AND t.trx_mysql_thread_id <> %s",
-            (schema, backend),
-        )
-    except Exception:  # noqa: BLE001  (not readable here: the holder stays unknown)
+    except Exception:  # noqa: BLE001  (no performance_schema here: the holder stays unknown)
         return None
     holders = {int(r[0]) for r in rows if r[0] is not None}
     return holders.pop() if len(holders) == 1 else None
