@@ -221,6 +221,19 @@ def test_django_reuse_db_that_creates_is_a_creation_per_database_per_worker(
     kept = [p for p in run_logs(pytester.path) if p != log]
     assert {m.op for m in read_recorded(kept[0]).of(ev.Migration)} >= {"reuse_test_db"}
 
+    # A migration new since: the kept databases are migrated, not created.
+    (pytester.path / "catalog" / "migrations" / "0004_noop.py").write_text(
+        "from django.db import migrations\n\n\nclass Migration(migrations.Migration):\n"
+        '    dependencies = [("catalog", "0003_seed")]\n'
+        '    operations = [migrations.RunSQL("SELECT 1", migrations.RunSQL.noop)]\n'
+    )
+    migrated = pytester.runpytest_subprocess(*args, timeout=TIMEOUT)
+    assert _line(migrated.stdout.str(), "test databases:") is None, migrated.stdout.str()
+    newest = max(run_logs(pytester.path), key=lambda p: p.name)
+    ops = {m.op for m in read_recorded(newest).of(ev.Migration)}
+    assert "create_test_db" not in ops
+    assert {"reuse_test_db", "migrate"} <= ops
+
     recreated = pytester.runpytest_subprocess(*args, "--create-db", timeout=TIMEOUT)
     recreated.assert_outcomes(passed=10)
     line = _line(recreated.stdout.str(), "test databases:")

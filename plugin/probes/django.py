@@ -59,8 +59,9 @@ _runs: dict[str, _Run] = {}
 """Database alias -> its migrate in progress (between the first pre_migrate and the last
 post_migrate)."""
 _made = [0]
-"""Test databases created and migrations applied in this process so far: a reuse during
-which it grows created (or migrated) its database after all."""
+"""Test databases created in this process so far (``CREATE DATABASE`` went through): a
+reuse during which it grows created its database after all (a migration applied to a kept
+database is no creation: its migrate is told apart)."""
 
 
 def install(module: ModuleType | None = None) -> None:
@@ -190,7 +191,6 @@ def _progress(alias: str, chained: Any, action: str, *args: Any, **kwargs: Any) 
         if action in ("apply_start", "unapply_start"):
             run.pending[name] = REAL.perf_counter()
         elif action in ("apply_success", "unapply_success"):
-            _made[0] += 1
             started = run.pending.pop(name, None)
             if started is not None:
                 run.started.append(
@@ -230,6 +230,22 @@ def _wrap_execute_create(original: Callable[..., Any]) -> Callable[..., Any]:
     return _execute_create_test_db
 
 
+def _sqlite_file_missing(connection: Any, name: str) -> bool:
+    """A SQLite test database in a file that does not exist yet (not in memory)."""
+    try:
+        if getattr(connection, "vendor", "") != "sqlite":
+            return False
+        path = name.removeprefix("sqlite:///")
+        if not path or ":memory:" in path or "mode=memory" in path:
+            return False
+        REAL.stat(path)
+    except FileNotFoundError:
+        return True
+    except Exception:  # noqa: BLE001  (ours: a guess at a label, never the user's problem)
+        return False
+    return False
+
+
 def _wrap_create_test_db(original: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(original)
     def create_test_db(self: Any, *args: Any, **kwargs: Any) -> Any:
@@ -246,6 +262,8 @@ def _wrap_create_test_db(original: Callable[..., Any]) -> Callable[..., Any]:
         op = "reuse_test_db" if keepdb else "create_test_db"
         span = MigrationSpan(reporter, "django", op, url, None, None)
         made = _made[0]
+        if keepdb and _sqlite_file_missing(connection, url):
+            made -= 1  # SQLite makes its file without CREATE DATABASE: there is none to keep
         span.begin()
         try:
             return original(self, *args, **kwargs)
@@ -254,7 +272,7 @@ def _wrap_create_test_db(original: Callable[..., Any]) -> Callable[..., Any]:
             _end(alias, span.error)  # a migrate it interrupted sends no post_migrate
             raise
         finally:
-            if keepdb and _made[0] > made:  # asked to reuse, it had to create or migrate
+            if keepdb and _made[0] > made:  # asked to reuse, it had to create one
                 span.op = "create_test_db"
             span.end()
 
