@@ -397,7 +397,7 @@ def test_mysqlclient_row_lock_waits_and_ends_with_the_transaction(
     result = _run(pytester, 2)
     result.assert_outcomes(passed=2)
     state = only_run(pytester).state
-    rows = state.locks[("row", "items")]
+    rows = state.locks[("row", f"{mariadb_url.rsplit('/', 1)[1]}.items")]  # qualified
     assert rows.acquisitions == 2
     assert rows.contended == 1
     assert 0.5 <= rows.max_wait < 10
