@@ -80,6 +80,9 @@ class LockWait(msgspec.Struct, frozen=True):
 
 WAITS_KEPT = 50
 """Longest waits the fold keeps (the report shows at most this many)."""
+BROKEN_PATIENCE = 5.0
+"""Seconds of log time a deadlock the server broke waits for its other side's events (a
+worker's batch may come late) before it is said with what is known."""
 
 
 def lock_label(kind: str, key: str) -> str:
@@ -395,19 +398,38 @@ class LockFold(WorkerFold):
     def _broken_deadlocks(self) -> list[ev.Deadlock]:
         """Deadlocks the server broke: the failed worker waited for a lock another held, and
         that one waited (its wait folded, else: for one of the locks the failed worker
-        held; with one held, that one) - a cycle the server saw whole."""
+        held; with one held, that one) - a cycle the server saw whole.
+
+        Workers' batches interleave: the other side's acquisition (earlier) may come after
+        the failure. A failure whose holder is not known yet stays pending until it is, or
+        until every other running worker's events have passed its time (at the end of the
+        run: every other worker ended), or ``BROKEN_PATIENCE`` seconds of log time have;
+        then it is said with what is known."""
         found: list[ev.Deadlock] = []
+        pending: list[tuple[ev.LockEvent, list[str]]] = []
+        latest = max((v.last_seen for v in self.workers.values()), default=0.0)
         for e, holds in self._broken:
             label = lock_label(e.kind, e.key)
             holder = self.holder(e)
+            if holder is None or not holder.w:
+                stats = self.locks.get((e.kind, e.key))
+                if stats is not None:
+                    self._attribute_wait(stats, e)
+                    holder = self.holder(e)
             other = holder.w if holder is not None and holder.w != e.w else None
+            if other is None:
+                if not self._past(e, latest):
+                    pending.append((e, holds))
+                    continue
+                # no second edge known: said in words, never as a one-edge cycle
+                text = f"{e.w} waits for {label} (holder unknown)"
+                if e.test:
+                    text += f" in {e.test}"
+                found.append(ev.Deadlock(cycle=[], text=_broken_text(text, e.w), broken=True))
+                continue
             first = ev.WaitEdge(
                 w=e.w, holds=" and ".join(holds) or "?", waits_for=label, test=e.test
             )
-            if other is None:
-                text = f"{e.w} waits for {label} (holder unknown)"
-                found.append(ev.Deadlock(cycle=[first], text=_broken_text(text, e.w), broken=True))
-                continue
             waits_for, test = self._waits_of(other, holds, e.ts)
             if waits_for is None:
                 waits_for = holds[0] if len(holds) == 1 else "a lock " + e.w + " held"
@@ -421,8 +443,26 @@ class LockFold(WorkerFold):
                 _sig(d) != _sig(deadlock) for d in found
             ):
                 found.append(deadlock)
-        self._broken.clear()
+        self._broken = pending
+        if pending:  # to be looked at again with the next batch
+            self.lock_graph_changed = True
         return found
+
+    def _past(self, e: ev.LockEvent, latest: float) -> bool:
+        """Every other worker that may hold a lock has sent its events past ``e``'s time
+        (they come in order per worker: its acquisitions before then are folded), or it
+        is long past in log time."""
+        if latest >= e.ts + BROKEN_PATIENCE:
+            return True
+        return all(
+            v.last_seen >= e.ts + CLOCK_SLACK
+            for v in self.workers.values()
+            if v.id != e.w
+            and v.started is not None
+            and v.ended is None
+            and not v.down
+            and v.crash is None
+        )
 
     def _waits_of(
         self, worker: str, labels: list[str], since: float
