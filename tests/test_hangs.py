@@ -1332,3 +1332,49 @@ def test_a_stall_is_told_where_the_test_spent_it(
     state = RunState().apply_all(run.events[: last + 1])
     status = "\n".join(status_lines(state, run.events[last].ts, "quiet"))
     assert f"at {place} (MainThread waiting on" in status
+
+
+@pytest.mark.compat
+def test_a_stall_is_told_where_it_stayed_though_resampling_backed_off() -> None:
+    """Samples that find the stall unmoved come further and further apart: a place is left
+    halfway from the last of them to the sample that found the next place, not halfway
+    from the sample that found the place it left."""
+    from testmon_live.plugin.summary import stall_lines
+
+    def sample(elapsed: float, n: int, line: int | None = None) -> ev.Stall:
+        frame = ev.Frame("/p/test_x.py", line or 0, "test_x", True)
+        thread = ev.ThreadStack(name="MainThread", ident=1, verdict="sleep", frames=[frame])
+        return ev.Stall(
+            w="gw0",
+            ts=1000.0 + elapsed,
+            test="test_x.py::test_x",
+            phase="call",
+            elapsed=elapsed,
+            location=f"test_x.py:{line} in test_x" if line else None,
+            threads=[thread] if line else [],  # an unmoved thread is not sent again
+            sample=n,
+        )
+
+    def told(end: float) -> tuple[str | None, str | None, str]:
+        # at line 10 from 0 s to 60 s (confirmed at 2 ... 32 s, unchanged threads not
+        # re-sent), then at line 20, found there at 62 s, until the end
+        events: list[ev.Event] = [sample(1, 1, 10)]
+        events += [sample(t, n) for n, t in enumerate((2, 4, 8, 16, 32), 2)]
+        events += [
+            sample(62, 7, 20),
+            ev.StallEnded(w="gw0", ts=1000.0 + end, test="test_x.py::test_x", duration=end),
+        ]
+        (record,) = RunState().apply_all(events).stall_records
+        return record.at_place.location, record.left_from, stall_lines(record)[0]
+
+    head = "  stall: gw0 test_x.py::test_x (call)"
+    assert told(70) == (  # >= 32 s at line 10, <= 38 s at line 20
+        "test_x.py:10 in test_x",
+        None,
+        f"{head} 70.0s at test_x.py:10 in test_x",
+    )
+    assert told(120) == (  # >= 73 s at line 20
+        "test_x.py:20 in test_x",
+        "test_x.py:10 in test_x",
+        f"{head} 2.0 min at test_x.py:20 in test_x (first at line 10)",
+    )

@@ -293,6 +293,49 @@ async def test_stuck_names_an_unnamed_thread_once(tmp_path: Path) -> None:
         assert "  MainThread event: threading.Event.wait" in text
 
 
+async def test_stuck_tells_a_stall_where_it_spent_its_time(tmp_path: Path) -> None:
+    """A stall that moved is told where it spent its time, its threads as sampled there,
+    its first place after it, as the summary and the report tell it; a thread that did
+    something else by the latest sample says so under it."""
+    t0 = sample_runs.T0
+
+    def main(verdict: str, *frames: ev.Frame) -> ev.ThreadStack:
+        return ev.ThreadStack(name="MainThread", ident=1, verdict=verdict, frames=list(frames))
+
+    def at(line: int) -> ev.Frame:
+        return ev.Frame("/p/test_x.py", line, "test_x", True)
+
+    def sample(elapsed: float, n: int, *threads: ev.ThreadStack) -> ev.Stall:
+        return ev.Stall(
+            w="gw0",
+            ts=t0 + elapsed,
+            test="test_x.py::test_x",
+            phase="call",
+            elapsed=elapsed,
+            location="test_x.py:10 in test_x" if n == 1 else None,
+            threads=list(threads),
+            sample=n,
+        )
+
+    lock = ev.Frame("/p/.venv/lib/python3.12/site-packages/filelock/_api.py", 5, "acquire", False)
+    events: list[ev.Event] = [
+        ev.RunStarted(ts=t0, schema=ev.SCHEMA_VERSION, run_id="r", rootdir="/p", workers=1),
+        ev.WorkerStarted(w="gw0", ts=t0, schema=ev.SCHEMA_VERSION, pid=1),
+        sample(1, 1, main("sleep", at(10))),  # at line 10 till about 3 s
+        sample(5, 2, main("event", at(20))),  # at line 20 from then: where it spent it
+        sample(60, 3, main("lock", at(20), lock)),  # still at line 20, in a lock by now
+        ev.StallEnded(w="gw0", ts=t0 + 90, test="test_x.py::test_x", duration=90),
+    ]
+    app = app_on(log(tmp_path, events))
+    async with app.run_test(size=BIG) as pilot:
+        await settle(app, pilot)
+        text = await panel_text(app, pilot, "6", StuckPanel)
+        assert "    at test_x.py:20 in test_x (first at line 10)\n" in text, text
+        assert "  MainThread event\n" in text
+        assert "      later: lock\n" in text
+        assert "MainThread sleep" not in text
+
+
 def test_frame_paths_read_from_site_packages_or_the_standard_library() -> None:
     venv = "/home/me/.venv/lib/python3.12/site-packages"
     assert short_file(f"{venv}/pluggy/_hooks.py") == "site-packages/pluggy/_hooks.py"

@@ -43,6 +43,9 @@ class StallPlace(msgspec.Struct):
 
     elapsed: float
     """Seconds the phase had run at the sample that found it there."""
+    before: float
+    """Seconds the phase had run at the sample just before it, the last that still found the
+    stall at the place before (samples that found it unmoved included)."""
     frame: ev.Frame | None
     """The user's frame it was at (the key: a place is left when it changes)."""
     stall: ev.Stall
@@ -82,13 +85,14 @@ class StallRecord(msgspec.Struct):
         return list(self.threads.values())
 
     def merge(self, e: ev.Stall) -> None:
+        before = min(self.elapsed, e.elapsed)  # the previous sample's: still at the old place
         for thread in e.threads:
             self.threads[thread.ident] = thread
         self.elapsed = max(self.elapsed, e.elapsed)
         self.samples += 1
-        self._moved(e)
+        self._moved(e, before)
 
-    def _moved(self, e: ev.Stall) -> None:
+    def _moved(self, e: ev.Stall, before: float) -> None:
         """Note a new place if the threads as now sampled are at another user frame."""
         from testmon_live.plugin.probes.stacks import frame_text, location_frame
 
@@ -98,7 +102,8 @@ class StallRecord(msgspec.Struct):
             return
         text = e.location if e.location and e.sample == 1 else frame_text(frame, self._root())
         stall = msgspec.structs.replace(self.first, location=text, threads=self.thread_list)
-        self.moves.append(StallPlace(elapsed=e.elapsed, frame=frame, stall=stall))
+        place = StallPlace(elapsed=e.elapsed, before=before, frame=frame, stall=stall)
+        self.moves.append(place)
 
     def _root(self) -> str | None:
         """The folder the first sample's location is relative to (the worker's), so that
@@ -118,16 +123,16 @@ class StallRecord(msgspec.Struct):
     def at_place(self) -> ev.Stall:
         """The stall as sampled where it spent its time. Once it ended, the place that held
         it longest: the first from the phase's start (it was there before the threshold,
-        as far as anyone knows), each place until halfway to the sample that found the
-        next (when it moved between them is unknown), the last until the end. While it
-        goes on (or if it never ended), where the latest sample found it. The first
-        sample itself when it never moved, or spent longest there."""
+        as far as anyone knows), each place until halfway from the last sample that still
+        found it there (unmoved samples, backed off, are far apart) to the sample that
+        found the next (when it moved between them is unknown), the last until the end.
+        While it goes on (or if it never ended), where the latest sample found it. The
+        first sample itself when it never moved, or spent longest there."""
         if not self.moves:
             return self.first
         if self.duration is None:
             return self.moves[-1].stall
-        found = [self.first.elapsed, *(m.elapsed for m in self.moves)]
-        bounds = [0.0, *((a + b) / 2 for a, b in itertools.pairwise(found))]
+        bounds = [0.0, *((m.before + m.elapsed) / 2 for m in self.moves)]
         bounds.append(max(self.duration, self.elapsed))
         spans = [end - start for start, end in itertools.pairwise(bounds)]
         longest = max(range(len(spans)), key=lambda i: (spans[i], i))

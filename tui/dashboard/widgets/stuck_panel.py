@@ -18,6 +18,7 @@ from textual.reactive import reactive
 from textual.widgets import Static
 
 from testmon_live.plugin import events as ev
+from testmon_live.plugin.findings import first_at_words
 from testmon_live.plugin.probes.stacks import frame_text, framework_frame
 from testmon_live.plugin.state import RunState, StallRecord
 from testmon_live.plugin.words import exit_words
@@ -133,10 +134,15 @@ class StuckPanel(Static):
             + (f" (fixture {first.fixture})" if first.fixture else "")
             + "\n"
         )
-        if first.location:
-            text.append(f"    at {first.location}\n")
+        # where it spent its time, as the summary and the report tell it (while it goes on,
+        # where the latest sample found it), its first place after it when that differs
+        place = record.at_place
+        if place.location:
+            left = record.left_from
+            text.append(f"    at {place.location}")
+            text.append(f" ({first_at_words(left, place.location)})\n" if left else "\n")
         latest = record.threads
-        for thread in first.threads:  # where it got stuck: what the location line says
+        for thread in place.threads:  # as sampled there: what the location line says
             self._thread(text, thread, muted)
             later = latest.get(thread.ident)
             if later is not None and later.frames[-1:] != thread.frames[-1:]:
