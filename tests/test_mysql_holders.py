@@ -238,3 +238,67 @@ def test_deadlock_the_server_broke_is_called_a_deadlock(
     out = capsys.readouterr().out
     assert "Deadlocks" in out
     assert f"gw0 holds {a}" in out
+
+
+UPDATE_DEADLOCK = {
+    "waiting.py": WAITING,
+    "test_updates.py": """
+import pymysql
+import pytest
+from barrier import barrier, WORKER
+from dbparams import MY
+from waiting import waiting
+
+def test_abba_updates():
+    if WORKER == "gw0":
+        setup = pymysql.connect(**MY, autocommit=True)
+        setup.cursor().execute("CREATE TABLE t (id INT PRIMARY KEY, v INT)")
+        setup.cursor().execute("INSERT INTO t VALUES (1, 0), (2, 0)")
+        setup.close()
+    barrier("created", 2)
+    conn = pymysql.connect(**MY)
+    cur = conn.cursor()
+    mine, theirs = (1, 2) if WORKER == "gw0" else (2, 1)
+    cur.execute("UPDATE t SET v = v + 1 WHERE id = %s", (mine,))
+    barrier("updated", 2)
+    if WORKER == "gw0":
+        cur.execute("UPDATE /* first-waiter */ t SET v = v + 1 WHERE id = %s", (theirs,))
+        conn.commit()  # once the server failed gw1's
+    else:
+        waiting(cur, "first-waiter")  # gw0 waits for row 2
+        with pytest.raises(pymysql.err.OperationalError) as failed:
+            cur.execute("UPDATE t SET v = v + 1 WHERE id = %s", (theirs,))
+        assert failed.value.args[0] == 1213  # ER_LOCK_DEADLOCK
+        conn.rollback()
+    conn.close()
+""",
+}
+
+
+@pytest.mark.mariadb
+def test_deadlock_of_two_plain_updates_is_called_a_deadlock(
+    pytester: pytest.Pytester, mariadb_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _suite(pytester, UPDATE_DEADLOCK, mariadb_url)
+    result = _run(pytester, 2)
+    result.assert_outcomes(passed=2)
+    run = only_run(pytester)
+    state = run.state
+    db = mariadb_url.rsplit("/", 1)[1]
+    (failed,) = [e for e in state.lock_events if e.action == "failed"]
+    assert (failed.w, failed.kind, failed.key, failed.reason) == (
+        "gw1",
+        "row",
+        f"{db}.t",
+        "deadlock",
+    )
+    (deadlock,) = state.deadlocks
+    assert deadlock.broken
+    assert {e.w for e in deadlock.cycle} == {"gw0", "gw1"}, deadlock
+    assert "deadlock: gw1 holds" in result.stdout.str()
+    capsys.readouterr()
+    assert cli.main(["report", str(run.path)]) == 0
+    out = capsys.readouterr().out
+    assert "Deadlocks" in out
+    assert "gw0 holds" in out, out
+    assert "gw1 holds" in out, out

@@ -655,7 +655,8 @@ def _failed(ident: int, entry: Entry, error: BaseException) -> None:
     lock = entry[4]
     text = exc_text(error)
     busy = is_busy(text)
-    if lock is None and not busy and not _flights:
+    deadlock = is_deadlock(text)
+    if lock is None and not busy and not deadlock and not _flights:
         return
     flight = _take(ident, entry)
     waited = REAL.perf_counter() - flight.t0
@@ -687,6 +688,13 @@ def _failed(ident: int, entry: Entry, error: BaseException) -> None:
             _db_wait(reporter, flight, waited, text)
     elif flight.reported:
         _close_wait(reporter, flight, waited, text)
+    elif deadlock:
+        # A plain statement (an ORM's UPDATE) the server failed at once to break a
+        # deadlock: no wait was seen, the row lock it wanted is on its table.
+        target = flight.target
+        schema = _mysql_schema(target) if target.dialect in ("mysql", "mariadb") else ""
+        key = qualified(table_of(flight.statement), schema)
+        reporter.failed("row", key, reporter.new_id(), waited, text, "deadlock", flight.blocker)
 
 
 def is_deadlock(text: str) -> bool:

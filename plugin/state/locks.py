@@ -411,6 +411,22 @@ class LockFold(WorkerFold):
         for e, holds in self._broken:
             label = lock_label(e.kind, e.key)
             holder = self.holder(e)
+            blocked = self._waiter_on(e) if holder is None or not holder.w else None
+            if blocked is not None:  # the server said e's worker blocked this one's wait
+                waiter, wanted, its_test = blocked
+                edges = [
+                    ev.WaitEdge(
+                        w=e.w, holds=" and ".join(holds) or wanted, waits_for=label, test=e.test
+                    ),
+                    ev.WaitEdge(w=waiter, holds=label, waits_for=wanted, test=its_test),
+                ]
+                text = "; ".join(f"{d.w} holds {d.holds}, waits for {d.waits_for}" for d in edges)
+                deadlock = ev.Deadlock(cycle=edges, text=_broken_text(text, e.w), broken=True)
+                if _sig(deadlock) not in self.deadlock_keys and all(
+                    _sig(d) != _sig(deadlock) for d in found
+                ):
+                    found.append(deadlock)
+                continue
             if holder is None or not holder.w:
                 stats = self.locks.get((e.kind, e.key))
                 if stats is not None:
@@ -447,6 +463,22 @@ class LockFold(WorkerFold):
         if pending:  # to be looked at again with the next batch
             self.lock_graph_changed = True
         return found
+
+    def _waiter_on(self, e: ev.LockEvent) -> tuple[str, str, str | None] | None:
+        """Another worker whose wait the server said ``e``'s worker blocked, waiting when
+        ``e`` failed (still, or granted after): (worker, lock label, its test)."""
+        for stats in self.locks.values():
+            label = lock_label(stats.kind, stats.key)
+            waits = list(stats.waiting.values()) + [
+                a for a in stats.last_contended.values() if a.ts + CLOCK_SLACK >= e.ts
+            ]
+            for wait in waits:
+                if wait.w == e.w:
+                    continue
+                named = self.holder(wait)
+                if named is not None and named.w == e.w:
+                    return wait.w, label, wait.test
+        return None
 
     def _past(self, e: ev.LockEvent, latest: float) -> bool:
         """Every other worker that may hold a lock has sent its events past ``e``'s time
