@@ -46,6 +46,9 @@ _ENV_TO_CLEAR = (
     # its report to the outer step summary: the tests that want them set them.
     "GITHUB_ACTIONS",
     "GITHUB_STEP_SUMMARY",
+    # xdist gives its workers COLUMNS=80: a text report read by a test would be cut to a
+    # terminal's width there and whole in a plain run; the tests that want a width set it.
+    "COLUMNS",
 )
 
 
