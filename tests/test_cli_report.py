@@ -1101,3 +1101,17 @@ def test_a_workers_reports_between_phases_are_in_its_busy_time_and_said(
 def _quick_log(folder: Path) -> Path:
     events = sample_runs.slow_reports_run(tests=8, workers=2, report=0.0)
     return sample_runs.write_log(folder / "runs" / "20261117-070641-quick.jsonl", events)
+
+
+def test_json_is_a_shorthand_for_format_json(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`testmon report --json` (what people type first) is `--format json`, as is
+    `testmon whatif --json`; it was an "unrecognized arguments" error."""
+    events = sample_runs.slow_reports_run(tests=4, workers=2, report=0.0)
+    log = sample_runs.write_log(tmp_path / "runs" / "20261117-070640-json.jsonl", events)
+    for command in ("report", "whatif"):
+        out = run_cli(capsys, command, str(log), "--json")
+        assert out.code == 0, out.err
+        long = run_cli(capsys, command, str(log), "--format", "json")
+        assert json.loads(out.out) == json.loads(long.out)

@@ -126,6 +126,9 @@ def add_format_option(parser: argparse.ArgumentParser, what: str) -> None:
         "job summary, e.g. $GITHUB_STEP_SUMMARY) or json (for scripts; see "
         "docs/report-json.md)",
     )
+    parser.add_argument(
+        "--json", dest="format", action="store_const", const="json", help="--format json"
+    )
 
 
 def monitor_dir(args: argparse.Namespace) -> MonitorDir:
@@ -635,6 +638,9 @@ def _whatif_arguments(parser: argparse.ArgumentParser) -> None:
         default="text",
         metavar="FORMAT",
         help="text (default) or json (for scripts: the same numbers, in seconds)",
+    )
+    parser.add_argument(
+        "--json", dest="format", action="store_const", const="json", help="--format json"
     )
 
 
