@@ -708,3 +708,26 @@ def test_suspects_command_is_safe_to_paste(
     assert not (pytester.path / "pwned").exists()
     code, out, _ = run_cli(capsys, "suspects", "latest", "test_victim")
     assert "testmon bisect 20260101-120000-evil test_x.py::test_victim" in out
+
+
+def test_diff_says_when_the_runs_had_different_workers(
+    pytester: pytest.Pytester, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Two runs on 2 and 3 workers: the table gives each run's workers and a line says the
+    times are not like for like (a test that became a worker's first pays its session
+    fixtures; the django-reversion trial read such a test as 14 s slower)."""
+    pytester.makeini("[pytest]\n")
+    pytester.makepyfile(
+        test_a="import pytest\n\n@pytest.mark.parametrize('i', range(6))\ndef test_a(i): pass\n"
+    )
+    record(pytester, "-n", "2")
+    record(pytester, "-n", "3")
+    logs = run_logs(pytester.path)
+    os.chdir(pytester.path)
+    code, out, err = run_cli(capsys, "diff", str(logs[0]), str(logs[1]), "--format", "json")
+    assert code == 0, err
+    model = json.loads(out)
+    assert (model["a"]["workers"], model["b"]["workers"]) == (2, 3)
+    code, out, _ = run_cli(capsys, "diff", str(logs[0]), str(logs[1]))
+    assert code == 0
+    assert "A ran on 2 workers, B on 3" in " ".join(out.split())

@@ -140,6 +140,7 @@ def _brief_row(name: str, run: RunBrief) -> tuple[str, ...]:
     return (
         name,
         run["run"],
+        str(run["workers"]),
         str(run["tests"]),
         str(failing),
         fmt_duration(run["wall"]),
@@ -168,6 +169,7 @@ def _compared(model: DiffModel) -> Section:
     columns = (
         Column(""),
         Column("run", code=True),
+        Column("workers", right=True),
         Column("tests", right=True),
         Column("failing", right=True),
         Column("wall", right=True),
@@ -180,7 +182,15 @@ def _compared(model: DiffModel) -> Section:
         f"{fmt_percent(a['efficiency'])} -> {fmt_percent(b['efficiency'])}"
     )
     table = Table(columns, [_brief_row("A", a), _brief_row("B", b)])
-    return Section(("Runs compared",), [table, Prose([(change,)])])
+    said: list[Line] = [(change,)]
+    if a["workers"] != b["workers"]:
+        said.append(
+            (
+                f"A ran on {a['workers']} workers, B on {b['workers']}: a test's time moves "
+                "with what ran beside it and with which worker set up the session fixtures",
+            )
+        )
+    return Section(("Runs compared",), [table, Prose(said)])
 
 
 def _changed(model: DiffModel) -> Section | None:

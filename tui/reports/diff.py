@@ -207,7 +207,7 @@ def brief(state: RunState) -> RunBrief:
         "run": state.run_id,
         "wall": state.wall(),
         "efficiency": state.efficiency(),
-        "workers": len(state.active_workers()),
+        "workers": state.slots(),
         "tests": state.tests_done,
         "counts": dict(state.counts),
         "lock_wait": sum(_lock_waits(state).values()),
