@@ -126,6 +126,13 @@ FLAKY_NAMED = 3
 """At most this many of them named (the report lists them all)."""
 
 
+def _mostly_setup(test: ev.TestFinished) -> str:
+    """``, 12.5s of it setup`` for a test slow by its setup (a session fixture it happened to
+    set up for its worker, pytest-django's test database), else nothing."""
+    setup = sum(p.dur for p in test.phases if p.when == "setup")
+    return f", {_dur(setup)} of it setup" if setup > 0.5 * test.duration > 0 else ""
+
+
 def summary_lines(state: RunState, log: Path, problems: list[str], verbosity: int = 0) -> list[str]:
     """A few lines; the last one is the command that opens the run (or says there is no
     log to open: it was deleted while the run wrote it)."""
@@ -148,7 +155,7 @@ def summary_lines(state: RunState, log: Path, problems: list[str], verbosity: in
         lines.append(f"{COLLECTION_ERROR}s: {left} more (see `testmon report {state.run_id}`)")
     slowest = state.slowest(3 if verbosity > 0 else 1)
     lines.extend(
-        f"slowest: {test.nodeid} {_dur(test.duration)} ({test.w})"
+        f"slowest: {test.nodeid} {_dur(test.duration)} ({test.w}{_mostly_setup(test)})"
         for test in slowest
         if test.duration >= 0.1
     )

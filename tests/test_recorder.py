@@ -983,3 +983,39 @@ def test_collect_only_counts_what_its_line_counts(
     errors = int(re.findall(r"(\d+) errors? in", output)[-1])
     state = only_run(pytester).state
     assert {k: n for k, n in state.counts.items() if n} == {"error": errors}
+
+
+def test_the_slowest_test_slow_by_its_setup_says_so(
+    pytester: pytest.Pytester, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The test that set up a slow session fixture (pytest-django's test database) is the
+    slowest by that setup: the summary and the report's Slowest tests say how much of it was
+    setup (the django-reversion trial read a 12.8 s test that spent 12.5 s in setup)."""
+    pytester.makepyfile(
+        test_slow_setup="""
+        import time
+        import pytest
+
+        @pytest.fixture(scope="session")
+        def database():
+            time.sleep(0.5)
+
+        def test_first(database):
+            pass
+
+        def test_second(database):
+            pass
+        """
+    )
+    result = pytester.runpytest_subprocess("--monitor", "-p", "no:xdist")
+    result.assert_outcomes(passed=2)
+    line = next(x for x in result.stdout.str().splitlines() if x.startswith("slowest: "))
+    assert re.fullmatch(
+        r"slowest: test_slow_setup.py::test_first \S+ \(main, \S+ of it setup\)", line
+    ), line
+    run = only_run(pytester)
+    capsys.readouterr()
+    assert cli.main(["report", str(run.path)]) == 0
+    text = capsys.readouterr().out
+    header = next(x for x in text.splitlines() if x.strip().startswith("duration"))
+    assert header.split()[:3] == ["duration", "setup", "call"]

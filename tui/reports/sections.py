@@ -171,12 +171,23 @@ def _workers_section(report: Report) -> Section | None:
 def _slowest_section(report: Report) -> Section | None:
     columns = (
         Column("duration", right=True),
+        Column("setup", right=True),
+        Column("call", right=True),
         Column("worker", code=True),
         Column("outcome"),
         Column("test", squeeze="end", code=True),
     )
+    # setup apart: a test that set up its worker's session fixtures (pytest-django's
+    # test database) is slow by them, not by itself
     rows = [
-        (fmt_duration(t["duration"]), t["worker"], t["outcome"], t["nodeid"])
+        (
+            fmt_duration(t["duration"]),
+            fmt_duration(t["setup"]),
+            fmt_duration(t["call"]),
+            t["worker"],
+            t["outcome"],
+            t["nodeid"],
+        )
         for t in report["slowest"]
     ]
     return Section(("Slowest tests",), [Table(columns, rows)]) if rows else None
