@@ -26,7 +26,7 @@ import msgspec
 from . import events as ev
 from .findings import FIX
 from .guard import REAL
-from .state import RunState, StallRecord, WorkerView, worker_order
+from .state import RunState, StallRecord, WorkerView, lock_label, worker_order
 from .summary import _dur as duration
 from .summary import race_line
 from .words import death_words, exit_words
@@ -154,7 +154,7 @@ class Watch:
                     self._silent[spell.w] = (spell, t + UNRESPONSIVE_GRACE)
             self._unresponsive = len(state.unresponsive)
         if len(state.stall_records) > self._stalls:
-            out.extend(self._stall(record) for record in state.stall_records[self._stalls :])
+            out.extend(self._stall(record, state) for record in state.stall_records[self._stalls :])
             self._stalls = len(state.stall_records)
         if self._silent:
             for wid, (spell, deadline) in list(self._silent.items()):
@@ -182,7 +182,7 @@ class Watch:
 
     # ------------------------------------------------------------- each kind
 
-    def _stall(self, record: StallRecord) -> Alert:
+    def _stall(self, record: StallRecord, state: RunState) -> Alert:
         if record.reason == "unresponsive":
             pending = self._silent.pop(record.w, None)
             spell = pending[0] if pending is not None else None
@@ -190,7 +190,7 @@ class Watch:
         first = record.first
         text = (
             f"STALL {record.w} {_test_phase(first.test, first.phase, first.fixture)} "
-            f"{duration(first.elapsed)}{_at(first)}"
+            f"{duration(first.elapsed)}{_at(first)}{_waiting_on(state, record.w)}"
         )
         return Alert(
             "STALL",
@@ -357,6 +357,27 @@ def _unresponsive(
 
 
 # ------------------------------------------------------------------ texts
+
+
+def _waiting_on(state: RunState, w: str) -> str:
+    """``; waiting on lock:x held by gw0 (test_a)`` for a worker waiting on a lock now, with
+    whoever holds it as far as the run knows (the trial's STALL lines said "waiting on the
+    database" and left whom to the dashboard), else nothing."""
+    for stats in state.locks.values():
+        if not stats.waiting:
+            continue
+        wait = next((e for e in stats.waiting.values() if e.w == w), None)
+        if wait is None:
+            continue
+        said = f"; waiting on {lock_label(stats.kind, stats.key)}"
+        holder = state.holder(wait)
+        if holder is None or not (holder.w or holder.pid):
+            return said + " (holder unknown)"
+        who = holder.w or f"pid {holder.pid}"
+        # the fixture that holds it (a session fixture's lock outlives its test), else the test
+        where = f"fixture {holder.fixture}" if holder.fixture else holder.test
+        return f"{said} held by {who}" + (f" ({where})" if where else "")
+    return ""
 
 
 def _test_phase(test: str | None, phase: str, fixture: str | None) -> str:

@@ -1378,3 +1378,68 @@ def test_a_stall_is_told_where_it_stayed_though_resampling_backed_off() -> None:
         "test_x.py:10 in test_x",
         f"{head} 2.0 min at test_x.py:20 in test_x (first at line 10)",
     )
+
+
+LOCK_STALL = {
+    "test_holder": """
+import time
+import pytest
+from filelock import FileLock
+
+def stalled():
+    # pytest's own output (pytester writes it to ./stdout): has the waiter's STALL line come?
+    try:
+        with open("stdout") as out:
+            return any("STALL" in line and "test_waiter" in line for line in out)
+    except FileNotFoundError:
+        return False
+
+@pytest.fixture(scope="session")
+def shared_lock():
+    with FileLock("shared.lock"):
+        open("held", "w").close()
+        yield
+
+def test_holder(shared_lock):
+    deadline = time.monotonic() + 60
+    while not stalled() and time.monotonic() < deadline:
+        time.sleep(0.05)
+""",
+    "test_waiter": """
+import os, time
+from filelock import FileLock
+
+def test_waiter():
+    while not os.path.exists("held"):
+        time.sleep(0.02)
+    with FileLock("shared.lock", timeout=60):
+        pass
+""",
+}
+
+
+def test_the_live_stall_line_names_the_lock_and_who_holds_it(pytester: pytest.Pytester) -> None:
+    """A test stalled on a lock another worker's session fixture holds: its STALL line in
+    pytest's output says which lock and who holds it (the django-reversion trial's said
+    "waiting on the database" and left whom to the dashboard)."""
+    pytester.makepyfile(**LOCK_STALL)
+    result = pytester.runpytest_subprocess(
+        "-n",
+        "2",
+        "--dist",
+        "loadfile",
+        "--monitor",
+        "--monitor-stall=1",
+        "-p",
+        "no:randomly",
+        timeout=RUN_TIMEOUT,
+    )
+    result.assert_outcomes(passed=2)
+    lines = [x for x in result.stdout.str().splitlines() if "STALL" in x and "test_waiter" in x]
+    assert lines, result.stdout.str()
+    match = re.search(r"; waiting on (\S+) held by (gw\d) \(fixture shared_lock\)$", lines[0])
+    assert match is not None, lines[0]
+    assert "shared.lock" in match[1]
+    waiter = re.search(r"STALL (gw\d) ", lines[0])
+    assert waiter is not None
+    assert waiter[1] != match[2]
