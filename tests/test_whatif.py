@@ -998,3 +998,15 @@ def test_a_tests_rerun_attempts_are_its_cost_in_the_model() -> None:
         nodeid: pytest.approx(cost + (2.0 if nodeid == record.nodeid else 0.0))
         for nodeid, cost in costs.items()
     }
+
+
+def test_a_log_that_claims_absurd_workers_is_not_replayed_at_its_own_n() -> None:
+    """A header saying 2**53 workers (a hostile log: the fuzz found it) made the self-check
+    replay with a queue per worker, 2**53 of them, until the machine ran out of memory
+    (CI's OOM killer at 23 GB). More workers than the model replays: no check."""
+    p = dataclasses.replace(profile([1.0] * 4), workers=2**53, wall=2.0)
+    checked = check(p)
+    assert checked["accounted"] is None
+    assert checked["workers"] == 2**53
+    answer = whatif(p, Question(2, table=(1, 2)))
+    assert answer["check"]["accounted"] is None

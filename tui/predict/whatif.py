@@ -192,9 +192,12 @@ def check(profile: Profile, grid: Grid | None = None) -> Check:
     replays already made, reused when they are of the same profile and ``--dist``)."""
     workers = max(1, profile.workers)
     dist = profile.dist if profile.dist in DISTS else "load"
-    if profile.dist and profile.dist not in DISTS and profile.dist != "no":
-        # --dist each, loadgroup: a distribution the model does not replay; its replay as
-        # load would say nothing of what the run spent
+    if workers > MAX_WORKERS or (
+        profile.dist and profile.dist not in DISTS and profile.dist != "no"
+    ):
+        # more workers than the model replays (a log that says 2**53: its lists would be
+        # that long), or --dist each, loadgroup: a distribution the model does not replay;
+        # its replay as load would say nothing of what the run spent
         return {
             "workers": workers,
             "dist": profile.dist,
